@@ -1,0 +1,108 @@
+/* libjitsu: the contract between the core and a backend. */
+#ifndef JITSU_BACKEND_H
+#define JITSU_BACKEND_H
+
+#include <sys/types.h>
+
+#include "config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * A backend turns vm operations into real work. Every operation is
+ * asynchronous: it returns 0 once the work is under way (or a negative
+ * errno value if it could not begin, with jitsu_vm_set_reason() saying
+ * why) and reports the outcome later, from the loop, with the
+ * jitsu_backend_*() calls below. The core calls an operation only in the
+ * state where it makes sense and serialises them per vm.
+ */
+#define JITSU_BACKEND_OPS_VERSION 1
+typedef struct jitsu_backend_ops {
+  unsigned version; /* JITSU_BACKEND_OPS_VERSION */
+  const char *name;
+  const jitsu_key *keys; /* [vm] keys this backend accepts */
+  size_t n_keys;
+  /* Check the vm's params and keep what is needed (jitsu_vm_set_data);
+   * fill (err) on a bad value. Called once, at definition. */
+  int (*configure)(jitsu_vm *vm, jitsu_error *err);
+  /* Free what configure kept; the vm is going away (the guest may live). */
+  void (*release)(jitsu_vm *vm);
+  /* Acquire host resources (e.g. bind listening sockets) once the vm is
+   * defined and adoption has run (jitsu_vm_state() tells); fill (err) on
+   * failure and the definition is undone. May be NULL. */
+  int (*attach)(jitsu_vm *vm, jitsu_error *err);
+  /* Look for a live guest of this vm left by an earlier controller.
+   * Return 1 and set (*state) (ready or suspended) if found, else 0. */
+  int (*adopt)(jitsu_vm *vm, jitsu_state *state);
+  /* Start the guest; report with jitsu_backend_started(). */
+  int (*start)(jitsu_vm *vm);
+  /* Stop the guest in (mode), destroying it after (grace_ms) for a
+   * shutdown; report with jitsu_backend_exited(). */
+  int (*stop)(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms);
+  /* Pause / continue the guest; report with jitsu_backend_suspended() /
+   * jitsu_backend_resumed(). NULL: the backend cannot. */
+  int (*suspend)(jitsu_vm *vm);
+  int (*resume)(jitsu_vm *vm);
+  /* Told after every state change of one of its vms (may be NULL). */
+  void (*state_changed)(jitsu_vm *vm, jitsu_state old_state,
+                        jitsu_state new_state);
+  /* Whether (pid) belongs to the guest, for notify readiness (NULL: any
+   * sender is accepted). */
+  int (*owns_pid)(jitsu_vm *vm, pid_t pid);
+  /* Describe the live guest into (buf), e.g. "pid 1234" (may be NULL). */
+  void (*describe)(jitsu_vm *vm, char *buf, size_t size);
+} jitsu_backend_ops;
+
+/* Make (ops) available to (ctx) under ops->name; -EEXIST if taken. The
+ * built-in backends are registered by jitsu_ctx_new(). */
+JITSU_EXTERN int jitsu_backend_register(jitsu_ctx *ctx,
+                                        const jitsu_backend_ops *ops);
+
+/* Names of the registered backends, NULL-terminated, static storage of
+ * the ctx; valid until the next registration. */
+JITSU_EXTERN const char *const *jitsu_backend_names(jitsu_ctx *ctx);
+
+/* Per-vm data of the backend. */
+JITSU_EXTERN void jitsu_vm_set_data(jitsu_vm *vm, void *data);
+JITSU_EXTERN void *jitsu_vm_data(const jitsu_vm *vm);
+
+/* Set the reason shown with the next state change (printf format). */
+JITSU_EXTERN void jitsu_vm_set_reason(jitsu_vm *vm, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Log on behalf of (vm): the line is prefixed with "vm NAME: ". */
+JITSU_EXTERN void jitsu_vm_log(jitsu_vm *vm, jitsu_log_level level,
+                               const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Readiness parameters of (vm). */
+JITSU_EXTERN jitsu_ready_method jitsu_vm_ready_method(const jitsu_vm *vm);
+
+/* The NOTIFY_SOCKET value the guest must get ("@..." for an abstract
+ * socket), or NULL when readiness is not notify. Valid while starting. */
+JITSU_EXTERN const char *jitsu_vm_notify_socket(const jitsu_vm *vm);
+
+/* The guest is running (err 0; readiness checks begin) or could not be
+ * started (err < 0, with a reason set). */
+JITSU_EXTERN void jitsu_backend_started(jitsu_vm *vm, int err);
+
+/* The guest is gone: (clean) if it ended normally (exit status 0 or the
+ * stop asked of it), with (how) e.g. "exited with status 3". */
+JITSU_EXTERN void jitsu_backend_exited(jitsu_vm *vm, int clean,
+                                       const char *how);
+
+/* Suspend / resume finished (err 0) or failed (err < 0). */
+JITSU_EXTERN void jitsu_backend_suspended(jitsu_vm *vm, int err);
+JITSU_EXTERN void jitsu_backend_resumed(jitsu_vm *vm, int err);
+
+/* Fill (err) with (code) and a formatted message; returns (code). */
+JITSU_EXTERN int jitsu_error_set(jitsu_error *err, int code, const char *key,
+                                 const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,73 @@
+/* libjitsu: the INI configuration file and the keys it accepts. */
+#ifndef JITSU_CONFIG_H
+#define JITSU_CONFIG_H
+
+#include "vm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum jitsu_key_type {
+  JITSU_KEY_STRING = 0,
+  JITSU_KEY_DURATION, /* "250ms", "5s", "2m", "1h"; a bare 0 is allowed */
+  JITSU_KEY_UINT,     /* decimal, 0 .. 2^32-1 */
+  JITSU_KEY_BOOL,     /* yes/no, true/false, on/off, 1/0 */
+} jitsu_key_type;
+
+#define JITSU_KEY_MULTI 1u    /* may be given more than once */
+#define JITSU_KEY_REQUIRED 2u /* must be given */
+
+/* A key that a section accepts. Declared arrays must outlive the ctx. */
+typedef struct jitsu_key {
+  const char *name;
+  jitsu_key_type type;
+  unsigned flags;
+  const char *help;
+} jitsu_key;
+
+/*
+ * Declare that sections called (section) accept (keys[0..n)). (section) is
+ * "jitsu" for the global section, "vm" for every [vm NAME] section, or the
+ * name of a section of the caller's own (e.g. "dns"). Keys that no one
+ * declared are errors in a config file, so a frontend adds its keys here
+ * before jitsu_config_load(). -EEXIST if a key is declared twice.
+ */
+JITSU_EXTERN int jitsu_config_declare_keys(jitsu_ctx *ctx, const char *section,
+                                           const jitsu_key *keys, size_t n);
+
+/*
+ * Load the configuration file (path) into (ctx): apply [jitsu], remember
+ * other declared sections and define one vm per [vm NAME] section. The
+ * whole file is checked first; on any error nothing is applied, (err)
+ * says "file:line: key: reason" and a negative errno value is returned
+ * (-EINVAL for a bad file). Relative paths in the file stay as written.
+ */
+JITSU_EXTERN int jitsu_config_load(jitsu_ctx *ctx, const char *path,
+                                   jitsu_error *err);
+
+/* The (index)th value of (key) in section (section) of the loaded config
+ * ("jitsu" or a declared section of one's own), or NULL. */
+JITSU_EXTERN const char *jitsu_config_get(jitsu_ctx *ctx, const char *section,
+                                          const char *key, size_t index);
+
+/* Parse a duration ("250ms", "5s", "2m", "1h", "0") into (*ms): 0 or
+ * -EINVAL. */
+JITSU_EXTERN int jitsu_parse_duration(const char *text, uint64_t *ms);
+
+/* Parse a boolean (yes/no, true/false, on/off, 1/0): 0 or -EINVAL. */
+JITSU_EXTERN int jitsu_parse_bool(const char *text, bool *value);
+
+/*
+ * Split (text) into an argv array the way a POSIX shell splits words, with
+ * '...' and "..." quoting and backslash escapes, but no expansion of any
+ * kind. On success (*argv) is a NULL-terminated array in one allocation
+ * (free() it) and (*argc) its length. -EINVAL (unbalanced quote, empty)
+ * or -ENOMEM.
+ */
+JITSU_EXTERN int jitsu_split_argv(const char *text, char ***argv, int *argc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,13 @@
+/* libjitsu: summon guests just in time. The one header to include. */
+#ifndef JITSU_JITSU_H
+#define JITSU_JITSU_H
+
+#include "common.h"
+#include "ctx.h"
+#include "vm.h"
+#include "config.h"
+#include "trigger.h"
+#include "idle.h"
+#include "backend.h"
+
+#endif

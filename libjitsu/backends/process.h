@@ -1,0 +1,70 @@
+/* The process backend's private header (process*.c). */
+#ifndef JITSU_BACKEND_PROCESS_H
+#define JITSU_BACKEND_PROCESS_H
+
+#include "../internal.h"
+
+#include <sys/types.h>
+
+/* A socket handed to the guest, as systemd socket activation does. */
+typedef struct psock {
+  struct proc *proc;
+  int type; /* SOCK_STREAM or SOCK_DGRAM */
+  struct sockaddr_storage addr;
+  socklen_t addr_len;
+  int backlog;
+  char name[64]; /* for LISTEN_FDNAMES */
+  char key[128]; /* the socket trigger's key, e.g. "tcp:127.0.0.1:8080" */
+  int fd;        /* -1 while an adopted guest holds the socket */
+  uv_poll_t *poll;
+  bool polling;
+} psock;
+
+typedef struct proc {
+  jitsu_vm *vm;
+  char **argv;
+  char **env; /* "KEY=VALUE", NULL-terminated */
+  char *workdir;
+  bool set_user, set_group;
+  uid_t uid;
+  gid_t gid;
+  psock *socks;
+  size_t n_socks;
+  /* The live guest. */
+  pid_t pid; /* also its process group: the guest starts a session */
+  int pidfd;
+  unsigned long long starttime; /* from /proc/PID/stat, against pid reuse */
+  bool stopping;
+  uv_poll_t *exit_poll;
+  uv_timer_t *timer; /* stop grace, suspend/resume confirmation */
+  unsigned checks;
+  uv_timer_t *rearm; /* socket trigger back-off after a failure */
+} proc;
+
+/* Parse "tcp HOST:PORT [name=N] [backlog=N]" / "udp HOST:PORT [name=N]" /
+ * "unix /PATH [name=N] [backlog=N]" into (s); 0 or -EINVAL with (why). */
+int process_socket_parse(const char *spec, psock *s, const char **why);
+
+/* Bind (s) (fd >= 0 on success); a negative errno value. */
+int process_socket_bind(psock *s);
+
+/* Start or stop the socket triggers of (p) for the state (state). */
+void process_sockets_arm(proc *p, jitsu_state state);
+
+/* Close the sockets and their poll handles. */
+void process_sockets_close(proc *p);
+
+/* Fork and exec the guest of (p); 0 with p->pid and p->pidfd set, or a
+ * negative errno value with a reason set on the vm. */
+int process_spawn(proc *p);
+
+/* The guest record: "<state>/process/<name>.pid". */
+int process_record_write(proc *p);
+void process_record_remove(proc *p);
+/* Find a live guest from its record; 1 with pid, pidfd, starttime set. */
+int process_record_adopt(proc *p);
+
+/* Read the start time and state letter of (pid) from /proc; 0 or -errno. */
+int process_stat(pid_t pid, unsigned long long *starttime, char *state);
+
+#endif

@@ -1,0 +1,886 @@
+/* The configuration file: INI (parsed by inih), checked whole, then applied.
+ *
+ * inih hands us (section, key, value) without line numbers, so we read the
+ * file for it line by line (counting lines and noting section headers,
+ * including empty ones) and keep every entry with its line. Only when the
+ * whole file checks out is anything applied. */
+#include "internal.h"
+
+#include <ini.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LINE 65536
+
+typedef struct entry {
+  char *section, *key, *value;
+  unsigned line;
+} entry;
+
+typedef struct header {
+  char *name;
+  unsigned line;
+} header;
+
+typedef struct cfg {
+  jitsu_ctx *ctx;
+  FILE *f;
+  entry *e;
+  size_t n, cap;
+  header *h;
+  size_t nh, caph;
+  unsigned lineno;
+  bool at_line_start;
+  int oom;
+  const char *read_error; /* a problem the reader found */
+  unsigned read_error_line;
+} cfg;
+
+/* The keys of [vm] sections that fill jitsu_vm_def's fields. */
+static const jitsu_key vm_field_keys[] = {
+    {"backend", JITSU_KEY_STRING, 0, "the backend that runs the guest"},
+    {"ready", JITSU_KEY_STRING, 0, "none | notify | tcp:HOST:PORT"},
+    {"ready-timeout", JITSU_KEY_DURATION, 0, "time to become ready"},
+    {"stop-grace", JITSU_KEY_DURATION, 0, "shutdown grace before destroy"},
+    {"idle-timeout", JITSU_KEY_DURATION, 0, "idle time before idle-action"},
+    {"idle-action", JITSU_KEY_STRING, 0, "destroy | shutdown | suspend"},
+};
+
+/* Keys of [vm] sections that go to params, for frontends. */
+static const jitsu_key vm_common_keys[] = {
+    {"address", JITSU_KEY_STRING, JITSU_KEY_MULTI,
+     "an address of the guest's service, for frontends"},
+};
+
+static const jitsu_key global_keys[] = {
+    {"state-dir", JITSU_KEY_STRING, 0, "records, logs and sockets"},
+    {"max-live", JITSU_KEY_UINT, 0, "live guests at once"},
+    {"max-starting", JITSU_KEY_UINT, 0, "guests starting at once"},
+    {"max-waiters", JITSU_KEY_UINT, 0, "summons waiting on one vm"},
+};
+
+int jitsu_parse_duration(const char *text, uint64_t *ms) {
+  const char *p = text;
+  if (*p < '0' || *p > '9')
+    return -EINVAL;
+  uint64_t v = 0;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    if (v > (UINT64_MAX - 9) / 10)
+      return -EINVAL;
+    v = v * 10 + (uint64_t)(*p - '0');
+  }
+  uint64_t mul;
+  if (strcmp(p, "ms") == 0)
+    mul = 1;
+  else if (strcmp(p, "s") == 0)
+    mul = 1000;
+  else if (strcmp(p, "m") == 0)
+    mul = 60000;
+  else if (strcmp(p, "h") == 0)
+    mul = 3600000;
+  else if (*p == '\0' && v == 0)
+    mul = 1;
+  else
+    return -EINVAL;
+  if (v > UINT64_MAX / mul / 2) /* keep room for uv_now() + v */
+    return -EINVAL;
+  *ms = v * mul;
+  return 0;
+}
+
+int jitsu_parse_bool(const char *text, bool *value) {
+  static const char *const yes[] = {"yes", "true", "on", "1"};
+  static const char *const no[] = {"no", "false", "off", "0"};
+  for (size_t i = 0; i < JITSU__ARRAY_SIZE(yes); i++) {
+    if (strcmp(text, yes[i]) == 0)
+      return *value = true, 0;
+    if (strcmp(text, no[i]) == 0)
+      return *value = false, 0;
+  }
+  return -EINVAL;
+}
+
+static int parse_uint(const char *text, unsigned *out) {
+  if (*text < '0' || *text > '9')
+    return -EINVAL;
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(text, &end, 10);
+  if (errno != 0 || *end != '\0' || v > UINT_MAX)
+    return -EINVAL;
+  *out = (unsigned)v;
+  return 0;
+}
+
+int jitsu_split_argv(const char *text, char ***argv_out, int *argc_out) {
+  /* Two passes: count words and bytes, then copy. */
+  size_t len = strlen(text);
+  char *buf = malloc(len + 1);
+  if (buf == NULL)
+    return -ENOMEM;
+  int argc = 0;
+  size_t o = 0;
+  const char *p = text;
+  while (*p) {
+    while (*p == ' ' || *p == '\t')
+      p++;
+    if (*p == '\0')
+      break;
+    argc++;
+    while (*p && *p != ' ' && *p != '\t') {
+      if (*p == '\'') {
+        const char *end = strchr(p + 1, '\'');
+        if (end == NULL)
+          goto bad;
+        memcpy(buf + o, p + 1, (size_t)(end - p - 1));
+        o += (size_t)(end - p - 1);
+        p = end + 1;
+      } else if (*p == '"') {
+        for (p++; *p != '"'; p++) {
+          if (*p == '\0')
+            goto bad;
+          if (*p == '\\' && (p[1] == '"' || p[1] == '\\'))
+            p++;
+          buf[o++] = *p;
+        }
+        p++;
+      } else if (*p == '\\') {
+        if (p[1] == '\0')
+          goto bad;
+        buf[o++] = p[1];
+        p += 2;
+      } else {
+        buf[o++] = *p++;
+      }
+    }
+    buf[o++] = '\0';
+  }
+  if (argc == 0)
+    goto bad;
+  char **argv = malloc((size_t)(argc + 1) * sizeof(char *) + o);
+  if (argv == NULL) {
+    free(buf);
+    return -ENOMEM;
+  }
+  char *s = (char *)(argv + argc + 1);
+  memcpy(s, buf, o);
+  for (int i = 0; i < argc; i++) {
+    argv[i] = s;
+    s += strlen(s) + 1;
+  }
+  argv[argc] = NULL;
+  free(buf);
+  *argv_out = argv;
+  *argc_out = argc;
+  return 0;
+bad:
+  free(buf);
+  return -EINVAL;
+}
+
+int jitsu_config_declare_keys(jitsu_ctx *ctx, const char *section,
+                              const jitsu_key *keys, size_t n) {
+  if (section == NULL || section[0] == '\0' || (keys == NULL && n > 0))
+    return -EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    if (keys[i].name == NULL || (unsigned)keys[i].type > JITSU_KEY_BOOL)
+      return -EINVAL;
+    for (jitsu__section_keys *s = ctx->keys; s != NULL; s = s->next)
+      if (strcmp(s->section, section) == 0)
+        for (size_t j = 0; j < s->n; j++)
+          if (strcmp(s->keys[j].name, keys[i].name) == 0)
+            return jitsu__fail(ctx, -EEXIST, "key '%s' of [%s] declared twice",
+                               keys[i].name, section);
+  }
+  jitsu__section_keys *s = malloc(sizeof(*s));
+  if (s == NULL)
+    return -ENOMEM;
+  s->section = section;
+  s->keys = keys;
+  s->n = n;
+  s->next = ctx->keys;
+  ctx->keys = s;
+  return 0;
+}
+
+static const jitsu_key *find_key(const jitsu_key *keys, size_t n,
+                                 const char *name) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(keys[i].name, name) == 0)
+      return &keys[i];
+  return NULL;
+}
+
+static const jitsu_key *find_declared(jitsu_ctx *ctx, const char *section,
+                                      const char *name) {
+  if (strcmp(section, "jitsu") == 0) {
+    const jitsu_key *k =
+        find_key(global_keys, JITSU__ARRAY_SIZE(global_keys), name);
+    if (k != NULL)
+      return k;
+  }
+  if (strcmp(section, "vm") == 0) {
+    const jitsu_key *k =
+        find_key(vm_common_keys, JITSU__ARRAY_SIZE(vm_common_keys), name);
+    if (k != NULL)
+      return k;
+  }
+  for (jitsu__section_keys *s = ctx->keys; s != NULL; s = s->next)
+    if (strcmp(s->section, section) == 0) {
+      const jitsu_key *k = find_key(s->keys, s->n, name);
+      if (k != NULL)
+        return k;
+    }
+  return NULL;
+}
+
+static bool section_declared(jitsu_ctx *ctx, const char *section) {
+  for (jitsu__section_keys *s = ctx->keys; s != NULL; s = s->next)
+    if (strcmp(s->section, section) == 0)
+      return true;
+  return false;
+}
+
+/* Check (value) against the type of (k). */
+static int check_value(const jitsu_key *k, const char *value,
+                       jitsu_error *err) {
+  uint64_t ms;
+  unsigned u;
+  bool b;
+  switch (k->type) {
+  case JITSU_KEY_DURATION:
+    if (jitsu_parse_duration(value, &ms) < 0)
+      return jitsu_error_set(err, -EINVAL, k->name,
+                             "'%s' is not a duration (a number with ms, s, "
+                             "m or h, e.g. 500ms or 30s)",
+                             value);
+    return 0;
+  case JITSU_KEY_UINT:
+    if (parse_uint(value, &u) < 0)
+      return jitsu_error_set(err, -EINVAL, k->name,
+                             "'%s' is not a whole number from 0 to %u", value,
+                             UINT_MAX);
+    return 0;
+  case JITSU_KEY_BOOL:
+    if (jitsu_parse_bool(value, &b) < 0)
+      return jitsu_error_set(err, -EINVAL, k->name,
+                             "'%s' is not a boolean (yes or no)", value);
+    return 0;
+  default:
+    if (value[0] == '\0')
+      return jitsu_error_set(err, -EINVAL, k->name, "empty value");
+    return 0;
+  }
+}
+
+/* The declaration of (key) for a vm of (backend): backend keys first. */
+static const jitsu_key *vm_key(jitsu_ctx *ctx, const jitsu_backend_ops *b,
+                               const char *key) {
+  const jitsu_key *k = b ? find_key(b->keys, b->n_keys, key) : NULL;
+  return k ? k : find_declared(ctx, "vm", key);
+}
+
+static int unknown_vm_key(jitsu_ctx *ctx, const jitsu_backend_ops *b,
+                          const char *key, jitsu_error *err) {
+  (void)ctx;
+  char list[256] = "";
+  size_t o = 0;
+  for (size_t i = 0; b && i < b->n_keys && o < sizeof(list) - 1; i++)
+    o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "",
+                          b->keys[i].name);
+  return jitsu_error_set(err, -EINVAL, key,
+                         "unknown key (backend '%s' accepts: %s; see "
+                         "jitsu.conf(5) for the keys of every vm)",
+                         b ? b->name : "?", list);
+}
+
+int jitsu__check_vm_params(jitsu_ctx *ctx, const jitsu_backend_ops *backend,
+                           const jitsu_param *params, size_t n,
+                           jitsu_error *err) {
+  for (size_t i = 0; i < n; i++) {
+    if (params[i].key == NULL || params[i].value == NULL)
+      return jitsu_error_set(err, -EINVAL, NULL, "a param without key/value");
+    const jitsu_key *k = vm_key(ctx, backend, params[i].key);
+    if (k == NULL)
+      return unknown_vm_key(ctx, backend, params[i].key, err);
+    int r = check_value(k, params[i].value, err);
+    if (r < 0)
+      return r;
+    if (!(k->flags & JITSU_KEY_MULTI))
+      for (size_t j = 0; j < i; j++)
+        if (strcmp(params[j].key, params[i].key) == 0)
+          return jitsu_error_set(err, -EINVAL, params[i].key,
+                                 "given more than once");
+  }
+  for (size_t i = 0; i < backend->n_keys; i++) {
+    if (!(backend->keys[i].flags & JITSU_KEY_REQUIRED))
+      continue;
+    size_t j = 0;
+    while (j < n && strcmp(params[j].key, backend->keys[i].name) != 0)
+      j++;
+    if (j == n)
+      return jitsu_error_set(err, -EINVAL, backend->keys[i].name,
+                             "missing (backend '%s' requires it)",
+                             backend->name);
+  }
+  return 0;
+}
+
+/* Reading the file: count lines, note headers, refuse NULs and long lines. */
+static char *reader(char *str, int num, void *stream) {
+  cfg *c = stream;
+  int i = 0;
+  if (c->read_error != NULL)
+    return NULL;
+  while (i < num - 1) {
+    int ch = getc(c->f);
+    if (ch == EOF)
+      break;
+    if (ch == '\0') {
+      c->read_error = "NUL byte in the file";
+      c->read_error_line = c->lineno + (c->at_line_start ? 1 : 0);
+      return NULL;
+    }
+    str[i++] = (char)ch;
+    if (ch == '\n')
+      break;
+  }
+  if (i == 0)
+    return NULL;
+  str[i] = '\0';
+  if (c->at_line_start) {
+    c->lineno++;
+    const char *p = str;
+    while (*p == ' ' || *p == '\t')
+      p++;
+    if (*p == '[' && c->oom == 0) {
+      const char *end = strchr(p, ']');
+      if (end != NULL) {
+        if (c->nh == c->caph) {
+          size_t cap = c->caph ? c->caph * 2 : 8;
+          header *h = realloc(c->h, cap * sizeof(*h));
+          if (h == NULL)
+            return c->oom = 1, NULL;
+          c->h = h;
+          c->caph = cap;
+        }
+        c->h[c->nh].name = strndup(p + 1, (size_t)(end - p - 1));
+        c->h[c->nh].line = c->lineno;
+        if (c->h[c->nh].name == NULL)
+          return c->oom = 1, NULL;
+        c->nh++;
+      }
+    }
+  }
+  c->at_line_start = str[i - 1] == '\n';
+  if (!c->at_line_start && i == num - 1 && num >= MAX_LINE) {
+    c->read_error = "line too long";
+    c->read_error_line = c->lineno;
+    return NULL;
+  }
+  return str;
+}
+
+static int handler(void *user, const char *section, const char *name,
+                   const char *value) {
+  cfg *c = user;
+  if (c->n == c->cap) {
+    size_t cap = c->cap ? c->cap * 2 : 32;
+    entry *e = realloc(c->e, cap * sizeof(*e));
+    if (e == NULL)
+      return c->oom = 1, 0;
+    c->e = e;
+    c->cap = cap;
+  }
+  entry *e = &c->e[c->n];
+  /* Our own header record, not inih's (section), which it truncates. */
+  (void)section;
+  e->section = strdup(c->nh ? c->h[c->nh - 1].name : "");
+  e->key = strdup(name);
+  e->value = strdup(value ? value : "");
+  e->line = c->lineno;
+  if (!e->section || !e->key || !e->value) {
+    free(e->section), free(e->key), free(e->value);
+    return c->oom = 1, 0;
+  }
+  c->n++;
+  return 1;
+}
+
+static void cfg_free(cfg *c) {
+  for (size_t i = 0; i < c->n; i++) {
+    free(c->e[i].section);
+    free(c->e[i].key);
+    free(c->e[i].value);
+  }
+  for (size_t i = 0; i < c->nh; i++)
+    free(c->h[i].name);
+  free(c->e);
+  free(c->h);
+}
+
+/* One [vm NAME] section, gathered. */
+typedef struct vmsec {
+  const char *section; /* "vm NAME" as inih spells it */
+  const char *name;
+  unsigned line;
+  const jitsu_backend_ops *backend;
+  jitsu_vm_def def;
+  jitsu_param *params;
+  size_t n_params;
+} vmsec;
+
+static int err_at(jitsu_error *err, unsigned line) {
+  if (err != NULL)
+    err->line = line;
+  return 0;
+}
+
+static const char *vm_name_of(const char *section) {
+  if (strncmp(section, "vm", 2) != 0 ||
+      (section[2] != ' ' && section[2] != '\t'))
+    return NULL;
+  const char *p = section + 2;
+  while (*p == ' ' || *p == '\t')
+    p++;
+  return p;
+}
+
+static int check_headers(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
+  for (size_t i = 0; i < c->nh; i++) {
+    const char *name = c->h[i].name;
+    err_at(err, c->h[i].line);
+    const char *vm = vm_name_of(name);
+    if (vm != NULL) {
+      if (jitsu__check_vm_name(vm) < 0)
+        return jitsu_error_set(err, -EINVAL, NULL,
+                               "invalid vm name '%s' in [%s]: use 1 to 63 of "
+                               "[A-Za-z0-9_.-], not starting with '.'",
+                               vm, name);
+    } else if (strcmp(name, "jitsu") != 0 &&
+               (strcmp(name, "vm") == 0 || !section_declared(ctx, name))) {
+      return jitsu_error_set(err, -EINVAL, NULL,
+                             strcmp(name, "vm") == 0
+                                 ? "section [vm] needs a name: [vm NAME]"
+                                 : "unknown section [%s]",
+                             name);
+    }
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(c->h[j].name, name) == 0)
+        return jitsu_error_set(err, -EINVAL, NULL,
+                               vm ? "duplicate vm '%s' (first defined at "
+                                    "line %u)"
+                                  : "duplicate section [%s] (first at "
+                                    "line %u)",
+                               vm ? vm : name, c->h[j].line);
+  }
+  return 0;
+}
+
+static const jitsu_backend_ops *backend_named(jitsu_ctx *ctx,
+                                              const char *name) {
+  for (size_t i = 0; i < ctx->n_backends; i++)
+    if (strcmp(ctx->backends[i]->name, name) == 0)
+      return ctx->backends[i];
+  return NULL;
+}
+
+static int parse_ready(const char *v, jitsu_vm_def *def, jitsu_error *err) {
+  if (strcmp(v, "none") == 0)
+    def->ready = JITSU_READY_NONE;
+  else if (strcmp(v, "notify") == 0)
+    def->ready = JITSU_READY_NOTIFY;
+  else if (strncmp(v, "tcp:", 4) == 0) {
+    struct sockaddr_storage ss;
+    if (jitsu__parse_hostport(v + 4, &ss) < 0)
+      return jitsu_error_set(err, -EINVAL, "ready",
+                             "'%s' is not tcp:HOST:PORT or tcp:[IPV6]:PORT "
+                             "with a numeric address",
+                             v);
+    def->ready = JITSU_READY_TCP;
+    def->ready_address = v + 4;
+  } else
+    return jitsu_error_set(err, -EINVAL, "ready",
+                           "'%s' is not none, notify or tcp:HOST:PORT", v);
+  return 0;
+}
+
+static int parse_idle_action(const char *v, jitsu_vm_def *def,
+                             jitsu_error *err) {
+  static const char *const names[] = {"none", "destroy", "shutdown", "suspend"};
+  for (size_t i = 0; i < JITSU__ARRAY_SIZE(names); i++)
+    if (strcmp(v, names[i]) == 0)
+      return def->idle_action = (jitsu_idle_action)i, 0;
+  return jitsu_error_set(err, -EINVAL, "idle-action",
+                         "'%s' is not none, destroy, shutdown or suspend", v);
+}
+
+/* Fill (vs) from the entries of its section; check every key and value. */
+static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
+  jitsu_vm_def init = JITSU_VM_DEF_INIT;
+  vs->def = init;
+  vs->def.name = vs->name;
+  const char *bname = "process";
+  for (size_t i = 0; i < c->n; i++)
+    if (strcmp(c->e[i].section, vs->section) == 0 &&
+        strcmp(c->e[i].key, "backend") == 0) {
+      bname = c->e[i].value;
+      err_at(err, c->e[i].line);
+    }
+  vs->backend = backend_named(ctx, bname);
+  if (vs->backend == NULL)
+    return jitsu_error_set(
+        err, -EINVAL, "backend", "unknown backend '%s' (this build has: %s%s)",
+        bname, ctx->backend_names[0], ctx->n_backends > 1 ? ", ..." : "");
+  vs->def.backend = vs->backend->name;
+  vs->params = calloc(c->n ? c->n : 1, sizeof(*vs->params));
+  if (vs->params == NULL)
+    return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  for (size_t i = 0; i < c->n; i++) {
+    entry *e = &c->e[i];
+    if (strcmp(e->section, vs->section) != 0)
+      continue;
+    err_at(err, e->line);
+    const jitsu_key *k =
+        find_key(vm_field_keys, JITSU__ARRAY_SIZE(vm_field_keys), e->key);
+    bool field = k != NULL;
+    if (k == NULL)
+      k = vm_key(ctx, vs->backend, e->key);
+    if (k == NULL)
+      return unknown_vm_key(ctx, vs->backend, e->key, err);
+    int r = check_value(k, e->value, err);
+    if (r < 0)
+      return r;
+    if (!(k->flags & JITSU_KEY_MULTI))
+      for (size_t j = 0; j < i; j++)
+        if (strcmp(c->e[j].section, e->section) == 0 &&
+            strcmp(c->e[j].key, e->key) == 0)
+          return jitsu_error_set(err, -EINVAL, e->key,
+                                 "given more than once (first at line %u)",
+                                 c->e[j].line);
+    if (!field) {
+      vs->params[vs->n_params].key = e->key;
+      vs->params[vs->n_params++].value = e->value;
+      continue;
+    }
+    if (strcmp(e->key, "ready") == 0)
+      r = parse_ready(e->value, &vs->def, err);
+    else if (strcmp(e->key, "idle-action") == 0)
+      r = parse_idle_action(e->value, &vs->def, err);
+    else if (strcmp(e->key, "ready-timeout") == 0)
+      jitsu_parse_duration(e->value, &vs->def.ready_timeout_ms);
+    else if (strcmp(e->key, "stop-grace") == 0)
+      jitsu_parse_duration(e->value, &vs->def.stop_grace_ms);
+    else if (strcmp(e->key, "idle-timeout") == 0)
+      jitsu_parse_duration(e->value, &vs->def.idle_timeout_ms);
+    if (r < 0)
+      return r;
+  }
+  vs->def.params = vs->params;
+  vs->def.n_params = vs->n_params;
+  err_at(err, vs->line);
+  int r =
+      jitsu__check_vm_params(ctx, vs->backend, vs->params, vs->n_params, err);
+  if (r < 0)
+    return r;
+  if (vs->def.idle_action == JITSU_IDLE_SUSPEND && vs->backend->suspend == NULL)
+    return jitsu_error_set(err, -EINVAL, "idle-action",
+                           "backend '%s' cannot suspend", vs->backend->name);
+  if (vs->def.idle_timeout_ms > 0 && vs->def.idle_action == JITSU_IDLE_NONE)
+    return jitsu_error_set(err, -EINVAL, "idle-timeout",
+                           "given without an idle-action");
+  return 0;
+}
+
+/* The line of (key) in (section), or (fallback). */
+static unsigned line_of(cfg *c, const char *section, const char *key,
+                        unsigned fallback) {
+  for (size_t i = 0; key && key[0] && i < c->n; i++)
+    if (strcmp(c->e[i].section, section) == 0 && strcmp(c->e[i].key, key) == 0)
+      return c->e[i].line;
+  return fallback;
+}
+
+/* A backend's own check of a vm, without side effects. */
+static int backend_check(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
+  if (vs->backend->configure == NULL)
+    return 0;
+  jitsu_vm probe;
+  memset(&probe, 0, sizeof(probe));
+  probe.ctx = ctx;
+  probe.backend = vs->backend;
+  probe.name = (char *)vs->name;
+  probe.params = vs->params;
+  probe.n_params = vs->n_params;
+  probe.ready = vs->def.ready;
+  if (err != NULL)
+    err->key[0] = '\0';
+  jitsu_error local;
+  memset(&local, 0, sizeof(local));
+  int r = vs->backend->configure(&probe, &local);
+  if (r >= 0) {
+    if (vs->backend->release != NULL)
+      vs->backend->release(&probe);
+    return 0;
+  }
+  err_at(err, line_of(c, vs->section, local.key, vs->line));
+  return jitsu_error_set(err, r, local.key[0] ? local.key : NULL, "%s",
+                         local.message[0] ? local.message : jitsu_strerror(r));
+}
+
+static int check_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
+  for (size_t i = 0; i < c->n; i++) {
+    entry *e = &c->e[i];
+    if (vm_name_of(e->section) != NULL)
+      continue;
+    err_at(err, e->line);
+    if (e->section[0] == '\0')
+      return jitsu_error_set(err, -EINVAL, e->key,
+                             "outside of any section (start with [jitsu] "
+                             "or [vm NAME])");
+    const jitsu_key *k = find_declared(ctx, e->section, e->key);
+    if (k == NULL)
+      return jitsu_error_set(err, -EINVAL, e->key, "unknown key in [%s]",
+                             e->section);
+    int r = check_value(k, e->value, err);
+    if (r < 0)
+      return r;
+    if (!(k->flags & JITSU_KEY_MULTI))
+      for (size_t j = 0; j < i; j++)
+        if (strcmp(c->e[j].section, e->section) == 0 &&
+            strcmp(c->e[j].key, e->key) == 0)
+          return jitsu_error_set(err, -EINVAL, e->key,
+                                 "given more than once (first at line %u)",
+                                 c->e[j].line);
+    if (strcmp(e->section, "jitsu") == 0 && strcmp(e->key, "state-dir") == 0 &&
+        e->value[0] != '/')
+      return jitsu_error_set(err, -EINVAL, e->key,
+                             "'%s' is not an absolute path", e->value);
+  }
+  /* Required keys of declared sections that are present. */
+  for (jitsu__section_keys *s = ctx->keys; s != NULL; s = s->next) {
+    if (strcmp(s->section, "vm") == 0)
+      continue;
+    for (size_t h = 0; h < c->nh; h++) {
+      if (strcmp(c->h[h].name, s->section) != 0)
+        continue;
+      for (size_t k = 0; k < s->n; k++)
+        if ((s->keys[k].flags & JITSU_KEY_REQUIRED) &&
+            line_of(c, s->section, s->keys[k].name, 0) == 0) {
+          err_at(err, c->h[h].line);
+          return jitsu_error_set(err, -EINVAL, s->keys[k].name,
+                                 "missing in [%s]", s->section);
+        }
+    }
+  }
+  return 0;
+}
+
+typedef struct loaded {
+  cfg c;
+  vmsec *vms;
+  size_t n_vms;
+} loaded;
+
+static void loaded_free(loaded *l) {
+  for (size_t i = 0; i < l->n_vms; i++)
+    free(l->vms[i].params);
+  free(l->vms);
+  cfg_free(&l->c);
+}
+
+static int parse_and_check(jitsu_ctx *ctx, FILE *f, loaded *l,
+                           jitsu_error *err) {
+  cfg *c = &l->c;
+  c->ctx = ctx;
+  c->f = f;
+  c->at_line_start = true;
+  /* inih's options are process-wide variables in Debian's build: set the
+   * ones we rely on for this call and put them back. */
+  bool ml = ini_allow_multiline, st = ini_use_stack, ra = ini_allow_realloc,
+       so = ini_stop_on_first_error, nv = ini_allow_no_value;
+  int mx = ini_max_line;
+  ini_allow_multiline = false;
+  ini_use_stack = false;
+  ini_allow_realloc = true;
+  ini_max_line = MAX_LINE;
+  ini_stop_on_first_error = true;
+  ini_allow_no_value = false;
+  int r = ini_parse_stream(reader, c, handler, c);
+  ini_allow_multiline = ml, ini_use_stack = st, ini_allow_realloc = ra;
+  ini_stop_on_first_error = so, ini_allow_no_value = nv, ini_max_line = mx;
+  if (c->oom || r == -2)
+    return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  if (c->read_error != NULL) {
+    err_at(err, c->read_error_line);
+    return jitsu_error_set(err, -EINVAL, NULL, "%s", c->read_error);
+  }
+  if (r > 0) {
+    err_at(err, (unsigned)r);
+    return jitsu_error_set(err, -EINVAL, NULL,
+                           "syntax error: expected [section], key = value "
+                           "or a comment");
+  }
+  if ((r = check_headers(ctx, c, err)) < 0 ||
+      (r = check_globals(ctx, c, err)) < 0)
+    return r;
+  l->vms = calloc(c->nh ? c->nh : 1, sizeof(*l->vms));
+  if (l->vms == NULL)
+    return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  for (size_t h = 0; h < c->nh; h++) {
+    const char *name = vm_name_of(c->h[h].name);
+    if (name == NULL)
+      continue;
+    vmsec *vs = &l->vms[l->n_vms++];
+    vs->section = c->h[h].name;
+    vs->name = name;
+    vs->line = c->h[h].line;
+    err_at(err, vs->line);
+    if (jitsu_vm_find(ctx, name) != NULL)
+      return jitsu_error_set(err, -EEXIST, NULL, "vm '%s' is already defined",
+                             name);
+    if ((r = gather_vm(ctx, c, vs, err)) < 0 ||
+        (r = backend_check(ctx, c, vs, err)) < 0)
+      return r;
+  }
+  return 0;
+}
+
+static int apply_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
+  size_t n = 0, bytes = 0;
+  for (size_t i = 0; i < c->n; i++)
+    if (vm_name_of(c->e[i].section) == NULL) {
+      n++;
+      bytes += strlen(c->e[i].section) + strlen(c->e[i].key) +
+               strlen(c->e[i].value) + 3;
+    }
+  jitsu_param *g = malloc(n * sizeof(*g) + bytes + 1);
+  if (g == NULL)
+    return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  char *p = (char *)(g + n);
+  size_t k = 0;
+  for (size_t i = 0; i < c->n; i++) {
+    entry *e = &c->e[i];
+    if (vm_name_of(e->section) != NULL)
+      continue;
+    g[k].key = p;
+    p += sprintf(p, "%s/%s", e->section, e->key) + 1;
+    g[k].value = p;
+    p += sprintf(p, "%s", e->value) + 1;
+    k++;
+    if (strcmp(e->section, "jitsu") != 0)
+      continue;
+    unsigned u = 0;
+    if (strcmp(e->key, "state-dir") == 0) {
+      char *dir = jitsu__strdup(e->value);
+      if (dir == NULL) {
+        free(g);
+        return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+      }
+      free(ctx->state_dir);
+      ctx->state_dir = dir;
+    } else if (parse_uint(e->value, &u) == 0 && u > 0) {
+      if (strcmp(e->key, "max-live") == 0)
+        ctx->max_live = u;
+      else if (strcmp(e->key, "max-starting") == 0)
+        ctx->max_starting = u;
+      else if (strcmp(e->key, "max-waiters") == 0)
+        ctx->max_waiters = u;
+    }
+  }
+  free(ctx->globals);
+  ctx->globals = g;
+  ctx->n_globals = n;
+  return 0;
+}
+
+static int load_file(jitsu_ctx *ctx, FILE *f, const char *name, bool apply,
+                     jitsu_error *err) {
+  jitsu_error local;
+  if (err == NULL)
+    err = &local;
+  memset(err, 0, sizeof(*err));
+  snprintf(err->file, sizeof(err->file), "%s", name);
+  loaded l;
+  memset(&l, 0, sizeof(l));
+  int r = parse_and_check(ctx, f, &l, err);
+  if (r < 0 || !apply)
+    goto done;
+  if (ctx->vms.count > 0 && line_of(&l.c, "jitsu", "state-dir", 0) != 0) {
+    err_at(err, line_of(&l.c, "jitsu", "state-dir", 0));
+    r = jitsu_error_set(err, -EBUSY, "state-dir",
+                        "cannot change the state directory of a context "
+                        "that has vms");
+    goto done;
+  }
+  /* Everything checks out: apply. A failure from here on (a socket that
+   * cannot be bound) undoes the vms this call defined. */
+  char *old_dir = jitsu__strdup(ctx->state_dir);
+  unsigned limits[3] = {ctx->max_live, ctx->max_starting, ctx->max_waiters};
+  if (old_dir == NULL || (r = apply_globals(ctx, &l.c, err)) < 0) {
+    free(old_dir);
+    goto done;
+  }
+  size_t i;
+  for (i = 0; i < l.n_vms; i++) {
+    err_at(err, l.vms[i].line);
+    r = jitsu_vm_define(ctx, &l.vms[i].def, NULL, err);
+    if (r < 0) {
+      err_at(err, line_of(&l.c, l.vms[i].section, err->key, l.vms[i].line));
+      jitsu_error_set(err, r, err->key[0] ? err->key : NULL, "vm '%s': %s",
+                      l.vms[i].name, jitsu_strerror(r));
+      break;
+    }
+  }
+  if (r < 0) {
+    while (i-- > 0) {
+      /* An adopted guest keeps running, as it was before this call. */
+      jitsu__vm_forget(jitsu_vm_find(ctx, l.vms[i].name));
+    }
+    free(ctx->state_dir);
+    ctx->state_dir = old_dir;
+    ctx->max_live = limits[0], ctx->max_starting = limits[1];
+    ctx->max_waiters = limits[2];
+  } else {
+    free(old_dir);
+  }
+done:
+  loaded_free(&l);
+  if (r < 0)
+    jitsu__fail(ctx, r, "%s", err->message);
+  return r;
+}
+
+int jitsu__config_load_stream(jitsu_ctx *ctx, FILE *f, const char *name,
+                              bool apply, jitsu_error *err) {
+  return load_file(ctx, f, name, apply, err);
+}
+
+int jitsu_config_load(jitsu_ctx *ctx, const char *path, jitsu_error *err) {
+  FILE *f = fopen(path, "re");
+  if (f == NULL) {
+    int e = -errno;
+    if (err != NULL) {
+      memset(err, 0, sizeof(*err));
+      jitsu_error_set(err, e, NULL, "%s: cannot open: %s", path, strerror(-e));
+    }
+    return jitsu__fail(ctx, e, "%s: cannot open: %s", path, strerror(-e));
+  }
+  int r = load_file(ctx, f, path, true, err);
+  fclose(f);
+  return r;
+}
+
+const char *jitsu_config_get(jitsu_ctx *ctx, const char *section,
+                             const char *key, size_t index) {
+  size_t sl = strlen(section);
+  for (size_t i = 0; i < ctx->n_globals; i++) {
+    const char *k = ctx->globals[i].key;
+    if (strncmp(k, section, sl) == 0 && k[sl] == '/' &&
+        strcmp(k + sl + 1, key) == 0 && index-- == 0)
+      return ctx->globals[i].value;
+  }
+  return NULL;
+}

@@ -1,0 +1,327 @@
+/* The context: loop binding, logging, deferred completions, backends. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int jitsu_ctx_options_init(jitsu_ctx_options *opts, unsigned version) {
+  if (version != JITSU_CTX_OPTIONS_VERSION)
+    return -EINVAL;
+  jitsu_ctx_options init = JITSU_CTX_OPTIONS_INIT;
+  *opts = init;
+  return 0;
+}
+
+static char *default_state_dir(void) {
+  char buf[512];
+  const char *xdg = getenv("XDG_RUNTIME_DIR");
+  if (geteuid() == 0)
+    snprintf(buf, sizeof(buf), "/run/jitsu");
+  else if (xdg != NULL && xdg[0] == '/')
+    snprintf(buf, sizeof(buf), "%s/jitsu", xdg);
+  else
+    snprintf(buf, sizeof(buf), "/tmp/jitsu-%u", (unsigned)geteuid());
+  return jitsu__strdup(buf);
+}
+
+int jitsu_ctx_new(uv_loop_t *loop, const jitsu_ctx_options *opts,
+                  jitsu_ctx **out) {
+  jitsu_ctx_options defaults = JITSU_CTX_OPTIONS_INIT;
+  if (loop == NULL || out == NULL)
+    return -EINVAL;
+  if (opts == NULL)
+    opts = &defaults;
+  if (opts->version != JITSU_CTX_OPTIONS_VERSION)
+    return -EINVAL;
+  jitsu_ctx *ctx = calloc(1, sizeof(*ctx));
+  if (ctx == NULL)
+    return -ENOMEM;
+  ctx->loop = loop;
+  ctx->max_live = opts->max_live ? opts->max_live : JITSU_DEFAULT_MAX_LIVE;
+  ctx->max_starting =
+      opts->max_starting ? opts->max_starting : JITSU_DEFAULT_MAX_STARTING;
+  ctx->max_waiters =
+      opts->max_waiters ? opts->max_waiters : JITSU_DEFAULT_MAX_WAITERS;
+  ctx->log_max = JITSU_LOG_INFO;
+  ctx->state_dir =
+      opts->state_dir ? jitsu__strdup(opts->state_dir) : default_state_dir();
+  ctx->deferred_tail = &ctx->deferred;
+  ctx->notify_tag = jitsu__random32();
+  jitsu__table_init(&ctx->vms, jitsu__random32());
+  jitsu__table_init(&ctx->triggers, jitsu__random32());
+  jitsu__list_init(&ctx->all_vms);
+  jitsu__list_init(&ctx->live_vms);
+  ctx->deferred_idle = calloc(1, sizeof(*ctx->deferred_idle));
+  if (ctx->state_dir == NULL || ctx->deferred_idle == NULL)
+    goto error;
+  uv_idle_init(loop, ctx->deferred_idle);
+  ctx->deferred_idle->data = ctx;
+  for (size_t i = 0; jitsu__builtin_backends[i] != NULL; i++)
+    if (jitsu_backend_register(ctx, jitsu__builtin_backends[i]) < 0)
+      goto error;
+  *out = ctx;
+  return 0;
+error:
+  jitsu_ctx_free(ctx);
+  return -ENOMEM;
+}
+
+static void free_handle_cb(uv_handle_t *h) {
+  free(h);
+}
+
+void jitsu_ctx_free(jitsu_ctx *ctx) {
+  if (ctx == NULL)
+    return;
+  jitsu__idle_free(ctx);
+  while (ctx->all_vms.next != &ctx->all_vms) {
+    jitsu_vm *vm = JITSU__CONTAINER(ctx->all_vms.next, jitsu_vm, all);
+    jitsu__vm_forget(vm); /* a live guest is left for a later ctx */
+  }
+  while (ctx->deferred != NULL) {
+    jitsu__waiter *w = ctx->deferred;
+    ctx->deferred = w->next;
+    free(w);
+  }
+  if (ctx->deferred_idle != NULL) {
+    if (ctx->deferred_idle->data != NULL)
+      uv_close((uv_handle_t *)ctx->deferred_idle, free_handle_cb);
+    else
+      free(ctx->deferred_idle);
+  }
+  jitsu__table_free(&ctx->vms);
+  jitsu__table_free(&ctx->triggers);
+  while (ctx->keys != NULL) {
+    jitsu__section_keys *k = ctx->keys;
+    ctx->keys = k->next;
+    free(k);
+  }
+  while (ctx->state_subs != NULL) {
+    jitsu__state_sub *s = ctx->state_subs;
+    ctx->state_subs = s->next;
+    free(s);
+  }
+  free(ctx->globals);
+  free(ctx->backends);
+  free(ctx->backend_names);
+  free(ctx->state_dir);
+  free(ctx);
+}
+
+uv_loop_t *jitsu_ctx_loop(jitsu_ctx *ctx) {
+  return ctx->loop;
+}
+
+const char *jitsu_ctx_state_dir(jitsu_ctx *ctx) {
+  return ctx->state_dir;
+}
+
+void jitsu_ctx_set_logger(jitsu_ctx *ctx, jitsu_log_fn fn, void *arg,
+                          jitsu_log_level max_level) {
+  ctx->log_fn = fn;
+  ctx->log_arg = arg;
+  ctx->log_max = max_level;
+}
+
+const char *jitsu_ctx_last_error(jitsu_ctx *ctx) {
+  return ctx->last_error;
+}
+
+void jitsu_ctx_limits(jitsu_ctx *ctx, unsigned *max_live,
+                      unsigned *max_starting, unsigned *max_waiters) {
+  if (max_live)
+    *max_live = ctx->max_live;
+  if (max_starting)
+    *max_starting = ctx->max_starting;
+  if (max_waiters)
+    *max_waiters = ctx->max_waiters;
+}
+
+void jitsu_ctx_counts(jitsu_ctx *ctx, size_t *defined, size_t *live,
+                      size_t *starting) {
+  if (defined)
+    *defined = ctx->vms.count;
+  if (live)
+    *live = ctx->n_live;
+  if (starting)
+    *starting = ctx->n_starting;
+}
+
+static void log_va(jitsu_ctx *ctx, jitsu_log_level level, const char *fmt,
+                   va_list ap) {
+  if (ctx->log_fn == NULL || level > ctx->log_max)
+    return;
+  char line[1024];
+  vsnprintf(line, sizeof(line), fmt, ap);
+  ctx->log_fn(level, line, ctx->log_arg);
+}
+
+void jitsu__log(jitsu_ctx *ctx, jitsu_log_level level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  log_va(ctx, level, fmt, ap);
+  va_end(ap);
+}
+
+void jitsu_vm_log(jitsu_vm *vm, jitsu_log_level level, const char *fmt, ...) {
+  char line[900];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  jitsu__log(vm->ctx, level, "vm %s: %s", vm->name, line);
+}
+
+int jitsu__fail(jitsu_ctx *ctx, int err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(ctx->last_error, sizeof(ctx->last_error), fmt, ap);
+  va_end(ap);
+  return err;
+}
+
+static void deferred_run(uv_idle_t *idle) {
+  jitsu_ctx *ctx = idle->data;
+  /* Take the queue as it is now: completions queued by these callbacks
+   * run on the next turn of the loop. */
+  jitsu__waiter *list = ctx->deferred;
+  ctx->deferred = NULL;
+  ctx->deferred_tail = &ctx->deferred;
+  uv_idle_stop(idle);
+  while (list != NULL) {
+    jitsu__waiter *w = list;
+    list = w->next;
+    if (w->cb != NULL)
+      w->cb(w->vm, w->status, w->arg);
+    free(w);
+  }
+}
+
+static void defer_waiter(jitsu_ctx *ctx, jitsu__waiter *w) {
+  w->next = NULL;
+  *ctx->deferred_tail = w;
+  ctx->deferred_tail = &w->next;
+  uv_idle_start(ctx->deferred_idle, deferred_run);
+}
+
+int jitsu__defer(jitsu_ctx *ctx, jitsu_vm *vm, jitsu_vm_cb cb, void *arg,
+                 int status) {
+  jitsu__waiter *w = malloc(sizeof(*w));
+  if (w == NULL)
+    return -ENOMEM;
+  w->vm = vm;
+  w->cb = cb;
+  w->arg = arg;
+  w->status = status;
+  defer_waiter(ctx, w);
+  return 0;
+}
+
+void jitsu__defer_list(jitsu_ctx *ctx, jitsu__waiter *list, int status) {
+  while (list != NULL) {
+    jitsu__waiter *w = list;
+    list = w->next;
+    w->status = status;
+    defer_waiter(ctx, w);
+  }
+}
+
+void jitsu__defer_forget(jitsu_ctx *ctx, jitsu_vm *vm) {
+  jitsu__waiter **pp = &ctx->deferred;
+  ctx->deferred_tail = &ctx->deferred;
+  while (*pp != NULL) {
+    jitsu__waiter *w = *pp;
+    if (w->vm == vm) {
+      *pp = w->next;
+      free(w);
+    } else {
+      ctx->deferred_tail = &w->next;
+      pp = &w->next;
+    }
+  }
+}
+
+int jitsu_backend_register(jitsu_ctx *ctx, const jitsu_backend_ops *ops) {
+  if (ops == NULL || ops->version != JITSU_BACKEND_OPS_VERSION ||
+      ops->name == NULL || ops->start == NULL || ops->stop == NULL)
+    return -EINVAL;
+  for (size_t i = 0; i < ctx->n_backends; i++)
+    if (strcmp(ctx->backends[i]->name, ops->name) == 0)
+      return -EEXIST;
+  const jitsu_backend_ops **b =
+      realloc(ctx->backends, (ctx->n_backends + 1) * sizeof(*b));
+  if (b == NULL)
+    return -ENOMEM;
+  ctx->backends = b;
+  const char **names =
+      realloc(ctx->backend_names, (ctx->n_backends + 2) * sizeof(*names));
+  if (names == NULL)
+    return -ENOMEM;
+  ctx->backend_names = names;
+  ctx->backends[ctx->n_backends] = ops;
+  names[ctx->n_backends] = ops->name;
+  names[ctx->n_backends + 1] = NULL;
+  ctx->n_backends++;
+  return 0;
+}
+
+const char *const *jitsu_backend_names(jitsu_ctx *ctx) {
+  return ctx->backend_names;
+}
+
+int jitsu_ctx_on_state(jitsu_ctx *ctx, jitsu_state_fn fn, void *arg) {
+  jitsu__state_sub *s = malloc(sizeof(*s));
+  if (s == NULL)
+    return -ENOMEM;
+  s->fn = fn;
+  s->arg = arg;
+  s->next = NULL;
+  jitsu__state_sub **pp = &ctx->state_subs;
+  while (*pp != NULL)
+    pp = &(*pp)->next;
+  *pp = s;
+  return 0;
+}
+
+int jitsu_ctx_off_state(jitsu_ctx *ctx, jitsu_state_fn fn, void *arg) {
+  for (jitsu__state_sub **pp = &ctx->state_subs; *pp; pp = &(*pp)->next) {
+    if ((*pp)->fn == fn && (*pp)->arg == arg) {
+      jitsu__state_sub *s = *pp;
+      *pp = s->next;
+      free(s);
+      return 0;
+    }
+  }
+  return -ENOENT;
+}
+
+static int mkdir_p(char *path, mode_t mode) {
+  for (char *p = path + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = '\0';
+    int r = mkdir(path, mode);
+    *p = '/';
+    if (r < 0 && errno != EEXIST)
+      return -errno;
+  }
+  if (mkdir(path, mode) < 0 && errno != EEXIST)
+    return -errno;
+  return 0;
+}
+
+int jitsu__state_dir_ensure(jitsu_ctx *ctx, const char *sub, char *path,
+                            size_t size) {
+  int n = snprintf(path, size, "%s%s%s", ctx->state_dir, sub ? "/" : "",
+                   sub ? sub : "");
+  if (n < 0 || (size_t)n >= size)
+    return jitsu__fail(ctx, -ENAMETOOLONG, "state directory path too long");
+  int r = mkdir_p(path, 0700);
+  if (r < 0)
+    return jitsu__fail(ctx, r, "cannot create state directory %s: %s", path,
+                       strerror(-r));
+  return 0;
+}

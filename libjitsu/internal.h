@@ -1,0 +1,205 @@
+/* libjitsu internals: the one private header of the library. */
+#ifndef JITSU_INTERNAL_H
+#define JITSU_INTERNAL_H
+
+#include <jitsu/jitsu.h>
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define JITSU__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* An intrusive, string-keyed hash table with chaining (O(1) lookups). */
+typedef struct jitsu__hnode {
+  struct jitsu__hnode *next;
+  const char *key;
+  uint32_t hash;
+} jitsu__hnode;
+
+typedef struct jitsu__table {
+  jitsu__hnode **buckets;
+  size_t mask; /* bucket count - 1 (a power of two), or 0 when empty */
+  size_t count;
+  uint32_t seed;
+} jitsu__table;
+
+/* Start (t) empty with hash seed (seed). */
+void jitsu__table_init(jitsu__table *t, uint32_t seed);
+/* Free the buckets of (t) (the nodes belong to their owners). */
+void jitsu__table_free(jitsu__table *t);
+/* The node whose key is (key), or NULL. */
+jitsu__hnode *jitsu__table_find(const jitsu__table *t, const char *key);
+/* Insert (node) with its key already set; -ENOMEM. Keys must be unique. */
+int jitsu__table_insert(jitsu__table *t, jitsu__hnode *node);
+/* Remove (node), which is in (t). */
+void jitsu__table_remove(jitsu__table *t, jitsu__hnode *node);
+
+/* A doubly linked list link. */
+typedef struct jitsu__link {
+  struct jitsu__link *prev, *next;
+} jitsu__link;
+
+void jitsu__list_init(jitsu__link *head);
+void jitsu__list_append(jitsu__link *head, jitsu__link *link);
+void jitsu__list_remove(jitsu__link *link);
+#define JITSU__CONTAINER(ptr, type, member)                                    \
+  ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* A summon or stop waiting for its outcome. */
+typedef struct jitsu__waiter {
+  struct jitsu__waiter *next;
+  jitsu_vm *vm;
+  jitsu_vm_cb cb;
+  void *arg;
+  int status;
+} jitsu__waiter;
+
+typedef struct jitsu__readiness jitsu__readiness;
+
+struct jitsu_vm {
+  jitsu__hnode node; /* in ctx->vms, keyed by name */
+  jitsu__link all;   /* ctx->all_vms, definition order */
+  jitsu__link live;  /* ctx->live_vms while not stopped or failed */
+  jitsu_ctx *ctx;
+  const jitsu_backend_ops *backend;
+  void *backend_data;
+  char *name;
+  jitsu_state state;
+  bool adopted;
+  bool fail_on_exit; /* a stop that ends in failed (readiness timeout) */
+  jitsu_stop_mode pending_stop;
+  bool stop_pending; /* a stop requested while suspending or resuming */
+  char *reason;
+  char *next_reason; /* set by jitsu_vm_set_reason() for the next change */
+  jitsu_ready_method ready;
+  struct sockaddr_storage ready_addr;
+  uint64_t ready_timeout_ms, stop_grace_ms, idle_timeout_ms;
+  jitsu_idle_action idle_action;
+  jitsu_param *params; /* one allocation with the strings */
+  size_t n_params;
+  jitsu__waiter *summons; /* waiting for ready */
+  jitsu__waiter **summons_tail;
+  jitsu__waiter *stops; /* waiting for stopped */
+  jitsu__waiter *ops;   /* waiting for a suspend or resume */
+  unsigned n_summons;
+  unsigned holds;
+  jitsu__readiness *readiness; /* while starting */
+  char instance[48];
+  uint64_t state_since_ms, last_active_ms, start_begin_ms;
+  uint64_t summons_total, spawns, resumes, failures, last_start_ms;
+};
+
+typedef struct jitsu__section_keys {
+  struct jitsu__section_keys *next;
+  const char *section;
+  const jitsu_key *keys;
+  size_t n;
+} jitsu__section_keys;
+
+typedef struct jitsu__state_sub {
+  struct jitsu__state_sub *next;
+  jitsu_state_fn fn;
+  void *arg;
+} jitsu__state_sub;
+
+typedef struct jitsu__idle jitsu__idle;
+
+struct jitsu_ctx {
+  uv_loop_t *loop;
+  char *state_dir;
+  unsigned max_live, max_starting, max_waiters;
+  jitsu__table vms;
+  jitsu__link all_vms, live_vms;
+  size_t n_live, n_starting;
+  jitsu__table triggers;
+  const jitsu_backend_ops **backends;
+  const char **backend_names;
+  size_t n_backends;
+  jitsu__section_keys *keys;
+  jitsu_param *globals; /* loaded config: "section\0key" = value */
+  size_t n_globals;
+  jitsu__state_sub *state_subs;
+  jitsu_log_fn log_fn;
+  void *log_arg;
+  jitsu_log_level log_max;
+  uv_idle_t *deferred_idle; /* runs completions outside the API calls */
+  jitsu__waiter *deferred, **deferred_tail;
+  jitsu__idle *idle;
+  uint32_t notify_tag; /* makes abstract notify socket names unique */
+  char last_error[512];
+};
+
+/* Logging and last-error detail. */
+void jitsu__log(jitsu_ctx *ctx, jitsu_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Store a detail for jitsu_ctx_last_error() and return (err). */
+int jitsu__fail(jitsu_ctx *ctx, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Duplicate (s); NULL on failure. */
+char *jitsu__strdup(const char *s);
+/* Random 32 bits from getrandom(), or a time-based fallback. */
+uint32_t jitsu__random32(void);
+
+/* Queue (cb)(vm, status, arg) to run from the loop, never re-entrantly. */
+int jitsu__defer(jitsu_ctx *ctx, jitsu_vm *vm, jitsu_vm_cb cb, void *arg,
+                 int status);
+/* Queue the waiters of (list) with (status); the list is consumed. */
+void jitsu__defer_list(jitsu_ctx *ctx, jitsu__waiter *list, int status);
+/* Forget queued completions of (vm) (it is being undefined). */
+void jitsu__defer_forget(jitsu_ctx *ctx, jitsu_vm *vm);
+
+/* Move (vm) to (state) with (reason) (NULL: keep what
+ * jitsu_vm_set_reason() left, or ""). Illegal transitions are refused
+ * with JITSU_ESTATE and logged. */
+int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason);
+
+/* Undefine (vm) whatever its state, leaving a live guest running (for
+ * jitsu_ctx_free() and undoing a definition). */
+void jitsu__vm_forget(jitsu_vm *vm);
+
+/* Load a config from (f), called (name); (apply) false only checks. */
+int jitsu__config_load_stream(jitsu_ctx *ctx, FILE *f, const char *name,
+                              bool apply, jitsu_error *err);
+
+/* Readiness (ready.c): begin checks for a started (vm), cancel them. */
+int jitsu__ready_prepare(jitsu_vm *vm); /* before start: notify socket */
+int jitsu__ready_begin(jitsu_vm *vm);   /* the guest runs: probe, timer */
+void jitsu__ready_cancel(jitsu_vm *vm);
+/* Parse a notify datagram: 1 if it holds READY=1, else 0. */
+int jitsu__notify_says_ready(const char *msg, size_t len);
+
+/* Parse "HOST:PORT" / "[V6]:PORT" into (ss); 0 or -EINVAL. */
+int jitsu__parse_hostport(const char *text, struct sockaddr_storage *ss);
+/* Format (sa) as "HOST:PORT" / "[V6]:PORT" into (buf). */
+void jitsu__format_sockaddr(const struct sockaddr *sa, char *buf, size_t size);
+
+/* Validate a vm name (also used for file names); 0 or -EINVAL. */
+int jitsu__check_vm_name(const char *name);
+
+/* Builtin backends, generated by meson. */
+extern const jitsu_backend_ops *const jitsu__builtin_backends[];
+
+/* Remove every trigger of (vm) (trigger.c). */
+void jitsu__triggers_drop_vm(jitsu_ctx *ctx, jitsu_vm *vm);
+
+/* Check (params) against the keys of (backend) and of "vm" sections
+ * (config.c); 0 or an error in (err). */
+int jitsu__check_vm_params(jitsu_ctx *ctx, const jitsu_backend_ops *backend,
+                           const jitsu_param *params, size_t n,
+                           jitsu_error *err);
+
+/* Readiness outcomes (verbs.c), reported by ready.c. */
+void jitsu__vm_became_ready(jitsu_vm *vm);
+void jitsu__vm_ready_timeout(jitsu_vm *vm);
+
+/* The idle helper's hook on state changes (idle.c). */
+void jitsu__idle_free(jitsu_ctx *ctx);
+
+/* State directory helpers: create (ctx->state_dir) and subdirectory. */
+int jitsu__state_dir_ensure(jitsu_ctx *ctx, const char *sub, char *path,
+                            size_t size);
+
+#endif

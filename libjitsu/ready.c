@@ -1,0 +1,251 @@
+/* Readiness: none, a TCP connect with backoff, or the notify protocol. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define PROBE_FIRST_MS 5
+#define PROBE_MAX_MS 200
+
+struct jitsu__readiness {
+  jitsu_vm *vm; /* NULL once canceled */
+  int refs;     /* open handles + probes in flight */
+  uv_timer_t deadline;
+  uv_timer_t retry;
+  uint64_t backoff_ms;
+  int notify_fd;
+  uv_poll_t notify_poll;
+  bool notify_open;
+  char notify_name[108]; /* "@jitsu-..." as NOTIFY_SOCKET wants it */
+};
+
+typedef struct probe {
+  uv_tcp_t tcp;
+  uv_connect_t req;
+  jitsu__readiness *r;
+} probe;
+
+static void unref(jitsu__readiness *r) {
+  if (--r->refs == 0) {
+    if (r->notify_fd >= 0)
+      close(r->notify_fd);
+    free(r);
+  }
+}
+
+static void handle_closed(uv_handle_t *h) {
+  unref(h->data);
+}
+
+static void probe_closed(uv_handle_t *h) {
+  probe *p = h->data;
+  jitsu__readiness *r = p->r;
+  free(p);
+  unref(r);
+}
+
+static void probe_start(jitsu__readiness *r);
+
+static void retry_fired(uv_timer_t *t) {
+  jitsu__readiness *r = t->data;
+  if (r->vm != NULL)
+    probe_start(r);
+}
+
+static void probe_connected(uv_connect_t *req, int status) {
+  probe *p = req->data;
+  jitsu__readiness *r = p->r;
+  uv_close((uv_handle_t *)&p->tcp, probe_closed);
+  if (r->vm == NULL || status == UV_ECANCELED)
+    return;
+  if (status == 0) {
+    jitsu__vm_became_ready(r->vm);
+    return;
+  }
+  uv_timer_start(&r->retry, retry_fired, r->backoff_ms, 0);
+  r->backoff_ms *= 2;
+  if (r->backoff_ms > PROBE_MAX_MS)
+    r->backoff_ms = PROBE_MAX_MS;
+}
+
+static void probe_start(jitsu__readiness *r) {
+  jitsu_vm *vm = r->vm;
+  probe *p = calloc(1, sizeof(*p));
+  if (p == NULL) {
+    uv_timer_start(&r->retry, retry_fired, PROBE_MAX_MS, 0);
+    return;
+  }
+  p->r = r;
+  uv_tcp_init(vm->ctx->loop, &p->tcp);
+  p->tcp.data = p;
+  p->req.data = p;
+  r->refs++;
+  int e =
+      uv_tcp_connect(&p->req, &p->tcp, (const struct sockaddr *)&vm->ready_addr,
+                     probe_connected);
+  if (e < 0) {
+    uv_close((uv_handle_t *)&p->tcp, probe_closed);
+    uv_timer_start(&r->retry, retry_fired, r->backoff_ms, 0);
+  }
+}
+
+int jitsu__notify_says_ready(const char *msg, size_t len) {
+  size_t i = 0;
+  while (i < len) {
+    size_t j = i;
+    while (j < len && msg[j] != '\n')
+      j++;
+    if (j - i == 7 && memcmp(msg + i, "READY=1", 7) == 0)
+      return 1;
+    i = j + 1;
+  }
+  return 0;
+}
+
+static void notify_readable(uv_poll_t *h, int status, int events) {
+  jitsu__readiness *r = h->data;
+  (void)events;
+  if (r->vm == NULL || status < 0)
+    return;
+  for (;;) {
+    char buf[4096];
+    union {
+      struct cmsghdr align;
+      char space[CMSG_SPACE(sizeof(struct ucred)) +
+                 CMSG_SPACE(sizeof(int) * 16)];
+    } control;
+    struct iovec iov = {buf, sizeof(buf)};
+    struct msghdr mh = {0};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = &control;
+    mh.msg_controllen = sizeof(control);
+    ssize_t n = recvmsg(r->notify_fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0)
+      return; /* EAGAIN: drained */
+    const struct ucred *cred = NULL;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+      if (c->cmsg_level != SOL_SOCKET)
+        continue;
+      if (c->cmsg_type == SCM_CREDENTIALS &&
+          c->cmsg_len == CMSG_LEN(sizeof(struct ucred)))
+        cred = (const struct ucred *)CMSG_DATA(c);
+      if (c->cmsg_type == SCM_RIGHTS) { /* we store no fds: close them */
+        size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < nfd; i++) {
+          int fd;
+          memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+          close(fd);
+        }
+      }
+    }
+    jitsu_vm *vm = r->vm;
+    if ((mh.msg_flags & MSG_TRUNC) || cred == NULL)
+      continue;
+    if (vm->backend->owns_pid != NULL &&
+        !vm->backend->owns_pid(vm, cred->pid)) {
+      jitsu_vm_log(vm, JITSU_LOG_WARNING,
+                   "ignored a notify message from pid %d, not the guest's",
+                   (int)cred->pid);
+      continue;
+    }
+    if (jitsu__notify_says_ready(buf, (size_t)n)) {
+      jitsu__vm_became_ready(vm);
+      return;
+    }
+  }
+}
+
+static int notify_open(jitsu__readiness *r) {
+  jitsu_vm *vm = r->vm;
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  int n =
+      snprintf(r->notify_name, sizeof(r->notify_name), "@jitsu-%08x-%llu-%s",
+               vm->ctx->notify_tag, (unsigned long long)vm->spawns, vm->name);
+  if (n < 0 || (size_t)n >= sizeof(sun.sun_path))
+    return -ENAMETOOLONG;
+  memcpy(sun.sun_path + 1, r->notify_name + 1, (size_t)n - 1);
+  socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+  r->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (r->notify_fd < 0)
+    return -errno;
+  int one = 1;
+  if (setsockopt(r->notify_fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) <
+          0 ||
+      bind(r->notify_fd, (struct sockaddr *)&sun, len) < 0)
+    return -errno;
+  int e = uv_poll_init(vm->ctx->loop, &r->notify_poll, r->notify_fd);
+  if (e < 0)
+    return e;
+  r->notify_poll.data = r;
+  r->notify_open = true;
+  r->refs++;
+  uv_poll_start(&r->notify_poll, UV_READABLE, notify_readable);
+  return 0;
+}
+
+int jitsu__ready_prepare(jitsu_vm *vm) {
+  jitsu__ready_cancel(vm);
+  jitsu__readiness *r = calloc(1, sizeof(*r));
+  if (r == NULL)
+    return -ENOMEM;
+  r->vm = vm;
+  r->notify_fd = -1;
+  r->refs = 3; /* ours until canceled, and the two timers */
+  r->backoff_ms = PROBE_FIRST_MS;
+  uv_timer_init(vm->ctx->loop, &r->deadline);
+  uv_timer_init(vm->ctx->loop, &r->retry);
+  r->deadline.data = r->retry.data = r;
+  vm->readiness = r;
+  if (vm->ready == JITSU_READY_NOTIFY) {
+    int e = notify_open(r);
+    if (e < 0) {
+      jitsu_vm_set_reason(vm, "cannot open the notify socket: %s",
+                          jitsu_strerror(e));
+      return e;
+    }
+  }
+  return 0;
+}
+
+static void deadline_fired(uv_timer_t *t) {
+  jitsu__readiness *r = t->data;
+  if (r->vm != NULL)
+    jitsu__vm_ready_timeout(r->vm);
+}
+
+int jitsu__ready_begin(jitsu_vm *vm) {
+  jitsu__readiness *r = vm->readiness;
+  if (r == NULL)
+    return -EINVAL;
+  if (vm->ready == JITSU_READY_NONE) {
+    jitsu__vm_became_ready(vm);
+    return 0;
+  }
+  uv_timer_start(&r->deadline, deadline_fired, vm->ready_timeout_ms, 0);
+  if (vm->ready == JITSU_READY_TCP)
+    probe_start(r);
+  return 0;
+}
+
+void jitsu__ready_cancel(jitsu_vm *vm) {
+  jitsu__readiness *r = vm->readiness;
+  if (r == NULL)
+    return;
+  vm->readiness = NULL;
+  r->vm = NULL;
+  uv_close((uv_handle_t *)&r->deadline, handle_closed);
+  uv_close((uv_handle_t *)&r->retry, handle_closed);
+  if (r->notify_open)
+    uv_close((uv_handle_t *)&r->notify_poll, handle_closed);
+  unref(r);
+}
+
+const char *jitsu_vm_notify_socket(const jitsu_vm *vm) {
+  if (vm->readiness == NULL || !vm->readiness->notify_open)
+    return NULL;
+  return vm->readiness->notify_name;
+}

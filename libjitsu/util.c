@@ -1,0 +1,255 @@
+/* Small shared helpers: hash table, list, strings, addresses, errors. */
+#include "internal.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+static uint32_t table_hash(const jitsu__table *t, const char *key) {
+  /* FNV-1a with a per-table seed. Keys come from trusted configuration, so
+   * chains cannot be stuffed from the network; lookups of hostile keys only
+   * walk chains of trusted keys. */
+  uint32_t h = 2166136261u ^ t->seed;
+  for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+    h ^= *p;
+    h *= 16777619u;
+  }
+  return h;
+}
+
+void jitsu__table_init(jitsu__table *t, uint32_t seed) {
+  memset(t, 0, sizeof(*t));
+  t->seed = seed;
+}
+
+void jitsu__table_free(jitsu__table *t) {
+  free(t->buckets);
+  t->buckets = NULL;
+  t->mask = 0;
+  t->count = 0;
+}
+
+jitsu__hnode *jitsu__table_find(const jitsu__table *t, const char *key) {
+  if (t->buckets == NULL)
+    return NULL;
+  uint32_t h = table_hash(t, key);
+  for (jitsu__hnode *n = t->buckets[h & t->mask]; n != NULL; n = n->next)
+    if (n->hash == h && strcmp(n->key, key) == 0)
+      return n;
+  return NULL;
+}
+
+static int table_grow(jitsu__table *t) {
+  size_t size = t->buckets ? (t->mask + 1) * 2 : 16;
+  jitsu__hnode **b = calloc(size, sizeof(*b));
+  if (b == NULL)
+    return -ENOMEM;
+  if (t->buckets != NULL) {
+    for (size_t i = 0; i <= t->mask; i++) {
+      jitsu__hnode *n = t->buckets[i];
+      while (n != NULL) {
+        jitsu__hnode *next = n->next;
+        n->next = b[n->hash & (size - 1)];
+        b[n->hash & (size - 1)] = n;
+        n = next;
+      }
+    }
+    free(t->buckets);
+  }
+  t->buckets = b;
+  t->mask = size - 1;
+  return 0;
+}
+
+int jitsu__table_insert(jitsu__table *t, jitsu__hnode *node) {
+  if (t->buckets == NULL || t->count >= t->mask + 1) {
+    int r = table_grow(t);
+    if (r < 0)
+      return r;
+  }
+  node->hash = table_hash(t, node->key);
+  node->next = t->buckets[node->hash & t->mask];
+  t->buckets[node->hash & t->mask] = node;
+  t->count++;
+  return 0;
+}
+
+void jitsu__table_remove(jitsu__table *t, jitsu__hnode *node) {
+  jitsu__hnode **pp = &t->buckets[node->hash & t->mask];
+  while (*pp != NULL && *pp != node)
+    pp = &(*pp)->next;
+  if (*pp == node) {
+    *pp = node->next;
+    t->count--;
+  }
+}
+
+void jitsu__list_init(jitsu__link *head) {
+  head->prev = head->next = head;
+}
+
+void jitsu__list_append(jitsu__link *head, jitsu__link *link) {
+  link->prev = head->prev;
+  link->next = head;
+  head->prev->next = link;
+  head->prev = link;
+}
+
+void jitsu__list_remove(jitsu__link *link) {
+  if (link->next == NULL)
+    return;
+  link->prev->next = link->next;
+  link->next->prev = link->prev;
+  link->prev = link->next = NULL;
+}
+
+char *jitsu__strdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d != NULL)
+    memcpy(d, s, n);
+  return d;
+}
+
+uint32_t jitsu__random32(void) {
+  uint32_t v;
+  if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t)sizeof(v))
+    return v;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint32_t)ts.tv_nsec ^ (uint32_t)ts.tv_sec;
+}
+
+int jitsu__parse_hostport(const char *text, struct sockaddr_storage *ss) {
+  char host[64];
+  const char *port;
+  size_t hlen;
+  memset(ss, 0, sizeof(*ss));
+  if (text[0] == '[') {
+    const char *end = strchr(text, ']');
+    if (end == NULL || end[1] != ':')
+      return -EINVAL;
+    hlen = (size_t)(end - text - 1);
+    if (hlen >= sizeof(host))
+      return -EINVAL;
+    memcpy(host, text + 1, hlen);
+    port = end + 2;
+  } else {
+    const char *colon = strrchr(text, ':');
+    if (colon == NULL)
+      return -EINVAL;
+    hlen = (size_t)(colon - text);
+    if (hlen >= sizeof(host) || memchr(text, ':', hlen) != NULL)
+      return -EINVAL;
+    memcpy(host, text, hlen);
+    port = colon + 1;
+  }
+  host[hlen] = '\0';
+  char *end;
+  if (*port < '0' || *port > '9')
+    return -EINVAL;
+  unsigned long p = strtoul(port, &end, 10);
+  if (*end != '\0' || p == 0 || p > 65535)
+    return -EINVAL;
+  struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+  struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+  if (text[0] != '[' && inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+    in4->sin_family = AF_INET;
+    in4->sin_port = htons((uint16_t)p);
+    return 0;
+  }
+  if (text[0] == '[' && inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons((uint16_t)p);
+    return 0;
+  }
+  return -EINVAL;
+}
+
+void jitsu__format_sockaddr(const struct sockaddr *sa, char *buf, size_t size) {
+  char host[INET6_ADDRSTRLEN];
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
+    snprintf(buf, size, "%s:%u", host, ntohs(in4->sin_port));
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+    snprintf(buf, size, "[%s]:%u", host, ntohs(in6->sin6_port));
+  } else {
+    snprintf(buf, size, "(family %d)", sa->sa_family);
+  }
+}
+
+int jitsu__check_vm_name(const char *name) {
+  size_t n = strlen(name);
+  if (n == 0 || n > 63 || name[0] == '.')
+    return -EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+      return -EINVAL;
+  }
+  return 0;
+}
+
+const char *jitsu_strerror(int err) {
+  switch (err) {
+  case 0:
+    return "success";
+  case JITSU_ESTATE:
+    return "operation not allowed in the vm's current state";
+  case JITSU_ELIMIT:
+    return "limit reached (max-live, max-starting or max-waiters)";
+  case JITSU_EEXITED:
+    return "the guest exited before it was ready";
+  case JITSU_ETIMEDOUT:
+    return "the guest was not ready within its ready-timeout";
+  case JITSU_ECANCELED:
+    return "canceled by a stop";
+  default:
+    if (err < 0)
+      return strerror(-err);
+    return "unknown error";
+  }
+}
+
+const char *jitsu_version(void) {
+  return JITSU_VERSION_STRING;
+}
+
+const char *jitsu_log_level_name(jitsu_log_level level) {
+  static const char *const names[] = {"error", "warning", "info", "debug"};
+  if ((unsigned)level < JITSU__ARRAY_SIZE(names))
+    return names[level];
+  return "unknown";
+}
+
+int jitsu_error_set(jitsu_error *err, int code, const char *key,
+                    const char *fmt, ...) {
+  if (err == NULL)
+    return code;
+  char text[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof(text), fmt, ap);
+  va_end(ap);
+  err->code = code;
+  snprintf(err->key, sizeof(err->key), "%s", key ? key : "");
+  if (err->file[0] != '\0' && key != NULL)
+    snprintf(err->message, sizeof(err->message), "%s:%u: %s: %s", err->file,
+             err->line, key, text);
+  else if (err->file[0] != '\0')
+    snprintf(err->message, sizeof(err->message), "%s:%u: %s", err->file,
+             err->line, text);
+  else if (key != NULL)
+    snprintf(err->message, sizeof(err->message), "%s: %s", key, text);
+  else
+    snprintf(err->message, sizeof(err->message), "%s", text);
+  return code;
+}

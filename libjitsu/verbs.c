@@ -1,0 +1,362 @@
+/* The verbs (summon, stop, suspend, resume) and the backends' reports. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static jitsu__waiter *waiter_new(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
+  jitsu__waiter *w = calloc(1, sizeof(*w));
+  if (w != NULL) {
+    w->vm = vm;
+    w->cb = cb;
+    w->arg = arg;
+  }
+  return w;
+}
+
+static void push(jitsu__waiter **list, jitsu__waiter *w) {
+  w->next = *list;
+  *list = w;
+}
+
+/* Complete the summons with (status), in the order they came. */
+static void finish_summons(jitsu_vm *vm, int status) {
+  jitsu__waiter *list = vm->summons;
+  vm->summons = NULL;
+  vm->summons_tail = &vm->summons;
+  vm->n_summons = 0;
+  jitsu__defer_list(vm->ctx, list, status);
+}
+
+static void finish_list(jitsu_vm *vm, jitsu__waiter **list, int status) {
+  /* Lists other than summons are pushed at the head: reverse them. */
+  jitsu__waiter *rev = NULL;
+  while (*list != NULL) {
+    jitsu__waiter *w = *list;
+    *list = w->next;
+    w->next = rev;
+    rev = w;
+  }
+  jitsu__defer_list(vm->ctx, rev, status);
+}
+
+static int check_start_limits(jitsu_vm *vm, bool new_live) {
+  jitsu_ctx *ctx = vm->ctx;
+  if (new_live && ctx->n_live >= ctx->max_live)
+    return jitsu__fail(ctx, JITSU_ELIMIT,
+                       "cannot summon vm '%s': %zu guests live, max-live "
+                       "is %u",
+                       vm->name, ctx->n_live, ctx->max_live);
+  if (ctx->n_starting >= ctx->max_starting)
+    return jitsu__fail(ctx, JITSU_ELIMIT,
+                       "cannot summon vm '%s': %zu guests starting, "
+                       "max-starting is %u",
+                       vm->name, ctx->n_starting, ctx->max_starting);
+  return 0;
+}
+
+/* Enter failed with the backend's reason and fail the summons. */
+static void fail_start(jitsu_vm *vm, int err) {
+  jitsu__ready_cancel(vm);
+  if (vm->next_reason == NULL)
+    jitsu_vm_set_reason(vm, "%s", jitsu_strerror(err));
+  jitsu__vm_set_state(vm, JITSU_STATE_FAILED, NULL);
+  finish_summons(vm, err);
+}
+
+static void vm_start(jitsu_vm *vm) {
+  vm->spawns++;
+  vm->adopted = false;
+  vm->start_begin_ms = uv_now(vm->ctx->loop);
+  vm->last_active_ms = vm->start_begin_ms;
+  jitsu__vm_set_state(vm, JITSU_STATE_STARTING, "");
+  int r = jitsu__ready_prepare(vm);
+  if (r < 0) {
+    fail_start(vm, r);
+    return;
+  }
+  r = vm->backend->start(vm);
+  /* The backend may have reported already (from inside start). */
+  if (r < 0 && vm->state == JITSU_STATE_STARTING)
+    fail_start(vm, r);
+}
+
+static void vm_resume(jitsu_vm *vm) {
+  jitsu__vm_set_state(vm, JITSU_STATE_RESUMING, "");
+  int r = vm->backend->resume(vm);
+  if (r < 0 && vm->state == JITSU_STATE_RESUMING)
+    jitsu_backend_resumed(vm, r);
+}
+
+static void vm_stop(jitsu_vm *vm, jitsu_stop_mode mode) {
+  vm->stop_pending = false;
+  if (vm->state != JITSU_STATE_STOPPING)
+    jitsu__vm_set_state(vm, JITSU_STATE_STOPPING,
+                        mode == JITSU_STOP_DESTROY ? "destroy requested"
+                                                   : "shutdown requested");
+  int r = vm->backend->stop(vm, mode, vm->stop_grace_ms);
+  if (r < 0 && vm->state == JITSU_STATE_STOPPING) {
+    if (vm->next_reason == NULL)
+      jitsu_vm_set_reason(vm, "stop failed: %s", jitsu_strerror(r));
+    jitsu__vm_set_state(vm, JITSU_STATE_FAILED, NULL);
+    finish_list(vm, &vm->stops, r);
+    finish_summons(vm, r);
+  }
+}
+
+int jitsu_vm_summon(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
+  jitsu_ctx *ctx = vm->ctx;
+  int r = 0;
+  vm->last_active_ms = uv_now(ctx->loop);
+  switch (vm->state) {
+  case JITSU_STATE_READY:
+    r = jitsu__defer(ctx, vm, cb, arg, 0);
+    if (r == 0)
+      vm->summons_total++;
+    return r;
+  case JITSU_STATE_STOPPED:
+  case JITSU_STATE_FAILED:
+    r = check_start_limits(vm, true);
+    break;
+  case JITSU_STATE_SUSPENDED:
+    r = check_start_limits(vm, false);
+    break;
+  default:
+    if (vm->n_summons >= ctx->max_waiters)
+      r = jitsu__fail(ctx, JITSU_ELIMIT,
+                      "cannot summon vm '%s': %u summons already wait, "
+                      "max-waiters is %u",
+                      vm->name, vm->n_summons, ctx->max_waiters);
+    break;
+  }
+  if (r < 0)
+    return r;
+  jitsu__waiter *w = waiter_new(vm, cb, arg);
+  if (w == NULL)
+    return -ENOMEM;
+  *vm->summons_tail = w;
+  vm->summons_tail = &w->next;
+  vm->n_summons++;
+  vm->summons_total++;
+  if (vm->state == JITSU_STATE_STOPPED || vm->state == JITSU_STATE_FAILED)
+    vm_start(vm);
+  else if (vm->state == JITSU_STATE_SUSPENDED)
+    vm_resume(vm);
+  return 0;
+}
+
+int jitsu_vm_stop(jitsu_vm *vm, jitsu_stop_mode mode, jitsu_vm_cb cb,
+                  void *arg) {
+  jitsu_ctx *ctx = vm->ctx;
+  if (mode != JITSU_STOP_SHUTDOWN && mode != JITSU_STOP_DESTROY)
+    return jitsu__fail(ctx, -EINVAL, "unknown stop mode %d", (int)mode);
+  if (vm->state == JITSU_STATE_STOPPED || vm->state == JITSU_STATE_FAILED)
+    return jitsu__defer(ctx, vm, cb, arg, 0);
+  jitsu__waiter *w = waiter_new(vm, cb, arg);
+  if (w == NULL)
+    return -ENOMEM;
+  push(&vm->stops, w);
+  switch (vm->state) {
+  case JITSU_STATE_SUSPENDING:
+  case JITSU_STATE_RESUMING:
+    /* Let the backend finish first; the stop follows. */
+    if (!vm->stop_pending || mode == JITSU_STOP_DESTROY)
+      vm->pending_stop = mode;
+    vm->stop_pending = true;
+    return 0;
+  case JITSU_STATE_STARTING:
+    jitsu__ready_cancel(vm);
+    finish_summons(vm, JITSU_ECANCELED);
+    vm_stop(vm, mode);
+    return 0;
+  case JITSU_STATE_STOPPING:
+    /* Already stopping: a destroy overtakes a shutdown's grace. */
+    if (mode == JITSU_STOP_DESTROY)
+      vm_stop(vm, mode);
+    return 0;
+  default:
+    vm_stop(vm, mode);
+    return 0;
+  }
+}
+
+int jitsu_vm_suspend(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
+  if (vm->backend->suspend == NULL)
+    return jitsu__fail(vm->ctx, -ENOTSUP,
+                       "cannot suspend vm '%s': backend '%s' cannot suspend",
+                       vm->name, vm->backend->name);
+  if (vm->state != JITSU_STATE_READY)
+    return jitsu__fail(vm->ctx, JITSU_ESTATE,
+                       "cannot suspend vm '%s': it is %s", vm->name,
+                       jitsu_state_name(vm->state));
+  jitsu__waiter *w = waiter_new(vm, cb, arg);
+  if (w == NULL)
+    return -ENOMEM;
+  push(&vm->ops, w);
+  jitsu__vm_set_state(vm, JITSU_STATE_SUSPENDING, "");
+  int r = vm->backend->suspend(vm);
+  if (r < 0 && vm->state == JITSU_STATE_SUSPENDING)
+    jitsu_backend_suspended(vm, r);
+  return 0;
+}
+
+int jitsu_vm_resume(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
+  if (vm->state != JITSU_STATE_SUSPENDED)
+    return jitsu__fail(vm->ctx, JITSU_ESTATE, "cannot resume vm '%s': it is %s",
+                       vm->name, jitsu_state_name(vm->state));
+  int r = check_start_limits(vm, false);
+  if (r < 0)
+    return r;
+  jitsu__waiter *w = waiter_new(vm, cb, arg);
+  if (w == NULL)
+    return -ENOMEM;
+  push(&vm->ops, w);
+  vm->last_active_ms = uv_now(vm->ctx->loop);
+  vm_resume(vm);
+  return 0;
+}
+
+void jitsu_vm_touch(jitsu_vm *vm) {
+  vm->last_active_ms = uv_now(vm->ctx->loop);
+}
+
+void jitsu_vm_hold(jitsu_vm *vm) {
+  vm->holds++;
+  jitsu_vm_touch(vm);
+}
+
+void jitsu_vm_release(jitsu_vm *vm) {
+  if (vm->holds > 0)
+    vm->holds--;
+  jitsu_vm_touch(vm);
+}
+
+/* After a suspend or resume completes: a stop that waited goes first,
+ * then summons that came meanwhile. */
+static void after_transition(jitsu_vm *vm) {
+  if (vm->stop_pending) {
+    finish_summons(vm, JITSU_ECANCELED);
+    vm_stop(vm, vm->pending_stop);
+  } else if (vm->state == JITSU_STATE_SUSPENDED && vm->summons != NULL) {
+    vm_resume(vm);
+  }
+}
+
+void jitsu_backend_started(jitsu_vm *vm, int err) {
+  if (vm->state != JITSU_STATE_STARTING)
+    return; /* a stop overtook the start */
+  if (err < 0) {
+    fail_start(vm, err);
+    return;
+  }
+  if (vm->backend->describe != NULL)
+    vm->backend->describe(vm, vm->instance, sizeof(vm->instance));
+  err = jitsu__ready_begin(vm);
+  if (err < 0) {
+    jitsu_vm_set_reason(vm, "readiness check failed: %s", jitsu_strerror(err));
+    jitsu__vm_ready_timeout(vm);
+  }
+}
+
+void jitsu__vm_became_ready(jitsu_vm *vm) {
+  jitsu__ready_cancel(vm);
+  if (vm->state != JITSU_STATE_STARTING)
+    return;
+  uint64_t now = uv_now(vm->ctx->loop);
+  vm->last_start_ms = now - vm->start_begin_ms;
+  vm->last_active_ms = now;
+  jitsu__vm_set_state(vm, JITSU_STATE_READY, "");
+  finish_summons(vm, 0);
+}
+
+void jitsu__vm_ready_timeout(jitsu_vm *vm) {
+  jitsu__ready_cancel(vm);
+  if (vm->state != JITSU_STATE_STARTING)
+    return;
+  if (vm->next_reason == NULL)
+    jitsu_vm_set_reason(vm, "not ready within %llu ms",
+                        (unsigned long long)vm->ready_timeout_ms);
+  char *reason = vm->next_reason;
+  vm->next_reason = NULL;
+  finish_summons(vm, JITSU_ETIMEDOUT);
+  vm->fail_on_exit = true;
+  jitsu__vm_set_state(vm, JITSU_STATE_STOPPING, reason ? reason : "");
+  free(reason);
+  vm_stop(vm, JITSU_STOP_DESTROY);
+}
+
+void jitsu_backend_exited(jitsu_vm *vm, int clean, const char *how) {
+  jitsu_state s = vm->state;
+  jitsu__ready_cancel(vm);
+  if (s == JITSU_STATE_STOPPED || s == JITSU_STATE_FAILED) {
+    jitsu_vm_log(vm, JITSU_LOG_DEBUG, "exit reported while %s: %s",
+                 jitsu_state_name(s), how);
+    return;
+  }
+  bool failed = !clean || s == JITSU_STATE_STARTING ||
+                (s == JITSU_STATE_STOPPING && vm->fail_on_exit);
+  const char *reason = how;
+  char text[512];
+  if (s == JITSU_STATE_STARTING) {
+    snprintf(text, sizeof(text), "%s before it was ready", how);
+    reason = text;
+  } else if (s == JITSU_STATE_STOPPING && vm->fail_on_exit) {
+    reason = vm->reason; /* keep why it was destroyed */
+  }
+  vm->fail_on_exit = false;
+  vm->stop_pending = false;
+  free(vm->next_reason);
+  vm->next_reason = NULL;
+  char *keep = jitsu__strdup(reason ? reason : "");
+  jitsu__vm_set_state(vm, failed ? JITSU_STATE_FAILED : JITSU_STATE_STOPPED,
+                      keep ? keep : "");
+  free(keep);
+  finish_list(vm, &vm->stops, 0);
+  finish_list(vm, &vm->ops, JITSU_EEXITED);
+  if (s == JITSU_STATE_STOPPING && vm->summons != NULL) {
+    /* Summons that arrived while it was stopping start it again. */
+    if (check_start_limits(vm, true) == 0)
+      vm_start(vm);
+    else
+      finish_summons(vm, JITSU_ELIMIT);
+  } else {
+    finish_summons(vm, JITSU_EEXITED);
+  }
+}
+
+void jitsu_backend_suspended(jitsu_vm *vm, int err) {
+  if (vm->state != JITSU_STATE_SUSPENDING)
+    return;
+  if (err < 0) {
+    if (vm->next_reason == NULL)
+      jitsu_vm_set_reason(vm, "suspend failed: %s", jitsu_strerror(err));
+    jitsu__vm_set_state(vm, JITSU_STATE_READY, NULL);
+    finish_list(vm, &vm->ops, err);
+    if (vm->summons != NULL)
+      finish_summons(vm, 0);
+  } else {
+    jitsu__vm_set_state(vm, JITSU_STATE_SUSPENDED, "");
+    finish_list(vm, &vm->ops, 0);
+  }
+  after_transition(vm);
+}
+
+void jitsu_backend_resumed(jitsu_vm *vm, int err) {
+  if (vm->state != JITSU_STATE_RESUMING)
+    return;
+  if (err < 0) {
+    if (vm->next_reason == NULL)
+      jitsu_vm_set_reason(vm, "resume failed: %s", jitsu_strerror(err));
+    jitsu__vm_set_state(vm, JITSU_STATE_SUSPENDED, NULL);
+    finish_list(vm, &vm->ops, err);
+    finish_summons(vm, err);
+  } else {
+    vm->resumes++;
+    vm->last_active_ms = uv_now(vm->ctx->loop);
+    jitsu__vm_set_state(vm, JITSU_STATE_READY, "");
+    finish_list(vm, &vm->ops, 0);
+    finish_summons(vm, 0);
+  }
+  after_transition(vm);
+}

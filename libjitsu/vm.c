@@ -1,0 +1,350 @@
+/* vms: definition, the state machine, parameters and information. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const state_names[JITSU_STATE_COUNT] = {
+    "stopped",   "starting", "ready",    "suspending",
+    "suspended", "resuming", "stopping", "failed",
+};
+
+const char *jitsu_state_name(jitsu_state state) {
+  if ((unsigned)state < JITSU_STATE_COUNT)
+    return state_names[state];
+  return "invalid";
+}
+
+#define BIT(s) (1u << JITSU_STATE_##s)
+/* allowed[from] is the set of states reachable from (from). */
+static const unsigned allowed[JITSU_STATE_COUNT] = {
+    [JITSU_STATE_STOPPED] = BIT(STARTING),
+    [JITSU_STATE_STARTING] = BIT(READY) | BIT(STOPPING) | BIT(FAILED),
+    [JITSU_STATE_READY] =
+        BIT(SUSPENDING) | BIT(STOPPING) | BIT(STOPPED) | BIT(FAILED),
+    [JITSU_STATE_SUSPENDING] =
+        BIT(SUSPENDED) | BIT(READY) | BIT(STOPPED) | BIT(FAILED),
+    [JITSU_STATE_SUSPENDED] =
+        BIT(RESUMING) | BIT(STOPPING) | BIT(STOPPED) | BIT(FAILED),
+    [JITSU_STATE_RESUMING] =
+        BIT(READY) | BIT(SUSPENDED) | BIT(STOPPED) | BIT(FAILED),
+    [JITSU_STATE_STOPPING] = BIT(STOPPED) | BIT(FAILED),
+    [JITSU_STATE_FAILED] = BIT(STARTING),
+};
+#undef BIT
+
+bool jitsu_state_transition_allowed(jitsu_state from, jitsu_state to) {
+  if ((unsigned)from >= JITSU_STATE_COUNT || (unsigned)to >= JITSU_STATE_COUNT)
+    return false;
+  return (allowed[from] & (1u << to)) != 0;
+}
+
+static bool state_is_live(jitsu_state s) {
+  return s != JITSU_STATE_STOPPED && s != JITSU_STATE_FAILED;
+}
+
+static bool state_is_starting(jitsu_state s) {
+  return s == JITSU_STATE_STARTING || s == JITSU_STATE_RESUMING;
+}
+
+static void account(jitsu_vm *vm, jitsu_state s, int sign) {
+  jitsu_ctx *ctx = vm->ctx;
+  if (state_is_live(s)) {
+    ctx->n_live = (size_t)((long)ctx->n_live + sign);
+    if (sign > 0)
+      jitsu__list_append(&ctx->live_vms, &vm->live);
+    else
+      jitsu__list_remove(&vm->live);
+  }
+  if (state_is_starting(s))
+    ctx->n_starting = (size_t)((long)ctx->n_starting + sign);
+}
+
+int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason) {
+  jitsu_state old = vm->state;
+  if (!jitsu_state_transition_allowed(old, state)) {
+    jitsu_vm_log(vm, JITSU_LOG_ERROR, "refused illegal transition %s -> %s",
+                 jitsu_state_name(old), jitsu_state_name(state));
+    return jitsu__fail(vm->ctx, JITSU_ESTATE,
+                       "vm '%s': illegal transition %s -> %s", vm->name,
+                       jitsu_state_name(old), jitsu_state_name(state));
+  }
+  char *text = NULL;
+  if (reason != NULL)
+    text = jitsu__strdup(reason);
+  else if (vm->next_reason != NULL)
+    text = vm->next_reason, vm->next_reason = NULL;
+  else
+    text = jitsu__strdup("");
+  free(vm->next_reason);
+  vm->next_reason = NULL;
+  if (text != NULL) {
+    free(vm->reason);
+    vm->reason = text;
+  }
+  account(vm, old, -1);
+  vm->state = state;
+  account(vm, state, +1);
+  vm->state_since_ms = uv_now(vm->ctx->loop);
+  if (state == JITSU_STATE_FAILED)
+    vm->failures++;
+  if (!state_is_live(state))
+    vm->instance[0] = '\0';
+  else if (vm->backend->describe != NULL)
+    vm->backend->describe(vm, vm->instance, sizeof(vm->instance));
+  jitsu_vm_log(
+      vm, state == JITSU_STATE_FAILED ? JITSU_LOG_WARNING : JITSU_LOG_INFO,
+      "%s -> %s%s%s", jitsu_state_name(old), jitsu_state_name(state),
+      vm->reason && vm->reason[0] ? ": " : "", vm->reason ? vm->reason : "");
+  if (vm->backend->state_changed != NULL)
+    vm->backend->state_changed(vm, old, state);
+  for (jitsu__state_sub *s = vm->ctx->state_subs; s != NULL;) {
+    jitsu__state_sub *next = s->next; /* fn may unsubscribe itself */
+    s->fn(vm, old, state, vm->reason ? vm->reason : "", s->arg);
+    s = next;
+  }
+  return 0;
+}
+
+void jitsu_vm_set_reason(jitsu_vm *vm, const char *fmt, ...) {
+  char text[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof(text), fmt, ap);
+  va_end(ap);
+  free(vm->next_reason);
+  vm->next_reason = jitsu__strdup(text);
+}
+
+static const jitsu_backend_ops *find_backend(jitsu_ctx *ctx, const char *name) {
+  for (size_t i = 0; i < ctx->n_backends; i++)
+    if (strcmp(ctx->backends[i]->name, name) == 0)
+      return ctx->backends[i];
+  return NULL;
+}
+
+static int copy_params(jitsu_vm *vm, const jitsu_param *params, size_t n) {
+  size_t bytes = n * sizeof(jitsu_param);
+  for (size_t i = 0; i < n; i++)
+    bytes += strlen(params[i].key) + strlen(params[i].value) + 2;
+  if (n == 0)
+    return 0;
+  vm->params = malloc(bytes);
+  if (vm->params == NULL)
+    return -ENOMEM;
+  char *p = (char *)(vm->params + n);
+  for (size_t i = 0; i < n; i++) {
+    size_t kl = strlen(params[i].key) + 1, vl = strlen(params[i].value) + 1;
+    memcpy(p, params[i].key, kl);
+    vm->params[i].key = p;
+    p += kl;
+    memcpy(p, params[i].value, vl);
+    vm->params[i].value = p;
+    p += vl;
+  }
+  vm->n_params = n;
+  return 0;
+}
+
+static void vm_free(jitsu_vm *vm) {
+  free(vm->params);
+  free(vm->reason);
+  free(vm->next_reason);
+  free(vm->name);
+  free(vm);
+}
+
+static int check_def(jitsu_ctx *ctx, const jitsu_vm_def *def,
+                     const jitsu_backend_ops **backend, jitsu_error *err) {
+  if (def->version != JITSU_VM_DEF_VERSION)
+    return jitsu_error_set(err, -EINVAL, NULL, "unsupported jitsu_vm_def");
+  if (def->name == NULL || jitsu__check_vm_name(def->name) < 0)
+    return jitsu_error_set(err, -EINVAL, NULL,
+                           "invalid vm name '%s': use 1 to 63 of "
+                           "[A-Za-z0-9_.-], not starting with '.'",
+                           def->name ? def->name : "(null)");
+  if (jitsu_vm_find(ctx, def->name) != NULL)
+    return jitsu_error_set(err, -EEXIST, NULL, "vm '%s' is already defined",
+                           def->name);
+  const char *bname = def->backend ? def->backend : "process";
+  *backend = find_backend(ctx, bname);
+  if (*backend == NULL)
+    return jitsu_error_set(err, -ENOENT, "backend",
+                           "unknown backend '%s' (not built in, or not "
+                           "registered)",
+                           bname);
+  if ((unsigned)def->ready > JITSU_READY_NOTIFY)
+    return jitsu_error_set(err, -EINVAL, "ready", "unknown readiness method");
+  if ((unsigned)def->idle_action > JITSU_IDLE_SUSPEND)
+    return jitsu_error_set(err, -EINVAL, "idle-action", "unknown idle action");
+  if (def->idle_action == JITSU_IDLE_SUSPEND && (*backend)->suspend == NULL)
+    return jitsu_error_set(err, -EINVAL, "idle-action",
+                           "backend '%s' cannot suspend", bname);
+  return jitsu__check_vm_params(ctx, *backend, def->params, def->n_params, err);
+}
+
+int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
+                    jitsu_error *err) {
+  const jitsu_backend_ops *backend = NULL;
+  int r = check_def(ctx, def, &backend, err);
+  if (r < 0)
+    return r;
+  jitsu_vm *vm = calloc(1, sizeof(*vm));
+  if (vm == NULL)
+    return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  vm->ctx = ctx;
+  vm->backend = backend;
+  vm->name = jitsu__strdup(def->name);
+  vm->ready = def->ready;
+  vm->ready_timeout_ms = def->ready_timeout_ms ? def->ready_timeout_ms
+                                               : JITSU_DEFAULT_READY_TIMEOUT_MS;
+  vm->stop_grace_ms =
+      def->stop_grace_ms ? def->stop_grace_ms : JITSU_DEFAULT_STOP_GRACE_MS;
+  vm->idle_timeout_ms = def->idle_timeout_ms;
+  vm->idle_action = def->idle_action;
+  vm->summons_tail = &vm->summons;
+  if (vm->name == NULL || copy_params(vm, def->params, def->n_params) < 0) {
+    vm_free(vm);
+    return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  }
+  if (def->ready == JITSU_READY_TCP &&
+      (def->ready_address == NULL ||
+       jitsu__parse_hostport(def->ready_address, &vm->ready_addr) < 0)) {
+    vm_free(vm);
+    return jitsu_error_set(err, -EINVAL, "ready",
+                           "tcp readiness needs an address as HOST:PORT or "
+                           "[IPV6]:PORT, not '%s'",
+                           def->ready_address ? def->ready_address : "");
+  }
+  if (backend->configure != NULL && (r = backend->configure(vm, err)) < 0) {
+    vm_free(vm);
+    return r;
+  }
+  vm->node.key = vm->name;
+  if (jitsu__table_insert(&ctx->vms, &vm->node) < 0) {
+    if (backend->release != NULL)
+      backend->release(vm);
+    vm_free(vm);
+    return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  }
+  jitsu__list_append(&ctx->all_vms, &vm->all);
+  vm->state_since_ms = uv_now(ctx->loop);
+  jitsu_state found = JITSU_STATE_STOPPED;
+  if (backend->adopt != NULL && backend->adopt(vm, &found) > 0 &&
+      (found == JITSU_STATE_READY || found == JITSU_STATE_SUSPENDED)) {
+    vm->adopted = true;
+    vm->state = found;
+    account(vm, found, +1);
+    vm->last_active_ms = uv_now(ctx->loop);
+    if (backend->describe != NULL)
+      backend->describe(vm, vm->instance, sizeof(vm->instance));
+    jitsu_vm_log(vm, JITSU_LOG_INFO, "adopted a %s guest (%s)",
+                 jitsu_state_name(found), vm->instance);
+  }
+  if (backend->attach != NULL && (r = backend->attach(vm, err)) < 0) {
+    jitsu__vm_forget(vm);
+    return r;
+  }
+  if (out != NULL)
+    *out = vm;
+  return 0;
+}
+
+int jitsu_vm_undefine(jitsu_vm *vm) {
+  jitsu_ctx *ctx = vm->ctx;
+  if (state_is_live(vm->state))
+    return jitsu__fail(ctx, JITSU_ESTATE,
+                       "cannot undefine vm '%s': it is %s; stop it first",
+                       vm->name, jitsu_state_name(vm->state));
+  jitsu__ready_cancel(vm);
+  jitsu__defer_forget(ctx, vm);
+  jitsu__triggers_drop_vm(ctx, vm);
+  for (jitsu__waiter *lists[3] = {vm->summons, vm->stops, vm->ops}, **l = lists;
+       l < lists + 3; l++) {
+    while (*l != NULL) {
+      jitsu__waiter *w = *l;
+      *l = w->next;
+      free(w);
+    }
+  }
+  if (vm->backend->release != NULL)
+    vm->backend->release(vm);
+  jitsu__table_remove(&ctx->vms, &vm->node);
+  jitsu__list_remove(&vm->all);
+  jitsu__list_remove(&vm->live);
+  vm_free(vm);
+  return 0;
+}
+
+void jitsu__vm_forget(jitsu_vm *vm) {
+  account(vm, vm->state, -1);
+  vm->state = JITSU_STATE_STOPPED;
+  jitsu_vm_undefine(vm);
+}
+
+jitsu_vm *jitsu_vm_find(jitsu_ctx *ctx, const char *name) {
+  jitsu__hnode *n = jitsu__table_find(&ctx->vms, name);
+  return n ? JITSU__CONTAINER(n, jitsu_vm, node) : NULL;
+}
+
+int jitsu_vm_foreach(jitsu_ctx *ctx, int (*fn)(jitsu_vm *vm, void *arg),
+                     void *arg) {
+  for (jitsu__link *l = ctx->all_vms.next; l != &ctx->all_vms; l = l->next) {
+    int r = fn(JITSU__CONTAINER(l, jitsu_vm, all), arg);
+    if (r != 0)
+      return r;
+  }
+  return 0;
+}
+
+const char *jitsu_vm_name(const jitsu_vm *vm) {
+  return vm->name;
+}
+
+jitsu_state jitsu_vm_state(const jitsu_vm *vm) {
+  return vm->state;
+}
+
+jitsu_ctx *jitsu_vm_ctx(const jitsu_vm *vm) {
+  return vm->ctx;
+}
+
+const char *jitsu_vm_param(const jitsu_vm *vm, const char *key, size_t index) {
+  for (size_t i = 0; i < vm->n_params; i++)
+    if (strcmp(vm->params[i].key, key) == 0 && index-- == 0)
+      return vm->params[i].value;
+  return NULL;
+}
+
+void jitsu_vm_set_data(jitsu_vm *vm, void *data) {
+  vm->backend_data = data;
+}
+
+void *jitsu_vm_data(const jitsu_vm *vm) {
+  return vm->backend_data;
+}
+
+jitsu_ready_method jitsu_vm_ready_method(const jitsu_vm *vm) {
+  return vm->ready;
+}
+
+int jitsu_vm_info_get(const jitsu_vm *vm, jitsu_vm_info *info) {
+  if (info->version != JITSU_VM_INFO_VERSION)
+    return -EINVAL;
+  info->name = vm->name;
+  info->backend = vm->backend->name;
+  info->state = vm->state;
+  info->reason = vm->reason ? vm->reason : "";
+  info->instance = vm->instance;
+  info->adopted = vm->adopted;
+  info->holds = vm->holds;
+  info->state_since_ms = vm->state_since_ms;
+  info->last_active_ms = vm->last_active_ms;
+  info->summons = vm->summons_total;
+  info->spawns = vm->spawns;
+  info->resumes = vm->resumes;
+  info->failures = vm->failures;
+  info->last_start_ms = vm->last_start_ms;
+  return 0;
+}
