@@ -32,6 +32,7 @@ typedef struct cfg {
   header *h;
   size_t nh, caph;
   unsigned lineno;
+  size_t line_len;
   bool at_line_start;
   int oom;
   const char *read_error; /* a problem the reader found */
@@ -328,6 +329,33 @@ int jitsu__check_vm_params(jitsu_ctx *ctx, const jitsu_backend_ops *backend,
   return 0;
 }
 
+/* Note a section header at the start of (line), even of an empty
+ * section, with its line number. */
+static void note_header(cfg *c, const char *line) {
+  const char *p = line;
+  while (*p == ' ' || *p == '\t')
+    p++;
+  const char *end = *p == '[' ? strchr(p, ']') : NULL;
+  if (end == NULL || c->oom)
+    return;
+  if (c->nh == c->caph) {
+    size_t cap = c->caph ? c->caph * 2 : 8;
+    header *h = realloc(c->h, cap * sizeof(*h));
+    if (h == NULL) {
+      c->oom = 1;
+      return;
+    }
+    c->h = h;
+    c->caph = cap;
+  }
+  c->h[c->nh].name = strndup(p + 1, (size_t)(end - p - 1));
+  c->h[c->nh].line = c->lineno;
+  if (c->h[c->nh].name == NULL)
+    c->oom = 1;
+  else
+    c->nh++;
+}
+
 /* Reading the file: count lines, note headers, refuse NULs and long lines. */
 static char *reader(char *str, int num, void *stream) {
   cfg *c = stream;
@@ -352,31 +380,13 @@ static char *reader(char *str, int num, void *stream) {
   str[i] = '\0';
   if (c->at_line_start) {
     c->lineno++;
-    const char *p = str;
-    while (*p == ' ' || *p == '\t')
-      p++;
-    if (*p == '[' && c->oom == 0) {
-      const char *end = strchr(p, ']');
-      if (end != NULL) {
-        if (c->nh == c->caph) {
-          size_t cap = c->caph ? c->caph * 2 : 8;
-          header *h = realloc(c->h, cap * sizeof(*h));
-          if (h == NULL)
-            return c->oom = 1, NULL;
-          c->h = h;
-          c->caph = cap;
-        }
-        c->h[c->nh].name = strndup(p + 1, (size_t)(end - p - 1));
-        c->h[c->nh].line = c->lineno;
-        if (c->h[c->nh].name == NULL)
-          return c->oom = 1, NULL;
-        c->nh++;
-      }
-    }
+    c->line_len = 0;
+    note_header(c, str);
   }
+  c->line_len += (size_t)i;
   c->at_line_start = str[i - 1] == '\n';
-  if (!c->at_line_start && i == num - 1 && num >= MAX_LINE) {
-    c->read_error = "line too long";
+  if (c->line_len > MAX_LINE - 3) {
+    c->read_error = "line too long (at most 65533 bytes)";
     c->read_error_line = c->lineno;
     return NULL;
   }
@@ -517,6 +527,15 @@ static int parse_idle_action(const char *v, jitsu_vm_def *def,
                          "'%s' is not none, destroy, shutdown or suspend", v);
 }
 
+/* The line of (key) in (section), or (fallback). */
+static unsigned line_of(cfg *c, const char *section, const char *key,
+                        unsigned fallback) {
+  for (size_t i = 0; key && key[0] && i < c->n; i++)
+    if (strcmp(c->e[i].section, section) == 0 && strcmp(c->e[i].key, key) == 0)
+      return c->e[i].line;
+  return fallback;
+}
+
 /* Fill (vs) from the entries of its section; check every key and value. */
 static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
   jitsu_vm_def init = JITSU_VM_DEF_INIT;
@@ -588,19 +607,11 @@ static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
   if (vs->def.idle_action == JITSU_IDLE_SUSPEND && vs->backend->suspend == NULL)
     return jitsu_error_set(err, -EINVAL, "idle-action",
                            "backend '%s' cannot suspend", vs->backend->name);
-  if (vs->def.idle_timeout_ms > 0 && vs->def.idle_action == JITSU_IDLE_NONE)
+  if (vs->def.idle_timeout_ms > 0 && vs->def.idle_action == JITSU_IDLE_NONE &&
+      err_at(err, line_of(c, vs->section, "idle-timeout", vs->line)) == 0)
     return jitsu_error_set(err, -EINVAL, "idle-timeout",
                            "given without an idle-action");
   return 0;
-}
-
-/* The line of (key) in (section), or (fallback). */
-static unsigned line_of(cfg *c, const char *section, const char *key,
-                        unsigned fallback) {
-  for (size_t i = 0; key && key[0] && i < c->n; i++)
-    if (strcmp(c->e[i].section, section) == 0 && strcmp(c->e[i].key, key) == 0)
-      return c->e[i].line;
-  return fallback;
 }
 
 /* A backend's own check of a vm, without side effects. */
@@ -825,12 +836,18 @@ static int load_file(jitsu_ctx *ctx, FILE *f, const char *name, bool apply,
   }
   size_t i;
   for (i = 0; i < l.n_vms; i++) {
-    err_at(err, l.vms[i].line);
-    r = jitsu_vm_define(ctx, &l.vms[i].def, NULL, err);
+    jitsu_error why;
+    memset(&why, 0, sizeof(why));
+    r = jitsu_vm_define(ctx, &l.vms[i].def, NULL, &why);
     if (r < 0) {
-      err_at(err, line_of(&l.c, l.vms[i].section, err->key, l.vms[i].line));
-      jitsu_error_set(err, r, err->key[0] ? err->key : NULL, "vm '%s': %s",
-                      l.vms[i].name, jitsu_strerror(r));
+      /* (why) says "key: text" or "text": re-anchor it at its line. */
+      const char *text = why.message;
+      size_t kl = strlen(why.key);
+      if (kl > 0 && strncmp(text, why.key, kl) == 0 && text[kl] == ':')
+        text += kl + 2;
+      err_at(err, line_of(&l.c, l.vms[i].section, why.key, l.vms[i].line));
+      jitsu_error_set(err, r, why.key[0] ? why.key : NULL, "vm '%s': %s",
+                      l.vms[i].name, text[0] ? text : jitsu_strerror(r));
       break;
     }
   }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <linux/close_range.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -200,6 +201,9 @@ static void child(proc *p, const char *path, char **env, char *pid_slot,
         fcntl(i, F_SETFL, fl & ~O_NONBLOCK);
     }
   }
+  /* Descriptors the embedder left inheritable must not leak into the
+   * guest: everything above the handed-over range closes at exec. */
+  syscall(SYS_close_range, (unsigned)base, ~0u, CLOSE_RANGE_CLOEXEC);
   f.stage = 2;
   if (chdir(p->workdir ? p->workdir : "/") < 0)
     goto fail;

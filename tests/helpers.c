@@ -1,0 +1,241 @@
+#include "helpers.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void test_log(jitsu_log_level level, const char *msg, void *arg) {
+  (void)arg;
+  if (getenv("JITSU_TEST_VERBOSE") != NULL || level <= JITSU_LOG_ERROR)
+    fprintf(stderr, "  [jitsu %s] %s\n", jitsu_log_level_name(level), msg);
+}
+
+int fixture_setup(void **state) {
+  fixture *f = calloc(1, sizeof(*f));
+  if (f == NULL)
+    return -1;
+  snprintf(f->dir, sizeof(f->dir), "/tmp/jitsu-test-XXXXXX");
+  if (mkdtemp(f->dir) == NULL || uv_loop_init(&f->loop) != 0)
+    return -1;
+  uv_timer_init(&f->loop, &f->timer);
+  snprintf(f->config, sizeof(f->config), "%s/jitsu.conf", f->dir);
+  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
+  char sdir[300];
+  snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
+  o.state_dir = sdir;
+  if (jitsu_ctx_new(&f->loop, &o, &f->ctx) != 0)
+    return -1;
+  jitsu_ctx_set_logger(f->ctx, test_log, NULL, JITSU_LOG_DEBUG);
+  *state = f;
+  return 0;
+}
+
+static int kill_live(jitsu_vm *vm, void *arg) {
+  int *n = arg;
+  jitsu_state s = jitsu_vm_state(vm);
+  if (s != JITSU_STATE_STOPPED && s != JITSU_STATE_FAILED) {
+    (*n)++;
+    if (jitsu_vm_stop(vm, JITSU_STOP_DESTROY, NULL, NULL) < 0 && vm_pid(vm) > 0)
+      kill(-vm_pid(vm), SIGKILL);
+  }
+  return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int type,
+                    struct FTW *ftw) {
+  (void)st, (void)type, (void)ftw;
+  remove(path);
+  return 0;
+}
+
+int fixture_teardown(void **state) {
+  fixture *f = *state;
+  if (f == NULL)
+    return 0;
+  /* End every guest this test left, then the context. */
+  for (int round = 0; round < 200; round++) {
+    int live = 0;
+    jitsu_vm_foreach(f->ctx, kill_live, &live);
+    if (live == 0)
+      break;
+    run_for(f, 10);
+  }
+  jitsu_ctx_free(f->ctx);
+  uv_close((uv_handle_t *)&f->timer, NULL);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&f->loop);
+  nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  free(f);
+  return 0;
+}
+
+int fixture_load(fixture *f, const char *fmt, ...) {
+  FILE *out = fopen(f->config, "w");
+  if (out == NULL)
+    return -errno;
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(out, fmt, ap);
+  va_end(ap);
+  fclose(out);
+  memset(&f->err, 0, sizeof(f->err));
+  return jitsu_config_load(f->ctx, f->config, &f->err);
+}
+
+static void timer_fired(uv_timer_t *t) {
+  int *expired = t->data;
+  if (expired != NULL)
+    *expired = 1;
+}
+
+typedef int (*pred_fn)(void *arg);
+
+static int run_pred(fixture *f, pred_fn pred, void *arg, uint64_t ms) {
+  int expired = 0;
+  f->timer.data = &expired;
+  uv_update_time(&f->loop);
+  uv_timer_start(&f->timer, timer_fired, ms, 0);
+  while (!pred(arg) && !expired)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_timer_stop(&f->timer);
+  f->timer.data = NULL;
+  return pred(arg);
+}
+
+static int flag_set(void *arg) {
+  return *(const int *)arg;
+}
+
+int run_until(fixture *f, const int *flag, uint64_t ms) {
+  return run_pred(f, flag_set, (void *)flag, ms);
+}
+
+typedef struct state_wait {
+  jitsu_vm *vm;
+  jitsu_state state;
+} state_wait;
+
+static int in_state(void *arg) {
+  state_wait *w = arg;
+  return jitsu_vm_state(w->vm) == w->state;
+}
+
+int run_until_state(fixture *f, jitsu_vm *vm, jitsu_state state, uint64_t ms) {
+  state_wait w = {vm, state};
+  return run_pred(f, in_state, &w, ms);
+}
+
+static int never(void *arg) {
+  (void)arg;
+  return 0;
+}
+
+void run_for(fixture *f, uint64_t ms) {
+  run_pred(f, never, NULL, ms);
+}
+
+const char *hello_path(void) {
+  const char *p = getenv("JITSU_HELLO");
+  return p ? p : "examples/hello";
+}
+
+int count_lines(const char *path) {
+  FILE *in = fopen(path, "r");
+  if (in == NULL)
+    return 0;
+  int n = 0, c;
+  while ((c = fgetc(in)) != EOF)
+    n += c == '\n';
+  fclose(in);
+  return n;
+}
+
+int vm_pid(jitsu_vm *vm) {
+  jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+  jitsu_vm_info_get(vm, &info);
+  int pid = 0;
+  if (sscanf(info.instance, "pid %d", &pid) != 1)
+    return 0;
+  return pid;
+}
+
+int pid_alive(int pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY);
+  if (fd < 0)
+    return 0;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0)
+    return 0;
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')');
+  return p != NULL && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+int http_get(int port, char *out, size_t size) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+  struct timeval tv = {5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+    close(fd);
+    return -1;
+  }
+  const char req[] = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+  if (write(fd, req, sizeof(req) - 1) < 0) {
+    close(fd);
+    return -1;
+  }
+  char buf[2048];
+  size_t got = 0;
+  ssize_t n;
+  while (got < sizeof(buf) - 1 &&
+         (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
+    got += (size_t)n;
+  close(fd);
+  buf[got] = '\0';
+  char *body = strstr(buf, "\r\n\r\n");
+  if (body == NULL)
+    return -1;
+  body += 4;
+  char *nl = strchr(body, '\n');
+  if (nl)
+    *nl = '\0';
+  snprintf(out, size, "%s", body);
+  return 0;
+}
+
+int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET};
+  inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+  socklen_t len = sizeof(sin);
+  if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+      getsockname(fd, (struct sockaddr *)&sin, &len) < 0) {
+    close(fd);
+    return -1;
+  }
+  close(fd);
+  return ntohs(sin.sin_port);
+}
+
+void outcome_cb(jitsu_vm *vm, int status, void *arg) {
+  (void)vm;
+  outcome *o = arg;
+  o->done = 1;
+  o->status = status;
+  o->calls++;
+}

@@ -1,0 +1,69 @@
+/* Shared helpers of the tests: a fixture with a loop, a context and a
+ * temporary state directory that is removed, with every guest, on
+ * teardown (also when a test fails). */
+#ifndef JITSU_TEST_HELPERS_H
+#define JITSU_TEST_HELPERS_H
+
+#include <jitsu/jitsu.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+typedef struct fixture {
+  uv_loop_t loop;
+  uv_timer_t timer; /* run_until() and friends */
+  jitsu_ctx *ctx;
+  char dir[256];    /* temporary directory: state, configs, records */
+  char config[300]; /* dir/jitsu.conf */
+  jitsu_error err;
+} fixture;
+
+/* cmocka setup/teardown for a fresh fixture. */
+int fixture_setup(void **state);
+int fixture_teardown(void **state);
+
+/* Write (text) (printf format) to f->config and load it. */
+int fixture_load(fixture *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Run the loop until (*flag) is non-zero or (ms) pass; returns *flag. */
+int run_until(fixture *f, const int *flag, uint64_t ms);
+
+/* Run the loop until (vm) is in (state) or (ms) pass; 1 if it is. */
+int run_until_state(fixture *f, jitsu_vm *vm, jitsu_state state, uint64_t ms);
+
+/* Run the loop for (ms). */
+void run_for(fixture *f, uint64_t ms);
+
+/* The hello service built alongside the tests. */
+const char *hello_path(void);
+
+/* Lines in (path) (0 if missing): hello --record writes one per start. */
+int count_lines(const char *path);
+
+/* The pid of (vm)'s live guest from its instance string, or 0. */
+int vm_pid(jitsu_vm *vm);
+
+/* Whether (pid) is alive (and not a zombie). */
+int pid_alive(int pid);
+
+/* An HTTP GET of / on 127.0.0.1:(port); returns the body's first line
+ * in (out) or -1. Blocks up to 5 s; use while the guest runs on its own. */
+int http_get(int port, char *out, size_t size);
+
+/* A free TCP port on 127.0.0.1. */
+int free_port(void);
+
+/* A summon callback that counts completions and keeps the last status. */
+typedef struct outcome {
+  int done;
+  int status;
+  int calls;
+} outcome;
+void outcome_cb(jitsu_vm *vm, int status, void *arg);
+
+#endif

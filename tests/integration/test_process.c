@@ -1,0 +1,424 @@
+/* The process backend with real programs. */
+#include "helpers.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static jitsu_vm *summon_ok(fixture *f, const char *name) {
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
+  assert_non_null(vm);
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 5000));
+  if (o.status != 0) {
+    jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+    jitsu_vm_info_get(vm, &info);
+    fprintf(stderr, "summon %s: %s (%s)\n", name, jitsu_strerror(o.status),
+            info.reason);
+  }
+  assert_int_equal(o.status, 0);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  return vm;
+}
+
+static const char *reason_of(jitsu_vm *vm) {
+  static jitsu_vm_info info;
+  info.version = JITSU_VM_INFO_VERSION;
+  jitsu_vm_info_get(vm, &info);
+  return info.reason;
+}
+
+static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_stop(vm, mode, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 10000));
+  assert_int_equal(o.status, 0);
+}
+
+static void test_start_stop_both_modes(void **state) {
+  fixture *f = *state;
+  int port = free_port();
+  assert_int_equal(fixture_load(f,
+                                "[vm h]\nexec = %s --listen 127.0.0.1:%d\n"
+                                "ready = tcp:127.0.0.1:%d\n"
+                                "[vm stubborn]\nexec = /bin/sh -c "
+                                "'trap \"\" TERM; echo up; while :; do sleep "
+                                "0.05; done'\nstop-grace = 300ms\n",
+                                hello_path(), port, port),
+                   0);
+  jitsu_vm *vm = summon_ok(f, "h");
+  int pid = vm_pid(vm);
+  assert_true(pid_alive(pid));
+  char body[64];
+  assert_int_equal(http_get(port, body, sizeof(body)), 0);
+  stop_ok(f, vm, JITSU_STOP_SHUTDOWN);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
+  assert_string_equal(reason_of(vm), "exited with status 0"); /* SIGTERM */
+  assert_false(pid_alive(pid));
+  vm = summon_ok(f, "h");
+  pid = vm_pid(vm);
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
+  assert_non_null(strstr(reason_of(vm), "killed by signal 9"));
+  assert_false(pid_alive(pid));
+  /* A guest that ignores SIGTERM is killed after its grace. */
+  vm = summon_ok(f, "stubborn");
+  pid = vm_pid(vm);
+  run_for(f, 100);
+  stop_ok(f, vm, JITSU_STOP_SHUTDOWN);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
+  assert_non_null(strstr(reason_of(vm), "signal 9"));
+  assert_false(pid_alive(pid));
+}
+
+static int connect_nb(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+  int r = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
+  assert_true(r == 0 || errno == EINPROGRESS);
+  return fd;
+}
+
+/* Connections opened before the guest exists wait in the kernel's queue;
+ * the first one summons it, and every one is answered. */
+static void test_socket_handoff_loses_nothing(void **state) {
+  fixture *f = *state;
+  enum { N = 20 };
+  int port = free_port();
+  char record[300];
+  snprintf(record, sizeof(record), "%s/starts", f->dir);
+  assert_int_equal(fixture_load(f,
+                                "[vm web]\nexec = %s --name web --boot-ms 300 "
+                                "--record %s\nsocket = tcp 127.0.0.1:%d "
+                                "name=http backlog=64\nready = notify\n",
+                                hello_path(), record, port),
+                   0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "web");
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
+  int fds[N];
+  const char req[] = "GET / HTTP/1.1\r\nHost: web\r\n\r\n";
+  for (int i = 0; i < N; i++) {
+    fds[i] = connect_nb(port);
+    run_for(f, 1);
+  }
+  /* The connections are queued; the library saw the first and summoned. */
+  assert_true(run_until_state(f, vm, JITSU_STATE_STARTING, 2000) ||
+              jitsu_vm_state(vm) == JITSU_STATE_READY);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(write(fds[i], req, sizeof(req) - 1), sizeof(req) - 1);
+  assert_true(run_until_state(f, vm, JITSU_STATE_READY, 5000));
+  int answered = 0;
+  for (int i = 0; i < N; i++) {
+    int fl = fcntl(fds[i], F_GETFL);
+    fcntl(fds[i], F_SETFL, fl & ~O_NONBLOCK);
+    struct timeval tv = {5, 0};
+    setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char buf[512];
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(fds[i], buf + got, sizeof(buf) - 1 - got)) > 0)
+      got += (size_t)n;
+    buf[got] = '\0';
+    answered += strstr(buf, "hello from web") != NULL;
+    close(fds[i]);
+  }
+  assert_int_equal(answered, N);
+  assert_int_equal(count_lines(record), 1);
+}
+
+static void remember_pid(jitsu_vm *vm, jitsu_state old_state,
+                         jitsu_state new_state, const char *reason, void *arg) {
+  (void)old_state, (void)reason;
+  if (new_state == JITSU_STATE_READY)
+    *(int *)arg = vm_pid(vm);
+}
+
+static void test_handed_environment(void **state) {
+  fixture *f = *state;
+  int port = free_port();
+  char sock[300];
+  snprintf(sock, sizeof(sock), "%s/u.sock", f->dir);
+  assert_int_equal(fixture_load(f,
+                                "[vm envy]\nexec = /usr/bin/env\n"
+                                "socket = tcp 127.0.0.1:%d name=web\n"
+                                "socket = unix %s name=admin\n"
+                                "socket = udp 127.0.0.1:%d\n"
+                                "env = GREETING=hi there\n",
+                                port, sock, port),
+                   0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "envy");
+  int pid = 0;
+  assert_int_equal(jitsu_ctx_on_state(f->ctx, remember_pid, &pid), 0);
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 5000));
+  assert_true(pid > 0);
+  assert_true(run_until_state(f, vm, JITSU_STATE_STOPPED, 5000));
+  char path[400], text[4096] = "";
+  snprintf(path, sizeof(path), "%s/state/logs/envy.log", f->dir);
+  FILE *in = fopen(path, "r");
+  assert_non_null(in);
+  size_t n = fread(text, 1, sizeof(text) - 1, in);
+  text[n] = '\0';
+  fclose(in);
+  char want[64];
+  snprintf(want, sizeof(want), "LISTEN_PID=%d\n", pid);
+  assert_non_null(strstr(text, want));
+  assert_non_null(strstr(text, "LISTEN_FDS=3\n"));
+  assert_non_null(strstr(text, "LISTEN_FDNAMES=web:admin:udp\n"));
+  assert_non_null(strstr(text, "GREETING=hi there\n"));
+  assert_non_null(strstr(text, "JITSU_VM=envy\n"));
+  assert_null(strstr(text, "NOTIFY_SOCKET")); /* readiness is none */
+}
+
+static void test_unix_socket_trigger(void **state) {
+  fixture *f = *state;
+  char sock[300];
+  snprintf(sock, sizeof(sock), "%s/web.sock", f->dir);
+  assert_int_equal(fixture_load(f,
+                                "[vm u]\nexec = %s --name u\n"
+                                "socket = unix %s\nready = notify\n",
+                                hello_path(), sock),
+                   0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "u");
+  assert_non_null(
+      jitsu_trigger_lookup(f->ctx, "socket", "unix:/nope") == NULL ? vm : NULL);
+  char key[320];
+  snprintf(key, sizeof(key), "unix:%s", sock);
+  assert_ptr_equal(jitsu_trigger_lookup(f->ctx, "socket", key), vm);
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock);
+  assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+  const char req[] = "GET / HTTP/1.0\r\n\r\n";
+  assert_int_equal(write(fd, req, sizeof(req) - 1), sizeof(req) - 1);
+  assert_true(run_until_state(f, vm, JITSU_STATE_READY, 5000));
+  char buf[512];
+  size_t got = 0;
+  ssize_t n;
+  struct timeval tv = {5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  while ((n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
+    got += (size_t)n;
+  buf[got] = '\0';
+  close(fd);
+  assert_non_null(strstr(buf, "hello from u"));
+}
+
+static char proc_state(int pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  FILE *in = fopen(path, "r");
+  if (in == NULL)
+    return '?';
+  size_t n = fread(buf, 1, sizeof(buf) - 1, in);
+  fclose(in);
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')');
+  return p ? p[2] : '?';
+}
+
+static void test_suspend_resume_and_wake_on_connect(void **state) {
+  fixture *f = *state;
+  int port = free_port();
+  assert_int_equal(fixture_load(f,
+                                "[vm s]\nexec = %s --name s\n"
+                                "socket = tcp 127.0.0.1:%d\nready = notify\n",
+                                hello_path(), port),
+                   0);
+  jitsu_vm *vm = summon_ok(f, "s");
+  int pid = vm_pid(vm);
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_suspend(vm, outcome_cb, &o), 0);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_SUSPENDING);
+  assert_true(run_until(f, &o.done, 3000));
+  assert_int_equal(o.status, 0);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_SUSPENDED);
+  assert_int_equal(proc_state(pid), 'T');
+  outcome r = {0};
+  assert_int_equal(jitsu_vm_resume(vm, outcome_cb, &r), 0);
+  assert_true(run_until(f, &r.done, 3000));
+  assert_int_equal(r.status, 0);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  assert_int_equal(proc_state(pid), 'S');
+  /* Suspended again, a connection on its socket resumes it. */
+  o.done = 0;
+  assert_int_equal(jitsu_vm_suspend(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 3000));
+  int fd = connect_nb(port);
+  assert_true(run_until_state(f, vm, JITSU_STATE_READY, 3000));
+  close(fd);
+  jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+  jitsu_vm_info_get(vm, &info);
+  assert_int_equal(info.resumes, 2);
+  assert_int_equal(info.spawns, 1);
+  assert_int_equal(vm_pid(vm), pid);
+  /* A suspended guest can be shut down (it gets SIGCONT to hear it). */
+  o.done = 0;
+  assert_int_equal(jitsu_vm_suspend(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 3000));
+  stop_ok(f, vm, JITSU_STOP_SHUTDOWN);
+  assert_false(pid_alive(pid));
+}
+
+static void test_crash_then_summon_again(void **state) {
+  fixture *f = *state;
+  char record[300];
+  snprintf(record, sizeof(record), "%s/starts", f->dir);
+  assert_int_equal(fixture_load(f,
+                                "[vm c]\nexec = %s --listen 127.0.0.1:%d "
+                                "--exit-after-ready 3 --record %s\n"
+                                "[vm early]\nexec = /bin/sh -c 'exit 4'\n"
+                                "ready = notify\n",
+                                hello_path(), free_port(), record),
+                   0);
+  jitsu_vm *vm = summon_ok(f, "c");
+  assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 5000));
+  assert_string_equal(reason_of(vm), "exited with status 3");
+  vm = summon_ok(f, "c");
+  assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 5000));
+  assert_int_equal(count_lines(record), 2);
+  /* A guest that dies before it is ready fails its summons. */
+  jitsu_vm *early = jitsu_vm_find(f->ctx, "early");
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(early, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 5000));
+  assert_int_equal(o.status, JITSU_EEXITED);
+  assert_string_equal(reason_of(early),
+                      "exited with status 4 before it was ready");
+}
+
+static void test_external_kill(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, "[vm k]\nexec = /bin/sleep 100\n"), 0);
+  jitsu_vm *vm = summon_ok(f, "k");
+  kill(vm_pid(vm), SIGKILL);
+  assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 5000));
+  assert_non_null(strstr(reason_of(vm), "killed by signal 9"));
+}
+
+static void test_missing_binary(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, "[vm m]\nexec = /nonexistent/prog --x\n"
+                                   "[vm p]\nexec = no-such-program-jitsu\n"
+                                   "[vm d]\nexec = /etc\n"),
+                   0);
+  const char *names[] = {"m", "p", "d"};
+  const char *words[] = {"exec '/nonexistent/prog': No such file",
+                         "exec 'no-such-program-jitsu': No such file",
+                         "Permission denied"};
+  for (int i = 0; i < 3; i++) {
+    jitsu_vm *vm = jitsu_vm_find(f->ctx, names[i]);
+    outcome o = {0};
+    assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+    assert_int_equal(o.calls, 0);
+    assert_true(run_until(f, &o.done, 2000));
+    assert_true(o.status < 0);
+    assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_FAILED);
+    if (strstr(reason_of(vm), words[i]) == NULL)
+      fprintf(stderr, "reason: %s\n", reason_of(vm));
+    assert_non_null(strstr(reason_of(vm), words[i]));
+  }
+  /* Nothing left behind: no guest record. */
+  char path[400];
+  snprintf(path, sizeof(path), "%s/state/process/m.pid", f->dir);
+  assert_int_equal(access(path, F_OK), -1);
+  size_t live;
+  jitsu_ctx_counts(f->ctx, NULL, &live, NULL);
+  assert_int_equal(live, 0);
+}
+
+/* A context that goes away leaves its guests; a new one adopts them. */
+static void test_adopt_after_ctx_free(void **state) {
+  fixture *f = *state;
+  int port = free_port();
+  char record[300];
+  snprintf(record, sizeof(record), "%s/starts", f->dir);
+  const char *conf = "[vm a]\nexec = %s --name a --record %s\n"
+                     "socket = tcp 127.0.0.1:%d\nready = notify\n"
+                     "[vm z]\nexec = /bin/sleep 100\n";
+  assert_int_equal(fixture_load(f, conf, hello_path(), record, port), 0);
+  jitsu_vm *vm = summon_ok(f, "a");
+  int pid = vm_pid(vm);
+  jitsu_vm *z = summon_ok(f, "z");
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_suspend(z, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 3000));
+  int zpid = vm_pid(z);
+  jitsu_ctx_free(f->ctx);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_true(pid_alive(pid));
+  jitsu_ctx_options opts = JITSU_CTX_OPTIONS_INIT;
+  char sdir[300];
+  snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
+  opts.state_dir = sdir;
+  assert_int_equal(jitsu_ctx_new(&f->loop, &opts, &f->ctx), 0);
+  assert_int_equal(fixture_load(f, conf, hello_path(), record, port), 0);
+  vm = jitsu_vm_find(f->ctx, "a");
+  z = jitsu_vm_find(f->ctx, "z");
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  assert_int_equal(jitsu_vm_state(z), JITSU_STATE_SUSPENDED);
+  assert_int_equal(vm_pid(vm), pid);
+  assert_int_equal(vm_pid(z), zpid);
+  jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+  jitsu_vm_info_get(vm, &info);
+  assert_true(info.adopted);
+  char body[64];
+  assert_int_equal(http_get(port, body, sizeof(body)), 0);
+  assert_string_equal(body, "hello from a");
+  assert_int_equal(count_lines(record), 1);
+  /* The adopted guest is stopped like any other, and its exit seen. */
+  stop_ok(f, vm, JITSU_STOP_SHUTDOWN);
+  assert_false(pid_alive(pid));
+  /* Its socket is ours again: a connection summons a new guest. */
+  int fd = connect_nb(port);
+  assert_true(run_until_state(f, vm, JITSU_STATE_READY, 5000));
+  close(fd);
+  assert_int_equal(count_lines(record), 2);
+}
+
+/* A record whose pid now belongs to another process is not adopted. */
+static void test_stale_record_not_adopted(void **state) {
+  fixture *f = *state;
+  char dir[400], path[450];
+  snprintf(dir, sizeof(dir), "%s/state/process", f->dir);
+  snprintf(path, sizeof(path), "%s/x.pid", dir);
+  char cmd[600];
+  snprintf(cmd, sizeof(cmd), "mkdir -p %s", dir);
+  assert_int_equal(system(cmd), 0);
+  FILE *out = fopen(path, "w");
+  fprintf(out, "%d 12345\n", (int)getpid()); /* our pid, wrong start time */
+  fclose(out);
+  assert_int_equal(fixture_load(f, "[vm x]\nexec = /bin/sleep 100\n"), 0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "x");
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
+  assert_int_equal(access(path, F_OK), -1);
+}
+
+int main(void) {
+#define T(fn)                                                                  \
+  cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+  const struct CMUnitTest tests[] = {
+      T(test_start_stop_both_modes),
+      T(test_socket_handoff_loses_nothing),
+      T(test_handed_environment),
+      T(test_unix_socket_trigger),
+      T(test_suspend_resume_and_wake_on_connect),
+      T(test_crash_then_summon_again),
+      T(test_external_kill),
+      T(test_missing_binary),
+      T(test_adopt_after_ctx_free),
+      T(test_stale_record_not_adopted),
+  };
+  return cmocka_run_group_tests_name("process", tests, NULL, NULL);
+}

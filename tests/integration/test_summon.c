@@ -1,0 +1,227 @@
+/* Summon semantics with real processes: one spawn for many summons,
+ * readiness time-outs, limits and the idle policy. */
+#include "helpers.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { MANY = 1000 };
+
+typedef struct many {
+  int inside; /* set while jitsu_vm_summon() runs */
+  int reentrant;
+  int done;
+  int ok;
+} many;
+
+static void many_cb(jitsu_vm *vm, int status, void *arg) {
+  (void)vm;
+  many *m = arg;
+  if (m->inside)
+    m->reentrant++;
+  m->done++;
+  m->ok += status == 0;
+}
+
+static int all_done(void *arg) {
+  many *m = arg;
+  return m->done == MANY;
+}
+
+static void test_thousand_summons_one_spawn(void **state) {
+  fixture *f = *state;
+  char record[300];
+  snprintf(record, sizeof(record), "%s/starts", f->dir);
+  assert_int_equal(fixture_load(f,
+                                "[vm one]\nexec = %s --name one --boot-ms 100 "
+                                "--record %s\nsocket = tcp 127.0.0.1:%d\n"
+                                "ready = notify\n",
+                                hello_path(), record, free_port()),
+                   0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "one");
+  many m = {0};
+  for (int i = 0; i < MANY; i++) {
+    m.inside = 1;
+    assert_int_equal(jitsu_vm_summon(vm, many_cb, &m), 0);
+    m.inside = 0;
+  }
+  assert_int_equal(m.done, 0);
+  for (int i = 0; i < 1000 && m.done < MANY; i++)
+    run_for(f, 10);
+  assert_int_equal(m.done, MANY);
+  assert_int_equal(m.ok, MANY);
+  assert_int_equal(m.reentrant, 0);
+  jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+  jitsu_vm_info_get(vm, &info);
+  assert_int_equal(info.spawns, 1);
+  assert_int_equal(info.summons, MANY);
+  assert_int_equal(count_lines(record), 1);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  /* A summon of a ready vm answers at once, still not re-entrantly. */
+  m.inside = 1;
+  m.done = 0;
+  assert_int_equal(jitsu_vm_summon(vm, many_cb, &m), 0);
+  m.inside = 0;
+  run_for(f, 5);
+  assert_int_equal(m.done, 1);
+  assert_int_equal(m.reentrant, 0);
+  (void)all_done;
+}
+
+static void test_readiness_timeout(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f,
+                                "[vm slow]\nexec = %s --boot-ms 10000 "
+                                "--listen 127.0.0.1:%d\n"
+                                "ready = notify\nready-timeout = 300ms\n",
+                                hello_path(), free_port()),
+                   0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "slow");
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  run_for(f, 50);
+  int pid = vm_pid(vm);
+  assert_true(pid > 0);
+  assert_true(run_until(f, &o.done, 5000));
+  assert_int_equal(o.status, JITSU_ETIMEDOUT);
+  assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 5000));
+  jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+  jitsu_vm_info_get(vm, &info);
+  assert_non_null(strstr(info.reason, "not ready within 300 ms"));
+  assert_false(pid_alive(pid)); /* destroyed, and reaped */
+  /* A later summon tries again (and times out again). */
+  outcome again = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &again), 0);
+  assert_true(run_until_state(f, vm, JITSU_STATE_STARTING, 1000));
+  assert_true(run_until(f, &again.done, 5000));
+  assert_int_equal(again.status, JITSU_ETIMEDOUT);
+}
+
+static void test_tcp_readiness(void **state) {
+  fixture *f = *state;
+  int port = free_port();
+  assert_int_equal(fixture_load(f,
+                                "[vm t]\nexec = %s --boot-ms 200 --listen "
+                                "127.0.0.1:%d\nready = tcp:127.0.0.1:%d\n",
+                                hello_path(), port, port),
+                   0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "t");
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 5000));
+  assert_int_equal(o.status, 0);
+  jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+  jitsu_vm_info_get(vm, &info);
+  assert_true(info.last_start_ms >= 200); /* it did wait for the port */
+  char body[128];
+  assert_int_equal(http_get(port, body, sizeof(body)), 0);
+  assert_string_equal(body, "hello from hello");
+}
+
+static void test_limits(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f,
+                                "[jitsu]\nmax-live = 2\nmax-starting = 1\n"
+                                "[vm a]\nexec = /bin/sleep 100\n"
+                                "[vm b]\nexec = %s --boot-ms 300 --listen "
+                                "127.0.0.1:%d\nready = notify\n"
+                                "[vm c]\nexec = /bin/sleep 100\n",
+                                hello_path(), free_port()),
+                   0);
+  jitsu_vm *a = jitsu_vm_find(f->ctx, "a"), *b = jitsu_vm_find(f->ctx, "b"),
+           *c = jitsu_vm_find(f->ctx, "c");
+  outcome oa = {0}, ob = {0};
+  assert_int_equal(jitsu_vm_summon(b, outcome_cb, &ob), 0);
+  /* b is starting: max-starting = 1 refuses a at once. */
+  assert_int_equal(jitsu_vm_summon(a, outcome_cb, NULL), JITSU_ELIMIT);
+  assert_non_null(strstr(jitsu_ctx_last_error(f->ctx), "max-starting is 1"));
+  assert_int_equal(jitsu_vm_state(a), JITSU_STATE_STOPPED);
+  assert_true(run_until(f, &ob.done, 5000));
+  assert_int_equal(ob.status, 0);
+  assert_int_equal(jitsu_vm_summon(a, outcome_cb, &oa), 0);
+  assert_true(run_until(f, &oa.done, 2000));
+  assert_int_equal(oa.status, 0);
+  /* a and b live: max-live = 2 refuses c at once. */
+  assert_int_equal(jitsu_vm_summon(c, outcome_cb, NULL), JITSU_ELIMIT);
+  assert_non_null(strstr(jitsu_ctx_last_error(f->ctx), "max-live is 2"));
+  assert_int_equal(jitsu_vm_state(c), JITSU_STATE_STOPPED);
+  size_t live;
+  jitsu_ctx_counts(f->ctx, NULL, &live, NULL);
+  assert_int_equal(live, 2);
+  /* Once one stops, c may start. */
+  outcome os = {0}, oc = {0};
+  assert_int_equal(jitsu_vm_stop(a, JITSU_STOP_DESTROY, outcome_cb, &os), 0);
+  assert_true(run_until(f, &os.done, 5000));
+  assert_int_equal(jitsu_vm_summon(c, outcome_cb, &oc), 0);
+  assert_true(run_until(f, &oc.done, 5000));
+  assert_int_equal(oc.status, 0);
+}
+
+static void test_max_waiters(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f,
+                                "[jitsu]\nmax-waiters = 3\n"
+                                "[vm w]\nexec = %s --boot-ms 200 --listen "
+                                "127.0.0.1:%d\nready = notify\n",
+                                hello_path(), free_port()),
+                   0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "w");
+  many m = {0};
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(jitsu_vm_summon(vm, many_cb, &m), 0);
+  assert_int_equal(jitsu_vm_summon(vm, many_cb, &m), JITSU_ELIMIT);
+  for (int i = 0; i < 300 && m.done < 3; i++)
+    run_for(f, 10);
+  assert_int_equal(m.ok, 3);
+}
+
+static void test_idle_policy(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f,
+                                "[vm s]\nexec = /bin/sleep 100\n"
+                                "idle-timeout = 200ms\nidle-action = suspend\n"
+                                "[vm d]\nexec = /bin/sleep 100\n"
+                                "idle-timeout = 200ms\nidle-action = destroy\n"
+                                "[vm h]\nexec = /bin/sleep 100\n"
+                                "idle-timeout = 200ms\nidle-action = destroy\n"
+                                "[vm n]\nexec = /bin/sleep 100\n"),
+                   0);
+  jitsu_idle_options io = JITSU_IDLE_OPTIONS_INIT;
+  io.check_interval_ms = 50;
+  assert_int_equal(jitsu_idle_attach(f->ctx, &io), 0);
+  assert_int_equal(jitsu_idle_attach(f->ctx, &io), -EEXIST);
+  const char *names[] = {"s", "d", "h", "n"};
+  jitsu_vm *vm[4];
+  outcome o[4] = {{0}};
+  for (int i = 0; i < 4; i++) {
+    vm[i] = jitsu_vm_find(f->ctx, names[i]);
+    assert_int_equal(jitsu_vm_summon(vm[i], outcome_cb, &o[i]), 0);
+  }
+  for (int i = 0; i < 4; i++)
+    assert_true(run_until(f, &o[i].done, 2000));
+  jitsu_vm_hold(vm[2]); /* work in flight: never put away */
+  assert_true(run_until_state(f, vm[0], JITSU_STATE_SUSPENDED, 3000));
+  assert_true(run_until_state(f, vm[1], JITSU_STATE_STOPPED, 3000));
+  run_for(f, 400);
+  assert_int_equal(jitsu_vm_state(vm[2]), JITSU_STATE_READY);
+  assert_int_equal(jitsu_vm_state(vm[3]), JITSU_STATE_READY);
+  jitsu_vm_release(vm[2]);
+  assert_true(run_until_state(f, vm[2], JITSU_STATE_STOPPED, 3000));
+  jitsu_idle_detach(f->ctx);
+}
+
+int main(void) {
+#define T(fn)                                                                  \
+  cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+  const struct CMUnitTest tests[] = {
+      T(test_thousand_summons_one_spawn),
+      T(test_readiness_timeout),
+      T(test_tcp_readiness),
+      T(test_limits),
+      T(test_max_waiters),
+      T(test_idle_policy),
+  };
+  return cmocka_run_group_tests_name("summon", tests, NULL, NULL);
+}

@@ -1,0 +1,204 @@
+/* The config file: every kind of error with its line, and nothing applied
+ * unless the whole file is right. */
+#include "helpers.h"
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Load (text); expect failure at (line) naming (key) (or NULL), with
+ * (words) in the message, and no vm defined. */
+static void expect_error(fixture *f, const char *text, unsigned line,
+                         const char *key, const char *words) {
+  int r = fixture_load(f, "%s", text);
+  if (r == 0 || f->err.line != line || strstr(f->err.message, words) == NULL)
+    fprintf(stderr, "config:\n%s\ngot %d: %s (line %u)\n", text, r,
+            f->err.message, f->err.line);
+  assert_true(r < 0);
+  assert_int_equal(f->err.line, line);
+  char prefix[400];
+  if (key != NULL) {
+    snprintf(prefix, sizeof(prefix), "%s:%u: %s: ", f->config, line, key);
+    assert_string_equal(f->err.key, key);
+  } else {
+    snprintf(prefix, sizeof(prefix), "%s:%u: ", f->config, line);
+  }
+  assert_memory_equal(f->err.message, prefix, strlen(prefix));
+  assert_non_null(strstr(f->err.message, words));
+  size_t defined;
+  jitsu_ctx_counts(f->ctx, &defined, NULL, NULL);
+  assert_int_equal(defined, 0);
+}
+
+static void test_errors_have_lines(void **state) {
+  fixture *f = *state;
+  expect_error(f, "[vm a]\nexec = /bin/true\nbogus = 1\n", 3, "bogus",
+               "unknown key");
+  expect_error(f, "[jitsu]\nmax-live = lots\n", 2, "max-live",
+               "not a whole number");
+  expect_error(f, "[vm a]\nexec = /bin/true\nready-timeout = 5\n", 3,
+               "ready-timeout", "not a duration");
+  expect_error(f, "[vm a]\nexec = /bin/true\nready-timeout = 5x\n", 3,
+               "ready-timeout", "not a duration");
+  expect_error(f, "[vm a]\nexec = /bin/true\n\n[vm a]\nexec = /bin/false\n", 4,
+               NULL, "duplicate vm 'a' (first defined at line 1)");
+  expect_error(f, "[vm a]\nready = none\n", 1, "exec", "missing");
+  expect_error(f, "; comment\n[nonsense]\nx = 1\n", 2, NULL,
+               "unknown section [nonsense]");
+  expect_error(f, "x = 1\n", 1, "x", "outside of any section");
+  expect_error(f, "[vm a]\nexec = /bin/true\nexec = /bin/false\n", 3, "exec",
+               "given more than once (first at line 2)");
+  expect_error(f, "[vm a]\nexec = /bin/true\nsocket = tcp nowhere\n", 3,
+               "socket", "numeric HOST:PORT");
+  expect_error(f, "[vm a]\nexec = /bin/true\nsocket = sctp 1.2.3.4:5\n", 3,
+               "socket", "expected");
+  expect_error(f, "[vm a]\nexec = /bin/true\nready = tcp:localhost\n", 3,
+               "ready", "tcp:HOST:PORT");
+  expect_error(f, "[vm a]\nexec = /bin/true\nready = maybe\n", 3, "ready",
+               "not none, notify or tcp");
+  expect_error(f, "[vm a]\nexec = \"/bin/true\n", 2, "exec", "quotes");
+  expect_error(f, "[vm a]\nexec = /bin/true\nthis line has no equals\n", 3,
+               NULL, "syntax error");
+  expect_error(f, "[vm a]\nexec = /bin/true\nbackend = warp\n", 3, "backend",
+               "unknown backend 'warp'");
+  expect_error(f, "[vm a]\nexec = /bin/true\nidle-timeout = 1s\n", 3,
+               "idle-timeout", "without an idle-action");
+  expect_error(f, "[vm a]\nexec = /bin/true\nidle-action = nap\n", 3,
+               "idle-action", "not none, destroy");
+  expect_error(f, "[vm bad/name]\nexec = /bin/true\n", 1, NULL,
+               "invalid vm name");
+  expect_error(f, "[vm]\nexec = /bin/true\n", 1, NULL, "needs a name");
+  expect_error(f, "[vm a]\nexec = /bin/true\nenv = =x\n", 3, "env",
+               "NAME=VALUE");
+  expect_error(f, "[vm a]\nexec = /bin/true\nworkdir = tmp\n", 3, "workdir",
+               "absolute");
+  expect_error(f, "[vm a]\nexec = /bin/true\nuser = no-such-user-here\n", 3,
+               "user", "no such user");
+  expect_error(f, "[jitsu]\nstate-dir = relative\n", 2, "state-dir",
+               "absolute");
+}
+
+static void test_nul_byte_and_long_line(void **state) {
+  fixture *f = *state;
+  FILE *out = fopen(f->config, "w");
+  fputs("[vm a]\nexec = /bin/true\n", out);
+  fputc('\0', out);
+  fputs("\n", out);
+  fclose(out);
+  assert_true(jitsu_config_load(f->ctx, f->config, &f->err) < 0);
+  assert_int_equal(f->err.line, 3);
+  assert_non_null(strstr(f->err.message, "NUL byte"));
+  out = fopen(f->config, "w");
+  fputs("[vm a]\nexec = /bin/true ", out);
+  for (int i = 0; i < 70000; i++)
+    fputc('x', out);
+  fputs("\n", out);
+  fclose(out);
+  assert_true(jitsu_config_load(f->ctx, f->config, &f->err) < 0);
+  assert_int_equal(f->err.line, 2);
+  assert_non_null(strstr(f->err.message, "line too long"));
+}
+
+static void test_missing_file(void **state) {
+  fixture *f = *state;
+  assert_int_equal(jitsu_config_load(f->ctx, "/nonexistent/x.conf", &f->err),
+                   -ENOENT);
+  assert_non_null(strstr(f->err.message, "/nonexistent/x.conf"));
+}
+
+/* The second vm's socket cannot be bound: the first vm, already defined
+ * by this load, is undone, and the globals are as before. */
+static void test_failure_while_applying_undoes_all(void **state) {
+  fixture *f = *state;
+  int port = free_port();
+  int r = fixture_load(f,
+                       "[jitsu]\nmax-live = 3\n"
+                       "[vm a]\nexec = /bin/true\nsocket = tcp 127.0.0.1:%d\n"
+                       "[vm b]\nexec = /bin/true\nsocket = tcp 127.0.0.1:%d\n",
+                       port, port);
+  assert_true(r < 0);
+  assert_non_null(strstr(f->err.message, "vm 'b': socket trigger"));
+  assert_non_null(strstr(f->err.message, "already summons vm 'a'"));
+  assert_string_equal(f->err.key, "socket");
+  assert_int_equal(f->err.line, 8);
+  size_t defined;
+  jitsu_ctx_counts(f->ctx, &defined, NULL, NULL);
+  assert_int_equal(defined, 0);
+  unsigned max_live;
+  jitsu_ctx_limits(f->ctx, &max_live, NULL, NULL);
+  assert_int_equal(max_live, JITSU_DEFAULT_MAX_LIVE);
+  /* The port is free again: a correct file now loads. */
+  assert_int_equal(fixture_load(f,
+                                "[vm a]\nexec = /bin/true\n"
+                                "socket = tcp 127.0.0.1:%d\n",
+                                port),
+                   0);
+}
+
+static const jitsu_key dns_vm_keys[] = {
+    {"dns", JITSU_KEY_STRING, JITSU_KEY_MULTI, "a name"},
+    {"ttl", JITSU_KEY_DURATION, 0, "answer ttl"},
+};
+static const jitsu_key dns_keys[] = {
+    {"listen", JITSU_KEY_STRING, JITSU_KEY_MULTI | JITSU_KEY_REQUIRED, ""},
+    {"forward", JITSU_KEY_BOOL, 0, ""},
+};
+
+static void test_declared_keys(void **state) {
+  fixture *f = *state;
+  assert_int_equal(jitsu_config_declare_keys(f->ctx, "vm", dns_vm_keys, 2), 0);
+  assert_int_equal(jitsu_config_declare_keys(f->ctx, "dns", dns_keys, 2), 0);
+  assert_int_equal(jitsu_config_declare_keys(f->ctx, "dns", dns_keys, 1),
+                   -EEXIST);
+  expect_error(f, "[dns]\nforward = perhaps\n", 2, "forward", "boolean");
+  expect_error(f, "[dns]\nforward = yes\n", 1, "listen", "missing in [dns]");
+  expect_error(f, "[vm a]\nexec = /bin/true\nttl = 1\n", 3, "ttl", "duration");
+  assert_int_equal(fixture_load(f,
+                                "# a full file\n"
+                                "[jitsu]\nmax-live = 5\nmax-starting = 2\n"
+                                "[dns]\nlisten = 127.0.0.1:5353\n"
+                                "listen = [::1]:5353\nforward = no\n"
+                                "[vm web]\nexec = /bin/sleep 1000 ; comment\n"
+                                "dns = web.example\ndns = www.example\n"
+                                "ttl = 30s\naddress = 127.0.0.1:80\n"
+                                "ready = tcp:127.0.0.1:80\n"
+                                "ready-timeout = 2m\nstop-grace = 500ms\n"
+                                "idle-timeout = 1h\nidle-action = shutdown\n"
+                                "env = A=b c\n"),
+                   0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "web");
+  assert_non_null(vm);
+  assert_string_equal(jitsu_vm_param(vm, "dns", 1), "www.example");
+  assert_null(jitsu_vm_param(vm, "dns", 2));
+  assert_string_equal(jitsu_vm_param(vm, "exec", 0), "/bin/sleep 1000");
+  assert_string_equal(jitsu_vm_param(vm, "env", 0), "A=b c");
+  assert_string_equal(jitsu_config_get(f->ctx, "dns", "listen", 1),
+                      "[::1]:5353");
+  assert_string_equal(jitsu_config_get(f->ctx, "jitsu", "max-live", 0), "5");
+  unsigned ml, ms;
+  jitsu_ctx_limits(f->ctx, &ml, &ms, NULL);
+  assert_int_equal(ml, 5);
+  assert_int_equal(ms, 2);
+  assert_int_equal(vm->ready_timeout_ms, 120000);
+  assert_int_equal(vm->stop_grace_ms, 500);
+  assert_int_equal(vm->idle_timeout_ms, 3600000);
+  assert_int_equal(vm->idle_action, JITSU_IDLE_SHUTDOWN);
+  /* A second load cannot redefine it. */
+  assert_int_equal(fixture_load(f, "[vm web]\nexec = /bin/true\n"), -EEXIST);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_errors_have_lines, fixture_setup,
+                                      fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_nul_byte_and_long_line,
+                                      fixture_setup, fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_missing_file, fixture_setup,
+                                      fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_failure_while_applying_undoes_all,
+                                      fixture_setup, fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_declared_keys, fixture_setup,
+                                      fixture_teardown),
+  };
+  return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}

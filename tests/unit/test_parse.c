@@ -1,0 +1,170 @@
+/* Small parsers and the hash table. */
+#include "helpers.h"
+#include "internal.h"
+
+#include <malloc.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_duration(void **state) {
+  (void)state;
+  uint64_t ms = 1;
+  assert_int_equal(jitsu_parse_duration("0", &ms), 0);
+  assert_int_equal(ms, 0);
+  assert_int_equal(jitsu_parse_duration("250ms", &ms), 0);
+  assert_int_equal(ms, 250);
+  assert_int_equal(jitsu_parse_duration("5s", &ms), 0);
+  assert_int_equal(ms, 5000);
+  assert_int_equal(jitsu_parse_duration("2m", &ms), 0);
+  assert_int_equal(ms, 120000);
+  assert_int_equal(jitsu_parse_duration("1h", &ms), 0);
+  assert_int_equal(ms, 3600000);
+  const char *bad[] = {"",
+                       "5",
+                       "s",
+                       "-1s",
+                       "1.5s",
+                       "5 s",
+                       "5sec",
+                       "1d",
+                       "99999999999999999999s",
+                       "18446744073709551615ms"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+    assert_int_equal(jitsu_parse_duration(bad[i], &ms), -EINVAL);
+}
+
+static void test_bool(void **state) {
+  (void)state;
+  bool v = false;
+  assert_int_equal(jitsu_parse_bool("yes", &v), 0);
+  assert_true(v);
+  assert_int_equal(jitsu_parse_bool("off", &v), 0);
+  assert_false(v);
+  assert_int_equal(jitsu_parse_bool("Yes", &v), -EINVAL);
+  assert_int_equal(jitsu_parse_bool("", &v), -EINVAL);
+}
+
+static void test_split_argv(void **state) {
+  (void)state;
+  char **argv;
+  int argc;
+  assert_int_equal(
+      jitsu_split_argv("  /bin/prog 'a b' \"c \\\"d\\\"\" e\\ f $HOME ", &argv,
+                       &argc),
+      0);
+  assert_int_equal(argc, 5);
+  assert_string_equal(argv[0], "/bin/prog");
+  assert_string_equal(argv[1], "a b");
+  assert_string_equal(argv[2], "c \"d\"");
+  assert_string_equal(argv[3], "e f");
+  assert_string_equal(argv[4], "$HOME"); /* no expansion, ever */
+  assert_null(argv[5]);
+  free(argv);
+  assert_int_equal(jitsu_split_argv("a''b \"\"", &argv, &argc), 0);
+  assert_int_equal(argc, 2);
+  assert_string_equal(argv[0], "ab");
+  assert_string_equal(argv[1], "");
+  free(argv);
+  const char *bad[] = {"", "   ", "'open", "\"open", "trailing\\"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+    assert_int_equal(jitsu_split_argv(bad[i], &argv, &argc), -EINVAL);
+}
+
+static void test_hostport(void **state) {
+  (void)state;
+  struct sockaddr_storage ss;
+  char text[64];
+  assert_int_equal(jitsu__parse_hostport("127.0.0.1:8080", &ss), 0);
+  assert_int_equal(ss.ss_family, AF_INET);
+  jitsu__format_sockaddr((struct sockaddr *)&ss, text, sizeof(text));
+  assert_string_equal(text, "127.0.0.1:8080");
+  assert_int_equal(jitsu__parse_hostport("[::1]:53", &ss), 0);
+  assert_int_equal(ss.ss_family, AF_INET6);
+  jitsu__format_sockaddr((struct sockaddr *)&ss, text, sizeof(text));
+  assert_string_equal(text, "[::1]:53");
+  const char *bad[] = {"127.0.0.1",     "127.0.0.1:",    "127.0.0.1:0",
+                       "1.2.3.4:65536", "::1:53",        "[::1]53",
+                       "localhost:80",  "[127.0.0.1]:5", "1.2.3.4:+5",
+                       "[::1]:5x"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+    assert_int_equal(jitsu__parse_hostport(bad[i], &ss), -EINVAL);
+}
+
+static void test_notify_parse(void **state) {
+  (void)state;
+  assert_true(jitsu__notify_says_ready("READY=1", 7));
+  assert_true(jitsu__notify_says_ready("STATUS=x\nREADY=1\n", 17));
+  assert_false(jitsu__notify_says_ready("READY=10", 8));
+  assert_false(jitsu__notify_says_ready("XREADY=1", 8));
+  assert_false(jitsu__notify_says_ready("READY=1", 6)); /* length counts */
+  assert_false(jitsu__notify_says_ready("", 0));
+}
+
+static void test_table(void **state) {
+  (void)state;
+  enum { N = 20000 };
+  jitsu__table t;
+  jitsu__table_init(&t, 42);
+  jitsu__hnode *nodes = calloc(N, sizeof(*nodes));
+  char(*keys)[16] = calloc(N, 16);
+  for (int i = 0; i < N; i++) {
+    snprintf(keys[i], 16, "k%d", i);
+    nodes[i].key = keys[i];
+    assert_int_equal(jitsu__table_insert(&t, &nodes[i]), 0);
+  }
+  assert_int_equal(t.count, N);
+  for (int i = 0; i < N; i++)
+    assert_ptr_equal(jitsu__table_find(&t, keys[i]), &nodes[i]);
+  assert_null(jitsu__table_find(&t, "absent"));
+  for (int i = 0; i < N; i += 2)
+    jitsu__table_remove(&t, &nodes[i]);
+  for (int i = 0; i < N; i++)
+    assert_ptr_equal(jitsu__table_find(&t, keys[i]), i % 2 ? &nodes[i] : NULL);
+  jitsu__table_free(&t);
+  free(nodes);
+  free(keys);
+}
+
+/* 10,000 defined vms must be cheap: measure the heap per vm. This is a
+ * size, not a timing: the same binary gives the same number. */
+static void test_bytes_per_vm(void **state) {
+  fixture *f = *state;
+  enum { N = 10000 };
+#if defined(__SANITIZE_ADDRESS__)
+  skip(); /* ASan's allocator does not feed mallinfo2() */
+#endif
+  struct mallinfo2 before = mallinfo2();
+  jitsu_param params[] = {{"exec", "/usr/bin/service --port 8080"},
+                          {"address", "127.0.0.1:8080"}};
+  for (int i = 0; i < N; i++) {
+    char name[32];
+    snprintf(name, sizeof(name), "vm-%05d", i);
+    jitsu_vm_def def = JITSU_VM_DEF_INIT;
+    def.name = name;
+    def.params = params;
+    def.n_params = 2;
+    assert_int_equal(jitsu_vm_define(f->ctx, &def, NULL, &f->err), 0);
+  }
+  struct mallinfo2 after = mallinfo2();
+  size_t per_vm = (after.uordblks - before.uordblks) / N;
+  printf("bytes per defined vm (process backend, 2 params): %zu\n", per_vm);
+  assert_true(per_vm < 2048);
+  assert_non_null(jitsu_vm_find(f->ctx, "vm-09999"));
+  assert_null(jitsu_vm_find(f->ctx, "vm-10000"));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_duration),
+      cmocka_unit_test(test_bool),
+      cmocka_unit_test(test_split_argv),
+      cmocka_unit_test(test_hostport),
+      cmocka_unit_test(test_notify_parse),
+      cmocka_unit_test(test_table),
+      cmocka_unit_test_setup_teardown(test_bytes_per_vm, fixture_setup,
+                                      fixture_teardown),
+  };
+  return cmocka_run_group_tests_name("parse", tests, NULL, NULL);
+}
