@@ -385,7 +385,7 @@ static char *reader(char *str, int num, void *stream) {
   }
   c->line_len += (size_t)i;
   c->at_line_start = str[i - 1] == '\n';
-  if (c->line_len > MAX_LINE - 3) {
+  if (c->line_len > MAX_LINE - 3 || (!c->at_line_start && i == num - 1)) {
     c->read_error = "line too long (at most 65533 bytes)";
     c->read_error_line = c->lineno;
     return NULL;
@@ -710,18 +710,23 @@ static int parse_and_check(jitsu_ctx *ctx, FILE *f, loaded *l,
   c->at_line_start = true;
   /* inih's options are process-wide variables in Debian's build: set the
    * ones we rely on for this call and put them back. */
+  /* One heap buffer that holds any line we accept: inih never has to grow
+   * it (its growing path overran its buffer under fuzzing), and the
+   * reader refuses longer lines before inih sees a part of one. */
   bool ml = ini_allow_multiline, st = ini_use_stack, ra = ini_allow_realloc,
        so = ini_stop_on_first_error, nv = ini_allow_no_value;
-  int mx = ini_max_line;
+  int mx = ini_max_line, ia = ini_initial_alloc;
   ini_allow_multiline = false;
   ini_use_stack = false;
-  ini_allow_realloc = true;
+  ini_allow_realloc = false;
+  ini_initial_alloc = MAX_LINE;
   ini_max_line = MAX_LINE;
   ini_stop_on_first_error = true;
   ini_allow_no_value = false;
   int r = ini_parse_stream(reader, c, handler, c);
   ini_allow_multiline = ml, ini_use_stack = st, ini_allow_realloc = ra;
   ini_stop_on_first_error = so, ini_allow_no_value = nv, ini_max_line = mx;
+  ini_initial_alloc = ia;
   if (c->oom || r == -2)
     return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
   if (c->read_error != NULL) {
