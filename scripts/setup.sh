@@ -1,0 +1,80 @@
+#!/bin/sh
+# The two commands of the README, on a fresh Debian 12 as root (or sudo):
+#
+#   scripts/setup.sh run    install, build, start the example controller
+#                           on examples/local.conf (the embedded default)
+#   scripts/setup.sh test   install, build, run the whole test suite: a
+#                           plain build, an ASan/UBSan build, and a short
+#                           libFuzzer run of every fuzz target
+set -eu
+cd "$(dirname "$0")/.."
+
+# Build and test dependencies, all from Debian's archive.
+PACKAGES="meson ninja-build pkg-config gcc libc6-dev libuv1-dev libinih-dev \
+libcmocka-dev curl systemd"
+FUZZ_PACKAGES="clang libclang-rt-14-dev"
+
+install_packages() {
+  missing=""
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+      missing="$missing $p"
+  done
+  [ -z "$missing" ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to install:$missing" >&2
+    exit 1
+  fi
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+}
+
+configure() { # DIR [meson options...]
+  dir=$1
+  shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson setup --reconfigure "$dir" "$@" >/dev/null
+  else
+    meson setup "$dir" "$@"
+  fi
+  ninja -C "$dir"
+}
+
+case "${1:-}" in
+run)
+  install_packages $PACKAGES
+  configure build
+  exec build/examples/controller examples/local.conf
+  ;;
+test)
+  install_packages $PACKAGES $FUZZ_PACKAGES
+  configure build
+  meson test -C build --print-errorlogs
+  configure build-asan -Db_sanitize=address,undefined -Db_lundef=false
+  meson test -C build-asan --print-errorlogs
+  CC=clang configure build-fuzz -Dfuzz=enabled -Dtests=disabled \
+    -Dexamples=false -Db_sanitize=address,undefined -Db_lundef=false
+  for target in build-fuzz/tests/fuzz/fuzz_*; do
+    [ -f "$target" ] && [ -x "$target" ] || continue
+    name=$(basename "$target")
+    corpus=$(mktemp -d)
+    cp tests/fuzz/corpus/"${name#fuzz_}"/* "$corpus"/
+    # Bounded in time and in runs; a crash fails the suite.
+    status=0
+    "$target" -max_total_time=30 -runs=3000000 -max_len=8192 \
+      -artifact_prefix="$corpus/" "$corpus" >"$corpus.log" 2>&1 || status=$?
+    tail -n 3 "$corpus.log"
+    if [ "$status" -ne 0 ]; then
+      grep -A40 "ERROR" "$corpus.log" | head -n 60
+      echo "setup: $name found a crash (input kept in $corpus)" >&2
+      exit 1
+    fi
+    rm -rf "$corpus" "$corpus.log"
+  done
+  echo "setup: all test suites passed"
+  ;;
+*)
+  echo "usage: $0 run|test" >&2
+  exit 2
+  ;;
+esac
