@@ -128,8 +128,8 @@ static int process_configure(jitsu_vm *vm, jitsu_error *err) {
   while (jitsu_vm_param(vm, "socket", n_socks) != NULL)
     n_socks++;
   p->env = calloc(n_env + 1, sizeof(char *));
-  p->socks = calloc(n_socks ? n_socks : 1, sizeof(psock));
-  if (p->env == NULL || p->socks == NULL) {
+  p->socks = n_socks ? calloc(n_socks, sizeof(psock)) : NULL;
+  if (p->env == NULL || (n_socks > 0 && p->socks == NULL)) {
     r = jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
     goto fail;
   }
@@ -384,6 +384,8 @@ static int process_attach(jitsu_vm *vm, jitsu_error *err) {
   proc *p = jitsu_vm_data(vm);
   jitsu_ctx *ctx = jitsu_vm_ctx(vm);
   bool live = p->pid > 0; /* adopted: the guest holds its sockets */
+  if (p->n_socks == 0)
+    return 0;
   p->rearm = calloc(1, sizeof(*p->rearm));
   if (p->rearm == NULL)
     return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");

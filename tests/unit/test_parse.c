@@ -150,7 +150,7 @@ static void test_bytes_per_vm(void **state) {
   struct mallinfo2 after = mallinfo2();
   size_t per_vm = (after.uordblks - before.uordblks) / N;
   printf("bytes per defined vm (process backend, 2 params): %zu\n", per_vm);
-  assert_true(per_vm < 2048);
+  assert_true(per_vm < 1200);
   assert_non_null(jitsu_vm_find(f->ctx, "vm-09999"));
   assert_null(jitsu_vm_find(f->ctx, "vm-10000"));
 }
