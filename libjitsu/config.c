@@ -431,6 +431,22 @@ static void cfg_free(cfg *c) {
   free(c->h);
 }
 
+/* Check entry (i) of (c) against its declaration (k): the value's type,
+ * and that a key that does not repeat was not given before. */
+static int check_entry(cfg *c, size_t i, const jitsu_key *k, jitsu_error *err) {
+  entry *e = &c->e[i];
+  int r = check_value(k, e->value, err);
+  if (r < 0 || (k->flags & JITSU_KEY_MULTI))
+    return r;
+  for (size_t j = 0; j < i; j++)
+    if (strcmp(c->e[j].section, e->section) == 0 &&
+        strcmp(c->e[j].key, e->key) == 0)
+      return jitsu_error_set(err, -EINVAL, e->key,
+                             "given more than once (first at line %u)",
+                             c->e[j].line);
+  return 0;
+}
+
 /* One [vm NAME] section, gathered. */
 typedef struct vmsec {
   const char *section; /* "vm NAME" as inih spells it */
@@ -569,16 +585,9 @@ static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
       k = vm_key(ctx, vs->backend, e->key);
     if (k == NULL)
       return unknown_vm_key(ctx, vs->backend, e->key, err);
-    int r = check_value(k, e->value, err);
+    int r = check_entry(c, i, k, err);
     if (r < 0)
       return r;
-    if (!(k->flags & JITSU_KEY_MULTI))
-      for (size_t j = 0; j < i; j++)
-        if (strcmp(c->e[j].section, e->section) == 0 &&
-            strcmp(c->e[j].key, e->key) == 0)
-          return jitsu_error_set(err, -EINVAL, e->key,
-                                 "given more than once (first at line %u)",
-                                 c->e[j].line);
     if (!field) {
       vs->params[vs->n_params].key = e->key;
       vs->params[vs->n_params++].value = e->value;
@@ -655,16 +664,9 @@ static int check_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
     if (k == NULL)
       return jitsu_error_set(err, -EINVAL, e->key, "unknown key in [%s]",
                              e->section);
-    int r = check_value(k, e->value, err);
+    int r = check_entry(c, i, k, err);
     if (r < 0)
       return r;
-    if (!(k->flags & JITSU_KEY_MULTI))
-      for (size_t j = 0; j < i; j++)
-        if (strcmp(c->e[j].section, e->section) == 0 &&
-            strcmp(c->e[j].key, e->key) == 0)
-          return jitsu_error_set(err, -EINVAL, e->key,
-                                 "given more than once (first at line %u)",
-                                 c->e[j].line);
     if (strcmp(e->section, "jitsu") == 0 && strcmp(e->key, "state-dir") == 0 &&
         e->value[0] != '/')
       return jitsu_error_set(err, -EINVAL, e->key,

@@ -136,6 +136,17 @@ static void test_socket_handoff_loses_nothing(void **state) {
   assert_int_equal(count_lines(record), 1);
 }
 
+/* The start of the log of vm (name) into (text). */
+static void read_log(fixture *f, const char *name, char *text, size_t size) {
+  char path[400];
+  snprintf(path, sizeof(path), "%s/state/logs/%s.log", f->dir, name);
+  FILE *in = fopen(path, "r");
+  assert_non_null(in);
+  size_t n = fread(text, 1, size - 1, in);
+  text[n] = '\0';
+  fclose(in);
+}
+
 static void remember_pid(jitsu_vm *vm, jitsu_state old_state,
                          jitsu_state new_state, const char *reason, void *arg) {
   (void)old_state, (void)reason;
@@ -164,13 +175,8 @@ static void test_handed_environment(void **state) {
   assert_true(run_until(f, &o.done, 5000));
   assert_true(pid > 0);
   assert_true(run_until_state(f, vm, JITSU_STATE_STOPPED, 5000));
-  char path[400], text[4096] = "";
-  snprintf(path, sizeof(path), "%s/state/logs/envy.log", f->dir);
-  FILE *in = fopen(path, "r");
-  assert_non_null(in);
-  size_t n = fread(text, 1, sizeof(text) - 1, in);
-  text[n] = '\0';
-  fclose(in);
+  char text[4096];
+  read_log(f, "envy", text, sizeof(text));
   char want[64];
   snprintf(want, sizeof(want), "LISTEN_PID=%d\n", pid);
   assert_non_null(strstr(text, want));
@@ -420,13 +426,8 @@ static void test_user_and_group(void **state) {
   assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, 5000));
   assert_true(run_until_state(f, vm, JITSU_STATE_STOPPED, 5000));
-  char path[400], text[512] = "";
-  snprintf(path, sizeof(path), "%s/state/logs/who.log", f->dir);
-  FILE *in = fopen(path, "r");
-  assert_non_null(in);
-  size_t n = fread(text, 1, sizeof(text) - 1, in);
-  text[n] = '\0';
-  fclose(in);
+  char text[512];
+  read_log(f, "who", text, sizeof(text));
   assert_non_null(strstr(text, "uid=65534(nobody) gid=65534(nogroup)"));
   assert_non_null(strstr(text, "groups=65534(nogroup)"));
 }

@@ -25,11 +25,6 @@ static void many_cb(jitsu_vm *vm, int status, void *arg) {
   m->ok += status == 0;
 }
 
-static int all_done(void *arg) {
-  many *m = arg;
-  return m->done == MANY;
-}
-
 static void test_thousand_summons_one_spawn(void **state) {
   fixture *f = *state;
   char record[300];
@@ -67,7 +62,6 @@ static void test_thousand_summons_one_spawn(void **state) {
   run_for(f, 5);
   assert_int_equal(m.done, 1);
   assert_int_equal(m.reentrant, 0);
-  (void)all_done;
 }
 
 static void test_readiness_timeout(void **state) {
