@@ -91,6 +91,31 @@ int jitsu_parse_duration(const char *text, uint64_t *ms) {
   return 0;
 }
 
+int jitsu_parse_size(const char *text, uint64_t *bytes) {
+  static const char units[] = "KMGT";
+  const char *p = text;
+  if (*p < '0' || *p > '9')
+    return -EINVAL;
+  uint64_t v = 0;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    if (v > (UINT64_MAX - 9) / 10)
+      return -EINVAL;
+    v = v * 10 + (uint64_t)(*p - '0');
+  }
+  if (*p != '\0') {
+    const char *u = strchr(units, *p);
+    if (u == NULL || p[1] != '\0')
+      return -EINVAL;
+    for (const char *q = units; q <= u; q++) {
+      if (v > UINT64_MAX / 1024)
+        return -EINVAL;
+      v *= 1024;
+    }
+  }
+  *bytes = v;
+  return 0;
+}
+
 int jitsu_parse_bool(const char *text, bool *value) {
   static const char *const yes[] = {"yes", "true", "on", "1"};
   static const char *const no[] = {"no", "false", "off", "0"};
@@ -186,7 +211,7 @@ int jitsu_config_declare_keys(jitsu_ctx *ctx, const char *section,
   if (section == NULL || section[0] == '\0' || (keys == NULL && n > 0))
     return -EINVAL;
   for (size_t i = 0; i < n; i++) {
-    if (keys[i].name == NULL || (unsigned)keys[i].type > JITSU_KEY_BOOL)
+    if (keys[i].name == NULL || (unsigned)keys[i].type > JITSU_KEY_SIZE)
       return -EINVAL;
     for (jitsu__section_keys *s = ctx->keys; s != NULL; s = s->next)
       if (strcmp(s->section, section) == 0)
@@ -263,6 +288,13 @@ static int check_value(const jitsu_key *k, const char *value,
       return jitsu_error_set(err, -EINVAL, k->name,
                              "'%s' is not a whole number from 0 to %u", value,
                              UINT_MAX);
+    return 0;
+  case JITSU_KEY_SIZE:
+    if (jitsu_parse_size(value, &ms) < 0)
+      return jitsu_error_set(err, -EINVAL, k->name,
+                             "'%s' is not a size (bytes, or a number with K, "
+                             "M, G or T)",
+                             value);
     return 0;
   case JITSU_KEY_BOOL:
     if (jitsu_parse_bool(value, &b) < 0)

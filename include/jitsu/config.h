@@ -13,6 +13,7 @@ typedef enum jitsu_key_type {
   JITSU_KEY_DURATION, /* "250ms", "5s", "2m", "1h"; a bare 0 is allowed */
   JITSU_KEY_UINT,     /* decimal, 0 .. 2^32-1 */
   JITSU_KEY_BOOL,     /* yes/no, true/false, on/off, 1/0 */
+  JITSU_KEY_SIZE,     /* bytes: "4096", "512K", "64M", "2G" (powers of 2) */
 } jitsu_key_type;
 
 #define JITSU_KEY_MULTI 1u    /* may be given more than once */
@@ -54,6 +55,10 @@ JITSU_EXTERN const char *jitsu_config_get(jitsu_ctx *ctx, const char *section,
 /* Parse a duration ("250ms", "5s", "2m", "1h", "0") into (*ms): 0 or
  * -EINVAL. */
 JITSU_EXTERN int jitsu_parse_duration(const char *text, uint64_t *ms);
+
+/* Parse a size in bytes ("4096", "512K", "64M", "2G", "1T"; powers of
+ * 1024) into (*bytes): 0 or -EINVAL. */
+JITSU_EXTERN int jitsu_parse_size(const char *text, uint64_t *bytes);
 
 /* Parse a boolean (yes/no, true/false, on/off, 1/0): 0 or -EINVAL. */
 JITSU_EXTERN int jitsu_parse_bool(const char *text, bool *value);

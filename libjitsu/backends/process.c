@@ -22,6 +22,8 @@ static const jitsu_key process_keys[] = {
     {"group", JITSU_KEY_STRING, 0, "run as this group (needs root)"},
     {"socket", JITSU_KEY_STRING, JITSU_KEY_MULTI,
      "a socket handed to the guest: tcp|udp HOST:PORT, unix /PATH"},
+    {"memory-max", JITSU_KEY_SIZE, 0, "address space limit (RLIMIT_AS)"},
+    {"files-max", JITSU_KEY_UINT, 0, "open files limit (RLIMIT_NOFILE)"},
 };
 
 static void proc_free(proc *p) {
@@ -174,6 +176,20 @@ static int process_configure(jitsu_vm *vm, jitsu_error *err) {
   }
   if ((r = configure_ids(p, vm, err)) < 0)
     goto fail;
+  const char *mem = jitsu_vm_param(vm, "memory-max", 0);
+  const char *files = jitsu_vm_param(vm, "files-max", 0);
+  if (mem != NULL && (jitsu_parse_size(mem, &p->memory_max) < 0 ||
+                      p->memory_max < 1024 * 1024)) {
+    r = jitsu_error_set(err, -EINVAL, "memory-max",
+                        "'%s' is below the 1M that any program needs", mem);
+    goto fail;
+  }
+  if (files != NULL && ((p->files_max = strtoull(files, NULL, 10)) < 16 ||
+                        p->files_max > 1048576)) {
+    r = jitsu_error_set(err, -EINVAL, "files-max",
+                        "'%s' is not from 16 to 1048576", files);
+    goto fail;
+  }
   jitsu_vm_set_data(vm, p);
   return 0;
 fail:

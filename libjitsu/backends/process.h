@@ -30,6 +30,8 @@ typedef struct proc {
   gid_t gid;
   psock *socks;
   size_t n_socks;
+  uint64_t memory_max; /* RLIMIT_AS, 0: none */
+  uint64_t files_max;  /* RLIMIT_NOFILE, 0: inherited */
   /* The live guest. */
   pid_t pid; /* also its process group: the guest starts a session */
   int pidfd;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <linux/close_range.h>
 #include <sys/syscall.h>
@@ -161,7 +162,8 @@ struct child_fail {
 };
 
 static const char *const child_stage_names[] = {
-    "setsid", "dup2", "chdir", "setgroups", "setgid", "setuid", "execve",
+    "setsid",    "dup2",   "chdir",  "setrlimit",
+    "setgroups", "setgid", "setuid", "execve",
 };
 
 /* Runs in the child between fork and exec: only async-signal-safe calls. */
@@ -207,21 +209,33 @@ static void child(proc *p, const char *path, char **env, char *pid_slot,
   f.stage = 2;
   if (chdir(p->workdir ? p->workdir : "/") < 0)
     goto fail;
+  f.stage = 3; /* before dropping privileges: root may raise them */
+  struct rlimit rl;
+  if (p->memory_max > 0) {
+    rl.rlim_cur = rl.rlim_max = p->memory_max;
+    if (setrlimit(RLIMIT_AS, &rl) < 0)
+      goto fail;
+  }
+  if (p->files_max > 0) {
+    rl.rlim_cur = rl.rlim_max = p->files_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+      goto fail;
+  }
   if (p->set_group || p->set_user) {
-    f.stage = 3;
+    f.stage = 4;
     gid_t gid = p->gid;
     if (setgroups(p->set_group ? 1 : 0, &gid) < 0)
       goto fail;
-    f.stage = 4;
+    f.stage = 5;
     if (p->set_group && setgid(p->gid) < 0)
       goto fail;
-    f.stage = 5;
+    f.stage = 6;
     if (p->set_user && setuid(p->uid) < 0)
       goto fail;
   }
   if (pid_slot != NULL)
     put_decimal(pid_slot, 20, (long)getpid());
-  f.stage = 6;
+  f.stage = 7;
   execve(path, p->argv, env);
 fail:
   f.err = errno;

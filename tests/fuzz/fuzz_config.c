@@ -56,6 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct sockaddr_storage ss;
   jitsu_parse_duration(text, &ms);
   jitsu_parse_bool(text, &b);
+  jitsu_parse_size(text, &ms);
   if (jitsu_split_argv(text, &argv, &argc) == 0) {
     for (int i = 0; i < argc; i++)
       if (argv[i] == NULL)

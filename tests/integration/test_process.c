@@ -411,6 +411,52 @@ static void test_stale_record_not_adopted(void **state) {
   assert_int_equal(access(path, F_OK), -1);
 }
 
+static void test_resource_limits(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, "[vm lim]\nexec = /bin/sh -c 'ulimit -v; "
+                                   "ulimit -n'\nmemory-max = 64M\n"
+                                   "files-max = 100\n"),
+                   0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "lim");
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 5000));
+  assert_true(run_until_state(f, vm, JITSU_STATE_STOPPED, 5000));
+  char text[256];
+  read_log(f, "lim", text, sizeof(text));
+  assert_string_equal(text, "65536\n100\n"); /* ulimit -v counts KiB */
+}
+
+/* A datagram on an IPv6 UDP socket summons the guest, which answers it. */
+static void test_udp_ipv6_trigger(void **state) {
+  fixture *f = *state;
+  int port = free_port();
+  assert_int_equal(fixture_load(f,
+                                "[vm dgram]\nexec = %s --name dgram\n"
+                                "socket = udp [::1]:%d\nready = notify\n",
+                                hello_path(), port),
+                   0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "dgram");
+  char key[64];
+  snprintf(key, sizeof(key), "udp:[::1]:%d", port);
+  assert_ptr_equal(jitsu_trigger_lookup(f->ctx, "socket", key), vm);
+  int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+  struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6,
+                              .sin6_port = htons((uint16_t)port)};
+  inet_pton(AF_INET6, "::1", &sin6.sin6_addr);
+  assert_int_equal(
+      sendto(fd, "hi", 2, 0, (struct sockaddr *)&sin6, sizeof(sin6)), 2);
+  assert_true(run_until_state(f, vm, JITSU_STATE_READY, 5000));
+  char buf[128];
+  struct timeval tv = {5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+  close(fd);
+  assert_true(n > 0);
+  buf[n] = '\0';
+  assert_string_equal(buf, "hello from dgram\n");
+}
+
 /* user= and group= drop the guest's privileges (needs root). */
 static void test_user_and_group(void **state) {
   fixture *f = *state;
@@ -447,6 +493,8 @@ int main(void) {
       T(test_adopt_after_ctx_free),
       T(test_stale_record_not_adopted),
       T(test_user_and_group),
+      T(test_resource_limits),
+      T(test_udp_ipv6_trigger),
   };
   return cmocka_run_group_tests_name("process", tests, NULL, NULL);
 }

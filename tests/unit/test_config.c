@@ -76,6 +76,12 @@ static void test_errors_have_lines(void **state) {
                "user", "no such user");
   expect_error(f, "[jitsu]\nstate-dir = relative\n", 2, "state-dir",
                "absolute");
+  expect_error(f, "[vm a]\nexec = /bin/true\nmemory-max = 64MB\n", 3,
+               "memory-max", "not a size");
+  expect_error(f, "[vm a]\nexec = /bin/true\nmemory-max = 100K\n", 3,
+               "memory-max", "below the 1M");
+  expect_error(f, "[vm a]\nexec = /bin/true\nfiles-max = 3\n", 3, "files-max",
+               "from 16 to 1048576");
 }
 
 static void test_nul_byte_and_long_line(void **state) {

@@ -35,6 +35,22 @@ static void test_duration(void **state) {
     assert_int_equal(jitsu_parse_duration(bad[i], &ms), -EINVAL);
 }
 
+static void test_size(void **state) {
+  (void)state;
+  uint64_t b = 0;
+  assert_int_equal(jitsu_parse_size("4096", &b), 0);
+  assert_int_equal(b, 4096);
+  assert_int_equal(jitsu_parse_size("512K", &b), 0);
+  assert_int_equal(b, 512 * 1024);
+  assert_int_equal(jitsu_parse_size("64M", &b), 0);
+  assert_int_equal(b, 64 << 20);
+  assert_int_equal(jitsu_parse_size("2G", &b), 0);
+  assert_int_equal(b, 2ull << 30);
+  const char *bad[] = {"", "M", "1.5G", "1m", "1 G", "1GB", "99999999999T"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+    assert_int_equal(jitsu_parse_size(bad[i], &b), -EINVAL);
+}
+
 static void test_bool(void **state) {
   (void)state;
   bool v = false;
@@ -158,6 +174,7 @@ static void test_bytes_per_vm(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_duration),
+      cmocka_unit_test(test_size),
       cmocka_unit_test(test_bool),
       cmocka_unit_test(test_split_argv),
       cmocka_unit_test(test_hostport),
