@@ -736,7 +736,7 @@ static void loaded_free(loaded *l) {
   cfg_free(&l->c);
 }
 
-static int parse_and_check(jitsu_ctx *ctx, FILE *f, loaded *l,
+static int parse_and_check(jitsu_ctx *ctx, FILE *f, loaded *l, bool reload,
                            jitsu_error *err) {
   cfg *c = &l->c;
   c->ctx = ctx;
@@ -788,7 +788,7 @@ static int parse_and_check(jitsu_ctx *ctx, FILE *f, loaded *l,
     vs->name = name;
     vs->line = c->h[h].line;
     err_at(err, vs->line);
-    if (jitsu_vm_find(ctx, name) != NULL)
+    if (!reload && jitsu_vm_find(ctx, name) != NULL)
       return jitsu_error_set(err, -EEXIST, NULL, "vm '%s' is already defined",
                              name);
     if ((r = gather_vm(ctx, c, vs, err)) < 0 ||
@@ -855,7 +855,7 @@ static int load_file(jitsu_ctx *ctx, FILE *f, const char *name, bool apply,
   snprintf(err->file, sizeof(err->file), "%s", name);
   loaded l;
   memset(&l, 0, sizeof(l));
-  int r = parse_and_check(ctx, f, &l, err);
+  int r = parse_and_check(ctx, f, &l, false, err);
   if (r < 0 || !apply)
     goto done;
   if (ctx->vms.count > 0 && line_of(&l.c, "jitsu", "state-dir", 0) != 0) {
@@ -926,6 +926,13 @@ int jitsu_config_load(jitsu_ctx *ctx, const char *path, jitsu_error *err) {
   }
   int r = load_file(ctx, f, path, true, err);
   fclose(f);
+  if (r == 0) {
+    char *copy = jitsu__strdup(path);
+    if (copy != NULL) {
+      free(ctx->config_path);
+      ctx->config_path = copy;
+    }
+  }
   return r;
 }
 
@@ -939,4 +946,200 @@ const char *jitsu_config_get(jitsu_ctx *ctx, const char *section,
       return ctx->globals[i].value;
   }
   return NULL;
+}
+
+const char *jitsu_reload_action_name(jitsu_reload_action a) {
+  static const char *const names[] = {"added", "removed", "changed",
+                                      "changed-at-stop", "unchanged"};
+  return (unsigned)a < JITSU__ARRAY_SIZE(names) ? names[a] : "unknown";
+}
+
+static int undefine_after_stop_cb(jitsu_vm *vm, void *arg);
+
+static void remove_after_stop(jitsu_vm *vm, int status, void *arg) {
+  (void)status, (void)arg;
+  undefine_after_stop_cb(vm, NULL);
+}
+
+/* Undefine a vm that a reload removed, once it is not live. */
+static int undefine_after_stop_cb(jitsu_vm *vm, void *arg) {
+  (void)arg;
+  jitsu_state st = jitsu_vm_state(vm);
+  if (st == JITSU_STATE_STOPPED || st == JITSU_STATE_FAILED) {
+    jitsu_vm_log(vm, JITSU_LOG_INFO, "removed by a reload");
+    return jitsu_vm_undefine(vm);
+  }
+  return jitsu_vm_stop(vm, JITSU_STOP_SHUTDOWN, remove_after_stop, NULL);
+}
+
+typedef struct plan {
+  jitsu_vm *vm;   /* existing vm, or NULL for an added one */
+  int differs;    /* 0, 1 or 2 (see jitsu__vm_def_differs) */
+  bool redefined; /* phase B done: (undo) restores it */
+  jitsu__snapshot *undo;
+} plan;
+
+static bool in_file(loaded *l, const char *name) {
+  for (size_t i = 0; i < l->n_vms; i++)
+    if (strcmp(l->vms[i].name, name) == 0)
+      return true;
+  return false;
+}
+
+static void undo_reload(jitsu_ctx *ctx, loaded *l, plan *pl, size_t added,
+                        size_t redefined) {
+  for (size_t i = 0; i < l->n_vms && added > 0; i++)
+    if (pl[i].vm == NULL) {
+      jitsu_vm *vm = jitsu_vm_find(ctx, l->vms[i].name);
+      if (vm != NULL)
+        jitsu__vm_forget(vm);
+      added--;
+    }
+  for (size_t i = 0; i < l->n_vms && redefined > 0; i++)
+    if (pl[i].redefined) {
+      jitsu__snapshot_restore(pl[i].vm, pl[i].undo);
+      redefined--;
+    }
+}
+
+int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn, void *arg,
+                        jitsu_error *err) {
+  jitsu_error local;
+  if (err == NULL)
+    err = &local;
+  memset(err, 0, sizeof(*err));
+  if (ctx->config_path == NULL)
+    return jitsu_error_set(err, -ENOENT, NULL,
+                           "no configuration file was loaded");
+  snprintf(err->file, sizeof(err->file), "%s", ctx->config_path);
+  FILE *f = fopen(ctx->config_path, "re");
+  if (f == NULL)
+    return jitsu_error_set(err, -errno, NULL, "cannot open: %s",
+                           strerror(errno));
+  loaded l;
+  memset(&l, 0, sizeof(l));
+  plan *pl = NULL;
+  size_t added = 0, redefined = 0;
+  int r = parse_and_check(ctx, f, &l, true, err);
+  fclose(f);
+  if (r < 0)
+    goto done;
+  unsigned sd_line = line_of(&l.c, "jitsu", "state-dir", 0);
+  for (size_t i = 0; sd_line && i < l.c.n; i++)
+    if (strcmp(l.c.e[i].section, "jitsu") == 0 &&
+        strcmp(l.c.e[i].key, "state-dir") == 0 &&
+        strcmp(l.c.e[i].value, ctx->state_dir) != 0) {
+      err_at(err, sd_line);
+      r = jitsu_error_set(err, -EBUSY, "state-dir",
+                          "cannot change on a reload (it is %s)",
+                          ctx->state_dir);
+      goto done;
+    }
+  pl = calloc(l.n_vms ? l.n_vms : 1, sizeof(*pl));
+  if (pl == NULL) {
+    r = jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+    goto done;
+  }
+  /* Phase A: define the new vms. Phase B: redefine changed vms that do not
+   * run. Both can fail (a socket that cannot be bound) and are undone. */
+  for (size_t i = 0; i < l.n_vms; i++) {
+    vmsec *vs = &l.vms[i];
+    pl[i].vm = jitsu_vm_find(ctx, vs->name);
+    if (pl[i].vm != NULL) {
+      pl[i].differs = jitsu__vm_def_differs(pl[i].vm, vs->backend, &vs->def);
+      continue;
+    }
+    jitsu_error why;
+    memset(&why, 0, sizeof(why));
+    if ((r = jitsu_vm_define(ctx, &vs->def, NULL, &why)) < 0) {
+      err_at(err, line_of(&l.c, vs->section, why.key, vs->line));
+      jitsu_error_set(err, r, why.key[0] ? why.key : NULL, "vm '%s': %s",
+                      vs->name, why.message);
+      goto undo;
+    }
+    added++;
+  }
+  for (size_t i = 0; i < l.n_vms; i++) {
+    jitsu_vm *vm = pl[i].vm;
+    jitsu_state st = vm ? jitsu_vm_state(vm) : JITSU_STATE_STOPPED;
+    if (vm == NULL || pl[i].differs != 2 ||
+        (st != JITSU_STATE_STOPPED && st != JITSU_STATE_FAILED))
+      continue;
+    jitsu_error why;
+    memset(&why, 0, sizeof(why));
+    pl[i].undo = jitsu__snapshot_take(vm);
+    if (pl[i].undo == NULL) {
+      r = jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+      goto undo;
+    }
+    if ((r = jitsu__vm_redefine(vm, l.vms[i].backend, &l.vms[i].def, &why)) <
+        0) {
+      err_at(err, line_of(&l.c, l.vms[i].section, why.key, l.vms[i].line));
+      jitsu_error_set(err, r, why.key[0] ? why.key : NULL, "vm '%s': %s",
+                      l.vms[i].name, why.message);
+      goto undo;
+    }
+    pl[i].redefined = true;
+    redefined++;
+  }
+  /* Phase C cannot fail: limits and sections, settings of running vms,
+   * stashed definitions, removals. */
+  unsigned limits[3] = {ctx->max_live, ctx->max_starting, ctx->max_waiters};
+  ctx->max_live = JITSU_DEFAULT_MAX_LIVE;
+  ctx->max_starting = JITSU_DEFAULT_MAX_STARTING;
+  ctx->max_waiters = JITSU_DEFAULT_MAX_WAITERS;
+  if (apply_globals(ctx, &l.c, err) < 0) {
+    ctx->max_live = limits[0], ctx->max_starting = limits[1];
+    ctx->max_waiters = limits[2];
+    r = -ENOMEM;
+    goto undo;
+  }
+  for (size_t i = 0; i < l.n_vms; i++) {
+    jitsu_vm *vm = pl[i].vm;
+    jitsu_reload_action act = JITSU_RELOAD_ADDED;
+    if (vm != NULL && pl[i].differs == 0) {
+      act = JITSU_RELOAD_UNCHANGED;
+    } else if (vm != NULL && (pl[i].differs == 1 || pl[i].redefined)) {
+      if (!pl[i].redefined) {
+        jitsu__vm_apply_settings(vm, &l.vms[i].def);
+        jitsu__vm_event(vm, JITSU_VM_CHANGED);
+      }
+      act = JITSU_RELOAD_CHANGED;
+    } else if (vm != NULL) {
+      jitsu__vm_apply_settings(vm, &l.vms[i].def);
+      if (jitsu__vm_stash_def(vm, l.vms[i].backend, &l.vms[i].def) < 0)
+        jitsu_vm_log(vm, JITSU_LOG_ERROR, "out of memory: definition kept");
+      act = JITSU_RELOAD_CHANGED_AT_STOP;
+    }
+    if (fn != NULL)
+      fn(l.vms[i].name, act, arg);
+  }
+  /* Removed vms: collect first, as undefining changes the list. */
+  size_t n_gone = 0;
+  jitsu_vm **gone = calloc(ctx->vms.count + 1, sizeof(*gone));
+  for (jitsu__link *k = ctx->all_vms.next; gone && k != &ctx->all_vms;
+       k = k->next) {
+    jitsu_vm *vm = JITSU__CONTAINER(k, jitsu_vm, all);
+    if (!in_file(&l, vm->name) && !vm->removing)
+      gone[n_gone++] = vm;
+  }
+  for (size_t i = 0; i < n_gone; i++) {
+    if (fn != NULL)
+      fn(gone[i]->name, JITSU_RELOAD_REMOVED, arg);
+    gone[i]->removing = true;
+    undefine_after_stop_cb(gone[i], NULL);
+  }
+  free(gone);
+  r = 0;
+  goto done;
+undo:
+  undo_reload(ctx, &l, pl, added, redefined);
+done:
+  for (size_t i = 0; pl != NULL && i < l.n_vms; i++)
+    jitsu__snapshot_free(pl[i].undo);
+  free(pl);
+  loaded_free(&l);
+  if (r < 0)
+    jitsu__fail(ctx, r, "%s", err->message);
+  return r;
 }

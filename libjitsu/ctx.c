@@ -77,6 +77,7 @@ void jitsu_ctx_free(jitsu_ctx *ctx) {
   if (ctx == NULL)
     return;
   jitsu__idle_free(ctx);
+  jitsu__control_free(ctx);
   while (ctx->all_vms.next != &ctx->all_vms) {
     jitsu_vm *vm = JITSU__CONTAINER(ctx->all_vms.next, jitsu_vm, all);
     jitsu__vm_forget(vm); /* a live guest is left for a later ctx */
@@ -99,6 +100,12 @@ void jitsu_ctx_free(jitsu_ctx *ctx) {
     ctx->keys = k->next;
     free(k);
   }
+  while (ctx->vm_subs != NULL) {
+    jitsu__vm_sub *s = ctx->vm_subs;
+    ctx->vm_subs = s->next;
+    free(s);
+  }
+  free(ctx->config_path);
   while (ctx->state_subs != NULL) {
     jitsu__state_sub *s = ctx->state_subs;
     ctx->state_subs = s->next;

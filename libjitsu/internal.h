@@ -57,6 +57,7 @@ typedef struct jitsu__waiter {
 } jitsu__waiter;
 
 typedef struct jitsu__readiness jitsu__readiness;
+typedef struct jitsu__metrics jitsu__metrics;
 
 struct jitsu_vm {
   jitsu__hnode node; /* in ctx->vms, keyed by name */
@@ -71,6 +72,9 @@ struct jitsu_vm {
   bool fail_on_exit; /* a stop that ends in failed (readiness timeout) */
   jitsu_stop_mode pending_stop;
   bool stop_pending; /* a stop requested while suspending or resuming */
+  bool removing;     /* a reload removes it once it has stopped */
+  struct jitsu__pending_def *pending; /* a reload's definition, applied
+                                       * when the live guest has stopped */
   char *reason;
   char *next_reason; /* set by jitsu_vm_set_reason() for the next change */
   jitsu_ready_method ready;
@@ -88,6 +92,8 @@ struct jitsu_vm {
   jitsu__readiness *readiness; /* while starting */
   char instance[48];
   uint64_t state_since_ms, last_active_ms, start_begin_ms;
+  uint64_t op_begin_ns;    /* uv_hrtime() when a start or resume began */
+  jitsu__metrics *metrics; /* allocated at the first state change */
   uint64_t summons_total, spawns, resumes, failures, last_start_ms;
 };
 
@@ -104,7 +110,14 @@ typedef struct jitsu__state_sub {
   void *arg;
 } jitsu__state_sub;
 
+typedef struct jitsu__vm_sub {
+  struct jitsu__vm_sub *next;
+  jitsu_vm_event_fn fn;
+  void *arg;
+} jitsu__vm_sub;
+
 typedef struct jitsu__idle jitsu__idle;
+typedef struct jitsu__control jitsu__control;
 
 struct jitsu_ctx {
   uv_loop_t *loop;
@@ -121,6 +134,9 @@ struct jitsu_ctx {
   jitsu_param *globals; /* loaded config: "section\0key" = value */
   size_t n_globals;
   jitsu__state_sub *state_subs;
+  jitsu__vm_sub *vm_subs;
+  char *config_path; /* the file jitsu_config_load() read, for reloads */
+  jitsu__control *control;
   jitsu_log_fn log_fn;
   void *log_arg;
   jitsu_log_level log_max;
@@ -164,6 +180,38 @@ void jitsu__vm_forget(jitsu_vm *vm);
 int jitsu__config_load_stream(jitsu_ctx *ctx, FILE *f, const char *name,
                               bool apply, jitsu_error *err);
 
+/* Tell the vm event subscribers about (vm). */
+void jitsu__vm_event(jitsu_vm *vm, jitsu_vm_event ev);
+
+/* Replace the definition of a vm that is not live with (def), whose
+ * backend is (backend), in place (triggers and metrics stay); on failure
+ * the old definition is restored and (err) says why. */
+int jitsu__vm_redefine(jitsu_vm *vm, const jitsu_backend_ops *backend,
+                       const jitsu_vm_def *def, jitsu_error *err);
+
+/* Apply the settings of (def) that need no restart (readiness, time-outs,
+ * idle policy). */
+void jitsu__vm_apply_settings(jitsu_vm *vm, const jitsu_vm_def *def);
+
+/* Whether (def) with (backend) differs from (vm)'s definition: 0 same,
+ * 1 only in settings jitsu__vm_apply_settings() applies, 2 otherwise. */
+int jitsu__vm_def_differs(const jitsu_vm *vm, const jitsu_backend_ops *backend,
+                          const jitsu_vm_def *def);
+
+/* Stash (def) to be applied when (vm) next stops; replaces an older one. */
+int jitsu__vm_stash_def(jitsu_vm *vm, const jitsu_backend_ops *backend,
+                        const jitsu_vm_def *def);
+
+/* A copy of a vm's definition (the stash of a reload, or its undo). */
+typedef struct jitsu__pending_def jitsu__snapshot;
+jitsu__snapshot *jitsu__snapshot_take(jitsu_vm *vm);
+/* Redefine (vm) from (snap) (it must not be live); logs a failure. */
+void jitsu__snapshot_restore(jitsu_vm *vm, jitsu__snapshot *snap);
+void jitsu__snapshot_free(jitsu__snapshot *snap);
+
+/* Control server teardown (control.c). */
+void jitsu__control_free(jitsu_ctx *ctx);
+
 /* Readiness (ready.c): begin checks for a started (vm), cancel them. */
 int jitsu__ready_prepare(jitsu_vm *vm); /* before start: notify socket */
 int jitsu__ready_begin(jitsu_vm *vm);   /* the guest runs: probe, timer */
@@ -194,6 +242,19 @@ int jitsu__check_vm_params(jitsu_ctx *ctx, const jitsu_backend_ops *backend,
 /* Readiness outcomes (verbs.c), reported by ready.c. */
 void jitsu__vm_became_ready(jitsu_vm *vm);
 void jitsu__vm_ready_timeout(jitsu_vm *vm);
+
+/* Metrics (metrics.c). */
+typedef enum jitsu__metric_event {
+  JITSU__M_COLD_START, /* (ns): summon to ready */
+  JITSU__M_RESUME,     /* (ns): summon to ready */
+  JITSU__M_READY_TIMEOUT,
+  JITSU__M_READY_FAILURE, /* exited before ready, or could not start */
+  JITSU__M_CRASH,         /* failed after being ready */
+} jitsu__metric_event;
+void jitsu__metrics_event(jitsu_vm *vm, jitsu__metric_event ev, uint64_t ns);
+/* (vm) leaves (old) after (ms) in it. */
+void jitsu__metrics_state(jitsu_vm *vm, jitsu_state old, uint64_t ms);
+void jitsu__metrics_free(jitsu_vm *vm);
 
 /* The idle helper's hook on state changes (idle.c). */
 void jitsu__idle_free(jitsu_ctx *ctx);

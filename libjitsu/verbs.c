@@ -59,6 +59,7 @@ static int check_start_limits(jitsu_vm *vm, bool new_live) {
 /* Enter failed with the backend's reason and fail the summons. */
 static void fail_start(jitsu_vm *vm, int err) {
   jitsu__ready_cancel(vm);
+  jitsu__metrics_event(vm, JITSU__M_READY_FAILURE, 0);
   if (vm->next_reason == NULL)
     jitsu_vm_set_reason(vm, "%s", jitsu_strerror(err));
   jitsu__vm_set_state(vm, JITSU_STATE_FAILED, NULL);
@@ -69,6 +70,7 @@ static void vm_start(jitsu_vm *vm) {
   vm->spawns++;
   vm->adopted = false;
   vm->start_begin_ms = uv_now(vm->ctx->loop);
+  vm->op_begin_ns = uv_hrtime();
   vm->last_active_ms = vm->start_begin_ms;
   jitsu__vm_set_state(vm, JITSU_STATE_STARTING, "");
   int r = jitsu__ready_prepare(vm);
@@ -83,6 +85,7 @@ static void vm_start(jitsu_vm *vm) {
 }
 
 static void vm_resume(jitsu_vm *vm) {
+  vm->op_begin_ns = uv_hrtime();
   jitsu__vm_set_state(vm, JITSU_STATE_RESUMING, "");
   int r = vm->backend->resume(vm);
   if (r < 0 && vm->state == JITSU_STATE_RESUMING)
@@ -108,6 +111,10 @@ static void vm_stop(jitsu_vm *vm, jitsu_stop_mode mode) {
 int jitsu_vm_summon(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
   jitsu_ctx *ctx = vm->ctx;
   int r = 0;
+  if (vm->removing)
+    return jitsu__fail(ctx, JITSU_ESTATE,
+                       "cannot summon vm '%s': a reload is removing it",
+                       vm->name);
   vm->last_active_ms = uv_now(ctx->loop);
   switch (vm->state) {
   case JITSU_STATE_READY:
@@ -266,6 +273,7 @@ void jitsu__vm_became_ready(jitsu_vm *vm) {
   uint64_t now = uv_now(vm->ctx->loop);
   vm->last_start_ms = now - vm->start_begin_ms;
   vm->last_active_ms = now;
+  jitsu__metrics_event(vm, JITSU__M_COLD_START, uv_hrtime() - vm->op_begin_ns);
   jitsu__vm_set_state(vm, JITSU_STATE_READY, "");
   finish_summons(vm, 0);
 }
@@ -279,6 +287,7 @@ void jitsu__vm_ready_timeout(jitsu_vm *vm) {
                         (unsigned long long)vm->ready_timeout_ms);
   char *reason = vm->next_reason;
   vm->next_reason = NULL;
+  jitsu__metrics_event(vm, JITSU__M_READY_TIMEOUT, 0);
   finish_summons(vm, JITSU_ETIMEDOUT);
   vm->fail_on_exit = true;
   jitsu__vm_set_state(vm, JITSU_STATE_STOPPING, reason ? reason : "");
@@ -298,6 +307,10 @@ void jitsu_backend_exited(jitsu_vm *vm, int clean, const char *how) {
                 (s == JITSU_STATE_STOPPING && vm->fail_on_exit);
   const char *reason = how;
   char text[512];
+  if (s == JITSU_STATE_STARTING)
+    jitsu__metrics_event(vm, JITSU__M_READY_FAILURE, 0);
+  else if (!clean && s != JITSU_STATE_STOPPING)
+    jitsu__metrics_event(vm, JITSU__M_CRASH, 0);
   if (s == JITSU_STATE_STARTING) {
     snprintf(text, sizeof(text), "%s before it was ready", how);
     reason = text;
@@ -354,6 +367,7 @@ void jitsu_backend_resumed(jitsu_vm *vm, int err) {
   } else {
     vm->resumes++;
     vm->last_active_ms = uv_now(vm->ctx->loop);
+    jitsu__metrics_event(vm, JITSU__M_RESUME, uv_hrtime() - vm->op_begin_ns);
     jitsu__vm_set_state(vm, JITSU_STATE_READY, "");
     finish_list(vm, &vm->ops, 0);
     finish_summons(vm, 0);

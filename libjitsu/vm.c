@@ -61,6 +61,9 @@ static void account(jitsu_vm *vm, jitsu_state s, int sign) {
     ctx->n_starting = (size_t)((long)ctx->n_starting + sign);
 }
 
+static void pending_free(struct jitsu__pending_def *p);
+static void apply_pending(jitsu_vm *vm, int status, void *arg);
+
 int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason) {
   jitsu_state old = vm->state;
   if (!jitsu_state_transition_allowed(old, state)) {
@@ -83,10 +86,12 @@ int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason) {
     free(vm->reason);
     vm->reason = text;
   }
+  uint64_t now = uv_now(vm->ctx->loop);
+  jitsu__metrics_state(vm, old, now - vm->state_since_ms);
   account(vm, old, -1);
   vm->state = state;
   account(vm, state, +1);
-  vm->state_since_ms = uv_now(vm->ctx->loop);
+  vm->state_since_ms = now;
   if (state == JITSU_STATE_FAILED)
     vm->failures++;
   if (!state_is_live(state))
@@ -99,6 +104,8 @@ int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason) {
       vm->reason && vm->reason[0] ? ": " : "", vm->reason ? vm->reason : "");
   if (vm->backend->state_changed != NULL)
     vm->backend->state_changed(vm, old, state);
+  if (vm->pending != NULL && !state_is_live(state))
+    jitsu__defer(vm->ctx, vm, apply_pending, NULL, 0);
   for (jitsu__state_sub *s = vm->ctx->state_subs; s != NULL;) {
     jitsu__state_sub *next = s->next; /* fn may unsubscribe itself */
     s->fn(vm, old, state, vm->reason ? vm->reason : "", s->arg);
@@ -148,6 +155,8 @@ static int copy_params(jitsu_vm *vm, const jitsu_param *params, size_t n) {
 }
 
 static void vm_free(jitsu_vm *vm) {
+  jitsu__metrics_free(vm);
+  pending_free(vm->pending);
   free(vm->params);
   free(vm->reason);
   free(vm->next_reason);
@@ -184,11 +193,37 @@ static int check_def(jitsu_ctx *ctx, const jitsu_vm_def *def,
   return jitsu__check_vm_params(ctx, *backend, def->params, def->n_params, err);
 }
 
+void jitsu__vm_apply_settings(jitsu_vm *vm, const jitsu_vm_def *def) {
+  vm->ready = def->ready;
+  memset(&vm->ready_addr, 0, sizeof(vm->ready_addr));
+  if (def->ready == JITSU_READY_TCP && def->ready_address != NULL)
+    jitsu__parse_hostport(def->ready_address, &vm->ready_addr);
+  vm->ready_timeout_ms = def->ready_timeout_ms ? def->ready_timeout_ms
+                                               : JITSU_DEFAULT_READY_TIMEOUT_MS;
+  vm->stop_grace_ms =
+      def->stop_grace_ms ? def->stop_grace_ms : JITSU_DEFAULT_STOP_GRACE_MS;
+  vm->idle_timeout_ms = def->idle_timeout_ms;
+  vm->idle_action = def->idle_action;
+}
+
+/* Check the readiness address of (def); 0 or an error in (err). */
+static int check_ready_address(const jitsu_vm_def *def, jitsu_error *err) {
+  struct sockaddr_storage ss;
+  if (def->ready == JITSU_READY_TCP &&
+      (def->ready_address == NULL ||
+       jitsu__parse_hostport(def->ready_address, &ss) < 0))
+    return jitsu_error_set(err, -EINVAL, "ready",
+                           "tcp readiness needs an address as HOST:PORT or "
+                           "[IPV6]:PORT, not '%s'",
+                           def->ready_address ? def->ready_address : "");
+  return 0;
+}
+
 int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
                     jitsu_error *err) {
   const jitsu_backend_ops *backend = NULL;
   int r = check_def(ctx, def, &backend, err);
-  if (r < 0)
+  if (r < 0 || (r = check_ready_address(def, err)) < 0)
     return r;
   jitsu_vm *vm = calloc(1, sizeof(*vm));
   if (vm == NULL)
@@ -196,26 +231,11 @@ int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
   vm->ctx = ctx;
   vm->backend = backend;
   vm->name = jitsu__strdup(def->name);
-  vm->ready = def->ready;
-  vm->ready_timeout_ms = def->ready_timeout_ms ? def->ready_timeout_ms
-                                               : JITSU_DEFAULT_READY_TIMEOUT_MS;
-  vm->stop_grace_ms =
-      def->stop_grace_ms ? def->stop_grace_ms : JITSU_DEFAULT_STOP_GRACE_MS;
-  vm->idle_timeout_ms = def->idle_timeout_ms;
-  vm->idle_action = def->idle_action;
+  jitsu__vm_apply_settings(vm, def);
   vm->summons_tail = &vm->summons;
   if (vm->name == NULL || copy_params(vm, def->params, def->n_params) < 0) {
     vm_free(vm);
     return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
-  }
-  if (def->ready == JITSU_READY_TCP &&
-      (def->ready_address == NULL ||
-       jitsu__parse_hostport(def->ready_address, &vm->ready_addr) < 0)) {
-    vm_free(vm);
-    return jitsu_error_set(err, -EINVAL, "ready",
-                           "tcp readiness needs an address as HOST:PORT or "
-                           "[IPV6]:PORT, not '%s'",
-                           def->ready_address ? def->ready_address : "");
   }
   if (backend->configure != NULL && (r = backend->configure(vm, err)) < 0) {
     vm_free(vm);
@@ -246,9 +266,186 @@ int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
     jitsu__vm_forget(vm);
     return r;
   }
+  jitsu__vm_event(vm, JITSU_VM_DEFINED);
   if (out != NULL)
     *out = vm;
   return 0;
+}
+
+static bool same_params(const jitsu_vm *vm, const jitsu_vm_def *def) {
+  if (vm->n_params != def->n_params)
+    return false;
+  for (size_t i = 0; i < def->n_params; i++)
+    if (strcmp(vm->params[i].key, def->params[i].key) != 0 ||
+        strcmp(vm->params[i].value, def->params[i].value) != 0)
+      return false;
+  return true;
+}
+
+int jitsu__vm_def_differs(const jitsu_vm *vm, const jitsu_backend_ops *backend,
+                          const jitsu_vm_def *def) {
+  if (backend != vm->backend || !same_params(vm, def))
+    return 2;
+  jitsu_vm probe;
+  memset(&probe, 0, sizeof(probe));
+  jitsu__vm_apply_settings(&probe, def);
+  if (probe.ready != vm->ready ||
+      memcmp(&probe.ready_addr, &vm->ready_addr, sizeof(vm->ready_addr)) ||
+      probe.ready_timeout_ms != vm->ready_timeout_ms ||
+      probe.stop_grace_ms != vm->stop_grace_ms ||
+      probe.idle_timeout_ms != vm->idle_timeout_ms ||
+      probe.idle_action != vm->idle_action)
+    return 1;
+  return 0;
+}
+
+/* Give (vm) (backend) and (params) and let the backend take them up. */
+static int take_definition(jitsu_vm *vm, const jitsu_backend_ops *backend,
+                           jitsu_param *params, size_t n, jitsu_error *err) {
+  vm->backend = backend;
+  vm->backend_data = NULL;
+  vm->params = params;
+  vm->n_params = n;
+  int r = backend->configure ? backend->configure(vm, err) : 0;
+  if (r == 0 && backend->attach != NULL && (r = backend->attach(vm, err)) < 0 &&
+      backend->release != NULL)
+    backend->release(vm);
+  return r;
+}
+
+int jitsu__vm_redefine(jitsu_vm *vm, const jitsu_backend_ops *backend,
+                       const jitsu_vm_def *def, jitsu_error *err) {
+  if (state_is_live(vm->state))
+    return jitsu_error_set(err, JITSU_ESTATE, NULL, "vm '%s' is %s", vm->name,
+                           jitsu_state_name(vm->state));
+  int r = check_ready_address(def, err);
+  if (r < 0)
+    return r;
+  const jitsu_backend_ops *old_backend = vm->backend;
+  jitsu_param *old_params = vm->params;
+  size_t old_n = vm->n_params;
+  jitsu_vm saved = *vm; /* the settings, to put back on failure */
+  if (old_backend->release != NULL)
+    old_backend->release(vm);
+  vm->params = NULL;
+  vm->n_params = 0;
+  if (copy_params(vm, def->params, def->n_params) < 0) {
+    r = jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  } else {
+    jitsu_param *fresh = vm->params;
+    jitsu__vm_apply_settings(vm, def);
+    r = take_definition(vm, backend, fresh, def->n_params, err);
+    if (r < 0)
+      free(fresh);
+  }
+  if (r < 0) {
+    jitsu_error ignored;
+    vm->ready = saved.ready;
+    vm->ready_addr = saved.ready_addr;
+    vm->ready_timeout_ms = saved.ready_timeout_ms;
+    vm->stop_grace_ms = saved.stop_grace_ms;
+    vm->idle_timeout_ms = saved.idle_timeout_ms;
+    vm->idle_action = saved.idle_action;
+    if (take_definition(vm, old_backend, old_params, old_n, &ignored) < 0)
+      jitsu_vm_log(vm, JITSU_LOG_ERROR, "could not restore its definition: %s",
+                   ignored.message);
+    return r;
+  }
+  free(old_params);
+  jitsu__vm_event(vm, JITSU_VM_CHANGED);
+  return 0;
+}
+
+struct jitsu__pending_def {
+  const jitsu_backend_ops *backend;
+  jitsu_vm_def def;
+  char *ready_address;
+  jitsu_vm holder; /* its params hold a copy of def's */
+};
+
+static void pending_free(struct jitsu__pending_def *p) {
+  if (p == NULL)
+    return;
+  free(p->holder.params);
+  free(p->ready_address);
+  free(p);
+}
+
+static struct jitsu__pending_def *pending_new(const jitsu_backend_ops *backend,
+                                              const jitsu_vm_def *def) {
+  struct jitsu__pending_def *p = calloc(1, sizeof(*p));
+  if (p == NULL || copy_params(&p->holder, def->params, def->n_params) < 0 ||
+      (def->ready_address != NULL &&
+       (p->ready_address = jitsu__strdup(def->ready_address)) == NULL)) {
+    pending_free(p);
+    return NULL;
+  }
+  p->backend = backend;
+  p->def = *def;
+  p->def.name = NULL;
+  p->def.ready_address = p->ready_address;
+  p->def.params = p->holder.params;
+  return p;
+}
+
+int jitsu__vm_stash_def(jitsu_vm *vm, const jitsu_backend_ops *backend,
+                        const jitsu_vm_def *def) {
+  struct jitsu__pending_def *p = pending_new(backend, def);
+  if (p == NULL)
+    return -ENOMEM;
+  pending_free(vm->pending);
+  vm->pending = p;
+  return 0;
+}
+
+jitsu__snapshot *jitsu__snapshot_take(jitsu_vm *vm) {
+  char addr[80] = "";
+  jitsu_vm_def def = JITSU_VM_DEF_INIT;
+  def.name = vm->name;
+  def.backend = vm->backend->name;
+  def.ready = vm->ready;
+  if (vm->ready == JITSU_READY_TCP) {
+    jitsu__format_sockaddr((struct sockaddr *)&vm->ready_addr, addr,
+                           sizeof(addr));
+    def.ready_address = addr;
+  }
+  def.ready_timeout_ms = vm->ready_timeout_ms;
+  def.stop_grace_ms = vm->stop_grace_ms;
+  def.idle_timeout_ms = vm->idle_timeout_ms;
+  def.idle_action = vm->idle_action;
+  def.params = vm->params;
+  def.n_params = vm->n_params;
+  return pending_new(vm->backend, &def);
+}
+
+void jitsu__snapshot_restore(jitsu_vm *vm, jitsu__snapshot *snap) {
+  jitsu_error err;
+  memset(&err, 0, sizeof(err));
+  if (jitsu__vm_redefine(vm, snap->backend, &snap->def, &err) < 0)
+    jitsu_vm_log(vm, JITSU_LOG_ERROR, "could not restore its definition: %s",
+                 err.message);
+}
+
+void jitsu__snapshot_free(jitsu__snapshot *snap) {
+  pending_free(snap);
+}
+
+/* Runs from the loop once a vm with a stashed definition has stopped. */
+static void apply_pending(jitsu_vm *vm, int status, void *arg) {
+  (void)status, (void)arg;
+  struct jitsu__pending_def *p = vm->pending;
+  if (p == NULL || state_is_live(vm->state))
+    return; /* started again meanwhile: wait for the next stop */
+  vm->pending = NULL;
+  jitsu_error err;
+  memset(&err, 0, sizeof(err));
+  if (jitsu__vm_redefine(vm, p->backend, &p->def, &err) < 0)
+    jitsu_vm_log(vm, JITSU_LOG_ERROR,
+                 "the reloaded definition could not be applied: %s",
+                 err.message);
+  else
+    jitsu_vm_log(vm, JITSU_LOG_INFO, "reloaded definition applied");
+  pending_free(p);
 }
 
 int jitsu_vm_undefine(jitsu_vm *vm) {
@@ -257,6 +454,7 @@ int jitsu_vm_undefine(jitsu_vm *vm) {
     return jitsu__fail(ctx, JITSU_ESTATE,
                        "cannot undefine vm '%s': it is %s; stop it first",
                        vm->name, jitsu_state_name(vm->state));
+  jitsu__vm_event(vm, JITSU_VM_UNDEFINING);
   jitsu__ready_cancel(vm);
   jitsu__defer_forget(ctx, vm);
   jitsu__triggers_drop_vm(ctx, vm);
@@ -281,6 +479,40 @@ void jitsu__vm_forget(jitsu_vm *vm) {
   account(vm, vm->state, -1);
   vm->state = JITSU_STATE_STOPPED;
   jitsu_vm_undefine(vm);
+}
+
+void jitsu__vm_event(jitsu_vm *vm, jitsu_vm_event ev) {
+  for (jitsu__vm_sub *s = vm->ctx->vm_subs; s != NULL;) {
+    jitsu__vm_sub *next = s->next; /* fn may unsubscribe itself */
+    s->fn(vm, ev, s->arg);
+    s = next;
+  }
+}
+
+int jitsu_ctx_on_vm(jitsu_ctx *ctx, jitsu_vm_event_fn fn, void *arg) {
+  jitsu__vm_sub *s = malloc(sizeof(*s));
+  if (s == NULL)
+    return -ENOMEM;
+  s->fn = fn;
+  s->arg = arg;
+  s->next = NULL;
+  jitsu__vm_sub **pp = &ctx->vm_subs;
+  while (*pp != NULL)
+    pp = &(*pp)->next;
+  *pp = s;
+  return 0;
+}
+
+int jitsu_ctx_off_vm(jitsu_ctx *ctx, jitsu_vm_event_fn fn, void *arg) {
+  for (jitsu__vm_sub **pp = &ctx->vm_subs; *pp; pp = &(*pp)->next) {
+    if ((*pp)->fn == fn && (*pp)->arg == arg) {
+      jitsu__vm_sub *s = *pp;
+      *pp = s->next;
+      free(s);
+      return 0;
+    }
+  }
+  return -ENOENT;
 }
 
 jitsu_vm *jitsu_vm_find(jitsu_ctx *ctx, const char *name) {

@@ -47,6 +47,35 @@ JITSU_EXTERN int jitsu_config_declare_keys(jitsu_ctx *ctx, const char *section,
 JITSU_EXTERN int jitsu_config_load(jitsu_ctx *ctx, const char *path,
                                    jitsu_error *err);
 
+typedef enum jitsu_reload_action {
+  JITSU_RELOAD_ADDED = 0, /* a new vm, defined */
+  JITSU_RELOAD_REMOVED,   /* gone from the file: stopped, then undefined */
+  JITSU_RELOAD_CHANGED,   /* its new definition is in force */
+  JITSU_RELOAD_CHANGED_AT_STOP, /* settings in force; the rest when the
+                                 * running guest next stops */
+  JITSU_RELOAD_UNCHANGED,       /* left alone, guest and all */
+} jitsu_reload_action;
+
+/* "added", "removed", "changed", "changed-at-stop", "unchanged". */
+JITSU_EXTERN const char *jitsu_reload_action_name(jitsu_reload_action a);
+
+typedef void (*jitsu_reload_fn)(const char *name, jitsu_reload_action action,
+                                void *arg);
+
+/*
+ * Read the file that jitsu_config_load() read again and make the running
+ * set match it: define new vms, stop and undefine removed ones, apply
+ * changed definitions (at once for a vm that is not running; for a running
+ * one, its readiness, time-out and idle settings at once and the rest when
+ * it next stops), apply [jitsu] limits and the other sections, and leave
+ * unchanged vms and their guests alone. The state directory cannot change.
+ * A file with errors is rejected whole, as is one whose new sockets cannot
+ * be bound: then nothing changed. (fn), if not NULL, hears what became of
+ * each vm. -ENOENT if no config was loaded.
+ */
+JITSU_EXTERN int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn,
+                                     void *arg, jitsu_error *err);
+
 /* The (index)th value of (key) in section (section) of the loaded config
  * ("jitsu" or a declared section of one's own), or NULL. */
 JITSU_EXTERN const char *jitsu_config_get(jitsu_ctx *ctx, const char *section,

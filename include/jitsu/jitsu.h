@@ -8,6 +8,7 @@
 #include "config.h"
 #include "trigger.h"
 #include "idle.h"
+#include "metrics.h"
 #include "backend.h"
 
 #endif

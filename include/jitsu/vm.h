@@ -183,6 +183,24 @@ JITSU_EXTERN int jitsu_ctx_on_state(jitsu_ctx *ctx, jitsu_state_fn fn,
 JITSU_EXTERN int jitsu_ctx_off_state(jitsu_ctx *ctx, jitsu_state_fn fn,
                                      void *arg);
 
+/* What happened to a vm's definition. */
+typedef enum jitsu_vm_event {
+  JITSU_VM_DEFINED = 0, /* defined (by a config load, reload or a call) */
+  JITSU_VM_CHANGED,     /* its definition changed (a reload) */
+  JITSU_VM_UNDEFINING,  /* about to be undefined; its pointer dies next */
+} jitsu_vm_event;
+
+typedef void (*jitsu_vm_event_fn)(jitsu_vm *vm, jitsu_vm_event event,
+                                  void *arg);
+
+/* Subscribe (fn, arg) to definition events, e.g. to register a frontend's
+ * triggers for vms that a reload adds or changes; -ENOMEM or 0. */
+JITSU_EXTERN int jitsu_ctx_on_vm(jitsu_ctx *ctx, jitsu_vm_event_fn fn,
+                                 void *arg);
+/* Unsubscribe (fn, arg); -ENOENT if it was not subscribed. */
+JITSU_EXTERN int jitsu_ctx_off_vm(jitsu_ctx *ctx, jitsu_vm_event_fn fn,
+                                  void *arg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -227,6 +227,10 @@ static void process_release(jitsu_vm *vm) {
     return;
   instance_drop(p); /* a live guest keeps running, for adoption */
   close_handle(&p->rearm);
+  jitsu_ctx *ctx = jitsu_vm_ctx(vm);
+  for (size_t i = 0; i < p->n_socks; i++)
+    if (jitsu_trigger_lookup(ctx, "socket", p->socks[i].key) == vm)
+      jitsu_trigger_remove(ctx, "socket", p->socks[i].key);
   process_sockets_close(p);
   proc_free(p);
   jitsu_vm_set_data(vm, NULL);
