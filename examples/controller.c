@@ -1,11 +1,12 @@
 /*
  * controller: a short custom controller that embeds libjitsu.
  *
- * It loads a config file, attaches the idle policy, and summons, stops,
- * suspends and resumes vms when asked on standard input, one command a
- * line. Sockets declared in the config summon their vm on a connection by
- * themselves. SIGINT or SIGTERM stop the guests and exit (--keep-guests
- * leaves them running for the next controller to adopt).
+ * It loads a config file, attaches the idle policy, opens the control
+ * socket (for jitsu-ctl), and summons, stops, suspends and resumes vms
+ * when asked on standard input, one command a line. Sockets declared in the
+ * config summon their vm on a connection by themselves. SIGINT or SIGTERM stop
+ * the guests and exit (--keep-guests leaves them running for the next
+ * controller to adopt).
  *
  *   controller [--keep-guests] [-v] CONFIG
  *   commands: summon NAME | stop NAME [shutdown|destroy] | suspend NAME
@@ -237,6 +238,12 @@ int main(int argc, char **argv) {
     return 1;
   }
   jitsu_idle_attach(a.ctx, NULL);
+  if (jitsu_control_listen(a.ctx, NULL) < 0) {
+    fprintf(stderr, "controller: %s\n", jitsu_ctx_last_error(a.ctx));
+    jitsu_ctx_free(a.ctx);
+    uv_run(a.loop, UV_RUN_DEFAULT);
+    return 1;
+  }
   uv_signal_init(a.loop, &a.sigint);
   uv_signal_init(a.loop, &a.sigterm);
   a.sigint.data = a.sigterm.data = &a;
@@ -245,7 +252,8 @@ int main(int argc, char **argv) {
   open_input(&a);
   size_t n;
   jitsu_ctx_counts(a.ctx, &n, NULL, NULL);
-  printf("ready %zu vm(s), state in %s\n", n, jitsu_ctx_state_dir(a.ctx));
+  printf("ready %zu vm(s), state in %s, control socket %s\n", n,
+         jitsu_ctx_state_dir(a.ctx), jitsu_control_path(a.ctx));
   fflush(stdout);
   uv_run(a.loop, UV_RUN_DEFAULT);
   uv_loop_close(a.loop);

@@ -60,6 +60,8 @@ static const jitsu_key global_keys[] = {
     {"max-live", JITSU_KEY_UINT, 0, "live guests at once"},
     {"max-starting", JITSU_KEY_UINT, 0, "guests starting at once"},
     {"max-waiters", JITSU_KEY_UINT, 0, "summons waiting on one vm"},
+    {"control-socket", JITSU_KEY_STRING, 0, "the control socket's path"},
+    {"control-group", JITSU_KEY_STRING, 0, "a group that may use it"},
 };
 
 int jitsu_parse_duration(const char *text, uint64_t *ms) {

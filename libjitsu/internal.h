@@ -92,6 +92,7 @@ struct jitsu_vm {
   jitsu__readiness *readiness; /* while starting */
   char instance[48];
   uint64_t state_since_ms, last_active_ms, start_begin_ms;
+  uint64_t live_since_ms;  /* when it last left stopped or failed */
   uint64_t op_begin_ns;    /* uv_hrtime() when a start or resume began */
   jitsu__metrics *metrics; /* allocated at the first state change */
   uint64_t summons_total, spawns, resumes, failures, last_start_ms;
@@ -209,8 +210,27 @@ jitsu__snapshot *jitsu__snapshot_take(jitsu_vm *vm);
 void jitsu__snapshot_restore(jitsu_vm *vm, jitsu__snapshot *snap);
 void jitsu__snapshot_free(jitsu__snapshot *snap);
 
-/* Control server teardown (control.c). */
+/* The control server (control.c: transport; control_cmd.c: commands). */
 void jitsu__control_free(jitsu_ctx *ctx);
+
+typedef struct jitsu__creq jitsu__creq;
+/* Run the request line (line, len) of a client; the answer comes through
+ * jitsu__control_reply() now or later. */
+void jitsu__control_run(jitsu__creq *req, const char *line, size_t len);
+/* Answer (req) with (json) (a jansson json_t *, stolen) and free it. */
+void jitsu__control_reply(jitsu__creq *req, void *json);
+/* Answer (req) with an error (err, message) and free it. */
+void jitsu__control_fail(jitsu__creq *req, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The context of (req). */
+jitsu_ctx *jitsu__control_ctx(jitsu__creq *req);
+/* Let (req) wait on (vm) for (timeout_ms) (0, or above the server's
+ * request time-out: that); (on_timeout) answers it then. */
+void jitsu__control_wait(jitsu__creq *req, jitsu_vm *vm, uint64_t timeout_ms,
+                         void (*on_timeout)(jitsu__creq *req));
+/* The request's id (a json_t * or NULL), to echo. */
+void *jitsu__control_id(jitsu__creq *req);
+void jitsu__control_set_id(jitsu__creq *req, void *id);
 
 /* Readiness (ready.c): begin checks for a started (vm), cancel them. */
 int jitsu__ready_prepare(jitsu_vm *vm); /* before start: notify socket */

@@ -88,6 +88,8 @@ int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason) {
   }
   uint64_t now = uv_now(vm->ctx->loop);
   jitsu__metrics_state(vm, old, now - vm->state_since_ms);
+  if (!state_is_live(old) && state_is_live(state))
+    vm->live_since_ms = now;
   account(vm, old, -1);
   vm->state = state;
   account(vm, state, +1);
@@ -254,6 +256,7 @@ int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
   if (backend->adopt != NULL && backend->adopt(vm, &found) > 0 &&
       (found == JITSU_STATE_READY || found == JITSU_STATE_SUSPENDED)) {
     vm->adopted = true;
+    vm->live_since_ms = uv_now(ctx->loop);
     vm->state = found;
     account(vm, found, +1);
     vm->last_active_ms = uv_now(ctx->loop);
@@ -578,5 +581,6 @@ int jitsu_vm_info_get(const jitsu_vm *vm, jitsu_vm_info *info) {
   info->resumes = vm->resumes;
   info->failures = vm->failures;
   info->last_start_ms = vm->last_start_ms;
+  info->live_since_ms = vm->live_since_ms;
   return 0;
 }

@@ -9,6 +9,7 @@
 #include "trigger.h"
 #include "idle.h"
 #include "metrics.h"
+#include "control.h"
 #include "backend.h"
 
 #endif

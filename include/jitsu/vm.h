@@ -128,6 +128,7 @@ typedef struct jitsu_vm_info {
   uint64_t resumes;
   uint64_t failures;      /* entries into the failed state */
   uint64_t last_start_ms; /* summon-to-ready of the last cold start */
+  uint64_t live_since_ms; /* uv_now() when it last left stopped/failed */
 } jitsu_vm_info;
 
 /* Fill (info); the strings stay valid until (vm) changes state. */
