@@ -738,17 +738,15 @@ static void loaded_free(loaded *l) {
   cfg_free(&l->c);
 }
 
-static int parse_and_check(jitsu_ctx *ctx, FILE *f, loaded *l, bool reload,
-                           jitsu_error *err) {
-  cfg *c = &l->c;
-  c->ctx = ctx;
+/* Read every entry of (f) into (c); 0 or an error in (err). */
+static int read_entries(FILE *f, cfg *c, jitsu_error *err) {
   c->f = f;
   c->at_line_start = true;
-  /* inih's options are process-wide variables in Debian's build: set the
-   * ones we rely on for this call and put them back. */
   /* One heap buffer that holds any line we accept: inih never has to grow
    * it (its growing path overran its buffer under fuzzing), and the
-   * reader refuses longer lines before inih sees a part of one. */
+   * reader refuses longer lines before inih sees a part of one. inih's
+   * options are process-wide variables in Debian's build: set the ones we
+   * rely on for this call and put them back. */
   bool ml = ini_allow_multiline, st = ini_use_stack, ra = ini_allow_realloc,
        so = ini_stop_on_first_error, nv = ini_allow_no_value;
   int mx = ini_max_line, ia = ini_initial_alloc;
@@ -775,6 +773,16 @@ static int parse_and_check(jitsu_ctx *ctx, FILE *f, loaded *l, bool reload,
                            "syntax error: expected [section], key = value "
                            "or a comment");
   }
+  return 0;
+}
+
+static int parse_and_check(jitsu_ctx *ctx, FILE *f, loaded *l, bool reload,
+                           jitsu_error *err) {
+  cfg *c = &l->c;
+  c->ctx = ctx;
+  int r = read_entries(f, c, err);
+  if (r < 0)
+    return r;
   if ((r = check_headers(ctx, c, err)) < 0 ||
       (r = check_globals(ctx, c, err)) < 0)
     return r;
@@ -1144,4 +1152,25 @@ done:
   if (r < 0)
     jitsu__fail(ctx, r, "%s", err->message);
   return r;
+}
+
+int jitsu_config_peek(const char *path, const char *section, const char *key,
+                      char *out, size_t size) {
+  FILE *f = fopen(path, "re");
+  if (f == NULL)
+    return -errno;
+  cfg c;
+  memset(&c, 0, sizeof(c));
+  jitsu_error err;
+  memset(&err, 0, sizeof(err));
+  int r = read_entries(f, &c, &err);
+  fclose(f);
+  for (size_t i = 0; r == 0 && i < c.n; i++)
+    if (strcmp(c.e[i].section, section) == 0 && strcmp(c.e[i].key, key) == 0) {
+      snprintf(out, size, "%s", c.e[i].value);
+      cfg_free(&c);
+      return 0;
+    }
+  cfg_free(&c);
+  return r < 0 ? r : -ENOENT;
 }

@@ -15,15 +15,19 @@ int jitsu_ctx_options_init(jitsu_ctx_options *opts, unsigned version) {
   return 0;
 }
 
-static char *default_state_dir(void) {
-  char buf[512];
+void jitsu_default_state_dir(char *buf, size_t size) {
   const char *xdg = getenv("XDG_RUNTIME_DIR");
   if (geteuid() == 0)
-    snprintf(buf, sizeof(buf), "/run/jitsu");
+    snprintf(buf, size, "/run/jitsu");
   else if (xdg != NULL && xdg[0] == '/')
-    snprintf(buf, sizeof(buf), "%s/jitsu", xdg);
+    snprintf(buf, size, "%s/jitsu", xdg);
   else
-    snprintf(buf, sizeof(buf), "/tmp/jitsu-%u", (unsigned)geteuid());
+    snprintf(buf, size, "/tmp/jitsu-%u", (unsigned)geteuid());
+}
+
+static char *default_state_dir(void) {
+  char buf[512];
+  jitsu_default_state_dir(buf, sizeof(buf));
   return jitsu__strdup(buf);
 }
 

@@ -81,6 +81,18 @@ JITSU_EXTERN int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn,
 JITSU_EXTERN const char *jitsu_config_get(jitsu_ctx *ctx, const char *section,
                                           const char *key, size_t index);
 
+/*
+ * Read the value of (key) in [section] of the config file (path) into
+ * (out) without loading anything (for tools such as jitsu-ctl). 0, -ENOENT
+ * when the key is absent, or the file's error.
+ */
+JITSU_EXTERN int jitsu_config_peek(const char *path, const char *section,
+                                   const char *key, char *out, size_t size);
+
+/* The state directory used when none is configured: /run/jitsu for root,
+ * else $XDG_RUNTIME_DIR/jitsu, else /tmp/jitsu-UID. */
+JITSU_EXTERN void jitsu_default_state_dir(char *out, size_t size);
+
 /* Parse a duration ("250ms", "5s", "2m", "1h", "0") into (*ms): 0 or
  * -EINVAL. */
 JITSU_EXTERN int jitsu_parse_duration(const char *text, uint64_t *ms);

@@ -1,0 +1,503 @@
+/*
+ * jitsu-ctl: command-line control of a running libjitsu controller over
+ * its control socket (see jitsu-ctl(8) and doc/control-protocol.md).
+ *
+ * Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 cannot
+ * reach the daemon.
+ */
+#include <jitsu/jitsu.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
+
+#define RESPONSE_MAX (16 * 1024 * 1024)
+
+static const char usage_text[] =
+    "usage: jitsu-ctl [-s SOCKET | -c CONFIG] [--json] COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  list                          every vm, one line each\n"
+    "  status NAME                   one vm in detail\n"
+    "  summon NAME [--wait] [--timeout MS]\n"
+    "  stop NAME [shutdown|destroy] [--timeout MS]\n"
+    "  suspend NAME [--timeout MS]\n"
+    "  resume NAME [--timeout MS]\n"
+    "  stats [NAME] [--prometheus]   counters and latencies\n"
+    "  reload                        re-read the config file\n"
+    "  version\n"
+    "\n"
+    "exit status: 0 success, 1 the operation failed, 2 usage error,\n"
+    "3 cannot reach the daemon\n";
+
+static int usage(const char *why) {
+  if (why != NULL)
+    fprintf(stderr, "jitsu-ctl: %s\n", why);
+  fputs(usage_text, stderr);
+  return EXIT_USAGE;
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Send (req) to (path) and read one response line, within (timeout_ms). */
+static int call(const char *path, json_t *req, double timeout_ms,
+                json_t **resp) {
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(sun.sun_path)) {
+    fprintf(stderr, "jitsu-ctl: socket path too long: %s\n", path);
+    return EXIT_USAGE;
+  }
+  memcpy(sun.sun_path, path, strlen(path) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+    fprintf(stderr,
+            "jitsu-ctl: cannot reach the daemon at %s: %s\n"
+            "hint: is the controller running, with this state directory? "
+            "Use -s SOCKET or -c CONFIG to name another.\n",
+            path, strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    return EXIT_UNREACHABLE;
+  }
+  char *text = json_dumps(req, JSON_COMPACT);
+  size_t len = strlen(text);
+  text = realloc(text, len + 2);
+  text[len++] = '\n';
+  ssize_t w = write(fd, text, len);
+  free(text);
+  if (w != (ssize_t)len) {
+    fprintf(stderr, "jitsu-ctl: cannot send to %s: %s\n", path,
+            strerror(errno));
+    close(fd);
+    return EXIT_UNREACHABLE;
+  }
+  size_t cap = 65536, got = 0;
+  char *buf = malloc(cap);
+  double deadline = now_ms() + timeout_ms;
+  int status = EXIT_UNREACHABLE;
+  for (;;) {
+    char *nl = got ? memchr(buf, '\n', got) : NULL;
+    if (nl != NULL) {
+      json_error_t e;
+      *resp = json_loadb(buf, (size_t)(nl - buf), 0, &e);
+      status = *resp ? EXIT_OK : EXIT_FAILED;
+      if (*resp == NULL)
+        fprintf(stderr, "jitsu-ctl: unreadable answer: %s\n", e.text);
+      break;
+    }
+    double left = deadline - now_ms();
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) {
+      fprintf(stderr, "jitsu-ctl: no answer from %s in time\n", path);
+      status = EXIT_FAILED;
+      break;
+    }
+    if (got == cap) {
+      if (cap >= RESPONSE_MAX) {
+        fprintf(stderr, "jitsu-ctl: answer too long\n");
+        status = EXIT_FAILED;
+        break;
+      }
+      cap *= 2;
+      buf = realloc(buf, cap);
+    }
+    ssize_t n = read(fd, buf + got, cap - got);
+    if (n <= 0) {
+      fprintf(stderr, "jitsu-ctl: the daemon closed the connection\n");
+      break;
+    }
+    got += (size_t)n;
+  }
+  free(buf);
+  close(fd);
+  return status;
+}
+
+static void human_ms(double ms, char *out, size_t size) {
+  if (ms <= 0)
+    snprintf(out, size, "-");
+  else if (ms < 1000)
+    snprintf(out, size, "%.0fms", ms);
+  else if (ms < 60000)
+    snprintf(out, size, "%.1fs", ms / 1000);
+  else if (ms < 3600000)
+    snprintf(out, size, "%.0fm%02.0fs", ms / 60000 - 0.5,
+             (double)((long long)(ms / 1000) % 60));
+  else
+    snprintf(out, size, "%.1fh", ms / 3600000);
+}
+
+static void latency(double ms, char *out, size_t size) {
+  if (ms <= 0)
+    snprintf(out, size, "-");
+  else
+    snprintf(out, size, "%.1fms", ms);
+}
+
+static const char *str(json_t *o, const char *key) {
+  const char *s = json_string_value(json_object_get(o, key));
+  return s ? s : "";
+}
+
+static double num(json_t *o, const char *key) {
+  return json_number_value(json_object_get(o, key));
+}
+
+static void print_list(json_t *result) {
+  json_t *vms = json_object_get(result, "vms");
+  size_t i;
+  json_t *vm;
+  int wname = 4, waddr = 7;
+  json_array_foreach(vms, i, vm) {
+    int n = (int)strlen(str(vm, "name"));
+    int a = (int)strlen(
+        json_string_value(json_array_get(json_object_get(vm, "addresses"), 0))
+            ?: "-");
+    wname = n > wname ? n : wname;
+    waddr = a > waddr ? a : waddr;
+  }
+  printf("%-*s  %-8s  %-10s  %-*s  %8s  %8s  %7s  %5s  %8s  %8s\n", wname,
+         "NAME", "BACKEND", "STATE", waddr, "ADDRESS", "UPTIME", "IDLE",
+         "SUMMONS", "COLD", "COLD-P50", "COLD-P99");
+  json_array_foreach(vms, i, vm) {
+    char up[16], idle[16], p50[16], p99[16];
+    human_ms(num(vm, "uptime_ms"), up, sizeof(up));
+    human_ms(num(vm, "idle_ms"), idle, sizeof(idle));
+    latency(num(vm, "cold_start_p50_ms"), p50, sizeof(p50));
+    latency(num(vm, "cold_start_p99_ms"), p99, sizeof(p99));
+    const char *addr =
+        json_string_value(json_array_get(json_object_get(vm, "addresses"), 0));
+    printf("%-*s  %-8s  %-10s  %-*s  %8s  %8s  %7.0f  %5.0f  %8s  %8s\n", wname,
+           str(vm, "name"), str(vm, "backend"), str(vm, "state"), waddr,
+           addr ? addr : "-", up, idle, num(vm, "summons"),
+           num(vm, "cold_starts"), p50, p99);
+  }
+}
+
+static void print_latency(const char *what, json_t *l) {
+  char p50[16], p90[16], p99[16];
+  latency(num(l, "p50_ms"), p50, sizeof(p50));
+  latency(num(l, "p90_ms"), p90, sizeof(p90));
+  latency(num(l, "p99_ms"), p99, sizeof(p99));
+  printf("  %-12s %6.0f  p50 %s  p90 %s  p99 %s\n", what, num(l, "count"), p50,
+         p90, p99);
+}
+
+static void print_metrics(json_t *m) {
+  printf("  summons %.0f, cold starts %.0f, resumes %.0f, ready failures "
+         "%.0f (time-outs %.0f), crashes %.0f\n",
+         num(m, "summons"), num(m, "cold_starts"), num(m, "resumes"),
+         num(m, "ready_failures"), num(m, "timeouts"), num(m, "crashes"));
+  print_latency("cold start", json_object_get(m, "cold_start"));
+  print_latency("resume", json_object_get(m, "resume"));
+  printf("  time in state:");
+  const char *state;
+  json_t *v;
+  json_object_foreach(json_object_get(m, "state_ms"), state, v) {
+    char t[16];
+    human_ms(json_number_value(v), t, sizeof(t));
+    if (json_number_value(v) > 0)
+      printf(" %s %s", state, t);
+  }
+  printf("\n");
+}
+
+static void print_vm(json_t *vm) {
+  char up[16], idle[16];
+  human_ms(num(vm, "uptime_ms"), up, sizeof(up));
+  human_ms(num(vm, "idle_ms"), idle, sizeof(idle));
+  printf("%s: %s", str(vm, "name"), str(vm, "state"));
+  if (str(vm, "reason")[0])
+    printf(" (%s)", str(vm, "reason"));
+  printf("\n  backend %s%s%s%s, uptime %s, idle %s\n", str(vm, "backend"),
+         str(vm, "instance")[0] ? ", " : "", str(vm, "instance"),
+         json_is_true(json_object_get(vm, "adopted")) ? " (adopted)" : "", up,
+         idle);
+  size_t i;
+  json_t *a;
+  json_array_foreach(json_object_get(vm, "addresses"), i, a)
+      printf("  address %s\n", json_string_value(a));
+  if (json_object_get(vm, "metrics"))
+    print_metrics(json_object_get(vm, "metrics"));
+}
+
+static void prom_label(const char *v) {
+  for (; *v; v++) {
+    if (*v == '\\' || *v == '"')
+      printf("\\%c", *v);
+    else if (*v == '\n')
+      printf("\\n");
+    else
+      putchar(*v);
+  }
+}
+
+static void prom_hist(json_t *vms, const char *key, const char *metric,
+                      json_t *bounds) {
+  printf("# HELP %s Summon-to-ready time of a %s.\n# TYPE %s histogram\n",
+         metric, strcmp(key, "resume") ? "cold start" : "resume", metric);
+  size_t i, b;
+  json_t *vm;
+  json_array_foreach(vms, i, vm) {
+    json_t *l = json_object_get(json_object_get(vm, "metrics"), key);
+    json_t *buckets = json_object_get(l, "buckets");
+    double cum = 0;
+    for (b = 0; b < json_array_size(buckets); b++) {
+      cum += json_number_value(json_array_get(buckets, b));
+      printf("%s_bucket{vm=\"", metric);
+      prom_label(str(vm, "name"));
+      if (b < json_array_size(bounds))
+        printf("\",le=\"%g\"} %.0f\n",
+               json_number_value(json_array_get(bounds, b)) / 1000, cum);
+      else
+        printf("\",le=\"+Inf\"} %.0f\n", cum);
+    }
+    printf("%s_sum{vm=\"", metric);
+    prom_label(str(vm, "name"));
+    printf("\"} %g\n%s_count{vm=\"", num(l, "sum_ms") / 1000, metric);
+    prom_label(str(vm, "name"));
+    printf("\"} %.0f\n", num(l, "count"));
+  }
+}
+
+static void print_prometheus(json_t *result) {
+  json_t *vms = json_object_get(result, "vms");
+  static const char *const counters[][3] = {
+      {"summons", "jitsu_summons_total", "Summons accepted."},
+      {"cold_starts", "jitsu_cold_starts_total", "Guests started cold."},
+      {"resumes", "jitsu_resumes_total", "Guests resumed."},
+      {"ready_failures", "jitsu_ready_failures_total",
+       "Starts that never became ready."},
+      {"timeouts", "jitsu_ready_timeouts_total", "Readiness time-outs."},
+      {"crashes", "jitsu_crashes_total", "Guests that failed when ready."},
+  };
+  size_t i;
+  json_t *vm;
+  for (size_t c = 0; c < sizeof(counters) / sizeof(*counters); c++) {
+    printf("# HELP %s %s\n# TYPE %s counter\n", counters[c][1], counters[c][2],
+           counters[c][1]);
+    json_array_foreach(vms, i, vm) {
+      printf("%s{vm=\"", counters[c][1]);
+      prom_label(str(vm, "name"));
+      printf("\"} %.0f\n", num(json_object_get(vm, "metrics"), counters[c][0]));
+    }
+  }
+  printf("# HELP jitsu_state_seconds_total Time spent in each state.\n"
+         "# TYPE jitsu_state_seconds_total counter\n");
+  json_array_foreach(vms, i, vm) {
+    const char *state;
+    json_t *v;
+    json_object_foreach(
+        json_object_get(json_object_get(vm, "metrics"), "state_ms"), state, v) {
+      printf("jitsu_state_seconds_total{vm=\"");
+      prom_label(str(vm, "name"));
+      printf("\",state=\"%s\"} %g\n", state, json_number_value(v) / 1000);
+    }
+  }
+  printf("# HELP jitsu_vm_state The current state (1 for the state it is "
+         "in).\n# TYPE jitsu_vm_state gauge\n");
+  json_array_foreach(vms, i, vm) {
+    printf("jitsu_vm_state{vm=\"");
+    prom_label(str(vm, "name"));
+    printf("\",state=\"%s\"} 1\n", str(vm, "state"));
+  }
+  json_t *bounds = json_object_get(result, "latency_bounds_ms");
+  prom_hist(vms, "cold_start", "jitsu_cold_start_seconds", bounds);
+  prom_hist(vms, "resume", "jitsu_resume_seconds", bounds);
+  json_t *ctx = json_object_get(result, "ctx");
+  static const char *const gauges[][3] = {
+      {"defined", "jitsu_vms_defined", "Vms defined."},
+      {"live", "jitsu_guests_live", "Guests live."},
+      {"starting", "jitsu_guests_starting", "Guests starting or resuming."},
+      {"max_live", "jitsu_max_live", "The max-live limit."},
+      {"max_starting", "jitsu_max_starting", "The max-starting limit."},
+  };
+  for (size_t g = 0; g < sizeof(gauges) / sizeof(*gauges); g++)
+    printf("# HELP %s %s\n# TYPE %s gauge\n%s %.0f\n", gauges[g][1],
+           gauges[g][2], gauges[g][1], gauges[g][1], num(ctx, gauges[g][0]));
+}
+
+static void print_stats(json_t *result) {
+  json_t *ctx = json_object_get(result, "ctx");
+  printf("%.0f vms defined, %.0f live (max %.0f), %.0f starting (max %.0f)\n",
+         num(ctx, "defined"), num(ctx, "live"), num(ctx, "max_live"),
+         num(ctx, "starting"), num(ctx, "max_starting"));
+  size_t i;
+  json_t *vm;
+  json_array_foreach(json_object_get(result, "vms"), i, vm) {
+    printf("%s (%s)\n", str(vm, "name"), str(vm, "state"));
+    print_metrics(json_object_get(vm, "metrics"));
+  }
+}
+
+static const char *default_socket(const char *config, char *buf, size_t size) {
+  char dir[512];
+  if (config != NULL) {
+    if (jitsu_config_peek(config, "jitsu", "control-socket", buf, size) == 0)
+      return buf;
+    int r = jitsu_config_peek(config, "jitsu", "state-dir", dir, sizeof(dir));
+    if (r < 0 && r != -ENOENT) {
+      fprintf(stderr, "jitsu-ctl: cannot read %s: %s\n", config, strerror(-r));
+      return NULL;
+    }
+    if (r == 0) {
+      snprintf(buf, size, "%s/control.sock", dir);
+      return buf;
+    }
+  }
+  jitsu_default_state_dir(dir, sizeof(dir));
+  snprintf(buf, size, "%s/control.sock", dir);
+  return buf;
+}
+
+int main(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"socket", required_argument, NULL, 's'},
+      {"config", required_argument, NULL, 'c'},
+      {"json", no_argument, NULL, 'j'},
+      {"wait", no_argument, NULL, 'w'},
+      {"timeout", required_argument, NULL, 't'},
+      {"prometheus", no_argument, NULL, 'p'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  const char *sock = NULL, *config = NULL;
+  int json_out = 0, wait = 0, prometheus = 0, opt;
+  long timeout = 0;
+  while ((opt = getopt_long(argc, argv, "s:c:jwt:ph", longopts, NULL)) != -1) {
+    switch (opt) {
+    case 's':
+      sock = optarg;
+      break;
+    case 'c':
+      config = optarg;
+      break;
+    case 'j':
+      json_out = 1;
+      break;
+    case 'w':
+      wait = 1;
+      break;
+    case 't': {
+      char *end;
+      timeout = strtol(optarg, &end, 10);
+      if (*end != '\0' || timeout <= 0 || timeout > 86400000)
+        return usage("--timeout takes milliseconds, from 1 to 86400000");
+      break;
+    }
+    case 'p':
+      prometheus = 1;
+      break;
+    case 'h':
+      fputs(usage_text, stdout);
+      return EXIT_OK;
+    default:
+      return usage(NULL);
+    }
+  }
+  if (sock != NULL && config != NULL)
+    return usage("-s and -c exclude each other");
+  if (optind >= argc)
+    return usage("no command");
+  const char *cmd = argv[optind];
+  const char *name = optind + 1 < argc ? argv[optind + 1] : NULL;
+  int nargs = argc - optind - 1;
+  json_t *req =
+      json_pack("{s:i, s:s}", "v", JITSU_CONTROL_PROTOCOL, "cmd", cmd);
+  if (strcmp(cmd, "list") == 0 || strcmp(cmd, "version") == 0 ||
+      strcmp(cmd, "reload") == 0) {
+    if (nargs != 0)
+      return usage("this command takes no arguments");
+  } else if (strcmp(cmd, "stats") == 0) {
+    if (nargs > 1)
+      return usage("stats takes at most a vm name");
+    if (name != NULL)
+      json_object_set_new(req, "name", json_string(name));
+  } else if (strcmp(cmd, "status") == 0 || strcmp(cmd, "summon") == 0 ||
+             strcmp(cmd, "suspend") == 0 || strcmp(cmd, "resume") == 0 ||
+             strcmp(cmd, "stop") == 0) {
+    int max = strcmp(cmd, "stop") == 0 ? 2 : 1;
+    if (nargs < 1 || nargs > max)
+      return usage(max == 2 ? "stop takes a vm name and optionally "
+                              "shutdown or destroy"
+                            : "this command takes a vm name");
+    json_object_set_new(req, "name", json_string(name));
+    if (nargs == 2) {
+      const char *mode = argv[optind + 2];
+      if (strcmp(mode, "shutdown") != 0 && strcmp(mode, "destroy") != 0)
+        return usage("the stop mode is shutdown or destroy");
+      json_object_set_new(req, "mode", json_string(mode));
+    }
+    if (strcmp(cmd, "summon") == 0 && wait)
+      json_object_set_new(req, "wait", json_true());
+    if (timeout > 0 && strcmp(cmd, "status") != 0)
+      json_object_set_new(req, "timeout_ms", json_integer(timeout));
+  } else {
+    json_decref(req);
+    char why[128];
+    snprintf(why, sizeof(why), "unknown command '%s'", cmd);
+    return usage(why);
+  }
+  if ((wait && strcmp(cmd, "summon") != 0) ||
+      (prometheus && strcmp(cmd, "stats") != 0))
+    return usage(wait ? "--wait goes with summon"
+                      : "--prometheus goes with stats");
+  char path[600];
+  if (sock == NULL &&
+      (sock = default_socket(config, path, sizeof(path))) == NULL)
+    return EXIT_USAGE;
+  json_t *resp = NULL;
+  int status =
+      call(sock, req, (double)(timeout ? timeout : 30000) + 5000, &resp);
+  json_decref(req);
+  if (status != EXIT_OK)
+    return status;
+  json_t *result = json_object_get(resp, "result");
+  if (!json_is_true(json_object_get(resp, "ok"))) {
+    json_t *err = json_object_get(resp, "error");
+    if (json_out) {
+      json_dumpf(resp, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+      printf("\n");
+    }
+    fprintf(stderr, "jitsu-ctl: %s: %s\n", cmd, str(err, "message"));
+    json_decref(resp);
+    return EXIT_FAILED;
+  }
+  if (json_out) {
+    json_dumpf(result, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    printf("\n");
+  } else if (strcmp(cmd, "list") == 0) {
+    print_list(result);
+  } else if (strcmp(cmd, "version") == 0) {
+    printf("jitsu-ctl %s, daemon %s (protocol %.0f)\n", jitsu_version(),
+           str(result, "version"), num(result, "protocol"));
+  } else if (strcmp(cmd, "stats") == 0) {
+    if (prometheus)
+      print_prometheus(result);
+    else
+      print_stats(result);
+  } else if (strcmp(cmd, "reload") == 0) {
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(result, "changes"), i, c)
+        printf("%-20s %s\n", str(c, "name"), str(c, "action"));
+  } else {
+    print_vm(result);
+  }
+  json_decref(resp);
+  return EXIT_OK;
+}
