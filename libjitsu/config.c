@@ -856,6 +856,19 @@ static int apply_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
   return 0;
 }
 
+/* A definition of (vs) failed with (why), which says "key: text" or
+ * "text": say it in (err) at the line of that key. */
+static void reanchor(jitsu_error *err, cfg *c, const vmsec *vs,
+                     const jitsu_error *why, int r) {
+  const char *text = why->message;
+  size_t kl = strlen(why->key);
+  if (kl > 0 && strncmp(text, why->key, kl) == 0 && text[kl] == ':')
+    text += kl + 2;
+  err_at(err, line_of(c, vs->section, why->key, vs->line));
+  jitsu_error_set(err, r, why->key[0] ? why->key : NULL, "vm '%s': %s",
+                  vs->name, text[0] ? text : jitsu_strerror(r));
+}
+
 static int load_file(jitsu_ctx *ctx, FILE *f, const char *name, bool apply,
                      jitsu_error *err) {
   jitsu_error local;
@@ -889,14 +902,7 @@ static int load_file(jitsu_ctx *ctx, FILE *f, const char *name, bool apply,
     memset(&why, 0, sizeof(why));
     r = jitsu_vm_define(ctx, &l.vms[i].def, NULL, &why);
     if (r < 0) {
-      /* (why) says "key: text" or "text": re-anchor it at its line. */
-      const char *text = why.message;
-      size_t kl = strlen(why.key);
-      if (kl > 0 && strncmp(text, why.key, kl) == 0 && text[kl] == ':')
-        text += kl + 2;
-      err_at(err, line_of(&l.c, l.vms[i].section, why.key, l.vms[i].line));
-      jitsu_error_set(err, r, why.key[0] ? why.key : NULL, "vm '%s': %s",
-                      l.vms[i].name, text[0] ? text : jitsu_strerror(r));
+      reanchor(err, &l.c, &l.vms[i], &why, r);
       break;
     }
   }
@@ -1062,9 +1068,7 @@ int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn, void *arg,
     jitsu_error why;
     memset(&why, 0, sizeof(why));
     if ((r = jitsu_vm_define(ctx, &vs->def, NULL, &why)) < 0) {
-      err_at(err, line_of(&l.c, vs->section, why.key, vs->line));
-      jitsu_error_set(err, r, why.key[0] ? why.key : NULL, "vm '%s': %s",
-                      vs->name, why.message);
+      reanchor(err, &l.c, vs, &why, r);
       goto undo;
     }
     added++;
@@ -1084,9 +1088,7 @@ int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn, void *arg,
     }
     if ((r = jitsu__vm_redefine(vm, l.vms[i].backend, &l.vms[i].def, &why)) <
         0) {
-      err_at(err, line_of(&l.c, l.vms[i].section, why.key, l.vms[i].line));
-      jitsu_error_set(err, r, why.key[0] ? why.key : NULL, "vm '%s': %s",
-                      l.vms[i].name, why.message);
+      reanchor(err, &l.c, &l.vms[i], &why, r);
       goto undo;
     }
     pl[i].redefined = true;

@@ -47,6 +47,11 @@ static int usage(const char *why) {
   return EXIT_USAGE;
 }
 
+static int bad(json_t *req, const char *why) {
+  json_decref(req);
+  return usage(why);
+}
+
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -421,10 +426,10 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "list") == 0 || strcmp(cmd, "version") == 0 ||
       strcmp(cmd, "reload") == 0) {
     if (nargs != 0)
-      return usage("this command takes no arguments");
+      return bad(req, "this command takes no arguments");
   } else if (strcmp(cmd, "stats") == 0) {
     if (nargs > 1)
-      return usage("stats takes at most a vm name");
+      return bad(req, "stats takes at most a vm name");
     if (name != NULL)
       json_object_set_new(req, "name", json_string(name));
   } else if (strcmp(cmd, "status") == 0 || strcmp(cmd, "summon") == 0 ||
@@ -432,14 +437,14 @@ int main(int argc, char **argv) {
              strcmp(cmd, "stop") == 0) {
     int max = strcmp(cmd, "stop") == 0 ? 2 : 1;
     if (nargs < 1 || nargs > max)
-      return usage(max == 2 ? "stop takes a vm name and optionally "
-                              "shutdown or destroy"
-                            : "this command takes a vm name");
+      return bad(req, max == 2 ? "stop takes a vm name and optionally "
+                                 "shutdown or destroy"
+                               : "this command takes a vm name");
     json_object_set_new(req, "name", json_string(name));
     if (nargs == 2) {
       const char *mode = argv[optind + 2];
       if (strcmp(mode, "shutdown") != 0 && strcmp(mode, "destroy") != 0)
-        return usage("the stop mode is shutdown or destroy");
+        return bad(req, "the stop mode is shutdown or destroy");
       json_object_set_new(req, "mode", json_string(mode));
     }
     if (strcmp(cmd, "summon") == 0 && wait)
@@ -447,15 +452,14 @@ int main(int argc, char **argv) {
     if (timeout > 0 && strcmp(cmd, "status") != 0)
       json_object_set_new(req, "timeout_ms", json_integer(timeout));
   } else {
-    json_decref(req);
     char why[128];
     snprintf(why, sizeof(why), "unknown command '%s'", cmd);
-    return usage(why);
+    return bad(req, why);
   }
   if ((wait && strcmp(cmd, "summon") != 0) ||
       (prometheus && strcmp(cmd, "stats") != 0))
-    return usage(wait ? "--wait goes with summon"
-                      : "--prometheus goes with stats");
+    return bad(req, wait ? "--wait goes with summon"
+                         : "--prometheus goes with stats");
   char path[600];
   if (sock == NULL &&
       (sock = default_socket(config, path, sizeof(path))) == NULL)
