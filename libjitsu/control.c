@@ -534,3 +534,13 @@ void jitsu__control_free(jitsu_ctx *ctx) {
   free(srv);
   ctx->control = NULL;
 }
+
+void jitsu__control_feed(jitsu_ctx *ctx, const char *line, size_t len) {
+  if (ctx->control == NULL)
+    return;
+  jitsu__creq *req = calloc(1, sizeof(*req));
+  if (req == NULL)
+    return;
+  req->srv = ctx->control; /* no client: the answer goes nowhere */
+  jitsu__control_run(req, line, len);
+}

@@ -222,6 +222,8 @@ void jitsu__control_reply(jitsu__creq *req, void *json);
 /* Answer (req) with an error (err, message) and free it. */
 void jitsu__control_fail(jitsu__creq *req, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Run one request line with no client attached (for the fuzz target). */
+void jitsu__control_feed(jitsu_ctx *ctx, const char *line, size_t len);
 /* The context of (req). */
 jitsu_ctx *jitsu__control_ctx(jitsu__creq *req);
 /* Let (req) wait on (vm) for (timeout_ms) (0, or above the server's
