@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 # Build and test dependencies, all from Debian's archive.
 PACKAGES="meson ninja-build pkg-config gcc libc6-dev libuv1-dev libinih-dev \
+libjansson-dev socat iproute2 util-linux \
 libcmocka-dev curl systemd"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"
 
