@@ -544,3 +544,22 @@ void jitsu__control_feed(jitsu_ctx *ctx, const char *line, size_t len) {
   req->srv = ctx->control; /* no client: the answer goes nowhere */
   jitsu__control_run(req, line, len);
 }
+
+int jitsu_control_add_stats(jitsu_ctx *ctx, const char *group,
+                            jitsu_stats_source fn, void *arg) {
+  for (jitsu__stats_src *s = ctx->stats_sources; s != NULL; s = s->next)
+    if (strcmp(s->group, group) == 0)
+      return -EEXIST;
+  jitsu__stats_src *s = calloc(1, sizeof(*s));
+  if (s == NULL || (s->group = jitsu__strdup(group)) == NULL) {
+    free(s);
+    return -ENOMEM;
+  }
+  s->fn = fn;
+  s->arg = arg;
+  jitsu__stats_src **pp = &ctx->stats_sources;
+  while (*pp != NULL)
+    pp = &(*pp)->next;
+  *pp = s;
+  return 0;
+}

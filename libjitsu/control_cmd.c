@@ -212,6 +212,20 @@ static int add_stats(jitsu_vm *vm, void *arg) {
   return 0;
 }
 
+static void emit_stat(void *arg, const char *name, double value) {
+  json_object_set_new(arg, name, json_real(value));
+}
+
+static json_t *frontend_stats(jitsu_ctx *ctx) {
+  json_t *all = json_object();
+  for (jitsu__stats_src *s = ctx->stats_sources; s != NULL; s = s->next) {
+    json_t *group = json_object();
+    s->fn(emit_stat, group, s->arg);
+    json_object_set_new(all, s->group, group);
+  }
+  return all;
+}
+
 static void cmd_stats(jitsu__creq *req, json_t *args) {
   jitsu_ctx *ctx = jitsu__control_ctx(req);
   json_t *vms = json_array();
@@ -233,11 +247,13 @@ static void cmd_stats(jitsu__creq *req, json_t *args) {
   for (size_t i = 0; i < JITSU_LATENCY_BUCKETS - 1; i++)
     json_array_append_new(bounds, json_real(jitsu_latency_bounds()[i]));
   jitsu__control_reply(
-      req, json_pack("{s:{s:I, s:I, s:I, s:i, s:i, s:i}, s:o, s:o}", "ctx",
+      req, json_pack("{s:{s:I, s:I, s:I, s:i, s:i, s:i}, s:o, s:o, s:o}",
+                     "ctx",
                      "defined", (json_int_t)defined, "live", (json_int_t)live,
                      "starting", (json_int_t)starting, "max_live", (int)ml,
                      "max_starting", (int)ms, "max_waiters", (int)mw,
-                     "latency_bounds_ms", bounds, "vms", vms));
+                     "latency_bounds_ms", bounds, "vms", vms, "frontends",
+                     frontend_stats(ctx)));
 }
 
 static void note_change(const char *name, jitsu_reload_action action,

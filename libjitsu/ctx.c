@@ -110,6 +110,12 @@ void jitsu_ctx_free(jitsu_ctx *ctx) {
     free(s);
   }
   free(ctx->config_path);
+  while (ctx->stats_sources != NULL) {
+    jitsu__stats_src *src = ctx->stats_sources;
+    ctx->stats_sources = src->next;
+    free(src->group);
+    free(src);
+  }
   while (ctx->state_subs != NULL) {
     jitsu__state_sub *s = ctx->state_subs;
     ctx->state_subs = s->next;

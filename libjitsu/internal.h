@@ -120,6 +120,13 @@ typedef struct jitsu__vm_sub {
 typedef struct jitsu__idle jitsu__idle;
 typedef struct jitsu__control jitsu__control;
 
+typedef struct jitsu__stats_src {
+  struct jitsu__stats_src *next;
+  char *group;
+  jitsu_stats_source fn;
+  void *arg;
+} jitsu__stats_src;
+
 struct jitsu_ctx {
   uv_loop_t *loop;
   char *state_dir;
@@ -138,6 +145,7 @@ struct jitsu_ctx {
   jitsu__vm_sub *vm_subs;
   char *config_path; /* the file jitsu_config_load() read, for reloads */
   jitsu__control *control;
+  jitsu__stats_src *stats_sources;
   jitsu_log_fn log_fn;
   void *log_arg;
   jitsu_log_level log_max;

@@ -43,6 +43,21 @@ JITSU_EXTERN int jitsu_control_listen(jitsu_ctx *ctx,
 /* The path the control socket listens on, or NULL. */
 JITSU_EXTERN const char *jitsu_control_path(jitsu_ctx *ctx);
 
+/* Give one statistic (name) = (value) to (emit_arg). */
+typedef void (*jitsu_stat_fn)(void *emit_arg, const char *name, double value);
+/* A source of statistics: calls (emit) once per statistic. Names ending in
+ * "_total" are counters, others gauges. */
+typedef void (*jitsu_stats_source)(jitsu_stat_fn emit, void *emit_arg,
+                                   void *arg);
+
+/*
+ * Add the statistics of (group) (e.g. "dns") from (fn, arg) to the control
+ * protocol's "stats" answer (under "frontends") and so to jitsu-ctl stats.
+ * Returns 0, -EEXIST if (group) is taken, or -ENOMEM.
+ */
+JITSU_EXTERN int jitsu_control_add_stats(jitsu_ctx *ctx, const char *group,
+                                         jitsu_stats_source fn, void *arg);
+
 /* Stop serving: close the socket, its clients, and remove the file. */
 JITSU_EXTERN void jitsu_control_close(jitsu_ctx *ctx);
 

@@ -1,0 +1,119 @@
+/* jitsu-dns: the internal header of the DNS frontend. */
+#ifndef JITSU_DNS_H
+#define JITSU_DNS_H
+
+#include <jitsu/jitsu.h>
+
+#include <netinet/in.h>
+#include <stdbool.h>
+
+#include "dns_wire.h"
+
+#define DNS_MAX_ADDRS 64
+
+/* What jitsu-dns knows of one vm with names. */
+typedef struct dns_vm {
+  struct dns_vm *next;
+  jitsu_vm *vm;
+  uint8_t a[DNS_MAX_ADDRS][4];
+  uint8_t aaaa[DNS_MAX_ADDRS][16];
+  unsigned n_a, n_aaaa;
+  uint32_t ttl;       /* seconds */
+  uint64_t hold_ms;   /* hold answers this long for a cold guest; 0: none */
+  bool hold_servfail; /* at the hold limit: SERVFAIL, not a short answer */
+  uint64_t delay_ms;  /* wait this long after ready before answering */
+  uint64_t idle_ms;   /* put away after this long without queries; 0: never */
+  jitsu_idle_action idle_action;
+  bool ours; /* a query summoned it: our idle policy applies */
+  uint64_t last_query_ms;
+} dns_vm;
+
+/* A zone we are authoritative for. */
+typedef struct dns_zone {
+  struct dns_zone *next;
+  char key[DNS_KEY_MAX];
+  uint8_t apex[DNS_MAX_NAME], ns[DNS_MAX_NAME], mbox[DNS_MAX_NAME];
+  size_t apex_len, ns_len, mbox_len;
+} dns_zone;
+
+/* The names: (key) -> vm (or NULL for a name that only has children). */
+typedef struct dns_name {
+  struct dns_name *next;
+  dns_vm *dv; /* NULL: an empty non-terminal */
+  dns_zone *zone;
+  char key[];
+} dns_name;
+
+typedef struct dns_zones {
+  dns_name **buckets;
+  size_t n_buckets;
+  dns_zone *zones;
+  dns_vm *vms;
+} dns_zones;
+
+/* Defaults and global settings, from [dns] and the command line. */
+typedef struct dns_settings {
+  uint32_t ttl;
+  uint64_t hold_ms;
+  bool hold_servfail;
+  uint64_t delay_ms;
+  int64_t idle_ms; /* -1: twice the ttl */
+  jitsu_idle_action idle_action;
+  uint32_t negative_ttl;
+  char ns[DNS_KEY_MAX], hostmaster[DNS_KEY_MAX]; /* "" = derived per zone */
+  unsigned rate_per_s, rate_burst;
+  unsigned max_pending, max_tcp;
+} dns_settings;
+
+/* Build (z) from the vms of (ctx) and the [dns] zones, skipping (skip);
+ * log problems through (ctx). 0 or -ENOMEM; -EINVAL with (why) set. */
+int dns_zones_build(dns_zones *z, jitsu_ctx *ctx, const dns_settings *s,
+                    jitsu_vm *skip, char *why, size_t why_size);
+void dns_zones_free(dns_zones *z);
+
+/* Look (key) up: 1 with (*name) when it exists, 0 with (*zone) set when it
+ * is inside a zone of ours but does not exist, -1 when it is not ours. */
+int dns_zones_lookup(const dns_zones *z, const char *key, dns_name **name,
+                     dns_zone **zone);
+
+/* The dns_vm of (vm), or NULL. */
+dns_vm *dns_zones_vm(const dns_zones *z, const jitsu_vm *vm);
+
+/* Forwarding through c-ares (dns_forward.c). */
+typedef struct dns_forwarder dns_forwarder;
+typedef void (*dns_forward_cb)(void *arg, const uint8_t *answer, size_t len);
+/* (servers): "IP[:PORT]" list, comma-separated, or NULL for resolv.conf. */
+int dns_forwarder_new(uv_loop_t *loop, const char *servers, uint64_t timeout_ms,
+                      dns_forwarder **out, char *why, size_t why_size);
+/* Send (query, len); (cb) gets the answer, or NULL on failure. */
+void dns_forward(dns_forwarder *f, const uint8_t *query, size_t len,
+                 dns_forward_cb cb, void *arg);
+void dns_forwarder_free(dns_forwarder *f);
+
+#endif
+
+/* The server (dns_server.c). */
+typedef struct dns_server dns_server;
+
+typedef struct dns_server_config {
+  dns_settings settings;
+  const char *const *listen; /* "HOST:PORT" / "[V6]:PORT", NULL-terminated */
+  const char *forwarders;    /* comma-separated "IP[:PORT]", or NULL */
+  bool forward;              /* forward at all */
+  uint64_t forward_timeout_ms;
+  const char *const *allow; /* CIDRs that may use forwarding */
+} dns_server_config;
+
+/* Create the server on (ctx)'s loop and bind its sockets; 0 or an error
+ * with (why) set. */
+int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
+                   dns_server **out, char *why, size_t why_size);
+/* Close the sockets; held queries get no answer. Then, once the context is
+ * freed (no libjitsu callback can come any more), dns_server_destroy()
+ * frees the rest. */
+void dns_server_free(dns_server *srv);
+void dns_server_destroy(dns_server *srv);
+
+/* Rebuild the names and zones (after a reload); logs a problem and keeps
+ * the old ones then. */
+void dns_server_rebuild(dns_server *srv);

@@ -1,0 +1,295 @@
+/* jitsu-dns: the names and zones it is authoritative for, built from the
+ * vms' dns= keys and [dns] zone= keys, looked up in O(1). */
+#include "dns.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint32_t hash(const char *key) {
+  uint32_t h = 2166136261u;
+  for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+    h = (h ^ *p) * 16777619u;
+  return h;
+}
+
+static dns_name *find(const dns_zones *z, const char *key) {
+  if (z->n_buckets == 0)
+    return NULL;
+  for (dns_name *n = z->buckets[hash(key) % z->n_buckets]; n; n = n->next)
+    if (strcmp(n->key, key) == 0)
+      return n;
+  return NULL;
+}
+
+static dns_name *add(dns_zones *z, const char *key) {
+  dns_name *n = find(z, key);
+  if (n != NULL)
+    return n;
+  n = calloc(1, sizeof(*n) + strlen(key) + 1);
+  if (n == NULL)
+    return NULL;
+  strcpy(n->key, key);
+  size_t b = hash(key) % z->n_buckets;
+  n->next = z->buckets[b];
+  z->buckets[b] = n;
+  return n;
+}
+
+static dns_zone *zone_of(const dns_zones *z, const char *key) {
+  /* The longest zone apex that (key) is, or is under. */
+  for (const char *p = key;; p++) {
+    for (dns_zone *zn = z->zones; zn; zn = zn->next)
+      if (strcmp(zn->key, p) == 0)
+        return zn;
+    p = strchr(p, '.');
+    if (p == NULL)
+      break;
+  }
+  for (dns_zone *zn = z->zones; zn; zn = zn->next)
+    if (zn->key[0] == '\0')
+      return zn; /* the root zone holds everything */
+  return NULL;
+}
+
+/* Parse an address value: IP, IP:PORT, [IPV6]:PORT or IPV6. */
+static int parse_ip(const char *text, uint8_t *out, int *family) {
+  char buf[80];
+  snprintf(buf, sizeof(buf), "%s", text);
+  char *host = buf;
+  if (buf[0] == '[') {
+    char *end = strchr(buf, ']');
+    if (end == NULL)
+      return -1;
+    *end = '\0';
+    host = buf + 1;
+  } else if (strchr(buf, ':') == strrchr(buf, ':') && strchr(buf, ':')) {
+    *strchr(buf, ':') = '\0'; /* IPv4:PORT */
+  }
+  if (inet_pton(AF_INET, host, out) == 1)
+    return *family = AF_INET, 0;
+  if (inet_pton(AF_INET6, host, out) == 1)
+    return *family = AF_INET6, 0;
+  return -1;
+}
+
+static int add_zone(dns_zones *z, const char *text, const dns_settings *s,
+                    char *why, size_t why_size) {
+  dns_zone *zn = calloc(1, sizeof(*zn));
+  if (zn == NULL)
+    return -ENOMEM;
+  char ns[DNS_KEY_MAX + 8], mbox[DNS_KEY_MAX + 16];
+  if (dns_name_from_text(text, zn->apex, &zn->apex_len) < 0 ||
+      dns_name_key(zn->apex, zn->apex_len, zn->key, sizeof(zn->key)) < 0) {
+    snprintf(why, why_size, "zone '%s' is not a valid name", text);
+    free(zn);
+    return -EINVAL;
+  }
+  for (dns_zone *o = z->zones; o; o = o->next)
+    if (strcmp(o->key, zn->key) == 0) {
+      free(zn);
+      return 0;
+    }
+  snprintf(ns, sizeof(ns), "%s", s->ns[0] ? s->ns : "ns1.");
+  if (!s->ns[0])
+    snprintf(ns, sizeof(ns), "ns1.%s", zn->key);
+  if (s->hostmaster[0])
+    snprintf(mbox, sizeof(mbox), "%s", s->hostmaster);
+  else
+    snprintf(mbox, sizeof(mbox), "hostmaster.%s", zn->key);
+  if (dns_name_from_text(ns, zn->ns, &zn->ns_len) < 0 ||
+      dns_name_from_text(mbox, zn->mbox, &zn->mbox_len) < 0) {
+    snprintf(why, why_size,
+             "zone '%s': its name server or hostmaster name "
+             "is too long",
+             text);
+    free(zn);
+    return -EINVAL;
+  }
+  zn->next = z->zones;
+  z->zones = zn;
+  dns_name *apex = add(z, zn->key);
+  if (apex == NULL)
+    return -ENOMEM;
+  apex->zone = zn;
+  return 0;
+}
+
+typedef struct build {
+  dns_zones *z;
+  const dns_settings *s;
+  jitsu_vm *skip;
+  char *why;
+  size_t why_size;
+  int err;
+} build;
+
+/* The parent of (key): "b.c" for "a.b.c", "" for "c", NULL for "". */
+static const char *parent(const char *key) {
+  if (key[0] == '\0')
+    return NULL;
+  const char *dot = strchr(key, '.');
+  return dot ? dot + 1 : "";
+}
+
+static int add_vm_names(jitsu_vm *vm, void *arg) {
+  build *b = arg;
+  if (vm == b->skip || jitsu_vm_param(vm, "dns", 0) == NULL)
+    return 0;
+  const dns_settings *s = b->s;
+  dns_vm *dv = calloc(1, sizeof(*dv));
+  if (dv == NULL)
+    return b->err = -ENOMEM;
+  dv->vm = vm;
+  dv->next = b->z->vms;
+  b->z->vms = dv;
+  const char *v;
+  uint64_t ms;
+  dv->ttl = s->ttl;
+  if ((v = jitsu_vm_param(vm, "dns-ttl", 0)) &&
+      jitsu_parse_duration(v, &ms) == 0)
+    dv->ttl = (uint32_t)(ms / 1000);
+  dv->hold_ms = s->hold_ms;
+  if ((v = jitsu_vm_param(vm, "dns-hold", 0)) &&
+      jitsu_parse_duration(v, &ms) == 0)
+    dv->hold_ms = ms;
+  dv->hold_servfail = s->hold_servfail;
+  if ((v = jitsu_vm_param(vm, "dns-hold-expired", 0)))
+    dv->hold_servfail = strcmp(v, "servfail") == 0;
+  dv->delay_ms = s->delay_ms;
+  if ((v = jitsu_vm_param(vm, "dns-delay", 0)) &&
+      jitsu_parse_duration(v, &ms) == 0)
+    dv->delay_ms = ms;
+  dv->idle_ms = s->idle_ms >= 0 ? (uint64_t)s->idle_ms : 2000ull * dv->ttl;
+  if ((v = jitsu_vm_param(vm, "dns-idle", 0)) &&
+      jitsu_parse_duration(v, &ms) == 0)
+    dv->idle_ms = ms;
+  dv->idle_action = s->idle_action;
+  if ((v = jitsu_vm_param(vm, "dns-idle-action", 0))) {
+    dv->idle_action = strcmp(v, "suspend") == 0    ? JITSU_IDLE_SUSPEND
+                      : strcmp(v, "shutdown") == 0 ? JITSU_IDLE_SHUTDOWN
+                      : strcmp(v, "none") == 0     ? JITSU_IDLE_NONE
+                                                   : JITSU_IDLE_DESTROY;
+  }
+  for (size_t i = 0; (v = jitsu_vm_param(vm, "address", i)); i++) {
+    uint8_t ip[16];
+    int family;
+    if (parse_ip(v, ip, &family) < 0) {
+      snprintf(b->why, b->why_size, "vm '%s': address '%s' has no IP address",
+               jitsu_vm_name(vm), v);
+      return b->err = -EINVAL;
+    }
+    if (family == AF_INET && dv->n_a < DNS_MAX_ADDRS)
+      memcpy(dv->a[dv->n_a++], ip, 4);
+    else if (family == AF_INET6 && dv->n_aaaa < DNS_MAX_ADDRS)
+      memcpy(dv->aaaa[dv->n_aaaa++], ip, 16);
+  }
+  for (size_t i = 0; (v = jitsu_vm_param(vm, "dns", i)); i++) {
+    uint8_t wire[DNS_MAX_NAME];
+    size_t len;
+    char key[DNS_KEY_MAX];
+    if (dns_name_from_text(v, wire, &len) < 0 ||
+        dns_name_key(wire, len, key, sizeof(key)) < 0 || key[0] == '\0') {
+      snprintf(b->why, b->why_size, "vm '%s': dns '%s' is not a host name",
+               jitsu_vm_name(vm), v);
+      return b->err = -EINVAL;
+    }
+    dns_name *n = find(b->z, key);
+    if (n != NULL && n->dv != NULL && n->dv != dv) {
+      snprintf(b->why, b->why_size, "vm '%s': dns '%s' is already vm '%s''s",
+               jitsu_vm_name(vm), v, jitsu_vm_name(n->dv->vm));
+      return b->err = -EINVAL;
+    }
+    /* Without a [dns] zone over it, the name's parent is its zone. */
+    if (zone_of(b->z, key) == NULL) {
+      const char *p = parent(key);
+      int r = add_zone(b->z, p[0] ? p : ".", s, b->why, b->why_size);
+      if (r < 0)
+        return b->err = r;
+    }
+    if ((n = add(b->z, key)) == NULL)
+      return b->err = -ENOMEM;
+    n->dv = dv;
+  }
+  return 0;
+}
+
+int dns_zones_build(dns_zones *z, jitsu_ctx *ctx, const dns_settings *s,
+                    jitsu_vm *skip, char *why, size_t why_size) {
+  memset(z, 0, sizeof(*z));
+  size_t defined;
+  jitsu_ctx_counts(ctx, &defined, NULL, NULL);
+  z->n_buckets = 64;
+  while (z->n_buckets < defined * 4)
+    z->n_buckets *= 2;
+  z->buckets = calloc(z->n_buckets, sizeof(*z->buckets));
+  if (z->buckets == NULL)
+    return -ENOMEM;
+  const char *v;
+  for (size_t i = 0; (v = jitsu_config_get(ctx, "dns", "zone", i)); i++) {
+    int r = add_zone(z, v, s, why, why_size);
+    if (r < 0)
+      return r;
+  }
+  build b = {z, s, skip, why, why_size, 0};
+  jitsu_vm_foreach(ctx, add_vm_names, &b);
+  if (b.err < 0)
+    return b.err;
+  /* Names between a zone apex and a vm's name exist, with no data. */
+  for (size_t i = 0; i < z->n_buckets; i++)
+    for (dns_name *n = z->buckets[i]; n; n = n->next) {
+      n->zone = zone_of(z, n->key);
+      if (n->dv == NULL)
+        continue;
+      for (const char *p = parent(n->key); p && n->zone; p = parent(p)) {
+        if (strcmp(p, n->zone->key) == 0)
+          break;
+        if (find(z, p) == NULL && add(z, p) == NULL)
+          return -ENOMEM;
+      }
+    }
+  for (size_t i = 0; i < z->n_buckets; i++)
+    for (dns_name *n = z->buckets[i]; n; n = n->next)
+      n->zone = zone_of(z, n->key);
+  return 0;
+}
+
+void dns_zones_free(dns_zones *z) {
+  for (size_t i = 0; i < z->n_buckets; i++)
+    while (z->buckets[i]) {
+      dns_name *n = z->buckets[i];
+      z->buckets[i] = n->next;
+      free(n);
+    }
+  free(z->buckets);
+  while (z->zones) {
+    dns_zone *zn = z->zones;
+    z->zones = zn->next;
+    free(zn);
+  }
+  while (z->vms) {
+    dns_vm *dv = z->vms;
+    z->vms = dv->next;
+    free(dv);
+  }
+  memset(z, 0, sizeof(*z));
+}
+
+int dns_zones_lookup(const dns_zones *z, const char *key, dns_name **name,
+                     dns_zone **zone) {
+  *name = find(z, key);
+  if (*name != NULL) {
+    *zone = (*name)->zone;
+    return 1;
+  }
+  *zone = zone_of(z, key);
+  return *zone ? 0 : -1;
+}
+
+dns_vm *dns_zones_vm(const dns_zones *z, const jitsu_vm *vm) {
+  for (dns_vm *dv = z->vms; dv; dv = dv->next)
+    if (dv->vm == vm)
+      return dv;
+  return NULL;
+}
