@@ -279,6 +279,26 @@ static void prom_hist(json_t *vms, const char *key, const char *metric,
   }
 }
 
+/* Frontends' own statistics: "group": {"name": value}. */
+static void print_frontends(json_t *result, int prometheus) {
+  const char *group, *name;
+  json_t *stats, *v;
+  json_object_foreach(json_object_get(result, "frontends"), group, stats) {
+    if (!prometheus)
+      printf("%s:\n", group);
+    json_object_foreach(stats, name, v) {
+      if (!prometheus) {
+        printf("  %-24s %g\n", name, json_number_value(v));
+        continue;
+      }
+      size_t n = strlen(name);
+      int counter = n > 6 && strcmp(name + n - 6, "_total") == 0;
+      printf("# TYPE jitsu_%s_%s %s\njitsu_%s_%s %g\n", group, name,
+             counter ? "counter" : "gauge", group, name, json_number_value(v));
+    }
+  }
+}
+
 static void print_prometheus(json_t *result) {
   json_t *vms = json_object_get(result, "vms");
   static const char *const counters[][3] = {
@@ -334,6 +354,7 @@ static void print_prometheus(json_t *result) {
   for (size_t g = 0; g < sizeof(gauges) / sizeof(*gauges); g++)
     printf("# HELP %s %s\n# TYPE %s gauge\n%s %.0f\n", gauges[g][1],
            gauges[g][2], gauges[g][1], gauges[g][1], num(ctx, gauges[g][0]));
+  print_frontends(result, 1);
 }
 
 static void print_stats(json_t *result) {
@@ -347,6 +368,7 @@ static void print_stats(json_t *result) {
     printf("%s (%s)\n", str(vm, "name"), str(vm, "state"));
     print_metrics(json_object_get(vm, "metrics"));
   }
+  print_frontends(result, 0);
 }
 
 static const char *default_socket(const char *config, char *buf, size_t size) {

@@ -418,13 +418,16 @@ static void query_vm(dns_server *srv, origin *to, const dns_query *q,
     ring_add(&srv->st.warm, uv_hrtime() - begin);
     return;
   }
-  if (!rate_ok(srv, to)) {
+  /* A query that starts or resumes the guest costs its client a token;
+   * one that joins a start under way costs nothing. */
+  bool wakes = st == JITSU_STATE_STOPPED || st == JITSU_STATE_FAILED ||
+               st == JITSU_STATE_SUSPENDED || st == JITSU_STATE_SUSPENDING;
+  if (wakes && !rate_ok(srv, to)) {
     srv->st.rate_limited++;
     answer_rcode(srv, to, q, DNS_REFUSED, false);
     return;
   }
-  if (st == JITSU_STATE_STOPPED || st == JITSU_STATE_FAILED ||
-      st == JITSU_STATE_SUSPENDED || st == JITSU_STATE_SUSPENDING)
+  if (wakes)
     dv->ours = true; /* a query woke it: our idle policy may put it away */
   if (dv->hold_ms == 0 || srv->n_pending >= srv->set.max_pending) {
     /* Answer now, and let the guest come up behind the answer. */
@@ -471,8 +474,8 @@ static void query_vm(dns_server *srv, origin *to, const dns_query *q,
 typedef struct fwd_arg {
   dns_server *srv;
   origin to;
-  uint16_t id;
   size_t limit;
+  dns_query q; /* to answer SERVFAIL with its question */
 } fwd_arg;
 
 static void forwarded(void *arg, const uint8_t *answer, size_t len) {
@@ -482,7 +485,7 @@ static void forwarded(void *arg, const uint8_t *answer, size_t len) {
   size_t n = 0;
   if (answer != NULL && len <= sizeof(buf)) {
     memcpy(buf, answer, len);
-    n = dns_fit_response(buf, len, a->id, a->limit);
+    n = dns_fit_response(buf, len, a->q.id, a->limit);
   }
   if (srv->fwd == NULL) {
     /* Shutting down: no answer. */
@@ -490,11 +493,7 @@ static void forwarded(void *arg, const uint8_t *answer, size_t len) {
     send_answer(srv, &a->to, buf, n, buf[3] & 0xF);
   } else {
     /* Upstream failed or sent nonsense: SERVFAIL, promptly. */
-    dns_query q;
-    memset(&q, 0, sizeof(q));
-    q.id = a->id;
-    q.flags = 0x0100;
-    answer_rcode(srv, &a->to, &q, DNS_SERVFAIL, false);
+    answer_rcode(srv, &a->to, &a->q, DNS_SERVFAIL, false);
   }
   if (a->to.conn != NULL)
     conn_unref(a->to.conn);
@@ -536,7 +535,7 @@ static void handle_query(dns_server *srv, origin *to, const uint8_t *pkt,
     }
     a->srv = srv;
     a->to = *to;
-    a->id = q.id;
+    a->q = q;
     a->limit = limit_for(to, &q);
     if (to->conn != NULL)
       to->conn->refs++;

@@ -339,6 +339,7 @@ size_t dns_fit_response(uint8_t *pkt, size_t len, uint16_t id, size_t limit) {
   if (len < DNS_HEADER_LEN || !(pkt[2] & 0x80))
     return 0;
   put16(pkt, id);
+  pkt[3] |= 0x80; /* RA: we recursed for this client */
   if (len <= limit)
     return len;
   /* Keep the header and the question; set TC. */

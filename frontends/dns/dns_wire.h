@@ -116,7 +116,8 @@ size_t dns_msg_finish(dns_msg *m, int rcode);
 enum { DNS_ANSWER = 0, DNS_AUTHORITY = 1, DNS_ADDITIONAL = 2 };
 
 /*
- * Make the upstream response (pkt, len) fit a client: set its id to (id);
+ * Make the upstream response (pkt, len) fit a client: set its id to (id)
+ * and RA (we recursed for it);
  * if it is longer than (limit), cut it to header and question with TC set.
  * Returns the new length, or 0 if (pkt) is not a response worth passing on.
  */

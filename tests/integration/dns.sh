@@ -1,0 +1,259 @@
+#!/bin/bash
+# jitsu-dns end to end with real clients (kdig, dig, c-ares, curl): cold
+# summons, addresses and TTLs, TCP, EDNS and truncation, NXDOMAIN/NODATA,
+# held answers, forwarding to a real upstream (a second jitsu-dns), REFUSED
+# for other clients, the idle policy, rate limits, and malformed packets.
+# usage: dns.sh JITSU-DNS HELLO JITSU-CTL DNS-BURST
+set -euo pipefail
+jdns=$1
+hello=$2
+ctl_bin=$3
+burst=$4
+dir=$(mktemp -d /tmp/jitsu-dns-XXXXXX)
+pids=()
+passed=0
+
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  # Guests lead process groups of their own; their command lines name $dir.
+  for p in $(pgrep -f -- "$dir" || true); do
+    kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true
+  done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$dir"/*.err; do echo "--- $f" >&2; tail -n 20 "$f" >&2; done
+  exit 1
+}
+ok() { passed=$((passed + 1)); }
+
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 20000))
+    ss -Htuln "sport = :$p" | grep -q . || { echo "$p"; return; }
+  done
+}
+P=$(free_port) U=$(free_port) F=$(free_port) W=$(free_port) B=$(free_port)
+q() { kdig @127.0.0.1 -p "$P" +time=5 +retry=0 "$@"; }
+
+start() { # NAME CONFIG ARGS...: start a jitsu-dns, wait until it serves
+  local name=$1 conf=$2
+  shift 2
+  "$jdns" -c "$conf" "$@" >"$dir/$name.out" 2>"$dir/$name.err" &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    grep -q "serving on" "$dir/$name.err" && return 0
+    sleep 0.05
+  done
+  fail "$name did not start"
+}
+
+# The upstream: a second jitsu-dns, authoritative for upstream.test.
+cat >"$dir/up.conf" <<CONF
+[jitsu]
+state-dir = $dir/up-state
+[dns]
+forward = no
+[vm far]
+exec = /bin/sh -c 'sleep 1000' $dir
+address = 192.0.2.7
+dns = far.upstream.test
+CONF
+start up "$dir/up.conf" -l "$U"
+
+many=""
+for i in $(seq 1 40); do many="${many}address = 10.0.0.$i
+"; done
+cat >"$dir/main.conf" <<CONF
+[jitsu]
+state-dir = $dir/state
+[dns]
+zone = example.test
+forward-allow = 127.0.0.1/32
+forward-timeout = 300ms
+[vm web]
+exec = $hello --name web --record $dir/starts-web
+socket = tcp 127.0.0.1:$W
+address = 127.0.0.1:$W
+address = ::1
+dns = web.example.test
+dns = www.deep.example.test
+dns-ttl = 30s
+dns-idle = 1500ms
+dns-idle-action = suspend
+[vm slow]
+exec = $hello --name slow --boot-ms 3000 --listen 127.0.0.1:$(free_port)
+ready = notify
+address = 192.0.2.10
+dns = slow.example.test
+dns-hold = 300ms
+[vm slowfail]
+exec = $hello --name slowfail --boot-ms 3000 --listen 127.0.0.1:$(free_port)
+ready = notify
+address = 192.0.2.11
+dns = slowfail.example.test
+dns-hold = 300ms
+dns-hold-expired = servfail
+[vm many]
+exec = /bin/sh -c 'sleep 1000' $dir
+$many
+dns = many.example.test
+[vm burst]
+exec = $hello --name burst --record $dir/starts-burst
+socket = tcp 127.0.0.1:$B
+ready = notify
+address = 127.0.0.3
+dns = burst.example.test
+[vm manual]
+exec = /bin/sh -c 'sleep 1000' $dir
+address = 192.0.2.20
+dns = manual.example.test
+dns-idle = 1s
+CONF
+start main "$dir/main.conf" -l "$P" -f "127.0.0.1:$U"
+ctl() { "$ctl_bin" -c "$dir/main.conf" "$@"; }
+
+# --- a cold name spawns its guest; the answer has its address and TTL ---
+q web.example.test A >"$dir/a.txt"
+grep -q "status: NOERROR" "$dir/a.txt" || fail "web: $(cat "$dir/a.txt")"
+grep -Eq "^web.example.test.\s+30\s+IN\s+A\s+127.0.0.1$" "$dir/a.txt" || fail "web A: $(cat "$dir/a.txt")"
+grep -qi "flags: qr aa" "$dir/a.txt" || fail "no AA"
+ctl list | grep -Eq "^web +process +ready" || fail "web not ready"
+[ "$(curl -s -m 5 "http://127.0.0.1:$W/")" = "hello from web" ] || fail "curl web"
+[ "$(q www.deep.example.test AAAA +short)" = "::1" ] || fail "AAAA"
+[ "$(q +tcp web.example.test A +short)" = "127.0.0.1" ] || fail "TCP"
+dig @127.0.0.1 -p "$P" wEb.ExAmPlE.tEsT A +noall +question | grep -q "^;wEb.ExAmPlE.tEsT." ||
+  fail "the question's case is not echoed"
+[ "$(wc -l <"$dir/starts-web")" -eq 1 ] || fail "web spawned more than once"
+ok
+
+# --- negative answers, the apex, ENTs, classes ----------------------------
+q nope.example.test A >"$dir/n.txt"
+grep -q "status: NXDOMAIN" "$dir/n.txt" && grep -q "IN\s*SOA" "$dir/n.txt" || fail "NXDOMAIN: $(cat "$dir/n.txt")"
+q web.example.test MX >"$dir/n.txt"
+grep -q "status: NOERROR" "$dir/n.txt" && grep -q "ANSWER: 0" "$dir/n.txt" &&
+  grep -q "IN\s*SOA" "$dir/n.txt" || fail "NODATA: $(cat "$dir/n.txt")"
+q deep.example.test A | grep -q "status: NOERROR" || fail "the empty non-terminal"
+[ "$(q example.test NS +short)" = "ns1.example.test." ] || fail "NS"
+q example.test SOA +short | grep -q "^ns1.example.test. hostmaster.example.test." || fail "SOA"
+q -c CH web.example.test A | grep -q "status: REFUSED" || fail "class CH"
+[ "$(q web.example.test ANY +short)" = "127.0.0.1" ] || fail "ANY is not minimal"
+ok
+
+# --- EDNS and truncation --------------------------------------------------
+dig @127.0.0.1 -p "$P" many.example.test A +noedns +ignore +norec >"$dir/t.txt"
+grep -q "flags: qr aa tc" "$dir/t.txt" || fail "no TC without EDNS: $(head -5 "$dir/t.txt")"
+[ "$(dig @127.0.0.1 -p "$P" many.example.test A +bufsize=4096 +ignore +short | wc -l)" -eq 40 ] ||
+  fail "EDNS 4096 should carry all 40"
+dig @127.0.0.1 -p "$P" many.example.test A +bufsize=4096 | grep -q "udp: 1232" || fail "OPT"
+[ "$(q +tcp many.example.test A +short | wc -l)" -eq 40 ] || fail "TCP should carry all 40"
+dig @127.0.0.1 -p "$P" web.example.test A +edns=1 +noednsneg | grep -q "status: BADVERS" || fail "BADVERS"
+ok
+
+# --- held answers ----------------------------------------------------------
+q slow.example.test A >"$dir/h.txt"
+grep -Eq "^slow.example.test.\s+1\s+IN\s+A\s+192.0.2.10$" "$dir/h.txt" ||
+  fail "a hold that expires answers with a short TTL: $(cat "$dir/h.txt")"
+q slowfail.example.test A | grep -q "status: SERVFAIL" || fail "hold-expired = servfail"
+# 200 concurrent queries for one cold name: one spawn, 200 answers.
+"$burst" "$P" burst.example.test 200 127.0.0.3 >"$dir/burst.txt" || fail "burst: $(cat "$dir/burst.txt")"
+[ "$(wc -l <"$dir/starts-burst")" -eq 1 ] || fail "the burst spawned $(wc -l <"$dir/starts-burst") guests"
+ok
+
+# --- forwarding --------------------------------------------------------------
+q far.upstream.test A >"$dir/f.txt"
+grep -q "192.0.2.7" "$dir/f.txt" || fail "forwarding: $(cat "$dir/f.txt")"
+grep -Eqi "flags: qr[a-z ]* ra;" "$dir/f.txt" || fail "RA for an allowed client: $(cat "$dir/f.txt")"
+# Another client address on loopback is not allowed: REFUSED, no RA.
+kdig @127.0.0.1 -p "$P" -b 127.0.0.2 +time=3 far.upstream.test A >"$dir/r.txt"
+grep -q "status: REFUSED" "$dir/r.txt" || fail "an open resolver: $(cat "$dir/r.txt")"
+kdig @127.0.0.1 -p "$P" -b 127.0.0.2 web.example.test A >"$dir/r.txt"
+grep -q "status: NOERROR" "$dir/r.txt" && ! grep -q " ra" "$dir/r.txt" ||
+  fail "authoritative answers go to everyone, without RA: $(cat "$dir/r.txt")"
+# A dead upstream gives SERVFAIL promptly.
+cat >"$dir/dead.conf" <<CONF
+[jitsu]
+state-dir = $dir/dead-state
+[dns]
+forward-to = 127.0.0.1:$(free_port)
+forward-timeout = 200ms
+CONF
+start dead "$dir/dead.conf" -l "$F" --no-control
+t0=$(date +%s%N)
+kdig @127.0.0.1 -p "$F" +time=5 +retry=0 example.org A | grep -q "status: SERVFAIL" || fail "dead upstream"
+t1=$(date +%s%N)
+[ $(((t1 - t0) / 1000000)) -lt 3000 ] || fail "SERVFAIL took $(((t1 - t0) / 1000000)) ms"
+ok
+
+# --- idle: put away what queries woke, not what others started ------------
+ctl summon manual --wait >/dev/null
+for _ in $(seq 1 100); do
+  ctl list | grep -Eq "^web +process +suspended" && break
+  sleep 0.05
+done
+ctl list | grep -Eq "^web +process +suspended" || fail "web was not suspended when idle"
+ctl list | grep -Eq "^manual +process +ready" || fail "manual was put away though no query woke it"
+[ "$(q web.example.test A +short)" = "127.0.0.1" ] || fail "resume on query"
+ctl list | grep -Eq "^web +process +ready" || fail "web was not resumed"
+[ "$(wc -l <"$dir/starts-web")" -eq 1 ] || fail "web was started again rather than resumed"
+ok
+
+# --- malformed packets: no crash; FORMERR, NOTIMP or silence --------------
+udp() { # send the bytes of printf format $1, print the reply's rcode
+  local b
+  b=$(printf "$1" | socat -t 1 - "UDP:127.0.0.1:$P" | od -An -tu1 -j3 -N1 | tr -d ' \n')
+  [ -z "$b" ] || printf '%02d' $((b & 15))
+}
+[ "$(udp '\x12\x34\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x03web\x00\x00\x01\x00\x01\x03web\x00\x00\x01\x00\x01')" = 01 ] ||
+  fail "two questions: not FORMERR"
+[ "$(udp '\x12\x34\x10\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03web\x00\x00\x01\x00\x01')" = 04 ] ||
+  fail "opcode STATUS: not NOTIMP"
+[ "$(udp '\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01')" = 01 ] ||
+  fail "a compression loop: not FORMERR"
+[ "$(udp '\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x3fweb')" = 01 ] ||
+  fail "a truncated name: not FORMERR"
+[ -z "$(udp '\x12\x34\x80')" ] || fail "a runt packet got an answer"
+[ -z "$(udp '\x12\x34\x80\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01')" ] ||
+  fail "a response got an answer"
+head -c 3000 /dev/urandom >"$dir/junk"
+for i in $(seq 1 50); do
+  head -c $((RANDOM % 600 + 1)) "$dir/junk" | socat -u - "UDP:127.0.0.1:$P" || true
+done
+# TCP: a bad length, a half message, then junk.
+printf '\x00\x05abcde' | socat -t 1 - "TCP:127.0.0.1:$P" >/dev/null || true
+printf '\x01\x00\x12\x34' | socat -t 1 - "TCP:127.0.0.1:$P" >/dev/null || true
+head -c 2000 "$dir/junk" | socat -t 1 - "TCP:127.0.0.1:$P" >/dev/null || true
+[ "$(q web.example.test A +short)" = "127.0.0.1" ] || fail "the server did not survive"
+ok
+
+# --- a flood of summoning queries stays within the limits ------------------
+cat >"$dir/flood.conf" <<CONF
+[jitsu]
+state-dir = $dir/flood-state
+max-live = 3
+[dns]
+forward = no
+rate = 1
+rate-burst = 2
+CONF
+for i in $(seq 1 6); do
+  printf '[vm f%d]\nexec = /bin/sleep 1000 %s\naddress = 192.0.2.%d\ndns = f%d.flood.test\n' \
+    "$i" "$dir" "$i" "$i" >>"$dir/flood.conf"
+done
+FP=$(free_port)
+start flood "$dir/flood.conf" -l "$FP"
+for i in $(seq 1 6); do
+  kdig @127.0.0.1 -p "$FP" +time=3 +retry=0 "f$i.flood.test" A | grep -o "status: [A-Z]*"
+done >"$dir/flood.txt"
+[ "$(grep -c NOERROR "$dir/flood.txt")" -le 3 ] || fail "rate limit: $(cat "$dir/flood.txt")"
+grep -q REFUSED "$dir/flood.txt" || fail "nothing was refused: $(cat "$dir/flood.txt")"
+"$ctl_bin" -c "$dir/flood.conf" stats | grep -Eq "rate_limited_total +[1-9]" || fail "rate_limited not counted"
+"$ctl_bin" -c "$dir/flood.conf" stats --prometheus | grep -q "^jitsu_dns_summons_total" || fail "dns stats in prometheus"
+[ "$("$ctl_bin" -c "$dir/flood.conf" --json stats | grep -o '"live": [0-9]*' | grep -o '[0-9]*$')" -le 3 ] ||
+  fail "max-live exceeded"
+ok
+
+echo "jitsu-dns: $passed passed, 0 failed"
