@@ -1,8 +1,8 @@
 #!/bin/sh
 # The two commands of the README, on a fresh Debian 12 as root (or sudo):
 #
-#   scripts/setup.sh run    install, build, start the example controller
-#                           on examples/local.conf (the embedded default)
+#   scripts/setup.sh run    install, build, start jitsu-dns on
+#                           examples/local.conf (the process backend)
 #   scripts/setup.sh test   install, build, run the whole test suite: a
 #                           plain build, an ASan/UBSan build, and a short
 #                           libFuzzer run of every fuzz target
@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 
 # Build and test dependencies, all from Debian's archive.
 PACKAGES="meson ninja-build pkg-config gcc libc6-dev libuv1-dev libinih-dev \
-libjansson-dev socat iproute2 util-linux \
+libjansson-dev socat iproute2 util-linux libc-ares-dev knot-dnsutils \
+bind9-dnsutils \
 libcmocka-dev curl systemd"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"
 
@@ -45,7 +46,7 @@ case "${1:-}" in
 run)
   install_packages $PACKAGES
   configure build
-  exec build/examples/controller examples/local.conf
+  exec build/frontends/dns/jitsu-dns -c examples/local.conf
   ;;
 test)
   install_packages $PACKAGES $FUZZ_PACKAGES
