@@ -122,6 +122,13 @@ static int drop_privileges(jitsu_ctx *ctx, const char *user) {
     fprintf(stderr, "jitsu-dns: cannot become %s: %s\n", user, strerror(errno));
     return -1;
   }
+  if (access(jitsu_ctx_state_dir(ctx), R_OK | W_OK | X_OK) < 0) {
+    fprintf(stderr,
+            "jitsu-dns: the state directory %s is not usable by %s: %s "
+            "(its parent directories must be searchable by %s)\n",
+            jitsu_ctx_state_dir(ctx), user, strerror(errno), user);
+    return -1;
+  }
   return 0;
 }
 

@@ -10,6 +10,7 @@ hello=$2
 ctl_bin=$3
 burst=$4
 dir=$(mktemp -d /tmp/jitsu-dns-XXXXXX)
+chmod 755 "$dir" # the port 53 test drops to nobody, who must reach its state
 pids=()
 passed=0
 
@@ -255,5 +256,32 @@ grep -q REFUSED "$dir/flood.txt" || fail "nothing was refused: $(cat "$dir/flood
 [ "$("$ctl_bin" -c "$dir/flood.conf" --json stats | grep -o '"live": [0-9]*' | grep -o '[0-9]*$')" -le 3 ] ||
   fail "max-live exceeded"
 ok
+
+# --- port 53 as root, then privileges dropped -------------------------------
+if [ "$(id -u)" -eq 0 ] && ! ss -Htuln "sport = :53" | grep -q "127.0.0.77:53"; then
+  cat >"$dir/priv.conf" <<CONF
+[jitsu]
+state-dir = $dir/priv-state
+[dns]
+listen = 127.0.0.77:53
+forward = no
+user = nobody
+[vm p]
+exec = /bin/sh -c 'sleep 1000' $dir/priv-guest
+address = 192.0.2.53
+dns = p.priv.test
+CONF
+  start priv "$dir/priv.conf"
+  ppid=${pids[-1]}
+  grep -Eq "^Uid:\s+65534\s" "/proc/$ppid/status" || fail "jitsu-dns still runs as $(grep Uid "/proc/$ppid/status")"
+  [ "$(kdig @127.0.0.77 -p 53 +time=3 p.priv.test A +short)" = "192.0.2.53" ] || fail "no answer on port 53"
+  guest=$(pgrep -f -- "sleep 1000 $dir/priv-guest" | head -n1)
+  grep -Eq "^Uid:\s+65534\s" "/proc/$guest/status" || fail "the guest runs as $(grep Uid "/proc/$guest/status")"
+  [ "$(stat -c %u "$dir/priv-state")" = 65534 ] || fail "the state directory was not handed over"
+  "$ctl_bin" -c "$dir/priv.conf" list | grep -Eq "^p +process +ready" || fail "the control socket after the drop"
+  ok
+else
+  echo "skipped: the port 53 test needs root and a free 127.0.0.77:53"
+fi
 
 echo "jitsu-dns: $passed passed, 0 failed"
