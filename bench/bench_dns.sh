@@ -1,0 +1,176 @@
+#!/bin/bash
+# bench_dns: jitsu-dns's warm path against NSD and Knot serving the same
+# names, each pinned to one core, measured with dnsperf in the same run;
+# then jitsu-dns's cold path for a socket-activated process guest.
+#
+#   bench/bench_dns.sh BUILD_DIR      (ninja -C build bench-dns runs it)
+#
+# Needs dnsperf, nsd and knot (apt-get install dnsperf nsd knot; Debian
+# starts their services on port 53, which this script does not use).
+# Every server and guest it starts is stopped at the end; each load run is
+# bounded in time (SECONDS, default 5).
+set -euo pipefail
+build=$(cd "${1:-build}" && pwd)
+secs=${SECONDS_PER_RUN:-5}
+names=${NAMES:-100}
+for tool in dnsperf nsd knotd taskset; do
+  command -v "$tool" >/dev/null || {
+    echo "bench_dns: $tool is missing (apt-get install dnsperf nsd knot util-linux)" >&2
+    exit 1
+  }
+done
+dir=$(mktemp -d /tmp/jitsu-bench-dns-XXXXXX)
+chmod 755 "$dir"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.2
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in $(pgrep -f -- "$dir" || true); do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
+  pkill -9 -f -- "-c $dir/nsd.conf" 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 20000))
+    ss -Htuln "sport = :$p" | grep -q . || { echo "$p"; return; }
+  done
+}
+PJ=$(port) PN=$(port) PK=$(port) PC=$(port) PH=$(port)
+
+# The same names for all three.
+{
+  echo "\$ORIGIN bench.test."
+  echo "\$TTL 60"
+  echo "@ SOA ns1 hostmaster 1 3600 600 86400 60"
+  echo "@ NS ns1"
+  echo "ns1 A 127.0.0.1"
+  for i in $(seq 0 $((names - 1))); do echo "vm$i A 127.0.0.1"; done
+} >"$dir/bench.test.zone"
+for i in $(seq 0 $((names - 1))); do echo "vm$i.bench.test A"; done >"$dir/queries"
+
+cat >"$dir/jitsu.conf" <<CONF
+[jitsu]
+state-dir = $dir/state
+max-live = $((names + 10))
+max-starting = $((names + 10))
+[dns]
+zone = bench.test
+forward = no
+rate = 1000000
+rate-burst = 1000000
+CONF
+for i in $(seq 0 $((names - 1))); do
+  printf '[vm vm%d]\nexec = /bin/sh -c "sleep 100000" %s\naddress = 127.0.0.1\ndns = vm%d.bench.test\ndns-idle = 0\n' \
+    "$i" "$dir" "$i" >>"$dir/jitsu.conf"
+done
+cat >"$dir/nsd.conf" <<CONF
+server:
+  ip-address: 127.0.0.1
+  port: $PN
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "$dir"
+  pidfile: "$dir/nsd.pid"
+  xfrdfile: "$dir/xfrd.state"
+  zonelistfile: "$dir/zone.list"
+  database: ""
+  logfile: "$dir/nsd.log"
+  do-ip6: no
+  # Response rate limiting is on by default and would cap a benchmark.
+  rrl-ratelimit: 0
+  rrl-whitelist-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: bench.test
+  zonefile: bench.test.zone
+CONF
+mkdir -p "$dir/knot"
+cat >"$dir/knot.conf" <<CONF
+server:
+  rundir: "$dir/knot"
+  listen: 127.0.0.1@$PK
+  udp-workers: 1
+  tcp-workers: 1
+  background-workers: 1
+database:
+  storage: "$dir/knot"
+zone:
+  - domain: bench.test
+    file: "$dir/bench.test.zone"
+    storage: "$dir/knot"
+CONF
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    kdig @127.0.0.1 -p "$1" +time=1 +retry=0 vm0.bench.test A +short 2>/dev/null | grep -q 127.0.0.1 && return 0
+    sleep 0.1
+  done
+  echo "bench_dns: nothing answers on port $1" >&2
+  exit 1
+}
+
+# Servers on core 0, dnsperf on core 1.
+taskset -c 0 "$build/frontends/dns/jitsu-dns" -c "$dir/jitsu.conf" -l "$PJ" 2>"$dir/jitsu-dns.err" &
+pids+=($!)
+taskset -c 0 nsd -d -c "$dir/nsd.conf" 2>"$dir/nsd.err" &
+pids+=($!)
+taskset -c 0 knotd -c "$dir/knot.conf" 2>"$dir/knot.err" &
+pids+=($!)
+wait_port "$PJ"
+wait_port "$PN"
+wait_port "$PK"
+# Warm every guest: the warm path is what we measure.
+for i in $(seq 0 $((names - 1))); do
+  kdig @127.0.0.1 -p "$PJ" +time=5 "vm$i.bench.test" A +short >/dev/null
+done
+
+run() { # NAME PORT: throughput, then latency at a fixed rate
+  local out qps p50 p99
+  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$2" -d "$dir/queries" -l "$secs" -q 200 2>&1)
+  qps=$(echo "$out" | awk '/Queries per second/ {print $4}')
+  lost=$(echo "$out" | awk '/Queries lost/ {print $3}')
+  noerror=$(echo "$out" | awk '/Response codes/ {$1 = $2 = ""; print}' | sed 's/^ *//')
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "$2" -d "$dir/queries" -l 2 -Q 5000 -v 2>/dev/null |
+    awk '$1 == ">" {print $NF * 1000}' | sort -n >"$dir/lat"
+  local n
+  n=$(wc -l <"$dir/lat")
+  p50=$(sed -n "$(((n + 1) / 2))p" "$dir/lat")
+  p99=$(sed -n "$(((n * 99 + 99) / 100))p" "$dir/lat")
+  printf '  %-10s %10.0f q/s   p50 %6.3f ms   p99 %6.3f ms   lost %s, %s\n' \
+    "$1" "$qps" "$p50" "$p99" "$lost" "$noerror"
+  echo "$qps" >"$dir/qps.$1"
+}
+echo "warm path: $names names, ${secs}s of dnsperf per server, each server on one core:"
+run jitsu-dns "$PJ"
+run nsd "$PN"
+run knot "$PK"
+j=$(cat "$dir/qps.jitsu-dns") n=$(cat "$dir/qps.nsd") k=$(cat "$dir/qps.knot")
+awk -v j="$j" -v n="$n" -v k="$k" 'BEGIN {
+  printf "ratio jitsu-dns / nsd:  %.2f\nratio jitsu-dns / knot: %.2f\n", j / n, j / k }'
+
+# The cold path: a process guest with socket handoff.
+cat >"$dir/cold.conf" <<CONF
+[jitsu]
+state-dir = $dir/cold-state
+[dns]
+zone = cold.test
+forward = no
+rate = 1000000
+rate-burst = 1000000
+[vm web]
+exec = $build/examples/hello --name web --record $dir/starts
+socket = tcp 127.0.0.1:$PH
+address = 127.0.0.1:$PH
+dns = web.cold.test
+CONF
+"$build/frontends/dns/jitsu-dns" -c "$dir/cold.conf" -l "$PC" 2>"$dir/cold.err" &
+pids+=($!)
+for _ in $(seq 1 100); do grep -q "serving on" "$dir/cold.err" && break; sleep 0.05; done
+"$build/bench/dns_cold" "$PC" web.cold.test "$PH" "$build/frontends/ctl/jitsu-ctl" "$dir/cold.conf" web 50
+echo "the guest's own start, as libjitsu measured it (spawn to ready):"
+"$build/frontends/ctl/jitsu-ctl" -c "$dir/cold.conf" status web | grep "cold start"
