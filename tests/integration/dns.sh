@@ -113,8 +113,16 @@ exec = /bin/sh -c 'sleep 1000' $dir
 address = 192.0.2.20
 dns = manual.example.test
 dns-idle = 1s
+[vm quiet]
+exec = /bin/sh -c 'sleep 1000' $dir
+address = 192.0.2.30
+dns = quiet.example.test
 CONF
-start main "$dir/main.conf" -l "$P" -f "127.0.0.1:$U"
+# systemd's notify protocol: READY=1 once serving.
+socat -u "UNIX-RECV:$dir/notify.sock" "OPEN:$dir/notify.out,creat,append" &
+pids+=($!)
+for _ in $(seq 1 50); do [ -S "$dir/notify.sock" ] && break; sleep 0.02; done
+NOTIFY_SOCKET="$dir/notify.sock" start main "$dir/main.conf" -l "$P" -f "127.0.0.1:$U"
 ctl() { "$ctl_bin" -c "$dir/main.conf" "$@"; }
 
 # --- a cold name spawns its guest; the answer has its address and TTL ---
@@ -131,6 +139,10 @@ dig @127.0.0.1 -p "$P" wEb.ExAmPlE.tEsT A +noall +question | grep -q "^;wEb.ExAm
 [ "$(wc -l <"$dir/starts-web")" -eq 1 ] || fail "web spawned more than once"
 ok
 
+for _ in $(seq 1 50); do grep -q "READY=1" "$dir/notify.out" 2>/dev/null && break; sleep 0.02; done
+grep -q "READY=1" "$dir/notify.out" || fail "no READY=1 to NOTIFY_SOCKET"
+ok
+
 # --- negative answers, the apex, ENTs, classes ----------------------------
 q nope.example.test A >"$dir/n.txt"
 grep -q "status: NXDOMAIN" "$dir/n.txt" && grep -q "IN\s*SOA" "$dir/n.txt" || fail "NXDOMAIN: $(cat "$dir/n.txt")"
@@ -142,6 +154,10 @@ q deep.example.test A | grep -q "status: NOERROR" || fail "the empty non-termina
 q example.test SOA +short | grep -q "^ns1.example.test. hostmaster.example.test." || fail "SOA"
 q -c CH web.example.test A | grep -q "status: REFUSED" || fail "class CH"
 [ "$(q web.example.test ANY +short)" = "127.0.0.1" ] || fail "ANY is not minimal"
+# Types other than A, AAAA and ANY are answered without booting anything.
+q quiet.example.test MX | grep -q "status: NOERROR" || fail "MX for quiet"
+q quiet.example.test TXT | grep -q "status: NOERROR" || fail "TXT for quiet"
+ctl list | grep -Eq "^quiet +process +stopped" || fail "an MX query booted quiet"
 ok
 
 # --- EDNS and truncation --------------------------------------------------
@@ -182,7 +198,11 @@ state-dir = $dir/dead-state
 forward-to = 127.0.0.1:$(free_port)
 forward-timeout = 200ms
 CONF
-start dead "$dir/dead.conf" -l "$F" --no-control
+printf 'listen = 127.0.0.1:%s\nlisten = [::1]:%s\n' "$F" "$F" >>"$dir/dead.conf"
+start dead "$dir/dead.conf" --no-control
+# Served on IPv6 too, where ::1 may forward (and gets its SERVFAIL).
+kdig @::1 -p "$F" +time=3 +retry=0 example.org A | grep -q "status: SERVFAIL" ||
+  fail "no answer over IPv6"
 t0=$(date +%s%N)
 kdig @127.0.0.1 -p "$F" +time=5 +retry=0 example.org A | grep -q "status: SERVFAIL" || fail "dead upstream"
 t1=$(date +%s%N)
