@@ -247,8 +247,7 @@ static void cmd_stats(jitsu__creq *req, json_t *args) {
   for (size_t i = 0; i < JITSU_LATENCY_BUCKETS - 1; i++)
     json_array_append_new(bounds, json_real(jitsu_latency_bounds()[i]));
   jitsu__control_reply(
-      req, json_pack("{s:{s:I, s:I, s:I, s:i, s:i, s:i}, s:o, s:o, s:o}",
-                     "ctx",
+      req, json_pack("{s:{s:I, s:I, s:I, s:i, s:i, s:i}, s:o, s:o, s:o}", "ctx",
                      "defined", (json_int_t)defined, "live", (json_int_t)live,
                      "starting", (json_int_t)starting, "max_live", (int)ml,
                      "max_starting", (int)ms, "max_waiters", (int)mw,

@@ -104,11 +104,7 @@ void jitsu_ctx_free(jitsu_ctx *ctx) {
     ctx->keys = k->next;
     free(k);
   }
-  while (ctx->vm_subs != NULL) {
-    jitsu__vm_sub *s = ctx->vm_subs;
-    ctx->vm_subs = s->next;
-    free(s);
-  }
+  jitsu__sub_clear(&ctx->vm_subs);
   free(ctx->config_path);
   while (ctx->stats_sources != NULL) {
     jitsu__stats_src *src = ctx->stats_sources;
@@ -116,11 +112,7 @@ void jitsu_ctx_free(jitsu_ctx *ctx) {
     free(src->group);
     free(src);
   }
-  while (ctx->state_subs != NULL) {
-    jitsu__state_sub *s = ctx->state_subs;
-    ctx->state_subs = s->next;
-    free(s);
-  }
+  jitsu__sub_clear(&ctx->state_subs);
   free(ctx->globals);
   free(ctx->backends);
   free(ctx->backend_names);
@@ -290,29 +282,11 @@ const char *const *jitsu_backend_names(jitsu_ctx *ctx) {
 }
 
 int jitsu_ctx_on_state(jitsu_ctx *ctx, jitsu_state_fn fn, void *arg) {
-  jitsu__state_sub *s = malloc(sizeof(*s));
-  if (s == NULL)
-    return -ENOMEM;
-  s->fn = fn;
-  s->arg = arg;
-  s->next = NULL;
-  jitsu__state_sub **pp = &ctx->state_subs;
-  while (*pp != NULL)
-    pp = &(*pp)->next;
-  *pp = s;
-  return 0;
+  return jitsu__sub_add(&ctx->state_subs, (jitsu__any_fn)fn, arg);
 }
 
 int jitsu_ctx_off_state(jitsu_ctx *ctx, jitsu_state_fn fn, void *arg) {
-  for (jitsu__state_sub **pp = &ctx->state_subs; *pp; pp = &(*pp)->next) {
-    if ((*pp)->fn == fn && (*pp)->arg == arg) {
-      jitsu__state_sub *s = *pp;
-      *pp = s->next;
-      free(s);
-      return 0;
-    }
-  }
-  return -ENOENT;
+  return jitsu__sub_remove(&ctx->state_subs, (jitsu__any_fn)fn, arg);
 }
 
 static int mkdir_p(char *path, mode_t mode) {

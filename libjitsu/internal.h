@@ -105,17 +105,20 @@ typedef struct jitsu__section_keys {
   size_t n;
 } jitsu__section_keys;
 
-typedef struct jitsu__state_sub {
-  struct jitsu__state_sub *next;
-  jitsu_state_fn fn;
+/* A subscriber (fn, arg) in a list; (fn) is cast back by the caller. */
+typedef void (*jitsu__any_fn)(void);
+typedef struct jitsu__sub {
+  struct jitsu__sub *next;
+  jitsu__any_fn fn;
   void *arg;
-} jitsu__state_sub;
+} jitsu__sub;
 
-typedef struct jitsu__vm_sub {
-  struct jitsu__vm_sub *next;
-  jitsu_vm_event_fn fn;
-  void *arg;
-} jitsu__vm_sub;
+/* Append (fn, arg) to (*list): 0 or -ENOMEM. */
+int jitsu__sub_add(jitsu__sub **list, jitsu__any_fn fn, void *arg);
+/* Remove (fn, arg) from (*list): 0 or -ENOENT. */
+int jitsu__sub_remove(jitsu__sub **list, jitsu__any_fn fn, void *arg);
+/* Free every subscriber of (*list). */
+void jitsu__sub_clear(jitsu__sub **list);
 
 typedef struct jitsu__idle jitsu__idle;
 typedef struct jitsu__control jitsu__control;
@@ -141,9 +144,9 @@ struct jitsu_ctx {
   jitsu__section_keys *keys;
   jitsu_param *globals; /* loaded config: "section\0key" = value */
   size_t n_globals;
-  jitsu__state_sub *state_subs;
-  jitsu__vm_sub *vm_subs;
-  char *config_path; /* the file jitsu_config_load() read, for reloads */
+  jitsu__sub *state_subs; /* jitsu_state_fn */
+  jitsu__sub *vm_subs;    /* jitsu_vm_event_fn */
+  char *config_path;      /* the file jitsu_config_load() read, for reloads */
   jitsu__control *control;
   jitsu__stats_src *stats_sources;
   jitsu_log_fn log_fn;

@@ -253,3 +253,36 @@ int jitsu_error_set(jitsu_error *err, int code, const char *key,
     snprintf(err->message, sizeof(err->message), "%s", text);
   return code;
 }
+
+int jitsu__sub_add(jitsu__sub **list, jitsu__any_fn fn, void *arg) {
+  jitsu__sub *s = malloc(sizeof(*s));
+  if (s == NULL)
+    return -ENOMEM;
+  s->fn = fn;
+  s->arg = arg;
+  s->next = NULL;
+  while (*list != NULL)
+    list = &(*list)->next;
+  *list = s;
+  return 0;
+}
+
+int jitsu__sub_remove(jitsu__sub **list, jitsu__any_fn fn, void *arg) {
+  for (; *list != NULL; list = &(*list)->next) {
+    if ((*list)->fn == fn && (*list)->arg == arg) {
+      jitsu__sub *s = *list;
+      *list = s->next;
+      free(s);
+      return 0;
+    }
+  }
+  return -ENOENT;
+}
+
+void jitsu__sub_clear(jitsu__sub **list) {
+  while (*list != NULL) {
+    jitsu__sub *s = *list;
+    *list = s->next;
+    free(s);
+  }
+}

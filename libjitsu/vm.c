@@ -108,9 +108,10 @@ int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason) {
     vm->backend->state_changed(vm, old, state);
   if (vm->pending != NULL && !state_is_live(state))
     jitsu__defer(vm->ctx, vm, apply_pending, NULL, 0);
-  for (jitsu__state_sub *s = vm->ctx->state_subs; s != NULL;) {
-    jitsu__state_sub *next = s->next; /* fn may unsubscribe itself */
-    s->fn(vm, old, state, vm->reason ? vm->reason : "", s->arg);
+  for (jitsu__sub *s = vm->ctx->state_subs; s != NULL;) {
+    jitsu__sub *next = s->next; /* fn may unsubscribe itself */
+    ((jitsu_state_fn)s->fn)(vm, old, state, vm->reason ? vm->reason : "",
+                            s->arg);
     s = next;
   }
   return 0;
@@ -485,37 +486,19 @@ void jitsu__vm_forget(jitsu_vm *vm) {
 }
 
 void jitsu__vm_event(jitsu_vm *vm, jitsu_vm_event ev) {
-  for (jitsu__vm_sub *s = vm->ctx->vm_subs; s != NULL;) {
-    jitsu__vm_sub *next = s->next; /* fn may unsubscribe itself */
-    s->fn(vm, ev, s->arg);
+  for (jitsu__sub *s = vm->ctx->vm_subs; s != NULL;) {
+    jitsu__sub *next = s->next; /* fn may unsubscribe itself */
+    ((jitsu_vm_event_fn)s->fn)(vm, ev, s->arg);
     s = next;
   }
 }
 
 int jitsu_ctx_on_vm(jitsu_ctx *ctx, jitsu_vm_event_fn fn, void *arg) {
-  jitsu__vm_sub *s = malloc(sizeof(*s));
-  if (s == NULL)
-    return -ENOMEM;
-  s->fn = fn;
-  s->arg = arg;
-  s->next = NULL;
-  jitsu__vm_sub **pp = &ctx->vm_subs;
-  while (*pp != NULL)
-    pp = &(*pp)->next;
-  *pp = s;
-  return 0;
+  return jitsu__sub_add(&ctx->vm_subs, (jitsu__any_fn)fn, arg);
 }
 
 int jitsu_ctx_off_vm(jitsu_ctx *ctx, jitsu_vm_event_fn fn, void *arg) {
-  for (jitsu__vm_sub **pp = &ctx->vm_subs; *pp; pp = &(*pp)->next) {
-    if ((*pp)->fn == fn && (*pp)->arg == arg) {
-      jitsu__vm_sub *s = *pp;
-      *pp = s->next;
-      free(s);
-      return 0;
-    }
-  }
-  return -ENOENT;
+  return jitsu__sub_remove(&ctx->vm_subs, (jitsu__any_fn)fn, arg);
 }
 
 jitsu_vm *jitsu_vm_find(jitsu_ctx *ctx, const char *name) {
