@@ -1,7 +1,8 @@
 /*
  * hello: a small HTTP service for the examples, tests and benchmarks.
  *
- * It serves "hello from NAME" on the sockets that it is handed with the
+ * It serves "hello from NAME" (and, for proxy tests, GET /bytes/N, request
+ * bodies, and an echoing Upgrade) on the sockets that it is handed with the
  * systemd socket activation protocol (LISTEN_FDS, LISTEN_PID), or on the
  * one it binds itself (--listen HOST:PORT), and tells its supervisor that
  * it is ready with READY=1 on $NOTIFY_SOCKET. Only libc: it is meant to
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -93,30 +95,114 @@ static void notify_ready(void) {
   close(fd);
 }
 
+/* The value of header (name) in the request head (req), or NULL. */
+static const char *header(const char *req, const char *name, char *out,
+                          size_t size) {
+  size_t n = strlen(name);
+  for (const char *p = strstr(req, "\r\n"); p != NULL;
+       p = strstr(p + 2, "\r\n")) {
+    if (strncasecmp(p + 2, name, n) == 0 && p[2 + n] == ':') {
+      const char *v = p + 3 + n;
+      while (*v == ' ')
+        v++;
+      size_t l = strcspn(v, "\r\n");
+      if (l >= size)
+        l = size - 1;
+      memcpy(out, v, l);
+      out[l] = '\0';
+      return out;
+    }
+  }
+  return NULL;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w <= 0)
+      return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* One connection: "GET /bytes/N" streams N bytes, a request with a body
+ * gets its size back, an Upgrade is accepted and echoed (for proxies'
+ * tunnel tests), anything else gets "hello from NAME". */
 static void serve(int lfd, const char *name) {
   int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
   if (c < 0)
     return;
   struct timeval tv = {5, 0};
   setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  char req[REQUEST_MAX + 1];
+  char req[REQUEST_MAX + 1], *end = NULL;
   size_t got = 0;
-  while (got < REQUEST_MAX) {
+  while (got < REQUEST_MAX && end == NULL) {
     ssize_t n = read(c, req + got, REQUEST_MAX - got);
     if (n <= 0)
       break;
     got += (size_t)n;
     req[got] = '\0';
-    if (strstr(req, "\r\n\r\n") != NULL)
-      break;
+    end = strstr(req, "\r\n\r\n");
   }
-  char body[256], resp[512];
-  int blen = snprintf(body, sizeof(body), "hello from %s\n", name);
+  char v[64], resp[512], body[256];
+  if (end == NULL) {
+    close(c);
+    return;
+  }
+  size_t head = (size_t)(end - req) + 4;
+  unsigned long long want = 0;
+  int blen;
+  if (header(req, "Upgrade", v, sizeof(v)) != NULL) {
+    int rlen = snprintf(resp, sizeof(resp),
+                        "HTTP/1.1 101 Switching Protocols\r\nConnection: "
+                        "Upgrade\r\nUpgrade: %s\r\n\r\n",
+                        v);
+    if (write_all(c, resp, (size_t)rlen) == 0 &&
+        write_all(c, req + head, got - head) == 0) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = read(c, buf, sizeof(buf))) > 0 &&
+             write_all(c, buf, (size_t)n) == 0)
+        ;
+    }
+    close(c);
+    return;
+  }
+  if (strncmp(req, "GET /bytes/", 11) == 0) {
+    want = strtoull(req + 11, NULL, 10);
+    int rlen = snprintf(resp, sizeof(resp),
+                        "HTTP/1.1 200 OK\r\nContent-Type: "
+                        "application/octet-stream\r\nContent-Length: "
+                        "%llu\r\nConnection: close\r\n\r\n",
+                        want);
+    static char chunk[65536];
+    memset(chunk, 'x', sizeof(chunk));
+    int ok = write_all(c, resp, (size_t)rlen) == 0;
+    while (ok && want > 0) {
+      size_t n = want < sizeof(chunk) ? (size_t)want : sizeof(chunk);
+      ok = write_all(c, chunk, n) == 0;
+      want -= n;
+    }
+    close(c);
+    return;
+  }
+  if (header(req, "Content-Length", v, sizeof(v)) != NULL) {
+    unsigned long long len = strtoull(v, NULL, 10), seen = got - head;
+    char buf[65536];
+    ssize_t n;
+    while (seen < len && (n = read(c, buf, sizeof(buf))) > 0)
+      seen += (unsigned long long)n;
+    blen = snprintf(body, sizeof(body), "received %llu bytes\n", seen);
+  } else {
+    blen = snprintf(body, sizeof(body), "hello from %s\n", name);
+  }
   int rlen = snprintf(resp, sizeof(resp),
                       "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                       "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
                       blen, body);
-  if (got > 0 && write(c, resp, (size_t)rlen) < 0)
+  if (write_all(c, resp, (size_t)rlen) < 0)
     perror("hello: write");
   close(c);
 }
