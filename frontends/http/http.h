@@ -1,0 +1,184 @@
+/* jitsu-http: the internal header of the HTTP frontend. */
+#ifndef JITSU_HTTP_H
+#define JITSU_HTTP_H
+
+#include <jitsu/jitsu.h>
+
+#include <http_parser.h>
+#include <stdbool.h>
+
+typedef struct http_proxy http_proxy;
+
+/* Limits and defaults, from [http] (documented in jitsu-http(8)). */
+typedef struct http_settings {
+  size_t max_header;       /* bytes of a request head: 431 beyond */
+  uint64_t max_body;       /* bytes of a request body: 413 beyond; 0: none */
+  uint64_t header_timeout; /* ms to receive a head: 408 */
+  uint64_t idle_timeout;   /* ms an idle keep-alive connection stays */
+  unsigned max_conns;      /* client connections at once */
+  unsigned queue;          /* default per-vm queue of waiting requests */
+  uint64_t hold_ms;        /* default longest wait in that queue: 503 */
+  unsigned retry_after;    /* seconds, in 503 answers */
+  uint64_t drain_ms;       /* on SIGTERM: finish in-flight work this long */
+  const char *default_vm;  /* for unknown hosts, or NULL: 404 */
+} http_settings;
+
+typedef struct http_config {
+  http_settings settings;
+  const char *const *listen; /* "HOST:PORT", NULL-terminated */
+} http_config;
+
+int http_proxy_new(jitsu_ctx *ctx, const http_config *cfg, http_proxy **out,
+                   char *why, size_t why_size);
+/* Rebuild the routes from the vms (after a reload). */
+void http_proxy_rebuild(http_proxy *px);
+/* Stop accepting, let in-flight requests finish within drain_ms, then call
+ * (done)(arg). */
+void http_proxy_drain(http_proxy *px, void (*done)(void *arg), void *arg);
+/* Free what is left once the loop has stopped. */
+void http_proxy_destroy(http_proxy *px);
+
+/* --- internals shared by http_proxy.c and http_upstream.c -------------- */
+
+typedef struct http_link {
+  struct http_link *prev, *next;
+} http_link;
+void http_list_init(http_link *h);
+void http_list_add(http_link *h, http_link *l);
+void http_list_del(http_link *l);
+#define HTTP_CONTAINER(p, type, m) ((type *)((char *)(p)-offsetof(type, m)))
+
+typedef struct http_client http_client;
+typedef struct http_upstream http_upstream;
+
+/* What jitsu-http keeps per vm: its queue, its idle upstream connections. */
+typedef struct http_vmq {
+  http_link link;
+  jitsu_vm *vm;
+  struct sockaddr_storage backend;
+  unsigned queue_max;
+  uint64_t hold_ms;
+  http_link waiting; /* http_client.qlink, oldest first */
+  unsigned n_waiting;
+  bool summoning;
+  http_link idle; /* http_upstream.plink */
+  unsigned n_idle;
+} http_vmq;
+
+typedef enum client_state {
+  C_HEAD,     /* reading a request head */
+  C_QUEUED,   /* waiting for its guest */
+  C_FORWARD,  /* request and response under way */
+  C_TUNNEL,   /* after 101: bytes both ways */
+  C_CLOSING,
+} client_state;
+
+struct http_client {
+  http_proxy *px;
+  http_link link;  /* px->clients */
+  http_link qlink; /* vmq->waiting while queued */
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  http_parser parser;
+  client_state state;
+  unsigned refs;
+  bool reading, paused_by_upstream;
+  struct sockaddr_storage peer;
+  /* The request being read or forwarded. */
+  char *head;       /* the head to send upstream, built as it is parsed */
+  size_t head_len, head_cap, head_bytes;
+  char field[256];  /* the header name being read */
+  size_t field_len;
+  bool in_value, want_host_value, want_value;
+  char host[256];
+  char url[2048];
+  size_t url_len;
+  char xff[256];    /* an incoming X-Forwarded-For */
+  char upgrade[128]; /* an incoming Upgrade */
+  bool req_chunked, req_complete, req_upgrade, req_head_method;
+  uint64_t req_body;
+  http_vmq *q;
+  uint64_t queued_ms, cold_ms;
+  bool cold;
+  http_upstream *up;
+  bool held;        /* jitsu_vm_hold() is ours */
+  /* Bytes read past a request we are not ready to parse yet. */
+  char *stash;
+  size_t stash_len;
+};
+
+struct http_upstream {
+  http_vmq *q;
+  http_link plink; /* q->idle while idle */
+  uv_tcp_t tcp;
+  uv_connect_t connect;
+  uv_timer_t timer;
+  http_parser parser;
+  http_client *c;
+  bool connected, closing, paused_by_client, resp_chunked, resp_done;
+  bool client_keep_alive, plink_counted;
+  unsigned refs; /* handles (2) + writes in flight */
+  int status;
+  char reason[128];
+  char field[256];
+  size_t field_len;
+  bool in_value, skip_header;
+  char *head;
+  size_t head_len, head_cap;
+};
+
+struct http_proxy {
+  jitsu_ctx *ctx;
+  uv_loop_t *loop;
+  http_settings set;
+  uv_tcp_t **listeners;
+  size_t n_listeners;
+  http_link clients;
+  unsigned n_clients;
+  http_link vmqs;
+  struct http_route *routes;
+  bool draining;
+  uv_timer_t *drain_timer;
+  void (*drain_done)(void *);
+  void *drain_arg;
+  struct {
+    double requests, responses[6], cold, overflows, hold_timeouts;
+    double bad_requests, upstream_errors, tunnels;
+    uint32_t wait_us[256];
+    unsigned wait_n, wait_pos;
+  } st;
+};
+
+/* Append (len) bytes to the growing buffer (*buf, *len, *cap); -1 past
+ * (max). */
+int http_buf_add(char **buf, size_t *len, size_t *cap, const char *data,
+                 size_t n, size_t max);
+
+/* Client side (http_proxy.c), used by the upstream side. */
+void http_client_send(http_client *c, const char *data, size_t len);
+void http_client_error(http_client *c, int status, const char *reason,
+                       const char *body);
+/* The response is complete: keep the connection for the next request, or
+ * close it. */
+void http_client_response_done(http_client *c, bool keep_alive);
+void http_client_tunnel(http_client *c);
+void http_client_close(http_client *c);
+void http_client_backpressure(http_client *c, bool pause);
+void http_client_unref(http_client *c);
+
+/* Upstream side (http_upstream.c). */
+/* Get an idle connection to (q)'s guest, or open one; it sends (c)'s head
+ * once connected. */
+void http_upstream_attach(http_vmq *q, http_client *c);
+void http_upstream_send(http_upstream *u, const char *data, size_t len);
+void http_upstream_release(http_upstream *u, bool reuse);
+void http_upstream_backpressure(http_upstream *u, bool pause);
+void http_vmq_close_idle(http_vmq *q);
+
+#define HTTP_HIGH_WATER (256 * 1024)
+
+/* Whether (name) is a hop-by-hop header that a proxy must not pass on
+ * (RFC 9110 7.6.1), or one we set ourselves. */
+bool http_hop_by_hop(const char *name, size_t len);
+
+#endif

@@ -1,0 +1,1058 @@
+/* jitsu-http: the client side. Accept, parse requests with http-parser,
+ * route by Host (and path prefix), queue a request while its guest is
+ * summoned, and stream it to the guest with backpressure. */
+#include "http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_ROUTE_HOST 256
+
+typedef struct http_route {
+  struct http_route *next;
+  char host[MAX_ROUTE_HOST];
+  char prefix[256];
+  size_t prefix_len;
+  http_vmq *q;
+} http_route;
+
+void http_list_init(http_link *h) {
+  h->prev = h->next = h;
+}
+void http_list_add(http_link *h, http_link *l) {
+  l->prev = h->prev;
+  l->next = h;
+  h->prev->next = l;
+  h->prev = l;
+}
+void http_list_del(http_link *l) {
+  if (l->next == NULL)
+    return;
+  l->prev->next = l->next;
+  l->next->prev = l->prev;
+  l->next = l->prev = NULL;
+}
+
+int http_buf_add(char **buf, size_t *len, size_t *cap, const char *data,
+                 size_t n, size_t max) {
+  if (*len + n > max)
+    return -1;
+  if (*len + n > *cap) {
+    size_t c = *cap ? *cap * 2 : 1024;
+    while (c < *len + n)
+      c *= 2;
+    char *b = realloc(*buf, c);
+    if (b == NULL)
+      return -1;
+    *buf = b;
+    *cap = c;
+  }
+  memcpy(*buf + *len, data, n);
+  *len += n;
+  return 0;
+}
+
+bool http_hop_by_hop(const char *name, size_t len) {
+  static const char *const hop[] = {
+      "connection",        "keep-alive",     "proxy-connection",
+      "transfer-encoding", "te",             "trailer",
+      "upgrade",           "proxy-authenticate", "proxy-authorization",
+      "x-forwarded-for",   "x-forwarded-proto",  "forwarded",
+      "x-jitsu-cold-start",
+  };
+  for (size_t i = 0; i < sizeof(hop) / sizeof(*hop); i++)
+    if (strlen(hop[i]) == len && strncasecmp(hop[i], name, len) == 0)
+      return true;
+  return false;
+}
+
+/* --- sending --------------------------------------------------------------- */
+
+typedef struct wreq {
+  uv_write_t w;
+  http_client *c;
+  char data[];
+} wreq;
+
+static void client_written(uv_write_t *w, int status) {
+  wreq *r = HTTP_CONTAINER(w, wreq, w);
+  http_client *c = r->c;
+  (void)status;
+  free(r);
+  if (c->up != NULL && c->up->paused_by_client &&
+      uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <
+          HTTP_HIGH_WATER / 2)
+    http_upstream_backpressure(c->up, false);
+  http_client_unref(c);
+}
+
+void http_client_send(http_client *c, const char *data, size_t len) {
+  if (c->state == C_CLOSING || len == 0)
+    return;
+  wreq *r = malloc(sizeof(*r) + len);
+  if (r == NULL) {
+    http_client_close(c);
+    return;
+  }
+  memcpy(r->data, data, len);
+  r->c = c;
+  c->refs++;
+  uv_buf_t b = uv_buf_init(r->data, (unsigned)len);
+  if (uv_write(&r->w, (uv_stream_t *)&c->tcp, &b, 1, client_written) < 0) {
+    free(r);
+    c->refs--;
+    http_client_close(c);
+    return;
+  }
+  if (c->up != NULL &&
+      uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > HTTP_HIGH_WATER)
+    http_upstream_backpressure(c->up, true);
+}
+
+static void client_closed(uv_handle_t *h) {
+  http_client_unref(h->data);
+}
+
+void http_client_unref(http_client *c) {
+  if (--c->refs > 0)
+    return;
+  free(c->head);
+  free(c->stash);
+  free(c);
+}
+
+static void release_hold(http_client *c) {
+  if (c->held && c->q != NULL) {
+    jitsu_vm_release(c->q->vm);
+    c->held = false;
+  }
+}
+
+void http_client_close(http_client *c) {
+  if (c->state == C_CLOSING)
+    return;
+  c->state = C_CLOSING;
+  http_proxy *px = c->px;
+  http_list_del(&c->link);
+  px->n_clients--;
+  if (c->qlink.next != NULL) {
+    http_list_del(&c->qlink); /* it gave up waiting: out of the queue */
+    c->q->n_waiting--;
+  }
+  release_hold(c);
+  if (c->up != NULL) {
+    http_upstream *u = c->up;
+    c->up = NULL;
+    u->c = NULL;
+    http_upstream_release(u, false);
+  }
+  uv_close((uv_handle_t *)&c->tcp, client_closed);
+  uv_close((uv_handle_t *)&c->timer, client_closed);
+  if (px->draining && px->n_clients == 0 && px->drain_done != NULL) {
+    void (*done)(void *) = px->drain_done;
+    px->drain_done = NULL;
+    done(px->drain_arg);
+  }
+}
+
+static void shutdown_done(uv_shutdown_t *req, int status) {
+  http_client *c = req->data;
+  (void)status;
+  free(req);
+  http_client_close(c);
+  http_client_unref(c);
+}
+
+/* Close once what was written has gone out. */
+static void client_finish(http_client *c) {
+  if (c->state == C_CLOSING)
+    return;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  uv_timer_stop(&c->timer);
+  uv_shutdown_t *req = malloc(sizeof(*req));
+  if (req == NULL ||
+      uv_shutdown(req, (uv_stream_t *)&c->tcp, shutdown_done) < 0) {
+    free(req);
+    http_client_close(c);
+    return;
+  }
+  req->data = c;
+  c->refs++;
+
+}
+
+void http_client_error(http_client *c, int status, const char *reason,
+                       const char *body) {
+  http_proxy *px = c->px;
+  char head[512];
+  int n = snprintf(head, sizeof(head),
+                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+                   "Content-Length: %zu\r\nConnection: close\r\n",
+                   status, reason, strlen(body) + 1);
+  if (status == 503)
+    n += snprintf(head + n, sizeof(head) - (size_t)n, "Retry-After: %u\r\n",
+                  px->set.retry_after);
+  n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
+  px->st.responses[status / 100]++;
+  if (status == 400 || status == 408 || status == 413 || status == 431)
+    px->st.bad_requests++;
+  http_client_send(c, head, (size_t)n);
+  http_client_send(c, body, strlen(body));
+  http_client_send(c, "\n", 1);
+  if (c->qlink.next != NULL) {
+    http_list_del(&c->qlink);
+    c->q->n_waiting--;
+  }
+  client_finish(c);
+}
+
+/* --- reading and parsing ------------------------------------------------------ */
+
+static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+static int feed(http_client *c, const char *data, size_t len);
+
+static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  static char slab[65536];
+  (void)h, (void)suggested;
+  *buf = uv_buf_init(slab, sizeof(slab));
+}
+
+static void reading(http_client *c, bool on) {
+  if (c->state == C_CLOSING || on == c->reading)
+    return;
+  c->reading = on;
+  if (on)
+    uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+  else
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void http_client_backpressure(http_client *c, bool pause) {
+  c->paused_by_upstream = pause;
+  if (c->state == C_FORWARD || c->state == C_TUNNEL)
+    reading(c, !pause);
+}
+
+static void head_timeout(uv_timer_t *t) {
+  http_client *c = t->data;
+  if (c->state == C_HEAD && (c->head_bytes > 0 || c->stash_len > 0))
+    http_client_error(c, 408, "Request Timeout",
+                      "the request head did not arrive in time");
+  else if (c->state == C_HEAD)
+    http_client_close(c); /* an idle keep-alive connection */
+}
+
+static void arm_head_timer(http_client *c, bool started) {
+  http_proxy *px = c->px;
+  uv_timer_start(&c->timer, head_timeout,
+                 started ? px->set.header_timeout : px->set.idle_timeout, 0);
+}
+
+/* Keep bytes the parser could not take yet. */
+static void stash(http_client *c, const char *data, size_t len) {
+  char *s = malloc(len ? len : 1);
+  if (s == NULL) {
+    http_client_close(c);
+    return;
+  }
+  memcpy(s, data, len);
+  free(c->stash);
+  c->stash = s;
+  c->stash_len = len;
+}
+
+/* Resume parsing what was stashed, then read more. */
+static void resume(http_client *c) {
+  if (c->state == C_CLOSING)
+    return;
+  http_parser_pause(&c->parser, 0);
+  char *s = c->stash;
+  size_t n = c->stash_len;
+  c->stash = NULL;
+  c->stash_len = 0;
+  int r = n ? feed(c, s, n) : 0;
+  free(s);
+  if (r == 0 && !c->paused_by_upstream &&
+      (c->state == C_HEAD || c->state == C_FORWARD || c->state == C_TUNNEL))
+    reading(c, true);
+}
+
+static const http_parser_settings *request_settings(void);
+
+static int feed(http_client *c, const char *data, size_t len) {
+  if (c->state == C_TUNNEL) {
+    if (c->up != NULL)
+      http_upstream_send(c->up, data, len);
+    return 0;
+  }
+  size_t n = http_parser_execute(&c->parser, request_settings(), data, len);
+  if (c->state == C_CLOSING)
+    return -1;
+  enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+  if (e == HPE_PAUSED || (c->parser.upgrade && e == HPE_OK)) {
+    /* Not ready for more (queued, connecting, or a response is due), or
+     * the rest is for the tunnel after 101. */
+    stash(c, data + n, len - n);
+    reading(c, false);
+    return 1;
+  }
+  if (e != HPE_OK) {
+    if (c->state == C_HEAD) {
+      char body[128];
+      snprintf(body, sizeof(body), "malformed request: %s",
+               http_errno_description(e));
+      http_client_error(c, 400, "Bad Request", body);
+    } else {
+      http_client_close(c); /* a broken body: nothing to answer */
+    }
+    return -1;
+  }
+  return 0;
+}
+
+static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  http_client *c = s->data;
+  if (n < 0) {
+    if (c->state == C_HEAD || c->state == C_QUEUED || c->state == C_TUNNEL ||
+        !c->req_complete) {
+      http_client_close(c);
+      return;
+    }
+    reading(c, false); /* half-closed after its request: answer, then close */
+    return;
+  }
+  if (c->state == C_HEAD && c->head_bytes == 0)
+    arm_head_timer(c, true);
+  feed(c, buf->base, (size_t)n);
+}
+
+/* --- the request head ------------------------------------------------------- */
+
+static int head_add(http_client *c, const char *data, size_t n) {
+  if (http_buf_add(&c->head, &c->head_len, &c->head_cap, data, n,
+                   c->px->set.max_header + 1024) < 0)
+    return -1;
+  return 0;
+}
+
+static int too_big(http_client *c, size_t n) {
+  c->head_bytes += n;
+  if (c->head_bytes > c->px->set.max_header) {
+    http_client_error(c, 431, "Request Header Fields Too Large",
+                      "the request head is too large");
+    return 1;
+  }
+  return 0;
+}
+
+static int on_message_begin(http_parser *p) {
+  http_client *c = p->data;
+  c->head_len = 0;
+  c->head_bytes = 0;
+  c->field_len = 0;
+  c->in_value = false;
+  c->host[0] = c->url[0] = c->xff[0] = c->upgrade[0] = '\0';
+  c->url_len = 0;
+  c->req_complete = c->req_upgrade = false;
+  c->req_body = 0;
+  c->cold = false;
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+  http_client *c = p->data;
+  if (too_big(c, n))
+    return -1;
+  if (c->url_len + n >= sizeof(c->url)) {
+    http_client_error(c, 414, "URI Too Long", "the request target is too long");
+    return -1;
+  }
+  memcpy(c->url + c->url_len, at, n);
+  c->url_len += n;
+  c->url[c->url_len] = '\0';
+  return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+  http_client *c = p->data;
+  if (too_big(c, n))
+    return -1;
+  if (c->in_value) {
+    if (c->want_value && head_add(c, "\r\n", 2) < 0)
+      return -1;
+    c->in_value = false;
+    c->field_len = 0;
+  }
+  if (c->field_len + n >= sizeof(c->field)) {
+    http_client_error(c, 431, "Request Header Fields Too Large",
+                      "a header name is too long");
+    return -1;
+  }
+  memcpy(c->field + c->field_len, at, n);
+  c->field_len += n;
+  return 0;
+}
+
+static void capture(char *dst, size_t size, const char *at, size_t n) {
+  size_t l = strlen(dst);
+  if (l + n >= size)
+    n = size - l - 1;
+  memcpy(dst + l, at, n);
+  dst[l + n] = '\0';
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+  http_client *c = p->data;
+  if (too_big(c, n))
+    return -1;
+  if (!c->in_value) {
+    c->in_value = true;
+    c->want_host_value = c->field_len == 4 &&
+                         strncasecmp(c->field, "host", 4) == 0;
+    c->want_value = !http_hop_by_hop(c->field, c->field_len);
+    if (c->field_len == 15 && strncasecmp(c->field, "x-forwarded-for", 15) == 0)
+      c->want_host_value = false;
+    if (c->want_value && (head_add(c, c->field, c->field_len) < 0 ||
+                          head_add(c, ": ", 2) < 0))
+      return -1;
+  }
+  if (c->want_host_value)
+    capture(c->host, sizeof(c->host), at, n);
+  if (c->field_len == 15 && strncasecmp(c->field, "x-forwarded-for", 15) == 0)
+    capture(c->xff, sizeof(c->xff), at, n);
+  if (c->field_len == 7 && strncasecmp(c->field, "upgrade", 7) == 0)
+    capture(c->upgrade, sizeof(c->upgrade), at, n);
+  if (c->want_value && head_add(c, at, n) < 0)
+    return -1;
+  return 0;
+}
+
+/* The route of (host, url): the longest path prefix of that host. */
+static http_vmq *route(http_proxy *px, const char *host, const char *url) {
+  char h[MAX_ROUTE_HOST];
+  size_t i = 0;
+  for (; host[i] && host[i] != ':' && i < sizeof(h) - 1; i++)
+    h[i] = (char)(host[i] >= 'A' && host[i] <= 'Z' ? host[i] + 32 : host[i]);
+  h[i] = '\0';
+  if (i > 0 && h[i - 1] == '.')
+    h[i - 1] = '\0';
+  http_route *best = NULL;
+  for (http_route *r = px->routes; r; r = r->next)
+    if (strcmp(r->host, h) == 0 && strncmp(url, r->prefix, r->prefix_len) == 0 &&
+        (best == NULL || r->prefix_len > best->prefix_len))
+      best = r;
+  if (best != NULL)
+    return best->q;
+  if (px->set.default_vm != NULL)
+    for (http_route *r = px->routes; r; r = r->next)
+      if (strcmp(jitsu_vm_name(r->q->vm), px->set.default_vm) == 0)
+        return r->q;
+  return NULL;
+}
+
+static void peer_text(http_client *c, char *out, size_t size) {
+  char ip[64] = "unknown";
+  if (c->peer.ss_family == AF_INET)
+    uv_ip4_name((struct sockaddr_in *)&c->peer, ip, sizeof(ip));
+  else if (c->peer.ss_family == AF_INET6)
+    uv_ip6_name((struct sockaddr_in6 *)&c->peer, ip, sizeof(ip));
+  snprintf(out, size, "%s", ip);
+}
+
+/* Put the request line and our headers around the kept ones. */
+static int finish_head(http_client *c) {
+  char ip[64], first[2300], tail[1024];
+  peer_text(c, ip, sizeof(ip));
+  bool v6 = c->peer.ss_family == AF_INET6;
+  int fn = snprintf(first, sizeof(first), "%s %s HTTP/1.1\r\n",
+                    http_method_str((enum http_method)c->parser.method), c->url);
+  int tn = snprintf(
+      tail, sizeof(tail),
+      "X-Forwarded-For: %s%s%s\r\nX-Forwarded-Proto: http\r\n"
+      "Forwarded: for=%s%s%s;proto=http\r\n%s%s%s%s%s\r\n",
+      c->xff, c->xff[0] ? ", " : "", ip, v6 ? "\"[" : "", ip, v6 ? "]\"" : "",
+      c->req_upgrade ? "Connection: Upgrade\r\n" : "Connection: keep-alive\r\n",
+      c->req_chunked ? "Transfer-Encoding: chunked\r\n" : "",
+      c->req_upgrade ? "Upgrade: " : "", c->req_upgrade ? c->upgrade : "",
+      c->req_upgrade ? "\r\n" : "");
+  size_t total = (size_t)fn + c->head_len + (size_t)tn;
+  char *h = malloc(total);
+  if (h == NULL)
+    return -1;
+  memcpy(h, first, (size_t)fn);
+  memcpy(h + fn, c->head, c->head_len);
+  memcpy(h + (size_t)fn + c->head_len, tail, (size_t)tn);
+  free(c->head);
+  c->head = h;
+  c->head_len = total;
+  c->head_cap = total;
+  return 0;
+}
+
+static void dispatch(http_client *c);
+
+static int on_headers_complete(http_parser *p) {
+  http_client *c = p->data;
+  http_proxy *px = c->px;
+  if (c->in_value && c->want_value && head_add(c, "\r\n", 2) < 0)
+    return -1;
+  c->in_value = false;
+  px->st.requests++;
+  c->req_chunked = (p->flags & F_CHUNKED) != 0;
+  c->req_upgrade = p->upgrade && c->upgrade[0] != '\0';
+  c->req_head_method = p->method == HTTP_HEAD;
+  if (c->host[0] == '\0' && p->http_minor >= 1) {
+    http_client_error(c, 400, "Bad Request", "HTTP/1.1 needs a Host header");
+    return -1;
+  }
+  if (px->set.max_body && !c->req_chunked &&
+      p->content_length != ULLONG_MAX && p->content_length > px->set.max_body) {
+    http_client_error(c, 413, "Content Too Large", "the request body is too large");
+    return -1;
+  }
+  c->q = route(px, c->host, c->url);
+  if (c->q == NULL) {
+    char body[400];
+    snprintf(body, sizeof(body), "no vm serves host '%s'", c->host);
+    http_client_error(c, 404, "Not Found", body);
+    return -1;
+  }
+  if (finish_head(c) < 0) {
+    http_client_close(c);
+    return -1;
+  }
+  uv_timer_stop(&c->timer);
+  /* Whatever comes next (the body) waits until the guest is connected. */
+  http_parser_pause(p, 1);
+  dispatch(c);
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+  http_client *c = p->data;
+  http_proxy *px = c->px;
+  c->req_body += n;
+  if (px->set.max_body && c->req_body > px->set.max_body) {
+    http_client_error(c, 413, "Content Too Large",
+                      "the request body is too large");
+    return -1;
+  }
+  if (c->up == NULL)
+    return -1;
+  if (c->req_chunked) {
+    char size[24];
+    int l = snprintf(size, sizeof(size), "%zx\r\n", n);
+    http_upstream_send(c->up, size, (size_t)l);
+    http_upstream_send(c->up, at, n);
+    http_upstream_send(c->up, "\r\n", 2);
+  } else {
+    http_upstream_send(c->up, at, n);
+  }
+  return 0;
+}
+
+static int on_message_complete(http_parser *p) {
+  http_client *c = p->data;
+  if (c->req_chunked && c->up != NULL)
+    http_upstream_send(c->up, "0\r\n\r\n", 5);
+  c->req_complete = true;
+  /* One request at a time: the next waits for this response. */
+  if (!c->req_upgrade)
+    http_parser_pause(p, 1);
+  return 0;
+}
+
+static const http_parser_settings *request_settings(void) {
+  static http_parser_settings s;
+  if (s.on_message_begin == NULL) {
+    s.on_message_begin = on_message_begin;
+    s.on_url = on_url;
+    s.on_header_field = on_header_field;
+    s.on_header_value = on_header_value;
+    s.on_headers_complete = on_headers_complete;
+    s.on_body = on_body;
+    s.on_message_complete = on_message_complete;
+  }
+  return &s;
+}
+
+/* --- the queue ------------------------------------------------------------- */
+
+static void wait_add(http_proxy *px, uint64_t ms) {
+  uint64_t us = ms * 1000;
+  px->st.wait_us[px->st.wait_pos] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+  px->st.wait_pos = (px->st.wait_pos + 1) % 256;
+  if (px->st.wait_n < 256)
+    px->st.wait_n++;
+}
+
+/* Forward (c) now: its guest is ready. */
+static void forward(http_client *c) {
+  c->state = C_FORWARD;
+  if (!c->held) {
+    jitsu_vm_hold(c->q->vm); /* in flight: the idle policy waits */
+    c->held = true;
+  }
+  jitsu_vm_touch(c->q->vm);
+  http_upstream_attach(c->q, c);
+}
+
+/* The upstream connection took the head: let the body flow. */
+void http_client_connected(http_client *c);
+void http_client_connected(http_client *c) {
+  resume(c);
+}
+
+static void hold_expired(uv_timer_t *t) {
+  http_client *c = t->data;
+  if (c->state != C_QUEUED)
+    return;
+  c->px->st.hold_timeouts++;
+  char body[256];
+  snprintf(body, sizeof(body), "vm '%s' is not ready yet; try again shortly",
+           jitsu_vm_name(c->q->vm));
+  http_client_error(c, 503, "Service Unavailable", body);
+}
+
+static void vm_summoned(jitsu_vm *vm, int status, void *arg) {
+  http_vmq *q = arg;
+  http_proxy *px = NULL;
+  q->summoning = false;
+  char reason[400];
+  if (status < 0) {
+    jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+    jitsu_vm_info_get(vm, &info);
+    snprintf(reason, sizeof(reason), "vm '%s' could not start: %s%s%s",
+             jitsu_vm_name(vm), jitsu_strerror(status),
+             info.reason[0] ? ": " : "", info.reason);
+  }
+  /* In order: the oldest first. */
+  while (q->waiting.next != &q->waiting) {
+    http_client *c = HTTP_CONTAINER(q->waiting.next, http_client, qlink);
+    px = c->px;
+    http_list_del(&c->qlink);
+    q->n_waiting--;
+    uv_timer_stop(&c->timer);
+    if (status < 0) {
+      px->st.upstream_errors++;
+      http_client_error(c, 502, "Bad Gateway", reason);
+      continue;
+    }
+    c->cold_ms = uv_now(px->loop) - c->queued_ms;
+    wait_add(px, c->cold_ms);
+    forward(c);
+  }
+}
+
+static void dispatch(http_client *c) {
+  http_proxy *px = c->px;
+  http_vmq *q = c->q;
+  jitsu_vm_touch(q->vm);
+  if (jitsu_vm_state(q->vm) == JITSU_STATE_READY && !q->summoning) {
+    forward(c);
+    return;
+  }
+  if (q->n_waiting >= q->queue_max) {
+    px->st.overflows++;
+    char body[256];
+    snprintf(body, sizeof(body),
+             "vm '%s' is starting and %u requests already wait for it",
+             jitsu_vm_name(q->vm), q->n_waiting);
+    http_client_error(c, 503, "Service Unavailable", body);
+    return;
+  }
+  if (!q->summoning) {
+    int r = jitsu_vm_summon(q->vm, vm_summoned, q);
+    if (r < 0) {
+      char body[512];
+      snprintf(body, sizeof(body), "vm '%s' cannot be summoned: %s",
+               jitsu_vm_name(q->vm), jitsu_ctx_last_error(px->ctx));
+      http_client_error(c, 503, "Service Unavailable", body);
+      return;
+    }
+    q->summoning = true;
+  }
+  c->state = C_QUEUED;
+  c->cold = true;
+  c->queued_ms = uv_now(px->loop);
+  px->st.cold++;
+  http_list_add(&q->waiting, &c->qlink);
+  q->n_waiting++;
+  uv_timer_start(&c->timer, hold_expired, q->hold_ms, 0);
+}
+
+void http_client_tunnel(http_client *c) {
+  c->state = C_TUNNEL;
+  c->px->st.tunnels++;
+  resume(c); /* bytes read after the head go through */
+}
+
+void http_client_response_done(http_client *c, bool keep_alive) {
+  if (c->state == C_CLOSING)
+    return;
+  release_hold(c);
+  if (!keep_alive || !c->req_complete || c->px->draining) {
+    client_finish(c);
+    return;
+  }
+  c->state = C_HEAD;
+  c->up = NULL;
+  c->head_bytes = 0;
+  arm_head_timer(c, false);
+  resume(c); /* a pipelined request may already be here */
+}
+
+/* --- connections, routes, life cycle -------------------------------------- */
+
+static void on_connection(uv_stream_t *server, int status) {
+  http_proxy *px = server->data;
+  if (status < 0)
+    return;
+  http_client *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return;
+  c->px = px;
+  c->refs = 2;
+  uv_tcp_init(px->loop, &c->tcp);
+  uv_timer_init(px->loop, &c->timer);
+  c->tcp.data = c->timer.data = c;
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  http_list_add(&px->clients, &c->link);
+  px->n_clients++;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+    http_client_close(c);
+    return;
+  }
+  int len = sizeof(c->peer);
+  uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &len);
+  uv_tcp_nodelay(&c->tcp, 1);
+  if (px->n_clients > px->set.max_conns) {
+    http_client_error(c, 503, "Service Unavailable",
+                      "too many connections; try again shortly");
+    return;
+  }
+  arm_head_timer(c, false);
+  reading(c, true);
+}
+
+static http_vmq *vmq_of(http_proxy *px, jitsu_vm *vm) {
+  for (http_link *l = px->vmqs.next; l != &px->vmqs; l = l->next) {
+    http_vmq *q = HTTP_CONTAINER(l, http_vmq, link);
+    if (q->vm == vm)
+      return q;
+  }
+  http_vmq *q = calloc(1, sizeof(*q));
+  if (q == NULL)
+    return NULL;
+  q->vm = vm;
+  http_list_init(&q->waiting);
+  http_list_init(&q->idle);
+  http_list_add(&px->vmqs, &q->link);
+  return q;
+}
+
+static int parse_backend(const char *text, struct sockaddr_storage *ss) {
+  char buf[128];
+  snprintf(buf, sizeof(buf), "%s", text);
+  char *colon = strrchr(buf, ':');
+  if (colon == NULL)
+    return -1;
+  *colon = '\0';
+  int port = atoi(colon + 1);
+  char *host = buf;
+  if (host[0] == '[' && colon[-1] == ']') {
+    host++;
+    colon[-1] = '\0';
+  }
+  if (port <= 0 || port > 65535)
+    return -1;
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0 ||
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+    return 0;
+  return -1;
+}
+
+typedef struct build {
+  http_proxy *px;
+  http_route *routes;
+  char *why;
+  size_t why_size;
+  int err;
+} build;
+
+static int add_routes(jitsu_vm *vm, void *arg) {
+  build *b = arg;
+  http_proxy *px = b->px;
+  const char *v, *host;
+  if (jitsu_vm_param(vm, "http-host", 0) == NULL)
+    return 0;
+  http_vmq *q = vmq_of(px, vm);
+  if (q == NULL)
+    return b->err = -ENOMEM;
+  const char *backend = jitsu_vm_param(vm, "http-backend", 0);
+  if (backend == NULL)
+    backend = jitsu_vm_param(vm, "address", 0);
+  if (backend == NULL || parse_backend(backend, &q->backend) < 0) {
+    snprintf(b->why, b->why_size,
+             "vm '%s': http-backend (or address) must be IP:PORT, not '%s'",
+             jitsu_vm_name(vm), backend ? backend : "");
+    return b->err = -EINVAL;
+  }
+  q->queue_max = px->set.queue;
+  if ((v = jitsu_vm_param(vm, "http-queue", 0)) != NULL)
+    q->queue_max = (unsigned)strtoul(v, NULL, 10);
+  q->hold_ms = px->set.hold_ms;
+  uint64_t ms;
+  if ((v = jitsu_vm_param(vm, "http-hold", 0)) != NULL &&
+      jitsu_parse_duration(v, &ms) == 0)
+    q->hold_ms = ms;
+  const char *prefix = jitsu_vm_param(vm, "http-path", 0);
+  for (size_t i = 0; (host = jitsu_vm_param(vm, "http-host", i)); i++) {
+    http_route *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+      return b->err = -ENOMEM;
+    size_t k = 0;
+    for (; host[k] && k < sizeof(r->host) - 1; k++)
+      r->host[k] = (char)(host[k] >= 'A' && host[k] <= 'Z' ? host[k] + 32
+                                                            : host[k]);
+    snprintf(r->prefix, sizeof(r->prefix), "%s", prefix ? prefix : "/");
+    r->prefix_len = strlen(r->prefix);
+    r->q = q;
+    for (http_route *o = b->routes; o; o = o->next)
+      if (strcmp(o->host, r->host) == 0 && strcmp(o->prefix, r->prefix) == 0) {
+        snprintf(b->why, b->why_size, "vm '%s': http-host %s%s is vm '%s''s",
+                 jitsu_vm_name(vm), r->host, r->prefix,
+                 jitsu_vm_name(o->q->vm));
+        free(r);
+        return b->err = -EINVAL;
+      }
+    r->next = b->routes;
+    b->routes = r;
+  }
+  return 0;
+}
+
+static void free_routes(http_route *r) {
+  while (r) {
+    http_route *next = r->next;
+    free(r);
+    r = next;
+  }
+}
+
+static int build_routes(http_proxy *px, char *why, size_t why_size) {
+  build b = {px, NULL, why, why_size, 0};
+  jitsu_vm_foreach(px->ctx, add_routes, &b);
+  if (b.err < 0) {
+    free_routes(b.routes);
+    return b.err;
+  }
+  free_routes(px->routes);
+  px->routes = b.routes;
+  return 0;
+}
+
+void http_proxy_rebuild(http_proxy *px) {
+  char why[512] = "";
+  if (build_routes(px, why, sizeof(why)) < 0)
+    fprintf(stderr, "jitsu-http: routes not rebuilt, the old ones stay: %s\n",
+            why);
+}
+
+static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
+  http_proxy *px = arg;
+  if (ev != JITSU_VM_UNDEFINING) {
+    http_proxy_rebuild(px);
+    return;
+  }
+  /* The vm goes: its waiting requests get 502, its routes and pool go. */
+  for (http_link *l = px->vmqs.next; l != &px->vmqs; l = l->next) {
+    http_vmq *q = HTTP_CONTAINER(l, http_vmq, link);
+    if (q->vm != vm)
+      continue;
+    while (q->waiting.next != &q->waiting) {
+      http_client *c = HTTP_CONTAINER(q->waiting.next, http_client, qlink);
+      http_client_error(c, 502, "Bad Gateway", "the vm was removed");
+    }
+    for (http_link *k = px->clients.next; k != &px->clients;) {
+      http_client *c = HTTP_CONTAINER(k, http_client, link);
+      k = k->next;
+      if (c->q == q)
+        http_client_close(c);
+    }
+    http_route **pp = &px->routes;
+    while (*pp) {
+      if ((*pp)->q == q) {
+        http_route *r = *pp;
+        *pp = r->next;
+        free(r);
+      } else {
+        pp = &(*pp)->next;
+      }
+    }
+    http_vmq_close_idle(q);
+    http_list_del(&q->link);
+    free(q);
+    return;
+  }
+}
+
+static double wait_pct(http_proxy *px, double p) {
+  unsigned n = px->st.wait_n;
+  if (n == 0)
+    return 0;
+  uint32_t v[256];
+  memcpy(v, px->st.wait_us, n * sizeof(uint32_t));
+  for (unsigned i = 1; i < n; i++)
+    for (unsigned j = i; j > 0 && v[j - 1] > v[j]; j--) {
+      uint32_t x = v[j];
+      v[j] = v[j - 1];
+      v[j - 1] = x;
+    }
+  size_t rank = (size_t)(p * n + 0.999999);
+  return v[rank ? rank - 1 : 0] / 1000.0;
+}
+
+static void http_stats(jitsu_stat_fn emit, void *emit_arg, void *arg) {
+  http_proxy *px = arg;
+  emit(emit_arg, "requests_total", px->st.requests);
+  static const char *const cls[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
+  for (int i = 1; i <= 5; i++) {
+    char name[32];
+    snprintf(name, sizeof(name), "responses_%s_total", cls[i]);
+    emit(emit_arg, name, px->st.responses[i]);
+  }
+  emit(emit_arg, "cold_requests_total", px->st.cold);
+  emit(emit_arg, "queue_overflows_total", px->st.overflows);
+  emit(emit_arg, "hold_timeouts_total", px->st.hold_timeouts);
+  emit(emit_arg, "bad_requests_total", px->st.bad_requests);
+  emit(emit_arg, "upstream_errors_total", px->st.upstream_errors);
+  emit(emit_arg, "tunnels_total", px->st.tunnels);
+  emit(emit_arg, "connections", px->n_clients);
+  emit(emit_arg, "queue_wait_p50_ms", wait_pct(px, 0.5));
+  emit(emit_arg, "queue_wait_p90_ms", wait_pct(px, 0.9));
+  emit(emit_arg, "queue_wait_p99_ms", wait_pct(px, 0.99));
+}
+
+void http_proxy_count_response(http_proxy *px, int status);
+void http_proxy_count_response(http_proxy *px, int status) {
+  if (status >= 100 && status < 600)
+    px->st.responses[status / 100]++;
+}
+
+static int listen_one(http_proxy *px, const char *spec, char *why,
+                      size_t why_size) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof(ss));
+  if (parse_backend(spec, &ss) < 0) {
+    snprintf(why, why_size, "listen '%s': expected IP:PORT", spec);
+    return -EINVAL;
+  }
+  uv_tcp_t *t = calloc(1, sizeof(*t));
+  if (t == NULL)
+    return -ENOMEM;
+  uv_tcp_init(px->loop, t);
+  t->data = px;
+  px->listeners[px->n_listeners++] = t;
+  int r = uv_tcp_bind(t, (struct sockaddr *)&ss,
+                      ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+  if (r == 0)
+    r = uv_listen((uv_stream_t *)t, 511, on_connection);
+  if (r < 0) {
+    snprintf(why, why_size, "listen '%s': %s", spec, uv_strerror(r));
+    return r;
+  }
+  return 0;
+}
+
+int http_proxy_new(jitsu_ctx *ctx, const http_config *cfg, http_proxy **out,
+                   char *why, size_t why_size) {
+  http_proxy *px = calloc(1, sizeof(*px));
+  if (px == NULL)
+    return -ENOMEM;
+  *out = px;
+  px->ctx = ctx;
+  px->loop = jitsu_ctx_loop(ctx);
+  px->set = cfg->settings;
+  http_list_init(&px->clients);
+  http_list_init(&px->vmqs);
+  px->drain_timer = calloc(1, sizeof(*px->drain_timer));
+  if (px->drain_timer == NULL)
+    return -ENOMEM;
+  uv_timer_init(px->loop, px->drain_timer);
+  px->drain_timer->data = px;
+  size_t n = 0;
+  while (cfg->listen[n])
+    n++;
+  px->listeners = calloc(n + 1, sizeof(*px->listeners));
+  if (px->listeners == NULL)
+    return -ENOMEM;
+  int r = build_routes(px, why, why_size);
+  if (r < 0)
+    return r;
+  for (size_t i = 0; i < n; i++)
+    if ((r = listen_one(px, cfg->listen[i], why, why_size)) < 0)
+      return r;
+  if (jitsu_ctx_on_vm(ctx, on_vm, px) < 0)
+    return -ENOMEM;
+  jitsu_control_add_stats(ctx, "http", http_stats, px);
+  return 0;
+}
+
+static void free_handle(uv_handle_t *h) {
+  free(h);
+}
+
+static void drain_expired(uv_timer_t *t) {
+  http_proxy *px = t->data;
+  while (px->clients.next != &px->clients)
+    http_client_close(HTTP_CONTAINER(px->clients.next, http_client, link));
+  if (px->drain_done != NULL) {
+    void (*done)(void *) = px->drain_done;
+    px->drain_done = NULL;
+    done(px->drain_arg);
+  }
+}
+
+void http_proxy_drain(http_proxy *px, void (*done)(void *arg), void *arg) {
+  px->draining = true;
+  for (size_t i = 0; i < px->n_listeners; i++)
+    uv_close((uv_handle_t *)px->listeners[i], free_handle);
+  px->n_listeners = 0;
+  px->drain_done = done;
+  px->drain_arg = arg;
+  /* Idle keep-alive connections go now; the others once answered. */
+  for (http_link *l = px->clients.next; l != &px->clients;) {
+    http_client *c = HTTP_CONTAINER(l, http_client, link);
+    l = l->next;
+    if (c->state == C_HEAD && c->head_bytes == 0 && c->stash_len == 0)
+      http_client_close(c);
+  }
+  if (px->n_clients == 0) {
+    px->drain_done = NULL;
+    done(arg);
+    return;
+  }
+  uv_timer_start(px->drain_timer, drain_expired, px->set.drain_ms, 0);
+}
+
+void http_proxy_destroy(http_proxy *px) {
+  if (px == NULL)
+    return;
+  jitsu_ctx_off_vm(px->ctx, on_vm, px);
+  uv_close((uv_handle_t *)px->drain_timer, free_handle);
+  while (px->vmqs.next != &px->vmqs) {
+    http_vmq *q = HTTP_CONTAINER(px->vmqs.next, http_vmq, link);
+    http_vmq_close_idle(q);
+    http_list_del(&q->link);
+    free(q);
+  }
+  free_routes(px->routes);
+  for (size_t i = 0; i < px->n_listeners; i++)
+    uv_close((uv_handle_t *)px->listeners[i], free_handle);
+  free(px->listeners);
+  free(px);
+}

@@ -1,0 +1,411 @@
+/* jitsu-http: the guest side. Connections to a guest (kept alive in a
+ * small pool), responses parsed with http-parser and streamed back to the
+ * client with backpressure, 1xx passed on, 101 turned into a tunnel. */
+#include "http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define POOL_MAX 32
+#define POOL_IDLE_MS 30000
+
+void http_client_connected(http_client *c);
+void http_proxy_count_response(http_proxy *px, int status);
+
+typedef struct uwreq {
+  uv_write_t w;
+  http_upstream *u;
+  char data[];
+} uwreq;
+
+static void upstream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+static void upstream_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  static char slab[65536];
+  (void)h, (void)suggested;
+  *buf = uv_buf_init(slab, sizeof(slab));
+}
+
+static void upstream_closed(uv_handle_t *h) {
+  http_upstream *u = h->data;
+  if (--u->refs == 0) {
+    free(u->head);
+    free(u);
+  }
+}
+
+static void upstream_close(http_upstream *u) {
+  if (u->closing)
+    return;
+  u->closing = true;
+  http_list_del(&u->plink);
+  if (u->plink_counted) {
+    u->q->n_idle--;
+    u->plink_counted = false;
+  }
+  uv_close((uv_handle_t *)&u->tcp, upstream_closed);
+  uv_close((uv_handle_t *)&u->timer, upstream_closed);
+}
+
+static void upstream_written(uv_write_t *w, int status) {
+  uwreq *r = HTTP_CONTAINER(w, uwreq, w);
+  http_upstream *u = r->u;
+  free(r);
+  if (status == 0 && u->c != NULL && u->c->paused_by_upstream &&
+      uv_stream_get_write_queue_size((uv_stream_t *)&u->tcp) <
+          HTTP_HIGH_WATER / 2)
+    http_client_backpressure(u->c, false);
+  if (--u->refs == 0) {
+    free(u->head);
+    free(u);
+  }
+}
+
+void http_upstream_send(http_upstream *u, const char *data, size_t len) {
+  if (u->closing || len == 0)
+    return;
+  uwreq *r = malloc(sizeof(*r) + len);
+  if (r == NULL)
+    return;
+  memcpy(r->data, data, len);
+  r->u = u;
+  u->refs++;
+  uv_buf_t b = uv_buf_init(r->data, (unsigned)len);
+  if (uv_write(&r->w, (uv_stream_t *)&u->tcp, &b, 1, upstream_written) < 0) {
+    free(r);
+    u->refs--;
+    return;
+  }
+  if (u->c != NULL &&
+      uv_stream_get_write_queue_size((uv_stream_t *)&u->tcp) > HTTP_HIGH_WATER)
+    http_client_backpressure(u->c, true);
+}
+
+void http_upstream_backpressure(http_upstream *u, bool pause) {
+  if (u->closing)
+    return;
+  u->paused_by_client = pause;
+  if (pause)
+    uv_read_stop((uv_stream_t *)&u->tcp);
+  else
+    uv_read_start((uv_stream_t *)&u->tcp, upstream_alloc, upstream_read);
+}
+
+static void idle_expired(uv_timer_t *t) {
+  upstream_close(t->data);
+}
+
+void http_upstream_release(http_upstream *u, bool reuse) {
+  u->c = NULL;
+  http_vmq *q = u->q;
+  if (!reuse || u->closing || q == NULL || q->n_idle >= POOL_MAX) {
+    upstream_close(u);
+    return;
+  }
+  /* Keep it for the next request to this guest. */
+  http_list_add(&q->idle, &u->plink);
+  q->n_idle++;
+  u->plink_counted = true;
+  u->paused_by_client = false;
+  uv_read_start((uv_stream_t *)&u->tcp, upstream_alloc, upstream_read);
+  uv_timer_start(&u->timer, idle_expired, POOL_IDLE_MS, 0);
+}
+
+void http_vmq_close_idle(http_vmq *q) {
+  while (q->idle.next != &q->idle) {
+    http_upstream *u = HTTP_CONTAINER(q->idle.next, http_upstream, plink);
+    u->q = NULL;
+    upstream_close(u);
+  }
+}
+
+/* --- the response ------------------------------------------------------------- */
+
+static int u_message_begin(http_parser *p) {
+  http_upstream *u = p->data;
+  u->head_len = 0;
+  u->field_len = 0;
+  u->in_value = false;
+  u->reason[0] = '\0';
+  return 0;
+}
+
+static int u_status(http_parser *p, const char *at, size_t n) {
+  http_upstream *u = p->data;
+  size_t l = strlen(u->reason);
+  if (l + n >= sizeof(u->reason))
+    n = sizeof(u->reason) - l - 1;
+  memcpy(u->reason + l, at, n);
+  u->reason[l + n] = '\0';
+  return 0;
+}
+
+static int u_add(http_upstream *u, const char *data, size_t n) {
+  return http_buf_add(&u->head, &u->head_len, &u->head_cap, data, n,
+                      256 * 1024);
+}
+
+static int u_header_field(http_parser *p, const char *at, size_t n) {
+  http_upstream *u = p->data;
+  if (u->in_value) {
+    if (!u->skip_header && u_add(u, "\r\n", 2) < 0)
+      return -1;
+    u->in_value = false;
+    u->field_len = 0;
+  }
+  if (u->field_len + n >= sizeof(u->field))
+    return -1;
+  memcpy(u->field + u->field_len, at, n);
+  u->field_len += n;
+  return 0;
+}
+
+static int u_header_value(http_parser *p, const char *at, size_t n) {
+  http_upstream *u = p->data;
+  if (!u->in_value) {
+    u->in_value = true;
+    /* Upgrade stays on a 101: the client must see what it switched to. */
+    u->skip_header = http_hop_by_hop(u->field, u->field_len) &&
+                     !(p->status_code == 101 && u->field_len == 7 &&
+                       strncasecmp(u->field, "upgrade", 7) == 0);
+    if (!u->skip_header && (u_add(u, u->field, u->field_len) < 0 ||
+                            u_add(u, ": ", 2) < 0))
+      return -1;
+  }
+  if (!u->skip_header && u_add(u, at, n) < 0)
+    return -1;
+  return 0;
+}
+
+static int u_headers_complete(http_parser *p) {
+  http_upstream *u = p->data;
+  http_client *c = u->c;
+  if (u->in_value && !u->skip_header && u_add(u, "\r\n", 2) < 0)
+    return -1;
+  u->in_value = false;
+  if (c == NULL)
+    return -1;
+  int status = p->status_code;
+  u->resp_chunked = (p->flags & F_CHUNKED) != 0;
+  bool interim = status >= 100 && status < 200;
+  bool no_body = c->req_head_method || status == 204 || status == 304 ||
+                 interim;
+  bool framed = no_body || u->resp_chunked ||
+                (p->flags & F_CONTENTLENGTH) != 0;
+  u->client_keep_alive = framed && http_should_keep_alive(&c->parser);
+  char extra[256] = "";
+  size_t o = 0;
+  if (c->cold && !interim)
+    o += (size_t)snprintf(extra + o, sizeof(extra) - o,
+                          "X-Jitsu-Cold-Start: %llu\r\n",
+                          (unsigned long long)c->cold_ms);
+  if (status == 101)
+    o += (size_t)snprintf(extra + o, sizeof(extra) - o,
+                          "Connection: Upgrade\r\n");
+  else if (!interim)
+    o += (size_t)snprintf(extra + o, sizeof(extra) - o, "Connection: %s\r\n",
+                          u->client_keep_alive ? "keep-alive" : "close");
+  if (u->resp_chunked && !no_body)
+    o += (size_t)snprintf(extra + o, sizeof(extra) - o,
+                          "Transfer-Encoding: chunked\r\n");
+  char line[300];
+  int ln = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status,
+                    u->reason[0] ? u->reason : "Status");
+  http_client_send(c, line, (size_t)ln);
+  http_client_send(c, u->head, u->head_len);
+  http_client_send(c, extra, o);
+  http_client_send(c, "\r\n", 2);
+  if (!interim)
+    c->cold = false;
+  u->status = status;
+  if (status == 101)
+    return 2; /* http-parser: stop here, the rest is the tunnel */
+  return no_body && !interim ? 1 : 0;
+}
+
+static int u_body(http_parser *p, const char *at, size_t n) {
+  http_upstream *u = p->data;
+  if (u->c == NULL)
+    return -1;
+  if (u->resp_chunked) {
+    char size[24];
+    int l = snprintf(size, sizeof(size), "%zx\r\n", n);
+    http_client_send(u->c, size, (size_t)l);
+    http_client_send(u->c, at, n);
+    http_client_send(u->c, "\r\n", 2);
+  } else {
+    http_client_send(u->c, at, n);
+  }
+  return 0;
+}
+
+static int u_message_complete(http_parser *p) {
+  http_upstream *u = p->data;
+  http_client *c = u->c;
+  if (c == NULL)
+    return -1;
+  if (u->status >= 100 && u->status < 200 && u->status != 101)
+    return 0; /* an interim response: the final one follows */
+  if (u->resp_chunked && !c->req_head_method && u->status != 204 &&
+      u->status != 304)
+    http_client_send(c, "0\r\n\r\n", 5);
+  http_proxy_count_response(c->px, u->status);
+  u->resp_done = true;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+static const http_parser_settings *response_settings(void) {
+  static http_parser_settings s;
+  if (s.on_message_begin == NULL) {
+    s.on_message_begin = u_message_begin;
+    s.on_status = u_status;
+    s.on_header_field = u_header_field;
+    s.on_header_value = u_header_value;
+    s.on_headers_complete = u_headers_complete;
+    s.on_body = u_body;
+    s.on_message_complete = u_message_complete;
+  }
+  return &s;
+}
+
+/* The response is over: the connection back to the pool, the client on. */
+static void response_over(http_upstream *u) {
+  http_client *c = u->c;
+  bool reuse = http_should_keep_alive(&u->parser) && c->req_complete;
+  bool keep = u->client_keep_alive;
+  c->up = NULL;
+  http_upstream_release(u, reuse);
+  http_client_response_done(c, keep);
+}
+
+static void upstream_failed(http_upstream *u, const char *why) {
+  http_client *c = u->c;
+  u->c = NULL;
+  if (c != NULL) {
+    c->up = NULL;
+    if (u->status == 0 && u->head_len == 0) {
+      c->px->st.upstream_errors++;
+      char body[300];
+      snprintf(body, sizeof(body), "vm '%s': %s", jitsu_vm_name(u->q->vm),
+               why);
+      http_client_error(c, 502, "Bad Gateway", body);
+    } else {
+      http_client_close(c); /* mid-response: the client sees it cut */
+    }
+  }
+  upstream_close(u);
+}
+
+static void upstream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  http_upstream *u = s->data;
+  if (u->c == NULL) { /* idle in the pool: the guest closed it */
+    upstream_close(u);
+    return;
+  }
+  http_client *c = u->c;
+  if (c->state == C_TUNNEL) {
+    if (n < 0) {
+      http_client_close(c);
+      return;
+    }
+    http_client_send(c, buf->base, (size_t)n);
+    return;
+  }
+  if (n < 0) {
+    /* EOF ends a response that runs until close; else it is cut short. */
+    if (n == UV_EOF && u->status != 0) {
+      http_parser_execute(&u->parser, response_settings(), NULL, 0);
+      if (u->resp_done) {
+        u->client_keep_alive = false;
+        response_over(u);
+        return;
+      }
+    }
+    upstream_failed(u, "the guest closed the connection");
+    return;
+  }
+  size_t done = http_parser_execute(&u->parser, response_settings(),
+                                    buf->base, (size_t)n);
+  enum http_errno e = HTTP_PARSER_ERRNO(&u->parser);
+  if (u->status == 101 && (u->parser.upgrade || e == HPE_CB_headers_complete)) {
+    /* Switched: from here on, bytes both ways. */
+    http_client_send(c, buf->base + done, (size_t)n - done);
+    http_client_tunnel(c);
+    return;
+  }
+  if (u->resp_done) {
+    http_parser_pause(&u->parser, 0);
+    response_over(u);
+    return;
+  }
+  if (e != HPE_OK && e != HPE_PAUSED)
+    upstream_failed(u, "a malformed response");
+}
+
+static void start_request(http_upstream *u, http_client *c) {
+  u->c = c;
+  c->up = u;
+  u->status = 0;
+  u->resp_done = false;
+  u->head_len = 0;
+  http_parser_init(&u->parser, HTTP_RESPONSE);
+  u->parser.data = u;
+  uv_timer_stop(&u->timer);
+  http_upstream_send(u, c->head, c->head_len);
+  uv_read_start((uv_stream_t *)&u->tcp, upstream_alloc, upstream_read);
+  http_client_connected(c);
+}
+
+static void connected(uv_connect_t *req, int status) {
+  http_upstream *u = req->data;
+  http_client *c = u->c;
+  if (u->closing) {
+    return;
+  }
+  if (status < 0) {
+    char why[160];
+    snprintf(why, sizeof(why), "cannot connect: %s", uv_strerror(status));
+    upstream_failed(u, why);
+    return;
+  }
+  u->connected = true;
+  uv_tcp_nodelay(&u->tcp, 1);
+  if (c == NULL) { /* the client left meanwhile */
+    upstream_close(u);
+    return;
+  }
+  start_request(u, c);
+}
+
+void http_upstream_attach(http_vmq *q, http_client *c) {
+  if (q->idle.next != &q->idle) {
+    http_upstream *u = HTTP_CONTAINER(q->idle.next, http_upstream, plink);
+    http_list_del(&u->plink);
+    q->n_idle--;
+    u->plink_counted = false;
+    start_request(u, c);
+    return;
+  }
+  http_upstream *u = calloc(1, sizeof(*u));
+  if (u == NULL) {
+    http_client_error(c, 502, "Bad Gateway", "out of memory");
+    return;
+  }
+  u->q = q;
+  u->refs = 2;
+  u->c = c;
+  c->up = u;
+  uv_tcp_init(c->px->loop, &u->tcp);
+  uv_timer_init(c->px->loop, &u->timer);
+  u->tcp.data = u->timer.data = u->connect.data = u;
+  int r = uv_tcp_connect(&u->connect, &u->tcp,
+                         (const struct sockaddr *)&q->backend, connected);
+  if (r < 0) {
+    char why[160];
+    snprintf(why, sizeof(why), "cannot connect: %s", uv_strerror(r));
+    upstream_failed(u, why);
+  }
+}

@@ -1,0 +1,220 @@
+/*
+ * jitsu-http: an activating reverse proxy. A request for a vm that is not
+ * ready summons it and waits (bounded, in order) until it is; then it is
+ * streamed to the guest. See jitsu-http(8).
+ */
+#include "http.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static const jitsu_key http_section_keys[] = {
+    {"listen", JITSU_KEY_STRING, JITSU_KEY_MULTI, "IP:PORT to serve on"},
+    {"max-header", JITSU_KEY_SIZE, 0, "bytes of a request head (431)"},
+    {"max-body", JITSU_KEY_SIZE, 0, "bytes of a request body (413); 0: none"},
+    {"header-timeout", JITSU_KEY_DURATION, 0, "to receive a head (408)"},
+    {"idle-timeout", JITSU_KEY_DURATION, 0, "an idle keep-alive connection"},
+    {"max-connections", JITSU_KEY_UINT, 0, "client connections at once"},
+    {"queue", JITSU_KEY_UINT, 0, "requests waiting for one vm"},
+    {"hold", JITSU_KEY_DURATION, 0, "longest wait for a vm (503)"},
+    {"retry-after", JITSU_KEY_DURATION, 0, "Retry-After of 503 answers"},
+    {"drain", JITSU_KEY_DURATION, 0, "on SIGTERM, time to finish requests"},
+    {"default-vm", JITSU_KEY_STRING, 0, "the vm of unknown hosts (else 404)"},
+};
+
+static const jitsu_key http_vm_keys[] = {
+    {"http-host", JITSU_KEY_STRING, JITSU_KEY_MULTI, "a Host that routes here"},
+    {"http-path", JITSU_KEY_STRING, 0, "a path prefix that routes here"},
+    {"http-backend", JITSU_KEY_STRING, 0, "IP:PORT of the guest's service"},
+    {"http-queue", JITSU_KEY_UINT, 0, "requests waiting for it"},
+    {"http-hold", JITSU_KEY_DURATION, 0, "longest wait for it"},
+};
+
+static const char usage_text[] =
+    "usage: jitsu-http -c CONFIG [-l IP:PORT]... [--no-control] [-v]\n";
+
+typedef struct app {
+  uv_loop_t *loop;
+  jitsu_ctx *ctx;
+  http_proxy *px;
+  uv_signal_t sigint, sigterm, sighup;
+  int quitting;
+} app;
+
+static void log_line(jitsu_log_level level, const char *msg, void *arg) {
+  (void)arg;
+  fprintf(stderr, "jitsu-http: %s: %s\n", jitsu_log_level_name(level), msg);
+}
+
+static void notify_systemd(const char *msg) {
+  const char *path = getenv("NOTIFY_SOCKET");
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  if (path == NULL || (path[0] != '/' && path[0] != '@') ||
+      strlen(path) >= sizeof(sun.sun_path))
+    return;
+  memcpy(sun.sun_path, path, strlen(path));
+  if (path[0] == '@')
+    sun.sun_path[0] = '\0';
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return;
+  socklen_t len =
+      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+  if (sendto(fd, msg, strlen(msg), 0, (struct sockaddr *)&sun, len) < 0)
+    perror("jitsu-http: notify");
+  close(fd);
+}
+
+static void drained(void *arg) {
+  app *a = arg;
+  jitsu_ctx_free(a->ctx);
+  a->ctx = NULL;
+}
+
+static void quit(uv_signal_t *s, int signum) {
+  app *a = s->data;
+  (void)signum;
+  if (a->quitting++)
+    return;
+  fprintf(stderr, "jitsu-http: draining; guests keep running\n");
+  notify_systemd("STOPPING=1");
+  uv_close((uv_handle_t *)&a->sigint, NULL);
+  uv_close((uv_handle_t *)&a->sigterm, NULL);
+  uv_close((uv_handle_t *)&a->sighup, NULL);
+  jitsu_control_close(a->ctx);
+  http_proxy_drain(a->px, drained, a);
+}
+
+static void reload(uv_signal_t *s, int signum) {
+  app *a = s->data;
+  (void)signum;
+  jitsu_error err;
+  if (jitsu_config_reload(a->ctx, NULL, NULL, &err) < 0)
+    fprintf(stderr, "jitsu-http: reload refused: %s\n", err.message);
+}
+
+static uint64_t get_ms(jitsu_ctx *ctx, const char *key, uint64_t def) {
+  const char *v = jitsu_config_get(ctx, "http", key, 0);
+  uint64_t ms;
+  return v && jitsu_parse_duration(v, &ms) == 0 ? ms : def;
+}
+
+static uint64_t get_size(jitsu_ctx *ctx, const char *key, uint64_t def) {
+  const char *v = jitsu_config_get(ctx, "http", key, 0);
+  uint64_t b;
+  return v && jitsu_parse_size(v, &b) == 0 ? b : def;
+}
+
+static unsigned get_uint(jitsu_ctx *ctx, const char *key, unsigned def) {
+  const char *v = jitsu_config_get(ctx, "http", key, 0);
+  return v ? (unsigned)strtoul(v, NULL, 10) : def;
+}
+
+int main(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"listen", required_argument, NULL, 'l'},
+      {"no-control", no_argument, NULL, 'N'},
+      {"verbose", no_argument, NULL, 'v'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  const char *config = NULL, *cli_listen[17] = {NULL};
+  int n_cli = 0, control = 1, opt;
+  jitsu_log_level level = JITSU_LOG_INFO;
+  while ((opt = getopt_long(argc, argv, "c:l:vh", longopts, NULL)) != -1) {
+    switch (opt) {
+    case 'c':
+      config = optarg;
+      break;
+    case 'l':
+      if (n_cli < 16)
+        cli_listen[n_cli++] = optarg;
+      break;
+    case 'N':
+      control = 0;
+      break;
+    case 'v':
+      level = JITSU_LOG_DEBUG;
+      break;
+    case 'h':
+      fputs(usage_text, stdout);
+      return 0;
+    default:
+      fputs(usage_text, stderr);
+      return 2;
+    }
+  }
+  if (config == NULL || optind != argc) {
+    fputs(usage_text, stderr);
+    return 2;
+  }
+  app a = {.loop = uv_default_loop()};
+  if (jitsu_ctx_new(a.loop, NULL, &a.ctx) < 0)
+    return 1;
+  jitsu_ctx_set_logger(a.ctx, log_line, NULL, level);
+  jitsu_config_declare_keys(a.ctx, "http", http_section_keys,
+                            sizeof(http_section_keys) / sizeof(jitsu_key));
+  jitsu_config_declare_keys(a.ctx, "vm", http_vm_keys,
+                            sizeof(http_vm_keys) / sizeof(jitsu_key));
+  jitsu_error err;
+  if (jitsu_config_load(a.ctx, config, &err) < 0) {
+    fprintf(stderr, "jitsu-http: %s\n", err.message);
+    return 1;
+  }
+  http_config cfg;
+  memset(&cfg, 0, sizeof(cfg));
+  http_settings *s = &cfg.settings;
+  s->max_header = (size_t)get_size(a.ctx, "max-header", 16384);
+  s->max_body = get_size(a.ctx, "max-body", 2ull << 30);
+  s->header_timeout = get_ms(a.ctx, "header-timeout", 10000);
+  s->idle_timeout = get_ms(a.ctx, "idle-timeout", 60000);
+  s->max_conns = get_uint(a.ctx, "max-connections", 1024);
+  s->queue = get_uint(a.ctx, "queue", 256);
+  s->hold_ms = get_ms(a.ctx, "hold", 30000);
+  s->retry_after = (unsigned)(get_ms(a.ctx, "retry-after", 5000) / 1000);
+  s->drain_ms = get_ms(a.ctx, "drain", 10000);
+  s->default_vm = jitsu_config_get(a.ctx, "http", "default-vm", 0);
+  const char *listen[17] = {NULL};
+  const char *v;
+  if (n_cli > 0)
+    memcpy(listen, cli_listen, sizeof(listen));
+  else
+    for (size_t i = 0;
+         i < 16 && (v = jitsu_config_get(a.ctx, "http", "listen", i)); i++)
+      listen[i] = v;
+  if (listen[0] == NULL)
+    listen[0] = "127.0.0.1:8080";
+  cfg.listen = listen;
+  if (control && jitsu_control_listen(a.ctx, NULL) < 0) {
+    fprintf(stderr, "jitsu-http: %s\n", jitsu_ctx_last_error(a.ctx));
+    return 1;
+  }
+  char why[512] = "";
+  int r = http_proxy_new(a.ctx, &cfg, &a.px, why, sizeof(why));
+  if (r < 0) {
+    fprintf(stderr, "jitsu-http: %s\n", why[0] ? why : strerror(-r));
+    return 1;
+  }
+  jitsu_idle_attach(a.ctx, NULL);
+  uv_signal_init(a.loop, &a.sigint);
+  uv_signal_init(a.loop, &a.sigterm);
+  uv_signal_init(a.loop, &a.sighup);
+  a.sigint.data = a.sigterm.data = a.sighup.data = &a;
+  uv_signal_start(&a.sigint, quit, SIGINT);
+  uv_signal_start(&a.sigterm, quit, SIGTERM);
+  uv_signal_start(&a.sighup, reload, SIGHUP);
+  for (size_t i = 0; listen[i]; i++)
+    fprintf(stderr, "jitsu-http: serving on %s\n", listen[i]);
+  notify_systemd("READY=1\nSTATUS=serving");
+  uv_run(a.loop, UV_RUN_DEFAULT);
+  http_proxy_destroy(a.px);
+  uv_run(a.loop, UV_RUN_DEFAULT);
+  uv_loop_close(a.loop);
+  return 0;
+}
