@@ -34,8 +34,8 @@ trap cleanup EXIT
 port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 20000))
-    ss -Htuln "sport = :$p" | grep -q . || { echo "$p"; return; }
+    p=$((10000 + RANDOM % 20000)) # below the ephemeral ports (32768-)
+    ss -Htuan "sport = :$p" | grep -q . || { echo "$p"; return; }
   done
 }
 PJ=$(port) PN=$(port) PK=$(port) PC=$(port) PH=$(port)

@@ -127,6 +127,47 @@ static int write_all(int fd, const char *p, size_t n) {
   return 0;
 }
 
+/* Read a chunked body from (fd), starting with (have, n) already read;
+ * return the payload's size. */
+static unsigned long long read_chunked(int fd, const char *have, size_t n) {
+  static char buf[65536 + 64];
+  size_t len = n < sizeof(buf) ? n : sizeof(buf), pos = 0;
+  unsigned long long total = 0, left = 0;
+  int want_size = 1;
+  memcpy(buf, have, len);
+  for (;;) {
+    if (want_size) {
+      char *eol = memchr(buf + pos, '\n', len - pos);
+      if (eol != NULL) {
+        left = strtoull(buf + pos, NULL, 16);
+        pos = (size_t)(eol - buf) + 1;
+        if (left == 0)
+          return total; /* the last chunk (trailers are not read) */
+        want_size = 0;
+        left += 2; /* the CRLF after the data */
+        continue;
+      }
+    } else if (pos < len) {
+      size_t take = len - pos < left ? len - pos : (size_t)left;
+      pos += take;
+      left -= take;
+      total += take;
+      if (left == 0) {
+        total -= 2;
+        want_size = 1;
+      }
+      continue;
+    }
+    memmove(buf, buf + pos, len - pos);
+    len -= pos;
+    pos = 0;
+    ssize_t r = read(fd, buf + len, sizeof(buf) - len);
+    if (r <= 0)
+      return total;
+    len += (size_t)r;
+  }
+}
+
 /* One connection: "GET /bytes/N" streams N bytes, a request with a body
  * gets its size back, an Upgrade is accepted and echoed (for proxies'
  * tunnel tests), anything else gets "hello from NAME". */
@@ -188,7 +229,11 @@ static void serve(int lfd, const char *name) {
     close(c);
     return;
   }
-  if (header(req, "Content-Length", v, sizeof(v)) != NULL) {
+  if (header(req, "Transfer-Encoding", v, sizeof(v)) != NULL &&
+      strcasecmp(v, "chunked") == 0) {
+    unsigned long long seen = read_chunked(c, req + head, got - head);
+    blen = snprintf(body, sizeof(body), "received %llu bytes\n", seen);
+  } else if (header(req, "Content-Length", v, sizeof(v)) != NULL) {
     unsigned long long len = strtoull(v, NULL, 10), seen = got - head;
     char buf[65536];
     ssize_t n;

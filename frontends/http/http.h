@@ -66,10 +66,10 @@ typedef struct http_vmq {
 } http_vmq;
 
 typedef enum client_state {
-  C_HEAD,     /* reading a request head */
-  C_QUEUED,   /* waiting for its guest */
-  C_FORWARD,  /* request and response under way */
-  C_TUNNEL,   /* after 101: bytes both ways */
+  C_HEAD,    /* reading a request head */
+  C_QUEUED,  /* waiting for its guest */
+  C_FORWARD, /* request and response under way */
+  C_TUNNEL,  /* after 101: bytes both ways */
   C_CLOSING,
 } client_state;
 
@@ -85,15 +85,15 @@ struct http_client {
   bool reading, paused_by_upstream;
   struct sockaddr_storage peer;
   /* The request being read or forwarded. */
-  char *head;       /* the head to send upstream, built as it is parsed */
+  char *head; /* the head to send upstream, built as it is parsed */
   size_t head_len, head_cap, head_bytes;
-  char field[256];  /* the header name being read */
+  char field[256]; /* the header name being read */
   size_t field_len;
   bool in_value, want_host_value, want_value;
   char host[256];
   char url[2048];
   size_t url_len;
-  char xff[256];    /* an incoming X-Forwarded-For */
+  char xff[256];     /* an incoming X-Forwarded-For */
   char upgrade[128]; /* an incoming Upgrade */
   bool req_chunked, req_complete, req_upgrade, req_head_method;
   uint64_t req_body;
@@ -101,7 +101,7 @@ struct http_client {
   uint64_t queued_ms, cold_ms;
   bool cold;
   http_upstream *up;
-  bool held;        /* jitsu_vm_hold() is ours */
+  bool held; /* jitsu_vm_hold() is ours */
   /* Bytes read past a request we are not ready to parse yet. */
   char *stash;
   size_t stash_len;

@@ -56,10 +56,18 @@ int http_buf_add(char **buf, size_t *len, size_t *cap, const char *data,
 
 bool http_hop_by_hop(const char *name, size_t len) {
   static const char *const hop[] = {
-      "connection",        "keep-alive",     "proxy-connection",
-      "transfer-encoding", "te",             "trailer",
-      "upgrade",           "proxy-authenticate", "proxy-authorization",
-      "x-forwarded-for",   "x-forwarded-proto",  "forwarded",
+      "connection",
+      "keep-alive",
+      "proxy-connection",
+      "transfer-encoding",
+      "te",
+      "trailer",
+      "upgrade",
+      "proxy-authenticate",
+      "proxy-authorization",
+      "x-forwarded-for",
+      "x-forwarded-proto",
+      "forwarded",
       "x-jitsu-cold-start",
   };
   for (size_t i = 0; i < sizeof(hop) / sizeof(*hop); i++)
@@ -68,7 +76,8 @@ bool http_hop_by_hop(const char *name, size_t len) {
   return false;
 }
 
-/* --- sending --------------------------------------------------------------- */
+/* --- sending ---------------------------------------------------------------
+ */
 
 typedef struct wreq {
   uv_write_t w;
@@ -130,6 +139,16 @@ static void release_hold(http_client *c) {
   }
 }
 
+/* The drain is over: nothing in flight, or out of time. */
+static void drain_finish(http_proxy *px) {
+  if (px->drain_done == NULL)
+    return;
+  void (*done)(void *) = px->drain_done;
+  px->drain_done = NULL;
+  uv_timer_stop(px->drain_timer);
+  done(px->drain_arg);
+}
+
 void http_client_close(http_client *c) {
   if (c->state == C_CLOSING)
     return;
@@ -150,11 +169,8 @@ void http_client_close(http_client *c) {
   }
   uv_close((uv_handle_t *)&c->tcp, client_closed);
   uv_close((uv_handle_t *)&c->timer, client_closed);
-  if (px->draining && px->n_clients == 0 && px->drain_done != NULL) {
-    void (*done)(void *) = px->drain_done;
-    px->drain_done = NULL;
-    done(px->drain_arg);
-  }
+  if (px->draining && px->n_clients == 0)
+    drain_finish(px);
 }
 
 static void shutdown_done(uv_shutdown_t *req, int status) {
@@ -180,7 +196,6 @@ static void client_finish(http_client *c) {
   }
   req->data = c;
   c->refs++;
-
 }
 
 void http_client_error(http_client *c, int status, const char *reason,
@@ -208,10 +223,12 @@ void http_client_error(http_client *c, int status, const char *reason,
   client_finish(c);
 }
 
-/* --- reading and parsing ------------------------------------------------------ */
+/* --- reading and parsing
+ * ------------------------------------------------------ */
 
 static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 static int feed(http_client *c, const char *data, size_t len);
+static void reading(http_client *c, bool on);
 
 static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   static char slab[65536];
@@ -250,17 +267,24 @@ static void arm_head_timer(http_client *c, bool started) {
                  started ? px->set.header_timeout : px->set.idle_timeout, 0);
 }
 
-/* Keep bytes the parser could not take yet. */
+#define STASH_MAX (64 * 1024)
+
+/* Keep bytes the parser cannot take yet (the body of a queued request, a
+ * pipelined request). Reading goes on, so that a client that leaves is
+ * seen at once, until STASH_MAX bytes wait. */
 static void stash(http_client *c, const char *data, size_t len) {
-  char *s = malloc(len ? len : 1);
-  if (s == NULL) {
-    http_client_close(c);
-    return;
+  if (len > 0) {
+    char *s = realloc(c->stash, c->stash_len + len);
+    if (s == NULL) {
+      http_client_close(c);
+      return;
+    }
+    memcpy(s + c->stash_len, data, len);
+    c->stash = s;
+    c->stash_len += len;
   }
-  memcpy(s, data, len);
-  free(c->stash);
-  c->stash = s;
-  c->stash_len = len;
+  if (c->stash_len >= STASH_MAX)
+    reading(c, false);
 }
 
 /* Resume parsing what was stashed, then read more. */
@@ -295,7 +319,6 @@ static int feed(http_client *c, const char *data, size_t len) {
     /* Not ready for more (queued, connecting, or a response is due), or
      * the rest is for the tunnel after 101. */
     stash(c, data + n, len - n);
-    reading(c, false);
     return 1;
   }
   if (e != HPE_OK) {
@@ -314,6 +337,8 @@ static int feed(http_client *c, const char *data, size_t len) {
 
 static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   http_client *c = s->data;
+  if (n == 0)
+    return; /* libuv's EAGAIN; a length of 0 would mean EOF to the parser */
   if (n < 0) {
     if (c->state == C_HEAD || c->state == C_QUEUED || c->state == C_TUNNEL ||
         !c->req_complete) {
@@ -325,10 +350,16 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   if (c->state == C_HEAD && c->head_bytes == 0)
     arm_head_timer(c, true);
+  if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED ||
+      (c->parser.upgrade && c->state != C_TUNNEL)) {
+    stash(c, buf->base, (size_t)n); /* the parser waits: keep it for later */
+    return;
+  }
   feed(c, buf->base, (size_t)n);
 }
 
-/* --- the request head ------------------------------------------------------- */
+/* --- the request head -------------------------------------------------------
+ */
 
 static int head_add(http_client *c, const char *data, size_t n) {
   if (http_buf_add(&c->head, &c->head_len, &c->head_cap, data, n,
@@ -409,13 +440,13 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
     return -1;
   if (!c->in_value) {
     c->in_value = true;
-    c->want_host_value = c->field_len == 4 &&
-                         strncasecmp(c->field, "host", 4) == 0;
+    c->want_host_value =
+        c->field_len == 4 && strncasecmp(c->field, "host", 4) == 0;
     c->want_value = !http_hop_by_hop(c->field, c->field_len);
     if (c->field_len == 15 && strncasecmp(c->field, "x-forwarded-for", 15) == 0)
       c->want_host_value = false;
-    if (c->want_value && (head_add(c, c->field, c->field_len) < 0 ||
-                          head_add(c, ": ", 2) < 0))
+    if (c->want_value &&
+        (head_add(c, c->field, c->field_len) < 0 || head_add(c, ": ", 2) < 0))
       return -1;
   }
   if (c->want_host_value)
@@ -440,7 +471,8 @@ static http_vmq *route(http_proxy *px, const char *host, const char *url) {
     h[i - 1] = '\0';
   http_route *best = NULL;
   for (http_route *r = px->routes; r; r = r->next)
-    if (strcmp(r->host, h) == 0 && strncmp(url, r->prefix, r->prefix_len) == 0 &&
+    if (strcmp(r->host, h) == 0 &&
+        strncmp(url, r->prefix, r->prefix_len) == 0 &&
         (best == NULL || r->prefix_len > best->prefix_len))
       best = r;
   if (best != NULL)
@@ -466,8 +498,9 @@ static int finish_head(http_client *c) {
   char ip[64], first[2300], tail[1024];
   peer_text(c, ip, sizeof(ip));
   bool v6 = c->peer.ss_family == AF_INET6;
-  int fn = snprintf(first, sizeof(first), "%s %s HTTP/1.1\r\n",
-                    http_method_str((enum http_method)c->parser.method), c->url);
+  int fn =
+      snprintf(first, sizeof(first), "%s %s HTTP/1.1\r\n",
+               http_method_str((enum http_method)c->parser.method), c->url);
   int tn = snprintf(
       tail, sizeof(tail),
       "X-Forwarded-For: %s%s%s\r\nX-Forwarded-Proto: http\r\n"
@@ -507,9 +540,10 @@ static int on_headers_complete(http_parser *p) {
     http_client_error(c, 400, "Bad Request", "HTTP/1.1 needs a Host header");
     return -1;
   }
-  if (px->set.max_body && !c->req_chunked &&
-      p->content_length != ULLONG_MAX && p->content_length > px->set.max_body) {
-    http_client_error(c, 413, "Content Too Large", "the request body is too large");
+  if (px->set.max_body && !c->req_chunked && p->content_length != ULLONG_MAX &&
+      p->content_length > px->set.max_body) {
+    http_client_error(c, 413, "Content Too Large",
+                      "the request body is too large");
     return -1;
   }
   c->q = route(px, c->host, c->url);
@@ -578,7 +612,8 @@ static const http_parser_settings *request_settings(void) {
   return &s;
 }
 
-/* --- the queue ------------------------------------------------------------- */
+/* --- the queue -------------------------------------------------------------
+ */
 
 static void wait_add(http_proxy *px, uint64_t ms) {
   uint64_t us = ms * 1000;
@@ -816,8 +851,8 @@ static int add_routes(jitsu_vm *vm, void *arg) {
       return b->err = -ENOMEM;
     size_t k = 0;
     for (; host[k] && k < sizeof(r->host) - 1; k++)
-      r->host[k] = (char)(host[k] >= 'A' && host[k] <= 'Z' ? host[k] + 32
-                                                            : host[k]);
+      r->host[k] =
+          (char)(host[k] >= 'A' && host[k] <= 'Z' ? host[k] + 32 : host[k]);
     snprintf(r->prefix, sizeof(r->prefix), "%s", prefix ? prefix : "/");
     r->prefix_len = strlen(r->prefix);
     r->q = q;
@@ -1010,11 +1045,7 @@ static void drain_expired(uv_timer_t *t) {
   http_proxy *px = t->data;
   while (px->clients.next != &px->clients)
     http_client_close(HTTP_CONTAINER(px->clients.next, http_client, link));
-  if (px->drain_done != NULL) {
-    void (*done)(void *) = px->drain_done;
-    px->drain_done = NULL;
-    done(px->drain_arg);
-  }
+  drain_finish(px);
 }
 
 void http_proxy_drain(http_proxy *px, void (*done)(void *arg), void *arg) {
@@ -1031,12 +1062,9 @@ void http_proxy_drain(http_proxy *px, void (*done)(void *arg), void *arg) {
     if (c->state == C_HEAD && c->head_bytes == 0 && c->stash_len == 0)
       http_client_close(c);
   }
-  if (px->n_clients == 0) {
-    px->drain_done = NULL;
-    done(arg);
-    return;
-  }
   uv_timer_start(px->drain_timer, drain_expired, px->set.drain_ms, 0);
+  if (px->n_clients == 0)
+    drain_finish(px);
 }
 
 void http_proxy_destroy(http_proxy *px) {

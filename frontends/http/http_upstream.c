@@ -121,7 +121,8 @@ void http_vmq_close_idle(http_vmq *q) {
   }
 }
 
-/* --- the response ------------------------------------------------------------- */
+/* --- the response
+ * ------------------------------------------------------------- */
 
 static int u_message_begin(http_parser *p) {
   http_upstream *u = p->data;
@@ -170,8 +171,8 @@ static int u_header_value(http_parser *p, const char *at, size_t n) {
     u->skip_header = http_hop_by_hop(u->field, u->field_len) &&
                      !(p->status_code == 101 && u->field_len == 7 &&
                        strncasecmp(u->field, "upgrade", 7) == 0);
-    if (!u->skip_header && (u_add(u, u->field, u->field_len) < 0 ||
-                            u_add(u, ": ", 2) < 0))
+    if (!u->skip_header &&
+        (u_add(u, u->field, u->field_len) < 0 || u_add(u, ": ", 2) < 0))
       return -1;
   }
   if (!u->skip_header && u_add(u, at, n) < 0)
@@ -190,10 +191,9 @@ static int u_headers_complete(http_parser *p) {
   int status = p->status_code;
   u->resp_chunked = (p->flags & F_CHUNKED) != 0;
   bool interim = status >= 100 && status < 200;
-  bool no_body = c->req_head_method || status == 204 || status == 304 ||
-                 interim;
-  bool framed = no_body || u->resp_chunked ||
-                (p->flags & F_CONTENTLENGTH) != 0;
+  bool no_body =
+      c->req_head_method || status == 204 || status == 304 || interim;
+  bool framed = no_body || u->resp_chunked || (p->flags & F_CONTENTLENGTH) != 0;
   u->client_keep_alive = framed && http_should_keep_alive(&c->parser);
   char extra[256] = "";
   size_t o = 0;
@@ -289,8 +289,7 @@ static void upstream_failed(http_upstream *u, const char *why) {
     if (u->status == 0 && u->head_len == 0) {
       c->px->st.upstream_errors++;
       char body[300];
-      snprintf(body, sizeof(body), "vm '%s': %s", jitsu_vm_name(u->q->vm),
-               why);
+      snprintf(body, sizeof(body), "vm '%s': %s", jitsu_vm_name(u->q->vm), why);
       http_client_error(c, 502, "Bad Gateway", body);
     } else {
       http_client_close(c); /* mid-response: the client sees it cut */
@@ -301,6 +300,8 @@ static void upstream_failed(http_upstream *u, const char *why) {
 
 static void upstream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   http_upstream *u = s->data;
+  if (n == 0)
+    return;           /* libuv's EAGAIN */
   if (u->c == NULL) { /* idle in the pool: the guest closed it */
     upstream_close(u);
     return;
@@ -327,8 +328,8 @@ static void upstream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     upstream_failed(u, "the guest closed the connection");
     return;
   }
-  size_t done = http_parser_execute(&u->parser, response_settings(),
-                                    buf->base, (size_t)n);
+  size_t done = http_parser_execute(&u->parser, response_settings(), buf->base,
+                                    (size_t)n);
   enum http_errno e = HTTP_PARSER_ERRNO(&u->parser);
   if (u->status == 101 && (u->parser.upgrade || e == HPE_CB_headers_complete)) {
     /* Switched: from here on, bytes both ways. */

@@ -65,8 +65,8 @@ start_controller() {
 free_port() { # a port nothing listens on, from the ephemeral range
   local p
   while :; do
-    p=$((20000 + RANDOM % 20000))
-    ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return; }
+    p=$((10000 + RANDOM % 20000)) # below the ephemeral ports (32768-)
+    ss -Htan "sport = :$p" | grep -q . || { echo "$p"; return; }
   done
 }
 port_a=$(free_port)

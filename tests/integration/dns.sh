@@ -33,8 +33,8 @@ ok() { passed=$((passed + 1)); }
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 20000))
-    ss -Htuln "sport = :$p" | grep -q . || { echo "$p"; return; }
+    p=$((10000 + RANDOM % 20000)) # below the ephemeral ports (32768-)
+    ss -Htuan "sport = :$p" | grep -q . || { echo "$p"; return; }
   done
 }
 P=$(free_port) U=$(free_port) F=$(free_port) W=$(free_port) B=$(free_port)

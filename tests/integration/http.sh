@@ -1,0 +1,197 @@
+#!/bin/bash
+# jitsu-http end to end with curl and socat: cold starts with their header,
+# 200 concurrent requests to one cold vm, queue overflow, guests that never
+# get ready or cannot start, keep-alive, a 1 GiB upload and a large
+# download streamed in bounded memory, an Upgrade tunnel, bad requests,
+# slow clients, and a graceful drain on SIGTERM.
+# usage: http.sh JITSU-HTTP HELLO JITSU-CTL
+set -euo pipefail
+jhttp=$1
+hello=$2
+ctl_bin=$3
+dir=$(mktemp -d /tmp/jitsu-http-XXXXXX)
+pids=()
+passed=0
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in $(pgrep -f -- "$dir" || true); do
+    kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true
+  done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  tail -n 30 "$dir/http.err" >&2 || true
+  exit 1
+}
+ok() { passed=$((passed + 1)); }
+free_port() {
+  local p
+  while :; do
+    p=$((10000 + RANDOM % 20000)) # below the ephemeral ports (32768-)
+    ss -Htan "sport = :$p" | grep -q . || { echo "$p"; return; }
+  done
+}
+P=$(free_port) W=$(free_port) S=$(free_port) B=$(free_port)
+url() { echo "http://127.0.0.1:$P$1"; }
+get() { curl -s -m 20 -H "Host: $1" "$(url "${2:-/}")"; }
+
+cat >"$dir/http.conf" <<CONF
+[jitsu]
+state-dir = $dir/state
+[http]
+listen = 127.0.0.1:$P
+header-timeout = 1s
+max-header = 8K
+max-body = 2G
+hold = 3s
+[vm web]
+exec = $hello --name web --record $dir/starts-web
+socket = tcp 127.0.0.1:$W
+ready = notify
+address = 127.0.0.1:$W
+http-host = web.test
+[vm api]
+exec = $hello --name api --record $dir/starts-api
+socket = tcp 127.0.0.1:$B
+ready = notify
+address = 127.0.0.1:$B
+http-host = web.test
+http-path = /api
+[vm slow]
+exec = $hello --name slow --boot-ms 1500 --listen 127.0.0.1:$S --record $dir/starts-slow
+ready = tcp:127.0.0.1:$S
+address = 127.0.0.1:$S
+http-host = slow.test
+http-queue = 2
+[vm never]
+exec = /bin/sh -c 'sleep 1000' $dir
+ready = tcp:127.0.0.1:$(free_port)
+ready-timeout = 30s
+address = 127.0.0.1:1
+http-host = never.test
+http-hold = 500ms
+[vm broken]
+exec = $dir/no-such-program
+address = 127.0.0.1:1
+http-host = broken.test
+CONF
+"$jhttp" -c "$dir/http.conf" >"$dir/http.out" 2>"$dir/http.err" &
+hpid=$!
+pids+=($hpid)
+for _ in $(seq 1 100); do grep -q "serving on" "$dir/http.err" && break; sleep 0.05; done
+ctl() { "$ctl_bin" -c "$dir/http.conf" "$@"; }
+
+# --- a cold vm: the first request succeeds and says it paid a cold start --
+curl -si -m 10 -H "Host: web.test" "$(url /)" >"$dir/r.txt"
+grep -q "^HTTP/1.1 200" "$dir/r.txt" || fail "cold: $(cat "$dir/r.txt")"
+grep -q "^X-Jitsu-Cold-Start: [0-9]" "$dir/r.txt" || fail "no cold-start header"
+grep -q "hello from web" "$dir/r.txt" || fail "cold body"
+curl -si -m 10 -H "Host: web.test" "$(url /)" | grep -q "X-Jitsu-Cold-Start" && fail "a warm answer claims a cold start"
+[ "$(get web.test /api/v1)" = "hello from api" ] || fail "path prefix route"
+curl -s -o /dev/null -w '%{http_code}' -H "Host: nope.test" "$(url /)" | grep -q 404 || fail "unknown host"
+ok
+
+# --- 200 concurrent requests to a cold vm: one spawn, 200 answers ---------
+ctl stop web destroy >/dev/null
+rm -f "$dir/starts-web"
+args=()
+for i in $(seq 1 200); do args+=(-o /dev/null -w '%{http_code}\n' "$(url "/?$i")"); done
+curl -s --no-progress-meter -m 30 -Z --parallel-immediate --parallel-max 200 -H "Host: web.test" "${args[@]}" >"$dir/codes"
+[ "$(grep -c '^200$' "$dir/codes")" -eq 200 ] || fail "200 concurrent: $(sort "$dir/codes" | uniq -c)"
+[ "$(wc -l <"$dir/starts-web")" -eq 1 ] || fail "$(wc -l <"$dir/starts-web") spawns for one cold vm"
+ok
+
+# --- keep-alive on the client side ---------------------------------------
+curl -sv -m 10 -H "Host: web.test" "$(url /a)" "$(url /b)" -o /dev/null -o /dev/null 2>"$dir/ka.txt"
+grep -q "Re-using existing connection" "$dir/ka.txt" || fail "no keep-alive: $(grep -i connect "$dir/ka.txt")"
+ok
+
+# --- the queue: overflow 503, a guest that is never ready 503, one that ---
+# --- cannot start 502 ---------------------------------------------------------
+args=()
+for i in $(seq 1 5); do args+=(-o /dev/null -w '%{http_code}\n' "$(url "/?$i")"); done
+curl -s --no-progress-meter -m 20 -Z --parallel-immediate --parallel-max 5 -H "Host: slow.test" "${args[@]}" >"$dir/codes"
+[ "$(grep -c '^200$' "$dir/codes")" -eq 2 ] && [ "$(grep -c '^503$' "$dir/codes")" -eq 3 ] ||
+  fail "queue of 2: $(sort "$dir/codes" | uniq -c)"
+t0=$(date +%s%N)
+curl -si -m 10 -H "Host: never.test" "$(url /)" >"$dir/r.txt"
+t1=$(date +%s%N)
+grep -q "^HTTP/1.1 503" "$dir/r.txt" && grep -q "^Retry-After: " "$dir/r.txt" ||
+  fail "never ready: $(cat "$dir/r.txt")"
+[ $(((t1 - t0) / 1000000)) -lt 3000 ] || fail "the hold limit took $(((t1 - t0) / 1000000)) ms"
+curl -si -m 10 -H "Host: broken.test" "$(url /)" >"$dir/r.txt"
+grep -q "^HTTP/1.1 502" "$dir/r.txt" && grep -q "no-such-program" "$dir/r.txt" ||
+  fail "cannot start: $(cat "$dir/r.txt")"
+# A client that gives up while waiting leaves the queue at once.
+ctl stop slow destroy >/dev/null
+curl -s -m 0.3 -H "Host: slow.test" "$(url /)" >/dev/null || true
+sleep 0.1
+ctl stats >"$dir/s.txt"; grep -Eq "connections +0$" "$dir/s.txt" || fail "a gone client is still counted: $(grep connections "$dir/s.txt")"
+ok
+
+# --- streaming: 1 GiB up, 256 MiB down, in bounded memory -----------------
+truncate -s 1G "$dir/big" # sparse: no disk, no memory
+curl -s -m 120 -H "Host: web.test" -T "$dir/big" "$(url /upload)" >"$dir/up.txt"
+rm -f "$dir/big"
+grep -q "received 1073741824 bytes" "$dir/up.txt" || fail "upload: $(cat "$dir/up.txt")"
+# A chunked upload (from a pipe) is re-chunked to the guest.
+truncate -s 64M "$dir/mid"
+curl -s -m 60 -H "Host: web.test" -T - "$(url /chunked)" <"$dir/mid" >"$dir/up.txt"
+grep -q "received 67108864 bytes" "$dir/up.txt" || fail "chunked upload: $(cat "$dir/up.txt")"
+n=$(curl -s -m 60 -H "Host: web.test" "$(url /bytes/268435456)" | wc -c)
+[ "$n" -eq 268435456 ] || fail "download: $n bytes"
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$hpid/status")
+[ "$hwm" -lt 65536 ] || fail "jitsu-http grew to $hwm KiB streaming"
+ok
+
+# --- an Upgrade tunnel echoes through --------------------------------------
+out=$( (printf 'GET /ws HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'
+  sleep 0.3
+  printf 'ping\n'
+  sleep 0.3) | socat -t 2 - "TCP:127.0.0.1:$P")
+echo "$out" | grep -q "^HTTP/1.1 101" || fail "no 101: $out"
+echo "$out" | grep -q "^ping" || fail "the tunnel did not echo: $out"
+ok
+
+# --- bad requests, big heads, slow clients --------------------------------
+code() { socat -t 3 - "TCP:127.0.0.1:$P" | head -n1 | cut -d' ' -f2; }
+[ "$(printf 'GARBAGE\r\n\r\n' | code)" = 400 ] || fail "garbage: not 400"
+[ "$(printf 'GET / HTTP/1.1\r\n\r\n' | code)" = 400 ] || fail "no Host: not 400"
+big=$(head -c 10000 /dev/zero | tr '\0' a)
+[ "$(printf 'GET / HTTP/1.1\r\nHost: web.test\r\nX-Big: %s\r\n\r\n' "$big" | code)" = 431 ] ||
+  fail "a big head: not 431"
+[ "$(printf 'POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 9999999999999\r\n\r\n' | code)" = 413 ] ||
+  fail "a big body: not 413"
+# A head that never ends (slowloris): 408 at header-timeout (1 s here).
+t0=$(date +%s%N)
+(printf 'GET / HTTP/1.1\r\nHost: web'; sleep 3) | socat -t 4 - "TCP:127.0.0.1:$P" |
+  { read -r line; echo "$line $(date +%s%N)"; cat >/dev/null; } >"$dir/slow.txt"
+read -r _ status _ t1 <"$dir/slow.txt"
+[ "$status" = 408 ] || fail "slowloris: $(cat "$dir/slow.txt")"
+[ $(((t1 - t0) / 1000000)) -lt 2500 ] || fail "408 took $(((t1 - t0) / 1000000)) ms"
+[ "$(get web.test)" = "hello from web" ] || fail "the proxy did not survive"
+ok
+
+# --- statistics --------------------------------------------------------------
+ctl stats >"$dir/stats.txt"
+grep -Eq "requests_total +[1-9]" "$dir/stats.txt" || fail "stats: $(cat "$dir/stats.txt")"
+grep -Eq "queue_overflows_total +[1-9]" "$dir/stats.txt" || fail "overflows not counted"
+grep -Eq "responses_2xx_total +[1-9]" "$dir/stats.txt" || fail "2xx not counted"
+ok
+
+# --- graceful drain: an in-flight request finishes after SIGTERM ----------
+ctl stop slow destroy >/dev/null
+curl -s -m 10 -o "$dir/late.txt" -H "Host: slow.test" "$(url /)" &
+cpid=$!
+sleep 0.3
+kill -TERM "$hpid"
+wait "$cpid" || fail "the in-flight request failed during the drain"
+grep -q "hello from slow" "$dir/late.txt" || fail "drain: $(cat "$dir/late.txt")"
+for _ in $(seq 1 100); do kill -0 "$hpid" 2>/dev/null || break; sleep 0.05; done
+! kill -0 "$hpid" 2>/dev/null || fail "jitsu-http did not exit after draining"
+wait "$hpid" || fail "jitsu-http exited with an error"
+ok
+
+echo "jitsu-http: $passed passed, 0 failed"
