@@ -143,7 +143,11 @@ grep -q "received 67108864 bytes" "$dir/up.txt" || fail "chunked upload: $(cat "
 n=$(curl -s -m 60 -H "Host: web.test" "$(url /bytes/268435456)" | wc -c)
 [ "$n" -eq 268435456 ] || fail "download: $n bytes"
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$hpid/status")
-[ "$hwm" -lt 65536 ] || fail "jitsu-http grew to $hwm KiB streaming"
+if ldd "$jhttp" | grep -q libasan; then
+  echo "skipped: the memory bound (ASan's quarantine keeps freed buffers: $hwm KiB)"
+else
+  [ "$hwm" -lt 65536 ] || fail "jitsu-http grew to $hwm KiB streaming"
+fi
 ok
 
 # --- an Upgrade tunnel echoes through --------------------------------------
