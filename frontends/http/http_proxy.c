@@ -139,6 +139,8 @@ static void release_hold(http_client *c) {
   }
 }
 
+static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg);
+
 /* The drain is over: nothing in flight, or out of time. */
 static void drain_finish(http_proxy *px) {
   if (px->drain_done == NULL)
@@ -146,6 +148,9 @@ static void drain_finish(http_proxy *px) {
   void (*done)(void *) = px->drain_done;
   px->drain_done = NULL;
   uv_timer_stop(px->drain_timer);
+  /* (done) may free the context: let go of it first. */
+  jitsu_ctx_off_vm(px->ctx, on_vm, px);
+  px->ctx = NULL;
   done(px->drain_arg);
 }
 
@@ -1070,7 +1075,8 @@ void http_proxy_drain(http_proxy *px, void (*done)(void *arg), void *arg) {
 void http_proxy_destroy(http_proxy *px) {
   if (px == NULL)
     return;
-  jitsu_ctx_off_vm(px->ctx, on_vm, px);
+  if (px->ctx != NULL)
+    jitsu_ctx_off_vm(px->ctx, on_vm, px);
   uv_close((uv_handle_t *)px->drain_timer, free_handle);
   while (px->vmqs.next != &px->vmqs) {
     http_vmq *q = HTTP_CONTAINER(px->vmqs.next, http_vmq, link);

@@ -171,8 +171,8 @@ big=$(head -c 10000 /dev/zero | tr '\0' a)
 # A head that never ends (slowloris): 408 at header-timeout (1 s here).
 t0=$(date +%s%N)
 (printf 'GET / HTTP/1.1\r\nHost: web'; sleep 3) | socat -t 4 - "TCP:127.0.0.1:$P" |
-  { read -r line; echo "$line $(date +%s%N)"; cat >/dev/null; } >"$dir/slow.txt"
-read -r _ status _ t1 <"$dir/slow.txt"
+  { read -r line; echo "$(date +%s%N) $line"; cat >/dev/null; } >"$dir/slow.txt"
+read -r t1 _ status _ <"$dir/slow.txt"
 [ "$status" = 408 ] || fail "slowloris: $(cat "$dir/slow.txt")"
 [ $(((t1 - t0) / 1000000)) -lt 2500 ] || fail "408 took $(((t1 - t0) / 1000000)) ms"
 [ "$(get web.test)" = "hello from web" ] || fail "the proxy did not survive"
