@@ -35,6 +35,10 @@ void http_proxy_rebuild(http_proxy *px);
 /* Stop accepting, let in-flight requests finish within drain_ms, then call
  * (done)(arg). */
 void http_proxy_drain(http_proxy *px, void (*done)(void *arg), void *arg);
+/* Serve a client already connected on (fd) (for the fuzz target). */
+int http_proxy_adopt_fd(http_proxy *px, int fd);
+/* Client connections open now. */
+unsigned http_proxy_clients(http_proxy *px);
 /* Free what is left once the loop has stopped. */
 void http_proxy_destroy(http_proxy *px);
 

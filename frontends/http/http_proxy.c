@@ -746,13 +746,10 @@ void http_client_response_done(http_client *c, bool keep_alive) {
 
 /* --- connections, routes, life cycle -------------------------------------- */
 
-static void on_connection(uv_stream_t *server, int status) {
-  http_proxy *px = server->data;
-  if (status < 0)
-    return;
+static http_client *client_new(http_proxy *px) {
   http_client *c = calloc(1, sizeof(*c));
   if (c == NULL)
-    return;
+    return NULL;
   c->px = px;
   c->refs = 2;
   uv_tcp_init(px->loop, &c->tcp);
@@ -762,6 +759,34 @@ static void on_connection(uv_stream_t *server, int status) {
   c->parser.data = c;
   http_list_add(&px->clients, &c->link);
   px->n_clients++;
+  return c;
+}
+
+int http_proxy_adopt_fd(http_proxy *px, int fd) {
+  http_client *c = client_new(px);
+  if (c == NULL)
+    return -ENOMEM;
+  int r = uv_tcp_open(&c->tcp, fd);
+  if (r < 0) {
+    http_client_close(c);
+    return r;
+  }
+  arm_head_timer(c, false);
+  reading(c, true);
+  return 0;
+}
+
+unsigned http_proxy_clients(http_proxy *px) {
+  return px->n_clients;
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  http_proxy *px = server->data;
+  if (status < 0)
+    return;
+  http_client *c = client_new(px);
+  if (c == NULL)
+    return;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
     http_client_close(c);
     return;
