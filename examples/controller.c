@@ -14,6 +14,7 @@
  */
 #include <jitsu/jitsu.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,8 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 int main(int argc, char **argv) {
   app a = {.loop = uv_default_loop()};
+  /* A peer that goes away must not kill us: libuv reports EPIPE. */
+  signal(SIGPIPE, SIG_IGN);
   const char *config = NULL;
   jitsu_log_level level = JITSU_LOG_INFO;
   for (int i = 1; i < argc; i++) {

@@ -287,6 +287,7 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
+  signal(SIGPIPE, SIG_IGN); /* a client that leaves: EPIPE, not death */
   struct sigaction sa = {.sa_handler = on_term};
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);

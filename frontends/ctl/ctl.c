@@ -11,6 +11,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -402,6 +403,7 @@ int main(int argc, char **argv) {
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
+  signal(SIGPIPE, SIG_IGN); /* a daemon that hangs up: EPIPE, not death */
   const char *sock = NULL, *config = NULL;
   int json_out = 0, wait = 0, prometheus = 0, opt;
   long timeout = 0;

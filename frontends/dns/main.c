@@ -11,6 +11,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,6 +275,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   app a = {.loop = uv_default_loop()};
+  /* A peer that goes away must not kill us: libuv reports EPIPE. */
+  signal(SIGPIPE, SIG_IGN);
   if (jitsu_ctx_new(a.loop, NULL, &a.ctx) < 0)
     return 1;
   jitsu_ctx_set_logger(a.ctx, log_line, NULL, level);

@@ -86,7 +86,9 @@ struct http_client {
   http_parser parser;
   client_state state;
   unsigned refs;
-  bool reading, paused_by_upstream;
+  bool reading, paused_by_upstream, corked;
+  char *out; /* gathered while corked */
+  size_t out_len, out_cap;
   struct sockaddr_storage peer;
   /* The request being read or forwarded. */
   char *head; /* the head to send upstream, built as it is parsed */
@@ -100,6 +102,7 @@ struct http_client {
   char xff[256];     /* an incoming X-Forwarded-For */
   char upgrade[128]; /* an incoming Upgrade */
   bool req_chunked, req_complete, req_upgrade, req_head_method;
+  bool keep_alive; /* the client's, from its request */
   uint64_t req_body;
   http_vmq *q;
   uint64_t queued_ms, cold_ms;
@@ -120,7 +123,7 @@ struct http_upstream {
   http_parser parser;
   http_client *c;
   bool connected, closing, paused_by_client, resp_chunked, resp_done;
-  bool client_keep_alive, plink_counted;
+  bool client_keep_alive, plink_counted, reusable;
   unsigned refs; /* handles (2) + writes in flight */
   int status;
   char reason[128];
@@ -160,6 +163,10 @@ int http_buf_add(char **buf, size_t *len, size_t *cap, const char *data,
 
 /* Client side (http_proxy.c), used by the upstream side. */
 void http_client_send(http_client *c, const char *data, size_t len);
+/* Gather sends (on) and write them at once (off). */
+void http_client_cork(http_client *c, bool on);
+/* Send (parts) as one write. */
+void http_client_sendv(http_client *c, const uv_buf_t *parts, size_t n);
 void http_client_error(http_client *c, int status, const char *reason,
                        const char *body);
 /* The response is complete: keep the connection for the next request, or
@@ -175,6 +182,7 @@ void http_client_unref(http_client *c);
  * once connected. */
 void http_upstream_attach(http_vmq *q, http_client *c);
 void http_upstream_send(http_upstream *u, const char *data, size_t len);
+void http_upstream_sendv(http_upstream *u, const uv_buf_t *parts, size_t n);
 void http_upstream_release(http_upstream *u, bool reuse);
 void http_upstream_backpressure(http_upstream *u, bool pause);
 void http_vmq_close_idle(http_vmq *q);

@@ -98,6 +98,44 @@ static void client_written(uv_write_t *w, int status) {
 }
 
 void http_client_send(http_client *c, const char *data, size_t len) {
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  http_client_sendv(c, &b, 1);
+}
+
+static void write_out(http_client *c, const uv_buf_t *parts, size_t n);
+
+/* While corked, what is sent gathers and goes out in one write at the
+ * uncork (a response head and its body: one syscall, one packet). */
+void http_client_cork(http_client *c, bool on) {
+  c->corked = on;
+  if (!on && c->out_len > 0) {
+    uv_buf_t b = uv_buf_init(c->out, (unsigned)c->out_len);
+    c->out_len = 0;
+    write_out(c, &b, 1);
+  }
+}
+
+void http_client_sendv(http_client *c, const uv_buf_t *parts, size_t n) {
+  if (c->corked && c->state != C_CLOSING) {
+    for (size_t i = 0; i < n; i++)
+      if (http_buf_add(&c->out, &c->out_len, &c->out_cap, parts[i].base,
+                       parts[i].len, SIZE_MAX) < 0) {
+        http_client_close(c);
+        return;
+      }
+    if (c->out_len >= HTTP_HIGH_WATER) {
+      http_client_cork(c, false);
+      c->corked = true;
+    }
+    return;
+  }
+  write_out(c, parts, n);
+}
+
+static void write_out(http_client *c, const uv_buf_t *parts, size_t n) {
+  size_t len = 0;
+  for (size_t i = 0; i < n; i++)
+    len += parts[i].len;
   if (c->state == C_CLOSING || len == 0)
     return;
   wreq *r = malloc(sizeof(*r) + len);
@@ -105,7 +143,8 @@ void http_client_send(http_client *c, const char *data, size_t len) {
     http_client_close(c);
     return;
   }
-  memcpy(r->data, data, len);
+  for (size_t i = 0, o = 0; i < n; o += parts[i].len, i++)
+    memcpy(r->data + o, parts[i].base, parts[i].len);
   r->c = c;
   c->refs++;
   uv_buf_t b = uv_buf_init(r->data, (unsigned)len);
@@ -129,6 +168,7 @@ void http_client_unref(http_client *c) {
     return;
   free(c->head);
   free(c->stash);
+  free(c->out);
   free(c);
 }
 
@@ -190,6 +230,7 @@ static void shutdown_done(uv_shutdown_t *req, int status) {
 static void client_finish(http_client *c) {
   if (c->state == C_CLOSING)
     return;
+  http_client_cork(c, false);
   uv_read_stop((uv_stream_t *)&c->tcp);
   uv_timer_stop(&c->timer);
   uv_shutdown_t *req = malloc(sizeof(*req));
@@ -541,6 +582,7 @@ static int on_headers_complete(http_parser *p) {
   c->req_chunked = (p->flags & F_CHUNKED) != 0;
   c->req_upgrade = p->upgrade && c->upgrade[0] != '\0';
   c->req_head_method = p->method == HTTP_HEAD;
+  c->keep_alive = http_should_keep_alive(p);
   if (c->host[0] == '\0' && p->http_minor >= 1) {
     http_client_error(c, 400, "Bad Request", "HTTP/1.1 needs a Host header");
     return -1;
@@ -563,8 +605,12 @@ static int on_headers_complete(http_parser *p) {
     return -1;
   }
   uv_timer_stop(&c->timer);
-  /* Whatever comes next (the body) waits until the guest is connected. */
-  http_parser_pause(p, 1);
+  /* A body waits until the guest is connected. Without one, the message
+   * completes right after this (and pauses there, see below). */
+  bool has_body = c->req_chunked ||
+                  (p->content_length > 0 && p->content_length != ULLONG_MAX);
+  if (has_body)
+    http_parser_pause(p, 1);
   dispatch(c);
   return 0;
 }
@@ -583,9 +629,10 @@ static int on_body(http_parser *p, const char *at, size_t n) {
   if (c->req_chunked) {
     char size[24];
     int l = snprintf(size, sizeof(size), "%zx\r\n", n);
-    http_upstream_send(c->up, size, (size_t)l);
-    http_upstream_send(c->up, at, n);
-    http_upstream_send(c->up, "\r\n", 2);
+    uv_buf_t parts[3] = {uv_buf_init(size, (unsigned)l),
+                         uv_buf_init((char *)at, (unsigned)n),
+                         uv_buf_init((char *)"\r\n", 2)};
+    http_upstream_sendv(c->up, parts, 3);
   } else {
     http_upstream_send(c->up, at, n);
   }

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define POOL_MAX 32
+#define POOL_MAX 256
 #define POOL_IDLE_MS 30000
 
 void http_client_connected(http_client *c);
@@ -64,12 +64,21 @@ static void upstream_written(uv_write_t *w, int status) {
 }
 
 void http_upstream_send(http_upstream *u, const char *data, size_t len) {
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  http_upstream_sendv(u, &b, 1);
+}
+
+void http_upstream_sendv(http_upstream *u, const uv_buf_t *parts, size_t n) {
+  size_t len = 0;
+  for (size_t i = 0; i < n; i++)
+    len += parts[i].len;
   if (u->closing || len == 0)
     return;
   uwreq *r = malloc(sizeof(*r) + len);
   if (r == NULL)
     return;
-  memcpy(r->data, data, len);
+  for (size_t i = 0, o = 0; i < n; o += parts[i].len, i++)
+    memcpy(r->data + o, parts[i].base, parts[i].len);
   r->u = u;
   u->refs++;
   uv_buf_t b = uv_buf_init(r->data, (unsigned)len);
@@ -194,7 +203,7 @@ static int u_headers_complete(http_parser *p) {
   bool no_body =
       c->req_head_method || status == 204 || status == 304 || interim;
   bool framed = no_body || u->resp_chunked || (p->flags & F_CONTENTLENGTH) != 0;
-  u->client_keep_alive = framed && http_should_keep_alive(&c->parser);
+  u->client_keep_alive = framed && c->keep_alive;
   char extra[256] = "";
   size_t o = 0;
   if (c->cold && !interim)
@@ -210,13 +219,15 @@ static int u_headers_complete(http_parser *p) {
   if (u->resp_chunked && !no_body)
     o += (size_t)snprintf(extra + o, sizeof(extra) - o,
                           "Transfer-Encoding: chunked\r\n");
+  /* One write for the whole head: one syscall, one packet. */
   char line[300];
   int ln = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status,
                     u->reason[0] ? u->reason : "Status");
-  http_client_send(c, line, (size_t)ln);
-  http_client_send(c, u->head, u->head_len);
-  http_client_send(c, extra, o);
-  http_client_send(c, "\r\n", 2);
+  uv_buf_t parts[4] = {uv_buf_init(line, (unsigned)ln),
+                       uv_buf_init(u->head, (unsigned)u->head_len),
+                       uv_buf_init(extra, (unsigned)o),
+                       uv_buf_init((char *)"\r\n", 2)};
+  http_client_sendv(c, parts, 4);
   if (!interim)
     c->cold = false;
   u->status = status;
@@ -232,9 +243,10 @@ static int u_body(http_parser *p, const char *at, size_t n) {
   if (u->resp_chunked) {
     char size[24];
     int l = snprintf(size, sizeof(size), "%zx\r\n", n);
-    http_client_send(u->c, size, (size_t)l);
-    http_client_send(u->c, at, n);
-    http_client_send(u->c, "\r\n", 2);
+    uv_buf_t parts[3] = {uv_buf_init(size, (unsigned)l),
+                         uv_buf_init((char *)at, (unsigned)n),
+                         uv_buf_init((char *)"\r\n", 2)};
+    http_client_sendv(u->c, parts, 3);
   } else {
     http_client_send(u->c, at, n);
   }
@@ -252,6 +264,8 @@ static int u_message_complete(http_parser *p) {
       u->status != 304)
     http_client_send(c, "0\r\n\r\n", 5);
   http_proxy_count_response(c->px, u->status);
+  /* http-parser answers this reliably only inside this callback. */
+  u->reusable = http_should_keep_alive(p);
   u->resp_done = true;
   http_parser_pause(p, 1);
   return 0;
@@ -274,7 +288,7 @@ static const http_parser_settings *response_settings(void) {
 /* The response is over: the connection back to the pool, the client on. */
 static void response_over(http_upstream *u) {
   http_client *c = u->c;
-  bool reuse = http_should_keep_alive(&u->parser) && c->req_complete;
+  bool reuse = u->reusable && c->req_complete;
   bool keep = u->client_keep_alive;
   c->up = NULL;
   http_upstream_release(u, reuse);
@@ -328,8 +342,12 @@ static void upstream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     upstream_failed(u, "the guest closed the connection");
     return;
   }
+  /* What this read produces goes out in one write (c stays allocated: a
+   * close is finished by the loop later). */
+  http_client_cork(c, true);
   size_t done = http_parser_execute(&u->parser, response_settings(), buf->base,
                                     (size_t)n);
+  http_client_cork(c, false);
   enum http_errno e = HTTP_PARSER_ERRNO(&u->parser);
   if (u->status == 101 && (u->parser.upgrade || e == HPE_CB_headers_complete)) {
     /* Switched: from here on, bytes both ways. */

@@ -6,6 +6,7 @@
 #include "http.h"
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   app a = {.loop = uv_default_loop()};
+  /* A peer that goes away must not kill us: libuv reports EPIPE. */
+  signal(SIGPIPE, SIG_IGN);
   if (jitsu_ctx_new(a.loop, NULL, &a.ctx) < 0)
     return 1;
   jitsu_ctx_set_logger(a.ctx, log_line, NULL, level);

@@ -36,6 +36,9 @@ JITSU_EXTERN int jitsu_ctx_options_init(jitsu_ctx_options *opts,
                                         unsigned version);
 
 /*
+ * As with libuv, the embedder ignores SIGPIPE (signal(SIGPIPE, SIG_IGN)):
+ * the control socket writes to clients that may have gone away.
+ *
  * Create a context on (loop) with (opts) (NULL: defaults) and store it in
  * (*out). The caller owns the context and frees it with jitsu_ctx_free().
  * Returns 0 or a negative errno value.
