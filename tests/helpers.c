@@ -219,17 +219,27 @@ int http_get(int port, char *out, size_t size) {
 }
 
 int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sin = {.sin_family = AF_INET};
-  inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
-  socklen_t len = sizeof(sin);
-  if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
-      getsockname(fd, (struct sockaddr *)&sin, &len) < 0) {
-    close(fd);
-    return -1;
+  /* Below the ephemeral range (32768-): a port the kernel hands to an
+   * outgoing connection meanwhile cannot be bound by the guest later. */
+  static unsigned seed;
+  if (seed == 0)
+    seed = (unsigned)getpid() * 2654435761u;
+  for (int tries = 0; tries < 1000; tries++) {
+    seed = seed * 1103515245u + 12345u;
+    int port = 10000 + (int)((seed >> 8) % 20000);
+    int ok = 1;
+    for (int type = SOCK_STREAM; ok && type <= SOCK_DGRAM; type++) {
+      int fd = socket(AF_INET, type, 0);
+      struct sockaddr_in sin = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)port)};
+      inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+      ok = bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+      close(fd);
+    }
+    if (ok)
+      return port;
   }
-  close(fd);
-  return ntohs(sin.sin_port);
+  return -1;
 }
 
 void outcome_cb(jitsu_vm *vm, int status, void *arg) {
