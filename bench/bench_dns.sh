@@ -10,6 +10,7 @@
 # Every server and guest it starts is stopped at the end; each load run is
 # bounded in time (SECONDS, default 5).
 set -euo pipefail
+. "$(dirname "$0")/../tests/integration/lib.sh"
 build=$(cd "${1:-build}" && pwd)
 secs=${SECONDS_PER_RUN:-5}
 names=${NAMES:-100}
@@ -26,19 +27,12 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   sleep 0.2
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  for p in $(pgrep -f -- "$dir" || true); do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
+  kill_marked "$dir"
   pkill -9 -f -- "-c $dir/nsd.conf" 2>/dev/null || true
   rm -rf "$dir"
 }
 trap cleanup EXIT
-port() {
-  local p
-  while :; do
-    p=$((10000 + RANDOM % 20000)) # below the ephemeral ports (32768-)
-    ss -Htuan "sport = :$p" | grep -q . || { echo "$p"; return; }
-  done
-}
-PJ=$(port) PN=$(port) PK=$(port) PC=$(port) PH=$(port)
+PJ=$(free_port) PN=$(free_port) PK=$(free_port) PC=$(free_port) PH=$(free_port)
 
 # The same names for all three.
 {

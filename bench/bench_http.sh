@@ -10,6 +10,7 @@
 # starts nginx and haproxy as services on their usual ports, which this
 # script does not use). Each load run is bounded (SECONDS_PER_RUN, 5).
 set -euo pipefail
+. "$(dirname "$0")/../tests/integration/lib.sh"
 build=$(cd "${1:-build}" && pwd)
 secs=${SECONDS_PER_RUN:-5}
 for tool in wrk nginx haproxy taskset curl; do
@@ -25,18 +26,11 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   sleep 0.3
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  for p in $(pgrep -f -- "$dir" || true); do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
+  kill_marked "$dir"
   rm -rf "$dir"
 }
 trap cleanup EXIT
-port() {
-  local p
-  while :; do
-    p=$((10000 + RANDOM % 20000))
-    ss -Htan "sport = :$p" | grep -q . || { echo "$p"; return; }
-  done
-}
-G=$(port) J=$(port) N=$(port) H=$(port) C=$(port) W=$(port)
+G=$(free_port) J=$(free_port) N=$(free_port) H=$(free_port) C=$(free_port) W=$(free_port)
 mkdir -p "$dir/guest" "$dir/proxy"
 cat >"$dir/guest/nginx.conf" <<CONF
 worker_processes 1;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <time.h>
 
 static uint32_t table_hash(const jitsu__table *t, const char *key) {
@@ -285,4 +287,27 @@ void jitsu__sub_clear(jitsu__sub **list) {
     *list = s->next;
     free(s);
   }
+}
+
+int jitsu_sd_notify(const char *state) {
+  const char *path = getenv("NOTIFY_SOCKET");
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  if (path == NULL)
+    return 0;
+  size_t len = strlen(path);
+  if ((path[0] != '/' && path[0] != '@') || len >= sizeof(sun.sun_path))
+    return -EINVAL;
+  memcpy(sun.sun_path, path, len);
+  if (path[0] == '@')
+    sun.sun_path[0] = '\0';
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+  int r = 0;
+  if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sun,
+             alen) < 0)
+    r = -errno;
+  close(fd);
+  return r;
 }

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 static const jitsu_key dns_section_keys[] = {
@@ -78,25 +77,6 @@ static void log_line(jitsu_log_level level, const char *msg, void *arg) {
   fprintf(stderr, "jitsu-dns: %s: %s\n", jitsu_log_level_name(level), msg);
 }
 
-static void notify_systemd(const char *msg) {
-  const char *path = getenv("NOTIFY_SOCKET");
-  struct sockaddr_un sun = {.sun_family = AF_UNIX};
-  if (path == NULL || (path[0] != '/' && path[0] != '@') ||
-      strlen(path) >= sizeof(sun.sun_path))
-    return;
-  memcpy(sun.sun_path, path, strlen(path));
-  if (path[0] == '@')
-    sun.sun_path[0] = '\0';
-  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return;
-  socklen_t len =
-      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
-  if (sendto(fd, msg, strlen(msg), 0, (struct sockaddr *)&sun, len) < 0)
-    fprintf(stderr, "jitsu-dns: notify: %s\n", strerror(errno));
-  close(fd);
-}
-
 static uid_t chown_uid;
 static gid_t chown_gid;
 
@@ -138,7 +118,7 @@ static void quit(uv_signal_t *s, int signum) {
   (void)signum;
   fprintf(stderr, "jitsu-dns: exiting; guests keep running for the next "
                   "start to adopt\n");
-  notify_systemd("STOPPING=1");
+  jitsu_sd_notify("STOPPING=1");
   uv_signal_stop(&a->sigint);
   uv_signal_stop(&a->sigterm);
   uv_signal_stop(&a->sighup);
@@ -154,12 +134,12 @@ static void reload(uv_signal_t *s, int signum) {
   app *a = s->data;
   (void)signum;
   jitsu_error err;
-  notify_systemd("RELOADING=1");
+  jitsu_sd_notify("RELOADING=1");
   if (jitsu_config_reload(a->ctx, NULL, NULL, &err) < 0)
     fprintf(stderr, "jitsu-dns: reload refused: %s\n", err.message);
   else
     dns_server_rebuild(a->srv);
-  notify_systemd("READY=1");
+  jitsu_sd_notify("READY=1");
 }
 
 static void on_vm_event(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
@@ -391,7 +371,7 @@ int main(int argc, char **argv) {
   uv_signal_start(&a.sighup, reload, SIGHUP);
   for (size_t i = 0; listen[i]; i++)
     fprintf(stderr, "jitsu-dns: serving on %s (udp and tcp)\n", listen[i]);
-  notify_systemd("READY=1\nSTATUS=serving");
+  jitsu_sd_notify("READY=1\nSTATUS=serving");
   uv_run(a.loop, UV_RUN_DEFAULT);
   dns_server_destroy(a.srv);
   uv_run(a.loop, UV_RUN_DEFAULT);

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 static const jitsu_key http_section_keys[] = {
@@ -52,25 +51,6 @@ static void log_line(jitsu_log_level level, const char *msg, void *arg) {
   fprintf(stderr, "jitsu-http: %s: %s\n", jitsu_log_level_name(level), msg);
 }
 
-static void notify_systemd(const char *msg) {
-  const char *path = getenv("NOTIFY_SOCKET");
-  struct sockaddr_un sun = {.sun_family = AF_UNIX};
-  if (path == NULL || (path[0] != '/' && path[0] != '@') ||
-      strlen(path) >= sizeof(sun.sun_path))
-    return;
-  memcpy(sun.sun_path, path, strlen(path));
-  if (path[0] == '@')
-    sun.sun_path[0] = '\0';
-  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return;
-  socklen_t len =
-      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
-  if (sendto(fd, msg, strlen(msg), 0, (struct sockaddr *)&sun, len) < 0)
-    perror("jitsu-http: notify");
-  close(fd);
-}
-
 static void drained(void *arg) {
   app *a = arg;
   jitsu_ctx_free(a->ctx);
@@ -83,7 +63,7 @@ static void quit(uv_signal_t *s, int signum) {
   if (a->quitting++)
     return;
   fprintf(stderr, "jitsu-http: draining; guests keep running\n");
-  notify_systemd("STOPPING=1");
+  jitsu_sd_notify("STOPPING=1");
   uv_close((uv_handle_t *)&a->sigint, NULL);
   uv_close((uv_handle_t *)&a->sigterm, NULL);
   uv_close((uv_handle_t *)&a->sighup, NULL);
@@ -214,7 +194,7 @@ int main(int argc, char **argv) {
   uv_signal_start(&a.sighup, reload, SIGHUP);
   for (size_t i = 0; listen[i]; i++)
     fprintf(stderr, "jitsu-http: serving on %s\n", listen[i]);
-  notify_systemd("READY=1\nSTATUS=serving");
+  jitsu_sd_notify("READY=1\nSTATUS=serving");
   uv_run(a.loop, UV_RUN_DEFAULT);
   http_proxy_destroy(a.px);
   uv_run(a.loop, UV_RUN_DEFAULT);

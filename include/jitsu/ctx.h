@@ -82,6 +82,14 @@ JITSU_EXTERN void jitsu_ctx_limits(jitsu_ctx *ctx, unsigned *max_live,
                                    unsigned *max_starting,
                                    unsigned *max_waiters);
 
+/*
+ * Tell systemd (or any supervisor speaking its notify protocol) (state),
+ * e.g. "READY=1": one datagram to $NOTIFY_SOCKET (a path, or "@name" for
+ * an abstract socket). 0 when sent or when there is no $NOTIFY_SOCKET,
+ * else a negative errno value.
+ */
+JITSU_EXTERN int jitsu_sd_notify(const char *state);
+
 /* Number of vms defined, guests live (not stopped or failed), starting. */
 JITSU_EXTERN void jitsu_ctx_counts(jitsu_ctx *ctx, size_t *defined,
                                    size_t *live, size_t *starting);

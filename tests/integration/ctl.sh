@@ -4,6 +4,7 @@
 # SIGKILL, and reloads.
 # usage: ctl.sh CONTROLLER HELLO JITSU-CTL
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 controller=$1
 hello=$2
 ctl_bin=$3
@@ -14,10 +15,7 @@ passed=0
 
 cleanup() {
   [ "$cpid" -gt 0 ] && kill -9 "$cpid" 2>/dev/null || true
-  # End the guests this test started (their command lines name $dir).
-  for p in $(pgrep -f -- "--record $dir" || true); do
-    kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true
-  done
+  kill_marked "--record $dir" # the guests this test started
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -62,13 +60,6 @@ start_controller() {
   fail "the controller did not start"
 }
 
-free_port() { # a port nothing listens on, from the ephemeral range
-  local p
-  while :; do
-    p=$((10000 + RANDOM % 20000)) # below the ephemeral ports (32768-)
-    ss -Htan "sport = :$p" | grep -q . || { echo "$p"; return; }
-  done
-}
 port_a=$(free_port)
 port_b=$(free_port)
 port_c=$(free_port)

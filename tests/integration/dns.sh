@@ -5,6 +5,7 @@
 # for other clients, the idle policy, rate limits, and malformed packets.
 # usage: dns.sh JITSU-DNS HELLO JITSU-CTL DNS-BURST
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 jdns=$1
 hello=$2
 ctl_bin=$3
@@ -16,10 +17,7 @@ passed=0
 
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  # Guests lead process groups of their own; their command lines name $dir.
-  for p in $(pgrep -f -- "$dir" || true); do
-    kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true
-  done
+  kill_marked "$dir"
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -30,13 +28,6 @@ fail() {
 }
 ok() { passed=$((passed + 1)); }
 
-free_port() {
-  local p
-  while :; do
-    p=$((10000 + RANDOM % 20000)) # below the ephemeral ports (32768-)
-    ss -Htuan "sport = :$p" | grep -q . || { echo "$p"; return; }
-  done
-}
 P=$(free_port) U=$(free_port) F=$(free_port) W=$(free_port) B=$(free_port)
 q() { kdig @127.0.0.1 -p "$P" +time=5 +retry=0 "$@"; }
 

@@ -6,6 +6,7 @@
 # slow clients, and a graceful drain on SIGTERM.
 # usage: http.sh JITSU-HTTP HELLO JITSU-CTL
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 jhttp=$1
 hello=$2
 ctl_bin=$3
@@ -14,9 +15,7 @@ pids=()
 passed=0
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  for p in $(pgrep -f -- "$dir" || true); do
-    kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true
-  done
+  kill_marked "$dir"
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -26,13 +25,6 @@ fail() {
   exit 1
 }
 ok() { passed=$((passed + 1)); }
-free_port() {
-  local p
-  while :; do
-    p=$((10000 + RANDOM % 20000)) # below the ephemeral ports (32768-)
-    ss -Htan "sport = :$p" | grep -q . || { echo "$p"; return; }
-  done
-}
 P=$(free_port) W=$(free_port) S=$(free_port) B=$(free_port)
 url() { echo "http://127.0.0.1:$P$1"; }
 get() { curl -s -m 20 -H "Host: $1" "$(url "${2:-/}")"; }
