@@ -115,7 +115,7 @@ typedef struct pending {
   bool answered; /* the client has its answer */
 } pending;
 
-/* --- sending ---------------------------------------------------------- */
+/* --- sending --- */
 
 typedef struct send_req {
   uv_udp_send_t udp;
@@ -184,7 +184,7 @@ static size_t limit_for(const origin *to, const dns_query *q) {
   return q->edns_size < DNS_UDP_MAX ? q->edns_size : DNS_UDP_MAX;
 }
 
-/* --- clients ------------------------------------------------------------ */
+/* --- clients --- */
 
 static int peer_ip(const struct sockaddr_storage *ss, uint8_t *ip) {
   if (ss->ss_family == AF_INET) {
@@ -267,7 +267,7 @@ static bool rate_ok(dns_server *srv, const origin *to) {
   return true;
 }
 
-/* --- answers -------------------------------------------------------------- */
+/* --- answers --- */
 
 static void ring_add(latency_ring *r, uint64_t ns) {
   uint64_t us = ns / 1000;
@@ -559,7 +559,7 @@ static void handle_query(dns_server *srv, origin *to, const uint8_t *pkt,
     answer_name(srv, to, &q, name, zone, UINT32_MAX);
 }
 
-/* --- UDP ------------------------------------------------------------------ */
+/* --- UDP --- */
 
 static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   static uint8_t slab[DNS_TCP_MAX];
@@ -578,7 +578,7 @@ static void udp_read(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
   handle_query(h->data, &to, (const uint8_t *)buf->base, (size_t)n);
 }
 
-/* --- TCP ------------------------------------------------------------------ */
+/* --- TCP --- */
 
 static void conn_handle_closed(uv_handle_t *h) {
   conn_unref(h->data);
@@ -662,7 +662,7 @@ static void tcp_accept(uv_stream_t *server, int status) {
   uv_timer_start(&c->timer, conn_idle, TCP_IDLE_MS, 0);
 }
 
-/* --- idle, events, stats ---------------------------------------------- */
+/* --- idle, events, stats --- */
 
 static void idle_tick(uv_timer_t *t) {
   dns_server *srv = t->data;

@@ -189,6 +189,14 @@ void http_vmq_close_idle(http_vmq *q);
 
 #define HTTP_HIGH_WATER (256 * 1024)
 
+/* Server side (http_server.c), used by the client side. */
+/* The vm that serves (host, url): the longest path prefix; or NULL. */
+http_vmq *http_route_lookup(http_proxy *px, const char *host, const char *url);
+/* A client connection closed: the drain may be over. */
+void http_proxy_client_gone(http_proxy *px);
+/* Accept a client on (server) (http_proxy.c). */
+void http_proxy_on_connection(uv_stream_t *server, int status);
+
 /* Whether (name) is a hop-by-hop header that a proxy must not pass on
  * (RFC 9110 7.6.1), or one we set ourselves. */
 bool http_hop_by_hop(const char *name, size_t len);

@@ -1,0 +1,434 @@
+/* jitsu-http: the server around the clients: routes from the vms' keys,
+ * the per-vm queues and pools, listeners, statistics, the drain; and the
+ * small helpers both sides share. */
+#include "http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_ROUTE_HOST 256
+
+typedef struct http_route {
+  struct http_route *next;
+  char host[MAX_ROUTE_HOST];
+  char prefix[256];
+  size_t prefix_len;
+  http_vmq *q;
+} http_route;
+
+void http_list_init(http_link *h) {
+  h->prev = h->next = h;
+}
+void http_list_add(http_link *h, http_link *l) {
+  l->prev = h->prev;
+  l->next = h;
+  h->prev->next = l;
+  h->prev = l;
+}
+void http_list_del(http_link *l) {
+  if (l->next == NULL)
+    return;
+  l->prev->next = l->next;
+  l->next->prev = l->prev;
+  l->next = l->prev = NULL;
+}
+
+int http_buf_add(char **buf, size_t *len, size_t *cap, const char *data,
+                 size_t n, size_t max) {
+  if (*len + n > max)
+    return -1;
+  if (*len + n > *cap) {
+    size_t c = *cap ? *cap * 2 : 1024;
+    while (c < *len + n)
+      c *= 2;
+    char *b = realloc(*buf, c);
+    if (b == NULL)
+      return -1;
+    *buf = b;
+    *cap = c;
+  }
+  memcpy(*buf + *len, data, n);
+  *len += n;
+  return 0;
+}
+
+bool http_hop_by_hop(const char *name, size_t len) {
+  static const char *const hop[] = {
+      "connection",
+      "keep-alive",
+      "proxy-connection",
+      "transfer-encoding",
+      "te",
+      "trailer",
+      "upgrade",
+      "proxy-authenticate",
+      "proxy-authorization",
+      "x-forwarded-for",
+      "x-forwarded-proto",
+      "forwarded",
+      "x-jitsu-cold-start",
+  };
+  for (size_t i = 0; i < sizeof(hop) / sizeof(*hop); i++)
+    if (strlen(hop[i]) == len && strncasecmp(hop[i], name, len) == 0)
+      return true;
+  return false;
+}
+
+/* The route of (host, url): the longest path prefix of that host. */
+http_vmq *http_route_lookup(http_proxy *px, const char *host, const char *url) {
+  char h[MAX_ROUTE_HOST];
+  size_t i = 0;
+  for (; host[i] && host[i] != ':' && i < sizeof(h) - 1; i++)
+    h[i] = (char)(host[i] >= 'A' && host[i] <= 'Z' ? host[i] + 32 : host[i]);
+  h[i] = '\0';
+  if (i > 0 && h[i - 1] == '.')
+    h[i - 1] = '\0';
+  http_route *best = NULL;
+  for (http_route *r = px->routes; r; r = r->next)
+    if (strcmp(r->host, h) == 0 &&
+        strncmp(url, r->prefix, r->prefix_len) == 0 &&
+        (best == NULL || r->prefix_len > best->prefix_len))
+      best = r;
+  if (best != NULL)
+    return best->q;
+  if (px->set.default_vm != NULL)
+    for (http_route *r = px->routes; r; r = r->next)
+      if (strcmp(jitsu_vm_name(r->q->vm), px->set.default_vm) == 0)
+        return r->q;
+  return NULL;
+}
+
+static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg);
+
+/* The drain is over: nothing in flight, or out of time. */
+static void drain_finish(http_proxy *px) {
+  if (px->drain_done == NULL)
+    return;
+  void (*done)(void *) = px->drain_done;
+  px->drain_done = NULL;
+  uv_timer_stop(px->drain_timer);
+  /* (done) may free the context: let go of it first. */
+  jitsu_ctx_off_vm(px->ctx, on_vm, px);
+  px->ctx = NULL;
+  done(px->drain_arg);
+}
+
+void http_proxy_client_gone(http_proxy *px) {
+  if (px->draining && px->n_clients == 0)
+    drain_finish(px);
+}
+
+static http_vmq *vmq_of(http_proxy *px, jitsu_vm *vm) {
+  for (http_link *l = px->vmqs.next; l != &px->vmqs; l = l->next) {
+    http_vmq *q = HTTP_CONTAINER(l, http_vmq, link);
+    if (q->vm == vm)
+      return q;
+  }
+  http_vmq *q = calloc(1, sizeof(*q));
+  if (q == NULL)
+    return NULL;
+  q->vm = vm;
+  http_list_init(&q->waiting);
+  http_list_init(&q->idle);
+  http_list_add(&px->vmqs, &q->link);
+  return q;
+}
+
+static int parse_backend(const char *text, struct sockaddr_storage *ss) {
+  char buf[128];
+  snprintf(buf, sizeof(buf), "%s", text);
+  char *colon = strrchr(buf, ':');
+  if (colon == NULL)
+    return -1;
+  *colon = '\0';
+  int port = atoi(colon + 1);
+  char *host = buf;
+  if (host[0] == '[' && colon[-1] == ']') {
+    host++;
+    colon[-1] = '\0';
+  }
+  if (port <= 0 || port > 65535)
+    return -1;
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0 ||
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+    return 0;
+  return -1;
+}
+
+typedef struct build {
+  http_proxy *px;
+  http_route *routes;
+  char *why;
+  size_t why_size;
+  int err;
+} build;
+
+static int add_routes(jitsu_vm *vm, void *arg) {
+  build *b = arg;
+  http_proxy *px = b->px;
+  const char *v, *host;
+  if (jitsu_vm_param(vm, "http-host", 0) == NULL)
+    return 0;
+  http_vmq *q = vmq_of(px, vm);
+  if (q == NULL)
+    return b->err = -ENOMEM;
+  const char *backend = jitsu_vm_param(vm, "http-backend", 0);
+  if (backend == NULL)
+    backend = jitsu_vm_param(vm, "address", 0);
+  if (backend == NULL || parse_backend(backend, &q->backend) < 0) {
+    snprintf(b->why, b->why_size,
+             "vm '%s': http-backend (or address) must be IP:PORT, not '%s'",
+             jitsu_vm_name(vm), backend ? backend : "");
+    return b->err = -EINVAL;
+  }
+  q->queue_max = px->set.queue;
+  if ((v = jitsu_vm_param(vm, "http-queue", 0)) != NULL)
+    q->queue_max = (unsigned)strtoul(v, NULL, 10);
+  q->hold_ms = px->set.hold_ms;
+  uint64_t ms;
+  if ((v = jitsu_vm_param(vm, "http-hold", 0)) != NULL &&
+      jitsu_parse_duration(v, &ms) == 0)
+    q->hold_ms = ms;
+  const char *prefix = jitsu_vm_param(vm, "http-path", 0);
+  for (size_t i = 0; (host = jitsu_vm_param(vm, "http-host", i)); i++) {
+    http_route *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+      return b->err = -ENOMEM;
+    size_t k = 0;
+    for (; host[k] && k < sizeof(r->host) - 1; k++)
+      r->host[k] =
+          (char)(host[k] >= 'A' && host[k] <= 'Z' ? host[k] + 32 : host[k]);
+    snprintf(r->prefix, sizeof(r->prefix), "%s", prefix ? prefix : "/");
+    r->prefix_len = strlen(r->prefix);
+    r->q = q;
+    for (http_route *o = b->routes; o; o = o->next)
+      if (strcmp(o->host, r->host) == 0 && strcmp(o->prefix, r->prefix) == 0) {
+        snprintf(b->why, b->why_size, "vm '%s': http-host %s%s is vm '%s''s",
+                 jitsu_vm_name(vm), r->host, r->prefix,
+                 jitsu_vm_name(o->q->vm));
+        free(r);
+        return b->err = -EINVAL;
+      }
+    r->next = b->routes;
+    b->routes = r;
+  }
+  return 0;
+}
+
+static void free_routes(http_route *r) {
+  while (r) {
+    http_route *next = r->next;
+    free(r);
+    r = next;
+  }
+}
+
+static int build_routes(http_proxy *px, char *why, size_t why_size) {
+  build b = {px, NULL, why, why_size, 0};
+  jitsu_vm_foreach(px->ctx, add_routes, &b);
+  if (b.err < 0) {
+    free_routes(b.routes);
+    return b.err;
+  }
+  free_routes(px->routes);
+  px->routes = b.routes;
+  return 0;
+}
+
+void http_proxy_rebuild(http_proxy *px) {
+  char why[512] = "";
+  if (build_routes(px, why, sizeof(why)) < 0)
+    fprintf(stderr, "jitsu-http: routes not rebuilt, the old ones stay: %s\n",
+            why);
+}
+
+static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
+  http_proxy *px = arg;
+  if (ev != JITSU_VM_UNDEFINING) {
+    http_proxy_rebuild(px);
+    return;
+  }
+  /* The vm goes: its waiting requests get 502, its routes and pool go. */
+  for (http_link *l = px->vmqs.next; l != &px->vmqs; l = l->next) {
+    http_vmq *q = HTTP_CONTAINER(l, http_vmq, link);
+    if (q->vm != vm)
+      continue;
+    while (q->waiting.next != &q->waiting) {
+      http_client *c = HTTP_CONTAINER(q->waiting.next, http_client, qlink);
+      http_client_error(c, 502, "Bad Gateway", "the vm was removed");
+    }
+    for (http_link *k = px->clients.next; k != &px->clients;) {
+      http_client *c = HTTP_CONTAINER(k, http_client, link);
+      k = k->next;
+      if (c->q == q)
+        http_client_close(c);
+    }
+    http_route **pp = &px->routes;
+    while (*pp) {
+      if ((*pp)->q == q) {
+        http_route *r = *pp;
+        *pp = r->next;
+        free(r);
+      } else {
+        pp = &(*pp)->next;
+      }
+    }
+    http_vmq_close_idle(q);
+    http_list_del(&q->link);
+    free(q);
+    return;
+  }
+}
+
+static double wait_pct(http_proxy *px, double p) {
+  unsigned n = px->st.wait_n;
+  if (n == 0)
+    return 0;
+  uint32_t v[256];
+  memcpy(v, px->st.wait_us, n * sizeof(uint32_t));
+  for (unsigned i = 1; i < n; i++)
+    for (unsigned j = i; j > 0 && v[j - 1] > v[j]; j--) {
+      uint32_t x = v[j];
+      v[j] = v[j - 1];
+      v[j - 1] = x;
+    }
+  size_t rank = (size_t)(p * n + 0.999999);
+  return v[rank ? rank - 1 : 0] / 1000.0;
+}
+
+static void http_stats(jitsu_stat_fn emit, void *emit_arg, void *arg) {
+  http_proxy *px = arg;
+  emit(emit_arg, "requests_total", px->st.requests);
+  static const char *const cls[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
+  for (int i = 1; i <= 5; i++) {
+    char name[32];
+    snprintf(name, sizeof(name), "responses_%s_total", cls[i]);
+    emit(emit_arg, name, px->st.responses[i]);
+  }
+  emit(emit_arg, "cold_requests_total", px->st.cold);
+  emit(emit_arg, "queue_overflows_total", px->st.overflows);
+  emit(emit_arg, "hold_timeouts_total", px->st.hold_timeouts);
+  emit(emit_arg, "bad_requests_total", px->st.bad_requests);
+  emit(emit_arg, "upstream_errors_total", px->st.upstream_errors);
+  emit(emit_arg, "tunnels_total", px->st.tunnels);
+  emit(emit_arg, "connections", px->n_clients);
+  emit(emit_arg, "queue_wait_p50_ms", wait_pct(px, 0.5));
+  emit(emit_arg, "queue_wait_p90_ms", wait_pct(px, 0.9));
+  emit(emit_arg, "queue_wait_p99_ms", wait_pct(px, 0.99));
+}
+
+void http_proxy_count_response(http_proxy *px, int status);
+void http_proxy_count_response(http_proxy *px, int status) {
+  if (status >= 100 && status < 600)
+    px->st.responses[status / 100]++;
+}
+
+static int listen_one(http_proxy *px, const char *spec, char *why,
+                      size_t why_size) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof(ss));
+  if (parse_backend(spec, &ss) < 0) {
+    snprintf(why, why_size, "listen '%s': expected IP:PORT", spec);
+    return -EINVAL;
+  }
+  uv_tcp_t *t = calloc(1, sizeof(*t));
+  if (t == NULL)
+    return -ENOMEM;
+  uv_tcp_init(px->loop, t);
+  t->data = px;
+  px->listeners[px->n_listeners++] = t;
+  int r = uv_tcp_bind(t, (struct sockaddr *)&ss,
+                      ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+  if (r == 0)
+    r = uv_listen((uv_stream_t *)t, 511, http_proxy_on_connection);
+  if (r < 0) {
+    snprintf(why, why_size, "listen '%s': %s", spec, uv_strerror(r));
+    return r;
+  }
+  return 0;
+}
+
+int http_proxy_new(jitsu_ctx *ctx, const http_config *cfg, http_proxy **out,
+                   char *why, size_t why_size) {
+  http_proxy *px = calloc(1, sizeof(*px));
+  if (px == NULL)
+    return -ENOMEM;
+  *out = px;
+  px->ctx = ctx;
+  px->loop = jitsu_ctx_loop(ctx);
+  px->set = cfg->settings;
+  http_list_init(&px->clients);
+  http_list_init(&px->vmqs);
+  px->drain_timer = calloc(1, sizeof(*px->drain_timer));
+  if (px->drain_timer == NULL)
+    return -ENOMEM;
+  uv_timer_init(px->loop, px->drain_timer);
+  px->drain_timer->data = px;
+  size_t n = 0;
+  while (cfg->listen[n])
+    n++;
+  px->listeners = calloc(n + 1, sizeof(*px->listeners));
+  if (px->listeners == NULL)
+    return -ENOMEM;
+  int r = build_routes(px, why, why_size);
+  if (r < 0)
+    return r;
+  for (size_t i = 0; i < n; i++)
+    if ((r = listen_one(px, cfg->listen[i], why, why_size)) < 0)
+      return r;
+  if (jitsu_ctx_on_vm(ctx, on_vm, px) < 0)
+    return -ENOMEM;
+  jitsu_control_add_stats(ctx, "http", http_stats, px);
+  return 0;
+}
+
+static void free_handle(uv_handle_t *h) {
+  free(h);
+}
+
+static void drain_expired(uv_timer_t *t) {
+  http_proxy *px = t->data;
+  while (px->clients.next != &px->clients)
+    http_client_close(HTTP_CONTAINER(px->clients.next, http_client, link));
+  drain_finish(px);
+}
+
+void http_proxy_drain(http_proxy *px, void (*done)(void *arg), void *arg) {
+  px->draining = true;
+  for (size_t i = 0; i < px->n_listeners; i++)
+    uv_close((uv_handle_t *)px->listeners[i], free_handle);
+  px->n_listeners = 0;
+  px->drain_done = done;
+  px->drain_arg = arg;
+  /* Idle keep-alive connections go now; the others once answered. */
+  for (http_link *l = px->clients.next; l != &px->clients;) {
+    http_client *c = HTTP_CONTAINER(l, http_client, link);
+    l = l->next;
+    if (c->state == C_HEAD && c->head_bytes == 0 && c->stash_len == 0)
+      http_client_close(c);
+  }
+  uv_timer_start(px->drain_timer, drain_expired, px->set.drain_ms, 0);
+  if (px->n_clients == 0)
+    drain_finish(px);
+}
+
+void http_proxy_destroy(http_proxy *px) {
+  if (px == NULL)
+    return;
+  if (px->ctx != NULL)
+    jitsu_ctx_off_vm(px->ctx, on_vm, px);
+  uv_close((uv_handle_t *)px->drain_timer, free_handle);
+  while (px->vmqs.next != &px->vmqs) {
+    http_vmq *q = HTTP_CONTAINER(px->vmqs.next, http_vmq, link);
+    http_vmq_close_idle(q);
+    http_list_del(&q->link);
+    free(q);
+  }
+  free_routes(px->routes);
+  for (size_t i = 0; i < px->n_listeners; i++)
+    uv_close((uv_handle_t *)px->listeners[i], free_handle);
+  free(px->listeners);
+  free(px);
+}
