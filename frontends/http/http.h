@@ -42,7 +42,7 @@ unsigned http_proxy_clients(http_proxy *px);
 /* Free what is left once the loop has stopped. */
 void http_proxy_destroy(http_proxy *px);
 
-/* --- internals shared by http_proxy.c and http_upstream.c -------------- */
+/* --- internals shared by the files of jitsu-http --- */
 
 typedef struct http_link {
   struct http_link *prev, *next;

@@ -184,8 +184,7 @@ void http_client_error(http_client *c, int status, const char *reason,
   client_finish(c);
 }
 
-/* --- reading and parsing
- * ------------------------------------------------------ */
+/* --- reading and parsing --- */
 
 static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 static int feed(http_client *c, const char *data, size_t len);
@@ -680,7 +679,7 @@ void http_client_response_done(http_client *c, bool keep_alive) {
   resume(c); /* a pipelined request may already be here */
 }
 
-/* --- connections, routes, life cycle --- */
+/* --- connections --- */
 
 static http_client *client_new(http_proxy *px) {
   http_client *c = calloc(1, sizeof(*c));

@@ -130,8 +130,7 @@ void http_vmq_close_idle(http_vmq *q) {
   }
 }
 
-/* --- the response
- * ------------------------------------------------------------- */
+/* --- the response --- */
 
 static int u_message_begin(http_parser *p) {
   http_upstream *u = p->data;
