@@ -6,38 +6,10 @@
  * whole file checks out is anything applied. */
 #include "internal.h"
 
-#include <ini.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_LINE 65536
-
-typedef struct entry {
-  char *section, *key, *value;
-  unsigned line;
-} entry;
-
-typedef struct header {
-  char *name;
-  unsigned line;
-} header;
-
-typedef struct cfg {
-  jitsu_ctx *ctx;
-  FILE *f;
-  entry *e;
-  size_t n, cap;
-  header *h;
-  size_t nh, caph;
-  unsigned lineno;
-  size_t line_len;
-  bool at_line_start;
-  int oom;
-  const char *read_error; /* a problem the reader found */
-  unsigned read_error_line;
-} cfg;
 
 /* The keys of [vm] sections that fill jitsu_vm_def's fields. */
 static const jitsu_key vm_field_keys[] = {
@@ -63,150 +35,6 @@ static const jitsu_key global_keys[] = {
     {"control-socket", JITSU_KEY_STRING, 0, "the control socket's path"},
     {"control-group", JITSU_KEY_STRING, 0, "a group that may use it"},
 };
-
-int jitsu_parse_duration(const char *text, uint64_t *ms) {
-  const char *p = text;
-  if (*p < '0' || *p > '9')
-    return -EINVAL;
-  uint64_t v = 0;
-  for (; *p >= '0' && *p <= '9'; p++) {
-    if (v > (UINT64_MAX - 9) / 10)
-      return -EINVAL;
-    v = v * 10 + (uint64_t)(*p - '0');
-  }
-  uint64_t mul;
-  if (strcmp(p, "ms") == 0)
-    mul = 1;
-  else if (strcmp(p, "s") == 0)
-    mul = 1000;
-  else if (strcmp(p, "m") == 0)
-    mul = 60000;
-  else if (strcmp(p, "h") == 0)
-    mul = 3600000;
-  else if (*p == '\0' && v == 0)
-    mul = 1;
-  else
-    return -EINVAL;
-  if (v > UINT64_MAX / mul / 2) /* keep room for uv_now() + v */
-    return -EINVAL;
-  *ms = v * mul;
-  return 0;
-}
-
-int jitsu_parse_size(const char *text, uint64_t *bytes) {
-  static const char units[] = "KMGT";
-  const char *p = text;
-  if (*p < '0' || *p > '9')
-    return -EINVAL;
-  uint64_t v = 0;
-  for (; *p >= '0' && *p <= '9'; p++) {
-    if (v > (UINT64_MAX - 9) / 10)
-      return -EINVAL;
-    v = v * 10 + (uint64_t)(*p - '0');
-  }
-  if (*p != '\0') {
-    const char *u = strchr(units, *p);
-    if (u == NULL || p[1] != '\0')
-      return -EINVAL;
-    for (const char *q = units; q <= u; q++) {
-      if (v > UINT64_MAX / 1024)
-        return -EINVAL;
-      v *= 1024;
-    }
-  }
-  *bytes = v;
-  return 0;
-}
-
-int jitsu_parse_bool(const char *text, bool *value) {
-  static const char *const yes[] = {"yes", "true", "on", "1"};
-  static const char *const no[] = {"no", "false", "off", "0"};
-  for (size_t i = 0; i < JITSU__ARRAY_SIZE(yes); i++) {
-    if (strcmp(text, yes[i]) == 0)
-      return *value = true, 0;
-    if (strcmp(text, no[i]) == 0)
-      return *value = false, 0;
-  }
-  return -EINVAL;
-}
-
-static int parse_uint(const char *text, unsigned *out) {
-  if (*text < '0' || *text > '9')
-    return -EINVAL;
-  char *end;
-  errno = 0;
-  unsigned long v = strtoul(text, &end, 10);
-  if (errno != 0 || *end != '\0' || v > UINT_MAX)
-    return -EINVAL;
-  *out = (unsigned)v;
-  return 0;
-}
-
-int jitsu_split_argv(const char *text, char ***argv_out, int *argc_out) {
-  /* Two passes: count words and bytes, then copy. */
-  size_t len = strlen(text);
-  char *buf = malloc(len + 1);
-  if (buf == NULL)
-    return -ENOMEM;
-  int argc = 0;
-  size_t o = 0;
-  const char *p = text;
-  while (*p) {
-    while (*p == ' ' || *p == '\t')
-      p++;
-    if (*p == '\0')
-      break;
-    argc++;
-    while (*p && *p != ' ' && *p != '\t') {
-      if (*p == '\'') {
-        const char *end = strchr(p + 1, '\'');
-        if (end == NULL)
-          goto bad;
-        memcpy(buf + o, p + 1, (size_t)(end - p - 1));
-        o += (size_t)(end - p - 1);
-        p = end + 1;
-      } else if (*p == '"') {
-        for (p++; *p != '"'; p++) {
-          if (*p == '\0')
-            goto bad;
-          if (*p == '\\' && (p[1] == '"' || p[1] == '\\'))
-            p++;
-          buf[o++] = *p;
-        }
-        p++;
-      } else if (*p == '\\') {
-        if (p[1] == '\0')
-          goto bad;
-        buf[o++] = p[1];
-        p += 2;
-      } else {
-        buf[o++] = *p++;
-      }
-    }
-    buf[o++] = '\0';
-  }
-  if (argc == 0)
-    goto bad;
-  char **argv = malloc((size_t)(argc + 1) * sizeof(char *) + o);
-  if (argv == NULL) {
-    free(buf);
-    return -ENOMEM;
-  }
-  char *s = (char *)(argv + argc + 1);
-  memcpy(s, buf, o);
-  for (int i = 0; i < argc; i++) {
-    argv[i] = s;
-    s += strlen(s) + 1;
-  }
-  argv[argc] = NULL;
-  free(buf);
-  *argv_out = argv;
-  *argc_out = argc;
-  return 0;
-bad:
-  free(buf);
-  return -EINVAL;
-}
 
 int jitsu_config_declare_keys(jitsu_ctx *ctx, const char *section,
                               const jitsu_key *keys, size_t n) {
@@ -286,7 +114,7 @@ static int check_value(const jitsu_key *k, const char *value,
                              value);
     return 0;
   case JITSU_KEY_UINT:
-    if (parse_uint(value, &u) < 0)
+    if (jitsu__parse_uint(value, &u) < 0)
       return jitsu_error_set(err, -EINVAL, k->name,
                              "'%s' is not a whole number from 0 to %u", value,
                              UINT_MAX);
@@ -363,108 +191,6 @@ int jitsu__check_vm_params(jitsu_ctx *ctx, const jitsu_backend_ops *backend,
   return 0;
 }
 
-/* Note a section header at the start of (line), even of an empty
- * section, with its line number. */
-static void note_header(cfg *c, const char *line) {
-  const char *p = line;
-  while (*p == ' ' || *p == '\t')
-    p++;
-  const char *end = *p == '[' ? strchr(p, ']') : NULL;
-  if (end == NULL || c->oom)
-    return;
-  if (c->nh == c->caph) {
-    size_t cap = c->caph ? c->caph * 2 : 8;
-    header *h = realloc(c->h, cap * sizeof(*h));
-    if (h == NULL) {
-      c->oom = 1;
-      return;
-    }
-    c->h = h;
-    c->caph = cap;
-  }
-  c->h[c->nh].name = strndup(p + 1, (size_t)(end - p - 1));
-  c->h[c->nh].line = c->lineno;
-  if (c->h[c->nh].name == NULL)
-    c->oom = 1;
-  else
-    c->nh++;
-}
-
-/* Reading the file: count lines, note headers, refuse NULs and long lines. */
-static char *reader(char *str, int num, void *stream) {
-  cfg *c = stream;
-  int i = 0;
-  if (c->read_error != NULL)
-    return NULL;
-  while (i < num - 1) {
-    int ch = getc(c->f);
-    if (ch == EOF)
-      break;
-    if (ch == '\0') {
-      c->read_error = "NUL byte in the file";
-      c->read_error_line = c->lineno + (c->at_line_start ? 1 : 0);
-      return NULL;
-    }
-    str[i++] = (char)ch;
-    if (ch == '\n')
-      break;
-  }
-  if (i == 0)
-    return NULL;
-  str[i] = '\0';
-  if (c->at_line_start) {
-    c->lineno++;
-    c->line_len = 0;
-    note_header(c, str);
-  }
-  c->line_len += (size_t)i;
-  c->at_line_start = str[i - 1] == '\n';
-  if (c->line_len > MAX_LINE - 3 || (!c->at_line_start && i == num - 1)) {
-    c->read_error = "line too long (at most 65533 bytes)";
-    c->read_error_line = c->lineno;
-    return NULL;
-  }
-  return str;
-}
-
-static int handler(void *user, const char *section, const char *name,
-                   const char *value) {
-  cfg *c = user;
-  if (c->n == c->cap) {
-    size_t cap = c->cap ? c->cap * 2 : 32;
-    entry *e = realloc(c->e, cap * sizeof(*e));
-    if (e == NULL)
-      return c->oom = 1, 0;
-    c->e = e;
-    c->cap = cap;
-  }
-  entry *e = &c->e[c->n];
-  /* Our own header record, not inih's (section), which it truncates. */
-  (void)section;
-  e->section = strdup(c->nh ? c->h[c->nh - 1].name : "");
-  e->key = strdup(name);
-  e->value = strdup(value ? value : "");
-  e->line = c->lineno;
-  if (!e->section || !e->key || !e->value) {
-    free(e->section), free(e->key), free(e->value);
-    return c->oom = 1, 0;
-  }
-  c->n++;
-  return 1;
-}
-
-static void cfg_free(cfg *c) {
-  for (size_t i = 0; i < c->n; i++) {
-    free(c->e[i].section);
-    free(c->e[i].key);
-    free(c->e[i].value);
-  }
-  for (size_t i = 0; i < c->nh; i++)
-    free(c->h[i].name);
-  free(c->e);
-  free(c->h);
-}
-
 /* Check entry (i) of (c) against its declaration (k): the value's type,
  * and that a key that does not repeat was not given before. */
 static int check_entry(cfg *c, size_t i, const jitsu_key *k, jitsu_error *err) {
@@ -492,12 +218,6 @@ typedef struct vmsec {
   size_t n_params;
 } vmsec;
 
-static int err_at(jitsu_error *err, unsigned line) {
-  if (err != NULL)
-    err->line = line;
-  return 0;
-}
-
 static const char *vm_name_of(const char *section) {
   if (strncmp(section, "vm", 2) != 0 ||
       (section[2] != ' ' && section[2] != '\t'))
@@ -511,7 +231,7 @@ static const char *vm_name_of(const char *section) {
 static int check_headers(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
   for (size_t i = 0; i < c->nh; i++) {
     const char *name = c->h[i].name;
-    err_at(err, c->h[i].line);
+    jitsu__err_at(err, c->h[i].line);
     const char *vm = vm_name_of(name);
     if (vm != NULL) {
       if (jitsu__check_vm_name(vm) < 0)
@@ -596,7 +316,7 @@ static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
     if (strcmp(c->e[i].section, vs->section) == 0 &&
         strcmp(c->e[i].key, "backend") == 0) {
       bname = c->e[i].value;
-      err_at(err, c->e[i].line);
+      jitsu__err_at(err, c->e[i].line);
     }
   vs->backend = backend_named(ctx, bname);
   if (vs->backend == NULL)
@@ -611,7 +331,7 @@ static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
     entry *e = &c->e[i];
     if (strcmp(e->section, vs->section) != 0)
       continue;
-    err_at(err, e->line);
+    jitsu__err_at(err, e->line);
     const jitsu_key *k =
         find_key(vm_field_keys, JITSU__ARRAY_SIZE(vm_field_keys), e->key);
     bool field = k != NULL;
@@ -642,7 +362,7 @@ static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
   }
   vs->def.params = vs->params;
   vs->def.n_params = vs->n_params;
-  err_at(err, vs->line);
+  jitsu__err_at(err, vs->line);
   int r =
       jitsu__check_vm_params(ctx, vs->backend, vs->params, vs->n_params, err);
   if (r < 0)
@@ -651,7 +371,8 @@ static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
     return jitsu_error_set(err, -EINVAL, "idle-action",
                            "backend '%s' cannot suspend", vs->backend->name);
   if (vs->def.idle_timeout_ms > 0 && vs->def.idle_action == JITSU_IDLE_NONE &&
-      err_at(err, line_of(c, vs->section, "idle-timeout", vs->line)) == 0)
+      jitsu__err_at(err, line_of(c, vs->section, "idle-timeout", vs->line)) ==
+          0)
     return jitsu_error_set(err, -EINVAL, "idle-timeout",
                            "given without an idle-action");
   return 0;
@@ -679,7 +400,7 @@ static int backend_check(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
       vs->backend->release(&probe);
     return 0;
   }
-  err_at(err, line_of(c, vs->section, local.key, vs->line));
+  jitsu__err_at(err, line_of(c, vs->section, local.key, vs->line));
   return jitsu_error_set(err, r, local.key[0] ? local.key : NULL, "%s",
                          local.message[0] ? local.message : jitsu_strerror(r));
 }
@@ -689,7 +410,7 @@ static int check_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
     entry *e = &c->e[i];
     if (vm_name_of(e->section) != NULL)
       continue;
-    err_at(err, e->line);
+    jitsu__err_at(err, e->line);
     if (e->section[0] == '\0')
       return jitsu_error_set(err, -EINVAL, e->key,
                              "outside of any section (start with [jitsu] "
@@ -716,7 +437,7 @@ static int check_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
       for (size_t k = 0; k < s->n; k++)
         if ((s->keys[k].flags & JITSU_KEY_REQUIRED) &&
             line_of(c, s->section, s->keys[k].name, 0) == 0) {
-          err_at(err, c->h[h].line);
+          jitsu__err_at(err, c->h[h].line);
           return jitsu_error_set(err, -EINVAL, s->keys[k].name,
                                  "missing in [%s]", s->section);
         }
@@ -735,52 +456,14 @@ static void loaded_free(loaded *l) {
   for (size_t i = 0; i < l->n_vms; i++)
     free(l->vms[i].params);
   free(l->vms);
-  cfg_free(&l->c);
-}
-
-/* Read every entry of (f) into (c); 0 or an error in (err). */
-static int read_entries(FILE *f, cfg *c, jitsu_error *err) {
-  c->f = f;
-  c->at_line_start = true;
-  /* One heap buffer that holds any line we accept: inih never has to grow
-   * it (its growing path overran its buffer under fuzzing), and the
-   * reader refuses longer lines before inih sees a part of one. inih's
-   * options are process-wide variables in Debian's build: set the ones we
-   * rely on for this call and put them back. */
-  bool ml = ini_allow_multiline, st = ini_use_stack, ra = ini_allow_realloc,
-       so = ini_stop_on_first_error, nv = ini_allow_no_value;
-  int mx = ini_max_line, ia = ini_initial_alloc;
-  ini_allow_multiline = false;
-  ini_use_stack = false;
-  ini_allow_realloc = false;
-  ini_initial_alloc = MAX_LINE;
-  ini_max_line = MAX_LINE;
-  ini_stop_on_first_error = true;
-  ini_allow_no_value = false;
-  int r = ini_parse_stream(reader, c, handler, c);
-  ini_allow_multiline = ml, ini_use_stack = st, ini_allow_realloc = ra;
-  ini_stop_on_first_error = so, ini_allow_no_value = nv, ini_max_line = mx;
-  ini_initial_alloc = ia;
-  if (c->oom || r == -2)
-    return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
-  if (c->read_error != NULL) {
-    err_at(err, c->read_error_line);
-    return jitsu_error_set(err, -EINVAL, NULL, "%s", c->read_error);
-  }
-  if (r > 0) {
-    err_at(err, (unsigned)r);
-    return jitsu_error_set(err, -EINVAL, NULL,
-                           "syntax error: expected [section], key = value "
-                           "or a comment");
-  }
-  return 0;
+  jitsu__cfg_free(&l->c);
 }
 
 static int parse_and_check(jitsu_ctx *ctx, FILE *f, loaded *l, bool reload,
                            jitsu_error *err) {
   cfg *c = &l->c;
   c->ctx = ctx;
-  int r = read_entries(f, c, err);
+  int r = jitsu__cfg_read(f, c, err);
   if (r < 0)
     return r;
   if ((r = check_headers(ctx, c, err)) < 0 ||
@@ -797,7 +480,7 @@ static int parse_and_check(jitsu_ctx *ctx, FILE *f, loaded *l, bool reload,
     vs->section = c->h[h].name;
     vs->name = name;
     vs->line = c->h[h].line;
-    err_at(err, vs->line);
+    jitsu__err_at(err, vs->line);
     if (!reload && jitsu_vm_find(ctx, name) != NULL)
       return jitsu_error_set(err, -EEXIST, NULL, "vm '%s' is already defined",
                              name);
@@ -841,7 +524,7 @@ static int apply_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
       }
       free(ctx->state_dir);
       ctx->state_dir = dir;
-    } else if (parse_uint(e->value, &u) == 0 && u > 0) {
+    } else if (jitsu__parse_uint(e->value, &u) == 0 && u > 0) {
       if (strcmp(e->key, "max-live") == 0)
         ctx->max_live = u;
       else if (strcmp(e->key, "max-starting") == 0)
@@ -864,7 +547,7 @@ static void reanchor(jitsu_error *err, cfg *c, const vmsec *vs,
   size_t kl = strlen(why->key);
   if (kl > 0 && strncmp(text, why->key, kl) == 0 && text[kl] == ':')
     text += kl + 2;
-  err_at(err, line_of(c, vs->section, why->key, vs->line));
+  jitsu__err_at(err, line_of(c, vs->section, why->key, vs->line));
   jitsu_error_set(err, r, why->key[0] ? why->key : NULL, "vm '%s': %s",
                   vs->name, text[0] ? text : jitsu_strerror(r));
 }
@@ -882,7 +565,7 @@ static int load_file(jitsu_ctx *ctx, FILE *f, const char *name, bool apply,
   if (r < 0 || !apply)
     goto done;
   if (ctx->vms.count > 0 && line_of(&l.c, "jitsu", "state-dir", 0) != 0) {
-    err_at(err, line_of(&l.c, "jitsu", "state-dir", 0));
+    jitsu__err_at(err, line_of(&l.c, "jitsu", "state-dir", 0));
     r = jitsu_error_set(err, -EBUSY, "state-dir",
                         "cannot change the state directory of a context "
                         "that has vms");
@@ -1045,7 +728,7 @@ int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn, void *arg,
     if (strcmp(l.c.e[i].section, "jitsu") == 0 &&
         strcmp(l.c.e[i].key, "state-dir") == 0 &&
         strcmp(l.c.e[i].value, ctx->state_dir) != 0) {
-      err_at(err, sd_line);
+      jitsu__err_at(err, sd_line);
       r = jitsu_error_set(err, -EBUSY, "state-dir",
                           "cannot change on a reload (it is %s)",
                           ctx->state_dir);
@@ -1154,25 +837,4 @@ done:
   if (r < 0)
     jitsu__fail(ctx, r, "%s", err->message);
   return r;
-}
-
-int jitsu_config_peek(const char *path, const char *section, const char *key,
-                      char *out, size_t size) {
-  FILE *f = fopen(path, "re");
-  if (f == NULL)
-    return -errno;
-  cfg c;
-  memset(&c, 0, sizeof(c));
-  jitsu_error err;
-  memset(&err, 0, sizeof(err));
-  int r = read_entries(f, &c, &err);
-  fclose(f);
-  for (size_t i = 0; r == 0 && i < c.n; i++)
-    if (strcmp(c.e[i].section, section) == 0 && strcmp(c.e[i].key, key) == 0) {
-      snprintf(out, size, "%s", c.e[i].value);
-      cfg_free(&c);
-      return 0;
-    }
-  cfg_free(&c);
-  return r < 0 ? r : -ENOENT;
 }

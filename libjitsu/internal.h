@@ -166,6 +166,9 @@ void jitsu__log(jitsu_ctx *ctx, jitsu_log_level level, const char *fmt, ...)
 int jitsu__fail(jitsu_ctx *ctx, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Parse a whole number from 0 to UINT_MAX (values.c); 0 or -EINVAL. */
+int jitsu__parse_uint(const char *text, unsigned *out);
+
 /* Duplicate (s); NULL on failure. */
 char *jitsu__strdup(const char *s);
 /* Random 32 bits from getrandom(), or a time-based fallback. */
@@ -244,6 +247,40 @@ void jitsu__control_wait(jitsu__creq *req, jitsu_vm *vm, uint64_t timeout_ms,
 /* The request's id (a json_t * or NULL), to echo. */
 void *jitsu__control_id(jitsu__creq *req);
 void jitsu__control_set_id(jitsu__creq *req, void *id);
+
+/* A configuration file as read (config_read.c), for config.c. */
+#define JITSU__MAX_LINE 65536 /* bytes of a config line, with its end */
+
+typedef struct entry {
+  char *section, *key, *value;
+  unsigned line;
+} entry;
+
+typedef struct header {
+  char *name;
+  unsigned line;
+} header;
+
+typedef struct cfg {
+  jitsu_ctx *ctx;
+  FILE *f;
+  entry *e;
+  size_t n, cap;
+  header *h;
+  size_t nh, caph;
+  unsigned lineno;
+  size_t line_len;
+  bool at_line_start;
+  int oom;
+  const char *read_error; /* a problem the reader found */
+  unsigned read_error_line;
+} cfg;
+
+/* Read every entry of (f) into (c); 0 or an error in (err). */
+int jitsu__cfg_read(FILE *f, cfg *c, jitsu_error *err);
+void jitsu__cfg_free(cfg *c);
+/* Set (err)'s line to (line); returns 0. */
+int jitsu__err_at(jitsu_error *err, unsigned line);
 
 /* Readiness (ready.c): begin checks for a started (vm), cancel them. */
 int jitsu__ready_prepare(jitsu_vm *vm); /* before start: notify socket */

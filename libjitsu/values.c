@@ -1,0 +1,151 @@
+/* Values of the configuration: durations, sizes, booleans, whole numbers,
+ * and argv splitting. Public helpers, also for frontends' own keys. */
+#include "internal.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+int jitsu_parse_duration(const char *text, uint64_t *ms) {
+  const char *p = text;
+  if (*p < '0' || *p > '9')
+    return -EINVAL;
+  uint64_t v = 0;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    if (v > (UINT64_MAX - 9) / 10)
+      return -EINVAL;
+    v = v * 10 + (uint64_t)(*p - '0');
+  }
+  uint64_t mul;
+  if (strcmp(p, "ms") == 0)
+    mul = 1;
+  else if (strcmp(p, "s") == 0)
+    mul = 1000;
+  else if (strcmp(p, "m") == 0)
+    mul = 60000;
+  else if (strcmp(p, "h") == 0)
+    mul = 3600000;
+  else if (*p == '\0' && v == 0)
+    mul = 1;
+  else
+    return -EINVAL;
+  if (v > UINT64_MAX / mul / 2) /* keep room for uv_now() + v */
+    return -EINVAL;
+  *ms = v * mul;
+  return 0;
+}
+
+int jitsu_parse_size(const char *text, uint64_t *bytes) {
+  static const char units[] = "KMGT";
+  const char *p = text;
+  if (*p < '0' || *p > '9')
+    return -EINVAL;
+  uint64_t v = 0;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    if (v > (UINT64_MAX - 9) / 10)
+      return -EINVAL;
+    v = v * 10 + (uint64_t)(*p - '0');
+  }
+  if (*p != '\0') {
+    const char *u = strchr(units, *p);
+    if (u == NULL || p[1] != '\0')
+      return -EINVAL;
+    for (const char *q = units; q <= u; q++) {
+      if (v > UINT64_MAX / 1024)
+        return -EINVAL;
+      v *= 1024;
+    }
+  }
+  *bytes = v;
+  return 0;
+}
+
+int jitsu_parse_bool(const char *text, bool *value) {
+  static const char *const yes[] = {"yes", "true", "on", "1"};
+  static const char *const no[] = {"no", "false", "off", "0"};
+  for (size_t i = 0; i < JITSU__ARRAY_SIZE(yes); i++) {
+    if (strcmp(text, yes[i]) == 0)
+      return *value = true, 0;
+    if (strcmp(text, no[i]) == 0)
+      return *value = false, 0;
+  }
+  return -EINVAL;
+}
+
+int jitsu__parse_uint(const char *text, unsigned *out) {
+  if (*text < '0' || *text > '9')
+    return -EINVAL;
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(text, &end, 10);
+  if (errno != 0 || *end != '\0' || v > UINT_MAX)
+    return -EINVAL;
+  *out = (unsigned)v;
+  return 0;
+}
+
+int jitsu_split_argv(const char *text, char ***argv_out, int *argc_out) {
+  /* Two passes: count words and bytes, then copy. */
+  size_t len = strlen(text);
+  char *buf = malloc(len + 1);
+  if (buf == NULL)
+    return -ENOMEM;
+  int argc = 0;
+  size_t o = 0;
+  const char *p = text;
+  while (*p) {
+    while (*p == ' ' || *p == '\t')
+      p++;
+    if (*p == '\0')
+      break;
+    argc++;
+    while (*p && *p != ' ' && *p != '\t') {
+      if (*p == '\'') {
+        const char *end = strchr(p + 1, '\'');
+        if (end == NULL)
+          goto bad;
+        memcpy(buf + o, p + 1, (size_t)(end - p - 1));
+        o += (size_t)(end - p - 1);
+        p = end + 1;
+      } else if (*p == '"') {
+        for (p++; *p != '"'; p++) {
+          if (*p == '\0')
+            goto bad;
+          if (*p == '\\' && (p[1] == '"' || p[1] == '\\'))
+            p++;
+          buf[o++] = *p;
+        }
+        p++;
+      } else if (*p == '\\') {
+        if (p[1] == '\0')
+          goto bad;
+        buf[o++] = p[1];
+        p += 2;
+      } else {
+        buf[o++] = *p++;
+      }
+    }
+    buf[o++] = '\0';
+  }
+  if (argc == 0)
+    goto bad;
+  char **argv = malloc((size_t)(argc + 1) * sizeof(char *) + o);
+  if (argv == NULL) {
+    free(buf);
+    return -ENOMEM;
+  }
+  char *s = (char *)(argv + argc + 1);
+  memcpy(s, buf, o);
+  for (int i = 0; i < argc; i++) {
+    argv[i] = s;
+    s += strlen(s) + 1;
+  }
+  argv[argc] = NULL;
+  free(buf);
+  *argv_out = argv;
+  *argc_out = argc;
+  return 0;
+bad:
+  free(buf);
+  return -EINVAL;
+}
