@@ -77,13 +77,13 @@ dns-ttl = 30s
 dns-idle = 1500ms
 dns-idle-action = suspend
 [vm slow]
-exec = $hello --name slow --boot-ms 3000 --listen 127.0.0.1:$(free_port)
+exec = $hello --name slow --boot-ms 3000 --listen 127.0.0.1:$(free_port) --record $dir/starts-slow
 ready = notify
 address = 192.0.2.10
 dns = slow.example.test
 dns-hold = 300ms
 [vm slowfail]
-exec = $hello --name slowfail --boot-ms 3000 --listen 127.0.0.1:$(free_port)
+exec = $hello --name slowfail --boot-ms 3000 --listen 127.0.0.1:$(free_port) --record $dir/starts-slowfail
 ready = notify
 address = 192.0.2.11
 dns = slowfail.example.test
@@ -252,7 +252,7 @@ rate = 1
 rate-burst = 2
 CONF
 for i in $(seq 1 6); do
-  printf '[vm f%d]\nexec = /bin/sleep 1000 %s\naddress = 192.0.2.%d\ndns = f%d.flood.test\n' \
+  printf '[vm f%d]\nexec = /bin/sh -c "sleep 1000" %s\naddress = 192.0.2.%d\ndns = f%d.flood.test\n' \
     "$i" "$dir" "$i" "$i" >>"$dir/flood.conf"
 done
 FP=$(free_port)
