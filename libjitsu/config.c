@@ -838,3 +838,31 @@ done:
     jitsu__fail(ctx, r, "%s", err->message);
   return r;
 }
+
+uint64_t jitsu_config_duration(jitsu_ctx *ctx, const char *section,
+                               const char *key, uint64_t def) {
+  const char *v = jitsu_config_get(ctx, section, key, 0);
+  uint64_t ms;
+  return v != NULL && jitsu_parse_duration(v, &ms) == 0 ? ms : def;
+}
+
+uint64_t jitsu_config_size(jitsu_ctx *ctx, const char *section, const char *key,
+                           uint64_t def) {
+  const char *v = jitsu_config_get(ctx, section, key, 0);
+  uint64_t bytes;
+  return v != NULL && jitsu_parse_size(v, &bytes) == 0 ? bytes : def;
+}
+
+unsigned jitsu_config_uint(jitsu_ctx *ctx, const char *section, const char *key,
+                           unsigned def) {
+  const char *v = jitsu_config_get(ctx, section, key, 0);
+  unsigned u;
+  return v != NULL && jitsu__parse_uint(v, &u) == 0 ? u : def;
+}
+
+bool jitsu_config_bool(jitsu_ctx *ctx, const char *section, const char *key,
+                       bool def) {
+  const char *v = jitsu_config_get(ctx, section, key, 0);
+  bool b;
+  return v != NULL && jitsu_parse_bool(v, &b) == 0 ? b : def;
+}

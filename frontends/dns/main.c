@@ -150,18 +150,6 @@ static void on_vm_event(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
     dns_server_rebuild(a->srv);
 }
 
-/* A [dns] duration, or (def). */
-static uint64_t get_ms(jitsu_ctx *ctx, const char *key, uint64_t def) {
-  const char *v = jitsu_config_get(ctx, "dns", key, 0);
-  uint64_t ms;
-  return v && jitsu_parse_duration(v, &ms) == 0 ? ms : def;
-}
-
-static unsigned get_uint(jitsu_ctx *ctx, const char *key, unsigned def) {
-  const char *v = jitsu_config_get(ctx, "dns", key, 0);
-  return v ? (unsigned)strtoul(v, NULL, 10) : def;
-}
-
 static int parse_action(const char *v, jitsu_idle_action *out) {
   if (strcmp(v, "destroy") == 0)
     *out = JITSU_IDLE_DESTROY;
@@ -273,7 +261,7 @@ int main(int argc, char **argv) {
   memset(&cfg, 0, sizeof(cfg));
   dns_settings *s = &cfg.settings;
   uint64_t ms;
-  s->ttl = (uint32_t)(get_ms(a.ctx, "ttl", 60000) / 1000);
+  s->ttl = (uint32_t)(jitsu_config_duration(a.ctx, "dns", "ttl", 60000) / 1000);
   if (ttl_arg != NULL) {
     if (seconds(ttl_arg, &ms) < 0) {
       fprintf(stderr, "jitsu-dns: --ttl takes seconds\n");
@@ -281,11 +269,13 @@ int main(int argc, char **argv) {
     }
     s->ttl = (uint32_t)(ms / 1000);
   }
-  s->negative_ttl = (uint32_t)(get_ms(a.ctx, "negative-ttl", 60000) / 1000);
-  s->hold_ms = get_ms(a.ctx, "hold", 2000);
+  s->negative_ttl =
+      (uint32_t)(jitsu_config_duration(a.ctx, "dns", "negative-ttl", 60000) /
+                 1000);
+  s->hold_ms = jitsu_config_duration(a.ctx, "dns", "hold", 2000);
   const char *v = jitsu_config_get(a.ctx, "dns", "hold-expired", 0);
   s->hold_servfail = v && strcmp(v, "servfail") == 0;
-  s->delay_ms = get_ms(a.ctx, "delay", 0);
+  s->delay_ms = jitsu_config_duration(a.ctx, "dns", "delay", 0);
   if (delay_arg != NULL && seconds(delay_arg, &s->delay_ms) < 0) {
     fprintf(stderr, "jitsu-dns: --delay takes seconds\n");
     return 2;
@@ -305,10 +295,10 @@ int main(int argc, char **argv) {
   snprintf(s->ns, sizeof(s->ns), "%s", v ? v : "");
   v = jitsu_config_get(a.ctx, "dns", "hostmaster", 0);
   snprintf(s->hostmaster, sizeof(s->hostmaster), "%s", v ? v : "");
-  s->rate_per_s = get_uint(a.ctx, "rate", 10);
-  s->rate_burst = get_uint(a.ctx, "rate-burst", 20);
-  s->max_pending = get_uint(a.ctx, "max-pending", 4096);
-  s->max_tcp = get_uint(a.ctx, "max-tcp", 128);
+  s->rate_per_s = jitsu_config_uint(a.ctx, "dns", "rate", 10);
+  s->rate_burst = jitsu_config_uint(a.ctx, "dns", "rate-burst", 20);
+  s->max_pending = jitsu_config_uint(a.ctx, "dns", "max-pending", 4096);
+  s->max_tcp = jitsu_config_uint(a.ctx, "dns", "max-tcp", 128);
   /* Where to serve: -b/-l, else [dns] listen, else 127.0.0.1:5353. */
   const char *listen[65] = {NULL};
   char cli_listen[128];
@@ -326,11 +316,7 @@ int main(int argc, char **argv) {
   cfg.listen = listen;
   /* Forwarding: on unless forward = no; upstreams from -f, [dns]
    * forward-to, or resolv.conf; only for allowed clients (loopback). */
-  bool fwd = true;
-  v = jitsu_config_get(a.ctx, "dns", "forward", 0);
-  if (v != NULL)
-    jitsu_parse_bool(v, &fwd);
-  cfg.forward = fwd;
+  cfg.forward = jitsu_config_bool(a.ctx, "dns", "forward", true);
   if (!forwarders[0])
     for (size_t i = 0; (v = jitsu_config_get(a.ctx, "dns", "forward-to", i));
          i++) {
@@ -341,7 +327,8 @@ int main(int argc, char **argv) {
       strcat(forwarders, v);
     }
   cfg.forwarders = forwarders[0] ? forwarders : NULL;
-  cfg.forward_timeout_ms = get_ms(a.ctx, "forward-timeout", 1000);
+  cfg.forward_timeout_ms =
+      jitsu_config_duration(a.ctx, "dns", "forward-timeout", 1000);
   const char *allow[65] = {NULL};
   static const char *const loopback[] = {"127.0.0.0/8", "::1/128", NULL};
   for (size_t i = 0;

@@ -79,23 +79,6 @@ static void reload(uv_signal_t *s, int signum) {
     fprintf(stderr, "jitsu-http: reload refused: %s\n", err.message);
 }
 
-static uint64_t get_ms(jitsu_ctx *ctx, const char *key, uint64_t def) {
-  const char *v = jitsu_config_get(ctx, "http", key, 0);
-  uint64_t ms;
-  return v && jitsu_parse_duration(v, &ms) == 0 ? ms : def;
-}
-
-static uint64_t get_size(jitsu_ctx *ctx, const char *key, uint64_t def) {
-  const char *v = jitsu_config_get(ctx, "http", key, 0);
-  uint64_t b;
-  return v && jitsu_parse_size(v, &b) == 0 ? b : def;
-}
-
-static unsigned get_uint(jitsu_ctx *ctx, const char *key, unsigned def) {
-  const char *v = jitsu_config_get(ctx, "http", key, 0);
-  return v ? (unsigned)strtoul(v, NULL, 10) : def;
-}
-
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
       {"config", required_argument, NULL, 'c'},
@@ -153,15 +136,18 @@ int main(int argc, char **argv) {
   http_config cfg;
   memset(&cfg, 0, sizeof(cfg));
   http_settings *s = &cfg.settings;
-  s->max_header = (size_t)get_size(a.ctx, "max-header", 16384);
-  s->max_body = get_size(a.ctx, "max-body", 2ull << 30);
-  s->header_timeout = get_ms(a.ctx, "header-timeout", 10000);
-  s->idle_timeout = get_ms(a.ctx, "idle-timeout", 60000);
-  s->max_conns = get_uint(a.ctx, "max-connections", 1024);
-  s->queue = get_uint(a.ctx, "queue", 256);
-  s->hold_ms = get_ms(a.ctx, "hold", 30000);
-  s->retry_after = (unsigned)(get_ms(a.ctx, "retry-after", 5000) / 1000);
-  s->drain_ms = get_ms(a.ctx, "drain", 10000);
+  s->max_header = (size_t)jitsu_config_size(a.ctx, "http", "max-header", 16384);
+  s->max_body = jitsu_config_size(a.ctx, "http", "max-body", 2ull << 30);
+  s->header_timeout =
+      jitsu_config_duration(a.ctx, "http", "header-timeout", 10000);
+  s->idle_timeout = jitsu_config_duration(a.ctx, "http", "idle-timeout", 60000);
+  s->max_conns = jitsu_config_uint(a.ctx, "http", "max-connections", 1024);
+  s->queue = jitsu_config_uint(a.ctx, "http", "queue", 256);
+  s->hold_ms = jitsu_config_duration(a.ctx, "http", "hold", 30000);
+  s->retry_after =
+      (unsigned)(jitsu_config_duration(a.ctx, "http", "retry-after", 5000) /
+                 1000);
+  s->drain_ms = jitsu_config_duration(a.ctx, "http", "drain", 10000);
   s->default_vm = jitsu_config_get(a.ctx, "http", "default-vm", 0);
   const char *listen[17] = {NULL};
   const char *v;

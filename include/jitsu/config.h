@@ -81,6 +81,18 @@ JITSU_EXTERN int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn,
 JITSU_EXTERN const char *jitsu_config_get(jitsu_ctx *ctx, const char *section,
                                           const char *key, size_t index);
 
+/* The first value of (key) in (section) of the loaded config as a
+ * duration in ms, a size in bytes, a whole number or a boolean; (def) when
+ * it is absent. Values were checked by their declared type at load. */
+JITSU_EXTERN uint64_t jitsu_config_duration(jitsu_ctx *ctx, const char *section,
+                                            const char *key, uint64_t def);
+JITSU_EXTERN uint64_t jitsu_config_size(jitsu_ctx *ctx, const char *section,
+                                        const char *key, uint64_t def);
+JITSU_EXTERN unsigned jitsu_config_uint(jitsu_ctx *ctx, const char *section,
+                                        const char *key, unsigned def);
+JITSU_EXTERN bool jitsu_config_bool(jitsu_ctx *ctx, const char *section,
+                                    const char *key, bool def);
+
 /*
  * Read the value of (key) in [section] of the config file (path) into
  * (out) without loading anything (for tools such as jitsu-ctl). 0, -ENOENT

@@ -181,6 +181,11 @@ static void test_declared_keys(void **state) {
   assert_string_equal(jitsu_config_get(f->ctx, "dns", "listen", 1),
                       "[::1]:5353");
   assert_string_equal(jitsu_config_get(f->ctx, "jitsu", "max-live", 0), "5");
+  assert_int_equal(jitsu_config_uint(f->ctx, "jitsu", "max-live", 9), 5);
+  assert_int_equal(jitsu_config_uint(f->ctx, "jitsu", "max-waiters", 9), 9);
+  assert_false(jitsu_config_bool(f->ctx, "dns", "forward", true));
+  assert_int_equal(jitsu_config_duration(f->ctx, "dns", "absent", 7), 7);
+  assert_int_equal(jitsu_config_size(f->ctx, "dns", "absent", 8), 8);
   unsigned ml, ms;
   jitsu_ctx_limits(f->ctx, &ml, &ms, NULL);
   assert_int_equal(ml, 5);
