@@ -25,7 +25,8 @@ fail() {
   exit 1
 }
 ok() { passed=$((passed + 1)); }
-P=$(free_port) W=$(free_port) S=$(free_port) B=$(free_port)
+P=$(free_port) W=$(free_port) S=$(free_port) B=$(free_port) WS=$(free_port)
+wsecho="$(dirname "$0")/ws_echo.py"
 url() { echo "http://127.0.0.1:$P$1"; }
 get() { curl -s -m 20 -H "Host: $1" "$(url "${2:-/}")"; }
 
@@ -64,6 +65,11 @@ ready-timeout = 30s
 address = 127.0.0.1:1
 http-host = never.test
 http-hold = 500ms
+[vm ws]
+exec = /usr/bin/python3 $wsecho serve $WS $dir
+ready = tcp:127.0.0.1:$WS
+address = 127.0.0.1:$WS
+http-host = ws.test
 [vm broken]
 exec = $dir/no-such-program
 address = 127.0.0.1:1
@@ -149,6 +155,10 @@ out=$( (printf 'GET /ws HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\nUpg
   sleep 0.3) | socat -t 2 - "TCP:127.0.0.1:$P")
 echo "$out" | grep -q "^HTTP/1.1 101" || fail "no 101: $out"
 echo "$out" | grep -q "^ping" || fail "the tunnel did not echo: $out"
+# A real WebSocket client and server (python3-websockets), through a cold
+# start: the handshake, then framed messages both ways.
+/usr/bin/python3 "$wsecho" ask 127.0.0.1 "$P" ws.test >"$dir/ws.txt" 2>&1 ||
+  fail "WebSocket: $(cat "$dir/ws.txt")"
 ok
 
 # --- bad requests, big heads, slow clients --------------------------------
