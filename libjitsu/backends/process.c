@@ -419,12 +419,21 @@ static int process_attach(jitsu_vm *vm, jitsu_error *err) {
     int r = jitsu_trigger_add(ctx, "socket", s->key, vm);
     if (r < 0)
       return jitsu_error_set(err, r, "socket", "%s", jitsu_ctx_last_error(ctx));
-    if (live)
-      continue;
-    r = process_socket_bind(s);
-    if (r < 0)
+    if (live) {
+      /* The adopted guest holds its sockets: share them, so that the
+       * trigger works at once (a connection resumes it when suspended),
+       * with no gap when it exits. Else they are bound at its exit. */
+      r = process_socket_take(s, p->pidfd, 3 + (int)i);
+      if (r < 0) {
+        jitsu_vm_log(vm, JITSU_LOG_INFO,
+                     "%s stays with the adopted guest until it exits (%s)",
+                     s->key, strerror(-r));
+        continue;
+      }
+    } else if ((r = process_socket_bind(s)) < 0) {
       return jitsu_error_set(err, r, "socket", "cannot bind %s: %s", s->key,
                              strerror(-r));
+    }
     r = uv_poll_init(jitsu_ctx_loop(ctx), s->poll, s->fd);
     if (r < 0)
       return jitsu_error_set(err, r, "socket", "cannot watch %s: %s", s->key,

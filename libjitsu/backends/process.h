@@ -50,6 +50,11 @@ int process_socket_parse(const char *spec, psock *s, const char **why);
 /* Bind (s) (fd >= 0 on success); a negative errno value. */
 int process_socket_bind(psock *s);
 
+/* Take the adopted guest's copy of (s) from its descriptor (target) through
+ * (pidfd); 0, or a negative errno value and the socket is bound again when
+ * the guest exits. */
+int process_socket_take(psock *s, int pidfd, int target);
+
 /* Start or stop the socket triggers of (p) for the state (state). */
 void process_sockets_arm(proc *p, jitsu_state state);
 

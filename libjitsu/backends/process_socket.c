@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -186,4 +187,26 @@ void process_sockets_close(proc *p) {
     s->poll = NULL;
     s->fd = -1;
   }
+}
+
+int process_socket_take(psock *s, int pidfd, int target) {
+  /* Our copy of the guest's descriptor (target), if it is still this
+   * socket: same type, same address. Needs the right to ptrace the guest
+   * (our own user, or root). */
+  int fd = (int)syscall(SYS_pidfd_getfd, pidfd, target, 0);
+  if (fd < 0)
+    return -errno;
+  int type = 0;
+  socklen_t tl = sizeof(type);
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof(ss);
+  memset(&ss, 0, sizeof(ss));
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != s->type ||
+      getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 || sl != s->addr_len ||
+      memcmp(&ss, &s->addr, sl) != 0) {
+    close(fd);
+    return -ENOTSOCK;
+  }
+  s->fd = fd; /* pidfd_getfd() gives it close-on-exec */
+  return 0;
 }

@@ -383,6 +383,19 @@ static void test_adopt_after_ctx_free(void **state) {
   assert_int_equal(http_get(port, body, sizeof(body)), 0);
   assert_string_equal(body, "hello from a");
   assert_int_equal(count_lines(record), 1);
+  /* Its socket is shared with the new context: suspended, a connection
+   * resumes it. */
+  o.done = 0;
+  assert_int_equal(jitsu_vm_suspend(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 3000));
+  int wake = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+  connect(wake, (struct sockaddr *)&sin, sizeof(sin));
+  assert_true(run_until_state(f, vm, JITSU_STATE_READY, 3000));
+  close(wake);
+  assert_int_equal(vm_pid(vm), pid);
   /* The adopted guest is stopped like any other, and its exit seen. */
   stop_ok(f, vm, JITSU_STOP_SHUTDOWN);
   assert_false(pid_alive(pid));
