@@ -14,6 +14,7 @@
 /* What jitsu-dns knows of one vm with names. */
 typedef struct dns_vm {
   struct dns_vm *next;
+  struct dns_vm *by_vm_next; /* in dns_zones.by_vm */
   jitsu_vm *vm;
   uint8_t a[DNS_MAX_ADDRS][4];
   uint8_t aaaa[DNS_MAX_ADDRS][16];
@@ -49,6 +50,7 @@ typedef struct dns_zones {
   size_t n_buckets;
   dns_zone *zones;
   dns_vm *vms;
+  dns_vm **by_vm; /* n_buckets buckets, keyed by the jitsu_vm pointer */
 } dns_zones;
 
 /* Defaults and global settings, from [dns] and the command line. */
@@ -76,7 +78,7 @@ void dns_zones_free(dns_zones *z);
 int dns_zones_lookup(const dns_zones *z, const char *key, dns_name **name,
                      dns_zone **zone);
 
-/* The dns_vm of (vm), or NULL. */
+/* The dns_vm of (vm), or NULL; O(1). */
 dns_vm *dns_zones_vm(const dns_zones *z, const jitsu_vm *vm);
 
 /* Forwarding through c-ares (dns_forward.c). */

@@ -14,6 +14,11 @@ static uint32_t hash(const char *key) {
   return h;
 }
 
+static size_t vm_bucket(const dns_zones *z, const jitsu_vm *vm) {
+  uintptr_t v = (uintptr_t)vm;
+  return (size_t)((v >> 4) ^ (v >> 12)) % z->n_buckets;
+}
+
 static dns_name *find(const dns_zones *z, const char *key) {
   if (z->n_buckets == 0)
     return NULL;
@@ -144,6 +149,9 @@ static int add_vm_names(jitsu_vm *vm, void *arg) {
   dv->vm = vm;
   dv->next = b->z->vms;
   b->z->vms = dv;
+  size_t h = vm_bucket(b->z, vm);
+  dv->by_vm_next = b->z->by_vm[h];
+  b->z->by_vm[h] = dv;
   const char *v;
   uint64_t ms;
   dv->ttl = s->ttl;
@@ -224,7 +232,8 @@ int dns_zones_build(dns_zones *z, jitsu_ctx *ctx, const dns_settings *s,
   while (z->n_buckets < defined * 4)
     z->n_buckets *= 2;
   z->buckets = calloc(z->n_buckets, sizeof(*z->buckets));
-  if (z->buckets == NULL)
+  z->by_vm = calloc(z->n_buckets, sizeof(*z->by_vm));
+  if (z->buckets == NULL || z->by_vm == NULL)
     return -ENOMEM;
   const char *v;
   for (size_t i = 0; (v = jitsu_config_get(ctx, "dns", "zone", i)); i++) {
@@ -263,6 +272,7 @@ void dns_zones_free(dns_zones *z) {
       free(n);
     }
   free(z->buckets);
+  free(z->by_vm);
   while (z->zones) {
     dns_zone *zn = z->zones;
     z->zones = zn->next;
@@ -288,7 +298,9 @@ int dns_zones_lookup(const dns_zones *z, const char *key, dns_name **name,
 }
 
 dns_vm *dns_zones_vm(const dns_zones *z, const jitsu_vm *vm) {
-  for (dns_vm *dv = z->vms; dv; dv = dv->next)
+  if (z->n_buckets == 0)
+    return NULL;
+  for (dns_vm *dv = z->by_vm[vm_bucket(z, vm)]; dv; dv = dv->by_vm_next)
     if (dv->vm == vm)
       return dv;
   return NULL;
