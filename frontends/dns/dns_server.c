@@ -88,6 +88,7 @@ struct dns_server {
   unsigned n_pending, n_conns;
   rate_slot rate[RATE_SLOTS];
   uv_timer_t idle;
+  uv_timer_t *rebuild_timer;
   uint32_t serial;
   stats st;
 };
@@ -698,8 +699,39 @@ static void on_state(jitsu_vm *vm, jitsu_state old, jitsu_state new_state,
     dv->ours = false; /* whoever starts it next decides */
 }
 
+static void rebuild_fired(uv_timer_t *t) {
+  dns_server_rebuild(t->data);
+}
+
+static void rebuild(dns_server *srv, jitsu_vm *skip) {
+  dns_zones fresh;
+  char why[256] = "";
+  int r = dns_zones_build(&fresh, srv->ctx, &srv->set, skip, why, sizeof(why));
+  if (r < 0) {
+    fprintf(stderr, "jitsu-dns: names not rebuilt, the old ones stay: %s\n",
+            why[0] ? why : strerror(-r));
+    dns_zones_free(&fresh);
+    return;
+  }
+  /* Carry over what we know of each guest. */
+  for (dns_vm *dv = fresh.vms; dv; dv = dv->next) {
+    dns_vm *old = dns_zones_vm(&srv->zones, dv->vm);
+    if (old != NULL) {
+      dv->ours = old->ours;
+      dv->last_query_ms = old->last_query_ms;
+    }
+  }
+  dns_zones_free(&srv->zones);
+  srv->zones = fresh;
+}
+
 static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
   dns_server *srv = arg;
+  if (ev != JITSU_VM_UNDEFINING) {
+    /* Names follow the vms; a reload defines many: rebuild once, soon. */
+    uv_timer_start(srv->rebuild_timer, rebuild_fired, 0, 0);
+    return;
+  }
   if (ev == JITSU_VM_UNDEFINING) {
     /* Its summon callbacks will never come: answer and free them. */
     link_t *l = srv->pending.next;
@@ -712,6 +744,8 @@ static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
         answer_rcode(srv, &p->to, &p->q, DNS_SERVFAIL, false);
       pending_free(p);
     }
+    /* Its names go now: nothing may reach the vm after this. */
+    rebuild(srv, vm);
   }
 }
 
@@ -764,25 +798,7 @@ static void dns_stats(jitsu_stat_fn emit, void *emit_arg, void *arg) {
  */
 
 void dns_server_rebuild(dns_server *srv) {
-  dns_zones fresh;
-  char why[256] = "";
-  int r = dns_zones_build(&fresh, srv->ctx, &srv->set, NULL, why, sizeof(why));
-  if (r < 0) {
-    fprintf(stderr, "jitsu-dns: names not rebuilt, the old ones stay: %s\n",
-            why[0] ? why : strerror(-r));
-    dns_zones_free(&fresh);
-    return;
-  }
-  /* Carry over what we know of each guest. */
-  for (dns_vm *dv = fresh.vms; dv; dv = dv->next) {
-    dns_vm *old = dns_zones_vm(&srv->zones, dv->vm);
-    if (old != NULL) {
-      dv->ours = old->ours;
-      dv->last_query_ms = old->last_query_ms;
-    }
-  }
-  dns_zones_free(&srv->zones);
-  srv->zones = fresh;
+  rebuild(srv, NULL);
 }
 
 static int bind_one(dns_server *srv, const char *spec, char *why,
@@ -847,6 +863,11 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
   list_init(&srv->pending);
   uv_timer_init(srv->loop, &srv->idle);
   srv->idle.data = srv;
+  srv->rebuild_timer = malloc(sizeof(*srv->rebuild_timer));
+  if (srv->rebuild_timer == NULL)
+    return -ENOMEM;
+  uv_timer_init(srv->loop, srv->rebuild_timer);
+  srv->rebuild_timer->data = srv;
   *out = srv;
   size_t n = 0;
   while (cfg->listen && cfg->listen[n])
@@ -903,6 +924,7 @@ void dns_server_free(dns_server *srv) {
   srv->fwd = NULL; /* its failing callbacks now answer nothing */
   dns_forwarder_free(fwd);
   uv_close((uv_handle_t *)&srv->idle, NULL);
+  uv_close((uv_handle_t *)srv->rebuild_timer, free_handle);
   free(srv->udp);
   free(srv->tcp);
   free(srv->allow);

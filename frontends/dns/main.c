@@ -138,16 +138,8 @@ static void reload(uv_signal_t *s, int signum) {
   if (jitsu_config_reload(a->ctx, NULL, NULL, &err) < 0)
     fprintf(stderr, "jitsu-dns: reload refused: %s\n", err.message);
   else
-    dns_server_rebuild(a->srv);
+    dns_server_rebuild(a->srv); /* [dns] zones may have changed too */
   jitsu_sd_notify("READY=1");
-}
-
-static void on_vm_event(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
-  app *a = arg;
-  (void)vm;
-  /* Names follow the vms: a reload through the control socket too. */
-  if (a->srv != NULL && ev != JITSU_VM_UNDEFINING)
-    dns_server_rebuild(a->srv);
 }
 
 static int parse_action(const char *v, jitsu_idle_action *out) {
@@ -345,7 +337,6 @@ int main(int argc, char **argv) {
     fprintf(stderr, "jitsu-dns: %s\n", why[0] ? why : strerror(-r));
     return 1;
   }
-  jitsu_ctx_on_vm(a.ctx, on_vm_event, &a);
   v = jitsu_config_get(a.ctx, "dns", "user", 0);
   if (v != NULL && geteuid() == 0 && drop_privileges(a.ctx, v) < 0)
     return 1;

@@ -146,6 +146,7 @@ struct http_proxy {
   struct http_route *routes;
   bool draining;
   uv_timer_t *drain_timer;
+  uv_timer_t *rebuild_timer;
   void (*drain_done)(void *);
   void *drain_arg;
   struct {

@@ -244,10 +244,15 @@ void http_proxy_rebuild(http_proxy *px) {
             why);
 }
 
+static void rebuild_fired(uv_timer_t *t) {
+  http_proxy_rebuild(t->data);
+}
+
 static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
   http_proxy *px = arg;
   if (ev != JITSU_VM_UNDEFINING) {
-    http_proxy_rebuild(px);
+    /* A reload defines many: rebuild the routes once, soon. */
+    uv_timer_start(px->rebuild_timer, rebuild_fired, 0, 0);
     return;
   }
   /* The vm goes: its waiting requests get 502, its routes and pool go. */
@@ -362,8 +367,11 @@ int http_proxy_new(jitsu_ctx *ctx, const http_config *cfg, http_proxy **out,
   http_list_init(&px->clients);
   http_list_init(&px->vmqs);
   px->drain_timer = calloc(1, sizeof(*px->drain_timer));
-  if (px->drain_timer == NULL)
+  px->rebuild_timer = calloc(1, sizeof(*px->rebuild_timer));
+  if (px->drain_timer == NULL || px->rebuild_timer == NULL)
     return -ENOMEM;
+  uv_timer_init(px->loop, px->rebuild_timer);
+  px->rebuild_timer->data = px;
   uv_timer_init(px->loop, px->drain_timer);
   px->drain_timer->data = px;
   size_t n = 0;
@@ -420,6 +428,7 @@ void http_proxy_destroy(http_proxy *px) {
   if (px->ctx != NULL)
     jitsu_ctx_off_vm(px->ctx, on_vm, px);
   uv_close((uv_handle_t *)px->drain_timer, free_handle);
+  uv_close((uv_handle_t *)px->rebuild_timer, free_handle);
   while (px->vmqs.next != &px->vmqs) {
     http_vmq *q = HTTP_CONTAINER(px->vmqs.next, http_vmq, link);
     http_vmq_close_idle(q);

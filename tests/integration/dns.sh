@@ -213,6 +213,14 @@ ctl list | grep -Eq "^web +process +ready" || fail "web was not resumed"
 [ "$(wc -l <"$dir/starts-web")" -eq 1 ] || fail "web was started again rather than resumed"
 ok
 
+# --- a reload that removes a vm takes its names away --------------------
+cp "$dir/main.conf" "$dir/main.conf.orig"
+sed -i '/^\[vm quiet\]$/,$d' "$dir/main.conf"
+ctl reload | grep -Eq "^quiet +removed" || fail "reload did not remove quiet"
+q quiet.example.test A | grep -q "status: NXDOMAIN" || fail "a removed vm's name still answers"
+[ "$(q web.example.test A +short)" = "127.0.0.1" ] || fail "web after the reload"
+ok
+
 # --- malformed packets: no crash; FORMERR, NOTIMP or silence --------------
 udp() { # send the bytes of printf format $1, print the reply's rcode
   local b

@@ -180,6 +180,12 @@ read -r t1 _ status _ <"$dir/slow.txt"
 [ "$(get web.test)" = "hello from web" ] || fail "the proxy did not survive"
 ok
 
+# --- a reload that removes a vm takes its routes away --------------------
+sed -i '/^\[vm api\]$/,/^http-path = \/api$/d' "$dir/http.conf"
+ctl reload | grep -Eq "^api +removed" || fail "reload did not remove api"
+[ "$(get web.test /api/v1)" = "hello from web" ] || fail "/api still goes to the removed vm"
+ok
+
 # --- statistics --------------------------------------------------------------
 ctl stats >"$dir/stats.txt"
 grep -Eq "requests_total +[1-9]" "$dir/stats.txt" || fail "stats: $(cat "$dir/stats.txt")"
