@@ -28,6 +28,10 @@ typedef struct http_config {
   const char *const *listen; /* "HOST:PORT", NULL-terminated */
 } http_config;
 
+/* Declare the [http] and [vm] keys of jitsu-http (before loading a config);
+ * 0 or a negative errno value. */
+int http_declare_keys(jitsu_ctx *ctx);
+
 int http_proxy_new(jitsu_ctx *ctx, const http_config *cfg, http_proxy **out,
                    char *why, size_t why_size);
 /* Rebuild the routes from the vms (after a reload). */

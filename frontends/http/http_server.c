@@ -8,6 +8,38 @@
 #include <string.h>
 #include <strings.h>
 
+static const jitsu_key http_section_keys[] = {
+    {"listen", JITSU_KEY_STRING, JITSU_KEY_MULTI, "IP:PORT to serve on"},
+    {"max-header", JITSU_KEY_SIZE, 0, "bytes of a request head (431)"},
+    {"max-body", JITSU_KEY_SIZE, 0, "bytes of a request body (413); 0: none"},
+    {"header-timeout", JITSU_KEY_DURATION, 0, "to receive a head (408)"},
+    {"idle-timeout", JITSU_KEY_DURATION, 0, "an idle keep-alive connection"},
+    {"max-connections", JITSU_KEY_UINT, 0, "client connections at once"},
+    {"queue", JITSU_KEY_UINT, 0, "requests waiting for one vm"},
+    {"hold", JITSU_KEY_DURATION, 0, "longest wait for a vm (503)"},
+    {"retry-after", JITSU_KEY_DURATION, 0, "Retry-After of 503 answers"},
+    {"drain", JITSU_KEY_DURATION, 0, "on SIGTERM, time to finish requests"},
+    {"default-vm", JITSU_KEY_STRING, 0, "the vm of unknown hosts (else 404)"},
+};
+
+static const jitsu_key http_vm_keys[] = {
+    {"http-host", JITSU_KEY_STRING, JITSU_KEY_MULTI, "a Host that routes here"},
+    {"http-path", JITSU_KEY_STRING, 0, "a path prefix that routes here"},
+    {"http-backend", JITSU_KEY_STRING, 0, "IP:PORT of the guest's service"},
+    {"http-queue", JITSU_KEY_UINT, 0, "requests waiting for it"},
+    {"http-hold", JITSU_KEY_DURATION, 0, "longest wait for it"},
+};
+
+int http_declare_keys(jitsu_ctx *ctx) {
+  int r = jitsu_config_declare_keys(ctx, "http", http_section_keys,
+                                    sizeof(http_section_keys) /
+                                        sizeof(*http_section_keys));
+  if (r == 0)
+    r = jitsu_config_declare_keys(ctx, "vm", http_vm_keys,
+                                  sizeof(http_vm_keys) / sizeof(*http_vm_keys));
+  return r;
+}
+
 #define MAX_ROUTE_HOST 256
 
 typedef struct http_route {

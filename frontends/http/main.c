@@ -13,28 +13,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static const jitsu_key http_section_keys[] = {
-    {"listen", JITSU_KEY_STRING, JITSU_KEY_MULTI, "IP:PORT to serve on"},
-    {"max-header", JITSU_KEY_SIZE, 0, "bytes of a request head (431)"},
-    {"max-body", JITSU_KEY_SIZE, 0, "bytes of a request body (413); 0: none"},
-    {"header-timeout", JITSU_KEY_DURATION, 0, "to receive a head (408)"},
-    {"idle-timeout", JITSU_KEY_DURATION, 0, "an idle keep-alive connection"},
-    {"max-connections", JITSU_KEY_UINT, 0, "client connections at once"},
-    {"queue", JITSU_KEY_UINT, 0, "requests waiting for one vm"},
-    {"hold", JITSU_KEY_DURATION, 0, "longest wait for a vm (503)"},
-    {"retry-after", JITSU_KEY_DURATION, 0, "Retry-After of 503 answers"},
-    {"drain", JITSU_KEY_DURATION, 0, "on SIGTERM, time to finish requests"},
-    {"default-vm", JITSU_KEY_STRING, 0, "the vm of unknown hosts (else 404)"},
-};
-
-static const jitsu_key http_vm_keys[] = {
-    {"http-host", JITSU_KEY_STRING, JITSU_KEY_MULTI, "a Host that routes here"},
-    {"http-path", JITSU_KEY_STRING, 0, "a path prefix that routes here"},
-    {"http-backend", JITSU_KEY_STRING, 0, "IP:PORT of the guest's service"},
-    {"http-queue", JITSU_KEY_UINT, 0, "requests waiting for it"},
-    {"http-hold", JITSU_KEY_DURATION, 0, "longest wait for it"},
-};
-
 static const char usage_text[] =
     "usage: jitsu-http -c CONFIG [-l IP:PORT]... [--no-control] [-v]\n";
 
@@ -124,10 +102,7 @@ int main(int argc, char **argv) {
   if (jitsu_ctx_new(a.loop, NULL, &a.ctx) < 0)
     return 1;
   jitsu_ctx_set_logger(a.ctx, log_line, NULL, level);
-  jitsu_config_declare_keys(a.ctx, "http", http_section_keys,
-                            sizeof(http_section_keys) / sizeof(jitsu_key));
-  jitsu_config_declare_keys(a.ctx, "vm", http_vm_keys,
-                            sizeof(http_vm_keys) / sizeof(jitsu_key));
+  http_declare_keys(a.ctx);
   jitsu_error err;
   if (jitsu_config_load(a.ctx, config, &err) < 0) {
     fprintf(stderr, "jitsu-http: %s\n", err.message);

@@ -14,14 +14,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const jitsu_key http_vm_keys[] = {
-    {"http-host", JITSU_KEY_STRING, JITSU_KEY_MULTI, ""},
-    {"http-path", JITSU_KEY_STRING, 0, ""},
-    {"http-backend", JITSU_KEY_STRING, 0, ""},
-    {"http-queue", JITSU_KEY_UINT, 0, ""},
-    {"http-hold", JITSU_KEY_DURATION, 0, ""},
-};
-
 static uv_loop_t loop;
 static jitsu_ctx *ctx;
 static http_proxy *px;
@@ -45,8 +37,7 @@ static void setup(void) {
   jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
   o.state_dir = dir;
   uv_loop_init(&loop);
-  if (jitsu_ctx_new(&loop, &o, &ctx) < 0 ||
-      jitsu_config_declare_keys(ctx, "vm", http_vm_keys, 5) < 0)
+  if (jitsu_ctx_new(&loop, &o, &ctx) < 0 || http_declare_keys(ctx) < 0)
     abort();
   jitsu_param params[] = {{"exec", "/nonexistent/jitsu-fuzz-guest"},
                           {"http-host", "a.test"},
