@@ -148,6 +148,8 @@ struct http_proxy {
   unsigned n_clients;
   http_link vmqs;
   struct http_route *routes;
+  struct http_route **route_index; /* by host */
+  size_t route_buckets;            /* a power of two */
   bool draining;
   uv_timer_t *drain_timer;
   uv_timer_t *rebuild_timer;

@@ -43,7 +43,8 @@ int http_declare_keys(jitsu_ctx *ctx) {
 #define MAX_ROUTE_HOST 256
 
 typedef struct http_route {
-  struct http_route *next;
+  struct http_route *next;  /* px->routes: all of them */
+  struct http_route *hnext; /* px->route_index: those of one host bucket */
   char host[MAX_ROUTE_HOST];
   char prefix[256];
   size_t prefix_len;
@@ -108,6 +109,13 @@ bool http_hop_by_hop(const char *name, size_t len) {
   return false;
 }
 
+static size_t host_bucket(const http_proxy *px, const char *host) {
+  uint32_t h = 2166136261u;
+  for (const unsigned char *p = (const unsigned char *)host; *p; p++)
+    h = (h ^ *p) * 16777619u;
+  return h & (px->route_buckets - 1);
+}
+
 /* The route of (host, url): the longest path prefix of that host. */
 http_vmq *http_route_lookup(http_proxy *px, const char *host, const char *url) {
   char h[MAX_ROUTE_HOST];
@@ -118,7 +126,9 @@ http_vmq *http_route_lookup(http_proxy *px, const char *host, const char *url) {
   if (i > 0 && h[i - 1] == '.')
     h[i - 1] = '\0';
   http_route *best = NULL;
-  for (http_route *r = px->routes; r; r = r->next)
+  for (http_route *r = px->route_index ? px->route_index[host_bucket(px, h)]
+                                       : NULL;
+       r; r = r->hnext)
     if (strcmp(r->host, h) == 0 &&
         strncmp(url, r->prefix, r->prefix_len) == 0 &&
         (best == NULL || r->prefix_len > best->prefix_len))
@@ -235,14 +245,6 @@ static int add_routes(jitsu_vm *vm, void *arg) {
     snprintf(r->prefix, sizeof(r->prefix), "%s", prefix ? prefix : "/");
     r->prefix_len = strlen(r->prefix);
     r->q = q;
-    for (http_route *o = b->routes; o; o = o->next)
-      if (strcmp(o->host, r->host) == 0 && strcmp(o->prefix, r->prefix) == 0) {
-        snprintf(b->why, b->why_size, "vm '%s': http-host %s%s is vm '%s''s",
-                 jitsu_vm_name(vm), r->host, r->prefix,
-                 jitsu_vm_name(o->q->vm));
-        free(r);
-        return b->err = -EINVAL;
-      }
     r->next = b->routes;
     b->routes = r;
   }
@@ -257,16 +259,63 @@ static void free_routes(http_route *r) {
   }
 }
 
+/* Index (routes) by host into (*index, *buckets): lookups in O(1). Two
+ * routes with the same host and prefix are an error in (why). */
+static int index_routes(http_route *routes, http_route ***index,
+                        size_t *buckets, char *why, size_t why_size) {
+  size_t n = 0;
+  for (http_route *r = routes; r; r = r->next)
+    n++;
+  http_proxy sizing = {.route_buckets = 16};
+  while (sizing.route_buckets < 2 * n)
+    sizing.route_buckets *= 2;
+  http_route **idx = calloc(sizing.route_buckets, sizeof(*idx));
+  if (idx == NULL)
+    return -ENOMEM;
+  for (http_route *r = routes; r; r = r->next) {
+    http_route **head = &idx[host_bucket(&sizing, r->host)];
+    for (http_route *o = *head; o; o = o->hnext)
+      if (strcmp(o->host, r->host) == 0 && strcmp(o->prefix, r->prefix) == 0) {
+        snprintf(why, why_size, "vm '%s': http-host %s%s is vm '%s''s",
+                 jitsu_vm_name(r->q->vm), r->host, r->prefix,
+                 jitsu_vm_name(o->q->vm));
+        free(idx);
+        return -EINVAL;
+      }
+    r->hnext = *head;
+    *head = r;
+  }
+  *index = idx;
+  *buckets = sizing.route_buckets;
+  return 0;
+}
+
 static int build_routes(http_proxy *px, char *why, size_t why_size) {
   build b = {px, NULL, why, why_size, 0};
+  http_route **index = NULL;
+  size_t buckets = 0;
   jitsu_vm_foreach(px->ctx, add_routes, &b);
-  if (b.err < 0) {
+  if (b.err < 0 ||
+      (b.err = index_routes(b.routes, &index, &buckets, why, why_size)) < 0) {
     free_routes(b.routes);
     return b.err;
   }
   free_routes(px->routes);
+  free(px->route_index);
   px->routes = b.routes;
+  px->route_index = index;
+  px->route_buckets = buckets;
   return 0;
+}
+
+/* Take (r) out of the host index. */
+static void unindex_route(http_proxy *px, http_route *r) {
+  for (http_route **pp = &px->route_index[host_bucket(px, r->host)]; *pp;
+       pp = &(*pp)->hnext)
+    if (*pp == r) {
+      *pp = r->hnext;
+      return;
+    }
 }
 
 void http_proxy_rebuild(http_proxy *px) {
@@ -307,6 +356,7 @@ static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
       if ((*pp)->q == q) {
         http_route *r = *pp;
         *pp = r->next;
+        unindex_route(px, r);
         free(r);
       } else {
         pp = &(*pp)->next;
@@ -468,6 +518,7 @@ void http_proxy_destroy(http_proxy *px) {
     free(q);
   }
   free_routes(px->routes);
+  free(px->route_index);
   for (size_t i = 0; i < px->n_listeners; i++)
     uv_close((uv_handle_t *)px->listeners[i], free_handle);
   free(px->listeners);

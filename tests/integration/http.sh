@@ -206,4 +206,14 @@ for _ in $(seq 1 100); do kill -0 "$hpid" 2>/dev/null || break; sleep 0.05; done
 wait "$hpid" || fail "jitsu-http exited with an error"
 ok
 
+# --- two vms cannot claim one host (and prefix) -----------------------------
+printf '[jitsu]\nstate-dir = %s/dup\n[http]\nlisten = 127.0.0.1:%s\n' "$dir" "$(free_port)" >"$dir/dup.conf"
+printf '[vm a]\nexec = /bin/true\naddress = 127.0.0.1:1\nhttp-host = x.test\n' >>"$dir/dup.conf"
+printf '[vm b]\nexec = /bin/true\naddress = 127.0.0.1:2\nhttp-host = X.test\n' >>"$dir/dup.conf"
+if "$jhttp" -c "$dir/dup.conf" --no-control 2>"$dir/dup.err"; then
+  fail "two vms with one host were accepted"
+fi
+grep -q "http-host x.test/ is vm" "$dir/dup.err" || fail "dup: $(cat "$dir/dup.err")"
+ok
+
 echo "jitsu-http: $passed passed, 0 failed"
