@@ -14,7 +14,8 @@
 /* The keys of [vm] sections that fill jitsu_vm_def's fields. */
 static const jitsu_key vm_field_keys[] = {
     {"backend", JITSU_KEY_STRING, 0, "the backend that runs the guest"},
-    {"ready", JITSU_KEY_STRING, 0, "none | notify | tcp:HOST:PORT"},
+    {"ready", JITSU_KEY_STRING, 0,
+     "[marker+]none | notify | tcp:HOST:PORT | http:HOST:PORT[/PATH]"},
     {"ready-timeout", JITSU_KEY_DURATION, 0, "time to become ready"},
     {"stop-grace", JITSU_KEY_DURATION, 0, "shutdown grace before destroy"},
     {"idle-timeout", JITSU_KEY_DURATION, 0, "idle time before idle-action"},
@@ -268,22 +269,36 @@ static const jitsu_backend_ops *backend_named(jitsu_ctx *ctx,
 }
 
 static int parse_ready(const char *v, jitsu_vm_def *def, jitsu_error *err) {
-  if (strcmp(v, "none") == 0)
+  const char *m = v;
+  def->ready_marker = false;
+  if (strncmp(m, "marker", 6) == 0 && (m[6] == '\0' || m[6] == '+')) {
+    def->ready_marker = true;
+    m = m[6] == '+' ? m + 7 : "none";
+  }
+  def->ready_address = NULL;
+  if (strcmp(m, "none") == 0)
     def->ready = JITSU_READY_NONE;
-  else if (strcmp(v, "notify") == 0)
+  else if (strcmp(m, "notify") == 0)
     def->ready = JITSU_READY_NOTIFY;
-  else if (strncmp(v, "tcp:", 4) == 0) {
+  else if (strncmp(m, "tcp:", 4) == 0 || strncmp(m, "http:", 5) == 0) {
+    bool http = m[0] == 'h';
+    const char *addr = m + (http ? 5 : 4);
     struct sockaddr_storage ss;
-    if (jitsu__parse_hostport(v + 4, &ss) < 0)
+    char path[JITSU__READY_PATH_MAX];
+    if (jitsu__parse_ready_address(addr, http, &ss, path) < 0)
       return jitsu_error_set(err, -EINVAL, "ready",
-                             "'%s' is not tcp:HOST:PORT or tcp:[IPV6]:PORT "
-                             "with a numeric address",
-                             v);
-    def->ready = JITSU_READY_TCP;
-    def->ready_address = v + 4;
+                             "'%s' is not %s:HOST:PORT%s or %s:[IPV6]:PORT%s "
+                             "with a numeric address%s",
+                             v, http ? "http" : "tcp", http ? "[/PATH]" : "",
+                             http ? "http" : "tcp", http ? "[/PATH]" : "",
+                             http ? " (a path under 40 bytes, no spaces)" : "");
+    def->ready = http ? JITSU_READY_HTTP : JITSU_READY_TCP;
+    def->ready_address = addr;
   } else
     return jitsu_error_set(err, -EINVAL, "ready",
-                           "'%s' is not none, notify or tcp:HOST:PORT", v);
+                           "'%s' is not none, notify, tcp:HOST:PORT, "
+                           "http:HOST:PORT[/PATH] or marker[+one of those]",
+                           v);
   return 0;
 }
 
@@ -390,6 +405,7 @@ static int backend_check(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
   probe.params = vs->params;
   probe.n_params = vs->n_params;
   probe.ready = vs->def.ready;
+  probe.ready_marker = vs->def.ready_marker;
   if (err != NULL)
     err->key[0] = '\0';
   jitsu_error local;

@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 
 #define JITSU__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define JITSU__READY_PATH_MAX 40 /* bytes of an http readiness path, with NUL  \
+                                  */
 
 /* An intrusive, string-keyed hash table with chaining (O(1) lookups). */
 typedef struct jitsu__hnode {
@@ -78,7 +80,9 @@ struct jitsu_vm {
   char *reason;
   char *next_reason; /* set by jitsu_vm_set_reason() for the next change */
   jitsu_ready_method ready;
+  bool ready_marker; /* wait for jitsu_backend_marker() first */
   struct sockaddr_storage ready_addr;
+  char ready_path[JITSU__READY_PATH_MAX]; /* JITSU_READY_HTTP: "/..." */
   uint64_t ready_timeout_ms, stop_grace_ms, idle_timeout_ms;
   jitsu_idle_action idle_action;
   jitsu_param *params; /* one allocation with the strings */
@@ -291,6 +295,11 @@ int jitsu__notify_says_ready(const char *msg, size_t len);
 
 /* Parse "HOST:PORT" / "[V6]:PORT" into (ss); 0 or -EINVAL. */
 int jitsu__parse_hostport(const char *text, struct sockaddr_storage *ss);
+/* Split a readiness address "HOST:PORT[/PATH]" (the path for http only);
+ * 0 or -EINVAL. (path) gets "/" when there is none. */
+int jitsu__parse_ready_address(const char *text, bool with_path,
+                               struct sockaddr_storage *ss,
+                               char path[JITSU__READY_PATH_MAX]);
 /* Format (sa) as "HOST:PORT" / "[V6]:PORT" into (buf). */
 void jitsu__format_sockaddr(const struct sockaddr *sa, char *buf, size_t size);
 

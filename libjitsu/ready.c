@@ -1,4 +1,9 @@
-/* Readiness: none, a TCP connect with backoff, or the notify protocol. */
+/*
+ * Readiness: none, a TCP connect with backoff, an HTTP request that is
+ * answered, or the notify protocol; optionally after the backend has seen
+ * the guest's marker (jitsu_backend_marker()), in which case probes begin
+ * only then.
+ */
 #include "internal.h"
 
 #include <stdio.h>
@@ -9,6 +14,7 @@
 
 #define PROBE_FIRST_MS 5
 #define PROBE_MAX_MS 200
+#define PROBE_TIMEOUT_MS 1000 /* one connect or HTTP exchange */
 
 struct jitsu__readiness {
   jitsu_vm *vm; /* NULL once canceled */
@@ -16,6 +22,10 @@ struct jitsu__readiness {
   uv_timer_t deadline;
   uv_timer_t retry;
   uint64_t backoff_ms;
+  bool waiting_marker;  /* begun, but the marker has not been seen */
+  bool marker_seen;     /* before or after begin */
+  bool notified;        /* READY=1 came before the marker */
+  struct probe *active; /* the probe in flight, if any */
   int notify_fd;
   uv_poll_t notify_poll;
   bool notify_open;
@@ -25,7 +35,11 @@ struct jitsu__readiness {
 typedef struct probe {
   uv_tcp_t tcp;
   uv_connect_t req;
+  uv_write_t write;
   jitsu__readiness *r;
+  char request[160 + JITSU__READY_PATH_MAX];
+  char reply[8];
+  size_t got;
 } probe;
 
 static void unref(jitsu__readiness *r) {
@@ -51,17 +65,27 @@ static void probe_start(jitsu__readiness *r);
 
 static void retry_fired(uv_timer_t *t) {
   jitsu__readiness *r = t->data;
-  if (r->vm != NULL)
-    probe_start(r);
+  if (r->vm == NULL)
+    return;
+  if (r->active != NULL) { /* the probe in flight took too long */
+    probe *p = r->active;
+    r->active = NULL;
+    uv_close((uv_handle_t *)&p->tcp, probe_closed);
+  }
+  probe_start(r);
 }
 
-static void probe_connected(uv_connect_t *req, int status) {
-  probe *p = req->data;
+/* The probe (p) ended: ready (ok), or try again after a back-off. */
+static void probe_end(probe *p, bool ok) {
   jitsu__readiness *r = p->r;
+  if (r->active != p)
+    return; /* timed out and replaced: already closing */
+  r->active = NULL;
+  uv_timer_stop(&r->retry);
   uv_close((uv_handle_t *)&p->tcp, probe_closed);
-  if (r->vm == NULL || status == UV_ECANCELED)
+  if (r->vm == NULL)
     return;
-  if (status == 0) {
+  if (ok) {
     jitsu__vm_became_ready(r->vm);
     return;
   }
@@ -69,6 +93,64 @@ static void probe_connected(uv_connect_t *req, int status) {
   r->backoff_ms *= 2;
   if (r->backoff_ms > PROBE_MAX_MS)
     r->backoff_ms = PROBE_MAX_MS;
+}
+
+static void reply_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  probe *p = h->data;
+  (void)hint;
+  *buf = uv_buf_init(p->reply + p->got, (unsigned)(sizeof(p->reply) - p->got));
+}
+
+/* An HTTP answer of any status proves the guest's server is up: a proxy
+ * that accepts before the guest listens (e.g. QEMU's user networking)
+ * closes without one. */
+static void reply_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  probe *p = s->data;
+  (void)buf;
+  if (n == 0)
+    return;
+  if (n < 0) {
+    probe_end(p, false);
+    return;
+  }
+  p->got += (size_t)n;
+  if (p->got < 5 && memcmp(p->reply, "HTTP/", p->got) == 0)
+    return;
+  probe_end(p, p->got >= 5 && memcmp(p->reply, "HTTP/", 5) == 0);
+}
+
+static void request_written(uv_write_t *w, int status) {
+  probe *p = w->data;
+  if (status < 0)
+    probe_end(p, false);
+  else
+    uv_read_start((uv_stream_t *)&p->tcp, reply_alloc, reply_read);
+}
+
+static void probe_connected(uv_connect_t *req, int status) {
+  probe *p = req->data;
+  if (status == UV_ECANCELED)
+    return;
+  if (status < 0 || p->r->vm == NULL) {
+    probe_end(p, false);
+    return;
+  }
+  if (p->r->vm->ready != JITSU_READY_HTTP) {
+    probe_end(p, true);
+    return;
+  }
+  jitsu_vm *vm = p->r->vm;
+  char host[80];
+  jitsu__format_sockaddr((struct sockaddr *)&vm->ready_addr, host,
+                         sizeof(host));
+  int n = snprintf(p->request, sizeof(p->request),
+                   "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: jitsu-ready"
+                   "\r\nConnection: close\r\n\r\n",
+                   vm->ready_path, host);
+  uv_buf_t b = uv_buf_init(p->request, (unsigned)n);
+  p->write.data = p;
+  if (uv_write(&p->write, (uv_stream_t *)&p->tcp, &b, 1, request_written) < 0)
+    probe_end(p, false);
 }
 
 static void probe_start(jitsu__readiness *r) {
@@ -83,13 +165,13 @@ static void probe_start(jitsu__readiness *r) {
   p->tcp.data = p;
   p->req.data = p;
   r->refs++;
+  r->active = p;
+  uv_timer_start(&r->retry, retry_fired, PROBE_TIMEOUT_MS, 0);
   int e =
       uv_tcp_connect(&p->req, &p->tcp, (const struct sockaddr *)&vm->ready_addr,
                      probe_connected);
-  if (e < 0) {
-    uv_close((uv_handle_t *)&p->tcp, probe_closed);
-    uv_timer_start(&r->retry, retry_fired, r->backoff_ms, 0);
-  }
+  if (e < 0)
+    probe_end(p, false);
 }
 
 int jitsu__notify_says_ready(const char *msg, size_t len) {
@@ -153,6 +235,10 @@ static void notify_readable(uv_poll_t *h, int status, int events) {
       continue;
     }
     if (jitsu__notify_says_ready(buf, (size_t)n)) {
+      if (vm->ready_marker && !r->marker_seen) {
+        r->notified = true; /* ready once the marker comes */
+        continue;
+      }
       jitsu__vm_became_ready(vm);
       return;
     }
@@ -217,18 +303,46 @@ static void deadline_fired(uv_timer_t *t) {
     jitsu__vm_ready_timeout(r->vm);
 }
 
+/* The marker (if any) has been seen: run the method. */
+static int begin_method(jitsu__readiness *r) {
+  jitsu_vm *vm = r->vm;
+  if (vm->ready == JITSU_READY_NONE ||
+      (vm->ready == JITSU_READY_NOTIFY && r->notified))
+    jitsu__vm_became_ready(vm);
+  else if (vm->ready == JITSU_READY_TCP || vm->ready == JITSU_READY_HTTP)
+    probe_start(r);
+  return 0;
+}
+
 int jitsu__ready_begin(jitsu_vm *vm) {
   jitsu__readiness *r = vm->readiness;
   if (r == NULL)
     return -EINVAL;
-  if (vm->ready == JITSU_READY_NONE) {
+  if (vm->ready == JITSU_READY_NONE && !vm->ready_marker) {
     jitsu__vm_became_ready(vm);
     return 0;
   }
   uv_timer_start(&r->deadline, deadline_fired, vm->ready_timeout_ms, 0);
-  if (vm->ready == JITSU_READY_TCP)
-    probe_start(r);
-  return 0;
+  if (vm->ready_marker && !r->marker_seen) {
+    r->waiting_marker = true;
+    return 0;
+  }
+  return begin_method(r);
+}
+
+void jitsu_backend_marker(jitsu_vm *vm) {
+  jitsu__readiness *r = vm->readiness;
+  if (r == NULL || !vm->ready_marker || r->marker_seen)
+    return;
+  r->marker_seen = true;
+  if (r->waiting_marker) {
+    r->waiting_marker = false;
+    begin_method(r);
+  }
+}
+
+bool jitsu_vm_wants_marker(const jitsu_vm *vm) {
+  return vm->ready_marker;
 }
 
 void jitsu__ready_cancel(jitsu_vm *vm) {
@@ -237,6 +351,11 @@ void jitsu__ready_cancel(jitsu_vm *vm) {
     return;
   vm->readiness = NULL;
   r->vm = NULL;
+  if (r->active != NULL) {
+    probe *p = r->active;
+    r->active = NULL;
+    uv_close((uv_handle_t *)&p->tcp, probe_closed);
+  }
   uv_close((uv_handle_t *)&r->deadline, handle_closed);
   uv_close((uv_handle_t *)&r->retry, handle_closed);
   if (r->notify_open)

@@ -172,6 +172,28 @@ int jitsu__parse_hostport(const char *text, struct sockaddr_storage *ss) {
   return -EINVAL;
 }
 
+int jitsu__parse_ready_address(const char *text, bool with_path,
+                               struct sockaddr_storage *ss,
+                               char path[JITSU__READY_PATH_MAX]) {
+  char hostport[96];
+  const char *slash = with_path ? strchr(text, '/') : NULL;
+  size_t n = slash ? (size_t)(slash - text) : strlen(text);
+  if (n >= sizeof(hostport))
+    return -EINVAL;
+  memcpy(hostport, text, n);
+  hostport[n] = '\0';
+  if (jitsu__parse_hostport(hostport, ss) < 0)
+    return -EINVAL;
+  const char *p = slash ? slash : "/";
+  if (strlen(p) >= JITSU__READY_PATH_MAX)
+    return -EINVAL;
+  for (const char *c = p; *c; c++) /* one request line: no space, no CTL */
+    if ((unsigned char)*c <= ' ' || *c == 0x7f)
+      return -EINVAL;
+  strcpy(path, p);
+  return 0;
+}
+
 void jitsu__format_sockaddr(const struct sockaddr *sa, char *buf, size_t size) {
   char host[INET6_ADDRSTRLEN];
   if (sa->sa_family == AF_INET) {

@@ -186,7 +186,7 @@ static int check_def(jitsu_ctx *ctx, const jitsu_vm_def *def,
                            "unknown backend '%s' (not built in, or not "
                            "registered)",
                            bname);
-  if ((unsigned)def->ready > JITSU_READY_NOTIFY)
+  if ((unsigned)def->ready > JITSU_READY_HTTP)
     return jitsu_error_set(err, -EINVAL, "ready", "unknown readiness method");
   if ((unsigned)def->idle_action > JITSU_IDLE_SUSPEND)
     return jitsu_error_set(err, -EINVAL, "idle-action", "unknown idle action");
@@ -198,9 +198,14 @@ static int check_def(jitsu_ctx *ctx, const jitsu_vm_def *def,
 
 void jitsu__vm_apply_settings(jitsu_vm *vm, const jitsu_vm_def *def) {
   vm->ready = def->ready;
+  vm->ready_marker = def->ready_marker;
   memset(&vm->ready_addr, 0, sizeof(vm->ready_addr));
-  if (def->ready == JITSU_READY_TCP && def->ready_address != NULL)
-    jitsu__parse_hostport(def->ready_address, &vm->ready_addr);
+  strcpy(vm->ready_path, "/");
+  if ((def->ready == JITSU_READY_TCP || def->ready == JITSU_READY_HTTP) &&
+      def->ready_address != NULL)
+    jitsu__parse_ready_address(def->ready_address,
+                               def->ready == JITSU_READY_HTTP, &vm->ready_addr,
+                               vm->ready_path);
   vm->ready_timeout_ms = def->ready_timeout_ms ? def->ready_timeout_ms
                                                : JITSU_DEFAULT_READY_TIMEOUT_MS;
   vm->stop_grace_ms =
@@ -212,13 +217,18 @@ void jitsu__vm_apply_settings(jitsu_vm *vm, const jitsu_vm_def *def) {
 /* Check the readiness address of (def); 0 or an error in (err). */
 static int check_ready_address(const jitsu_vm_def *def, jitsu_error *err) {
   struct sockaddr_storage ss;
-  if (def->ready == JITSU_READY_TCP &&
+  char path[JITSU__READY_PATH_MAX];
+  bool http = def->ready == JITSU_READY_HTTP;
+  if ((def->ready == JITSU_READY_TCP || http) &&
       (def->ready_address == NULL ||
-       jitsu__parse_hostport(def->ready_address, &ss) < 0))
-    return jitsu_error_set(err, -EINVAL, "ready",
-                           "tcp readiness needs an address as HOST:PORT or "
-                           "[IPV6]:PORT, not '%s'",
-                           def->ready_address ? def->ready_address : "");
+       jitsu__parse_ready_address(def->ready_address, http, &ss, path) < 0))
+    return jitsu_error_set(
+        err, -EINVAL, "ready",
+        "%s readiness needs an address as HOST:PORT or [IPV6]:PORT%s, "
+        "not '%s'",
+        http ? "http" : "tcp",
+        http ? " with an optional /PATH (under 40 bytes, no spaces)" : "",
+        def->ready_address ? def->ready_address : "");
   return 0;
 }
 
@@ -293,8 +303,9 @@ int jitsu__vm_def_differs(const jitsu_vm *vm, const jitsu_backend_ops *backend,
   jitsu_vm probe;
   memset(&probe, 0, sizeof(probe));
   jitsu__vm_apply_settings(&probe, def);
-  if (probe.ready != vm->ready ||
+  if (probe.ready != vm->ready || probe.ready_marker != vm->ready_marker ||
       memcmp(&probe.ready_addr, &vm->ready_addr, sizeof(vm->ready_addr)) ||
+      strcmp(probe.ready_path, vm->ready_path) != 0 ||
       probe.ready_timeout_ms != vm->ready_timeout_ms ||
       probe.stop_grace_ms != vm->stop_grace_ms ||
       probe.idle_timeout_ms != vm->idle_timeout_ms ||
@@ -345,7 +356,9 @@ int jitsu__vm_redefine(jitsu_vm *vm, const jitsu_backend_ops *backend,
   if (r < 0) {
     jitsu_error ignored;
     vm->ready = saved.ready;
+    vm->ready_marker = saved.ready_marker;
     vm->ready_addr = saved.ready_addr;
+    memcpy(vm->ready_path, saved.ready_path, sizeof(vm->ready_path));
     vm->ready_timeout_ms = saved.ready_timeout_ms;
     vm->stop_grace_ms = saved.stop_grace_ms;
     vm->idle_timeout_ms = saved.idle_timeout_ms;
@@ -403,14 +416,16 @@ int jitsu__vm_stash_def(jitsu_vm *vm, const jitsu_backend_ops *backend,
 }
 
 jitsu__snapshot *jitsu__snapshot_take(jitsu_vm *vm) {
-  char addr[80] = "";
+  char addr[80 + JITSU__READY_PATH_MAX] = "";
   jitsu_vm_def def = JITSU_VM_DEF_INIT;
   def.name = vm->name;
   def.backend = vm->backend->name;
   def.ready = vm->ready;
-  if (vm->ready == JITSU_READY_TCP) {
-    jitsu__format_sockaddr((struct sockaddr *)&vm->ready_addr, addr,
-                           sizeof(addr));
+  def.ready_marker = vm->ready_marker;
+  if (vm->ready == JITSU_READY_TCP || vm->ready == JITSU_READY_HTTP) {
+    jitsu__format_sockaddr((struct sockaddr *)&vm->ready_addr, addr, 80);
+    if (vm->ready == JITSU_READY_HTTP)
+      strcat(addr, vm->ready_path);
     def.ready_address = addr;
   }
   def.ready_timeout_ms = vm->ready_timeout_ms;

@@ -88,6 +88,12 @@ JITSU_EXTERN const char *jitsu_vm_notify_socket(const jitsu_vm *vm);
  * started (err < 0, with a reason set). */
 JITSU_EXTERN void jitsu_backend_started(jitsu_vm *vm, int err);
 
+/* The guest has shown its readiness marker (e.g. printed it on its
+ * console). It counts only while the vm is starting and its definition
+ * asks for a marker (jitsu_vm_wants_marker()); otherwise it is ignored. */
+JITSU_EXTERN void jitsu_backend_marker(jitsu_vm *vm);
+JITSU_EXTERN bool jitsu_vm_wants_marker(const jitsu_vm *vm);
+
 /* The guest is gone: (clean) if it ended normally (exit status 0 or the
  * stop asked of it), with (how) e.g. "exited with status 3". */
 JITSU_EXTERN void jitsu_backend_exited(jitsu_vm *vm, int clean,

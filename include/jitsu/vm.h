@@ -33,6 +33,7 @@ typedef enum jitsu_ready_method {
   JITSU_READY_NONE = 0, /* ready as soon as the backend has started it */
   JITSU_READY_TCP,      /* a TCP connect to ready_address succeeds */
   JITSU_READY_NOTIFY,   /* the guest sends READY=1 to $NOTIFY_SOCKET */
+  JITSU_READY_HTTP,     /* an HTTP GET to ready_address is answered */
 } jitsu_ready_method;
 
 typedef enum jitsu_idle_action {
@@ -62,7 +63,9 @@ typedef struct jitsu_vm_def {
   const char *name;    /* [A-Za-z0-9_.-], 1..63 characters, no leading '.' */
   const char *backend; /* NULL: "process" */
   jitsu_ready_method ready;
-  const char *ready_address; /* JITSU_READY_TCP: "HOST:PORT", "[V6]:PORT" */
+  /* JITSU_READY_TCP: "HOST:PORT" or "[V6]:PORT"; JITSU_READY_HTTP: the
+   * same, optionally followed by the path to GET ("HOST:PORT/health"). */
+  const char *ready_address;
   uint64_t ready_timeout_ms; /* 0: JITSU_DEFAULT_READY_TIMEOUT_MS */
   uint64_t stop_grace_ms;    /* 0: JITSU_DEFAULT_STOP_GRACE_MS */
   uint64_t idle_timeout_ms;  /* 0: never idle (see jitsu/idle.h) */
@@ -71,11 +74,14 @@ typedef struct jitsu_vm_def {
    * with jitsu_config_declare_keys(); copied, may repeat. */
   const jitsu_param *params;
   size_t n_params;
+  /* Before (ready), wait for the backend to see the guest's readiness
+   * marker (e.g. a line on its console; see jitsu_backend_marker()). */
+  bool ready_marker;
 } jitsu_vm_def;
 #define JITSU_VM_DEF_INIT                                                      \
   {                                                                            \
     JITSU_VM_DEF_VERSION, NULL, NULL, JITSU_READY_NONE, NULL, 0, 0, 0,         \
-        JITSU_IDLE_NONE, NULL, 0                                               \
+        JITSU_IDLE_NONE, NULL, 0, false                                        \
   }
 
 /*

@@ -106,6 +106,10 @@ static int configure_ids(proc *p, jitsu_vm *vm, jitsu_error *err) {
 }
 
 static int process_configure(jitsu_vm *vm, jitsu_error *err) {
+  if (jitsu_vm_wants_marker(vm))
+    return jitsu_error_set(err, -EINVAL, "ready",
+                           "the process backend has no console marker: use "
+                           "notify, tcp: or http: readiness");
   proc *p = calloc(1, sizeof(*p));
   if (p == NULL)
     return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");

@@ -313,6 +313,34 @@ static void test_external_kill(void **state) {
   assert_non_null(strstr(reason_of(vm), "killed by signal 9"));
 }
 
+/* http readiness needs an answer: a server that accepts and closes (as
+ * QEMU's user networking does before the guest listens) is not ready,
+ * where a bare connect would have been. */
+static void test_http_readiness(void **state) {
+  fixture *f = *state;
+  int mute = free_port(), port = free_port();
+  assert_int_equal(
+      fixture_load(f,
+                   "[vm mute]\nexec = socat TCP-LISTEN:%d,bind=127.0.0.1,"
+                   "reuseaddr,fork SYSTEM:true,nofork\n"
+                   "ready = http:127.0.0.1:%d/\nready-timeout = 1500ms\n"
+                   "[vm h]\nexec = %s --listen 127.0.0.1:%d --boot-ms 200\n"
+                   "ready = http:127.0.0.1:%d/health\n",
+                   mute, mute, hello_path(), port, port),
+      0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "mute");
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 5000));
+  assert_int_equal(o.status, JITSU_ETIMEDOUT);
+  assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 5000));
+  assert_non_null(strstr(reason_of(vm), "not ready within 1500 ms"));
+  vm = summon_ok(f, "h");
+  char body[64];
+  assert_int_equal(http_get(port, body, sizeof(body)), 0);
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+}
+
 static void test_missing_binary(void **state) {
   fixture *f = *state;
   assert_int_equal(fixture_load(f, "[vm m]\nexec = /nonexistent/prog --x\n"
@@ -503,6 +531,7 @@ int main(void) {
       T(test_crash_then_summon_again),
       T(test_external_kill),
       T(test_missing_binary),
+      T(test_http_readiness),
       T(test_adopt_after_ctx_free),
       T(test_stale_record_not_adopted),
       T(test_user_and_group),

@@ -55,7 +55,16 @@ static void test_errors_have_lines(void **state) {
   expect_error(f, "[vm a]\nexec = /bin/true\nready = tcp:localhost\n", 3,
                "ready", "tcp:HOST:PORT");
   expect_error(f, "[vm a]\nexec = /bin/true\nready = maybe\n", 3, "ready",
-               "not none, notify or tcp");
+               "not none, notify, tcp:HOST:PORT, http:HOST:PORT[/PATH] or "
+               "marker");
+  expect_error(f, "[vm a]\nexec = /bin/true\nready = http:127.0.0.1:80/a b\n",
+               3, "ready", "http:HOST:PORT[/PATH]");
+  expect_error(f, "[vm a]\nexec = /bin/true\nready = markers\n", 3, "ready",
+               "is not none");
+  expect_error(f, "[vm a]\nexec = /bin/true\nready = marker+http:1.2.3.4\n", 3,
+               "ready", "http:HOST:PORT");
+  expect_error(f, "[vm a]\nexec = /bin/true\nready = marker\n", 3, "ready",
+               "process backend has no console marker");
   expect_error(f, "[vm a]\nexec = \"/bin/true\n", 2, "exec", "quotes");
   expect_error(f, "[vm a]\nexec = /bin/true\nthis line has no equals\n", 3,
                NULL, "syntax error");
