@@ -91,6 +91,7 @@ struct jitsu_vm {
   jitsu__waiter **summons_tail;
   jitsu__waiter *stops; /* waiting for stopped */
   jitsu__waiter *ops;   /* waiting for a suspend or resume */
+  jitsu__waiter *snaps; /* waiting for a snapshot */
   unsigned n_summons;
   unsigned holds;
   jitsu__readiness *readiness; /* while starting */
@@ -294,6 +295,10 @@ void jitsu__ready_cancel(jitsu_vm *vm);
 int jitsu__notify_says_ready(const char *msg, size_t len);
 
 /* Parse "HOST:PORT" / "[V6]:PORT" into (ss); 0 or -EINVAL. */
+/* pidfd_open(2); a descriptor or -1 with errno. */
+int jitsu__pidfd_open(pid_t pid);
+/* Read the start time and state letter of (pid) from /proc; 0 or -errno. */
+int jitsu__proc_stat(pid_t pid, unsigned long long *starttime, char *state);
 int jitsu__parse_hostport(const char *text, struct sockaddr_storage *ss);
 /* Split a readiness address "HOST:PORT[/PATH]" (the path for http only);
  * 0 or -EINVAL. (path) gets "/" when there is none. */

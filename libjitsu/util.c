@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <time.h>
@@ -332,4 +334,38 @@ int jitsu_sd_notify(const char *state) {
     r = -errno;
   close(fd);
   return r;
+}
+
+int jitsu__pidfd_open(pid_t pid) {
+  return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int jitsu__proc_stat(pid_t pid, unsigned long long *starttime, char *state) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0)
+    return -EIO;
+  buf[n] = '\0';
+  /* The command name may hold spaces and parentheses: skip to the last ')'.
+   * Then: state (field 3) ... starttime (field 22). */
+  char *p = strrchr(buf, ')');
+  if (p == NULL || p[1] != ' ')
+    return -EIO;
+  p += 2;
+  if (state != NULL)
+    *state = *p;
+  for (int field = 3; field < 22; field++) {
+    p = strchr(p, ' ');
+    if (p == NULL)
+      return -EIO;
+    p++;
+  }
+  if (starttime != NULL)
+    *starttime = strtoull(p, NULL, 10);
+  return 0;
 }

@@ -208,6 +208,41 @@ int jitsu_vm_suspend(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
   return 0;
 }
 
+int jitsu_vm_snapshot(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
+  if (vm->backend->snapshot == NULL)
+    return jitsu__fail(vm->ctx, -ENOTSUP,
+                       "cannot snapshot vm '%s': backend '%s' cannot", vm->name,
+                       vm->backend->name);
+  if (vm->state != JITSU_STATE_READY)
+    return jitsu__fail(vm->ctx, JITSU_ESTATE,
+                       "cannot snapshot vm '%s': it is %s", vm->name,
+                       jitsu_state_name(vm->state));
+  jitsu__waiter *w = waiter_new(vm, cb, arg);
+  if (w == NULL)
+    return -ENOMEM;
+  int r = vm->backend->snapshot(vm);
+  if (r < 0) {
+    free(w);
+    char *why = vm->next_reason;
+    vm->next_reason = NULL;
+    r = jitsu__fail(vm->ctx, r, "cannot snapshot vm '%s': %s", vm->name,
+                    why ? why : jitsu_strerror(r));
+    free(why);
+    return r;
+  }
+  push(&vm->snaps, w);
+  return 0;
+}
+
+void jitsu_backend_snapshotted(jitsu_vm *vm, int err) {
+  if (err < 0 && vm->next_reason != NULL) {
+    jitsu_vm_log(vm, JITSU_LOG_ERROR, "%s", vm->next_reason);
+    free(vm->next_reason);
+    vm->next_reason = NULL;
+  }
+  finish_list(vm, &vm->snaps, err);
+}
+
 int jitsu_vm_resume(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
   if (vm->state != JITSU_STATE_SUSPENDED)
     return jitsu__fail(vm->ctx, JITSU_ESTATE, "cannot resume vm '%s': it is %s",
@@ -327,6 +362,7 @@ void jitsu_backend_exited(jitsu_vm *vm, int clean, const char *how) {
   free(keep);
   finish_list(vm, &vm->stops, 0);
   finish_list(vm, &vm->ops, JITSU_EEXITED);
+  finish_list(vm, &vm->snaps, JITSU_EEXITED);
   if (s == JITSU_STATE_STOPPING && vm->summons != NULL) {
     /* Summons that arrived while it was stopping start it again. */
     if (check_start_limits(vm, true) == 0)

@@ -53,6 +53,10 @@ typedef struct jitsu_backend_ops {
   int (*owns_pid)(jitsu_vm *vm, pid_t pid);
   /* Describe the live guest into (buf), e.g. "pid 1234" (may be NULL). */
   void (*describe)(jitsu_vm *vm, char *buf, size_t size);
+  /* Save the ready guest's state as the image its later starts restore,
+   * and keep it running; report with jitsu_backend_snapshotted(). NULL:
+   * the backend cannot. */
+  int (*snapshot)(jitsu_vm *vm);
 } jitsu_backend_ops;
 
 /* Make (ops) available to (ctx) under ops->name; -EEXIST if taken. The
@@ -98,6 +102,9 @@ JITSU_EXTERN bool jitsu_vm_wants_marker(const jitsu_vm *vm);
  * stop asked of it), with (how) e.g. "exited with status 3". */
 JITSU_EXTERN void jitsu_backend_exited(jitsu_vm *vm, int clean,
                                        const char *how);
+
+/* A snapshot finished (err 0) or failed (err < 0, with a reason set). */
+JITSU_EXTERN void jitsu_backend_snapshotted(jitsu_vm *vm, int err);
 
 /* Suspend / resume finished (err 0) or failed (err < 0). */
 JITSU_EXTERN void jitsu_backend_suspended(jitsu_vm *vm, int err);

@@ -169,6 +169,12 @@ JITSU_EXTERN int jitsu_vm_suspend(jitsu_vm *vm, jitsu_vm_cb cb, void *arg);
 /* Resume a suspended (vm); JITSU_ESTATE in any other state. */
 JITSU_EXTERN int jitsu_vm_resume(jitsu_vm *vm, jitsu_vm_cb cb, void *arg);
 
+/* Save a ready (vm)'s state as the image its later cold starts restore
+ * (e.g. the qemu backend's "snapshot" key); the guest keeps running. (cb)
+ * gets 0, or why it failed. -ENOTSUP if the backend cannot, JITSU_ESTATE
+ * unless ready. */
+JITSU_EXTERN int jitsu_vm_snapshot(jitsu_vm *vm, jitsu_vm_cb cb, void *arg);
+
 /* Report activity on (vm) now (for the idle policy). */
 JITSU_EXTERN void jitsu_vm_touch(jitsu_vm *vm);
 

@@ -350,7 +350,7 @@ static void confirm_tick(uv_timer_t *t) {
     return;
   bool suspending = jitsu_vm_state(p->vm) == JITSU_STATE_SUSPENDING;
   char st = '?';
-  if (process_stat(p->pid, NULL, &st) < 0)
+  if (jitsu__proc_stat(p->pid, NULL, &st) < 0)
     return; /* gone: the exit event follows */
   bool stopped = st == 'T' || st == 't';
   if (stopped == suspending) {
@@ -399,7 +399,7 @@ static int process_adopt(jitsu_vm *vm, jitsu_state *state) {
     return 0;
   }
   char st = '?';
-  process_stat(p->pid, NULL, &st);
+  jitsu__proc_stat(p->pid, NULL, &st);
   *state = (st == 'T' || st == 't') ? JITSU_STATE_SUSPENDED : JITSU_STATE_READY;
   return 1;
 }

@@ -71,7 +71,4 @@ void process_record_remove(proc *p);
 /* Find a live guest from its record; 1 with pid, pidfd, starttime set. */
 int process_record_adopt(proc *p);
 
-/* Read the start time and state letter of (pid) from /proc; 0 or -errno. */
-int process_stat(pid_t pid, unsigned long long *starttime, char *state);
-
 #endif

@@ -18,40 +18,6 @@
   "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define LOG_ROTATE_BYTES (8 * 1024 * 1024)
 
-static int pidfd_open_(pid_t pid) {
-  return (int)syscall(SYS_pidfd_open, pid, 0);
-}
-
-int process_stat(pid_t pid, unsigned long long *starttime, char *state) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return -errno;
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0)
-    return -EIO;
-  buf[n] = '\0';
-  /* The command name may hold spaces and parentheses: skip to the last ')'.
-   * Then: state (field 3) ... starttime (field 22). */
-  char *p = strrchr(buf, ')');
-  if (p == NULL || p[1] != ' ')
-    return -EIO;
-  p += 2;
-  if (state != NULL)
-    *state = *p;
-  for (int field = 3; field < 22; field++) {
-    p = strchr(p, ' ');
-    if (p == NULL)
-      return -EIO;
-    p++;
-  }
-  if (starttime != NULL)
-    *starttime = strtoull(p, NULL, 10);
-  return 0;
-}
-
 /* Find (name) as execvp would, before forking, so that the error is clear. */
 static int resolve_exec(proc *p, char *out, size_t size) {
   const char *name = p->argv[0];
@@ -302,7 +268,7 @@ int process_spawn(proc *p) {
     goto out;
   }
   p->pid = pid;
-  p->pidfd = pidfd_open_(pid);
+  p->pidfd = jitsu__pidfd_open(pid);
   if (p->pidfd < 0) {
     r = -errno;
     kill(-pid, SIGKILL);
@@ -311,7 +277,7 @@ int process_spawn(proc *p) {
     jitsu_vm_set_reason(vm, "pidfd_open: %s", strerror(-r));
     goto out;
   }
-  process_stat(pid, &p->starttime, NULL);
+  jitsu__proc_stat(pid, &p->starttime, NULL);
   r = process_record_write(p);
   if (r < 0)
     jitsu_vm_log(vm, JITSU_LOG_WARNING,
@@ -382,10 +348,10 @@ int process_record_adopt(proc *p) {
     goto stale;
   /* Take a pidfd first, then check that it is still the same process: a
    * pid reused since the record was written has another start time. */
-  int fd = pidfd_open_(pid);
+  int fd = jitsu__pidfd_open(pid);
   if (fd < 0)
     goto stale;
-  if (process_stat(pid, &now, NULL) < 0 || now != start) {
+  if (jitsu__proc_stat(pid, &now, NULL) < 0 || now != start) {
     close(fd);
     goto stale;
   }

@@ -1,0 +1,1024 @@
+/*
+ * The qemu backend: guests under QEMU (KVM where a hardware KVM module is
+ * loaded, else TCG), driven over QMP on the library's loop. Suspend is a
+ * pause in memory or a save to disk (migrate to a file, quit; resume
+ * restores it); a vm may name a snapshot image that its cold starts
+ * restore instead of booting.
+ */
+#include "qemu.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define QMP_TIMEOUT_MS 5000
+#define MIGRATE_TIMEOUT_MS 120000 /* one save or restore */
+#define MIGRATE_POLL_MS 2
+#define KILL_AFTER_QUIT_MS 3000
+
+static const jitsu_key qemu_keys[] = {
+    {"kernel", JITSU_KEY_STRING, JITSU_KEY_REQUIRED,
+     "the guest kernel (an ELF with a PVH note, or a bzImage)"},
+    {"initrd", JITSU_KEY_STRING, 0, "the initial ramdisk"},
+    {"cmdline", JITSU_KEY_STRING, 0, "the kernel command line"},
+    {"qemu", JITSU_KEY_STRING, 0, "the QEMU binary (qemu-system-x86_64)"},
+    {"machine", JITSU_KEY_STRING, 0, "machine type and options (microvm)"},
+    {"accel", JITSU_KEY_STRING, 0, "auto | kvm | tcg (auto)"},
+    {"cpu", JITSU_KEY_STRING, 0, "CPU model (host under KVM, max under TCG)"},
+    {"memory", JITSU_KEY_SIZE, 0, "guest memory, whole MiB (128M)"},
+    {"vcpus", JITSU_KEY_UINT, 0, "virtual CPUs (1)"},
+    {"tsc-hint", JITSU_KEY_BOOL, 0,
+     "under TCG, tell a Linux guest the host's TSC rate (no)"},
+    {"net", JITSU_KEY_STRING, 0, "user | tap | none (user)"},
+    {"forward", JITSU_KEY_STRING, JITSU_KEY_MULTI,
+     "user networking: tcp:HOSTADDR:PORT-:GUESTPORT"},
+    {"bridge", JITSU_KEY_STRING, 0, "tap: the bridge to join"},
+    {"netns", JITSU_KEY_STRING, 0, "tap: a named network namespace"},
+    {"mac", JITSU_KEY_STRING, 0, "the NIC's MAC (derived from the name)"},
+    {"console-marker", JITSU_KEY_STRING, 0,
+     "the readiness marker on the serial console (JITSU_READY)"},
+    {"suspend", JITSU_KEY_STRING, 0, "memory | disk (memory)"},
+    {"snapshot", JITSU_KEY_STRING, 0, "a saved image that cold starts restore"},
+    {"snapshot-auto", JITSU_KEY_BOOL, 0,
+     "save the snapshot image after the first boot (no)"},
+    {"qemu-arg", JITSU_KEY_STRING, JITSU_KEY_MULTI,
+     "more QEMU arguments, split like a shell"},
+};
+
+static void qmp_opened(void *arg);
+static void qmp_event(void *arg, const char *name, json_t *data);
+static void qmp_closed(void *arg, const char *why);
+static const qmp_handlers handlers = {qmp_opened, qmp_event, qmp_closed};
+
+static void close_handle(void *hp) {
+  uv_handle_t **h = hp;
+  if (*h != NULL) {
+    (*h)->data = NULL;
+    uv_close(*h, (uv_close_cb)free);
+    *h = NULL;
+  }
+}
+
+/* ---- configuration ---------------------------------------------------- */
+
+static void qvm_free(qvm *q) {
+  if (q == NULL)
+    return;
+  for (size_t i = 0; q->extra && q->extra[i]; i++)
+    free(q->extra[i]);
+  free(q->extra);
+  free(q);
+}
+
+static int fail(jitsu_error *err, const char *key, const char *fmt,
+                const char *v) {
+  return jitsu_error_set(err, -EINVAL, key, fmt, v);
+}
+
+/* "tcp:[ADDR]:PORT-[ADDR]:PORT" as QEMU's hostfwd wants it; no commas. */
+static int check_forward(const char *v) {
+  if (strncmp(v, "tcp:", 4) != 0 && strncmp(v, "udp:", 4) != 0)
+    return -EINVAL;
+  if (strchr(v, ',') != NULL || strchr(v, ' ') != NULL)
+    return -EINVAL;
+  const char *dash = strchr(v + 4, '-');
+  if (dash == NULL)
+    return -EINVAL;
+  const char *c1 = memrchr(v + 4, ':', (size_t)(dash - v - 4));
+  const char *c2 = strrchr(dash, ':');
+  if (c1 == NULL || c2 == NULL)
+    return -EINVAL;
+  for (const char *port = c1 + 1; port < dash; port++)
+    if (*port < '0' || *port > '9')
+      return -EINVAL;
+  if (c2[1] == '\0')
+    return -EINVAL;
+  for (const char *port = c2 + 1; *port; port++)
+    if (*port < '0' || *port > '9')
+      return -EINVAL;
+  return 0;
+}
+
+static int check_mac(const char *v) {
+  unsigned b[6];
+  char end;
+  if (strlen(v) != 17 || sscanf(v, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1],
+                                &b[2], &b[3], &b[4], &b[5], &end) != 6)
+    return -EINVAL;
+  return (b[0] & 1) ? -EINVAL : 0; /* not a multicast address */
+}
+
+static int configure_values(qvm *q, jitsu_vm *vm, jitsu_error *err) {
+  const char *v;
+  q->kernel = jitsu_vm_param(vm, "kernel", 0);
+  q->initrd = jitsu_vm_param(vm, "initrd", 0);
+  q->cmdline = jitsu_vm_param(vm, "cmdline", 0);
+  q->binary = jitsu_vm_param(vm, "qemu", 0);
+  if (q->binary == NULL)
+    q->binary = "qemu-system-x86_64";
+  q->machine = jitsu_vm_param(vm, "machine", 0);
+  if (q->machine == NULL)
+    q->machine = "microvm";
+  q->cpu = jitsu_vm_param(vm, "cpu", 0);
+  q->marker = jitsu_vm_param(vm, "console-marker", 0);
+  if (q->marker == NULL)
+    q->marker = "JITSU_READY";
+  if (q->marker[0] == '\0' || strlen(q->marker) > 128)
+    return fail(err, "console-marker", "'%s' is empty or over 128 bytes",
+                q->marker);
+  q->accel = QACCEL_AUTO;
+  if ((v = jitsu_vm_param(vm, "accel", 0)) != NULL) {
+    if (strcmp(v, "kvm") == 0)
+      q->accel = QACCEL_KVM;
+    else if (strcmp(v, "tcg") == 0)
+      q->accel = QACCEL_TCG;
+    else if (strcmp(v, "auto") != 0)
+      return fail(err, "accel", "'%s' is not auto, kvm or tcg", v);
+  }
+  q->memory = 128ull << 20;
+  if ((v = jitsu_vm_param(vm, "memory", 0)) != NULL &&
+      (jitsu_parse_size(v, &q->memory) < 0 || q->memory < (1ull << 20) ||
+       (q->memory & ((1ull << 20) - 1)) != 0))
+    return fail(err, "memory", "'%s' is not a whole number of MiB (>= 1M)", v);
+  q->vcpus = 1;
+  if ((v = jitsu_vm_param(vm, "vcpus", 0)) != NULL) {
+    char *end;
+    unsigned long n = strtoul(v, &end, 10);
+    if (*end != '\0' || n < 1 || n > 255)
+      return fail(err, "vcpus", "'%s' is not 1 to 255", v);
+    q->vcpus = (unsigned)n;
+  }
+  bool b = false;
+  if ((v = jitsu_vm_param(vm, "tsc-hint", 0)) != NULL)
+    jitsu_parse_bool(v, &b);
+  q->tsc_hint = b;
+  b = false;
+  if ((v = jitsu_vm_param(vm, "snapshot-auto", 0)) != NULL)
+    jitsu_parse_bool(v, &b);
+  q->snapshot_auto = b;
+  q->snapshot = jitsu_vm_param(vm, "snapshot", 0);
+  if (q->snapshot_auto && q->snapshot == NULL)
+    return fail(err, "snapshot-auto", "%s needs a snapshot path", "yes");
+  if (q->snapshot != NULL && q->snapshot[0] != '/')
+    return fail(err, "snapshot", "'%s' is not an absolute path", q->snapshot);
+  q->suspend_disk = false;
+  if ((v = jitsu_vm_param(vm, "suspend", 0)) != NULL) {
+    if (strcmp(v, "disk") == 0)
+      q->suspend_disk = true;
+    else if (strcmp(v, "memory") != 0)
+      return fail(err, "suspend", "'%s' is not memory or disk", v);
+  }
+  return 0;
+}
+
+static int configure_net(qvm *q, jitsu_vm *vm, jitsu_error *err) {
+  const char *v = jitsu_vm_param(vm, "net", 0);
+  q->net = QNET_USER;
+  if (v != NULL) {
+    if (strcmp(v, "tap") == 0)
+      q->net = QNET_TAP;
+    else if (strcmp(v, "none") == 0)
+      q->net = QNET_NONE;
+    else if (strcmp(v, "user") != 0)
+      return fail(err, "net", "'%s' is not user, tap or none", v);
+  }
+  for (size_t i = 0; (v = jitsu_vm_param(vm, "forward", i)) != NULL; i++) {
+    if (q->net != QNET_USER)
+      return fail(err, "forward", "'%s': forwards need net = user", v);
+    if (check_forward(v) < 0)
+      return fail(err, "forward",
+                  "'%s' is not tcp:HOSTADDR:PORT-:GUESTPORT (or udp:)", v);
+  }
+  q->bridge = jitsu_vm_param(vm, "bridge", 0);
+  q->netns = jitsu_vm_param(vm, "netns", 0);
+  if ((q->bridge || q->netns) && q->net != QNET_TAP)
+    return fail(err, q->bridge ? "bridge" : "netns", "'%s' needs net = tap",
+                q->bridge ? q->bridge : q->netns);
+  if (q->bridge && (strlen(q->bridge) >= 16 || strchr(q->bridge, '/')))
+    return fail(err, "bridge", "'%s' is not an interface name", q->bridge);
+  if (q->netns && (q->netns[0] == '\0' || strchr(q->netns, '/') ||
+                   strcmp(q->netns, "..") == 0 || strcmp(q->netns, ".") == 0))
+    return fail(err, "netns", "'%s' is not a namespace name", q->netns);
+  q->mac = jitsu_vm_param(vm, "mac", 0);
+  if (q->mac && check_mac(q->mac) < 0)
+    return fail(err, "mac", "'%s' is not a unicast MAC as xx:xx:xx:xx:xx:xx",
+                q->mac);
+  return 0;
+}
+
+/* Words of every qemu-arg, NULL-terminated, each its own copy. */
+static int configure_extra(qvm *q, jitsu_vm *vm, jitsu_error *err) {
+  const char *v;
+  size_t n = 0;
+  for (size_t i = 0; (v = jitsu_vm_param(vm, "qemu-arg", i)) != NULL; i++) {
+    char **words;
+    int argc;
+    if (jitsu_split_argv(v, &words, &argc) < 0)
+      return fail(err, "qemu-arg", "'%s' is empty or has unbalanced quotes", v);
+    char **all = realloc(q->extra, (n + (size_t)argc + 1) * sizeof(*all));
+    if (all != NULL) {
+      q->extra = all;
+      for (int k = 0; k < argc && all; k++) {
+        all[n] = jitsu__strdup(words[k]);
+        if (all[n] == NULL)
+          all = NULL;
+        else
+          all[++n] = NULL;
+      }
+    }
+    free(words);
+    if (all == NULL)
+      return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  }
+  return 0;
+}
+
+static int qemu_configure(jitsu_vm *vm, jitsu_error *err) {
+  qvm *q = calloc(1, sizeof(*q));
+  if (q == NULL)
+    return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  q->vm = vm;
+  q->pidfd = -1;
+  q->console_fd = -1;
+  int r = configure_values(q, vm, err);
+  if (r == 0)
+    r = configure_net(q, vm, err);
+  if (r == 0)
+    r = configure_extra(q, vm, err);
+  if (r < 0) {
+    qvm_free(q);
+    return r;
+  }
+  jitsu_vm_set_data(vm, q);
+  return 0;
+}
+
+/* ---- the live guest ---------------------------------------------------- */
+
+static bool file_exists(const char *path) {
+  return path != NULL && access(path, F_OK) == 0;
+}
+
+static int suspend_image(qvm *q, char *path, size_t size) {
+  return qemu_path(q, "suspend", path, size);
+}
+
+/* Forget the live QEMU (it exited, or we are going away). */
+static void instance_drop(qvm *q) {
+  qmp_close(q->qmp);
+  q->qmp = NULL;
+  close_handle(&q->serial);
+  close_handle(&q->exit_poll);
+  close_handle(&q->timer);
+  if (q->pidfd >= 0)
+    close(q->pidfd);
+  if (q->console_fd >= 0)
+    close(q->console_fd);
+  q->pidfd = q->console_fd = -1;
+  q->pid = 0;
+  q->line_len = 0;
+  q->quit_sent = false;
+}
+
+static void save_free(qvm *q);
+
+static void qemu_release(jitsu_vm *vm) {
+  qvm *q = jitsu_vm_data(vm);
+  if (q == NULL)
+    return;
+  instance_drop(q); /* a live QEMU keeps running, for adoption */
+  save_free(q);
+  qvm_free(q);
+  jitsu_vm_set_data(vm, NULL);
+}
+
+static void kill_now(qvm *q) {
+  if (q->pid > 0)
+    kill(q->pid, SIGKILL);
+}
+
+static void timer_fired_kill(uv_timer_t *t) {
+  qvm *q = t->data;
+  if (q == NULL || q->pid <= 0)
+    return;
+  jitsu_vm_log(q->vm, JITSU_LOG_WARNING, "QEMU did not quit: killing it");
+  kill_now(q);
+}
+
+static void quit_replied(void *arg, json_t *ret, const char *error) {
+  (void)arg, (void)ret, (void)error; /* the exit tells */
+}
+
+/* Ask QEMU to quit; kill it if it has not after a while. */
+static void quit_then_kill(qvm *q) {
+  if (q->quit_sent || q->pid <= 0)
+    return;
+  q->quit_sent = true;
+  if (q->qmp == NULL ||
+      qmp_send(q->qmp, "quit", NULL, -1, QMP_TIMEOUT_MS, quit_replied, q) < 0)
+    kill_now(q);
+  if (q->timer != NULL)
+    uv_timer_start(q->timer, timer_fired_kill, KILL_AFTER_QUIT_MS, 0);
+}
+
+static void describe_exit(qvm *q, char *how, size_t size, int *clean) {
+  siginfo_t si;
+  memset(&si, 0, sizeof(si));
+  char msg[200];
+  qemu_last_message(q, msg, sizeof(msg));
+  bool stopping = q->op == QOP_STOP || q->op == QOP_SUSPEND_DISK;
+  const char *sr = q->shutdown_reason;
+  bool guest_off = strcmp(sr, "guest-shutdown") == 0;
+  if (q->our_child &&
+      waitid((idtype_t)P_PIDFD, (id_t)q->pidfd, &si, WEXITED | WNOHANG) == 0 &&
+      si.si_pid != 0) {
+    if (si.si_code == CLD_EXITED && si.si_status == 0) {
+      if (guest_off)
+        snprintf(how, size, "the guest powered off");
+      else if (strncmp(sr, "host-", 5) == 0)
+        snprintf(how, size, "QEMU quit (%s)", sr);
+      else if (sr[0])
+        snprintf(how, size, "QEMU stopped: %s", sr);
+      else
+        snprintf(how, size, "QEMU exited");
+      *clean = stopping || guest_off;
+    } else if (si.si_code == CLD_EXITED) {
+      snprintf(how, size, "QEMU exited with status %d%s%s", si.si_status,
+               msg[0] ? ": " : "", msg);
+      *clean = 0;
+    } else {
+      snprintf(how, size, "QEMU killed by signal %d (%s)", si.si_status,
+               strsignal(si.si_status));
+      *clean = stopping;
+    }
+    return;
+  }
+  snprintf(how, size, "QEMU exited%s%s", sr[0] ? ": " : "", sr);
+  *clean = stopping || guest_off;
+}
+
+static void exit_readable(uv_poll_t *h, int status, int events) {
+  qvm *q = h->data;
+  (void)status, (void)events;
+  if (q == NULL)
+    return;
+  char how[300];
+  int clean = 0;
+  describe_exit(q, how, sizeof(how), &clean);
+  qop op = q->op;
+  q->op = QOP_NONE;
+  qemu_record_remove(q);
+  instance_drop(q);
+  save_free(q); /* an unfinished image is removed */
+  q->shutdown_reason[0] = '\0';
+  jitsu_vm *vm = q->vm;
+  char path[600];
+  if (op == QOP_SUSPEND_DISK && q->suspended_disk) {
+    jitsu_backend_suspended(vm, 0);
+    return;
+  }
+  if (op == QOP_RESUME_DISK && suspend_image(q, path, sizeof(path)) == 0) {
+    unlink(path); /* failed means no guest: its saved state goes too */
+    q->suspended_disk = false;
+  }
+  jitsu_backend_exited(vm, clean, how);
+}
+
+/* ---- serial console ----------------------------------------------------- */
+
+static void serial_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  static char bytes[4096]; /* consumed before the next read */
+  (void)h, (void)hint;
+  *buf = uv_buf_init(bytes, sizeof(bytes));
+}
+
+static void serial_line(qvm *q) {
+  q->line[q->line_len] = '\0';
+  if (strstr(q->line, q->marker) != NULL)
+    jitsu_backend_marker(q->vm);
+  q->line_len = 0;
+}
+
+static void serial_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  qvm *q = s->data;
+  if (q == NULL || n == 0)
+    return;
+  if (n < 0) {
+    close_handle(&q->serial);
+    return;
+  }
+  if (q->console_fd >= 0 && write(q->console_fd, buf->base, (size_t)n) < 0) {
+    close(q->console_fd); /* the log is best effort */
+    q->console_fd = -1;
+  }
+  for (ssize_t i = 0; i < n; i++) {
+    char c = buf->base[i];
+    if (c == '\n') {
+      serial_line(q);
+    } else if (c != '\r') {
+      if (q->line_len + 1 >= sizeof(q->line))
+        serial_line(q); /* a long line is matched in pieces */
+      q->line[q->line_len++] = c;
+    }
+  }
+}
+
+static int watch(qvm *q, int qmp_fd, int serial_fd) {
+  uv_loop_t *loop = jitsu_ctx_loop(jitsu_vm_ctx(q->vm));
+  q->timer = calloc(1, sizeof(*q->timer));
+  q->exit_poll = calloc(1, sizeof(*q->exit_poll));
+  if (q->timer == NULL || q->exit_poll == NULL) {
+    free(q->timer), free(q->exit_poll);
+    q->timer = NULL, q->exit_poll = NULL;
+    close(qmp_fd);
+    if (serial_fd >= 0)
+      close(serial_fd);
+    return -ENOMEM;
+  }
+  uv_timer_init(loop, q->timer);
+  q->timer->data = q;
+  uv_poll_init(loop, q->exit_poll, q->pidfd);
+  q->exit_poll->data = q;
+  uv_poll_start(q->exit_poll, UV_READABLE, exit_readable);
+  if (serial_fd >= 0) {
+    char path[600];
+    if (qemu_path(q, "console", path, sizeof(path)) == 0) {
+      struct stat st;
+      int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC;
+      if (stat(path, &st) == 0 && st.st_size > 8 * 1024 * 1024)
+        flags |= O_TRUNC;
+      q->console_fd = open(path, flags, 0600);
+    }
+    q->serial = calloc(1, sizeof(*q->serial));
+    if (q->serial == NULL || uv_pipe_init(loop, q->serial, 0) < 0 ||
+        uv_pipe_open(q->serial, serial_fd) < 0) {
+      free(q->serial);
+      q->serial = NULL;
+      close(serial_fd);
+    } else {
+      q->serial->data = q;
+      uv_read_start((uv_stream_t *)q->serial, serial_alloc, serial_read);
+    }
+  }
+  q->qmp = qmp_open(loop, qmp_fd, &handlers, q, QMP_TIMEOUT_MS);
+  return q->qmp ? 0 : -ENOMEM;
+}
+
+/* ---- QMP flows ------------------------------------------------------------
+ */
+
+/* A QMP command of ours failed in (op): say why, and end QEMU. */
+static void op_failed(qvm *q, const char *what, const char *error) {
+  jitsu_vm *vm = q->vm;
+  qop op = q->op;
+  jitsu_vm_log(vm, JITSU_LOG_ERROR, "%s: %s", what, error);
+  if (op == QOP_SUSPEND_MEM || op == QOP_RESUME_MEM) {
+    q->op = QOP_NONE;
+    jitsu_vm_set_reason(vm, "%s: %s", what, error);
+    if (op == QOP_SUSPEND_MEM)
+      jitsu_backend_suspended(vm, -EIO);
+    else
+      jitsu_backend_resumed(vm, -EIO);
+    return;
+  }
+  if (op == QOP_SUSPEND_DISK) { /* keep running: the suspend failed */
+    q->op = QOP_NONE;
+    jitsu_vm_set_reason(vm, "%s: %s", what, error);
+    qmp_send(q->qmp, "cont", NULL, -1, QMP_TIMEOUT_MS, NULL, NULL);
+    jitsu_backend_suspended(vm, -EIO);
+    return;
+  }
+  /* Starting or restoring: the exit reports it, with this reason. */
+  snprintf(q->shutdown_reason, sizeof(q->shutdown_reason), "%s", what);
+  jitsu_vm_set_reason(vm, "%s: %s", what, error);
+  quit_then_kill(q);
+}
+
+static void restored_running(void *arg, json_t *ret, const char *error) {
+  qvm *q = arg;
+  if (ret == NULL) {
+    op_failed(q, "cannot continue the restored guest", error);
+    return;
+  }
+  char path[600];
+  if (q->op == QOP_START) {
+    q->op = QOP_NONE;
+    jitsu_backend_started(q->vm, 0);
+    jitsu_backend_marker(q->vm); /* it was shown before the image was made */
+  } else if (q->op == QOP_RESUME_DISK) {
+    q->op = QOP_NONE;
+    q->suspended_disk = false;
+    if (suspend_image(q, path, sizeof(path)) == 0)
+      unlink(path);
+    jitsu_backend_resumed(q->vm, 0);
+  }
+}
+
+static void incoming_status(void *arg, json_t *ret, const char *error);
+
+static void poll_incoming(uv_timer_t *t) {
+  qvm *q = t->data;
+  if (q != NULL && q->qmp != NULL)
+    qmp_send(q->qmp, "query-status", NULL, -1, QMP_TIMEOUT_MS, incoming_status,
+             q);
+}
+
+static void incoming_status(void *arg, json_t *ret, const char *error) {
+  qvm *q = arg;
+  if (q->op != QOP_START && q->op != QOP_RESUME_DISK)
+    return;
+  if (ret == NULL) {
+    op_failed(q, "cannot read QEMU's status", error);
+    return;
+  }
+  const char *st = json_string_value(json_object_get(ret, "status"));
+  if (st != NULL && strcmp(st, "inmigrate") == 0) {
+    uv_timer_start(q->timer, poll_incoming, MIGRATE_POLL_MS, 0);
+    return;
+  }
+  qmp_send(q->qmp, "cont", NULL, -1, QMP_TIMEOUT_MS, restored_running, q);
+}
+
+static void incoming_begun(void *arg, json_t *ret, const char *error) {
+  qvm *q = arg;
+  if (q->op != QOP_START && q->op != QOP_RESUME_DISK)
+    return;
+  if (ret == NULL) {
+    op_failed(q, "cannot restore the saved state", error);
+    return;
+  }
+  poll_incoming(q->timer);
+}
+
+static void qmp_opened(void *arg) {
+  qvm *q = arg;
+  if (q->op == QOP_START && !q->from_image) {
+    q->op = QOP_NONE;
+    jitsu_backend_started(q->vm, 0);
+  } else if (q->op == QOP_START || q->op == QOP_RESUME_DISK) {
+    json_t *a = json_pack("{s:s}", "uri", "fd:6");
+    qmp_send(q->qmp, "migrate-incoming", a, -1, QMP_TIMEOUT_MS, incoming_begun,
+             q);
+    json_decref(a);
+  }
+}
+
+static void qmp_event(void *arg, const char *name, json_t *data) {
+  qvm *q = arg;
+  if (strcmp(name, "SHUTDOWN") == 0) {
+    const char *r = json_string_value(json_object_get(data, "reason"));
+    if (r != NULL && q->shutdown_reason[0] == '\0')
+      snprintf(q->shutdown_reason, sizeof(q->shutdown_reason), "%s", r);
+  } else if (strcmp(name, "STOP") == 0 || strcmp(name, "RESUME") == 0) {
+    jitsu_vm_log(q->vm, JITSU_LOG_DEBUG, "QEMU: %s", name);
+  }
+}
+
+static void qmp_closed(void *arg, const char *why) {
+  qvm *q = arg;
+  q->qmp = NULL; /* closed by qmp.c after this */
+  if (q->pid <= 0)
+    return;
+  if (q->quit_sent)
+    return; /* it is quitting: its exit follows */
+  jitsu_vm_log(q->vm, JITSU_LOG_WARNING, "QMP: %s", why);
+  if (q->op != QOP_NONE) {
+    /* Whatever was under way cannot finish: end QEMU, the exit reports. */
+    if (q->shutdown_reason[0] == '\0')
+      snprintf(q->shutdown_reason, sizeof(q->shutdown_reason),
+               "monitor lost: %s", why);
+    jitsu_vm_set_reason(q->vm, "QEMU's monitor: %s", why);
+    kill_now(q);
+  }
+}
+
+/* ---- verbs ------------------------------------------------------------------
+ */
+
+/* The snapshot image fits this configuration (its fingerprint matches). */
+static bool image_fits(qvm *q) {
+  char meta[PATH_MAX + 8];
+  snprintf(meta, sizeof(meta), "%s.args", q->snapshot);
+  char *want = qemu_describe_args(q);
+  FILE *f = fopen(meta, "re");
+  bool ok = false;
+  if (want != NULL && f != NULL) {
+    size_t len = strlen(want);
+    char *have = malloc(len + 2);
+    ok = have != NULL && fread(have, 1, len + 1, f) == len &&
+         memcmp(have, want, len) == 0;
+    free(have);
+  }
+  if (f != NULL)
+    fclose(f);
+  if (!ok && want != NULL)
+    jitsu_vm_log(q->vm, JITSU_LOG_WARNING,
+                 "snapshot image %s was made for another configuration "
+                 "(see %s): booting instead",
+                 q->snapshot, meta);
+  free(want);
+  return ok;
+}
+
+static int launch(qvm *q, qop op, const char *image) {
+  jitsu_vm *vm = q->vm;
+  int image_fd = -1, qmp_fd = -1, serial_fd = -1;
+  if (image != NULL && (image_fd = open(image, O_RDONLY | O_CLOEXEC)) < 0) {
+    int e = -errno;
+    jitsu_vm_set_reason(vm, "cannot open the saved image %s: %s", image,
+                        strerror(-e));
+    return e;
+  }
+  q->op = op;
+  q->shutdown_reason[0] = '\0';
+  q->quit_sent = false;
+  int r = qemu_spawn(q, image_fd, &qmp_fd, &serial_fd);
+  if (image_fd >= 0)
+    close(image_fd);
+  if (r < 0) {
+    q->op = QOP_NONE;
+    return r;
+  }
+  r = watch(q, qmp_fd, serial_fd);
+  if (r < 0) {
+    kill_now(q);
+    jitsu_vm_set_reason(vm, "cannot watch QEMU: %s", strerror(-r));
+    return r; /* the exit is still watched when the poll exists */
+  }
+  return 0;
+}
+
+static int qemu_start(jitsu_vm *vm) {
+  qvm *q = jitsu_vm_data(vm);
+  if (access(q->kernel, R_OK) < 0) {
+    int e = -errno;
+    jitsu_vm_set_reason(vm, "cannot read the kernel %s: %s", q->kernel,
+                        strerror(-e));
+    return e;
+  }
+  if (q->initrd != NULL && access(q->initrd, R_OK) < 0) {
+    int e = -errno;
+    jitsu_vm_set_reason(vm, "cannot read the initrd %s: %s", q->initrd,
+                        strerror(-e));
+    return e;
+  }
+  q->from_image = file_exists(q->snapshot) && image_fits(q);
+  return launch(q, QOP_START, q->from_image ? q->snapshot : NULL);
+}
+
+static void grace_expired(uv_timer_t *t) {
+  qvm *q = t->data;
+  if (q == NULL || q->pid <= 0)
+    return;
+  jitsu_vm_log(q->vm, JITSU_LOG_INFO,
+               "still running after its stop grace: quitting QEMU");
+  quit_then_kill(q);
+}
+
+static int qemu_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms) {
+  qvm *q = jitsu_vm_data(vm);
+  if (q->pid <= 0 && q->suspended_disk) {
+    char path[600];
+    if (suspend_image(q, path, sizeof(path)) == 0)
+      unlink(path);
+    q->suspended_disk = false;
+    jitsu_backend_exited(vm, 1, "its saved state was removed");
+    return 0;
+  }
+  if (q->pid <= 0)
+    return -ESRCH;
+  q->op = QOP_STOP;
+  if (mode == JITSU_STOP_DESTROY || q->qmp == NULL) {
+    quit_then_kill(q);
+    return 0;
+  }
+  if (q->quit_sent)
+    return 0;
+  uv_timer_start(q->timer, grace_expired, grace_ms, 0);
+  if (qmp_send(q->qmp, "system_powerdown", NULL, -1, QMP_TIMEOUT_MS, NULL,
+               NULL) < 0)
+    quit_then_kill(q);
+  return 0;
+}
+
+static void paused(void *arg, json_t *ret, const char *error) {
+  qvm *q = arg;
+  if (q->op != QOP_SUSPEND_MEM)
+    return;
+  if (ret == NULL) {
+    op_failed(q, "QMP stop failed", error);
+    return;
+  }
+  q->op = QOP_NONE;
+  jitsu_backend_suspended(q->vm, 0);
+}
+
+static void continued(void *arg, json_t *ret, const char *error) {
+  qvm *q = arg;
+  if (q->op != QOP_RESUME_MEM)
+    return;
+  if (ret == NULL) {
+    op_failed(q, "QMP cont failed", error);
+    return;
+  }
+  q->op = QOP_NONE;
+  jitsu_backend_resumed(q->vm, 0);
+}
+
+static int qemu_suspend(jitsu_vm *vm);
+
+static int qemu_resume(jitsu_vm *vm) {
+  qvm *q = jitsu_vm_data(vm);
+  if (q->suspended_disk) {
+    char path[600];
+    int r = suspend_image(q, path, sizeof(path));
+    return r < 0 ? r : launch(q, QOP_RESUME_DISK, path);
+  }
+  if (q->qmp == NULL)
+    return -ENOTCONN;
+  q->op = QOP_RESUME_MEM;
+  return qmp_send(q->qmp, "cont", NULL, -1, QMP_TIMEOUT_MS, continued, q);
+}
+
+/* ---- saving: suspend to disk and snapshot images ----------------------------
+ */
+
+typedef struct qsave {
+  qvm *q;
+  bool keep_running; /* a snapshot: continue afterwards */
+  int fd;
+  char tmp[PATH_MAX + 8], final[PATH_MAX];
+  uint64_t begun_ms;
+} qsave;
+
+static void save_free(qvm *q) {
+  qsave *s = q->save;
+  if (s == NULL)
+    return;
+  if (s->fd >= 0)
+    close(s->fd);
+  if (s->tmp[0])
+    unlink(s->tmp);
+  free(s);
+  q->save = NULL;
+}
+
+/* The save ended with (error) (NULL: it worked). */
+static void save_done(qvm *q, const char *error) {
+  qsave *s = q->save;
+  jitsu_vm *vm = q->vm;
+  if (s == NULL)
+    return;
+  if (error == NULL && rename(s->tmp, s->final) < 0)
+    error = strerror(errno);
+  if (error == NULL)
+    s->tmp[0] = '\0';
+  bool keep = s->keep_running;
+  if (keep && error == NULL) {
+    char meta[PATH_MAX + 8];
+    snprintf(meta, sizeof(meta), "%s.args", s->final);
+    char *args = qemu_describe_args(q);
+    FILE *f = args ? fopen(meta, "we") : NULL;
+    if (f == NULL || fputs(args, f) < 0 || fclose(f) != 0)
+      error = "cannot write the image's fingerprint";
+    else
+      jitsu_vm_log(
+          vm, JITSU_LOG_INFO, "snapshot image saved to %s in %llu ms", s->final,
+          (unsigned long long)(uv_now(jitsu_ctx_loop(jitsu_vm_ctx(vm))) -
+                               s->begun_ms));
+    free(args);
+  }
+  save_free(q);
+  if (keep) {
+    if (q->qmp != NULL)
+      qmp_send(q->qmp, "cont", NULL, -1, QMP_TIMEOUT_MS, NULL, NULL);
+    if (error != NULL)
+      jitsu_vm_set_reason(vm, "snapshot failed: %s", error);
+    jitsu_backend_snapshotted(vm, error ? -EIO : 0);
+    return;
+  }
+  if (error != NULL) {
+    op_failed(q, "cannot save the guest", error);
+    return;
+  }
+  q->suspended_disk = true; /* the exit completes the suspend */
+  quit_then_kill(q);
+}
+
+static void migrate_status(void *arg, json_t *ret, const char *error);
+
+static void poll_migrate(uv_timer_t *t) {
+  qvm *q = t->data;
+  if (q != NULL && q->qmp != NULL && q->save != NULL)
+    qmp_send(q->qmp, "query-migrate", NULL, -1, QMP_TIMEOUT_MS, migrate_status,
+             q);
+}
+
+static void migrate_status(void *arg, json_t *ret, const char *error) {
+  qvm *q = arg;
+  if (q->save == NULL)
+    return;
+  if (ret == NULL) {
+    save_done(q, error);
+    return;
+  }
+  const char *st = json_string_value(json_object_get(ret, "status"));
+  const char *why = json_string_value(json_object_get(ret, "error-desc"));
+  if (st != NULL && strcmp(st, "completed") == 0)
+    save_done(q, NULL);
+  else if (st != NULL &&
+           (strcmp(st, "failed") == 0 || strcmp(st, "cancelled") == 0))
+    save_done(q, why ? why : "migration failed");
+  else if (uv_now(jitsu_ctx_loop(jitsu_vm_ctx(q->vm))) - q->save->begun_ms >
+           MIGRATE_TIMEOUT_MS)
+    save_done(q, "the save took too long");
+  else
+    uv_timer_start(q->timer, poll_migrate, MIGRATE_POLL_MS, 0);
+}
+
+static void save_step(void *arg, json_t *ret, const char *error) {
+  qvm *q = arg;
+  if (q->save == NULL)
+    return;
+  if (ret == NULL)
+    save_done(q, error);
+}
+
+static void migrate_begun(void *arg, json_t *ret, const char *error) {
+  qvm *q = arg;
+  if (q->save == NULL)
+    return;
+  if (ret == NULL) {
+    save_done(q, error);
+    return;
+  }
+  poll_migrate(q->timer);
+}
+
+/* Pause, then write the guest's state to (path) with a migration to a
+ * descriptor (QEMU 7.2 has no file: URI), bandwidth unlimited. */
+static int save_begin(qvm *q, const char *path, bool keep_running) {
+  if (q->qmp == NULL)
+    return -ENOTCONN;
+  if (q->save != NULL)
+    return -EBUSY;
+  qsave *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return -ENOMEM;
+  s->q = q;
+  s->keep_running = keep_running;
+  snprintf(s->final, sizeof(s->final), "%s", path);
+  snprintf(s->tmp, sizeof(s->tmp), "%s.tmp", path);
+  s->fd = open(s->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (s->fd < 0) {
+    int e = -errno;
+    jitsu_vm_set_reason(q->vm, "cannot write %s: %s", s->tmp, strerror(-e));
+    s->tmp[0] = '\0';
+    free(s);
+    return e;
+  }
+  s->begun_ms = uv_now(jitsu_ctx_loop(jitsu_vm_ctx(q->vm)));
+  q->save = s;
+  json_t *bw = json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40);
+  json_t *fdname = json_pack("{s:s}", "fdname", "jitsu-save");
+  json_t *uri = json_pack("{s:s}", "uri", "fd:jitsu-save");
+  int r = qmp_send(q->qmp, "stop", NULL, -1, QMP_TIMEOUT_MS, save_step, q);
+  if (r == 0)
+    r = qmp_send(q->qmp, "migrate-set-parameters", bw, -1, QMP_TIMEOUT_MS,
+                 save_step, q);
+  if (r == 0)
+    r = qmp_send(q->qmp, "getfd", fdname, s->fd, QMP_TIMEOUT_MS, save_step, q);
+  if (r == 0)
+    r = qmp_send(q->qmp, "migrate", uri, -1, QMP_TIMEOUT_MS, migrate_begun, q);
+  json_decref(bw);
+  json_decref(fdname);
+  json_decref(uri);
+  close(s->fd);
+  s->fd = -1;
+  if (r < 0) {
+    save_free(q);
+    return r;
+  }
+  return 0;
+}
+
+static int qemu_suspend(jitsu_vm *vm) {
+  qvm *q = jitsu_vm_data(vm);
+  if (q->qmp == NULL)
+    return -ENOTCONN;
+  if (q->save != NULL) {
+    jitsu_vm_set_reason(vm, "a snapshot is being saved");
+    return -EBUSY;
+  }
+  if (!q->suspend_disk) {
+    q->op = QOP_SUSPEND_MEM;
+    return qmp_send(q->qmp, "stop", NULL, -1, QMP_TIMEOUT_MS, paused, q);
+  }
+  char path[600];
+  int r = suspend_image(q, path, sizeof(path));
+  if (r < 0)
+    return r;
+  q->op = QOP_SUSPEND_DISK;
+  r = save_begin(q, path, false);
+  if (r < 0)
+    q->op = QOP_NONE;
+  return r;
+}
+
+static int qemu_snapshot(jitsu_vm *vm) {
+  qvm *q = jitsu_vm_data(vm);
+  if (q->snapshot == NULL) {
+    jitsu_vm_set_reason(vm, "vm '%s' names no snapshot image (key snapshot)",
+                        jitsu_vm_name(vm));
+    return -EINVAL;
+  }
+  if (q->op != QOP_NONE || q->save != NULL) {
+    jitsu_vm_set_reason(vm, "the guest is busy");
+    return -EBUSY;
+  }
+  return save_begin(q, q->snapshot, true);
+}
+
+static void qemu_state_changed(jitsu_vm *vm, jitsu_state old_state,
+                               jitsu_state new_state) {
+  qvm *q = jitsu_vm_data(vm);
+  (void)old_state;
+  /* The first boot that reaches ready makes the image, when asked. */
+  if (new_state == JITSU_STATE_READY && q->snapshot_auto && !q->from_image &&
+      q->save == NULL && !file_exists(q->snapshot) &&
+      save_begin(q, q->snapshot, true) == 0)
+    jitsu_vm_log(vm, JITSU_LOG_INFO, "saving the snapshot image %s",
+                 q->snapshot);
+}
+
+/* ---- adoption
+ * ------------------------------------------------------------------ */
+
+static int qemu_adopt(jitsu_vm *vm, jitsu_state *state) {
+  qvm *q = jitsu_vm_data(vm);
+  char path[600], status[32] = "";
+  if (qemu_record_adopt(q) <= 0) {
+    if (suspend_image(q, path, sizeof(path)) == 0 && file_exists(path)) {
+      q->suspended_disk = true;
+      *state = JITSU_STATE_SUSPENDED;
+      return 1;
+    }
+    return 0;
+  }
+  int r = qemu_query_status_sync(q, status, sizeof(status), 3000);
+  int fd = r == 0 ? qemu_connect_qmp(q) : r;
+  if (fd < 0) {
+    jitsu_vm_log(vm, JITSU_LOG_ERROR,
+                 "QEMU (pid %d) is running but its monitor does not answer "
+                 "(%s): killing it",
+                 (int)q->pid, strerror(-fd));
+    kill(q->pid, SIGKILL);
+    close(q->pidfd);
+    q->pidfd = -1;
+    q->pid = 0;
+    qemu_record_remove(q);
+    return 0;
+  }
+  q->op = QOP_NONE;
+  if (watch(q, fd, -1) < 0) {
+    instance_drop(q);
+    return 0;
+  }
+  *state = strcmp(status, "running") == 0 ? JITSU_STATE_READY
+                                          : JITSU_STATE_SUSPENDED;
+  jitsu_vm_log(vm, JITSU_LOG_INFO,
+               "adopted QEMU pid %d (%s); its console is not followed",
+               (int)q->pid, status);
+  return 1;
+}
+
+static void qemu_describe(jitsu_vm *vm, char *buf, size_t size) {
+  qvm *q = jitsu_vm_data(vm);
+  if (q->pid > 0)
+    snprintf(buf, size, "qemu pid %d", (int)q->pid);
+  else if (q->suspended_disk)
+    snprintf(buf, size, "saved to disk");
+}
+
+const jitsu_backend_ops jitsu_backend_qemu = {
+    .version = JITSU_BACKEND_OPS_VERSION,
+    .name = "qemu",
+    .keys = qemu_keys,
+    .n_keys = JITSU__ARRAY_SIZE(qemu_keys),
+    .configure = qemu_configure,
+    .release = qemu_release,
+    .adopt = qemu_adopt,
+    .start = qemu_start,
+    .stop = qemu_stop,
+    .suspend = qemu_suspend,
+    .resume = qemu_resume,
+    .state_changed = qemu_state_changed,
+    .describe = qemu_describe,
+    .snapshot = qemu_snapshot,
+};

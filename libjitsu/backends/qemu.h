@@ -1,0 +1,120 @@
+/* The qemu backend's private header (qemu*.c, qmp.c). */
+#ifndef JITSU_BACKEND_QEMU_H
+#define JITSU_BACKEND_QEMU_H
+
+#include "../internal.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <sys/types.h>
+
+/*
+ * A QMP client on the loop. Commands go one at a time, in order, each with
+ * its own time limit; events are passed on as they come. The greeting and
+ * the capabilities handshake are done before (on_open) is called.
+ */
+typedef struct qmp qmp;
+
+/* (ret) is the command's "return" value, or NULL with (error) saying why
+ * (QEMU's own "desc", "timed out" or "connection closed"). */
+typedef void (*qmp_reply_cb)(void *arg, json_t *ret, const char *error);
+
+typedef struct qmp_handlers {
+  void (*open)(void *arg); /* handshake done */
+  void (*event)(void *arg, const char *name, json_t *data);
+  void (*closed)(void *arg, const char *why); /* EOF, error or time-out */
+} qmp_handlers;
+
+/* Take (fd), a connected stream socket to QEMU's monitor; NULL if out of
+ * memory (fd is closed). (timeout_ms) bounds the handshake. */
+qmp *qmp_open(uv_loop_t *loop, int fd, const qmp_handlers *h, void *arg,
+              uint64_t timeout_ms);
+
+/* Queue (cmd) with (args) (a new reference is taken; may be NULL), passing
+ * (pass_fd) (-1: none) with SCM_RIGHTS; (cb) may be NULL. 0 or -errno. */
+int qmp_send(qmp *q, const char *cmd, json_t *args, int pass_fd,
+             uint64_t timeout_ms, qmp_reply_cb cb, void *arg);
+
+/* Close the connection; queued commands are dropped without callbacks. */
+void qmp_close(qmp *q);
+
+enum { QNET_USER, QNET_TAP, QNET_NONE };
+enum { QACCEL_AUTO, QACCEL_KVM, QACCEL_TCG };
+
+/* What the backend is doing with the live guest. */
+typedef enum qop {
+  QOP_NONE,         /* running, or nothing live */
+  QOP_START,        /* booting or restoring until started is reported */
+  QOP_RESUME_DISK,  /* restoring the suspend image */
+  QOP_SUSPEND_MEM,  /* QMP stop */
+  QOP_RESUME_MEM,   /* QMP cont */
+  QOP_SUSPEND_DISK, /* stop, migrate to the suspend image, quit */
+  QOP_STOP,         /* powerdown / quit / kill */
+} qop;
+
+typedef struct qvm {
+  jitsu_vm *vm;
+  /* Settings (strings point into the vm's params). */
+  const char *binary, *machine, *cpu, *kernel, *initrd, *cmdline, *marker;
+  const char *snapshot, *bridge, *netns, *mac;
+  char **extra; /* qemu-arg words, NULL-terminated */
+  uint64_t memory;
+  unsigned vcpus;
+  int accel, net;
+  bool tsc_hint, suspend_disk, snapshot_auto;
+  /* The live guest. */
+  pid_t pid; /* 0: none */
+  int pidfd;
+  unsigned long long starttime;
+  bool our_child; /* spawned by this process: waitpid gives the status */
+  uv_poll_t *exit_poll;
+  qmp *qmp;
+  uv_pipe_t *serial;
+  int console_fd; /* the console log */
+  char line[256]; /* the serial line being read */
+  size_t line_len;
+  uv_timer_t *timer; /* stop grace, kill after quit, migration poll */
+  qop op;
+  jitsu_stop_mode stop_mode;
+  bool from_image;     /* this start restores the snapshot image */
+  struct qsave *save;  /* a save (snapshot or suspend) under way */
+  bool suspended_disk; /* no QEMU: the state is in the suspend image */
+  bool quit_sent;
+  char shutdown_reason[64]; /* from QEMU's SHUTDOWN event */
+  off_t qemu_log_start;     /* where this QEMU's messages begin in its log */
+} qvm;
+
+/* Files of (q) in the state directory: "<state>/qemu/<vm>.<suffix>". */
+int qemu_path(qvm *q, const char *suffix, char *out, size_t size);
+
+/* Connect to the QMP socket of (q); a descriptor or -errno. */
+int qemu_connect_qmp(qvm *q);
+
+/* Ask an adopted QEMU its run state over a fresh QMP connection, within
+ * (timeout_ms): "running", "paused", ... into (status); 0 or -errno. */
+int qemu_query_status_sync(qvm *q, char *status, size_t size, int timeout_ms);
+
+/* Spawn QEMU for (q); (image_fd) >= 0 restores from it (-incoming defer,
+ * the descriptor becomes fd 6 in QEMU). On success q->pid, q->pidfd are
+ * set and (*qmp_fd) / (*serial_fd) are our ends; otherwise a negative
+ * errno value with the vm's reason set. */
+int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd);
+
+/* The argument vector without the per-run descriptors' words, as text,
+ * for the snapshot image's fingerprint; malloc'd or NULL. */
+char *qemu_describe_args(qvm *q);
+
+/* The guest record ("<vm>.pid": pid and start time). */
+int qemu_record_write(qvm *q);
+void qemu_record_remove(qvm *q);
+/* Find a live QEMU from the record: 1 with pid, pidfd, starttime set. */
+int qemu_record_adopt(qvm *q);
+
+/* The last line QEMU wrote to its log since this start, for reasons. */
+void qemu_last_message(qvm *q, char *out, size_t size);
+
+/* Whether a hardware KVM module (kvm_intel, kvm_amd) is loaded and
+ * /dev/kvm is usable. */
+bool qemu_kvm_usable(void);
+
+#endif

@@ -1,0 +1,610 @@
+/* The qemu backend: the command line, the descriptors QEMU gets, tap
+ * devices, fork/exec, and the guest record. */
+#include "qemu.h"
+
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <linux/sockios.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define QEMU_LOG_ROTATE (1024 * 1024)
+/* The descriptors QEMU finds open. */
+enum { FD_QMP = 3, FD_SERIAL = 4, FD_TAP = 5, FD_IMAGE = 6, FD_ERR = 7 };
+
+int qemu_path(qvm *q, const char *suffix, char *out, size_t size) {
+  char dir[512];
+  int r =
+      jitsu__state_dir_ensure(jitsu_vm_ctx(q->vm), "qemu", dir, sizeof(dir));
+  if (r < 0)
+    return r;
+  if (snprintf(out, size, "%s/%s.%s", dir, jitsu_vm_name(q->vm), suffix) >=
+      (int)size)
+    return -ENAMETOOLONG;
+  return 0;
+}
+
+bool qemu_kvm_usable(void) {
+  return (access("/sys/module/kvm_intel", F_OK) == 0 ||
+          access("/sys/module/kvm_amd", F_OK) == 0) &&
+         access("/dev/kvm", R_OK | W_OK) == 0;
+}
+
+/* The host's TSC frequency in kHz, or 0 when unknown. */
+static unsigned long tsc_khz(void) {
+  unsigned long khz = 0;
+  FILE *f = fopen("/sys/devices/system/cpu/cpu0/tsc_freq_khz", "re");
+  if (f != NULL) {
+    if (fscanf(f, "%lu", &khz) != 1)
+      khz = 0;
+    fclose(f);
+    if (khz > 0)
+      return khz;
+  }
+  f = fopen("/proc/cpuinfo", "re");
+  if (f == NULL)
+    return 0;
+  char line[256];
+  double mhz = 0;
+  while (fgets(line, sizeof(line), f) != NULL)
+    if (sscanf(line, "cpu MHz : %lf", &mhz) == 1)
+      break;
+  fclose(f);
+  return (unsigned long)(mhz * 1000);
+}
+
+typedef struct argv_b {
+  char **v;
+  size_t n, cap;
+  bool failed;
+} argv_b;
+
+static void add(argv_b *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void add(argv_b *a, const char *fmt, ...) {
+  if (a->failed)
+    return;
+  if (a->n + 2 > a->cap) {
+    size_t cap = a->cap ? a->cap * 2 : 48;
+    char **v = realloc(a->v, cap * sizeof(*v));
+    if (v == NULL) {
+      a->failed = true;
+      return;
+    }
+    a->v = v;
+    a->cap = cap;
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  char *s = NULL;
+  if (vasprintf(&s, fmt, ap) < 0)
+    s = NULL;
+  va_end(ap);
+  if (s == NULL) {
+    a->failed = true;
+    return;
+  }
+  a->v[a->n++] = s;
+  a->v[a->n] = NULL;
+}
+
+static void argv_free(char **v) {
+  for (size_t i = 0; v && v[i]; i++)
+    free(v[i]);
+  free(v);
+}
+
+static bool is_microvm(const qvm *q) {
+  return strncmp(q->machine, "microvm", 7) == 0 &&
+         (q->machine[7] == '\0' || q->machine[7] == ',');
+}
+
+static bool use_kvm(const qvm *q) {
+  return q->accel == QACCEL_KVM ||
+         (q->accel == QACCEL_AUTO && qemu_kvm_usable());
+}
+
+/* A stable locally administered MAC from the vm's name. */
+static void default_mac(const qvm *q, char out[18]) {
+  uint32_t h = 2166136261u;
+  for (const char *c = jitsu_vm_name(q->vm); *c; c++)
+    h = (h ^ (unsigned char)*c) * 16777619u;
+  snprintf(out, 18, "52:54:00:%02x:%02x:%02x", (h >> 16) & 0xff,
+           (h >> 8) & 0xff, h & 0xff);
+}
+
+/* (with_fds): the real command line; otherwise the words that decide what
+ * a saved image fits (no descriptors, no forwards, no incoming). */
+static char **build_argv(qvm *q, bool incoming, bool with_fds) {
+  argv_b a = {0};
+  bool kvm = use_kvm(q);
+  add(&a, "%s", q->binary);
+  add(&a, "-name");
+  add(&a, "guest=%s,debug-threads=on", jitsu_vm_name(q->vm));
+  add(&a, "-machine");
+  add(&a, "%s", q->machine);
+  add(&a, "-accel");
+  add(&a, "%s", kvm ? "kvm" : "tcg");
+  add(&a, "-cpu");
+  add(&a, "%s", q->cpu ? q->cpu : kvm ? "host" : "max");
+  add(&a, "-m");
+  add(&a, "%lluM", (unsigned long long)(q->memory >> 20));
+  add(&a, "-smp");
+  add(&a, "%u", q->vcpus);
+  add(&a, "-nodefaults");
+  add(&a, "-no-user-config");
+  add(&a, "-display");
+  add(&a, "none");
+  add(&a, "-no-reboot");
+  add(&a, "-kernel");
+  add(&a, "%s", q->kernel);
+  if (q->initrd != NULL) {
+    add(&a, "-initrd");
+    add(&a, "%s", q->initrd);
+  }
+  unsigned long khz = q->tsc_hint && !kvm ? tsc_khz() : 0;
+  if (q->cmdline != NULL || khz > 0) {
+    add(&a, "-append");
+    if (khz > 0)
+      add(&a, "%s%stsc_early_khz=%lu tsc=reliable no_timer_check",
+          q->cmdline ? q->cmdline : "", q->cmdline ? " " : "", khz);
+    else
+      add(&a, "%s", q->cmdline);
+  }
+  if (with_fds) {
+    add(&a, "-chardev");
+    add(&a, "socket,id=jitsu-qmp,fd=%d,server=on,wait=off", FD_QMP);
+    add(&a, "-mon");
+    add(&a, "chardev=jitsu-qmp,mode=control");
+  }
+  add(&a, "-chardev");
+  add(&a, "socket,id=jitsu-con,fd=%d", FD_SERIAL);
+  add(&a, "-serial");
+  add(&a, "chardev:jitsu-con");
+  if (q->net != QNET_NONE) {
+    char mac[18];
+    if (q->mac == NULL)
+      default_mac(q, mac);
+    add(&a, "-netdev");
+    if (q->net == QNET_TAP) {
+      add(&a, "tap,id=jitsu-net,fd=%d", FD_TAP);
+    } else if (!with_fds) {
+      add(&a, "user,id=jitsu-net");
+    } else {
+      size_t len = strlen("user,id=jitsu-net") + 1;
+      const char *fw;
+      for (size_t i = 0; (fw = jitsu_vm_param(q->vm, "forward", i)); i++)
+        len += strlen(",hostfwd=") + strlen(fw);
+      char *s = malloc(len);
+      if (s == NULL) {
+        a.failed = true;
+      } else {
+        strcpy(s, "user,id=jitsu-net");
+        for (size_t i = 0; (fw = jitsu_vm_param(q->vm, "forward", i)); i++)
+          strcat(strcat(s, ",hostfwd="), fw);
+        add(&a, "%s", s);
+        free(s);
+      }
+    }
+    add(&a, "-device");
+    add(&a, "%s,netdev=jitsu-net,mac=%s",
+        is_microvm(q) ? "virtio-net-device" : "virtio-net-pci",
+        q->mac ? q->mac : mac);
+  }
+  if (incoming && with_fds) {
+    add(&a, "-incoming");
+    add(&a, "defer");
+  }
+  for (size_t i = 0; q->extra && q->extra[i]; i++)
+    add(&a, "%s", q->extra[i]);
+  if (a.failed) {
+    argv_free(a.v);
+    return NULL;
+  }
+  return a.v;
+}
+
+char *qemu_describe_args(qvm *q) {
+  char **v = build_argv(q, false, false);
+  if (v == NULL)
+    return NULL;
+  size_t len = 1;
+  for (size_t i = 0; v[i]; i++)
+    len += strlen(v[i]) + 1;
+  char *s = malloc(len);
+  if (s != NULL) {
+    s[0] = '\0';
+    for (size_t i = 0; v[i]; i++)
+      strcat(strcat(s, v[i]), "\n");
+  }
+  argv_free(v);
+  return s;
+}
+
+/* In the child: tell the parent why we cannot go on, and end. */
+static void __attribute__((noreturn))
+child_fail(int errfd, const char *what, int e) {
+  char msg[256];
+  int n = snprintf(msg, sizeof(msg), "%s: %s", what, strerror(e));
+  if (n > 0 && write(errfd, msg, (size_t)n) < 0) {
+  }
+  _exit(127);
+}
+
+/* In the child: a tap device, up, on (bridge) if given, at FD_TAP. */
+static void child_tap(qvm *q, int errfd) {
+  if (q->netns != NULL) {
+    char path[300];
+    snprintf(path, sizeof(path), "/run/netns/%s", q->netns);
+    int ns = open(path, O_RDONLY | O_CLOEXEC);
+    if (ns < 0)
+      child_fail(errfd, "cannot open the network namespace", errno);
+    if (setns(ns, CLONE_NEWNET) < 0)
+      child_fail(errfd, "cannot enter the network namespace", errno);
+    close(ns);
+  }
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0)
+    child_fail(errfd, "cannot open /dev/net/tun (tap needs root)", errno);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  snprintf(ifr.ifr_name, IFNAMSIZ, "jitsu%%d");
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0)
+    child_fail(errfd, "cannot create a tap device (needs CAP_NET_ADMIN)",
+               errno);
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0)
+    child_fail(errfd, "socket", errno);
+  struct ifreq up = ifr;
+  if (ioctl(s, SIOCGIFFLAGS, &up) < 0)
+    child_fail(errfd, "cannot read the tap's flags", errno);
+  up.ifr_flags |= IFF_UP;
+  if (ioctl(s, SIOCSIFFLAGS, &up) < 0)
+    child_fail(errfd, "cannot bring the tap up", errno);
+  if (q->bridge != NULL) {
+    struct ifreq br;
+    memset(&br, 0, sizeof(br));
+    snprintf(br.ifr_name, IFNAMSIZ, "%s", q->bridge);
+    struct ifreq idx = ifr;
+    if (ioctl(s, SIOCGIFINDEX, &idx) < 0)
+      child_fail(errfd, "cannot find the tap's index", errno);
+    br.ifr_ifindex = idx.ifr_ifindex;
+    if (ioctl(s, SIOCBRADDIF, &br) < 0)
+      child_fail(errfd, "cannot add the tap to the bridge", errno);
+  }
+  close(s);
+  if (dup2(fd, FD_TAP) < 0)
+    child_fail(errfd, "dup2", errno);
+}
+
+static int open_qemu_log(qvm *q) {
+  char path[600];
+  int r = qemu_path(q, "log", path, sizeof(path));
+  if (r < 0)
+    return r;
+  struct stat st;
+  int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC;
+  if (stat(path, &st) == 0 && st.st_size > QEMU_LOG_ROTATE)
+    flags |= O_TRUNC;
+  int fd = open(path, flags, 0600);
+  if (fd < 0)
+    return -errno;
+  q->qemu_log_start = lseek(fd, 0, SEEK_END);
+  return fd;
+}
+
+void qemu_last_message(qvm *q, char *out, size_t size) {
+  char path[600], buf[2048];
+  out[0] = '\0';
+  if (qemu_path(q, "log", path, sizeof(path)) < 0)
+    return;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  off_t end = lseek(fd, 0, SEEK_END);
+  off_t from = end - (off_t)sizeof(buf) + 1;
+  if (from < q->qemu_log_start)
+    from = q->qemu_log_start;
+  ssize_t n = from < end ? pread(fd, buf, (size_t)(end - from), from) : 0;
+  close(fd);
+  if (n <= 0)
+    return;
+  buf[n] = '\0';
+  while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+    buf[--n] = '\0';
+  char *line = strrchr(buf, '\n');
+  snprintf(out, size, "%s", line ? line + 1 : buf);
+}
+
+/* A listening socket at the QMP path, made before QEMU exists. */
+static int qmp_listen(qvm *q, char *path, size_t size) {
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  int r = qemu_path(q, "qmp", path, size);
+  if (r < 0)
+    return r;
+  if (strlen(path) >= sizeof(sun.sun_path))
+    return -ENAMETOOLONG;
+  strcpy(sun.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  unlink(path);
+  if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 4) < 0) {
+    r = -errno;
+    close(fd);
+    return r;
+  }
+  return fd;
+}
+
+int qemu_connect_qmp(qvm *q) {
+  char path[600];
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  int r = qemu_path(q, "qmp", path, sizeof(path));
+  if (r < 0)
+    return r;
+  if (strlen(path) >= sizeof(sun.sun_path))
+    return -ENAMETOOLONG;
+  strcpy(sun.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+    r = -errno;
+    close(fd);
+    return r;
+  }
+  return fd;
+}
+
+/* Put (fd) at (target) in the child; all sources were moved above 100
+ * first, so no dup2 overwrites one still needed. */
+static void child_place(int fd, int target, int errfd) {
+  if (fd >= 0 && dup2(fd, target) < 0)
+    child_fail(errfd, "dup2", errno);
+}
+
+int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd) {
+  jitsu_vm *vm = q->vm;
+  char qmp_path[600];
+  int lfd = -1, sp[2] = {-1, -1}, errp[2] = {-1, -1}, logfd = -1, r;
+  char **argv = build_argv(q, image_fd >= 0, true);
+  if (argv == NULL)
+    return -ENOMEM;
+  if ((logfd = open_qemu_log(q)) < 0) {
+    r = logfd;
+    jitsu_vm_set_reason(vm, "cannot open QEMU's log: %s", strerror(-r));
+    goto out;
+  }
+  if ((lfd = qmp_listen(q, qmp_path, sizeof(qmp_path))) < 0) {
+    r = lfd;
+    jitsu_vm_set_reason(vm, "cannot listen on the QMP socket %s: %s", qmp_path,
+                        strerror(-r));
+    goto out;
+  }
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0 ||
+      pipe2(errp, O_CLOEXEC) < 0) {
+    r = -errno;
+    jitsu_vm_set_reason(vm, "cannot make QEMU's descriptors: %s", strerror(-r));
+    goto out;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    r = -errno;
+    jitsu_vm_set_reason(vm, "fork: %s", strerror(-r));
+    goto out;
+  }
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    setsid();
+    int errfd = fcntl(errp[1], F_DUPFD_CLOEXEC, 100);
+    int l = fcntl(lfd, F_DUPFD, 100), s = fcntl(sp[1], F_DUPFD, 100);
+    int img = image_fd >= 0 ? fcntl(image_fd, F_DUPFD, 100) : -1;
+    int lg = fcntl(logfd, F_DUPFD, 100);
+    int null = open("/dev/null", O_RDONLY);
+    if (errfd < 0 || l < 0 || s < 0 || lg < 0 || null < 0 ||
+        (image_fd >= 0 && img < 0))
+      child_fail(errp[1], "cannot place QEMU's descriptors", errno);
+    child_place(null, 0, errfd);
+    child_place(lg, 1, errfd);
+    child_place(lg, 2, errfd);
+    child_place(l, FD_QMP, errfd);
+    child_place(s, FD_SERIAL, errfd);
+    if (q->net == QNET_TAP)
+      child_tap(q, errfd);
+    child_place(img, FD_IMAGE, errfd);
+    if (dup3(errfd, FD_ERR, O_CLOEXEC) < 0)
+      child_fail(errfd, "dup3", errno);
+    errfd = FD_ERR;
+    syscall(SYS_close_range, FD_ERR + 1, ~0U, 0);
+    execvp(argv[0], argv);
+    child_fail(errfd, "cannot run QEMU", errno);
+  }
+  close(errp[1]);
+  errp[1] = -1;
+  char msg[300];
+  ssize_t n;
+  do
+    n = read(errp[0], msg, sizeof(msg) - 1);
+  while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    msg[n] = '\0';
+    waitpid(pid, NULL, 0);
+    jitsu_vm_set_reason(vm, "%s (%s)", msg, q->binary);
+    r = -EIO;
+    goto out;
+  }
+  q->pid = pid;
+  q->our_child = true;
+  q->pidfd = jitsu__pidfd_open(pid);
+  jitsu__proc_stat(pid, &q->starttime, NULL);
+  if (q->pidfd < 0 || (*qmp_fd = qemu_connect_qmp(q)) < 0) {
+    r = q->pidfd < 0 ? -errno : *qmp_fd;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    if (q->pidfd >= 0)
+      close(q->pidfd);
+    q->pidfd = -1;
+    q->pid = 0;
+    jitsu_vm_set_reason(vm, "cannot reach QEMU's monitor: %s", strerror(-r));
+    goto out;
+  }
+  *serial_fd = sp[0];
+  sp[0] = -1;
+  r = qemu_record_write(q);
+  if (r < 0)
+    jitsu_vm_log(vm, JITSU_LOG_WARNING,
+                 "cannot write the guest record (%s): a restarted controller "
+                 "will not find QEMU (pid %d)",
+                 strerror(-r), (int)pid);
+  r = 0;
+out:
+  for (int i = 0; i < 2; i++) {
+    if (sp[i] >= 0)
+      close(sp[i]);
+    if (errp[i] >= 0)
+      close(errp[i]);
+  }
+  if (lfd >= 0)
+    close(lfd);
+  if (logfd >= 0)
+    close(logfd);
+  argv_free(argv);
+  return r;
+}
+
+int qemu_record_write(qvm *q) {
+  char path[600], tmp[620];
+  int r = qemu_path(q, "pid", path, sizeof(path));
+  if (r < 0)
+    return r;
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  FILE *f = fopen(tmp, "we");
+  if (f == NULL)
+    return -errno;
+  fprintf(f, "%d %llu\n", (int)q->pid, q->starttime);
+  if (fclose(f) != 0 || rename(tmp, path) < 0) {
+    r = -errno;
+    unlink(tmp);
+    return r;
+  }
+  return 0;
+}
+
+void qemu_record_remove(qvm *q) {
+  char path[600];
+  if (qemu_path(q, "pid", path, sizeof(path)) == 0)
+    unlink(path);
+  if (qemu_path(q, "qmp", path, sizeof(path)) == 0)
+    unlink(path);
+}
+
+int qemu_record_adopt(qvm *q) {
+  char path[600];
+  if (qemu_path(q, "pid", path, sizeof(path)) < 0)
+    return 0;
+  FILE *f = fopen(path, "re");
+  if (f == NULL)
+    return 0;
+  int pid = 0;
+  unsigned long long start = 0, now = 0;
+  int ok = fscanf(f, "%d %llu", &pid, &start) == 2 && pid > 1;
+  fclose(f);
+  int fd = ok ? jitsu__pidfd_open(pid) : -1;
+  if (fd >= 0 && jitsu__proc_stat(pid, &now, NULL) == 0 && now == start) {
+    q->pid = pid;
+    q->pidfd = fd;
+    q->starttime = start;
+    q->our_child = false;
+    return 1;
+  }
+  if (fd >= 0)
+    close(fd);
+  jitsu_vm_log(q->vm, JITSU_LOG_DEBUG, "removing a stale QEMU record");
+  qemu_record_remove(q);
+  return 0;
+}
+
+/* Read one QMP line from (fd) into (buf) by (deadline) (ms, monotonic);
+ * skips events. 0, or -errno. */
+static int read_reply(int fd, char *buf, size_t size, uint64_t deadline) {
+  size_t len = 0;
+  for (;;) {
+    char *nl = memchr(buf, '\n', len);
+    if (nl != NULL) {
+      *nl = '\0';
+      if (strstr(buf, "\"event\"") == NULL)
+        return 0;
+      size_t rest = len - (size_t)(nl + 1 - buf);
+      memmove(buf, nl + 1, rest);
+      len = rest;
+      continue;
+    }
+    if (len + 1 >= size)
+      return -EPROTO;
+    uint64_t now = uv_hrtime() / 1000000;
+    if (now >= deadline)
+      return -ETIMEDOUT;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int r = poll(&pfd, 1, (int)(deadline - now));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      return r == 0 ? -ETIMEDOUT : -errno;
+    ssize_t n = read(fd, buf + len, size - len - 1);
+    if (n <= 0)
+      return n == 0 ? -ECONNRESET : -errno;
+    len += (size_t)n;
+    buf[len] = '\0';
+  }
+}
+
+int qemu_query_status_sync(qvm *q, char *status, size_t size, int timeout_ms) {
+  int fd = qemu_connect_qmp(q);
+  if (fd < 0)
+    return fd;
+  uint64_t deadline = uv_hrtime() / 1000000 + (uint64_t)timeout_ms;
+  char buf[4096];
+  static const char caps[] = "{\"execute\":\"qmp_capabilities\"}\n";
+  static const char query[] = "{\"execute\":\"query-status\"}\n";
+  int r = read_reply(fd, buf, sizeof(buf), deadline);
+  if (r == 0 && strstr(buf, "\"QMP\"") == NULL)
+    r = -EPROTO;
+  if (r == 0 && write(fd, caps, sizeof(caps) - 1) != sizeof(caps) - 1)
+    r = -EIO;
+  if (r == 0)
+    r = read_reply(fd, buf, sizeof(buf), deadline);
+  if (r == 0 && write(fd, query, sizeof(query) - 1) != sizeof(query) - 1)
+    r = -EIO;
+  if (r == 0)
+    r = read_reply(fd, buf, sizeof(buf), deadline);
+  close(fd);
+  if (r < 0)
+    return r;
+  json_t *m = json_loads(buf, 0, NULL);
+  const char *st = json_string_value(
+      json_object_get(json_object_get(m, "return"), "status"));
+  if (st != NULL)
+    snprintf(status, size, "%s", st);
+  json_decref(m);
+  return st != NULL ? 0 : -EPROTO;
+}
