@@ -163,7 +163,8 @@ int vm_pid(jitsu_vm *vm) {
   jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
   jitsu_vm_info_get(vm, &info);
   int pid = 0;
-  if (sscanf(info.instance, "pid %d", &pid) != 1)
+  if (sscanf(info.instance, "pid %d", &pid) != 1 &&
+      sscanf(info.instance, "qemu pid %d", &pid) != 1)
     return 0;
   return pid;
 }

@@ -1,0 +1,435 @@
+/*
+ * The qemu backend against real QEMU: the tiny PVH guest for the
+ * lifecycle (it boots in tens of milliseconds) and the small Linux guest
+ * for networking (a boot takes 1-3 s under TCG: few of them).
+ *
+ * Environment: JITSU_PVH_GUEST (the tiny guest's ELF), JITSU_LINUX_KERNEL
+ * and JITSU_LINUX_INITRD (examples/guests/linux/build.sh; the Linux tests
+ * skip without them).
+ */
+#include "helpers.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *env(const char *name) {
+  const char *v = getenv(name);
+  return v && v[0] ? v : NULL;
+}
+
+static const char *reason_of(jitsu_vm *vm) {
+  static jitsu_vm_info info;
+  info.version = JITSU_VM_INFO_VERSION;
+  jitsu_vm_info_get(vm, &info);
+  return info.reason;
+}
+
+static jitsu_vm *summon_ok(fixture *f, const char *name, uint64_t ms) {
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
+  assert_non_null(vm);
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, ms));
+  if (o.status != 0)
+    fprintf(stderr, "summon %s: %s (%s)\n", name, jitsu_strerror(o.status),
+            reason_of(vm));
+  assert_int_equal(o.status, 0);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  return vm;
+}
+
+typedef int (*verb_fn)(jitsu_vm *, jitsu_vm_cb, void *);
+
+static void verb_ok(fixture *f, jitsu_vm *vm, verb_fn fn, uint64_t ms) {
+  outcome o = {0};
+  assert_int_equal(fn(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, ms));
+  if (o.status != 0)
+    fprintf(stderr, "%s: %s (%s)\n", jitsu_vm_name(vm),
+            jitsu_strerror(o.status), reason_of(vm));
+  assert_int_equal(o.status, 0);
+}
+
+static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_stop(vm, mode, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 15000));
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
+}
+
+/* The QEMU process of (pid) is gone (reaped or never there). */
+static void gone(int pid) {
+  for (int i = 0; i < 100 && pid_alive(pid); i++)
+    usleep(10000);
+  assert_false(pid_alive(pid));
+}
+
+static int new_ctx(fixture *f, jitsu_ctx **ctx) {
+  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
+  char sdir[300];
+  snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
+  o.state_dir = sdir;
+  return jitsu_ctx_new(&f->loop, &o, ctx);
+}
+
+static int file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (int)st.st_size : -1;
+}
+
+/* A vm section of the tiny guest: "[vm NAME]" plus (extra) lines. */
+#define TINY(name, extra)                                                      \
+  "[vm " name "]\nbackend = qemu\nkernel = %s\nmemory = 16M\nnet = none\n"     \
+  "ready = marker\nready-timeout = 20s\nstop-grace = 300ms\n" extra
+
+static void test_tiny_lifecycle(void **state) {
+  fixture *f = *state;
+  const char *k = env("JITSU_PVH_GUEST");
+  assert_non_null(k);
+  assert_int_equal(fixture_load(f, TINY("t", ""), k), 0);
+  jitsu_vm *vm = summon_ok(f, "t", 20000);
+  int pid = vm_pid(vm);
+  assert_true(pid > 0 && pid_alive(pid));
+  /* Pause in memory and continue. */
+  verb_ok(f, vm, jitsu_vm_suspend, 5000);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_SUSPENDED);
+  verb_ok(f, vm, jitsu_vm_resume, 5000);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  assert_int_equal(vm_pid(vm), pid);
+  /* The tiny guest ignores the power button: quit after the grace. */
+  stop_ok(f, vm, JITSU_STOP_SHUTDOWN);
+  assert_non_null(strstr(reason_of(vm), "QEMU quit"));
+  gone(pid);
+  vm = summon_ok(f, "t", 20000);
+  pid = vm_pid(vm);
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  gone(pid);
+}
+
+/* QEMU killed from outside: failed with the signal; the next summon
+ * starts it again. */
+static void test_tiny_killed(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, TINY("t", ""), env("JITSU_PVH_GUEST")), 0);
+  jitsu_vm *vm = summon_ok(f, "t", 20000);
+  int pid = vm_pid(vm);
+  kill(pid, SIGKILL);
+  assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 5000));
+  assert_non_null(strstr(reason_of(vm), "killed by signal 9"));
+  vm = summon_ok(f, "t", 20000);
+  assert_true(vm_pid(vm) != pid);
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+}
+
+/* Suspend to disk: QEMU goes away, the state is in a file; resume
+ * restores it in a new QEMU. */
+static void test_tiny_suspend_to_disk(void **state) {
+  fixture *f = *state;
+  assert_int_equal(
+      fixture_load(f, TINY("t", "suspend = disk\n"), env("JITSU_PVH_GUEST")),
+      0);
+  jitsu_vm *vm = summon_ok(f, "t", 20000);
+  int pid = vm_pid(vm);
+  verb_ok(f, vm, jitsu_vm_suspend, 20000);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_SUSPENDED);
+  gone(pid);
+  char image[400];
+  snprintf(image, sizeof(image), "%s/state/qemu/t.suspend", f->dir);
+  assert_true(file_size(image) > 1000);
+  verb_ok(f, vm, jitsu_vm_resume, 20000);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  int pid2 = vm_pid(vm);
+  assert_true(pid2 > 0 && pid2 != pid);
+  assert_int_equal(file_size(image), -1); /* used up */
+  /* Suspended again, then stopped: the saved state goes. */
+  verb_ok(f, vm, jitsu_vm_suspend, 20000);
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  assert_int_equal(file_size(image), -1);
+  gone(pid2);
+}
+
+/* snapshot-auto: the first boot saves an image; later summons restore it
+ * (the guest does not boot again, so its marker is printed only once). */
+static void test_tiny_snapshot_summons(void **state) {
+  fixture *f = *state;
+  char image[400], console[400];
+  snprintf(image, sizeof(image), "%s/tiny.img", f->dir);
+  snprintf(console, sizeof(console), "%s/state/qemu/t.console", f->dir);
+  assert_int_equal(
+      fixture_load(f, TINY("t", "snapshot = %s\nsnapshot-auto = yes\n"),
+                   env("JITSU_PVH_GUEST"), image),
+      0);
+  jitsu_vm *vm = summon_ok(f, "t", 20000);
+  for (int i = 0; i < 500 && file_size(image) <= 0; i++)
+    run_for(f, 20);
+  assert_true(file_size(image) > 1000);
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  for (int round = 0; round < 3; round++) {
+    vm = summon_ok(f, "t", 20000);
+    assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+    stop_ok(f, vm, JITSU_STOP_DESTROY);
+  }
+  assert_int_equal(count_lines(console), 1);
+  /* A broken image with a matching fingerprint: QEMU's own message, the
+   * vm in failed, no QEMU left. */
+  FILE *img = fopen(image, "w");
+  fputs("not a migration stream\n", img);
+  fclose(img);
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 20000));
+  assert_int_equal(o.status, JITSU_EEXITED);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_FAILED);
+  assert_non_null(strstr(reason_of(vm), "QEMU exited with status 1"));
+  assert_int_equal(vm_pid(vm), 0);
+}
+
+/* jitsu_vm_snapshot() on demand, and its errors. */
+static void test_tiny_snapshot_on_demand(void **state) {
+  fixture *f = *state;
+  char image[400];
+  snprintf(image, sizeof(image), "%s/demand.img", f->dir);
+  assert_int_equal(
+      fixture_load(f, TINY("t", "snapshot = %s\n") TINY("plain", ""),
+                   env("JITSU_PVH_GUEST"), image, env("JITSU_PVH_GUEST")),
+      0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "t");
+  assert_int_equal(jitsu_vm_snapshot(vm, NULL, NULL), JITSU_ESTATE);
+  vm = summon_ok(f, "t", 20000);
+  assert_int_equal(file_size(image), -1);
+  verb_ok(f, vm, jitsu_vm_snapshot, 20000);
+  assert_true(file_size(image) > 1000);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  verb_ok(f, vm, jitsu_vm_suspend, 5000); /* it still runs: pause works */
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  jitsu_vm *plain = summon_ok(f, "plain", 20000);
+  assert_int_equal(jitsu_vm_snapshot(plain, NULL, NULL), -EINVAL);
+  assert_non_null(strstr(jitsu_ctx_last_error(f->ctx), "names no snapshot"));
+}
+
+/* A controller that goes away leaves QEMU running; the next one adopts it
+ * through the record and the QMP socket in the state directory. */
+static void test_tiny_adopt(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, TINY("t", "") TINY("p", ""),
+                                env("JITSU_PVH_GUEST"), env("JITSU_PVH_GUEST")),
+                   0);
+  jitsu_vm *vm = summon_ok(f, "t", 20000);
+  int pid = vm_pid(vm);
+  jitsu_vm *p = summon_ok(f, "p", 20000);
+  verb_ok(f, p, jitsu_vm_suspend, 5000);
+  int ppid = vm_pid(p);
+  jitsu_ctx_free(f->ctx);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_true(pid_alive(pid));
+  assert_int_equal(new_ctx(f, &f->ctx), 0);
+  assert_int_equal(jitsu_config_load(f->ctx, f->config, &f->err), 0);
+  vm = jitsu_vm_find(f->ctx, "t");
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  assert_int_equal(vm_pid(vm), pid);
+  p = jitsu_vm_find(f->ctx, "p");
+  assert_int_equal(jitsu_vm_state(p), JITSU_STATE_SUSPENDED);
+  verb_ok(f, p, jitsu_vm_resume, 5000); /* the adopted monitor works */
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  stop_ok(f, p, JITSU_STOP_DESTROY);
+  gone(pid);
+  gone(ppid);
+}
+
+static void summon_fails(fixture *f, const char *name, int status,
+                         const char *words) {
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 20000));
+  assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 10000));
+  if (o.status != status || strstr(reason_of(vm), words) == NULL)
+    fprintf(stderr, "%s: %s: %s\n", name, jitsu_strerror(o.status),
+            reason_of(vm));
+  assert_int_equal(o.status, status);
+  assert_non_null(strstr(reason_of(vm), words));
+  assert_int_equal(vm_pid(vm), 0);
+}
+
+static void test_bad_input(void **state) {
+  fixture *f = *state;
+  const char *k = env("JITSU_PVH_GUEST");
+  assert_int_equal(
+      fixture_load(
+          f,
+          TINY("nokernel", "") TINY(
+              "badopt",
+              "qemu-arg = -no-such-option\n") "[vm mute]\nbackend = "
+                                              "qemu\nkernel = %s\nnet = none\n"
+                                              "ready = marker\nready-timeout = "
+                                              "1500ms\n"
+                                              "console-marker = "
+                                              "NEVER_PRINTED\n" TINY(
+                                                  "noqemu",
+                                                  "qemu = /nonexistent/qemu\n"),
+          "/nonexistent/vmlinux", k, k, k),
+      0);
+  summon_fails(f, "nokernel", -ENOENT, "cannot read the kernel");
+  summon_fails(f, "badopt", JITSU_EEXITED,
+               "QEMU exited with status 1: qemu-system-x86_64: "
+               "-no-such-option: invalid option");
+  summon_fails(f, "mute", JITSU_ETIMEDOUT, "not ready within 1500 ms");
+  summon_fails(f, "noqemu", -EIO, "cannot run QEMU");
+  /* Config errors name the key. */
+  struct {
+    const char *line, *key, *words;
+  } bad[] = {
+      {"accel = xen", "accel", "not auto, kvm or tcg"},
+      {"memory = 1536K", "memory", "whole number of MiB"},
+      {"net = bridge", "net", "not user, tap or none"},
+      {"forward = tcp:127.0.0.1:80", "forward", "tcp:HOSTADDR:PORT-:GUESTPORT"},
+      {"forward = tcp:127.0.0.1:80-:80,guestfwd=x", "forward", "not tcp:"},
+      {"mac = 01:00:00:00:00:01", "mac", "unicast"},
+      {"bridge = br0", "bridge", "needs net = tap"},
+      {"snapshot = relative.img", "snapshot", "absolute"},
+      {"snapshot-auto = yes", "snapshot-auto", "needs a snapshot path"},
+      {"suspend = sometimes", "suspend", "not memory or disk"},
+      {"vcpus = 0", "vcpus", "1 to 255"},
+      {"qemu-arg = \"unbalanced", "qemu-arg", "quotes"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char text[600];
+    snprintf(text, sizeof(text), "[vm x]\nbackend = qemu\nkernel = %s\n%s\n", k,
+             bad[i].line);
+    FILE *c = fopen(f->config, "w");
+    fputs(text, c);
+    fclose(c);
+    jitsu_ctx *ctx;
+    assert_int_equal(new_ctx(f, &ctx), 0);
+    jitsu_error err;
+    int r = jitsu_config_load(ctx, f->config, &err);
+    if (r == 0 || strcmp(err.key, bad[i].key) != 0 ||
+        strstr(err.message, bad[i].words) == NULL)
+      fprintf(stderr, "'%s': %d %s: %s\n", bad[i].line, r, err.key,
+              err.message);
+    assert_true(r < 0);
+    assert_string_equal(err.key, bad[i].key);
+    assert_non_null(strstr(err.message, bad[i].words));
+    jitsu_ctx_free(ctx);
+  }
+}
+
+/* The Linux guest: boot to HTTP through a forwarded port (marker, then a
+ * real request), an on-demand snapshot, suspend to disk and a request
+ * answered after the restore, and a later summon restored from the image. */
+static void test_linux_http(void **state) {
+  fixture *f = *state;
+  const char *kernel = env("JITSU_LINUX_KERNEL");
+  const char *initrd = env("JITSU_LINUX_INITRD");
+  if (kernel == NULL || initrd == NULL) {
+    skip();
+    return;
+  }
+  int port = free_port();
+  char image[400], body[128];
+  snprintf(image, sizeof(image), "%s/web.img", f->dir);
+  assert_int_equal(
+      fixture_load(f,
+                   "[vm web]\nbackend = qemu\nkernel = %s\ninitrd = %s\n"
+                   "cmdline = console=ttyS0 panic=-1 quiet jname=web\n"
+                   "tsc-hint = yes\nforward = tcp:127.0.0.1:%d-:80\n"
+                   "ready = marker+http:127.0.0.1:%d/\nready-timeout = 60s\n"
+                   "suspend = disk\nsnapshot = %s\nstop-grace = 2s\n",
+                   kernel, initrd, port, port, image),
+      0);
+  jitsu_vm *vm = summon_ok(f, "web", 60000);
+  assert_int_equal(http_get(port, body, sizeof(body)), 0);
+  assert_string_equal(body, "hello from web");
+  verb_ok(f, vm, jitsu_vm_snapshot, 30000);
+  assert_true(file_size(image) > 1000000);
+  assert_int_equal(http_get(port, body, sizeof(body)), 0);
+  int pid = vm_pid(vm);
+  verb_ok(f, vm, jitsu_vm_suspend, 30000);
+  gone(pid);
+  verb_ok(f, vm, jitsu_vm_resume, 30000);
+  assert_int_equal(http_get(port, body, sizeof(body)), 0);
+  assert_string_equal(body, "hello from web");
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  vm = summon_ok(f, "web", 30000); /* from the image */
+  jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+  jitsu_vm_info_get(vm, &info);
+  fprintf(stderr, "linux guest: summon from the snapshot image in %llu ms\n",
+          (unsigned long long)info.last_start_ms);
+  assert_int_equal(http_get(port, body, sizeof(body)), 0);
+  assert_string_equal(body, "hello from web");
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+}
+
+/* Tap on a bridge inside a network namespace that the test makes. */
+static void test_linux_tap_netns(void **state) {
+  fixture *f = *state;
+  const char *kernel = env("JITSU_LINUX_KERNEL");
+  const char *initrd = env("JITSU_LINUX_INITRD");
+  if (kernel == NULL || initrd == NULL || geteuid() != 0) {
+    fprintf(stderr, "skipped: tap networking needs root and the Linux "
+                    "guest\n");
+    skip();
+    return;
+  }
+  char ns[64], cmd[512], body[128] = "";
+  snprintf(ns, sizeof(ns), "jitsu-test-%d", (int)getpid());
+  snprintf(cmd, sizeof(cmd),
+           "ip netns add %s && ip -n %s link set lo up && "
+           "ip -n %s link add br0 type bridge && "
+           "ip -n %s addr add 10.77.0.1/24 dev br0 && "
+           "ip -n %s link set br0 up",
+           ns, ns, ns, ns, ns);
+  int made = system(cmd);
+  if (made == 0) {
+    if (fixture_load(f,
+                     "[vm tap]\nbackend = qemu\nkernel = %s\ninitrd = %s\n"
+                     "cmdline = console=ttyS0 panic=-1 quiet jname=tap "
+                     "jip=10.77.0.2/24 jgw=10.77.0.1\n"
+                     "tsc-hint = yes\nnet = tap\nbridge = br0\nnetns = %s\n"
+                     "ready = marker\nready-timeout = 60s\n",
+                     kernel, initrd, ns) == 0) {
+      jitsu_vm *vm = summon_ok(f, "tap", 60000);
+      snprintf(cmd, sizeof(cmd),
+               "ip netns exec %s curl -s -m 5 --retry 5 --retry-connrefused "
+               "http://10.77.0.2/",
+               ns);
+      FILE *p = popen(cmd, "r");
+      if (p != NULL) {
+        if (fgets(body, sizeof(body), p) == NULL)
+          body[0] = '\0';
+        pclose(p);
+      }
+      stop_ok(f, vm, JITSU_STOP_DESTROY);
+    }
+  }
+  snprintf(cmd, sizeof(cmd), "ip netns del %s", ns);
+  assert_int_equal(system(cmd), 0);
+  assert_int_equal(made, 0);
+  assert_string_equal(body, "hello from tap\n");
+}
+
+int main(void) {
+  if (env("JITSU_PVH_GUEST") == NULL) {
+    fprintf(stderr, "JITSU_PVH_GUEST is not set (run through meson test)\n");
+    return 77;
+  }
+#define T(fn)                                                                  \
+  cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+  const struct CMUnitTest tests[] = {
+      T(test_tiny_lifecycle),
+      T(test_tiny_killed),
+      T(test_tiny_suspend_to_disk),
+      T(test_tiny_snapshot_summons),
+      T(test_tiny_snapshot_on_demand),
+      T(test_tiny_adopt),
+      T(test_bad_input),
+      T(test_linux_http),
+      T(test_linux_tap_netns),
+  };
+  return cmocka_run_group_tests_name("qemu", tests, NULL, NULL);
+}
