@@ -154,7 +154,7 @@ static void verb_timeout(jitsu__creq *req) {
                       "not done in time; the operation goes on (see status)");
 }
 
-typedef enum verb { SUMMON, STOP, SUSPEND, RESUME } verb;
+typedef enum verb { SUMMON, STOP, SUSPEND, RESUME, SNAPSHOT } verb;
 
 static void run_verb(jitsu__creq *req, json_t *args, verb v, bool wait) {
   jitsu_vm *vm = named_vm(req, args);
@@ -179,6 +179,7 @@ static void run_verb(jitsu__creq *req, json_t *args, verb v, bool wait) {
   int r = v == SUMMON    ? jitsu_vm_summon(vm, cb, arg)
           : v == STOP    ? jitsu_vm_stop(vm, mode, cb, arg)
           : v == SUSPEND ? jitsu_vm_suspend(vm, cb, arg)
+          : v == SNAPSHOT ? jitsu_vm_snapshot(vm, cb, arg)
                          : jitsu_vm_resume(vm, cb, arg);
   if (r < 0) {
     jitsu__control_fail(req, r, "%s",
@@ -202,6 +203,9 @@ static void cmd_suspend(jitsu__creq *req, json_t *args) {
 }
 static void cmd_resume(jitsu__creq *req, json_t *args) {
   run_verb(req, args, RESUME, true);
+}
+static void cmd_snapshot(jitsu__creq *req, json_t *args) {
+  run_verb(req, args, SNAPSHOT, true);
 }
 
 static int add_stats(jitsu_vm *vm, void *arg) {
@@ -286,7 +290,7 @@ static const command commands[] = {
     {"status", cmd_status, name_field},  {"summon", cmd_summon, verb_fields},
     {"stop", cmd_stop, stop_fields},     {"suspend", cmd_suspend, verb_fields},
     {"resume", cmd_resume, verb_fields}, {"stats", cmd_stats, name_field},
-    {"reload", cmd_reload, no_fields},
+    {"reload", cmd_reload, no_fields},   {"snapshot", cmd_snapshot, verb_fields},
 };
 
 static bool allowed(const command *c, const char *key) {
@@ -335,7 +339,8 @@ void jitsu__control_run(jitsu__creq *req, const char *line, size_t len) {
   else if (c == NULL)
     jitsu__control_fail(req, -EOPNOTSUPP,
                         "unknown command \"%.64s\" (version, list, status, "
-                        "summon, stop, suspend, resume, stats, reload)",
+                        "summon, stop, suspend, resume, snapshot, stats, "
+                        "reload)",
                         json_string_value(cmd));
   else {
     json_object_foreach(root, key, val) {

@@ -34,6 +34,7 @@ static const char usage_text[] =
     "  stop NAME [shutdown|destroy] [--timeout MS]\n"
     "  suspend NAME [--timeout MS]\n"
     "  resume NAME [--timeout MS]\n"
+    "  snapshot NAME [--timeout MS]  save the image its summons restore\n"
     "  stats [NAME] [--prometheus]   counters and latencies\n"
     "  reload                        re-read the config file\n"
     "  version\n"
@@ -458,7 +459,7 @@ int main(int argc, char **argv) {
       json_object_set_new(req, "name", json_string(name));
   } else if (strcmp(cmd, "status") == 0 || strcmp(cmd, "summon") == 0 ||
              strcmp(cmd, "suspend") == 0 || strcmp(cmd, "resume") == 0 ||
-             strcmp(cmd, "stop") == 0) {
+             strcmp(cmd, "snapshot") == 0 || strcmp(cmd, "stop") == 0) {
     int max = strcmp(cmd, "stop") == 0 ? 2 : 1;
     if (nargs < 1 || nargs > max)
       return bad(req, max == 2 ? "stop takes a vm name and optionally "

@@ -17,8 +17,15 @@ out=${1:-${JITSU_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jitsu/guests}/linu
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-kv=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-     sed -n 's/.*Depends: linux-image-\(.*-cloud-amd64\)$/\1/p' | head -n 1)
+latest() {
+  apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+    sed -n 's/.*Depends: linux-image-\(.*-cloud-amd64\)$/\1/p' | head -n 1
+}
+kv=$(latest)
+if [ -z "$kv" ] && [ "$(id -u)" -eq 0 ] && ! ls "$out"/vmlinux-* >/dev/null 2>&1; then
+  apt-get update -q >/dev/null 2>&1 || true # no package lists yet
+  kv=$(latest)
+fi
 if [ -z "$kv" ]; then
   # No package lists: use the newest cached build, if any.
   kv=$(ls "$out" 2>/dev/null | sed -n 's/^vmlinux-//p' | sort -V | tail -n 1)
