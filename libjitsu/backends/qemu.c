@@ -558,10 +558,7 @@ static void incoming_begun(void *arg, json_t *ret, const char *error) {
 
 static void qmp_opened(void *arg) {
   qvm *q = arg;
-  if (q->op == QOP_START && !q->from_image) {
-    q->op = QOP_NONE;
-    jitsu_backend_started(q->vm, 0);
-  } else if (q->op == QOP_START || q->op == QOP_RESUME_DISK) {
+  if (q->op == QOP_START || q->op == QOP_RESUME_DISK) {
     json_t *a = json_pack("{s:s}", "uri", "fd:6");
     qmp_send(q->qmp, "migrate-incoming", a, -1, QMP_TIMEOUT_MS, incoming_begun,
              q);
@@ -669,7 +666,14 @@ static int qemu_start(jitsu_vm *vm) {
     return e;
   }
   q->from_image = file_exists(q->snapshot) && image_fits(q);
-  return launch(q, QOP_START, q->from_image ? q->snapshot : NULL);
+  int r = launch(q, QOP_START, q->from_image ? q->snapshot : NULL);
+  if (r == 0 && !q->from_image) {
+    /* A boot needs nothing from QMP before it is ready: readiness checks
+     * begin now (commands queue until the handshake is done). */
+    q->op = QOP_NONE;
+    jitsu_backend_started(vm, 0);
+  }
+  return r;
 }
 
 static void grace_expired(uv_timer_t *t) {

@@ -1,0 +1,337 @@
+/*
+ * bench_qemu: the qemu backend's summon times against QEMU started by
+ * hand, in one run, as ratios.
+ *
+ * Tiny PVH guest (examples/guests/pvh), summon to its serial marker:
+ *   jitsu   jitsu_vm_summon() until ready (marker seen)
+ *   hand    the same QEMU command line (read from the running guest's
+ *           /proc/PID/cmdline, QMP dropped, serial on a pipe) until the
+ *           marker is read
+ *   floor   the same command with jitsu.exit: the guest ends QEMU at its
+ *           first C statement (spawn to exit: QEMU's own start-up)
+ * Linux guest (examples/guests/linux/build.sh), summon to first HTTP
+ * response through the forwarded port: cold boot, restore from a snapshot
+ * image, resume from pause; and a cold boot by hand.
+ *
+ *   bench_qemu [-n N] PVH_GUEST [KERNEL INITRD]
+ */
+#include <jitsu/jitsu.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static uv_loop_t loop;
+static jitsu_ctx *ctx;
+static char dir[] = "/tmp/jitsu-bench-qemu-XXXXXX";
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double p50(double *v, int n) {
+  qsort(v, (size_t)n, sizeof(*v), cmp);
+  return v[n / 2];
+}
+
+static void done(jitsu_vm *vm, int status, void *arg) {
+  (void)vm;
+  *(int *)arg = status == 0 ? 1 : -1;
+}
+
+static int wait_verb(int (*fn)(jitsu_vm *, jitsu_vm_cb, void *), jitsu_vm *vm) {
+  int flag = 0;
+  if (fn(vm, done, &flag) < 0)
+    return -1;
+  while (flag == 0)
+    uv_run(&loop, UV_RUN_ONCE);
+  return flag;
+}
+
+static int stop(jitsu_vm *vm) {
+  int flag = 0;
+  jitsu_vm_stop(vm, JITSU_STOP_DESTROY, done, &flag);
+  while (flag == 0)
+    uv_run(&loop, UV_RUN_ONCE);
+  return 0;
+}
+
+/* First byte of an HTTP answer from 127.0.0.1:(port), retrying; 0. */
+static int http_first_byte(int port, double deadline) {
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port)};
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  while (now_ms() < deadline) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char c;
+    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+        write(fd, "GET / HTTP/1.0\r\n\r\n", 18) == 18 && read(fd, &c, 1) == 1) {
+      close(fd);
+      return 0;
+    }
+    close(fd);
+    usleep(2000);
+  }
+  return -1;
+}
+
+/* The running guest's command line, made runnable by hand: no QMP, the
+ * serial console on stdout (a pipe), plus (append_extra) on -append. */
+static char **hand_argv(int pid, const char *append_extra) {
+  char path[64], buf[8192];
+  snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+  int fd = open(path, O_RDONLY);
+  ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+  if (fd >= 0)
+    close(fd);
+  if (n <= 0)
+    return NULL;
+  buf[n] = '\0';
+  char **v = calloc(128, sizeof(*v));
+  int k = 0;
+  for (char *p = buf; p < buf + n && k < 120; p += strlen(p) + 1) {
+    if (strncmp(p, "socket,id=jitsu-qmp", 19) == 0) {
+      k--; /* drop "-chardev" before it, and "-mon x" after it */
+      p += strlen(p) + 1;
+      p += strlen(p) + 1;
+      continue;
+    }
+    if (strncmp(p, "socket,id=jitsu-con", 19) == 0)
+      v[k++] = strdup("stdio,id=jitsu-con");
+    else if (append_extra && k > 0 && strcmp(v[k - 1], "-append") == 0) {
+      char *s;
+      if (asprintf(&s, "%s %s", p, append_extra) < 0)
+        return NULL;
+      v[k++] = s;
+    } else
+      v[k++] = strdup(p);
+  }
+  return v;
+}
+
+/* Run (argv) by hand; until (marker) on its stdout (or exit if NULL). */
+static double run_by_hand(char **argv, const char *marker, int http_port) {
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) < 0)
+    return -1;
+  double t0 = now_ms();
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    int null = open("/dev/null", O_RDWR);
+    dup2(null, 0);
+    dup2(null, 2);
+    execvp(argv[0], argv);
+    _exit(127);
+  }
+  close(out[1]);
+  double t = -1;
+  /* Bounded: a guest that never answers is killed after 60 s. */
+  pid_t guard = fork();
+  if (guard == 0) {
+    sleep(60);
+    kill(pid, SIGKILL);
+    _exit(0);
+  }
+  if (marker == NULL) {
+    int st;
+    waitpid(pid, &st, 0);
+    if (!WIFSIGNALED(st))
+      t = now_ms() - t0;
+  } else {
+    char buf[4096];
+    size_t len = 0;
+    ssize_t n;
+    while ((n = read(out[0], buf + len, sizeof(buf) - 1 - len)) > 0) {
+      len += (size_t)n;
+      buf[len] = '\0';
+      if (strstr(buf, marker) != NULL)
+        break;
+      if (len > sizeof(buf) / 2) {
+        memmove(buf, buf + len / 2, len - len / 2);
+        len -= len / 2;
+      }
+    }
+    if (http_port == 0 || http_first_byte(http_port, now_ms() + 30000) == 0)
+      t = now_ms() - t0;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+  }
+  kill(guard, SIGKILL);
+  waitpid(guard, NULL, 0);
+  close(out[0]);
+  return t;
+}
+
+static int define(const char *text) {
+  char path[300];
+  snprintf(path, sizeof(path), "%s/bench.conf", dir);
+  FILE *f = fopen(path, "w");
+  fputs(text, f);
+  fclose(f);
+  jitsu_error err;
+  if (jitsu_config_load(ctx, path, &err) < 0) {
+    fprintf(stderr, "bench_qemu: %s\n", err.message);
+    return -1;
+  }
+  return 0;
+}
+
+static int guest_pid(jitsu_vm *vm) {
+  jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+  jitsu_vm_info_get(vm, &info);
+  int pid = 0;
+  sscanf(info.instance, "qemu pid %d", &pid);
+  return pid;
+}
+
+static void tiny(int n) {
+  jitsu_vm *vm = jitsu_vm_find(ctx, "tiny");
+  double *j = calloc((size_t)n, sizeof(double));
+  double *h = calloc((size_t)n, sizeof(double));
+  double *fl = calloc((size_t)n, sizeof(double));
+  char **argv = NULL, **exit_argv = NULL;
+  for (int i = 0; i < n; i++) {
+    double t0 = now_ms();
+    if (wait_verb(jitsu_vm_summon, vm) < 0)
+      return;
+    j[i] = now_ms() - t0;
+    if (argv == NULL) {
+      argv = hand_argv(guest_pid(vm), NULL);
+      exit_argv = hand_argv(guest_pid(vm), NULL);
+      for (int k = 0; exit_argv[k]; k++)
+        if (strcmp(exit_argv[k], "-kernel") == 0) {
+          /* add -append jitsu.exit after the kernel */
+          memmove(exit_argv + k + 6, exit_argv + k + 2,
+                  (size_t)(120 - k - 6) * sizeof(char *));
+          exit_argv[k + 2] = "-append";
+          exit_argv[k + 3] = "jitsu.exit";
+          exit_argv[k + 4] = "-device";
+          exit_argv[k + 5] = "isa-debug-exit,iobase=0xf4,iosize=0x04";
+          break;
+        }
+    }
+    stop(vm);
+    h[i] = run_by_hand(argv, "JITSU_READY", 0);
+    fl[i] = run_by_hand(exit_argv, NULL, 0);
+  }
+  double pj = p50(j, n), ph = p50(h, n), pf = p50(fl, n);
+  printf("tiny PVH guest, %d runs each, p50 (ms):\n", n);
+  printf("  libjitsu summon to marker   %7.1f\n", pj);
+  printf("  QEMU by hand to marker      %7.1f\n", ph);
+  printf("  QEMU floor (exit at once)   %7.1f   (spawn to exit, with "
+         "QEMU's teardown)\n",
+         pf);
+  printf("  toolstack overhead: %+.1f ms (ratio jitsu/hand %.2f)\n", pj - ph,
+         pj / ph);
+}
+
+static void linux_guest(int port, int n) {
+  jitsu_vm *vm = jitsu_vm_find(ctx, "web");
+  double cold[8], hand[8], restore[32], resume[32];
+  int nc = n < 8 ? n : 8;
+  char **argv = NULL;
+  char img[300];
+  snprintf(img, sizeof(img), "%s/web.img", dir);
+  for (int i = 0; i < nc; i++) {
+    unlink(img);
+    double t0 = now_ms();
+    if (wait_verb(jitsu_vm_summon, vm) < 0 ||
+        http_first_byte(port, now_ms() + 30000) < 0)
+      return;
+    cold[i] = now_ms() - t0;
+    if (argv == NULL)
+      argv = hand_argv(guest_pid(vm), NULL);
+    if (i == nc - 1)
+      wait_verb(jitsu_vm_snapshot, vm);
+    stop(vm);
+    hand[i] = run_by_hand(argv, "JITSU_READY", port);
+  }
+  for (int i = 0; i < n && i < 32; i++) {
+    double t0 = now_ms();
+    if (wait_verb(jitsu_vm_summon, vm) < 0 ||
+        http_first_byte(port, now_ms() + 30000) < 0)
+      return;
+    restore[i] = now_ms() - t0;
+    wait_verb(jitsu_vm_suspend, vm);
+    t0 = now_ms();
+    wait_verb(jitsu_vm_summon, vm);
+    http_first_byte(port, now_ms() + 30000);
+    resume[i] = now_ms() - t0;
+    stop(vm);
+  }
+  int nr = n < 32 ? n : 32;
+  double pc = p50(cold, nc), ph = p50(hand, nc), pr = p50(restore, nr);
+  double pz = p50(resume, nr);
+  printf("Linux guest (TCG unless hardware KVM), summon to first HTTP "
+         "byte, p50 (ms):\n");
+  printf("  cold boot, libjitsu (%d)    %7.1f\n", nc, pc);
+  printf("  cold boot, QEMU by hand (%d)%7.1f   ratio %.2f\n", nc, ph, pc / ph);
+  printf("  restore from snapshot (%d)  %7.1f   %.1fx faster than a boot\n", nr,
+         pr, pc / pr);
+  printf("  resume from pause (%d)      %7.1f\n", nr, pz);
+}
+
+int main(int argc, char **argv) {
+  int n = 20, opt;
+  while ((opt = getopt(argc, argv, "n:")) != -1)
+    if (opt == 'n')
+      n = atoi(optarg);
+  if (optind >= argc || n < 1) {
+    fprintf(stderr, "usage: bench_qemu [-n N] PVH_GUEST [KERNEL INITRD]\n");
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  if (mkdtemp(dir) == NULL)
+    return 1;
+  uv_loop_init(&loop);
+  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
+  char sdir[300];
+  snprintf(sdir, sizeof(sdir), "%s/state", dir);
+  o.state_dir = sdir;
+  if (jitsu_ctx_new(&loop, &o, &ctx) < 0)
+    return 1;
+  int port = 20000 + (int)(getpid() % 5000);
+  char conf[4096];
+  int len = snprintf(conf, sizeof(conf),
+                     "[vm tiny]\nbackend = qemu\n"
+                     "kernel = %s\nmemory = 16M\nnet = none\n"
+                     "ready = marker\n",
+                     argv[optind]);
+  if (optind + 2 < argc)
+    snprintf(conf + len, sizeof(conf) - (size_t)len,
+             "[vm web]\nbackend = qemu\nkernel = %s\ninitrd = %s\n"
+             "cmdline = console=ttyS0 panic=-1 quiet jname=web\n"
+             "tsc-hint = yes\nforward = tcp:127.0.0.1:%d-:80\n"
+             "ready = marker+http:127.0.0.1:%d/\nready-timeout = 60s\n"
+             "snapshot = %s/web.img\n",
+             argv[optind + 1], argv[optind + 2], port, port, dir);
+  if (define(conf) < 0)
+    return 1;
+  tiny(n);
+  if (optind + 2 < argc)
+    linux_guest(port, n < 5 ? n : 5);
+  jitsu_ctx_free(ctx);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  char cmd[400];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  return system(cmd) == 0 ? 0 : 1;
+}
