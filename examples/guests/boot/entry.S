@@ -1,8 +1,10 @@
 /*
- * PVH entry of the tiny guest: QEMU (or Xen) jumps to pvh_start in 32-bit
- * protected mode, paging off, with %ebx pointing at the hvm_start_info.
- * We identity-map the first 1 GiB with 2 MiB pages, enter long mode and
- * call guest_main(start_info) on our own stack.
+ * PVH entry of the project's guests (examples/guests/pvh, unikernel):
+ * QEMU (or Xen) jumps to pvh_start in 32-bit protected mode, paging off,
+ * with %ebx pointing at the hvm_start_info. We identity-map the first
+ * 4 GiB with 2 MiB pages (memory and the devices below 4 GiB: virtio-mmio,
+ * the local APIC), enter long mode and call guest_main(start_info) on our
+ * own stack.
  */
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 
@@ -23,7 +25,8 @@ pvh_start:
 	cli
 	cld
 	movl %ebx, %esi			/* keep the start info */
-	/* PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] = i * 2 MiB, present|rw|ps */
+	/* PML4[0] -> PDPT, PDPT[i] -> PD i (i < 4), and the four PDs map
+	 * 2048 pages of 2 MiB: PD entry j = j * 2 MiB, present|rw|ps. */
 	movl $pml4, %edi
 	movl $pdpt, %eax
 	orl $3, %eax
@@ -31,14 +34,21 @@ pvh_start:
 	movl $pdpt, %edi
 	movl $pd, %eax
 	orl $3, %eax
-	movl %eax, (%edi)
-	movl $pd, %edi
-	movl $0x83, %eax
-	movl $512, %ecx
+	movl $4, %ecx
 1:	movl %eax, (%edi)
-	addl $0x200000, %eax
+	addl $4096, %eax
 	addl $8, %edi
 	loop 1b
+	movl $pd, %edi
+	movl $0x83, %eax
+	xorl %edx, %edx
+	movl $2048, %ecx
+2:	movl %eax, (%edi)
+	movl %edx, 4(%edi)
+	addl $0x200000, %eax
+	adcl $0, %edx
+	addl $8, %edi
+	loop 2b
 	movl %cr4, %eax
 	orl $0x20, %eax			/* PAE */
 	movl %eax, %cr4
@@ -65,9 +75,9 @@ long_mode:
 	leaq stack_top(%rip), %rsp
 	movl %esi, %edi			/* guest_main(start_info) */
 	call guest_main
-2:	cli
+3:	cli
 	hlt
-	jmp 2b
+	jmp 3b
 
 	.section .rodata
 	.p2align 3
@@ -83,9 +93,9 @@ gdt_desc:
 	.p2align 12
 pml4:	.skip 4096
 pdpt:	.skip 4096
-pd:	.skip 4096
+pd:	.skip 4 * 4096
 	.p2align 4
-stack:	.skip 16384
+stack:	.skip 65536
 stack_top:
 
 	.section .note.GNU-stack, "", @progbits

@@ -1,0 +1,273 @@
+/*
+ * The jitsu unikernel: a reference guest for the toolstack that serves one
+ * small page over HTTP. PVH boot (../boot/entry.S), a serial console, the
+ * local APIC timer for sleeping, virtio-mmio networking (virtio.c) and
+ * the stack in net.c.
+ *
+ * Command line (from the PVH start info; words separated by spaces):
+ *   jitsu.ip=A.B.C.D/PREFIX   default 10.0.2.15/24 (QEMU user networking)
+ *   jitsu.gw=A.B.C.D          default 10.0.2.2
+ *   jitsu.body=TEXT           the page, %XX-decoded (default: a greeting)
+ *   jitsu.marker=WORD         printed once the NIC is up (JITSU_READY)
+ *   jitsu.exit                end QEMU at once (isa-debug-exit, port 0xf4)
+ *   tsc_early_khz=N           the TSC rate (else CPUID, else 2 GHz)
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "net.h"
+#include "virtio.h"
+
+#define COM1 0x3f8
+#define HVM_START_MAGIC 0x336ec578
+#define LAPIC 0xfee00000ul
+#define SPIN_AFTER_ACTIVITY_MS 5 /* poll hot for a while after a frame */
+#define SLEEP_NS 1000000         /* then sleep 1 ms at a time */
+
+void guest_main(uint32_t start_info);
+void isr_eoi(void);
+void isr_fault(void);
+
+/* Interrupt entry points: a fault halts (and says so); every other vector
+ * (the APIC timer) just acknowledges. */
+__asm__(".text\n"
+        ".globl isr_eoi\n"
+        "isr_eoi:\n"
+        "  pushq %rax\n"
+        "  movabsq $0xfee000b0, %rax\n"
+        "  movl $0, (%rax)\n"
+        "  popq %rax\n"
+        "  iretq\n"
+        ".globl isr_fault\n"
+        "isr_fault:\n"
+        "  movw $0x3f8, %dx\n"
+        "  movb $'!', %al\n"
+        "  outb %al, %dx\n"
+        "1: cli\n"
+        "  hlt\n"
+        "  jmp 1b\n");
+
+static struct {
+  uint16_t lo, sel;
+  uint8_t ist, type;
+  uint16_t mid;
+  uint32_t hi, zero;
+} __attribute__((packed)) idt[256];
+
+static net_stack stack;
+static uint64_t tsc_khz = 2000000;
+
+static inline void outb(uint16_t port, uint8_t v) {
+  __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+static inline uint8_t inb(uint16_t port) {
+  uint8_t v;
+  __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+  return v;
+}
+static inline uint64_t rdtsc(void) {
+  uint32_t lo, hi;
+  __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+  return (uint64_t)hi << 32 | lo;
+}
+static void cpuid(uint32_t leaf, uint32_t r[4]) {
+  __asm__ volatile("cpuid"
+                   : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+                   : "a"(leaf), "c"(0));
+}
+static void lapic_wr(uint32_t reg, uint32_t v) {
+  *(volatile uint32_t *)(LAPIC + reg) = v;
+}
+
+static uint64_t now_ms(void) { return rdtsc() / tsc_khz; }
+
+static void putc_serial(char c) {
+  for (int i = 0; i < 100000 && !(inb(COM1 + 5) & 0x20); i++)
+    ;
+  outb(COM1, (uint8_t)c);
+}
+
+static void puts_serial(const char *s, size_t n) {
+  for (size_t i = 0; i < n && s[i]; i++)
+    putc_serial(s[i]);
+}
+
+static size_t word_len(const char *s) {
+  size_t n = 0;
+  while (s[n] != '\0' && s[n] != ' ')
+    n++;
+  return n;
+}
+
+/* The value of NAME=VALUE in (cmdline), with (*len); "" for a bare NAME;
+ * NULL when absent. */
+static const char *option(const char *cmdline, const char *name, size_t *len) {
+  size_t nl = strlen(name);
+  for (const char *p = cmdline; *p;) {
+    while (*p == ' ')
+      p++;
+    size_t wl = word_len(p);
+    if (wl >= nl && memcmp(p, name, nl) == 0 && (wl == nl || p[nl] == '=')) {
+      *len = wl == nl ? 0 : wl - nl - 1;
+      return wl == nl ? p + nl : p + nl + 1;
+    }
+    p += wl;
+  }
+  return NULL;
+}
+
+static uint64_t parse_uint(const char *s, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n && s[i] >= '0' && s[i] <= '9' && v < (1ull << 40);
+       i++)
+    v = v * 10 + (uint64_t)(s[i] - '0');
+  return v;
+}
+
+static int hexval(char c) {
+  return c >= '0' && c <= '9'   ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                : -1;
+}
+
+/* %XX-decode (n) bytes of (s) into (out); the decoded length. */
+static size_t decode(const char *s, size_t n, char *out, size_t cap) {
+  size_t k = 0;
+  for (size_t i = 0; i < n && k < cap; i++) {
+    if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
+        hexval(s[i + 2]) >= 0) {
+      out[k++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+      i += 2;
+    } else {
+      out[k++] = s[i];
+    }
+  }
+  return k;
+}
+
+static void idt_init(void) {
+  for (int v = 0; v < 256; v++) {
+    uintptr_t h = (uintptr_t)(v < 32 ? isr_fault : isr_eoi);
+    idt[v].lo = (uint16_t)h;
+    idt[v].sel = 0x08;
+    idt[v].type = 0x8e; /* present, interrupt gate */
+    idt[v].mid = (uint16_t)(h >> 16);
+    idt[v].hi = (uint32_t)(h >> 32);
+  }
+  struct {
+    uint16_t limit;
+    uint64_t base;
+  } __attribute__((packed)) d = {sizeof(idt) - 1, (uintptr_t)idt};
+  __asm__ volatile("lidt %0" : : "m"(d));
+}
+
+static void lapic_init(void) {
+  lapic_wr(0xf0, 0x1ff);  /* enabled, spurious vector 0xff */
+  lapic_wr(0x3e0, 0xb);   /* timer divide by 1 */
+  lapic_wr(0x320, 0x20);  /* one-shot, vector 0x20 */
+}
+
+/* Sleep until the APIC timer (about (ns): QEMU's APIC bus runs at 1 GHz)
+ * or another interrupt. */
+static void sleep_ns(uint32_t ns) {
+  lapic_wr(0x380, ns);
+  __asm__ volatile("sti; hlt; cli");
+}
+
+static void tx(void *ctx, const uint8_t *frame, size_t len) {
+  (void)ctx;
+  virtio_net_send(frame, len);
+}
+
+static void fail(const char *why) {
+  puts_serial("JITSU_FAIL ", 64);
+  puts_serial(why, 128);
+  putc_serial('\n');
+  for (;;)
+    __asm__ volatile("cli; hlt");
+}
+
+void guest_main(uint32_t start_info) {
+  const struct {
+    uint32_t magic, version, flags, nr_modules;
+    uint64_t modlist, cmdline;
+  } *si = (const void *)(uintptr_t)start_info;
+  const char *cmdline = "";
+  if (si && si->magic == HVM_START_MAGIC && si->cmdline != 0 &&
+      si->cmdline < (1ull << 32))
+    cmdline = (const char *)(uintptr_t)si->cmdline;
+  size_t len;
+  if (option(cmdline, "jitsu.exit", &len) != NULL)
+    __asm__ volatile("outl %0, %1" : : "a"(0u), "Nd"((uint16_t)0xf4));
+  outb(COM1 + 1, 0x00);
+  outb(COM1 + 3, 0x03);
+
+  const char *v;
+  if ((v = option(cmdline, "tsc_early_khz", &len)) != NULL)
+    tsc_khz = parse_uint(v, len);
+  else {
+    uint32_t r[4];
+    cpuid(0, r);
+    if (r[0] >= 0x16) {
+      cpuid(0x16, r);
+      if ((r[0] & 0xffff) != 0)
+        tsc_khz = (uint64_t)(r[0] & 0xffff) * 1000;
+    }
+  }
+  if (tsc_khz < 1000)
+    tsc_khz = 2000000;
+
+  uint32_t ip = 0x0a00020f, gw = 0x0a000202, mask = 0xffffff00;
+  if ((v = option(cmdline, "jitsu.ip", &len)) != NULL) {
+    size_t slash = 0;
+    while (slash < len && v[slash] != '/')
+      slash++;
+    uint64_t prefix = slash < len ? parse_uint(v + slash + 1, len - slash - 1)
+                                  : 24;
+    if (net_parse_ip(v, slash, &ip) < 0 || prefix < 1 || prefix > 30)
+      fail("bad jitsu.ip");
+    mask = (uint32_t)(0xffffffffull << (32 - prefix));
+  }
+  if ((v = option(cmdline, "jitsu.gw", &len)) != NULL &&
+      net_parse_ip(v, len, &gw) < 0)
+    fail("bad jitsu.gw");
+  static char body[NET_BODY_MAX];
+  size_t body_len = 0;
+  const char *b = option(cmdline, "jitsu.body", &len);
+  if (b != NULL)
+    body_len = decode(b, len, body, sizeof(body));
+
+  idt_init();
+  lapic_init();
+  uint8_t mac[6];
+  int slot, version;
+  if (virtio_net_init(mac, &slot, &version) < 0)
+    fail("no virtio-net device");
+  net_init(&stack, mac, ip, mask, gw, b ? body : NULL, body_len, tx, NULL,
+           (uint32_t)rdtsc());
+  net_announce(&stack);
+  const char *marker = option(cmdline, "jitsu.marker", &len);
+  if (marker != NULL && len > 0)
+    puts_serial(marker, len);
+  else
+    puts_serial("JITSU_READY", 64);
+  putc_serial('\n');
+
+  uint64_t last_activity = now_ms();
+  for (;;) {
+    const uint8_t *frame;
+    size_t flen;
+    uint64_t now = now_ms();
+    while ((frame = virtio_net_recv(&flen)) != NULL) {
+      net_input(&stack, frame, flen, now);
+      virtio_net_done();
+      last_activity = now;
+    }
+    net_poll(&stack, now);
+    if (now - last_activity > SPIN_AFTER_ACTIVITY_MS)
+      sleep_ns(SLEEP_NS);
+    else
+      __asm__ volatile("pause");
+  }
+}
