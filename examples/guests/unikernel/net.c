@@ -38,7 +38,9 @@ static void put32(uint8_t *p, uint32_t v) {
   p[3] = (uint8_t)v;
 }
 /* Sequence number comparisons, modulo 2^32. */
-static int seq_lt(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
+static int seq_lt(uint32_t a, uint32_t b) {
+  return (int32_t)(a - b) < 0;
+}
 
 static uint32_t sum_words(const void *data, size_t len, uint32_t sum) {
   const uint8_t *p = data;
@@ -61,8 +63,8 @@ uint16_t net_checksum(const void *data, size_t len, uint32_t sum) {
 
 static uint32_t pseudo_sum(uint32_t src, uint32_t dst, uint8_t proto,
                            size_t len) {
-  return (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) +
-         proto + (uint32_t)len;
+  return (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + proto +
+         (uint32_t)len;
 }
 
 int net_parse_ip(const char *t, size_t len, uint32_t *ip) {
@@ -155,7 +157,7 @@ static void arp_learn(net_stack *s, uint32_t ip, const uint8_t mac[6],
 static void arp_send(net_stack *s, uint16_t op, const uint8_t tha[6],
                      uint32_t tpa, const uint8_t dst[6]) {
   uint8_t *a = s->frame + ETH_HDR;
-  put16(a, 1);      /* Ethernet */
+  put16(a, 1); /* Ethernet */
   put16(a + 2, ETH_IP);
   a[4] = 6;
   a[5] = 4;
@@ -351,9 +353,12 @@ static void tcp_retransmit(net_stack *s, tcp_conn *c) {
   }
 }
 
-/* ---- HTTP ----------------------------------------------------------------- */
+/* ---- HTTP -----------------------------------------------------------------
+ */
 
-static int lower(int ch) { return ch >= 'A' && ch <= 'Z' ? ch + 32 : ch; }
+static int lower(int ch) {
+  return ch >= 'A' && ch <= 'Z' ? ch + 32 : ch;
+}
 
 static int ieq(const uint8_t *a, size_t alen, const char *b) {
   size_t n = strlen(b);
@@ -391,8 +396,7 @@ static size_t append_uint(uint8_t *out, size_t at, size_t cap, size_t v) {
 }
 
 /* Queue a response on (c); 0, or -1 when the send buffer lacks room. */
-static int respond(net_stack *s, tcp_conn *c, int status, int head,
-                   int keep) {
+static int respond(net_stack *s, tcp_conn *c, int status, int head, int keep) {
   const char *reason = status == 200   ? "OK"
                        : status == 404 ? "Not Found"
                        : status == 405 ? "Method Not Allowed"
@@ -408,8 +412,9 @@ static int respond(net_stack *s, tcp_conn *c, int status, int head,
   n = append_uint(out, n, cap, (size_t)status);
   n = append_str(out, n, cap, " ");
   n = append_str(out, n, cap, reason);
-  n = append_str(out, n, cap, "\r\nServer: jitsu-unikernel\r\n"
-                              "Content-Type: text/plain\r\nContent-Length: ");
+  n = append_str(out, n, cap,
+                 "\r\nServer: jitsu-unikernel\r\n"
+                 "Content-Type: text/plain\r\nContent-Length: ");
   n = append_uint(out, n, cap, blen);
   if (status == 405)
     n = append_str(out, n, cap, "\r\nAllow: GET, HEAD");
@@ -525,7 +530,8 @@ static int http_request(net_stack *s, tcp_conn *c, size_t end,
   int head = mlen == 4 && memcmp(r, "HEAD", 4) == 0;
   if (!get && !head)
     return respond(s, c, 405, 0, keep);
-  int root = (plen == 1) || (plen == 11 && memcmp(r + path, "/index.html", 11) == 0);
+  int root =
+      (plen == 1) || (plen == 11 && memcmp(r + path, "/index.html", 11) == 0);
   return respond(s, c, root ? 200 : 404, head, keep);
 }
 
@@ -556,7 +562,8 @@ static void http_serve(net_stack *s, tcp_conn *c) {
     c->rx_len = 0; /* nothing more is read on a closing connection */
 }
 
-/* ---- TCP input ------------------------------------------------------------------ */
+/* ---- TCP input
+ * ------------------------------------------------------------------ */
 
 static tcp_conn *conn_find(net_stack *s, uint32_t ip, uint16_t port) {
   for (int i = 0; i < NET_CONNS; i++)
@@ -773,7 +780,8 @@ void net_poll(net_stack *s, uint64_t now) {
         continue;
       }
       tcp_retransmit(s, c);
-      c->rto_ms = c->rto_ms * 2 > NET_RTO_MAX_MS ? NET_RTO_MAX_MS : c->rto_ms * 2;
+      c->rto_ms =
+          c->rto_ms * 2 > NET_RTO_MAX_MS ? NET_RTO_MAX_MS : c->rto_ms * 2;
       c->rto_at = now + c->rto_ms;
     } else if (c->rto_at == 0 && now - c->last_ms > NET_IDLE_MS) {
       conn_reset(s, c); /* a peer that went away without a word */
@@ -781,7 +789,8 @@ void net_poll(net_stack *s, uint64_t now) {
   }
 }
 
-/* ---- frames ------------------------------------------------------------------------- */
+/* ---- frames
+ * ------------------------------------------------------------------------- */
 
 static void ip_input(net_stack *s, const uint8_t *mac, const uint8_t *ip,
                      size_t len, uint64_t now) {

@@ -15,15 +15,15 @@
 #define NET_FRAME_MAX 1514 /* Ethernet header + MTU */
 #define NET_MSS 1460
 #define NET_ARP_ENTRIES 8
-#define NET_CONNS 16          /* the bounded connection table */
-#define NET_RX_BUF 2048       /* request bytes held per connection */
-#define NET_TX_BUF 4096       /* response bytes held for retransmission */
-#define NET_BODY_MAX 1024     /* the page */
-#define NET_RTO_MS 200        /* first retransmission time-out */
+#define NET_CONNS 16      /* the bounded connection table */
+#define NET_RX_BUF 2048   /* request bytes held per connection */
+#define NET_TX_BUF 4096   /* response bytes held for retransmission */
+#define NET_BODY_MAX 1024 /* the page */
+#define NET_RTO_MS 200    /* first retransmission time-out */
 #define NET_RTO_MAX_MS 3000
-#define NET_RETRIES 8         /* then the connection is reset */
+#define NET_RETRIES 8 /* then the connection is reset */
 #define NET_TIME_WAIT_MS 1000
-#define NET_IDLE_MS 60000     /* an established connection with no traffic */
+#define NET_IDLE_MS 60000 /* an established connection with no traffic */
 #define HTTP_PORT 80
 
 typedef void (*net_tx_fn)(void *ctx, const uint8_t *frame, size_t len);
@@ -62,8 +62,8 @@ typedef struct tcp_conn {
 typedef struct net_stats {
   uint64_t rx_frames, tx_frames, dropped, bad_checksum;
   uint64_t arp_replies, icmp_echoes, conns_opened, conns_reset;
-  uint64_t retransmits, requests, responses_200, responses_404,
-      responses_400, table_full;
+  uint64_t retransmits, requests, responses_200, responses_404, responses_400,
+      table_full;
 } net_stats;
 
 typedef struct net_stack {

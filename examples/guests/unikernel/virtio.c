@@ -80,7 +80,7 @@ static struct vq rxq, txq;
 static uint8_t rx_buf[QSIZE][BUF_SIZE] __attribute__((aligned(64)));
 static uint8_t tx_buf[QSIZE][BUF_SIZE] __attribute__((aligned(64)));
 static uintptr_t base;
-static size_t hdr_len; /* 10 (legacy) or 12 (modern) */
+static size_t hdr_len;               /* 10 (legacy) or 12 (modern) */
 static uint16_t rx_pending = 0xffff; /* used index of the frame handed out */
 
 static uint32_t rd(uint32_t reg) {
@@ -89,7 +89,9 @@ static uint32_t rd(uint32_t reg) {
 static void wr(uint32_t reg, uint32_t v) {
   *(volatile uint32_t *)(base + reg) = v;
 }
-static void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
+static void barrier(void) {
+  __asm__ volatile("mfence" ::: "memory");
+}
 
 static int queue_setup(int index, struct vq *q, int version) {
   wr(R_QUEUE_SEL, (uint32_t)index);
@@ -160,7 +162,9 @@ int virtio_net_init(uint8_t mac[6], int *slot, int *version) {
     wr(R_QUEUE_NOTIFY, 0);
     for (int k = 0; k < 6; k++)
       mac[k] = f & F_MAC ? *(volatile uint8_t *)(base + R_CONFIG + k)
-                         : (uint8_t)(k == 0 ? 0x52 : k == 1 ? 0x54 : k);
+                         : (uint8_t)(k == 0   ? 0x52
+                                     : k == 1 ? 0x54
+                                              : k);
     return 0;
   }
   return -1;
@@ -195,8 +199,13 @@ void virtio_net_done(void) {
     barrier();
     wr(R_QUEUE_NOTIFY, 0);
   }
-  if (rd(R_INTERRUPT_STATUS))
-    wr(R_INTERRUPT_ACK, rd(R_INTERRUPT_STATUS));
+  virtio_net_ack();
+}
+
+void virtio_net_ack(void) {
+  uint32_t st = base ? rd(R_INTERRUPT_STATUS) : 0;
+  if (st)
+    wr(R_INTERRUPT_ACK, st);
 }
 
 int virtio_net_send(const uint8_t *frame, size_t len) {
