@@ -71,6 +71,12 @@ typedef struct http_vmq {
   bool summoning;
   http_link idle; /* http_upstream.plink */
   unsigned n_idle;
+  /* New connections to the guest not yet answered on, and requests
+   * waiting for one: a few at a time, as a guest behind QEMU's user
+   * networking (its forward listens with a backlog of 1) has the SYNs of
+   * a burst dropped, each costing a 1 s retransmission. */
+  unsigned n_connecting;
+  http_link connect_wait; /* http_client.cwlink */
 } http_vmq;
 
 typedef enum client_state {
@@ -83,8 +89,9 @@ typedef enum client_state {
 
 struct http_client {
   http_proxy *px;
-  http_link link;  /* px->clients */
-  http_link qlink; /* vmq->waiting while queued */
+  http_link link;   /* px->clients */
+  http_link qlink;  /* vmq->waiting while queued */
+  http_link cwlink; /* vmq->connect_wait while waiting for a connection */
   uv_tcp_t tcp;
   uv_timer_t timer;
   http_parser parser;
@@ -128,7 +135,8 @@ struct http_upstream {
   http_client *c;
   bool connected, closing, paused_by_client, resp_chunked, resp_done;
   bool client_keep_alive, plink_counted, reusable;
-  unsigned refs; /* handles (2) + writes in flight */
+  bool connecting; /* counted in q->n_connecting */
+  unsigned refs;   /* handles (2) + writes in flight */
   int status;
   char reason[128];
   char field[256];

@@ -121,6 +121,7 @@ void http_client_close(http_client *c) {
     http_list_del(&c->qlink); /* it gave up waiting: out of the queue */
     c->q->n_waiting--;
   }
+  http_list_del(&c->cwlink);
   release_hold(c);
   if (c->up != NULL) {
     http_upstream *u = c->up;

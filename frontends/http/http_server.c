@@ -174,6 +174,7 @@ static http_vmq *vmq_of(http_proxy *px, jitsu_vm *vm) {
   q->vm = vm;
   http_list_init(&q->waiting);
   http_list_init(&q->idle);
+  http_list_init(&q->connect_wait);
   http_list_add(&px->vmqs, &q->link);
   return q;
 }

@@ -10,6 +10,8 @@
 
 #define POOL_MAX 256
 #define POOL_IDLE_MS 30000
+#define CONNECTS_MAX 2       /* per guest; see http_vmq.n_connecting */
+#define CONNECT_GRACE_MS 200 /* a slow answer frees its slot after this */
 
 void http_client_connected(http_client *c);
 void http_proxy_count_response(http_proxy *px, int status);
@@ -36,9 +38,12 @@ static void upstream_closed(uv_handle_t *h) {
   }
 }
 
+static void connect_over(http_upstream *u);
+
 static void upstream_close(http_upstream *u) {
   if (u->closing)
     return;
+  connect_over(u);
   u->closing = true;
   http_list_del(&u->plink);
   if (u->plink_counted) {
@@ -106,6 +111,26 @@ static void idle_expired(uv_timer_t *t) {
   upstream_close(t->data);
 }
 
+/* Hand idle connections, or free connect slots, to waiting requests. */
+static void serve_connect_waiters(http_vmq *q) {
+  while (q->connect_wait.next != &q->connect_wait &&
+         (q->idle.next != &q->idle || q->n_connecting < CONNECTS_MAX)) {
+    http_client *c = HTTP_CONTAINER(q->connect_wait.next, http_client, cwlink);
+    http_list_del(&c->cwlink);
+    http_upstream_attach(q, c);
+  }
+}
+
+/* A new connection got its first answer (or is closing before that). */
+static void connect_over(http_upstream *u) {
+  if (!u->connecting)
+    return;
+  u->connecting = false;
+  u->q->n_connecting--;
+  if (!u->closing)
+    serve_connect_waiters(u->q);
+}
+
 void http_upstream_release(http_upstream *u, bool reuse) {
   u->c = NULL;
   http_vmq *q = u->q;
@@ -120,6 +145,7 @@ void http_upstream_release(http_upstream *u, bool reuse) {
   u->paused_by_client = false;
   uv_read_start((uv_stream_t *)&u->tcp, upstream_alloc, upstream_read);
   uv_timer_start(&u->timer, idle_expired, POOL_IDLE_MS, 0);
+  serve_connect_waiters(q);
 }
 
 void http_vmq_close_idle(http_vmq *q) {
@@ -319,6 +345,10 @@ static void upstream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     upstream_close(u);
     return;
   }
+  /* A new connection counts as connecting until the guest answers on it:
+   * the kernel completes a connect to a forward before QEMU accepts it. */
+  if (n > 0)
+    connect_over(u);
   http_client *c = u->c;
   if (c->state == C_TUNNEL) {
     if (n < 0) {
@@ -363,6 +393,10 @@ static void upstream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     upstream_failed(u, "a malformed response");
 }
 
+static void connect_grace(uv_timer_t *t) {
+  connect_over(t->data); /* a slow endpoint must not hold up new ones */
+}
+
 static void start_request(http_upstream *u, http_client *c) {
   u->c = c;
   c->up = u;
@@ -372,6 +406,8 @@ static void start_request(http_upstream *u, http_client *c) {
   http_parser_init(&u->parser, HTTP_RESPONSE);
   u->parser.data = u;
   uv_timer_stop(&u->timer);
+  if (u->connecting)
+    uv_timer_start(&u->timer, connect_grace, CONNECT_GRACE_MS, 0);
   http_upstream_send(u, c->head, c->head_len);
   uv_read_start((uv_stream_t *)&u->tcp, upstream_alloc, upstream_read);
   http_client_connected(c);
@@ -407,11 +443,18 @@ void http_upstream_attach(http_vmq *q, http_client *c) {
     start_request(u, c);
     return;
   }
+  if (q->n_connecting >= CONNECTS_MAX) {
+    http_list_add(&q->connect_wait, &c->cwlink); /* a connect slot or an
+                                                  * idle connection soon */
+    return;
+  }
   http_upstream *u = calloc(1, sizeof(*u));
   if (u == NULL) {
     http_client_error(c, 502, "Bad Gateway", "out of memory");
     return;
   }
+  u->connecting = true;
+  q->n_connecting++;
   u->q = q;
   u->refs = 2;
   u->c = c;

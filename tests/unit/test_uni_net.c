@@ -20,8 +20,8 @@ static const uint8_t our_mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
 static const uint8_t peer_mac[6] = {0x52, 0x55, 0x0a, 0x00, 0x02, 0x02};
 
 typedef struct sent {
-  uint8_t frames[64][NET_FRAME_MAX];
-  size_t lens[64];
+  uint8_t frames[256][NET_FRAME_MAX];
+  size_t lens[256];
   int n;
 } sent;
 
@@ -31,7 +31,7 @@ static net_stack st;
 static void capture(void *ctx, const uint8_t *f, size_t len) {
   (void)ctx;
   assert_true(len >= 60 && len <= NET_FRAME_MAX);
-  assert_true(out.n < 64);
+  assert_true(out.n < 256);
   memcpy(out.frames[out.n], f, len);
   out.lens[out.n++] = len;
 }
@@ -363,6 +363,27 @@ static void test_tcp_table_full(void **state) {
   assert_int_equal(net_conns_live(&st), NET_CONNS);
 }
 
+/* A full table of idle keep-alive connections: the longest idle one is
+ * reset to make room. */
+static void test_tcp_evicts_idle(void **state) {
+  (void)state;
+  uint32_t first = 0;
+  for (int i = 0; i < NET_CONNS; i++) {
+    uint32_t s = connect_((uint16_t)(45000 + i), 1);
+    if (i == 0)
+      first = s;
+  }
+  (void)first;
+  assert_int_equal(net_conns_live(&st), NET_CONNS);
+  send_seg(46000, 1, 0, SYN, NULL, 10);
+  seg rst = out_seg(out.n - 2), sa = out_seg(out.n - 1);
+  assert_true(rst.flags & RST);
+  assert_int_equal(sa.flags, SYN | ACK);
+  assert_int_equal(st.stats.evicted, 1);
+  assert_int_equal(st.stats.table_full, 0);
+  assert_int_equal(net_conns_live(&st), NET_CONNS);
+}
+
 static void test_http_bad_requests(void **state) {
   (void)state;
   static const char *const bad[] = {
@@ -410,6 +431,7 @@ int main(void) {
       cmocka_unit_test_setup(test_tcp_retransmission, setup),
       cmocka_unit_test_setup(test_tcp_rst_and_unknown, setup),
       cmocka_unit_test_setup(test_tcp_table_full, setup),
+      cmocka_unit_test_setup(test_tcp_evicts_idle, setup),
       cmocka_unit_test_setup(test_http_bad_requests, setup),
   };
   return cmocka_run_group_tests_name("uni-net", tests, NULL, NULL);

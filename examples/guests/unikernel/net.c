@@ -573,15 +573,31 @@ static tcp_conn *conn_find(net_stack *s, uint32_t ip, uint16_t port) {
   return NULL;
 }
 
+static void conn_reset(net_stack *s, tcp_conn *c);
+
+/* A slot for a new connection: a free one, else one in TIME_WAIT, else
+ * the longest idle keep-alive connection (nothing buffered either way),
+ * which is reset; NULL when every slot is busy. */
 static tcp_conn *conn_new(net_stack *s) {
-  tcp_conn *tw = NULL;
+  tcp_conn *tw = NULL, *idle = NULL;
   for (int i = 0; i < NET_CONNS; i++) {
-    if (s->conns[i].state == TCP_FREE)
-      return &s->conns[i];
-    if (s->conns[i].state == TCP_TIME_WAIT)
-      tw = &s->conns[i];
+    tcp_conn *c = &s->conns[i];
+    if (c->state == TCP_FREE)
+      return c;
+    if (c->state == TCP_TIME_WAIT)
+      tw = c;
+    else if (c->state == TCP_ESTABLISHED && c->rx_len == 0 && c->tx_len == 0 &&
+             c->snd_una == c->snd_nxt &&
+             (idle == NULL || c->last_ms < idle->last_ms))
+      idle = c;
   }
-  return tw; /* a TIME_WAIT slot is reused before a new peer is refused */
+  if (tw != NULL)
+    return tw;
+  if (idle != NULL) {
+    s->stats.evicted++;
+    conn_reset(s, idle);
+  }
+  return idle;
 }
 
 static void tcp_listen_input(net_stack *s, const uint8_t *mac, uint32_t src,

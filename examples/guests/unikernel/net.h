@@ -15,7 +15,7 @@
 #define NET_FRAME_MAX 1514 /* Ethernet header + MTU */
 #define NET_MSS 1460
 #define NET_ARP_ENTRIES 8
-#define NET_CONNS 16      /* the bounded connection table */
+#define NET_CONNS 64      /* the bounded connection table */
 #define NET_RX_BUF 2048   /* request bytes held per connection */
 #define NET_TX_BUF 4096   /* response bytes held for retransmission */
 #define NET_BODY_MAX 1024 /* the page */
@@ -63,7 +63,7 @@ typedef struct net_stats {
   uint64_t rx_frames, tx_frames, dropped, bad_checksum;
   uint64_t arp_replies, icmp_echoes, conns_opened, conns_reset;
   uint64_t retransmits, requests, responses_200, responses_404, responses_400,
-      table_full;
+      table_full, evicted;
 } net_stats;
 
 typedef struct net_stack {

@@ -1,0 +1,100 @@
+#!/bin/bash
+# The unikernel end to end: requests to jitsu-http summon it under QEMU;
+# 100 sequential and 20 concurrent requests; pause/resume, stop, and a
+# save to disk with a request answered after the restore.
+# usage: unikernel_http.sh JITSU_HTTP JITSU_CTL UNIKERNEL
+set -euo pipefail
+http=$1
+ctl=$2
+dir=$(mktemp -d /tmp/jitsu-unihttp-XXXXXX)
+. "$(dirname "$0")/../integration/lib.sh"
+hpid=0
+
+cleanup() {
+  [ "$hpid" -gt 0 ] && kill -9 "$hpid" 2>/dev/null || true
+  kill_marked "$dir" # QEMU's command line holds the kernel's path in $dir
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  tail -n 30 "$dir/http.log" >&2 || true
+  exit 1
+}
+
+cp "$3" "$dir/uni.elf"
+hp=$(free_port)
+gp=$(free_port)
+dp=$(free_port)
+cat >"$dir/jitsu.conf" <<CONF
+[jitsu]
+state-dir = $dir/state
+[http]
+listen = 127.0.0.1:$hp
+[vm uni]
+backend = qemu
+kernel = $dir/uni.elf
+cmdline = jitsu.body=unikernel%20page%0A
+memory = 16M
+tsc-hint = yes
+forward = tcp:127.0.0.1:$gp-:80
+ready = marker+http:127.0.0.1:$gp/
+stop-grace = 200ms
+address = 127.0.0.1:$gp
+http-host = uni.test
+[vm unidisk]
+backend = qemu
+kernel = $dir/uni.elf
+cmdline = jitsu.body=saved%20page%0A
+memory = 16M
+tsc-hint = yes
+forward = tcp:127.0.0.1:$dp-:80
+ready = marker+http:127.0.0.1:$dp/
+suspend = disk
+stop-grace = 200ms
+address = 127.0.0.1:$dp
+http-host = disk.test
+CONF
+"$http" -c "$dir/jitsu.conf" >"$dir/http.log" 2>&1 &
+hpid=$!
+c() { "$ctl" -s "$dir/state/control.sock" "$@"; }
+for _ in $(seq 1 100); do c version >/dev/null 2>&1 && break; sleep 0.05; done
+
+get() { curl -s -m 10 -H "Host: $1" "http://127.0.0.1:$hp${2:-/}"; }
+headers=$(curl -s -m 20 -D - -o "$dir/body" -H "Host: uni.test" "http://127.0.0.1:$hp/")
+echo "$headers" | grep -q "^HTTP/1.1 200" || fail "cold request: $headers"
+echo "$headers" | grep -qi "^X-Jitsu-Cold-Start:" || fail "no cold-start header"
+[ "$(cat "$dir/body")" = "unikernel page" ] || fail "body: $(cat "$dir/body")"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: uni.test' "http://127.0.0.1:$hp/nope")" = 404 ] ||
+  fail "no 404 for another path"
+
+ok=0
+for _ in $(seq 1 100); do
+  [ "$(get uni.test)" = "unikernel page" ] && ok=$((ok + 1))
+done
+[ "$ok" = 100 ] || fail "$ok of 100 sequential requests answered"
+
+urls=()
+for _ in $(seq 1 20); do urls+=("http://127.0.0.1:$hp/"); done
+codes=$(curl -s -m 20 -Z --parallel-immediate --parallel-max 20 -H "Host: uni.test" \
+  -o /dev/null -w "%{http_code}\n" "${urls[@]}" || true)
+n=$(echo "$codes" | grep -c "^200$" || true)
+[ "$n" = 20 ] || fail "$n of 20 concurrent requests answered: $(echo $codes)"
+
+c suspend uni | grep -q "uni: suspended" || fail "pause"
+[ "$(get uni.test)" = "unikernel page" ] || fail "request after pause"
+c status uni | grep -q "uni: ready" || fail "not resumed"
+c stop uni | grep -q "uni: stopped" || fail "stop"
+[ "$(get uni.test)" = "unikernel page" ] || fail "request after stop"
+
+# Saved to disk: QEMU goes away; the next request restores it.
+[ "$(get disk.test)" = "saved page" ] || fail "disk vm"
+c suspend unidisk | grep -q "unidisk: suspended" || fail "save to disk"
+! pgrep -f -- "guest=unidisk" >/dev/null || fail "QEMU still runs after the save"
+[ -s "$dir/state/qemu/unidisk.suspend" ] || fail "no saved state"
+[ "$(get disk.test)" = "saved page" ] || fail "request after the restore"
+c status unidisk | grep -q "unidisk: ready" || fail "not restored"
+c stop unidisk destroy >/dev/null
+c stop uni destroy >/dev/null
+! pgrep -f -- "$dir/uni.elf" >/dev/null || fail "QEMU left behind"
+echo ok
