@@ -9,11 +9,13 @@
  *           marker is read
  *   floor   the same command with jitsu.exit: the guest ends QEMU at its
  *           first C statement (spawn to exit: QEMU's own start-up)
+ * The unikernel (examples/guests/unikernel), summon to first HTTP byte
+ * through a forwarded port: libjitsu, by hand, and its floor.
  * Linux guest (examples/guests/linux/build.sh), summon to first HTTP
  * response through the forwarded port: cold boot, restore from a snapshot
  * image, resume from pause; and a cold boot by hand.
  *
- *   bench_qemu [-n N] PVH_GUEST [KERNEL INITRD]
+ *   bench_qemu [-n N] PVH_GUEST UNIKERNEL [KERNEL INITRD]
  */
 #include <jitsu/jitsu.h>
 
@@ -37,6 +39,12 @@ static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void log_line(jitsu_log_level level, const char *msg, void *arg) {
+  (void)arg;
+  if (level <= JITSU_LOG_WARNING)
+    fprintf(stderr, "bench_qemu: %s\n", msg);
 }
 
 static int cmp(const void *a, const void *b) {
@@ -202,6 +210,42 @@ static int guest_pid(jitsu_vm *vm) {
   return pid;
 }
 
+/* (v) plus the isa-debug-exit device. */
+static char **exit_at_once_device(char **v) {
+  int n = 0;
+  while (v && v[n])
+    n++;
+  if (v == NULL || n > 120)
+    return NULL;
+  v[n] = "-device";
+  v[n + 1] = "isa-debug-exit,iobase=0xf4,iosize=0x04";
+  v[n + 2] = NULL;
+  return v;
+}
+
+/* (v) with jitsu.exit on the kernel command line and the isa-debug-exit
+ * device: the project's guests end QEMU at once with it. */
+static char **exit_at_once(char **v) {
+  for (int k = 0; v && v[k]; k++)
+    if (strcmp(v[k], "-append") == 0 && v[k + 1] != NULL) {
+      char *s;
+      if (asprintf(&s, "jitsu.exit %s", v[k + 1]) < 0)
+        return NULL;
+      v[k + 1] = s;
+      return exit_at_once_device(v);
+    }
+  for (int k = 0; v && v[k]; k++)
+    if (strcmp(v[k], "-kernel") == 0) {
+      memmove(v + k + 4, v + k + 2, (size_t)(120 - k - 4) * sizeof(char *));
+      v[k + 2] = "-append";
+      v[k + 3] = "jitsu.exit";
+      break;
+    }
+  return exit_at_once_device(v);
+}
+
+static double linux_cold_p50, uni_p50;
+
 static void tiny(int n) {
   jitsu_vm *vm = jitsu_vm_find(ctx, "tiny");
   double *j = calloc((size_t)n, sizeof(double));
@@ -215,18 +259,7 @@ static void tiny(int n) {
     j[i] = now_ms() - t0;
     if (argv == NULL) {
       argv = hand_argv(guest_pid(vm), NULL);
-      exit_argv = hand_argv(guest_pid(vm), NULL);
-      for (int k = 0; exit_argv[k]; k++)
-        if (strcmp(exit_argv[k], "-kernel") == 0) {
-          /* add -append jitsu.exit after the kernel */
-          memmove(exit_argv + k + 6, exit_argv + k + 2,
-                  (size_t)(120 - k - 6) * sizeof(char *));
-          exit_argv[k + 2] = "-append";
-          exit_argv[k + 3] = "jitsu.exit";
-          exit_argv[k + 4] = "-device";
-          exit_argv[k + 5] = "isa-debug-exit,iobase=0xf4,iosize=0x04";
-          break;
-        }
+      exit_argv = exit_at_once(hand_argv(guest_pid(vm), NULL));
     }
     stop(vm);
     h[i] = run_by_hand(argv, "JITSU_READY", 0);
@@ -279,6 +312,7 @@ static void linux_guest(int port, int n) {
   }
   int nr = n < 32 ? n : 32;
   double pc = p50(cold, nc), ph = p50(hand, nc), pr = p50(restore, nr);
+  linux_cold_p50 = pc;
   double pz = p50(resume, nr);
   printf("Linux guest (TCG unless hardware KVM), summon to first HTTP "
          "byte, p50 (ms):\n");
@@ -289,13 +323,51 @@ static void linux_guest(int port, int n) {
   printf("  resume from pause (%d)      %7.1f\n", nr, pz);
 }
 
+/* The unikernel: summon to first HTTP byte through a forwarded port. */
+static void unikernel(int port, int n) {
+  jitsu_vm *vm = jitsu_vm_find(ctx, "uni");
+  double *j = calloc((size_t)n, sizeof(double));
+  double *h = calloc((size_t)n, sizeof(double));
+  double *fl = calloc((size_t)n, sizeof(double));
+  char **argv = NULL, **exit_argv = NULL;
+  for (int i = 0; i < n; i++) {
+    double t0 = now_ms();
+    if (wait_verb(jitsu_vm_summon, vm) < 0 ||
+        http_first_byte(port, now_ms() + 30000) < 0) {
+      jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+      jitsu_vm_info_get(vm, &info);
+      fprintf(stderr, "bench_qemu: the unikernel failed: %s\n", info.reason);
+      return;
+    }
+    j[i] = now_ms() - t0;
+    if (argv == NULL) {
+      argv = hand_argv(guest_pid(vm), NULL);
+      exit_argv = exit_at_once(hand_argv(guest_pid(vm), NULL));
+    }
+    stop(vm);
+    h[i] = run_by_hand(argv, "JITSU_READY", port);
+    fl[i] = run_by_hand(exit_argv, NULL, 0);
+  }
+  double pj = p50(j, n), ph = p50(h, n), pf = p50(fl, n);
+  uni_p50 = pj;
+  printf("unikernel, %d runs each, summon to first HTTP byte, p50 (ms):\n", n);
+  printf("  libjitsu                    %7.1f\n", pj);
+  printf("  QEMU by hand                %7.1f\n", ph);
+  printf("  QEMU floor (exit at once)   %7.1f   (spawn to exit, with "
+         "QEMU's teardown)\n",
+         pf);
+  printf("  toolstack's own share: %+.1f ms (ratio jitsu/hand %.2f)\n", pj - ph,
+         pj / ph);
+}
+
 int main(int argc, char **argv) {
   int n = 20, opt;
   while ((opt = getopt(argc, argv, "n:")) != -1)
     if (opt == 'n')
       n = atoi(optarg);
-  if (optind >= argc || n < 1) {
-    fprintf(stderr, "usage: bench_qemu [-n N] PVH_GUEST [KERNEL INITRD]\n");
+  if (optind + 1 >= argc || n < 1) {
+    fprintf(stderr,
+            "usage: bench_qemu [-n N] PVH_GUEST UNIKERNEL [KERNEL INITRD]\n");
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
@@ -309,26 +381,35 @@ int main(int argc, char **argv) {
   o.state_dir = sdir;
   if (jitsu_ctx_new(&loop, &o, &ctx) < 0)
     return 1;
+  jitsu_ctx_set_logger(ctx, log_line, NULL, JITSU_LOG_WARNING);
   int port = 20000 + (int)(getpid() % 5000);
   char conf[4096];
   int len = snprintf(conf, sizeof(conf),
                      "[vm tiny]\nbackend = qemu\n"
                      "kernel = %s\nmemory = 16M\nnet = none\n"
-                     "ready = marker\n",
-                     argv[optind]);
-  if (optind + 2 < argc)
+                     "ready = marker\n"
+                     "[vm uni]\nbackend = qemu\nkernel = %s\nmemory = 16M\n"
+                     "tsc-hint = yes\nforward = tcp:127.0.0.1:%d-:80\n"
+                     "ready = marker+http:127.0.0.1:%d/\n",
+                     argv[optind], argv[optind + 1], port + 1, port + 1);
+  if (optind + 3 < argc)
     snprintf(conf + len, sizeof(conf) - (size_t)len,
              "[vm web]\nbackend = qemu\nkernel = %s\ninitrd = %s\n"
              "cmdline = console=ttyS0 panic=-1 quiet jname=web\n"
              "tsc-hint = yes\nforward = tcp:127.0.0.1:%d-:80\n"
              "ready = marker+http:127.0.0.1:%d/\nready-timeout = 60s\n"
              "snapshot = %s/web.img\n",
-             argv[optind + 1], argv[optind + 2], port, port, dir);
+             argv[optind + 2], argv[optind + 3], port, port, dir);
   if (define(conf) < 0)
     return 1;
   tiny(n);
-  if (optind + 2 < argc)
+  unikernel(port + 1, n);
+  if (optind + 3 < argc) {
     linux_guest(port, n < 5 ? n : 5);
+    printf("unikernel against the Linux guest, summon to first HTTP byte "
+           "(p50): %.1f ms vs %.1f ms\n",
+           uni_p50, linux_cold_p50);
+  }
   jitsu_ctx_free(ctx);
   uv_run(&loop, UV_RUN_DEFAULT);
   char cmd[400];
