@@ -1,4 +1,5 @@
 /* The context: loop binding, logging, deferred completions, backends. */
+#include "channel_int.h"
 #include "internal.h"
 
 #include <stdio.h>
@@ -82,6 +83,7 @@ void jitsu_ctx_free(jitsu_ctx *ctx) {
     return;
   jitsu__idle_free(ctx);
   jitsu__control_free(ctx);
+  jitsu__rendezvous_free(ctx);
   while (ctx->all_vms.next != &ctx->all_vms) {
     jitsu_vm *vm = JITSU__CONTAINER(ctx->all_vms.next, jitsu_vm, all);
     jitsu__vm_forget(vm); /* a live guest is left for a later ctx */

@@ -153,6 +153,7 @@ struct jitsu_ctx {
   jitsu__sub *vm_subs;    /* jitsu_vm_event_fn */
   char *config_path;      /* the file jitsu_config_load() read, for reloads */
   jitsu__control *control;
+  struct jitsu__rendezvous *rendezvous;
   jitsu__stats_src *stats_sources;
   jitsu_log_fn log_fn;
   void *log_arg;

@@ -10,6 +10,7 @@
 #include "idle.h"
 #include "metrics.h"
 #include "control.h"
+#include "channel.h"
 #include "backend.h"
 
 #endif

@@ -67,6 +67,7 @@ static int open_log(proc *p) {
  * child ((*pid_slot) points at its digits). */
 static char **build_env(proc *p, char **pid_slot) {
   const char *notify = jitsu_vm_notify_socket(p->vm);
+  const char *rendezvous = jitsu_rendezvous_path(jitsu_vm_ctx(p->vm));
   size_t n = 0, bytes = 0;
   for (char **e = p->env; e && *e; e++)
     n++, bytes += strlen(*e) + 1;
@@ -76,7 +77,8 @@ static char **build_env(proc *p, char **pid_slot) {
     o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s", i ? ":" : "",
                           p->socks[i].name);
   bytes += sizeof(DEFAULT_PATH) + 6 + strlen(jitsu_vm_name(p->vm)) + 10 +
-           (notify ? strlen(notify) + 16 : 0) + 64 + strlen(names) + 32;
+           (notify ? strlen(notify) + 16 : 0) + 64 + strlen(names) + 32 +
+           (rendezvous ? strlen(rendezvous) + 20 : 0);
   char **env = malloc((n + 8) * sizeof(char *) + bytes);
   if (env == NULL)
     return NULL;
@@ -93,6 +95,8 @@ static char **build_env(proc *p, char **pid_slot) {
   ADD("JITSU_VM=%s", jitsu_vm_name(p->vm));
   if (notify != NULL)
     ADD("NOTIFY_SOCKET=%s", notify);
+  if (rendezvous != NULL)
+    ADD("JITSU_RENDEZVOUS=%s", rendezvous);
   *pid_slot = NULL;
   if (p->n_socks > 0) {
     ADD("LISTEN_FDS=%zu", p->n_socks);

@@ -1,0 +1,64 @@
+/*
+ * chan_echo: a channel endpoint that echoes. It listens on a name (its
+ * argument, else $JITSU_VM) through the rendezvous ($JITSU_RENDEZVOUS, set
+ * by the process backend), sends everything it reads on each channel back,
+ * and shuts down its side when the peer does. With the notify readiness it
+ * tells the controller once it listens, so a connect that summoned it
+ * completes then.
+ *
+ *   [vm echo]
+ *   exec = build/examples/chan_echo
+ *   ready = notify
+ */
+#include <jitsu/jitsu.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static void on_read(jitsu_chan *c, const void *data, size_t len, int err,
+                    void *arg) {
+  (void)arg;
+  if (len > 0) {
+    if (jitsu_chan_write(c, data, len, NULL, NULL) < 0)
+      jitsu_chan_close(c);
+    /* Backpressure: stop reading while much is queued. */
+    return;
+  }
+  if (err == 0)
+    jitsu_chan_shutdown(c); /* the peer is done: so are we, after the echo */
+  else
+    jitsu_chan_close(c);
+}
+
+static void on_accept(jitsu_chan_listener *l, jitsu_chan *c, const char *port,
+                      int err, void *arg) {
+  (void)port, (void)arg;
+  if (c != NULL) {
+    jitsu_chan_read_start(c, on_read, NULL);
+  } else if (err == 0) {
+    jitsu_sd_notify("READY=1"); /* registered: connects reach us now */
+  } else {
+    fprintf(stderr, "chan_echo: cannot listen: %s\n", jitsu_strerror(err));
+    jitsu_chan_listener_close(l);
+    exit(1);
+  }
+}
+
+int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN);
+  const char *name = argc > 1 ? argv[1] : getenv("JITSU_VM");
+  if (name == NULL) {
+    fprintf(stderr, "usage: chan_echo NAME (or set JITSU_VM)\n");
+    return 2;
+  }
+  uv_loop_t *loop = uv_default_loop();
+  jitsu_chan_listener *l;
+  int r = jitsu_chan_listen(loop, name, NULL, on_accept, NULL, &l);
+  if (r < 0) {
+    fprintf(stderr, "chan_echo: cannot listen on %s: %s\n", name,
+            jitsu_strerror(r));
+    return 1;
+  }
+  return uv_run(loop, UV_RUN_DEFAULT);
+}

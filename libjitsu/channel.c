@@ -1,0 +1,343 @@
+/*
+ * Channel endpoints: a sealed memfd with two rings (chan_ring.c), and a
+ * socket pair whose bytes are wake-ups and whose hang-up means the peer is
+ * gone. Work happens in loop callbacks only: an idle handle polls the rings
+ * for a short while after activity (so that a busy pair never needs a
+ * system call), then both sides ask to be woken and sleep on the socket.
+ */
+#include "chan_ring.h"
+#include "channel_int.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define READ_CHUNK (64 * 1024)
+#define DEFAULT_SPIN_NS (50 * 1000)
+
+typedef struct wreq {
+  struct wreq *next;
+  size_t len, off;
+  jitsu_chan_write_cb cb;
+  void *arg;
+  uint8_t data[];
+} wreq;
+
+struct jitsu_chan {
+  uv_loop_t *loop;
+  chan_ring ring;
+  uint8_t *map;
+  size_t map_len;
+  int bell; /* our end of the socket pair */
+  uv_poll_t poll;
+  uv_idle_t idle;
+  int handles; /* open handles, for the last close */
+  bool idling, closing, peer_gone, broken, eof_seen;
+  bool shut_requested, shut_done;
+  int err; /* why it broke */
+  wreq *wq, **wq_tail;
+  size_t wq_bytes;
+  wreq *done; /* completed writes, their callbacks run next */
+  jitsu_chan_read_cb read_cb;
+  void *read_arg;
+  uint64_t spin_ns, spin_until;
+  void *data;
+  uint8_t *rbuf;
+};
+
+static void ring_bell(jitsu_chan *c) {
+  char b = 1;
+  if (c->bell >= 0 && send(c->bell, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 &&
+      errno != EAGAIN && errno != EWOULDBLOCK)
+    c->peer_gone = true;
+}
+
+static void handle_closed(uv_handle_t *h) {
+  jitsu_chan *c = h->data;
+  if (--c->handles == 0) {
+    munmap(c->map, c->map_len);
+    free(c->rbuf);
+    free(c);
+  }
+}
+
+static void fail_writes(jitsu_chan *c, int err) {
+  while (c->wq != NULL) {
+    wreq *w = c->wq;
+    c->wq = w->next;
+    if (w->cb != NULL && !c->closing)
+      w->cb(c, err, w->arg);
+    free(w);
+  }
+  c->wq_tail = &c->wq;
+  c->wq_bytes = 0;
+}
+
+void jitsu_chan_close(jitsu_chan *c) {
+  if (c == NULL || c->closing)
+    return;
+  c->closing = true;
+  fail_writes(c, -ECANCELED);
+  while (c->done != NULL) {
+    wreq *w = c->done;
+    c->done = w->next;
+    free(w);
+  }
+  uv_close((uv_handle_t *)&c->poll, handle_closed);
+  uv_close((uv_handle_t *)&c->idle, handle_closed);
+  close(c->bell); /* the peer's poll sees the hang-up */
+  c->bell = -1;
+}
+
+static void start_idle(jitsu_chan *c);
+
+/* The channel cannot go on: deliver (err) once to the reader. */
+static void broken(jitsu_chan *c, int err) {
+  if (c->broken)
+    return;
+  c->broken = true;
+  c->err = err;
+  fail_writes(c, err);
+}
+
+/* Move queued writes into the ring; 1 if anything moved. */
+static int pump_writes(jitsu_chan *c) {
+  int moved = 0;
+  while (c->wq != NULL && !c->broken) {
+    wreq *w = c->wq;
+    bool wake;
+    long n =
+        chan_ring_write(&c->ring, w->data + w->off, w->len - w->off, &wake);
+    if (n < 0) {
+      broken(c, (int)n);
+      return 1;
+    }
+    if (wake)
+      ring_bell(c);
+    if (n == 0)
+      break;
+    moved = 1;
+    w->off += (size_t)n;
+    c->wq_bytes -= (size_t)n;
+    if (w->off == w->len) {
+      c->wq = w->next;
+      if (c->wq == NULL)
+        c->wq_tail = &c->wq;
+      w->next = c->done;
+      c->done = w;
+    }
+  }
+  if (c->wq == NULL && c->shut_requested && !c->shut_done && !c->broken) {
+    c->shut_done = true;
+    chan_ring_set_eof(&c->ring);
+    ring_bell(c);
+    moved = 1;
+  }
+  return moved;
+}
+
+/* Completed writes' callbacks, in order. */
+static void finish_writes(jitsu_chan *c) {
+  wreq *rev = NULL;
+  while (c->done != NULL) {
+    wreq *w = c->done;
+    c->done = w->next;
+    w->next = rev;
+    rev = w;
+  }
+  while (rev != NULL && !c->closing) {
+    wreq *w = rev;
+    rev = w->next;
+    if (w->cb != NULL)
+      w->cb(c, 0, w->arg);
+    free(w);
+  }
+  while (rev != NULL) {
+    wreq *w = rev;
+    rev = w->next;
+    free(w);
+  }
+}
+
+/* Deliver what is readable; 1 if anything was read. */
+static int pump_reads(jitsu_chan *c) {
+  int moved = 0;
+  while (c->read_cb != NULL && !c->closing && !c->eof_seen) {
+    bool wake;
+    long n =
+        c->broken ? 0 : chan_ring_read(&c->ring, c->rbuf, READ_CHUNK, &wake);
+    if (n < 0) {
+      broken(c, (int)n);
+      continue;
+    }
+    if (n == 0) {
+      /* Nothing more: the end, if the peer said so or went away. */
+      if (c->broken || chan_ring_peer_eof(&c->ring) || c->peer_gone) {
+        int err = c->broken                      ? c->err
+                  : chan_ring_peer_eof(&c->ring) ? 0
+                                                 : -ECONNRESET;
+        if (!c->broken && chan_ring_readable(&c->ring) > 0)
+          continue; /* written just before the end */
+        c->eof_seen = true;
+        c->read_cb(c, NULL, 0, err, c->read_arg);
+        moved = 1;
+      }
+      break;
+    }
+    if (wake)
+      ring_bell(c);
+    moved = 1;
+    c->read_cb(c, c->rbuf, (size_t)n, 0, c->read_arg);
+  }
+  return moved;
+}
+
+static void pump(jitsu_chan *c) {
+  if (c->closing)
+    return;
+  if (c->peer_gone && !c->broken && c->wq != NULL)
+    broken(c, -ECONNRESET);
+  int moved = pump_writes(c);
+  finish_writes(c);
+  moved |= pump_reads(c);
+  if (c->closing)
+    return;
+  uint64_t now = uv_hrtime();
+  if (moved)
+    c->spin_until = now + c->spin_ns;
+  if (now < c->spin_until && !c->broken && !c->peer_gone)
+    return; /* keep polling the rings for a while */
+  /* Sleep: ask to be woken, then look once more (the peer may have acted
+   * between our last look and the request). */
+  bool want_data = c->read_cb != NULL && !c->eof_seen;
+  bool want_space = c->wq != NULL && !c->broken;
+  chan_ring_want(&c->ring, want_data, want_space);
+  long r = want_data ? chan_ring_readable(&c->ring) : 0;
+  long w = want_space ? chan_ring_writable(&c->ring) : 0;
+  if (r != 0 || w != 0 || (want_data && chan_ring_peer_eof(&c->ring)) ||
+      c->done != NULL)
+    return; /* more to do: stay on the idle handle */
+  if (c->idling) {
+    uv_idle_stop(&c->idle);
+    c->idling = false;
+  }
+}
+
+static void idle_cb(uv_idle_t *h) {
+  pump(h->data);
+}
+
+static void start_idle(jitsu_chan *c) {
+  if (!c->idling && !c->closing) {
+    c->idling = true;
+    uv_idle_start(&c->idle, idle_cb);
+  }
+}
+
+static void bell_cb(uv_poll_t *h, int status, int events) {
+  jitsu_chan *c = h->data;
+  if (c->closing)
+    return;
+  char buf[256];
+  for (;;) {
+    ssize_t n = recv(c->bell, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0)
+      continue;
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+      c->peer_gone = true;
+    break;
+  }
+  if (status < 0 || (events & UV_DISCONNECT))
+    c->peer_gone = true;
+  if (c->peer_gone)
+    uv_poll_stop(&c->poll);
+  c->spin_until = uv_hrtime() + c->spin_ns;
+  start_idle(c);
+}
+
+jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
+                            int bell, int role, uint64_t spin_us, int *err) {
+  jitsu_chan *c = calloc(1, sizeof(*c));
+  if (c == NULL || (c->rbuf = malloc(READ_CHUNK)) == NULL) {
+    free(c);
+    *err = -ENOMEM;
+    return NULL;
+  }
+  *err = chan_ring_attach(&c->ring, map, map_len, role);
+  if (*err < 0) {
+    free(c->rbuf);
+    free(c);
+    return NULL;
+  }
+  c->loop = loop;
+  c->map = map;
+  c->map_len = map_len;
+  c->bell = bell;
+  c->wq_tail = &c->wq;
+  c->spin_ns = spin_us == UINT64_MAX ? 0
+               : spin_us == 0        ? DEFAULT_SPIN_NS
+                                     : spin_us * 1000;
+  uv_idle_init(loop, &c->idle);
+  uv_poll_init(loop, &c->poll, bell);
+  c->idle.data = c->poll.data = c;
+  c->handles = 2;
+  uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, bell_cb);
+  start_idle(c);
+  return c;
+}
+
+int jitsu_chan_read_start(jitsu_chan *c, jitsu_chan_read_cb cb, void *arg) {
+  if (c->closing)
+    return -EBADF;
+  c->read_cb = cb;
+  c->read_arg = arg;
+  if (cb != NULL)
+    start_idle(c);
+  return 0;
+}
+
+int jitsu_chan_write(jitsu_chan *c, const void *data, size_t len,
+                     jitsu_chan_write_cb cb, void *arg) {
+  if (c->closing || c->shut_requested || c->broken)
+    return -EPIPE;
+  if (c->peer_gone)
+    return -ECONNRESET;
+  wreq *w = malloc(sizeof(*w) + len);
+  if (w == NULL)
+    return -ENOMEM;
+  memcpy(w->data, data, len);
+  w->next = NULL;
+  w->len = len;
+  w->off = 0;
+  w->cb = cb;
+  w->arg = arg;
+  *c->wq_tail = w;
+  c->wq_tail = &w->next;
+  c->wq_bytes += len;
+  start_idle(c);
+  return 0;
+}
+
+size_t jitsu_chan_write_queue_size(const jitsu_chan *c) {
+  return c->wq_bytes;
+}
+
+int jitsu_chan_shutdown(jitsu_chan *c) {
+  if (c->closing)
+    return -EBADF;
+  c->shut_requested = true;
+  start_idle(c);
+  return 0;
+}
+
+void jitsu_chan_set_data(jitsu_chan *c, void *data) {
+  c->data = data;
+}
+
+void *jitsu_chan_data(const jitsu_chan *c) {
+  return c->data;
+}

@@ -1,0 +1,36 @@
+/* Channels and the rendezvous: what channel.c, chan_connect.c and
+ * rendezvous.c share. */
+#ifndef JITSU_CHANNEL_INT_H
+#define JITSU_CHANNEL_INT_H
+
+#include "internal.h"
+
+#include <jitsu/channel.h>
+
+#define RV_MSG_MAX 256 /* one rendezvous message */
+#define RV_PENDING_PER_NAME 64
+#define RV_PENDING_MAX 1024
+#define RV_LISTENERS_MAX 1024
+#define RV_CONNECT_TIMEOUT_MS 10000
+#define RV_CONNECT_TIMEOUT_MAX_MS 120000
+
+/* A channel over (map) (the whole memfd mapping, which it now owns) and
+ * (bell) (its socket pair end, owned too); NULL with (*err) set. */
+jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
+                            int bell, int role, uint64_t spin_us, int *err);
+
+/* One message on a SOCK_SEQPACKET socket, with up to two descriptors. */
+int jitsu__rv_send(int fd, const char *text, const int *fds, int nfds);
+/* Receive one message into (buf) (NUL-terminated), descriptors into (fds)
+ * (*nfds in: room, out: count; extra ones are closed). The length, 0 at
+ * EOF, or -errno (-EAGAIN: nothing yet). */
+long jitsu__rv_recv(int fd, char *buf, size_t size, int *fds, int *nfds);
+
+/* Whether (s) is a valid channel name / port. */
+bool jitsu__chan_name_ok(const char *s);
+bool jitsu__chan_port_ok(const char *s);
+
+/* The server's state in a ctx (rendezvous.c). */
+void jitsu__rendezvous_free(jitsu_ctx *ctx);
+
+#endif

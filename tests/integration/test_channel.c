@@ -1,0 +1,299 @@
+/* Channels and the rendezvous: host to host, host to a process guest
+ * (summoned by the connect), 1 GiB with a checksum, a peer killed mid
+ * transfer, many channels at once, and the errors. */
+#include "helpers.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int open_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  while (d && readdir(d))
+    n++;
+  if (d)
+    closedir(d);
+  return n;
+}
+
+static const char *echo_path(void) {
+  const char *p = getenv("JITSU_CHAN_ECHO");
+  assert_non_null(p);
+  return p;
+}
+
+static jitsu_chan_options opts(fixture *f) {
+  static char path[400];
+  jitsu_chan_options o = JITSU_CHAN_OPTIONS_INIT;
+  snprintf(path, sizeof(path), "%s", jitsu_rendezvous_path(f->ctx));
+  o.rendezvous = path;
+  return o;
+}
+
+/* A connect's outcome. */
+typedef struct conn_out {
+  int done, err;
+  jitsu_chan *c;
+} conn_out;
+
+static void connected(jitsu_chan *c, int err, void *arg) {
+  conn_out *o = arg;
+  o->done = 1;
+  o->err = err;
+  o->c = c;
+}
+
+static jitsu_chan *connect_ok(fixture *f, const char *name, const char *port) {
+  jitsu_chan_options o = opts(f);
+  conn_out out = {0};
+  assert_int_equal(
+      jitsu_chan_connect(&f->loop, name, port, &o, connected, &out), 0);
+  assert_true(run_until(f, &out.done, 15000));
+  if (out.err != 0)
+    fprintf(stderr, "connect %s/%s: %s\n", name, port, jitsu_strerror(out.err));
+  assert_int_equal(out.err, 0);
+  return out.c;
+}
+
+/* A reader that counts bytes, sums them, and remembers the end. */
+typedef struct sink {
+  uint64_t bytes, sum;
+  int ended, err;
+} sink;
+
+static void sink_read(jitsu_chan *c, const void *data, size_t len, int err,
+                      void *arg) {
+  (void)c;
+  sink *s = arg;
+  const uint8_t *p = data;
+  for (size_t i = 0; i < len; i++)
+    s->sum = s->sum * 31 + p[i];
+  s->bytes += len;
+  if (len == 0) {
+    s->ended = 1;
+    s->err = err;
+  }
+}
+
+/* In-process listener that echoes. */
+static void echo_read(jitsu_chan *c, const void *data, size_t len, int err,
+                      void *arg) {
+  (void)arg;
+  if (len > 0)
+    jitsu_chan_write(c, data, len, NULL, NULL);
+  else if (err == 0)
+    jitsu_chan_shutdown(c);
+  else
+    jitsu_chan_close(c);
+}
+
+static char last_port[64];
+static int listen_status = 1;
+static void echo_accept(jitsu_chan_listener *l, jitsu_chan *c, const char *port,
+                        int err, void *arg) {
+  (void)l;
+  if (c == NULL) {
+    *(int *)arg = err == 0 ? 2 : err; /* registered, or why not */
+    return;
+  }
+  snprintf(last_port, sizeof(last_port), "%s", port);
+  jitsu_chan_read_start(c, echo_read, NULL);
+}
+
+static int wait_listen(fixture *f, int *status) {
+  *status = 0;
+  for (int i = 0; i < 500 && *status == 0; i++)
+    run_for(f, 10);
+  return *status == 2 ? 0 : *status;
+}
+
+static void test_host_to_host(void **state) {
+  fixture *f = *state;
+  assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
+  jitsu_chan_options o = opts(f);
+  jitsu_chan_listener *l, *l2;
+  int st1 = 0, st2 = 0;
+  assert_int_equal(
+      jitsu_chan_listen(&f->loop, "svc", &o, echo_accept, &st1, &l), 0);
+  assert_int_equal(wait_listen(f, &st1), 0);
+  assert_int_equal(
+      jitsu_chan_listen(&f->loop, "svc", &o, echo_accept, &st2, &l2), 0);
+  assert_int_equal(wait_listen(f, &st2), -EADDRINUSE);
+  jitsu_chan_listener_close(l2);
+  (void)listen_status;
+  jitsu_chan *c = connect_ok(f, "svc", "p-1");
+  sink s = {0};
+  jitsu_chan_read_start(c, sink_read, &s);
+  assert_int_equal(jitsu_chan_write(c, "hello", 5, NULL, NULL), 0);
+  assert_int_equal(jitsu_chan_write(c, " world", 6, NULL, NULL), 0);
+  assert_int_equal(jitsu_chan_shutdown(c), 0);
+  assert_int_equal(jitsu_chan_write(c, "x", 1, NULL, NULL), -EPIPE);
+  assert_true(run_until(f, &s.ended, 5000));
+  assert_int_equal(s.err, 0);
+  assert_int_equal(s.bytes, 11);
+  assert_string_equal(last_port, "p-1");
+  jitsu_chan_close(c);
+  /* Errors: bad names, nobody there. */
+  conn_out out = {0};
+  assert_int_equal(
+      jitsu_chan_connect(&f->loop, "bad name", "p", &o, connected, &out),
+      -EINVAL);
+  assert_int_equal(
+      jitsu_chan_connect(&f->loop, "svc", "p/1", &o, connected, &out), -EINVAL);
+  assert_int_equal(
+      jitsu_chan_connect(&f->loop, "nobody", "p", &o, connected, &out), 0);
+  assert_true(run_until(f, &out.done, 5000));
+  assert_int_equal(out.err, -ECONNREFUSED);
+  jitsu_chan_listener_close(l);
+}
+
+/* A connect to a stopped process guest summons it; it listens; 1 GiB goes
+ * there and back with the same checksum. */
+static void test_summon_on_connect_1gib(void **state) {
+  fixture *f = *state;
+  assert_int_equal(
+      fixture_load(f, "[vm echo]\nexec = %s\nready = notify\n", echo_path()),
+      0);
+  assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "echo");
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
+  jitsu_chan *c = connect_ok(f, "echo", "data");
+  assert_int_not_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
+  sink s = {0};
+  jitsu_chan_read_start(c, sink_read, &s);
+  enum { CHUNK = 64 * 1024 };
+  const uint64_t total = 1ull << 30;
+  static uint8_t buf[CHUNK];
+  uint64_t sent = 0, sum = 0, x = 12345;
+  while (sent < total) {
+    if (jitsu_chan_write_queue_size(c) > 4 * CHUNK) {
+      uv_run(&f->loop, UV_RUN_ONCE);
+      continue;
+    }
+    for (size_t i = 0; i < CHUNK; i++) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      buf[i] = (uint8_t)(x >> 56);
+      sum = sum * 31 + buf[i];
+    }
+    assert_int_equal(jitsu_chan_write(c, buf, CHUNK, NULL, NULL), 0);
+    sent += CHUNK;
+  }
+  jitsu_chan_shutdown(c);
+  assert_true(run_until(f, &s.ended, 120000));
+  assert_int_equal(s.err, 0);
+  assert_int_equal(s.bytes, total);
+  assert_true(s.sum == sum);
+  jitsu_chan_close(c);
+}
+
+/* The guest dies mid-transfer: the reader learns at once; nothing leaks. */
+static void test_peer_killed(void **state) {
+  fixture *f = *state;
+  assert_int_equal(
+      fixture_load(f, "[vm echo]\nexec = %s\nready = notify\n", echo_path()),
+      0);
+  assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
+  int before = open_fds();
+  jitsu_chan *c = connect_ok(f, "echo", "x");
+  sink s = {0};
+  jitsu_chan_read_start(c, sink_read, &s);
+  static uint8_t buf[65536];
+  for (int i = 0; i < 64; i++)
+    jitsu_chan_write(c, buf, sizeof(buf), NULL, NULL);
+  run_for(f, 20);
+  kill(vm_pid(jitsu_vm_find(f->ctx, "echo")), SIGKILL);
+  assert_true(run_until(f, &s.ended, 5000));
+  assert_int_equal(s.err, -ECONNRESET);
+  assert_int_equal(jitsu_chan_write(c, "x", 1, NULL, NULL), -ECONNRESET);
+  jitsu_chan_close(c);
+  run_for(f, 50);
+  assert_int_equal(open_fds(), before);
+}
+
+/* Many channels at once to one guest. */
+static void test_many_channels(void **state) {
+  fixture *f = *state;
+  enum { N = 100 };
+  assert_int_equal(
+      fixture_load(f, "[vm echo]\nexec = %s\nready = notify\n", echo_path()),
+      0);
+  assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
+  jitsu_chan_options o = opts(f);
+  o.ring_size = 16384;
+  static conn_out outs[N];
+  static sink sinks[N];
+  memset(outs, 0, sizeof(outs));
+  memset(sinks, 0, sizeof(sinks));
+  /* The first connect summons it (at most 64 may wait for one name). */
+  jitsu_chan_close(connect_ok(f, "echo", "first"));
+  for (int i = 0; i < N; i++) {
+    char port[16];
+    snprintf(port, sizeof(port), "p%d", i);
+    assert_int_equal(
+        jitsu_chan_connect(&f->loop, "echo", port, &o, connected, &outs[i]), 0);
+  }
+  static uint8_t buf[65536];
+  int started = 0, ended = 0;
+  for (int round = 0; round < 20000 && ended < N; round++) {
+    run_for(f, 1);
+    for (int i = 0; i < N; i++) {
+      if (outs[i].done && outs[i].c != NULL && !sinks[i].bytes &&
+          !jitsu_chan_data(outs[i].c)) {
+        assert_int_equal(outs[i].err, 0);
+        jitsu_chan_set_data(outs[i].c, &sinks[i]);
+        jitsu_chan_read_start(outs[i].c, sink_read, &sinks[i]);
+        memset(buf, i, sizeof(buf));
+        jitsu_chan_write(outs[i].c, buf, sizeof(buf), NULL, NULL);
+        jitsu_chan_shutdown(outs[i].c);
+        started++;
+      }
+    }
+    ended = 0;
+    for (int i = 0; i < N; i++)
+      ended += sinks[i].ended;
+  }
+  assert_int_equal(started, N);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(sinks[i].err, 0);
+    assert_int_equal(sinks[i].bytes, sizeof(buf));
+    jitsu_chan_close(outs[i].c);
+  }
+}
+
+/* A vm that never listens: the connect times out; one that cannot start
+ * fails at once. */
+static void test_connect_timeout(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, "[vm mute]\nexec = /bin/sleep 30\n"
+                                   "[vm broken]\nexec = /nonexistent/x\n"),
+                   0);
+  assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
+  jitsu_chan_options o = opts(f);
+  o.timeout_ms = 300;
+  conn_out out = {0};
+  assert_int_equal(
+      jitsu_chan_connect(&f->loop, "mute", "p", &o, connected, &out), 0);
+  assert_true(run_until(f, &out.done, 5000));
+  assert_int_equal(out.err, -ETIMEDOUT);
+  memset(&out, 0, sizeof(out));
+  assert_int_equal(
+      jitsu_chan_connect(&f->loop, "broken", "p", &o, connected, &out), 0);
+  assert_true(run_until(f, &out.done, 5000));
+  assert_true(out.err < 0 && out.err != -ETIMEDOUT);
+}
+
+int main(void) {
+#define T(fn)                                                                  \
+  cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+  const struct CMUnitTest tests[] = {
+      T(test_host_to_host),    T(test_summon_on_connect_1gib),
+      T(test_peer_killed),     T(test_many_channels),
+      T(test_connect_timeout),
+  };
+  return cmocka_run_group_tests_name("channel", tests, NULL, NULL);
+}
