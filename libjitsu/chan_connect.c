@@ -154,7 +154,7 @@ typedef struct pconnect {
   uint8_t *map;
   size_t map_len;
   int bell;
-  uint64_t spin_us;
+  jitsu_chan_options opts;
   jitsu_chan_connect_cb cb;
   void *arg;
   bool done;
@@ -177,7 +177,7 @@ static void pc_finish(pconnect *p, int err) {
   p->done = true;
   jitsu_chan *c = NULL;
   if (err == 0) {
-    c = jitsu__chan_new(p->loop, p->map, p->map_len, p->bell, 0, p->spin_us,
+    c = jitsu__chan_new(p->loop, p->map, p->map_len, p->bell, 0, &p->opts,
                         &err);
     if (c != NULL)
       p->map = NULL, p->bell = -1; /* the channel owns them now */
@@ -275,7 +275,8 @@ int jitsu_chan_connect(uv_loop_t *loop, const char *name, const char *port,
   p->loop = loop;
   p->cb = cb;
   p->arg = arg;
-  p->spin_us = opts ? opts->spin_us : 0;
+  if (opts != NULL)
+    p->opts = *opts;
   uv_poll_init(loop, &p->poll, p->rv);
   uv_timer_init(loop, &p->timer);
   p->poll.data = p->timer.data = p;
@@ -293,7 +294,7 @@ struct jitsu_chan_listener {
   int rv;
   uv_poll_t poll;
   bool registered, closing;
-  uint64_t spin_us;
+  jitsu_chan_options opts;
   jitsu_chan_accept_cb cb;
   void *arg;
 };
@@ -331,7 +332,7 @@ static jitsu_chan *take_channel(jitsu_chan_listener *l, int memfd, int bell,
     return NULL;
   }
   fcntl(bell, F_SETFL, fcntl(bell, F_GETFL) | O_NONBLOCK);
-  jitsu_chan *c = jitsu__chan_new(l->loop, map, len, bell, 1, l->spin_us, err);
+  jitsu_chan *c = jitsu__chan_new(l->loop, map, len, bell, 1, &l->opts, err);
   if (c == NULL)
     munmap(map, len);
   return c;
@@ -400,7 +401,8 @@ int jitsu_chan_listen(uv_loop_t *loop, const char *name,
   }
   l->loop = loop;
   l->rv = fd;
-  l->spin_us = opts ? opts->spin_us : 0;
+  if (opts != NULL)
+    l->opts = *opts;
   l->cb = cb;
   l->arg = arg;
   uv_poll_init(loop, &l->poll, fd);

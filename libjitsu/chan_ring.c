@@ -99,6 +99,29 @@ long chan_ring_read(chan_ring *r, void *out, size_t cap, bool *wake) {
   return (long)n;
 }
 
+long chan_ring_peek(chan_ring *r, const uint8_t **at, size_t cap) {
+  long avail = chan_ring_readable(r);
+  if (avail <= 0)
+    return avail;
+  uint32_t off = r->rx_cons & (r->size - 1);
+  size_t n = (size_t)avail < r->size - off ? (size_t)avail : r->size - off;
+  if (n > cap)
+    n = cap;
+  *at = r->rx_data + off;
+  return (long)n;
+}
+
+void chan_ring_consume(chan_ring *r, size_t n, bool *wake) {
+  *wake = false;
+  r->rx_cons += (uint32_t)n;
+  STORE(&r->rx->cons, r->rx_cons);
+  FENCE();
+  if (n > 0 && LOAD(&r->rx->want_space)) {
+    STORE(&r->rx->want_space, 0);
+    *wake = true;
+  }
+}
+
 bool chan_ring_peer_eof(chan_ring *r) {
   return LOAD(&r->rx->eof) != 0;
 }

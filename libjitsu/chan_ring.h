@@ -56,6 +56,11 @@ long chan_ring_write(chan_ring *r, const void *data, size_t len, bool *wake);
  * (*wake) when the producer asked to be woken for space. */
 long chan_ring_read(chan_ring *r, void *out, size_t cap, bool *wake);
 
+/* Direct reads: the contiguous readable bytes at (*at) (the count, or
+ * -EPROTO), then release (n) of them. */
+long chan_ring_peek(chan_ring *r, const uint8_t **at, size_t cap);
+void chan_ring_consume(chan_ring *r, size_t n, bool *wake);
+
 /* Bytes readable now (or -EPROTO); free space to write (or -EPROTO). */
 long chan_ring_readable(chan_ring *r);
 long chan_ring_writable(chan_ring *r);

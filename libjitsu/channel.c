@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define READ_CHUNK (64 * 1024)
+#define READ_CHUNK (256 * 1024)
 #define DEFAULT_SPIN_NS (50 * 1000)
 
 typedef struct wreq {
@@ -37,7 +37,7 @@ struct jitsu_chan {
   uv_idle_t idle;
   int handles; /* open handles, for the last close */
   bool idling, closing, peer_gone, broken, eof_seen;
-  bool shut_requested, shut_done;
+  bool shut_requested, shut_done, direct;
   int err; /* why it broke */
   wreq *wq, **wq_tail;
   size_t wq_bytes;
@@ -167,9 +167,11 @@ static void finish_writes(jitsu_chan *c) {
 static int pump_reads(jitsu_chan *c) {
   int moved = 0;
   while (c->read_cb != NULL && !c->closing && !c->eof_seen) {
-    bool wake;
-    long n =
-        c->broken ? 0 : chan_ring_read(&c->ring, c->rbuf, READ_CHUNK, &wake);
+    bool wake = false;
+    const uint8_t *at = c->rbuf;
+    long n = c->broken   ? 0
+             : c->direct ? chan_ring_peek(&c->ring, &at, READ_CHUNK)
+                         : chan_ring_read(&c->ring, c->rbuf, READ_CHUNK, &wake);
     if (n < 0) {
       broken(c, (int)n);
       continue;
@@ -188,10 +190,16 @@ static int pump_reads(jitsu_chan *c) {
       }
       break;
     }
-    if (wake)
-      ring_bell(c);
     moved = 1;
-    c->read_cb(c, c->rbuf, (size_t)n, 0, c->read_arg);
+    if (c->direct) {
+      c->read_cb(c, at, (size_t)n, 0, c->read_arg);
+      if (!c->closing)
+        chan_ring_consume(&c->ring, (size_t)n, &wake);
+    } else {
+      c->read_cb(c, at, (size_t)n, 0, c->read_arg);
+    }
+    if (wake && !c->closing)
+      ring_bell(c);
   }
   return moved;
 }
@@ -260,7 +268,9 @@ static void bell_cb(uv_poll_t *h, int status, int events) {
 }
 
 jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
-                            int bell, int role, uint64_t spin_us, int *err) {
+                            int bell, int role, const jitsu_chan_options *o,
+                            int *err) {
+  uint64_t spin_us = o ? o->spin_us : 0;
   jitsu_chan *c = calloc(1, sizeof(*c));
   if (c == NULL || (c->rbuf = malloc(READ_CHUNK)) == NULL) {
     free(c);
@@ -278,6 +288,7 @@ jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
   c->map_len = map_len;
   c->bell = bell;
   c->wq_tail = &c->wq;
+  c->direct = o != NULL && o->direct_read;
   c->spin_ns = spin_us == UINT64_MAX ? 0
                : spin_us == 0        ? DEFAULT_SPIN_NS
                                      : spin_us * 1000;
@@ -306,18 +317,38 @@ int jitsu_chan_write(jitsu_chan *c, const void *data, size_t len,
     return -EPIPE;
   if (c->peer_gone)
     return -ECONNRESET;
-  wreq *w = malloc(sizeof(*w) + len);
+  /* Fast path: straight into the ring when nothing waits before us; only
+   * what does not fit is copied into the queue. */
+  size_t off = 0;
+  if (c->wq == NULL) {
+    bool wake;
+    long n = chan_ring_write(&c->ring, data, len, &wake);
+    if (n < 0) {
+      broken(c, (int)n);
+      return (int)n;
+    }
+    if (wake)
+      ring_bell(c);
+    off = (size_t)n;
+  }
+  size_t rest = len - off;
+  wreq *w = malloc(sizeof(*w) + rest);
   if (w == NULL)
-    return -ENOMEM;
-  memcpy(w->data, data, len);
+    return -ENOMEM; /* (what went into the ring stays there) */
+  memcpy(w->data, (const uint8_t *)data + off, rest);
   w->next = NULL;
-  w->len = len;
+  w->len = rest;
   w->off = 0;
   w->cb = cb;
   w->arg = arg;
-  *c->wq_tail = w;
-  c->wq_tail = &w->next;
-  c->wq_bytes += len;
+  if (rest == 0) { /* done: its callback runs from the loop */
+    w->next = c->done;
+    c->done = w;
+  } else {
+    *c->wq_tail = w;
+    c->wq_tail = &w->next;
+    c->wq_bytes += rest;
+  }
   start_idle(c);
   return 0;
 }

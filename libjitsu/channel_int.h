@@ -17,7 +17,8 @@
 /* A channel over (map) (the whole memfd mapping, which it now owns) and
  * (bell) (its socket pair end, owned too); NULL with (*err) set. */
 jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
-                            int bell, int role, uint64_t spin_us, int *err);
+                            int bell, int role, const jitsu_chan_options *o,
+                            int *err);
 
 /* One message on a SOCK_SEQPACKET socket, with up to two descriptors. */
 int jitsu__rv_send(int fd, const char *text, const int *fds, int nfds);

@@ -2,6 +2,7 @@
 #ifndef JITSU_CHANNEL_H
 #define JITSU_CHANNEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -64,9 +65,14 @@ typedef struct jitsu_chan_options {
   uint64_t timeout_ms;    /* connect: 0 = 10 s (includes a summon) */
   uint64_t spin_us;       /* poll the ring this long before sleeping
                            * after activity (0: 50 us; UINT64_MAX: never) */
+  /* Read callbacks get the bytes where they lie in the shared memory
+   * instead of a private copy: one copy less, but the peer can still change
+   * them while the callback runs, so read each byte once (forwarding,
+   * hashing, copying out). Default false. */
+  bool direct_read;
 } jitsu_chan_options;
 #define JITSU_CHAN_OPTIONS_INIT                                                \
-  { JITSU_CHAN_OPTIONS_VERSION, NULL, 0, 0, 0 }
+  { JITSU_CHAN_OPTIONS_VERSION, NULL, 0, 0, 0, false }
 
 /* Listen on (name) for connects to any of its ports; (cb) says when the
  * name is registered and gets each new channel. */
