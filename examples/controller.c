@@ -241,7 +241,10 @@ int main(int argc, char **argv) {
     return 1;
   }
   jitsu_idle_attach(a.ctx, NULL);
-  if (jitsu_control_listen(a.ctx, NULL) < 0) {
+  /* Channels: guests and host programs meet by name through it, and a
+   * connect to a stopped vm's name summons it. */
+  if (jitsu_rendezvous_listen(a.ctx, NULL) < 0 ||
+      jitsu_control_listen(a.ctx, NULL) < 0) {
     fprintf(stderr, "controller: %s\n", jitsu_ctx_last_error(a.ctx));
     jitsu_ctx_free(a.ctx);
     uv_run(a.loop, UV_RUN_DEFAULT);
