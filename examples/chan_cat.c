@@ -1,0 +1,86 @@
+/*
+ * chan_cat: connect to a channel and copy: standard input into it (then
+ * shut it down), and what comes back to standard output, until its end.
+ * The pair to chan_echo:
+ *
+ *   build/examples/controller examples/controller.conf   # serves the
+ * rendezvous
+ *   echo hello | JITSU_RENDEZVOUS=/path/rendezvous.sock \
+ *       build/examples/chan_cat echo greeting             # summons "echo"
+ *
+ * Standard input must be a pipe, a socket or a terminal.
+ */
+#include <jitsu/jitsu.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static uv_pipe_t in;
+static int status = 1;
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  static char b[65536];
+  (void)h, (void)hint;
+  *buf = uv_buf_init(b, sizeof(b));
+}
+
+static void on_stdin(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  jitsu_chan *c = s->data;
+  if (n > 0) {
+    jitsu_chan_write(c, buf->base, (size_t)n, NULL, NULL);
+  } else if (n < 0) {
+    uv_read_stop(s);
+    jitsu_chan_shutdown(c);
+  }
+}
+
+static void on_read(jitsu_chan *c, const void *data, size_t len, int err,
+                    void *arg) {
+  (void)arg;
+  if (len > 0) {
+    if (fwrite(data, 1, len, stdout) != len)
+      err = -EIO;
+    else
+      return;
+  }
+  fflush(stdout);
+  if (err < 0)
+    fprintf(stderr, "chan_cat: %s\n", jitsu_strerror(err));
+  status = err < 0;
+  jitsu_chan_close(c);
+  uv_close((uv_handle_t *)&in, NULL);
+}
+
+static void on_connect(jitsu_chan *c, int err, void *arg) {
+  (void)arg;
+  if (err < 0) {
+    fprintf(stderr, "chan_cat: cannot connect: %s\n", jitsu_strerror(err));
+    uv_close((uv_handle_t *)&in, NULL);
+    return;
+  }
+  jitsu_chan_read_start(c, on_read, NULL);
+  in.data = c;
+  uv_read_start((uv_stream_t *)&in, on_alloc, on_stdin);
+}
+
+int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN);
+  if (argc != 3) {
+    fprintf(stderr, "usage: chan_cat NAME PORT (with $JITSU_RENDEZVOUS)\n");
+    return 2;
+  }
+  uv_loop_t *loop = uv_default_loop();
+  if (uv_pipe_init(loop, &in, 0) < 0 || uv_pipe_open(&in, 0) < 0) {
+    fprintf(stderr, "chan_cat: standard input is not a pipe or socket\n");
+    return 2;
+  }
+  int r = jitsu_chan_connect(loop, argv[1], argv[2], NULL, on_connect, NULL);
+  if (r < 0) {
+    fprintf(stderr, "chan_cat: %s\n", jitsu_strerror(r));
+    return 1;
+  }
+  uv_run(loop, UV_RUN_DEFAULT);
+  return status;
+}
