@@ -11,6 +11,7 @@
 #define RV_PENDING_PER_NAME 64
 #define RV_PENDING_MAX 1024
 #define RV_LISTENERS_MAX 1024
+#define RV_CONNS_MAX 4096 /* endpoints connected to the rendezvous */
 #define RV_CONNECT_TIMEOUT_MS 10000
 #define RV_CONNECT_TIMEOUT_MAX_MS 120000
 

@@ -42,7 +42,7 @@ typedef struct jitsu__rendezvous {
   uv_timer_t timer; /* pending connects' deadlines */
   rv_conn *conns;
   rv_pending *pending;
-  unsigned n_pending, n_listeners;
+  unsigned n_pending, n_listeners, n_conns;
 } jitsu__rendezvous;
 
 static void conn_closed(uv_handle_t *h) {
@@ -84,6 +84,7 @@ static void conn_close(rv_conn *c) {
   for (rv_conn **cp = &rv->conns; *cp; cp = &(*cp)->next)
     if (*cp == c) {
       *cp = c->next;
+      rv->n_conns--;
       break;
     }
   close(c->fd);
@@ -301,6 +302,10 @@ static void accept_cb(uv_poll_t *h, int status, int events) {
     int fd = accept4(rv->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0)
       return;
+    if (rv->n_conns >= RV_CONNS_MAX) {
+      close(fd); /* bounded: the endpoint sees its connection end */
+      continue;
+    }
     rv_conn *c = calloc(1, sizeof(*c));
     if (c == NULL || uv_poll_init(rv->ctx->loop, &c->poll, fd) < 0) {
       free(c);
@@ -312,6 +317,7 @@ static void accept_cb(uv_poll_t *h, int status, int events) {
     c->poll.data = c;
     c->next = rv->conns;
     rv->conns = c;
+    rv->n_conns++;
     uv_poll_start(&c->poll, UV_READABLE, conn_readable);
   }
 }
