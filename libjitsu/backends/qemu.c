@@ -335,8 +335,9 @@ static void describe_exit(qvm *q, char *how, size_t size, int *clean) {
   bool stopping = q->op == QOP_STOP || q->op == QOP_SUSPEND_DISK;
   const char *sr = q->shutdown_reason;
   bool guest_off = strcmp(sr, "guest-shutdown") == 0;
-  if (q->our_child &&
-      waitid((idtype_t)P_PIDFD, (id_t)q->pidfd, &si, WEXITED | WNOHANG) == 0 &&
+  /* Reap it if it is our child: spawned here, or adopted by a context of
+   * this same process (waitid fails with ECHILD otherwise). */
+  if (waitid((idtype_t)P_PIDFD, (id_t)q->pidfd, &si, WEXITED | WNOHANG) == 0 &&
       si.si_pid != 0) {
     if (si.si_code == CLD_EXITED && si.si_status == 0) {
       if (guest_off)

@@ -66,7 +66,6 @@ typedef struct qvm {
   pid_t pid; /* 0: none */
   int pidfd;
   unsigned long long starttime;
-  bool our_child; /* spawned by this process: waitpid gives the status */
   uv_poll_t *exit_poll;
   qmp *qmp;
   uv_pipe_t *serial;

@@ -454,7 +454,6 @@ int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd) {
     goto out;
   }
   q->pid = pid;
-  q->our_child = true;
   q->pidfd = jitsu__pidfd_open(pid);
   jitsu__proc_stat(pid, &q->starttime, NULL);
   if (q->pidfd < 0 || (*qmp_fd = qemu_connect_qmp(q)) < 0) {
@@ -534,7 +533,6 @@ int qemu_record_adopt(qvm *q) {
     q->pid = pid;
     q->pidfd = fd;
     q->starttime = start;
-    q->our_child = false;
     return 1;
   }
   if (fd >= 0)
