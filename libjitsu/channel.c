@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define READ_CHUNK (256 * 1024)
+#define READ_CHUNK (64 * 1024)
 #define DEFAULT_SPIN_NS (50 * 1000)
 
 typedef struct wreq {
