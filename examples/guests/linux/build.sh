@@ -77,9 +77,10 @@ for m in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_
   [ -f "$f" ] && cp "$f" $root/lib/modules/
   [ -f "$f.xz" ] && xz -dc "$f.xz" > $root/lib/modules/$(basename "$m").ko
 done
-printf '#!/bin/sh\npoweroff -f\n' > $root/etc/acpi/power.sh
-chmod +x $root/etc/acpi/power.sh
-echo "PWRF/00000080 power.sh" > $root/etc/acpid.conf
+# busybox acpid runs ./PWRF/00000080 (under -c DIR) for the power button.
+mkdir -p $root/etc/acpi/PWRF
+printf '#!/bin/sh\npoweroff -f\n' > $root/etc/acpi/PWRF/00000080
+chmod +x $root/etc/acpi/PWRF/00000080
 cp "$here/init" $root/init
 chmod +x $root/init
 (cd $root && find . | sort | cpio -o -H newc -R 0:0 2>/dev/null) | gzip -9 > initrd.cpio.gz
