@@ -35,6 +35,10 @@ static const jitsu_key global_keys[] = {
     {"max-waiters", JITSU_KEY_UINT, 0, "summons waiting on one vm"},
     {"control-socket", JITSU_KEY_STRING, 0, "the control socket's path"},
     {"control-group", JITSU_KEY_STRING, 0, "a group that may use it"},
+    {"rendezvous", JITSU_KEY_BOOL, 0,
+     "serve the channel rendezvous (frontends; default no)"},
+    {"rendezvous-socket", JITSU_KEY_STRING, 0,
+     "its path (default STATE/rendezvous.sock)"},
 };
 
 int jitsu_config_declare_keys(jitsu_ctx *ctx, const char *section,

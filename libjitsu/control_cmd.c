@@ -176,11 +176,11 @@ static void run_verb(jitsu__creq *req, json_t *args, verb v, bool wait) {
   }
   jitsu_vm_cb cb = wait ? verb_done : NULL;
   void *arg = wait ? req : NULL;
-  int r = v == SUMMON    ? jitsu_vm_summon(vm, cb, arg)
-          : v == STOP    ? jitsu_vm_stop(vm, mode, cb, arg)
-          : v == SUSPEND ? jitsu_vm_suspend(vm, cb, arg)
+  int r = v == SUMMON     ? jitsu_vm_summon(vm, cb, arg)
+          : v == STOP     ? jitsu_vm_stop(vm, mode, cb, arg)
+          : v == SUSPEND  ? jitsu_vm_suspend(vm, cb, arg)
           : v == SNAPSHOT ? jitsu_vm_snapshot(vm, cb, arg)
-                         : jitsu_vm_resume(vm, cb, arg);
+                          : jitsu_vm_resume(vm, cb, arg);
   if (r < 0) {
     jitsu__control_fail(req, r, "%s",
                         jitsu_ctx_last_error(jitsu__control_ctx(req)));
@@ -286,11 +286,16 @@ static const char *const stop_fields[] = {"name", "wait", "timeout_ms", "mode",
                                           NULL};
 
 static const command commands[] = {
-    {"version", cmd_version, no_fields}, {"list", cmd_list, no_fields},
-    {"status", cmd_status, name_field},  {"summon", cmd_summon, verb_fields},
-    {"stop", cmd_stop, stop_fields},     {"suspend", cmd_suspend, verb_fields},
-    {"resume", cmd_resume, verb_fields}, {"stats", cmd_stats, name_field},
-    {"reload", cmd_reload, no_fields},   {"snapshot", cmd_snapshot, verb_fields},
+    {"version", cmd_version, no_fields},
+    {"list", cmd_list, no_fields},
+    {"status", cmd_status, name_field},
+    {"summon", cmd_summon, verb_fields},
+    {"stop", cmd_stop, stop_fields},
+    {"suspend", cmd_suspend, verb_fields},
+    {"resume", cmd_resume, verb_fields},
+    {"stats", cmd_stats, name_field},
+    {"reload", cmd_reload, no_fields},
+    {"snapshot", cmd_snapshot, verb_fields},
 };
 
 static bool allowed(const command *c, const char *key) {

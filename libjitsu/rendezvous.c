@@ -347,6 +347,8 @@ int jitsu_rendezvous_listen(jitsu_ctx *ctx, const char *path) {
   if (ctx->rendezvous != NULL)
     return jitsu__fail(ctx, -EALREADY, "the rendezvous is served already");
   char buf[600];
+  if (path == NULL)
+    path = jitsu_config_get(ctx, "jitsu", "rendezvous-socket", 0);
   if (path == NULL) {
     char dir[512];
     int r = jitsu__state_dir_ensure(ctx, NULL, dir, sizeof(dir));
@@ -389,4 +391,14 @@ int jitsu_rendezvous_listen(jitsu_ctx *ctx, const char *path) {
 
 const char *jitsu_rendezvous_path(jitsu_ctx *ctx) {
   return ctx->rendezvous ? ctx->rendezvous->path : NULL;
+}
+
+int jitsu_rendezvous_from_config(jitsu_ctx *ctx) {
+  if (!jitsu_config_bool(ctx, "jitsu", "rendezvous", false) &&
+      jitsu_config_get(ctx, "jitsu", "rendezvous-socket", 0) == NULL)
+    return 0;
+  if (ctx->rendezvous != NULL)
+    return 1;
+  int r = jitsu_rendezvous_listen(ctx, NULL);
+  return r < 0 ? r : 1;
 }

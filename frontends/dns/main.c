@@ -332,6 +332,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "jitsu-dns: %s\n", jitsu_ctx_last_error(a.ctx));
     return 1;
   }
+  if (jitsu_rendezvous_from_config(a.ctx) < 0) {
+    fprintf(stderr, "jitsu-dns: %s\n", jitsu_ctx_last_error(a.ctx));
+    return 1;
+  }
   int r = dns_server_new(a.ctx, &cfg, &a.srv, why, sizeof(why));
   if (r < 0) {
     fprintf(stderr, "jitsu-dns: %s\n", why[0] ? why : strerror(-r));

@@ -139,6 +139,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "jitsu-http: %s\n", jitsu_ctx_last_error(a.ctx));
     return 1;
   }
+  if (jitsu_rendezvous_from_config(a.ctx) < 0) {
+    fprintf(stderr, "jitsu-http: %s\n", jitsu_ctx_last_error(a.ctx));
+    return 1;
+  }
   char why[512] = "";
   int r = http_proxy_new(a.ctx, &cfg, &a.px, why, sizeof(why));
   if (r < 0) {

@@ -113,6 +113,11 @@ JITSU_EXTERN void *jitsu_chan_data(const jitsu_chan *c);
 JITSU_EXTERN int jitsu_rendezvous_listen(jitsu_ctx *ctx, const char *path);
 JITSU_EXTERN const char *jitsu_rendezvous_path(jitsu_ctx *ctx);
 
+/* Serve the rendezvous when the loaded config asks for it ([jitsu]
+ * rendezvous = yes, or a rendezvous-socket path): 1 if it now serves, 0 if
+ * not asked, or an error. The frontends call it after loading. */
+JITSU_EXTERN int jitsu_rendezvous_from_config(jitsu_ctx *ctx);
+
 #ifdef __cplusplus
 }
 #endif

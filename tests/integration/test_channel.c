@@ -292,13 +292,39 @@ static void test_connect_timeout(void **state) {
   assert_true(out.err < 0 && out.err != -ETIMEDOUT);
 }
 
+/* A frontend serves the rendezvous when its config asks. */
+static void test_rendezvous_from_config(void **state) {
+  fixture *f = *state;
+  assert_int_equal(
+      fixture_load(f, "[vm echo]\nexec = %s\nready = notify\n", echo_path()),
+      0);
+  assert_int_equal(jitsu_rendezvous_from_config(f->ctx), 0);
+  assert_null(jitsu_rendezvous_path(f->ctx));
+  jitsu_ctx_free(f->ctx);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  jitsu_ctx_options co = JITSU_CTX_OPTIONS_INIT;
+  char sdir[300], sock[340];
+  snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
+  snprintf(sock, sizeof(sock), "%s/rv-custom.sock", f->dir);
+  co.state_dir = sdir;
+  assert_int_equal(jitsu_ctx_new(&f->loop, &co, &f->ctx), 0);
+  assert_int_equal(fixture_load(f,
+                                "[jitsu]\nrendezvous-socket = %s\n"
+                                "[vm echo]\nexec = %s\nready = notify\n",
+                                sock, echo_path()),
+                   0);
+  assert_int_equal(jitsu_rendezvous_from_config(f->ctx), 1);
+  assert_string_equal(jitsu_rendezvous_path(f->ctx), sock);
+  jitsu_chan_close(connect_ok(f, "echo", "p"));
+}
+
 int main(void) {
 #define T(fn)                                                                  \
   cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
   const struct CMUnitTest tests[] = {
       T(test_host_to_host),    T(test_summon_on_connect_1gib),
       T(test_peer_killed),     T(test_many_channels),
-      T(test_connect_timeout),
+      T(test_connect_timeout), T(test_rendezvous_from_config),
   };
   return cmocka_run_group_tests_name("channel", tests, NULL, NULL);
 }
