@@ -26,6 +26,8 @@ static const jitsu_key vm_field_keys[] = {
 static const jitsu_key vm_common_keys[] = {
     {"address", JITSU_KEY_STRING, JITSU_KEY_MULTI,
      "an address of the guest's service, for frontends"},
+    {"channel", JITSU_KEY_STRING, JITSU_KEY_MULTI,
+     "a channel name whose connects summon this vm"},
 };
 
 static const jitsu_key global_keys[] = {

@@ -110,6 +110,36 @@ static void deliver(rv_conn *l, rv_conn *from, const char *port,
     reply(from, 0, NULL);
 }
 
+typedef struct channel_find {
+  const char *name;
+  jitsu_vm *vm;
+} channel_find;
+
+static int has_channel(jitsu_vm *vm, void *arg) {
+  channel_find *f = arg;
+  const char *v;
+  for (size_t i = 0; (v = jitsu_vm_param(vm, "channel", i)) != NULL; i++)
+    if (strcmp(v, f->name) == 0) {
+      f->vm = vm;
+      return 1;
+    }
+  return 0;
+}
+
+/* The vm a connect to (name) summons: a "channel" trigger, the vm of that
+ * name, or the first vm (in definition order) with "channel = name". */
+static jitsu_vm *vm_for(jitsu_ctx *ctx, const char *name) {
+  jitsu_vm *vm = jitsu_trigger_lookup(ctx, "channel", name);
+  if (vm == NULL)
+    vm = jitsu_vm_find(ctx, name);
+  if (vm == NULL) {
+    channel_find f = {name, NULL};
+    jitsu_vm_foreach(ctx, has_channel, &f);
+    vm = f.vm;
+  }
+  return vm;
+}
+
 static void summoned(jitsu_vm *vm, int status, void *arg) {
   jitsu__rendezvous *rv = arg;
   if (status == 0)
@@ -118,10 +148,7 @@ static void summoned(jitsu_vm *vm, int status, void *arg) {
   const char *name = jitsu_vm_name(vm);
   for (rv_pending **pp = &rv->pending; *pp;) {
     rv_pending *p = *pp;
-    jitsu_vm *target = jitsu_trigger_lookup(rv->ctx, "channel", p->name);
-    if (target == NULL)
-      target = jitsu_vm_find(rv->ctx, p->name);
-    if (target == vm || strcmp(p->name, name) == 0) {
+    if (vm_for(rv->ctx, p->name) == vm || strcmp(p->name, name) == 0) {
       *pp = p->next;
       rv->n_pending--;
       char why[160];
@@ -217,9 +244,7 @@ static void on_connect(rv_conn *c, const char *name, const char *port,
     close(fds[1]);
     return;
   }
-  jitsu_vm *vm = jitsu_trigger_lookup(rv->ctx, "channel", name);
-  if (vm == NULL)
-    vm = jitsu_vm_find(rv->ctx, name);
+  jitsu_vm *vm = vm_for(rv->ctx, name);
   unsigned same = 0;
   for (rv_pending *p = rv->pending; p; p = p->next)
     same += strcmp(p->name, name) == 0;

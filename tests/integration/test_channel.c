@@ -318,6 +318,22 @@ static void test_rendezvous_from_config(void **state) {
   jitsu_chan_close(connect_ok(f, "echo", "p"));
 }
 
+/* "channel = NAME" in a vm's section: a connect to NAME summons that vm
+ * (whose guest listens on NAME). */
+static void test_channel_alias(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f,
+                                "[vm db]\nexec = %s store\nready = notify\n"
+                                "channel = store\n",
+                                echo_path()),
+                   0);
+  assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
+  jitsu_chan *c = connect_ok(f, "store", "q");
+  assert_int_not_equal(jitsu_vm_state(jitsu_vm_find(f->ctx, "db")),
+                       JITSU_STATE_STOPPED);
+  jitsu_chan_close(c);
+}
+
 int main(void) {
 #define T(fn)                                                                  \
   cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
@@ -325,6 +341,7 @@ int main(void) {
       T(test_host_to_host),    T(test_summon_on_connect_1gib),
       T(test_peer_killed),     T(test_many_channels),
       T(test_connect_timeout), T(test_rendezvous_from_config),
+      T(test_channel_alias),
   };
   return cmocka_run_group_tests_name("channel", tests, NULL, NULL);
 }
