@@ -1,13 +1,13 @@
 #!/bin/sh
 # Run the qemu suite: build (or find cached) the small Linux guest, then
 # run the test program with the guests' paths in its environment.
-#   run.sh TEST_PROGRAM PVH_GUEST LINUX_BUILD_SH
+#   run.sh TEST_PROGRAM PVH_GUEST LINUX_BUILD_SH UNIKERNEL
 set -u
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
   echo "skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
   exit 77
 fi
-export JITSU_PVH_GUEST="$2"
+export JITSU_PVH_GUEST="$2" JITSU_UNIKERNEL="$4"
 if ! out=$("$3" | tail -n 1) || [ -z "$out" ]; then
   echo "the Linux guest could not be built ($3): see above" >&2
   exit 1

@@ -10,6 +10,7 @@
 #include "helpers.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -365,6 +366,41 @@ static void test_linux_http(void **state) {
   stop_ok(f, vm, JITSU_STOP_DESTROY);
 }
 
+/* The unikernel under KVM where /dev/kvm is usable (this machine's kvm_pvm
+ * runs it too), and under TCG: both answer HTTP through a forward. */
+static void test_unikernel_kvm_and_tcg(void **state) {
+  fixture *f = *state;
+  const char *uni = env("JITSU_UNIKERNEL");
+  assert_non_null(uni);
+  bool kvm = access("/dev/kvm", R_OK | W_OK) == 0;
+  if (!kvm)
+    fprintf(stderr, "note: /dev/kvm is not usable: TCG only\n");
+  int pk = free_port(), pt = free_port();
+  assert_int_equal(
+      fixture_load(f,
+                   "[vm k]\nbackend = qemu\nkernel = %s\nmemory = 16M\n"
+                   "accel = kvm\ncpu = host,-arch-capabilities\n"
+                   "cmdline = jitsu.body=kvm\nforward = tcp:127.0.0.1:%d-:80\n"
+                   "ready = marker+http:127.0.0.1:%d/\nready-timeout = 30s\n"
+                   "[vm t]\nbackend = qemu\nkernel = %s\nmemory = 16M\n"
+                   "accel = tcg\ntsc-hint = yes\ncmdline = jitsu.body=tcg\n"
+                   "forward = tcp:127.0.0.1:%d-:80\n"
+                   "ready = marker+http:127.0.0.1:%d/\n",
+                   uni, pk, pk, uni, pt, pt),
+      0);
+  char body[64];
+  jitsu_vm *vm = summon_ok(f, "t", 20000);
+  assert_int_equal(http_get(pt, body, sizeof(body)), 0);
+  assert_string_equal(body, "tcg");
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  if (kvm) {
+    vm = summon_ok(f, "k", 30000);
+    assert_int_equal(http_get(pk, body, sizeof(body)), 0);
+    assert_string_equal(body, "kvm");
+    stop_ok(f, vm, JITSU_STOP_DESTROY);
+  }
+}
+
 /* Tap on a bridge inside a network namespace that the test makes. */
 static void test_linux_tap_netns(void **state) {
   fixture *f = *state;
@@ -428,6 +464,7 @@ int main(void) {
       T(test_tiny_snapshot_on_demand),
       T(test_tiny_adopt),
       T(test_bad_input),
+      T(test_unikernel_kvm_and_tcg),
       T(test_linux_http),
       T(test_linux_tap_netns),
   };
