@@ -10,8 +10,9 @@
 #include <sys/socket.h>
 
 #define JITSU__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define JITSU__READY_PATH_MAX 40 /* bytes of an http readiness path, with NUL  \
-                                  */
+#define JITSU__READY_PATH_MAX                                                  \
+  40 /* bytes of an http readiness path, with NUL                              \
+      */
 
 /* An intrusive, string-keyed hash table with chaining (O(1) lookups). */
 typedef struct jitsu__hnode {
@@ -296,6 +297,15 @@ void jitsu__ready_cancel(jitsu_vm *vm);
 int jitsu__notify_says_ready(const char *msg, size_t len);
 
 /* Parse "HOST:PORT" / "[V6]:PORT" into (ss); 0 or -EINVAL. */
+/* A guest record at (path): "PID STARTTIME", written atomically; 0 or
+ * -errno. */
+int jitsu__record_write(const char *path, pid_t pid,
+                        unsigned long long starttime);
+/* The live process a record names: 1 with (*pid, *pidfd, *starttime)
+ * set; 0 without a record; -ESTALE when it named a process that is gone
+ * (or a pid reused since: another start time), and it was removed. */
+int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
+                        unsigned long long *starttime);
 /* pidfd_open(2); a descriptor or -1 with errno. */
 int jitsu__pidfd_open(pid_t pid);
 /* Read the start time and state letter of (pid) from /proc; 0 or -errno. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -368,4 +369,44 @@ int jitsu__proc_stat(pid_t pid, unsigned long long *starttime, char *state) {
   if (starttime != NULL)
     *starttime = strtoull(p, NULL, 10);
   return 0;
+}
+
+int jitsu__record_write(const char *path, pid_t pid,
+                        unsigned long long starttime) {
+  char tmp[PATH_MAX + 8];
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  FILE *f = fopen(tmp, "we");
+  if (f == NULL)
+    return -errno;
+  fprintf(f, "%d %llu\n", (int)pid, starttime);
+  if (fclose(f) != 0 || rename(tmp, path) < 0) {
+    int r = -errno;
+    unlink(tmp);
+    return r;
+  }
+  return 0;
+}
+
+int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
+                        unsigned long long *starttime) {
+  FILE *f = fopen(path, "re");
+  if (f == NULL)
+    return 0;
+  int p = 0;
+  unsigned long long start = 0, now = 0;
+  int ok = fscanf(f, "%d %llu", &p, &start) == 2 && p > 1;
+  fclose(f);
+  /* Take a pidfd first, then check that it is still the same process: a
+   * pid reused since the record was written has another start time. */
+  int fd = ok ? jitsu__pidfd_open(p) : -1;
+  if (fd >= 0 && jitsu__proc_stat(p, &now, NULL) == 0 && now == start) {
+    *pid = p;
+    *pidfd = fd;
+    *starttime = start;
+    return 1;
+  }
+  if (fd >= 0)
+    close(fd);
+  unlink(path);
+  return -ESTALE;
 }

@@ -314,21 +314,9 @@ static int record_path(proc *p, char *path, size_t size) {
 }
 
 int process_record_write(proc *p) {
-  char path[600], tmp[620];
+  char path[600];
   int r = record_path(p, path, sizeof(path));
-  if (r < 0)
-    return r;
-  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-  FILE *f = fopen(tmp, "we");
-  if (f == NULL)
-    return -errno;
-  fprintf(f, "%d %llu\n", (int)p->pid, p->starttime);
-  if (fclose(f) != 0 || rename(tmp, path) < 0) {
-    r = -errno;
-    unlink(tmp);
-    return r;
-  }
-  return 0;
+  return r < 0 ? r : jitsu__record_write(path, p->pid, p->starttime);
 }
 
 void process_record_remove(proc *p) {
@@ -341,30 +329,8 @@ int process_record_adopt(proc *p) {
   char path[600];
   if (record_path(p, path, sizeof(path)) < 0)
     return 0;
-  FILE *f = fopen(path, "re");
-  if (f == NULL)
-    return 0;
-  int pid = 0;
-  unsigned long long start = 0, now = 0;
-  int ok = fscanf(f, "%d %llu", &pid, &start) == 2 && pid > 1;
-  fclose(f);
-  if (!ok)
-    goto stale;
-  /* Take a pidfd first, then check that it is still the same process: a
-   * pid reused since the record was written has another start time. */
-  int fd = jitsu__pidfd_open(pid);
-  if (fd < 0)
-    goto stale;
-  if (jitsu__proc_stat(pid, &now, NULL) < 0 || now != start) {
-    close(fd);
-    goto stale;
-  }
-  p->pid = pid;
-  p->pidfd = fd;
-  p->starttime = start;
-  return 1;
-stale:
-  jitsu_vm_log(p->vm, JITSU_LOG_DEBUG, "removing a stale guest record");
-  unlink(path);
-  return 0;
+  int r = jitsu__record_adopt(path, &p->pid, &p->pidfd, &p->starttime);
+  if (r == -ESTALE)
+    jitsu_vm_log(p->vm, JITSU_LOG_DEBUG, "removed a stale guest record");
+  return r > 0;
 }

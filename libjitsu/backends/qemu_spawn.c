@@ -492,21 +492,9 @@ out:
 }
 
 int qemu_record_write(qvm *q) {
-  char path[600], tmp[620];
+  char path[600];
   int r = qemu_path(q, "pid", path, sizeof(path));
-  if (r < 0)
-    return r;
-  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-  FILE *f = fopen(tmp, "we");
-  if (f == NULL)
-    return -errno;
-  fprintf(f, "%d %llu\n", (int)q->pid, q->starttime);
-  if (fclose(f) != 0 || rename(tmp, path) < 0) {
-    r = -errno;
-    unlink(tmp);
-    return r;
-  }
-  return 0;
+  return r < 0 ? r : jitsu__record_write(path, q->pid, q->starttime);
 }
 
 void qemu_record_remove(qvm *q) {
@@ -521,25 +509,12 @@ int qemu_record_adopt(qvm *q) {
   char path[600];
   if (qemu_path(q, "pid", path, sizeof(path)) < 0)
     return 0;
-  FILE *f = fopen(path, "re");
-  if (f == NULL)
-    return 0;
-  int pid = 0;
-  unsigned long long start = 0, now = 0;
-  int ok = fscanf(f, "%d %llu", &pid, &start) == 2 && pid > 1;
-  fclose(f);
-  int fd = ok ? jitsu__pidfd_open(pid) : -1;
-  if (fd >= 0 && jitsu__proc_stat(pid, &now, NULL) == 0 && now == start) {
-    q->pid = pid;
-    q->pidfd = fd;
-    q->starttime = start;
-    return 1;
+  int r = jitsu__record_adopt(path, &q->pid, &q->pidfd, &q->starttime);
+  if (r == -ESTALE) {
+    jitsu_vm_log(q->vm, JITSU_LOG_DEBUG, "removed a stale QEMU record");
+    qemu_record_remove(q); /* and its QMP socket */
   }
-  if (fd >= 0)
-    close(fd);
-  jitsu_vm_log(q->vm, JITSU_LOG_DEBUG, "removing a stale QEMU record");
-  qemu_record_remove(q);
-  return 0;
+  return r > 0;
 }
 
 /* Read one QMP line from (fd) into (buf) by (deadline) (ms, monotonic);
