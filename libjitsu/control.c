@@ -370,50 +370,6 @@ static void on_connection(uv_stream_t *server, int status) {
   arm_timer(c);
 }
 
-/* Bind (path) with mode 0600 (or 0660 for (gid)), refusing to take over a
- * socket a live controller answers on. Returns the listening fd. */
-static int bind_socket(jitsu_ctx *ctx, const char *path, gid_t gid,
-                       bool group) {
-  struct sockaddr_un sun = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof(sun.sun_path))
-    return jitsu__fail(ctx, -ENAMETOOLONG, "control socket path too long: %s",
-                       path);
-  memcpy(sun.sun_path, path, strlen(path) + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return -errno;
-  struct stat st;
-  if (lstat(path, &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) {
-      close(fd);
-      return jitsu__fail(ctx, -EEXIST, "%s exists and is not a socket", path);
-    }
-    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
-      close(fd);
-      return jitsu__fail(ctx, -EADDRINUSE, "another controller answers on %s",
-                         path);
-    }
-    unlink(path);
-    close(fd);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-      return -errno;
-  }
-  /* The socket is born with its final mode: no window where others may
-   * connect. umask is process-wide; this is the only place we touch it. */
-  mode_t old = umask(group ? 0117 : 0177);
-  int r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-  umask(old);
-  if (r < 0 || (group && chown(path, (uid_t)-1, gid) < 0) ||
-      listen(fd, 64) < 0) {
-    r = -errno;
-    close(fd);
-    unlink(path);
-    return jitsu__fail(ctx, r, "control socket %s: %s", path, strerror(-r));
-  }
-  return fd;
-}
-
 static void server_closed(uv_handle_t *h) {
   free(h);
 }
@@ -469,7 +425,8 @@ int jitsu_control_listen(jitsu_ctx *ctx, const jitsu_control_options *opts) {
       opts->max_clients ? opts->max_clients : JITSU_CONTROL_DEFAULT_MAX_CLIENTS;
   srv->timeout_ms = opts->request_timeout_ms ? opts->request_timeout_ms
                                              : JITSU_CONTROL_DEFAULT_TIMEOUT_MS;
-  int fd = bind_socket(ctx, path, gid, group != NULL);
+  int fd = jitsu__listen_unix(ctx, "control socket", path, SOCK_STREAM, 64, gid,
+                              group != NULL);
   if (fd < 0)
     return fd;
   free(srv->path);

@@ -306,6 +306,12 @@ int jitsu__record_write(const char *path, pid_t pid,
  * (or a pid reused since: another start time), and it was removed. */
 int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
                         unsigned long long *starttime);
+/* Listen on the Unix socket (path) of (type) (SOCK_NONBLOCK may be or-ed
+ * in), born with mode 0600 (0660 and group (gid) when (group)), refusing to
+ * take over a socket something still answers on; (what) names it in
+ * errors. The listening descriptor, or an error set on (ctx). */
+int jitsu__listen_unix(jitsu_ctx *ctx, const char *what, const char *path,
+                       int type, int backlog, gid_t gid, bool group);
 /* pidfd_open(2); a descriptor or -1 with errno. */
 int jitsu__pidfd_open(pid_t pid);
 /* Read the start time and state letter of (pid) from /proc; 0 or -errno. */

@@ -382,21 +382,11 @@ int jitsu_rendezvous_listen(jitsu_ctx *ctx, const char *path) {
     snprintf(buf, sizeof(buf), "%s/rendezvous.sock", dir);
     path = buf;
   }
-  struct sockaddr_un sun = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof(sun.sun_path))
-    return jitsu__fail(ctx, -ENAMETOOLONG, "rendezvous path too long: %s",
-                       path);
-  strcpy(sun.sun_path, path);
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int fd =
+      jitsu__listen_unix(ctx, "rendezvous socket", path,
+                         SOCK_SEQPACKET | SOCK_NONBLOCK, SOMAXCONN, 0, false);
   if (fd < 0)
-    return jitsu__fail(ctx, -errno, "socket: %s", strerror(errno));
-  unlink(path);
-  if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-      listen(fd, SOMAXCONN) < 0) {
-    int e = -errno;
-    close(fd);
-    return jitsu__fail(ctx, e, "cannot listen on %s: %s", path, strerror(-e));
-  }
+    return fd;
   jitsu__rendezvous *rv = calloc(1, sizeof(*rv));
   if (rv == NULL || (rv->path = jitsu__strdup(path)) == NULL) {
     free(rv);

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
@@ -409,4 +412,45 @@ int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
     close(fd);
   unlink(path);
   return -ESTALE;
+}
+
+int jitsu__listen_unix(jitsu_ctx *ctx, const char *what, const char *path,
+                       int type, int backlog, gid_t gid, bool group) {
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(sun.sun_path))
+    return jitsu__fail(ctx, -ENAMETOOLONG, "%s path too long: %s", what, path);
+  memcpy(sun.sun_path, path, strlen(path) + 1);
+  int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  struct stat st;
+  if (lstat(path, &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      close(fd);
+      return jitsu__fail(ctx, -EEXIST, "%s exists and is not a socket", path);
+    }
+    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+      close(fd);
+      return jitsu__fail(ctx, -EADDRINUSE, "another controller answers on %s",
+                         path);
+    }
+    unlink(path);
+    close(fd);
+    fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      return -errno;
+  }
+  /* The socket is born with its final mode: no window where others may
+   * connect. umask is process-wide; this is the only place we touch it. */
+  mode_t old = umask(group ? 0117 : 0177);
+  int r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+  umask(old);
+  if (r < 0 || (group && chown(path, (uid_t)-1, gid) < 0) ||
+      listen(fd, backlog) < 0) {
+    r = -errno;
+    close(fd);
+    unlink(path);
+    return jitsu__fail(ctx, r, "%s %s: %s", what, path, strerror(-r));
+  }
+  return fd;
 }

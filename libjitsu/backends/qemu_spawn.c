@@ -334,23 +334,11 @@ void qemu_last_message(qvm *q, char *out, size_t size) {
 
 /* A listening socket at the QMP path, made before QEMU exists. */
 static int qmp_listen(qvm *q, char *path, size_t size) {
-  struct sockaddr_un sun = {.sun_family = AF_UNIX};
   int r = qemu_path(q, "qmp", path, size);
   if (r < 0)
     return r;
-  if (strlen(path) >= sizeof(sun.sun_path))
-    return -ENAMETOOLONG;
-  strcpy(sun.sun_path, path);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return -errno;
-  unlink(path);
-  if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 4) < 0) {
-    r = -errno;
-    close(fd);
-    return r;
-  }
-  return fd;
+  return jitsu__listen_unix(jitsu_vm_ctx(q->vm), "QMP socket", path,
+                            SOCK_STREAM, 4, 0, false);
 }
 
 int qemu_connect_qmp(qvm *q) {
