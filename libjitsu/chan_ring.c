@@ -79,26 +79,6 @@ long chan_ring_write(chan_ring *r, const void *data, size_t len, bool *wake) {
   return (long)n;
 }
 
-long chan_ring_read(chan_ring *r, void *out, size_t cap, bool *wake) {
-  *wake = false;
-  long avail = chan_ring_readable(r);
-  if (avail <= 0)
-    return avail;
-  size_t n = cap < (size_t)avail ? cap : (size_t)avail;
-  uint32_t at = r->rx_cons & (r->size - 1);
-  size_t first = n < r->size - at ? n : r->size - at;
-  memcpy(out, r->rx_data + at, first);
-  memcpy((uint8_t *)out + first, r->rx_data, n - first);
-  r->rx_cons += (uint32_t)n;
-  STORE(&r->rx->cons, r->rx_cons);
-  FENCE();
-  if (n > 0 && LOAD(&r->rx->want_space)) {
-    STORE(&r->rx->want_space, 0);
-    *wake = true;
-  }
-  return (long)n;
-}
-
 long chan_ring_peek(chan_ring *r, const uint8_t **at, size_t cap) {
   long avail = chan_ring_readable(r);
   if (avail <= 0)
@@ -120,6 +100,20 @@ void chan_ring_consume(chan_ring *r, size_t n, bool *wake) {
     STORE(&r->rx->want_space, 0);
     *wake = true;
   }
+}
+
+long chan_ring_read(chan_ring *r, void *out, size_t cap, bool *wake) {
+  *wake = false;
+  long avail = chan_ring_readable(r);
+  if (avail <= 0)
+    return avail;
+  size_t n = cap < (size_t)avail ? cap : (size_t)avail;
+  uint32_t at = r->rx_cons & (r->size - 1);
+  size_t first = n < r->size - at ? n : r->size - at;
+  memcpy(out, r->rx_data + at, first);
+  memcpy((uint8_t *)out + first, r->rx_data, n - first);
+  chan_ring_consume(r, n, wake);
+  return (long)n;
 }
 
 bool chan_ring_peer_eof(chan_ring *r) {
