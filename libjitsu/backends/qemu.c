@@ -712,28 +712,22 @@ static int qemu_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms) {
   return 0;
 }
 
-static void paused(void *arg, json_t *ret, const char *error) {
+/* QMP stop (suspend in memory) or cont (resume) answered. */
+static void toggled(void *arg, json_t *ret, const char *error) {
   qvm *q = arg;
-  if (q->op != QOP_SUSPEND_MEM)
-    return;
+  qop op = q->op;
+  if (op != QOP_SUSPEND_MEM && op != QOP_RESUME_MEM)
+    return; /* a stop overtook it */
   if (ret == NULL) {
-    op_failed(q, "QMP stop failed", error);
+    op_failed(q, op == QOP_SUSPEND_MEM ? "QMP stop failed" : "QMP cont failed",
+              error);
     return;
   }
   q->op = QOP_NONE;
-  jitsu_backend_suspended(q->vm, 0);
-}
-
-static void continued(void *arg, json_t *ret, const char *error) {
-  qvm *q = arg;
-  if (q->op != QOP_RESUME_MEM)
-    return;
-  if (ret == NULL) {
-    op_failed(q, "QMP cont failed", error);
-    return;
-  }
-  q->op = QOP_NONE;
-  jitsu_backend_resumed(q->vm, 0);
+  if (op == QOP_SUSPEND_MEM)
+    jitsu_backend_suspended(q->vm, 0);
+  else
+    jitsu_backend_resumed(q->vm, 0);
 }
 
 static int qemu_suspend(jitsu_vm *vm);
@@ -748,7 +742,7 @@ static int qemu_resume(jitsu_vm *vm) {
   if (q->qmp == NULL)
     return -ENOTCONN;
   q->op = QOP_RESUME_MEM;
-  return qmp_send(q->qmp, "cont", NULL, -1, QMP_TIMEOUT_MS, continued, q);
+  return qmp_send(q->qmp, "cont", NULL, -1, QMP_TIMEOUT_MS, toggled, q);
 }
 
 /* ---- saving: suspend to disk and snapshot images ----------------------------
@@ -923,7 +917,7 @@ static int qemu_suspend(jitsu_vm *vm) {
   }
   if (!q->suspend_disk) {
     q->op = QOP_SUSPEND_MEM;
-    return qmp_send(q->qmp, "stop", NULL, -1, QMP_TIMEOUT_MS, paused, q);
+    return qmp_send(q->qmp, "stop", NULL, -1, QMP_TIMEOUT_MS, toggled, q);
   }
   char path[600];
   int r = suspend_image(q, path, sizeof(path));
