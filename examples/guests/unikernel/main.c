@@ -15,11 +15,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../boot/guest.h"
 #include "net.h"
 #include "virtio.h"
 
-#define COM1 0x3f8
-#define HVM_START_MAGIC 0x336ec578
 #define LAPIC 0xfee00000ul
 #define IOAPIC1 0xfec00000ul
 #define IOAPIC2 0xfec10000ul /* QEMU microvm's second I/O APIC */
@@ -28,7 +27,6 @@
 #define SLEEP_NS 1000000         /* then sleep 1 ms at a time, */
 #define SLEEP_IRQ_NS 50000000    /* or 50 ms once NIC interrupts are seen */
 
-void guest_main(uint32_t start_info);
 void isr_eoi(void);
 void isr_fault(void);
 
@@ -70,14 +68,6 @@ __attribute__((interrupt)) static void nic_isr(struct iframe *f) {
 }
 static uint64_t tsc_khz = 2000000;
 
-static inline void outb(uint16_t port, uint8_t v) {
-  __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
-}
-static inline uint8_t inb(uint16_t port) {
-  uint8_t v;
-  __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-  return v;
-}
 static inline uint64_t rdtsc(void) {
   uint32_t lo, hi;
   __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
@@ -94,49 +84,6 @@ static void lapic_wr(uint32_t reg, uint32_t v) {
 
 static uint64_t now_ms(void) {
   return rdtsc() / tsc_khz;
-}
-
-static void putc_serial(char c) {
-  for (int i = 0; i < 100000 && !(inb(COM1 + 5) & 0x20); i++)
-    ;
-  outb(COM1, (uint8_t)c);
-}
-
-static void puts_serial(const char *s, size_t n) {
-  for (size_t i = 0; i < n && s[i]; i++)
-    putc_serial(s[i]);
-}
-
-static size_t word_len(const char *s) {
-  size_t n = 0;
-  while (s[n] != '\0' && s[n] != ' ')
-    n++;
-  return n;
-}
-
-/* The value of NAME=VALUE in (cmdline), with (*len); "" for a bare NAME;
- * NULL when absent. */
-static const char *option(const char *cmdline, const char *name, size_t *len) {
-  size_t nl = strlen(name);
-  for (const char *p = cmdline; *p;) {
-    while (*p == ' ')
-      p++;
-    size_t wl = word_len(p);
-    if (wl >= nl && memcmp(p, name, nl) == 0 && (wl == nl || p[nl] == '=')) {
-      *len = wl == nl ? 0 : wl - nl - 1;
-      return wl == nl ? p + nl : p + nl + 1;
-    }
-    p += wl;
-  }
-  return NULL;
-}
-
-static uint64_t parse_uint(const char *s, size_t n) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < n && s[i] >= '0' && s[i] <= '9' && v < (1ull << 40);
-       i++)
-    v = v * 10 + (uint64_t)(s[i] - '0');
-  return v;
 }
 
 static int hexval(char c) {
@@ -225,27 +172,19 @@ static void tx(void *ctx, const uint8_t *frame, size_t len) {
 }
 
 static void fail(const char *why) {
-  puts_serial("JITSU_FAIL ", 64);
-  puts_serial(why, 128);
-  putc_serial('\n');
+  serial_puts("JITSU_FAIL ", 64);
+  serial_puts(why, 128);
+  serial_putc('\n');
   for (;;)
     __asm__ volatile("cli; hlt");
 }
 
 void guest_main(uint32_t start_info) {
-  const struct {
-    uint32_t magic, version, flags, nr_modules;
-    uint64_t modlist, cmdline;
-  } *si = (const void *)(uintptr_t)start_info;
-  const char *cmdline = "";
-  if (si && si->magic == HVM_START_MAGIC && si->cmdline != 0 &&
-      si->cmdline < (1ull << 32))
-    cmdline = (const char *)(uintptr_t)si->cmdline;
+  const char *cmdline = guest_cmdline(start_info);
   size_t len;
   if (option(cmdline, "jitsu.exit", &len) != NULL)
-    __asm__ volatile("outl %0, %1" : : "a"(0u), "Nd"((uint16_t)0xf4));
-  outb(COM1 + 1, 0x00);
-  outb(COM1 + 3, 0x03);
+    outl(DEBUG_EXIT, 0);
+  serial_init();
 
   const char *v;
   if ((v = option(cmdline, "tsc_early_khz", &len)) != NULL)
@@ -294,10 +233,10 @@ void guest_main(uint32_t start_info) {
   net_announce(&stack);
   const char *marker = option(cmdline, "jitsu.marker", &len);
   if (marker != NULL && len > 0)
-    puts_serial(marker, len);
+    serial_puts(marker, len);
   else
-    puts_serial("JITSU_READY", 64);
-  putc_serial('\n');
+    serial_puts("JITSU_READY", 64);
+  serial_putc('\n');
 
   uint64_t last_activity = now_ms();
   for (;;) {
