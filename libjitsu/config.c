@@ -423,8 +423,13 @@ static int backend_check(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
     return 0;
   }
   jitsu__err_at(err, line_of(c, vs->section, local.key, vs->line));
-  return jitsu_error_set(err, r, local.key[0] ? local.key : NULL, "%s",
-                         local.message[0] ? local.message : jitsu_strerror(r));
+  /* (local) says "KEY: TEXT"; the key is said again with the line. */
+  const char *text = local.message[0] ? local.message : jitsu_strerror(r);
+  size_t klen = strlen(local.key);
+  if (klen > 0 && strncmp(text, local.key, klen) == 0 &&
+      strncmp(text + klen, ": ", 2) == 0)
+    text += klen + 2;
+  return jitsu_error_set(err, r, local.key[0] ? local.key : NULL, "%s", text);
 }
 
 static int check_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {

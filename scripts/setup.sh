@@ -14,7 +14,7 @@ PACKAGES="meson ninja-build pkg-config gcc libc6-dev libuv1-dev libinih-dev \
 libjansson-dev socat iproute2 util-linux libc-ares-dev knot-dnsutils libhttp-parser-dev \
 bind9-dnsutils python3-websockets \
 libcmocka-dev curl systemd \
-qemu-system-x86 busybox-static cpio lz4 xz-utils"
+qemu-system-x86 busybox-static cpio lz4 xz-utils libxen-dev"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"
 
 install_packages() {

@@ -1,0 +1,100 @@
+#!/bin/sh
+# Boot a real Xen 4.17 with a PV dom0 under QEMU (TCG: this machine's KVM
+# cannot run Xen), run a program inside dom0 and pass its TAP output on.
+#
+#   run.sh BUILD_SH RUN [FILE...]
+#
+# BUILD_SH is tests/xen/build.sh (Xen, kernels, base initramfs; cached).
+# RUN becomes /jitsu/run in dom0 and the FILEs go beside it, each with the
+# shared libraries it needs. Lines RUN prints with the prefix "JXT " come
+# back over the serial console and are printed without it: RUN prints TAP.
+# JITSU_XEN_TIMEOUT (seconds, 900) bounds the whole run; the serial log of
+# a failed run is kept in the test's log. JITSU_XEN_TESTS (a cmocka test
+# filter, e.g. "test_crash") and JITSU_TEST_VERBOSE are passed into dom0.
+set -u
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+  echo "1..0 # SKIP qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+  exit 0
+fi
+build=$1
+run=$2
+shift 2
+if ! dir=$("$build" | tail -n 1) || [ ! -f "$dir/xen" ]; then
+  echo "Bail out! the Xen harness could not be built ($build): see above"
+  exit 1
+fi
+tmp=$(mktemp -d /tmp/jitsu-xen.XXXXXX)
+qpid=
+cleanup() {
+  [ -n "$qpid" ] && kill -KILL "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+rd=$tmp/rd
+mkdir -p "$rd/jitsu" "$rd/lib/x86_64-linux-gnu"
+cp "$run" "$rd/jitsu/run"
+# Settings passed into dom0 (dom0-tests reads them): a test filter and the
+# library's verbose log, for debugging one test.
+for v in JITSU_XEN_TESTS JITSU_TEST_VERBOSE; do
+  eval "val=\${$v:-}"
+  [ -n "$val" ] && printf "export %s='%s'\n" "$v" "$val"
+done > "$rd/jitsu/env"
+chmod +x "$rd/jitsu/run"
+for f in "$@"; do
+  cp "$f" "$rd/jitsu/"
+  ldd "$f" 2>/dev/null | awk '/=> \//{print $3}'
+done | sort -u | while read -r l; do cp -L "$l" "$rd/lib/x86_64-linux-gnu/"; done
+(cd "$rd" && find . | sort | cpio -o -H newc -R 0:0 2>/dev/null) > "$tmp/run.cpio"
+# Linux unpacks concatenated archives: the cached base, then this run's.
+# The second must start 4-byte aligned after zero padding.
+cp "$dir/dom0-base.cpio.gz" "$tmp/dom0.cpio"
+size=$(stat -c %s "$tmp/dom0.cpio")
+head -c $((512 - size % 512)) /dev/zero >> "$tmp/dom0.cpio"
+cat "$tmp/run.cpio" >> "$tmp/dom0.cpio"
+
+xenargs="dom0_mem=1024M,max:1024M console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning noreboot"
+dom0args="console=hvc0 quiet loglevel=1"
+qemu-system-x86_64 -M pc -accel tcg -cpu qemu64 -m 2048 -smp 2 \
+  -display none -monitor none -no-reboot -nodefaults \
+  -serial "file:$tmp/serial" \
+  -kernel "$dir/xen" -append "$xenargs" \
+  -initrd "$dir/vmlinuz $dom0args,$tmp/dom0.cpio" </dev/null >"$tmp/qemu.log" 2>&1 &
+qpid=$!
+
+limit=${JITSU_XEN_TIMEOUT:-900}
+start=$(date +%s)
+status=
+while :; do
+  if grep -q "XEN-HARNESS: END" "$tmp/serial" 2>/dev/null; then
+    status=$(sed -n 's/.*XEN-HARNESS: END \([0-9]*\).*/\1/p' "$tmp/serial" | head -n 1)
+    break
+  fi
+  if ! kill -0 "$qpid" 2>/dev/null; then
+    status=qemu
+    break
+  fi
+  if [ $(($(date +%s) - start)) -ge "$limit" ]; then
+    status=timeout
+    break
+  fi
+  sleep 0.5
+done
+tr -d '\r' < "$tmp/serial" | sed -n 's/^JXT //p' > "$tmp/tap"
+cat "$tmp/tap"
+plan=$(sed -n 's/^1\.\.\([0-9]*\).*/\1/p' "$tmp/tap" | head -n 1)
+results=$(grep -c -E '^(not )?ok ' "$tmp/tap")
+if [ "$status" = 0 ] && [ -n "$plan" ] && [ "$results" -ne "$plan" ]; then
+  echo "Bail out! $results results for a plan of $plan"
+  status=short
+fi
+case $status in
+0) exit 0 ;;
+qemu) echo "Bail out! QEMU exited before dom0 finished: $(tail -n 3 "$tmp/qemu.log")" ;;
+timeout) echo "Bail out! dom0 did not finish within $limit s" ;;
+*) echo "# dom0's program ended with status $status" ;;
+esac
+echo "# the serial console, for the record:" >&2
+tr -d '\r' < "$tmp/serial" | tail -n 150 >&2
+exit 1

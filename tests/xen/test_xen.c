@@ -1,0 +1,388 @@
+/*
+ * The xl backend against a real Xen: this program runs inside dom0 of the
+ * Xen test harness (tests/xen/run.sh boots Xen under QEMU) and prints TAP.
+ * The guest is the harness's PV Linux guest: it writes data/jitsu-ready
+ * and prints JITSU_READY once up, counts seconds in data/tick and obeys
+ * data/command (crash, poweroff).
+ *
+ * Environment: JITSU_XEN_KERNEL, JITSU_XEN_RAMDISK (set by the harness).
+ */
+#include "helpers.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xenstore.h>
+
+static const char *kernel, *ramdisk;
+
+static const char *reason_of(jitsu_vm *vm) {
+  static jitsu_vm_info info;
+  info.version = JITSU_VM_INFO_VERSION;
+  jitsu_vm_info_get(vm, &info);
+  return info.reason;
+}
+
+/* ---- the outside view: xl and XenStore -------------------------------- */
+
+/* The domain id of (name) by `xl domid`, or -1 if there is none. */
+static int domid_of(const char *name) {
+  char cmd[128], out[32] = "";
+  snprintf(cmd, sizeof(cmd), "xl domid %s 2>/dev/null", name);
+  FILE *p = popen(cmd, "r");
+  if (p == NULL)
+    return -1;
+  char *got = fgets(out, sizeof(out), p);
+  int status = pclose(p);
+  return got && status == 0 ? atoi(out) : -1;
+}
+
+/* Wait up to (ms) for (name)'s domain to be gone. */
+static bool domain_gone(const char *name, int ms) {
+  for (int i = 0; i < ms / 100; i++) {
+    if (domid_of(name) < 0)
+      return true;
+    usleep(100000);
+  }
+  return domid_of(name) < 0;
+}
+
+static char *xs_get(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xs_get(const char *fmt, ...) {
+  char path[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(path, sizeof(path), fmt, ap);
+  va_end(ap);
+  struct xs_handle *xs = xs_open(0);
+  unsigned len;
+  char *v = xs ? xs_read(xs, XBT_NULL, path, &len) : NULL;
+  if (xs)
+    xs_close(xs);
+  return v;
+}
+
+static void xs_put(const char *path, const char *value) {
+  struct xs_handle *xs = xs_open(0);
+  assert_non_null(xs);
+  assert_true(xs_write(xs, XBT_NULL, path, value, strlen(value)));
+  xs_close(xs);
+}
+
+/* The guest's tick counter (seconds since its /init began), or -1. */
+static int tick(jitsu_vm *vm) {
+  int id = domid_of(jitsu_vm_name(vm));
+  char *v = id >= 0 ? xs_get("/local/domain/%d/data/tick", id) : NULL;
+  int t = v ? atoi(v) : -1;
+  free(v);
+  return t;
+}
+
+/* ---- verbs through libjitsu -------------------------------------------- */
+
+static jitsu_vm *summon_ok(fixture *f, const char *name, uint64_t ms) {
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
+  assert_non_null(vm);
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, ms));
+  if (o.status != 0)
+    fprintf(stderr, "summon %s: %s (%s)\n", name, jitsu_strerror(o.status),
+            reason_of(vm));
+  assert_int_equal(o.status, 0);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  return vm;
+}
+
+typedef int (*verb_fn)(jitsu_vm *, jitsu_vm_cb, void *);
+
+static void verb_ok(fixture *f, jitsu_vm *vm, verb_fn fn, uint64_t ms) {
+  outcome o = {0};
+  assert_int_equal(fn(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, ms));
+  if (o.status != 0)
+    fprintf(stderr, "%s: %s (%s)\n", jitsu_vm_name(vm),
+            jitsu_strerror(o.status), reason_of(vm));
+  assert_int_equal(o.status, 0);
+}
+
+static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_stop(vm, mode, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 60000));
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
+  assert_true(domain_gone(jitsu_vm_name(vm), 5000));
+}
+
+/* A vm of the harness's guest: "[vm NAME]" plus (extra) lines. */
+#define GUEST(name, extra)                                                     \
+  "[vm " name "]\nbackend = xl\nkernel = %s\nramdisk = %s\n"                   \
+  "cmdline = console=hvc0 quiet\nmemory = 128M\nready = marker\n"              \
+  "ready-timeout = 90s\nstop-grace = 30s\n" extra
+
+static int setup(void **state) {
+  return fixture_setup(state);
+}
+
+/* Teardown also destroys any domain a failed test left behind. */
+static int teardown(void **state) {
+  fixture *f = *state;
+  run_for(f, 10);
+  int r = fixture_teardown(state);
+  system("xl list | awk 'NR > 2 { print $1 }' | "
+         "while read d; do xl destroy $d; done");
+  return r;
+}
+
+/* Create to ready through the XenStore key; the state in XenStore;
+ * pause and unpause (the guest's clock stops and goes on); a clean
+ * shutdown through the PV control node. */
+static void test_lifecycle_key(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, GUEST("k", "ready-key = data/jitsu-ready\n"),
+                                kernel, ramdisk),
+                   0);
+  jitsu_vm *vm = summon_ok(f, "k", 120000);
+  int id = domid_of("k");
+  assert_true(id > 0);
+  char *v = xs_get("/jitsu/k/state");
+  assert_non_null(v);
+  assert_string_equal(v, "ready");
+  free(v);
+  v = xs_get("/jitsu/k/domid");
+  assert_non_null(v);
+  assert_int_equal(atoi(v), id);
+  free(v);
+  v = xs_get("/local/domain/%d/data/jitsu-ready", id);
+  assert_non_null(v);
+  free(v);
+
+  verb_ok(f, vm, jitsu_vm_suspend, 10000);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_SUSPENDED);
+  v = xs_get("/jitsu/k/state");
+  assert_string_equal(v, "suspended");
+  free(v);
+  int t0 = tick(vm);
+  run_for(f, 2500);
+  assert_int_equal(tick(vm), t0);
+  verb_ok(f, vm, jitsu_vm_resume, 10000);
+  assert_int_equal(domid_of("k"), id);
+  int t1 = t0;
+  for (int i = 0; i < 100 && t1 <= t0; i++) {
+    run_for(f, 100);
+    t1 = tick(vm);
+  }
+  assert_true(t1 > t0);
+
+  stop_ok(f, vm, JITSU_STOP_SHUTDOWN);
+  fprintf(stderr, "shutdown: %s\n", reason_of(vm));
+  assert_non_null(strstr(reason_of(vm), "powered off"));
+  v = xs_get("/jitsu/k/state");
+  assert_string_equal(v, "stopped");
+  free(v);
+}
+
+/* Readiness by the console marker; destroy. */
+static void test_console_marker(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, GUEST("c", ""), kernel, ramdisk), 0);
+  jitsu_vm *vm = summon_ok(f, "c", 120000);
+  int id = domid_of("c");
+  assert_true(id > 0);
+  /* The marker comes after the key in the guest's /init. */
+  char *v = xs_get("/local/domain/%d/data/jitsu-ready", id);
+  assert_non_null(v);
+  free(v);
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+}
+
+/* Save to a file and restore: the domain is gone in between, and the
+ * restored guest goes on counting from where it was. */
+static void test_save_restore(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f,
+                                GUEST("s", "ready-key = data/jitsu-ready\n"
+                                           "suspend = disk\n"),
+                                kernel, ramdisk),
+                   0);
+  jitsu_vm *vm = summon_ok(f, "s", 120000);
+  int t0 = -1;
+  for (int i = 0; i < 50 && t0 < 2; i++) {
+    run_for(f, 100);
+    t0 = tick(vm);
+  }
+  assert_true(t0 >= 2);
+  verb_ok(f, vm, jitsu_vm_suspend, 60000);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_SUSPENDED);
+  assert_true(domain_gone("s", 5000));
+  char image[400];
+  snprintf(image, sizeof(image), "%s/state/xl/s.save", f->dir);
+  struct stat st;
+  assert_int_equal(stat(image, &st), 0);
+  assert_true(st.st_size > 1 << 20);
+  /* libxl's own stream, from its first byte */
+  char ident[9] = "";
+  FILE *img = fopen(image, "rb");
+  assert_non_null(img);
+  assert_int_equal(fread(ident, 1, 8, img), 8);
+  fclose(img);
+  fprintf(stderr, "image %s: %lld bytes, starts with '%.8s'\n", image,
+          (long long)st.st_size, ident);
+  assert_memory_equal(ident, "LibxlFmt", 8);
+  verb_ok(f, vm, jitsu_vm_resume, 60000);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  assert_true(domid_of("s") > 0);
+  assert_int_not_equal(stat(image, &st), 0); /* used up */
+  int t1 = -1;
+  for (int i = 0; i < 100 && t1 <= t0; i++) {
+    run_for(f, 100);
+    t1 = tick(vm);
+  }
+  fprintf(stderr, "tick before save %d, after restore %d\n", t0, t1);
+  assert_true(t1 > t0); /* counting on, not from 1 again */
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+}
+
+/* A guest that crashes: failed, "crashed", no domain left. */
+static void test_crash(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, GUEST("x", "ready-key = data/jitsu-ready\n"),
+                                kernel, ramdisk),
+                   0);
+  jitsu_vm *vm = summon_ok(f, "x", 120000);
+  char path[64];
+  snprintf(path, sizeof(path), "/local/domain/%d/data/command", domid_of("x"));
+  xs_put(path, "crash");
+  assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 30000));
+  fprintf(stderr, "crash: %s\n", reason_of(vm));
+  assert_non_null(strstr(reason_of(vm), "crashed"));
+  assert_true(domain_gone("x", 5000));
+}
+
+/* A new controller adopts the running domain (and a paused one). */
+static void test_adopt(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, GUEST("a", "ready-key = data/jitsu-ready\n"),
+                                kernel, ramdisk),
+                   0);
+  jitsu_vm *vm = summon_ok(f, "a", 120000);
+  int id = domid_of("a");
+  verb_ok(f, vm, jitsu_vm_suspend, 10000);
+  jitsu_ctx_free(f->ctx);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(domid_of("a"), id); /* the domain outlives its controller */
+  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
+  char sdir[300];
+  snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
+  o.state_dir = sdir;
+  assert_int_equal(jitsu_ctx_new(&f->loop, &o, &f->ctx), 0);
+  assert_int_equal(jitsu_config_load(f->ctx, f->config, &f->err), 0);
+  vm = jitsu_vm_find(f->ctx, "a");
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_SUSPENDED);
+  verb_ok(f, vm, jitsu_vm_resume, 10000);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  assert_int_equal(domid_of("a"), id);
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+}
+
+/* An existing xl domain config file, read with libxlutil. */
+static void test_xl_file(void **state) {
+  fixture *f = *state;
+  char cfg[400];
+  snprintf(cfg, sizeof(cfg), "%s/guest.cfg", f->dir);
+  FILE *fp = fopen(cfg, "w");
+  assert_non_null(fp);
+  fprintf(fp,
+          "# an xl file\nname = \"other\"\ntype = \"pv\"\nkernel = \"%s\"\n"
+          "ramdisk = \"%s\"\nextra = \"console=hvc0 quiet\"\nmemory = 128\n"
+          "vcpus = 1\non_crash = \"preserve\"\n",
+          kernel, ramdisk);
+  fclose(fp);
+  assert_int_equal(fixture_load(f,
+                                "[vm file]\nbackend = xl\nconfig = %s\n"
+                                "ready = marker\nready-key = data/jitsu-ready"
+                                "\nready-timeout = 90s\n",
+                                cfg),
+                   0);
+  jitsu_vm *vm = summon_ok(f, "file", 120000);
+  assert_true(domid_of("file") > 0); /* named after the vm, not the file */
+  assert_true(domid_of("other") < 0);
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+}
+
+static void summon_fails(fixture *f, const char *name, const char *words) {
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
+  assert_non_null(vm);
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 120000));
+  assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 30000));
+  fprintf(stderr, "%s: %s: %s\n", name, jitsu_strerror(o.status),
+          reason_of(vm));
+  assert_int_not_equal(o.status, 0);
+  assert_non_null(strstr(reason_of(vm), words));
+  assert_true(domain_gone(name, 10000));
+}
+
+/* Each bad input: a clear error, the vm failed, no domain left. */
+static void test_bad_input(void **state) {
+  fixture *f = *state;
+  char cfg[400];
+  snprintf(cfg, sizeof(cfg), "%s/bad.cfg", f->dir);
+  FILE *fp = fopen(cfg, "w");
+  assert_non_null(fp);
+  fputs("kernel = \"/guest/vmlinux\"\nmemory = = 12\n", fp);
+  fclose(fp);
+  /* A bad xl file is a config error, with libxlutil's message. */
+  assert_int_not_equal(
+      fixture_load(f, "[vm b]\nbackend = xl\nconfig = %s\n", cfg), 0);
+  fprintf(stderr, "bad file: %s\n", f->err.message);
+  assert_non_null(strstr(f->err.message, "bad.cfg:2: config parsing error"));
+
+  assert_int_equal(
+      fixture_load(f,
+                   GUEST("nokernel", "") "[vm never]\nbackend = xl\n"
+                                         "kernel = %s\nramdisk = %s\n"
+                                         "ready = marker\nready-key = "
+                                         "data/never\nready-timeout = 25s\n",
+                   "/guest/no-such-kernel", ramdisk, kernel, ramdisk),
+      0);
+  summon_fails(f, "nokernel", "no-such-kernel");
+  summon_fails(f, "never", "ready-timeout");
+}
+
+/* More memory than Xen has: libxl's own message, nothing left. */
+static void test_too_much_memory(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f,
+                                "[vm huge]\nbackend = xl\nkernel = %s\n"
+                                "ramdisk = %s\nmemory = 64G\nready = marker\n"
+                                "ready-timeout = 60s\n",
+                                kernel, ramdisk),
+                   0);
+  summon_fails(f, "huge", "cannot create the domain");
+}
+
+int main(void) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  kernel = getenv("JITSU_XEN_KERNEL");
+  ramdisk = getenv("JITSU_XEN_RAMDISK");
+  if (kernel == NULL || ramdisk == NULL) {
+    fprintf(stderr, "JITSU_XEN_KERNEL and JITSU_XEN_RAMDISK are not set: this "
+                    "program runs in the Xen harness's dom0\n");
+    return 77;
+  }
+  if (getenv("JITSU_XEN_TESTS") != NULL)
+    cmocka_set_test_filter(getenv("JITSU_XEN_TESTS"));
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+  const struct CMUnitTest tests[] = {
+      T(test_lifecycle_key), T(test_console_marker),  T(test_save_restore),
+      T(test_crash),         T(test_adopt),           T(test_xl_file),
+      T(test_bad_input),     T(test_too_much_memory),
+  };
+  return cmocka_run_group_tests_name("xen", tests, NULL, NULL);
+}
