@@ -25,9 +25,9 @@ static void on_read(jitsu_chan *c, const void *data, size_t len, int err,
     /* Backpressure: stop reading while much is queued. */
     return;
   }
-  if (err == 0)
-    jitsu_chan_shutdown(c); /* the peer is done: so are we, after the echo */
-  else
+  /* The peer is done: so are we, after the echo (a vchan, which has no
+   * half-close, just closes). */
+  if (err != 0 || jitsu_chan_shutdown(c) < 0)
     jitsu_chan_close(c);
 }
 

@@ -230,6 +230,13 @@ int jitsu_chan_connect(uv_loop_t *loop, const char *name, const char *port,
                        void *arg) {
   if (!jitsu__chan_name_ok(name) || !jitsu__chan_port_ok(port))
     return -EINVAL;
+  if (jitsu__chan_xen_wanted(opts)) {
+#ifdef JITSU_HAVE_VCHAN
+    return jitsu__xen_connect(loop, name, port, opts, cb, arg);
+#else
+    return -EPROTONOSUPPORT;
+#endif
+  }
   size_t ring =
       opts && opts->ring_size ? opts->ring_size : JITSU_CHAN_RING_DEFAULT;
   if (ring < JITSU_CHAN_RING_MIN || ring > JITSU_CHAN_RING_MAX ||
@@ -291,6 +298,7 @@ int jitsu_chan_connect(uv_loop_t *loop, const char *name, const char *port,
 
 struct jitsu_chan_listener {
   uv_loop_t *loop;
+  void *xen; /* a listener of the Xen rendezvous (chan_xen.c) */
   int rv;
   uv_poll_t poll;
   bool registered, closing;
@@ -303,10 +311,23 @@ static void l_closed(uv_handle_t *h) {
   free(h->data);
 }
 
+bool jitsu__chan_xen_wanted(const jitsu_chan_options *o) {
+  const char *path =
+      o && o->rendezvous ? o->rendezvous : getenv("JITSU_RENDEZVOUS");
+  return path != NULL && strcmp(path, "xen") == 0;
+}
+
 void jitsu_chan_listener_close(jitsu_chan_listener *l) {
   if (l == NULL || l->closing)
     return;
   l->closing = true;
+#ifdef JITSU_HAVE_VCHAN
+  if (l->xen != NULL) {
+    jitsu__xen_listener_close(l->xen);
+    free(l);
+    return;
+  }
+#endif
   uv_close((uv_handle_t *)&l->poll, l_closed);
   close(l->rv);
 }
@@ -388,6 +409,23 @@ int jitsu_chan_listen(uv_loop_t *loop, const char *name,
                       void *arg, jitsu_chan_listener **out) {
   if (!jitsu__chan_name_ok(name) || cb == NULL)
     return -EINVAL;
+  if (jitsu__chan_xen_wanted(opts)) {
+#ifdef JITSU_HAVE_VCHAN
+    jitsu_chan_listener *xl = calloc(1, sizeof(*xl));
+    if (xl == NULL)
+      return -ENOMEM;
+    xl->loop = loop;
+    int r = jitsu__xen_listen(xl, loop, name, opts, cb, arg, &xl->xen);
+    if (r < 0) {
+      free(xl);
+      return r;
+    }
+    *out = xl;
+    return 0;
+#else
+    return -EPROTONOSUPPORT; /* built without libxenvchan */
+#endif
+  }
   int fd = rv_connect(opts);
   if (fd < 0)
     return fd;

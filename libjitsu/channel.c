@@ -30,6 +30,9 @@ typedef struct wreq {
 struct jitsu_chan {
   uv_loop_t *loop;
   chan_ring ring;
+  struct libxenvchan *vchan; /* a Xen channel: libxenvchan, no memfd */
+  void *peer_watch;          /* and what tells it that the peer died */
+  void (*peer_watch_free)(void *);
   uint8_t *map;
   size_t map_len;
   int bell; /* our end of the socket pair */
@@ -49,6 +52,55 @@ struct jitsu_chan {
   uint8_t *rbuf;
 };
 
+/* The transport: our rings in a memfd, or libxenvchan's (which notifies
+ * its peer itself; no peek, no in-band end of stream). */
+static long t_write(jitsu_chan *c, const void *data, size_t len, bool *wake) {
+#ifdef JITSU_HAVE_VCHAN
+  if (c->vchan != NULL) {
+    *wake = false;
+    int n = libxenvchan_write(c->vchan, data, len);
+    return n < 0 ? -ECONNRESET : n;
+  }
+#endif
+  return chan_ring_write(&c->ring, data, len, wake);
+}
+
+static long t_read(jitsu_chan *c, void *buf, size_t len, bool *wake) {
+#ifdef JITSU_HAVE_VCHAN
+  if (c->vchan != NULL) {
+    *wake = false;
+    int n = libxenvchan_read(c->vchan, buf, len);
+    return n < 0 ? -ECONNRESET : n;
+  }
+#endif
+  return chan_ring_read(&c->ring, buf, len, wake);
+}
+
+static long t_readable(jitsu_chan *c) {
+#ifdef JITSU_HAVE_VCHAN
+  if (c->vchan != NULL)
+    return libxenvchan_data_ready(c->vchan); /* and asks to be told */
+#endif
+  return chan_ring_readable(&c->ring);
+}
+
+static long t_writable(jitsu_chan *c) {
+#ifdef JITSU_HAVE_VCHAN
+  if (c->vchan != NULL)
+    return libxenvchan_buffer_space(c->vchan);
+#endif
+  return chan_ring_writable(&c->ring);
+}
+
+/* The peer ended its stream (a vchan: closed it, or its domain died). */
+static bool t_peer_eof(jitsu_chan *c) {
+#ifdef JITSU_HAVE_VCHAN
+  if (c->vchan != NULL)
+    return libxenvchan_is_open(c->vchan) == 0;
+#endif
+  return chan_ring_peer_eof(&c->ring);
+}
+
 static void ring_bell(jitsu_chan *c) {
   char b = 1;
   if (c->bell >= 0 && send(c->bell, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 &&
@@ -59,7 +111,12 @@ static void ring_bell(jitsu_chan *c) {
 static void handle_closed(uv_handle_t *h) {
   jitsu_chan *c = h->data;
   if (--c->handles == 0) {
-    munmap(c->map, c->map_len);
+#ifdef JITSU_HAVE_VCHAN
+    if (c->vchan != NULL)
+      libxenvchan_close(c->vchan); /* the peer sees it closed */
+#endif
+    if (c->map != NULL)
+      munmap(c->map, c->map_len);
     free(c->rbuf);
     free(c);
   }
@@ -89,7 +146,11 @@ void jitsu_chan_close(jitsu_chan *c) {
   }
   uv_close((uv_handle_t *)&c->poll, handle_closed);
   uv_close((uv_handle_t *)&c->idle, handle_closed);
-  close(c->bell); /* the peer's poll sees the hang-up */
+  if (c->peer_watch != NULL)
+    c->peer_watch_free(c->peer_watch);
+  c->peer_watch = NULL;
+  if (c->bell >= 0)
+    close(c->bell); /* the peer's poll sees the hang-up */
   c->bell = -1;
 }
 
@@ -110,8 +171,7 @@ static int pump_writes(jitsu_chan *c) {
   while (c->wq != NULL && !c->broken) {
     wreq *w = c->wq;
     bool wake;
-    long n =
-        chan_ring_write(&c->ring, w->data + w->off, w->len - w->off, &wake);
+    long n = t_write(c, w->data + w->off, w->len - w->off, &wake);
     if (n < 0) {
       broken(c, (int)n);
       return 1;
@@ -131,7 +191,8 @@ static int pump_writes(jitsu_chan *c) {
       c->done = w;
     }
   }
-  if (c->wq == NULL && c->shut_requested && !c->shut_done && !c->broken) {
+  if (c->wq == NULL && c->shut_requested && !c->shut_done && !c->broken &&
+      c->vchan == NULL) {
     c->shut_done = true;
     chan_ring_set_eof(&c->ring);
     ring_bell(c);
@@ -171,18 +232,16 @@ static int pump_reads(jitsu_chan *c) {
     const uint8_t *at = c->rbuf;
     long n = c->broken   ? 0
              : c->direct ? chan_ring_peek(&c->ring, &at, READ_CHUNK)
-                         : chan_ring_read(&c->ring, c->rbuf, READ_CHUNK, &wake);
+                         : t_read(c, c->rbuf, READ_CHUNK, &wake);
     if (n < 0) {
       broken(c, (int)n);
       continue;
     }
     if (n == 0) {
       /* Nothing more: the end, if the peer said so or went away. */
-      if (c->broken || chan_ring_peer_eof(&c->ring) || c->peer_gone) {
-        int err = c->broken                      ? c->err
-                  : chan_ring_peer_eof(&c->ring) ? 0
-                                                 : -ECONNRESET;
-        if (!c->broken && chan_ring_readable(&c->ring) > 0)
+      if (c->broken || t_peer_eof(c) || c->peer_gone) {
+        int err = c->broken ? c->err : t_peer_eof(c) ? 0 : -ECONNRESET;
+        if (!c->broken && t_readable(c) > 0)
           continue; /* written just before the end */
         c->eof_seen = true;
         c->read_cb(c, NULL, 0, err, c->read_arg);
@@ -223,11 +282,11 @@ static void pump(jitsu_chan *c) {
    * between our last look and the request). */
   bool want_data = c->read_cb != NULL && !c->eof_seen;
   bool want_space = c->wq != NULL && !c->broken;
-  chan_ring_want(&c->ring, want_data, want_space);
-  long r = want_data ? chan_ring_readable(&c->ring) : 0;
-  long w = want_space ? chan_ring_writable(&c->ring) : 0;
-  if (r != 0 || w != 0 || (want_data && chan_ring_peer_eof(&c->ring)) ||
-      c->done != NULL)
+  if (c->vchan == NULL)
+    chan_ring_want(&c->ring, want_data, want_space);
+  long r = want_data ? t_readable(c) : 0;
+  long w = want_space ? t_writable(c) : 0;
+  if (r != 0 || w != 0 || (want_data && t_peer_eof(c)) || c->done != NULL)
     return; /* more to do: stay on the idle handle */
   if (c->idling) {
     uv_idle_stop(&c->idle);
@@ -250,6 +309,16 @@ static void bell_cb(uv_poll_t *h, int status, int events) {
   jitsu_chan *c = h->data;
   if (c->closing)
     return;
+#ifdef JITSU_HAVE_VCHAN
+  if (c->vchan != NULL) {
+    libxenvchan_wait(c->vchan); /* takes the event; does not block now */
+    if (status < 0)
+      c->peer_gone = true;
+    c->spin_until = uv_hrtime() + c->spin_ns;
+    start_idle(c);
+    return;
+  }
+#endif
   char buf[256];
   for (;;) {
     ssize_t n = recv(c->bell, buf, sizeof(buf), MSG_DONTWAIT);
@@ -301,6 +370,51 @@ jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
   return c;
 }
 
+#ifdef JITSU_HAVE_VCHAN
+jitsu_chan *jitsu__chan_new_vchan(uv_loop_t *loop, struct libxenvchan *v,
+                                  const jitsu_chan_options *o, int *err) {
+  uint64_t spin_us = o ? o->spin_us : 0;
+  jitsu_chan *c = calloc(1, sizeof(*c));
+  if (c == NULL || (c->rbuf = malloc(READ_CHUNK)) == NULL) {
+    free(c);
+    *err = -ENOMEM;
+    return NULL;
+  }
+  v->blocking = 0;
+  c->loop = loop;
+  c->vchan = v;
+  c->bell = -1;
+  c->wq_tail = &c->wq;
+  c->spin_ns = spin_us == UINT64_MAX ? 0
+               : spin_us == 0        ? DEFAULT_SPIN_NS
+                                     : spin_us * 1000;
+  uv_idle_init(loop, &c->idle);
+  int fd = libxenvchan_fd_for_select(v);
+  int flags = fcntl(fd, F_GETFL);
+  uv_poll_init(loop, &c->poll, fd);
+  if (flags >= 0) /* libxenvchan reads it as it set it up */
+    fcntl(fd, F_SETFL, flags);
+  c->idle.data = c->poll.data = c;
+  c->handles = 2;
+  uv_poll_start(&c->poll, UV_READABLE, bell_cb);
+  start_idle(c);
+  return c;
+}
+#endif
+
+void jitsu__chan_set_peer_watch(jitsu_chan *c, void *w,
+                                void (*free_fn)(void *)) {
+  c->peer_watch = w;
+  c->peer_watch_free = free_fn;
+}
+
+void jitsu__chan_peer_gone(jitsu_chan *c) {
+  if (c->closing || c->peer_gone)
+    return;
+  c->peer_gone = true;
+  start_idle(c);
+}
+
 int jitsu_chan_read_start(jitsu_chan *c, jitsu_chan_read_cb cb, void *arg) {
   if (c->closing)
     return -EBADF;
@@ -322,7 +436,7 @@ int jitsu_chan_write(jitsu_chan *c, const void *data, size_t len,
   size_t off = 0;
   if (c->wq == NULL) {
     bool wake;
-    long n = chan_ring_write(&c->ring, data, len, &wake);
+    long n = t_write(c, data, len, &wake);
     if (n < 0) {
       broken(c, (int)n);
       return (int)n;
@@ -360,6 +474,8 @@ size_t jitsu_chan_write_queue_size(const jitsu_chan *c) {
 int jitsu_chan_shutdown(jitsu_chan *c) {
   if (c->closing)
     return -EBADF;
+  if (c->vchan != NULL)
+    return -EOPNOTSUPP; /* a vchan has no half-close: close it */
   c->shut_requested = true;
   start_idle(c);
   return 0;

@@ -21,6 +21,30 @@ jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
                             int bell, int role, const jitsu_chan_options *o,
                             int *err);
 
+/* The rendezvous "xen" (options or $JITSU_RENDEZVOUS): channels between
+ * Xen domains. */
+bool jitsu__chan_xen_wanted(const jitsu_chan_options *o);
+
+#ifdef JITSU_HAVE_VCHAN
+#include <libxenvchan.h>
+/* A channel over an open vchan (owned from now on). */
+jitsu_chan *jitsu__chan_new_vchan(uv_loop_t *loop, struct libxenvchan *v,
+                                  const jitsu_chan_options *o, int *err);
+/* (w) watches for the peer's death and calls jitsu__chan_peer_gone();
+ * (free_fn) ends it when the channel closes. */
+void jitsu__chan_set_peer_watch(jitsu_chan *c, void *w,
+                                void (*free_fn)(void *));
+void jitsu__chan_peer_gone(jitsu_chan *c);
+/* The Xen rendezvous (XenStore, in Conduit's layout): chan_xen.c. */
+int jitsu__xen_listen(jitsu_chan_listener *outer, uv_loop_t *loop,
+                      const char *name, const jitsu_chan_options *opts,
+                      jitsu_chan_accept_cb cb, void *arg, void **impl);
+void jitsu__xen_listener_close(void *impl);
+int jitsu__xen_connect(uv_loop_t *loop, const char *name, const char *port,
+                       const jitsu_chan_options *opts,
+                       jitsu_chan_connect_cb cb, void *arg);
+#endif
+
 /* One message on a SOCK_SEQPACKET socket, with up to two descriptors. */
 int jitsu__rv_send(int fd, const char *text, const int *fds, int nfds);
 /* Receive one message into (buf) (NUL-terminated), descriptors into (fds)
@@ -31,6 +55,10 @@ long jitsu__rv_recv(int fd, char *buf, size_t size, int *fds, int *nfds);
 /* Whether (s) is a valid channel name / port. */
 bool jitsu__chan_name_ok(const char *s);
 bool jitsu__chan_port_ok(const char *s);
+
+/* The vm a connect to (name) summons: a "channel" trigger, the vm of that
+ * name, or the first with "channel = name"; NULL if none. */
+jitsu_vm *jitsu__chan_vm_for(jitsu_ctx *ctx, const char *name);
 
 /* The server's state in a ctx (rendezvous.c). */
 void jitsu__rendezvous_free(jitsu_ctx *ctx);

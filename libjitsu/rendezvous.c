@@ -128,7 +128,7 @@ static int has_channel(jitsu_vm *vm, void *arg) {
 
 /* The vm a connect to (name) summons: a "channel" trigger, the vm of that
  * name, or the first vm (in definition order) with "channel = name". */
-static jitsu_vm *vm_for(jitsu_ctx *ctx, const char *name) {
+jitsu_vm *jitsu__chan_vm_for(jitsu_ctx *ctx, const char *name) {
   jitsu_vm *vm = jitsu_trigger_lookup(ctx, "channel", name);
   if (vm == NULL)
     vm = jitsu_vm_find(ctx, name);
@@ -148,7 +148,8 @@ static void summoned(jitsu_vm *vm, int status, void *arg) {
   const char *name = jitsu_vm_name(vm);
   for (rv_pending **pp = &rv->pending; *pp;) {
     rv_pending *p = *pp;
-    if (vm_for(rv->ctx, p->name) == vm || strcmp(p->name, name) == 0) {
+    if (jitsu__chan_vm_for(rv->ctx, p->name) == vm ||
+        strcmp(p->name, name) == 0) {
       *pp = p->next;
       rv->n_pending--;
       char why[160];
@@ -244,7 +245,7 @@ static void on_connect(rv_conn *c, const char *name, const char *port,
     close(fds[1]);
     return;
   }
-  jitsu_vm *vm = vm_for(rv->ctx, name);
+  jitsu_vm *vm = jitsu__chan_vm_for(rv->ctx, name);
   unsigned same = 0;
   for (rv_pending *p = rv->pending; p; p = p->next)
     same += strcmp(p->name, name) == 0;

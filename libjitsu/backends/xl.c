@@ -58,7 +58,7 @@ static int ensure_host(xvm *x) {
 
 /* libxl's own message for the last failure, else (fallback). */
 static const char *libxl_why(xvm *x, const char *fallback) {
-  return x->host->last_error[0] ? x->host->last_error : fallback;
+  return x->host->error[0] ? x->host->error : fallback;
 }
 
 typedef void (*ao_done)(xvm *x, int rc);
@@ -110,6 +110,7 @@ static void domain_gone(xvm *x) {
   }
   console_close(x);
   watches_drop(x);
+  xl_conduit_forget(x->host, x->domid);
   if (x->timer != NULL)
     uv_timer_stop(x->timer);
   jitsu_vm *vm = x->vm;

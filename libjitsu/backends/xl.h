@@ -26,7 +26,7 @@ typedef struct xlhost {
   uv_poll_t *xs_poll;
   uv_signal_t *sigchld;
   struct xllogger *logger;
-  char last_error[512]; /* libxl's last error message */
+  char error[512]; /* libxl's first error since xl_host_clear_error() */
   jitsu__link fds, timeouts, vms;
   unsigned refs;
 } xlhost;
@@ -39,7 +39,11 @@ void xl_host_put(xlhost *h);
  * using the ctx (its log). */
 void xl_host_orphan(xlhost *h);
 
-/* Clear the remembered libxl error before an operation. */
+/* A domain died: unregister its channel listeners in /conduit (the
+ * requests waiting for them stay) and drop its own requests. */
+void xl_conduit_forget(xlhost *h, uint32_t domid);
+
+/* Forget the remembered libxl error before an operation. */
 void xl_host_clear_error(xlhost *h);
 
 /* Watch XenStore (path) for (x); (what) names the watch for dispatch.

@@ -6,6 +6,8 @@
  */
 #include "xl.h"
 
+#include "../channel_int.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -38,8 +40,10 @@ static void log_vmessage(xentoollog_logger *lg, xentoollog_level level,
   size_t n = strlen(msg);
   if (errnoval >= 0 && n < sizeof(msg) - 4)
     snprintf(msg + n, sizeof(msg) - n, ": %s", strerror(errnoval));
-  if (level >= XTL_ERROR)
-    snprintf(h->last_error, sizeof(h->last_error), "%s", msg);
+  /* The first error of an operation names the cause (e.g. "failed to
+   * allocate 0x1000000 pages"); later ones only say that it failed. */
+  if (level >= XTL_ERROR && h->error[0] == '\0')
+    snprintf(h->error, sizeof(h->error), "%s", msg);
   jitsu__log(h->ctx,
              level >= XTL_ERROR  ? JITSU_LOG_ERROR
              : level >= XTL_WARN ? JITSU_LOG_WARNING
@@ -54,7 +58,7 @@ static void log_progress(xentoollog_logger *lg, const char *context,
 static void log_destroy(xentoollog_logger *lg) {}
 
 void xl_host_clear_error(xlhost *h) {
-  h->last_error[0] = '\0';
+  h->error[0] = '\0';
 }
 
 /* ---- fds and timeouts on the loop -------------------------------------- */
@@ -356,9 +360,10 @@ static void event_occurs(void *user, libxl_event *ev) {
 static void event_disaster(void *user, libxl_event_type type, const char *msg,
                            int errnoval) {
   xlhost *h = user;
-  jitsu__log(h->ctx, JITSU_LOG_ERROR,
-             "xl: libxl reports a disaster in its event handling: %s (%s)", msg,
-             strerror(errnoval));
+  if (h->ctx != NULL)
+    jitsu__log(h->ctx, JITSU_LOG_ERROR,
+               "xl: libxl reports a disaster in its event handling: %s (%s)",
+               msg, strerror(errnoval));
 }
 
 static const libxl_event_hooks event_hooks = {
@@ -367,14 +372,69 @@ static const libxl_event_hooks event_hooks = {
     .disaster = event_disaster,
 };
 
+/* ---- channels: summon-on-connect through /conduit ---------------------- */
+
+#define CONDUIT_TOKEN "@conduit"
+
+/* A client asked for /conduit/NAME/DOMID/PORT: summon NAME's vm if it is
+ * not running (its listener then serves the request). */
+static void conduit_request(xlhost *h, const char *path) {
+  char name[JITSU_CHAN_NAME_MAX + 2];
+  const char *p = path + strlen("/conduit/");
+  const char *slash = strchr(p, '/');
+  if (strncmp(path, "/conduit/", 9) != 0 || slash == NULL ||
+      (size_t)(slash - p) >= sizeof(name) || strchr(slash + 1, '/') == NULL)
+    return; /* not a request */
+  memcpy(name, p, (size_t)(slash - p));
+  name[slash - p] = '\0';
+  unsigned len;
+  char *v = xs_read(h->xs, XBT_NULL, path, &len);
+  if (v == NULL)
+    return; /* already served (or withdrawn) */
+  free(v);
+  jitsu_vm *vm = h->ctx ? jitsu__chan_vm_for(h->ctx, name) : NULL;
+  if (vm == NULL)
+    return;
+  jitsu_state st = jitsu_vm_state(vm);
+  if (st == JITSU_STATE_STOPPED || st == JITSU_STATE_FAILED ||
+      st == JITSU_STATE_SUSPENDED) {
+    jitsu__log(h->ctx, JITSU_LOG_INFO,
+               "xl: channel request %s: summoning vm '%s'", path,
+               jitsu_vm_name(vm));
+    jitsu_vm_summon(vm, NULL, NULL);
+  }
+}
+
+void xl_conduit_forget(xlhost *h, uint32_t domid) {
+  unsigned n = 0;
+  char **names = xs_directory(h->xs, XBT_NULL, "/conduit", &n);
+  char id[16];
+  snprintf(id, sizeof(id), "%u", domid);
+  for (unsigned i = 0; names && i < n; i++) {
+    char path[200];
+    unsigned len;
+    snprintf(path, sizeof(path), "/conduit/%s", names[i]);
+    char *v = xs_read(h->xs, XBT_NULL, path, &len);
+    if (v != NULL && strcmp(v, id) == 0) /* its listener: unregistered */
+      xs_write(h->xs, XBT_NULL, path, "", 0);
+    free(v);
+    snprintf(path, sizeof(path), "/conduit/%s/%u", names[i], domid);
+    xs_rm(h->xs, XBT_NULL, path); /* its pending requests */
+  }
+  free(names);
+}
+
 /* Tokens are "VMNAME/WHAT"; a vm is found by name, never by pointer. */
 static void xs_readable(uv_poll_t *p, int status, int events) {
   xlhost *h = p->data;
   char **vec;
-  unsigned n;
   while (h != NULL && (vec = xs_check_watch(h->xs)) != NULL) {
-    (void)n;
     const char *path = vec[XS_WATCH_PATH], *token = vec[XS_WATCH_TOKEN];
+    if (strcmp(token, CONDUIT_TOKEN) == 0) {
+      conduit_request(h, path);
+      free(vec);
+      continue;
+    }
     const char *slash = strchr(token, '/');
     if (slash != NULL) {
       for (jitsu__link *l = h->vms.next; l != &h->vms; l = l->next) {
@@ -467,7 +527,7 @@ static xlhost *host_new(jitsu_ctx *ctx, char *why, size_t size) {
   int rc = libxl_ctx_alloc(&h->lx, LIBXL_VERSION, 0, &h->logger->vtable);
   if (rc != 0) {
     snprintf(why, size, "cannot open libxenlight: %s",
-             h->last_error[0] ? h->last_error : "libxl_ctx_alloc failed");
+             h->error[0] ? h->error : "libxl_ctx_alloc failed");
     h->lx = NULL;
     host_free(h);
     return NULL;
@@ -497,6 +557,16 @@ static xlhost *host_new(jitsu_ctx *ctx, char *why, size_t size) {
   }
   h->xs_poll->data = h;
   uv_poll_start(h->xs_poll, UV_READABLE, xs_readable);
+  /* The channels' rendezvous: /conduit writable by every domain (b0),
+   * and connects to names of stopped vms summon them. */
+  struct xs_permissions perm = {.id = 0, .perms = XS_PERM_READ | XS_PERM_WRITE};
+  if (!xs_mkdir(h->xs, XBT_NULL, "/conduit") ||
+      !xs_set_permissions(h->xs, XBT_NULL, "/conduit", &perm, 1) ||
+      !xs_watch(h->xs, "/conduit", CONDUIT_TOKEN))
+    jitsu__log(ctx, JITSU_LOG_WARNING,
+               "xl: cannot set up /conduit in XenStore (%s): channels to "
+               "stopped vms will not summon them",
+               strerror(errno));
   return h;
 }
 
@@ -538,6 +608,7 @@ void xl_host_put(xlhost *h) {
   pthread_mutex_unlock(&hosts_lock);
   if (!last)
     return;
+  h->ctx = NULL; /* it may be freed before the deferred free runs */
   /* The last reference may go inside a libxl callback (an operation that
    * outlived its vm): free the libxl context from the loop instead. */
   uv_timer_t *t = malloc(sizeof(*t));

@@ -81,6 +81,10 @@ cp /bin/busybox $g/bin/
 cp pkg/usr/bin/xenstore $g/usr/bin/
 for n in read write rm; do ln -s xenstore $g/usr/bin/xenstore-$n; done
 copy_libs $g $g/usr/bin/xenstore
+mkdir -p $g/lib/modules
+for m in xen-evtchn xen-gntdev xen-gntalloc; do # for libxenvchan
+  cp "$mods/drivers/xen/$m.ko" $g/lib/modules/
+done
 printf '#!/bin/busybox sh\nexec /bin/busybox poweroff -f\n' > $g/sbin/poweroff
 printf '#!/bin/busybox sh\nexec /bin/busybox reboot -f\n' > $g/sbin/reboot
 cp "$here/guest-init" $g/init

@@ -2,11 +2,14 @@
 # Boot a real Xen 4.17 with a PV dom0 under QEMU (TCG: this machine's KVM
 # cannot run Xen), run a program inside dom0 and pass its TAP output on.
 #
-#   run.sh BUILD_SH RUN [FILE...]
+#   run.sh BUILD_SH RUN [FILE...] [-- GUEST_RUN [GUEST_FILE...]]
 #
 # BUILD_SH is tests/xen/build.sh (Xen, kernels, base initramfs; cached).
 # RUN becomes /jitsu/run in dom0 and the FILEs go beside it, each with the
-# shared libraries it needs. Lines RUN prints with the prefix "JXT " come
+# shared libraries it needs. After "--": GUEST_RUN and the GUEST_FILEs
+# (with their libraries) go into /jitsu of a copy of the PV guest's
+# initramfs, /jitsu/guest.cpio in dom0, whose /init runs GUEST_RUN
+# before it reports readiness. Lines RUN prints with the prefix "JXT " come
 # back over the serial console and are printed without it: RUN prints TAP.
 # JITSU_XEN_TIMEOUT (seconds, 900) bounds the whole run; the serial log of
 # a failed run is kept in the test's log. JITSU_XEN_TESTS (a cmocka test
@@ -42,17 +45,47 @@ for v in JITSU_XEN_TESTS JITSU_TEST_VERBOSE; do
   [ -n "$val" ] && printf "export %s='%s'\n" "$v" "$val"
 done > "$rd/jitsu/env"
 chmod +x "$rd/jitsu/run"
+# Copy FILEs into ROOT/jitsu and their libraries into ROOT/lib.
+add_files() { # ROOT FILE...
+  r=$1
+  shift
+  mkdir -p "$r/jitsu" "$r/lib/x86_64-linux-gnu"
+  for f in "$@"; do
+    cp "$f" "$r/jitsu/"
+    ldd "$f" 2>/dev/null | awk '/=> \//{print $3}'
+  done | sort -u | while read -r l; do cp -L "$l" "$r/lib/x86_64-linux-gnu/"; done
+}
+# The archive of ROOT appended to (base), 4-byte aligned after zeros,
+# compressed with FILTER (libxc would decompress only the first gzip
+# member of a guest's ramdisk: the guest's part stays uncompressed).
+cpio_append() { # BASE ROOT OUT FILTER
+  cp "$1" "$3"
+  size=$(stat -c %s "$3")
+  head -c $((512 - size % 512)) /dev/zero >> "$3"
+  (cd "$2" && find . | sort | cpio -o -H newc -R 0:0 2>/dev/null) | $4 >> "$3"
+}
+files=
+guest=
 for f in "$@"; do
-  cp "$f" "$rd/jitsu/"
-  ldd "$f" 2>/dev/null | awk '/=> \//{print $3}'
-done | sort -u | while read -r l; do cp -L "$l" "$rd/lib/x86_64-linux-gnu/"; done
-(cd "$rd" && find . | sort | cpio -o -H newc -R 0:0 2>/dev/null) > "$tmp/run.cpio"
+  if [ "$f" = -- ]; then
+    guest=yes
+  elif [ -n "$guest" ]; then
+    guest="$guest $f"
+  else
+    files="$files $f"
+  fi
+done
+add_files "$rd" $files
+if [ -n "$guest" ] && [ "$guest" != yes ]; then
+  set -- ${guest#yes }
+  grd=$tmp/guest-rd
+  add_files "$grd" "$@"
+  mv "$grd/jitsu/$(basename "$1")" "$grd/jitsu/guest-run"
+  chmod +x "$grd/jitsu/guest-run"
+  cpio_append "$dir/guest.cpio.gz" "$grd" "$rd/jitsu/guest.cpio" cat
+fi
 # Linux unpacks concatenated archives: the cached base, then this run's.
-# The second must start 4-byte aligned after zero padding.
-cp "$dir/dom0-base.cpio.gz" "$tmp/dom0.cpio"
-size=$(stat -c %s "$tmp/dom0.cpio")
-head -c $((512 - size % 512)) /dev/zero >> "$tmp/dom0.cpio"
-cat "$tmp/run.cpio" >> "$tmp/dom0.cpio"
+cpio_append "$dir/dom0-base.cpio.gz" "$rd" "$tmp/dom0.cpio" "gzip -1"
 
 xenargs="dom0_mem=1024M,max:1024M console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning noreboot"
 dom0args="console=hvc0 quiet loglevel=1"

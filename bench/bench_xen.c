@@ -1,0 +1,201 @@
+/*
+ * bench_xen: the xl backend against xl itself, in one run, inside dom0 of
+ * the Xen test harness (ninja -C build bench-xen boots it under QEMU).
+ *
+ *   create   jitsu_vm_summon() until the guest's XenStore key appears,
+ *            against `xl create` of the same guest until the same key
+ *   restore  resume of a vm saved to disk (suspend = disk) until the
+ *            domain runs again, against create to ready
+ *   save     suspend = disk through libjitsu until the domain is gone
+ *
+ * Absolute times under TCG mean little; the ratios (the toolstack's share)
+ * do. Prints p50 of N runs.
+ *
+ *   bench_xen [-n N] KERNEL RAMDISK
+ */
+#include <jitsu/jitsu.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <xenstore.h>
+
+static uv_loop_t loop;
+static jitsu_ctx *ctx;
+static char dir[] = "/tmp/jitsu-bench-xen-XXXXXX";
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void log_line(jitsu_log_level level, const char *msg, void *arg) {
+  (void)arg;
+  if (level <= JITSU_LOG_WARNING)
+    fprintf(stderr, "bench_xen: %s\n", msg);
+}
+
+static int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double p50(double *v, int n) {
+  qsort(v, (size_t)n, sizeof(*v), cmp);
+  return v[n / 2];
+}
+
+static void done(jitsu_vm *vm, int status, void *arg) {
+  (void)vm;
+  *(int *)arg = status == 0 ? 1 : -1;
+}
+
+static int wait_verb(int (*fn)(jitsu_vm *, jitsu_vm_cb, void *), jitsu_vm *vm) {
+  int flag = 0;
+  if (fn(vm, done, &flag) < 0)
+    return -1;
+  while (flag == 0)
+    uv_run(&loop, UV_RUN_ONCE);
+  return flag;
+}
+
+static void destroy(jitsu_vm *vm) {
+  int flag = 0;
+  if (jitsu_vm_stop(vm, JITSU_STOP_DESTROY, done, &flag) < 0)
+    return;
+  while (flag == 0)
+    uv_run(&loop, UV_RUN_ONCE);
+}
+
+/* The id of the domain called (name), from XenStore; -1 if none. */
+static int find_domain(struct xs_handle *xs, const char *name) {
+  unsigned n = 0;
+  char **ids = xs_directory(xs, XBT_NULL, "/local/domain", &n);
+  int found = -1;
+  for (unsigned i = 0; ids && i < n && found < 0; i++) {
+    char path[64];
+    unsigned len;
+    snprintf(path, sizeof(path), "/local/domain/%s/name", ids[i]);
+    char *v = xs_read(xs, XBT_NULL, path, &len);
+    if (v && strcmp(v, name) == 0)
+      found = atoi(ids[i]);
+    free(v);
+  }
+  free(ids);
+  return found;
+}
+
+/* `xl create CFG` until (name)'s data/jitsu-ready exists; ms or -1. */
+static double xl_create(struct xs_handle *xs, const char *cfg,
+                        const char *name) {
+  char cmd[600];
+  snprintf(cmd, sizeof(cmd), "xl -q create %s >/dev/null 2>&1", cfg);
+  double t0 = now_ms();
+  if (system(cmd) != 0)
+    return -1;
+  int id = find_domain(xs, name);
+  char path[64];
+  snprintf(path, sizeof(path), "/local/domain/%d/data/jitsu-ready", id);
+  for (int i = 0; id >= 0 && i < 60000; i++) {
+    unsigned len;
+    char *v = xs_read(xs, XBT_NULL, path, &len);
+    if (v != NULL) {
+      free(v);
+      double ms = now_ms() - t0;
+      snprintf(cmd, sizeof(cmd), "xl destroy %s", name);
+      system(cmd);
+      return ms;
+    }
+    usleep(1000);
+  }
+  return -1;
+}
+
+int main(int argc, char **argv) {
+  int n = 3, opt;
+  while ((opt = getopt(argc, argv, "n:")) != -1)
+    n = atoi(optarg);
+  if (argc - optind != 2 || n < 1 || n > 20) {
+    fprintf(stderr, "usage: bench_xen [-n 1..20] KERNEL RAMDISK\n");
+    return 2;
+  }
+  const char *kernel = argv[optind], *ramdisk = argv[optind + 1];
+  struct xs_handle *xs = xs_open(0);
+  if (xs == NULL || mkdtemp(dir) == NULL) {
+    fprintf(stderr, "bench_xen: no XenStore here (run inside the harness)\n");
+    return 1;
+  }
+  uv_loop_init(&loop);
+  char path[300], sdir[300];
+  snprintf(sdir, sizeof(sdir), "%s/state", dir);
+  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
+  o.state_dir = sdir;
+  if (jitsu_ctx_new(&loop, &o, &ctx) < 0)
+    return 1;
+  jitsu_ctx_set_logger(ctx, log_line, NULL, JITSU_LOG_WARNING);
+  snprintf(path, sizeof(path), "%s/jitsu.conf", dir);
+  FILE *f = fopen(path, "w");
+  fprintf(f,
+          "[vm b]\nbackend = xl\nkernel = %s\nramdisk = %s\n"
+          "cmdline = console=hvc0 quiet\nmemory = 128M\nready = marker\n"
+          "ready-key = data/jitsu-ready\nready-timeout = 120s\n"
+          "suspend = disk\n",
+          kernel, ramdisk);
+  fclose(f);
+  jitsu_error err;
+  if (jitsu_config_load(ctx, path, &err) < 0) {
+    fprintf(stderr, "bench_xen: %s\n", err.message);
+    return 1;
+  }
+  snprintf(path, sizeof(path), "%s/b.cfg", dir);
+  f = fopen(path, "w");
+  fprintf(f,
+          "name = \"bx\"\ntype = \"pv\"\nkernel = \"%s\"\nramdisk = \"%s\"\n"
+          "extra = \"console=hvc0 quiet\"\nmemory = 128\n",
+          kernel, ramdisk);
+  fclose(f);
+
+  jitsu_vm *vm = jitsu_vm_find(ctx, "b");
+  double create[20], by_xl[20], save[20], restore[20];
+  for (int i = 0; i < n; i++) {
+    double t0 = now_ms();
+    if (wait_verb(jitsu_vm_summon, vm) < 0)
+      return 1;
+    create[i] = now_ms() - t0;
+    t0 = now_ms();
+    wait_verb(jitsu_vm_suspend, vm); /* to disk */
+    save[i] = now_ms() - t0;
+    t0 = now_ms();
+    if (wait_verb(jitsu_vm_resume, vm) < 0)
+      return 1;
+    restore[i] = now_ms() - t0;
+    destroy(vm);
+    if ((by_xl[i] = xl_create(xs, path, "bx")) < 0) {
+      fprintf(stderr, "bench_xen: xl create failed\n");
+      return 1;
+    }
+    fprintf(stderr,
+            "run %d: create %.0f ms, xl create %.0f ms, save %.0f ms, "
+            "restore %.0f ms\n",
+            i + 1, create[i], by_xl[i], save[i], restore[i]);
+  }
+  printf("xl backend, Xen 4.17 with a PV dom0 under QEMU TCG, p50 of %d:\n", n);
+  double c = p50(create, n), x = p50(by_xl, n), r = p50(restore, n);
+  printf("  create to ready   libjitsu %7.0f ms   xl create %7.0f ms   "
+         "ratio %.2f\n",
+         c, x, c / x);
+  printf("  restore to running %6.0f ms   (%.1fx faster than create to "
+         "ready)\n",
+         r, c / r);
+  printf("  save to disk       %6.0f ms\n", p50(save, n));
+  jitsu_ctx_free(ctx);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  char rm[100];
+  snprintf(rm, sizeof(rm), "rm -rf %s", dir);
+  system(rm);
+  xs_close(xs);
+  return 0;
+}
