@@ -8,17 +8,24 @@
  *   echo hello | JITSU_RENDEZVOUS=/path/rendezvous.sock \
  *       build/examples/chan_cat echo greeting             # summons "echo"
  *
- * Standard input must be a pipe, a socket or a terminal.
+ * Standard input must be a pipe, a socket or a terminal. Over a transport
+ * without half-close (Xen's vchan: JITSU_RENDEZVOUS=xen) it cannot tell
+ * the peer its input ended: it then stops once as many bytes came back as
+ * it sent, which suits its pair chan_echo.
  */
 #include <jitsu/jitsu.h>
 
+#include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 static uv_pipe_t in;
 static int status = 1;
+static size_t sent, received;
+static bool input_done, no_half_close;
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   static char b[65536];
@@ -29,10 +36,17 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 static void on_stdin(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   jitsu_chan *c = s->data;
   if (n > 0) {
-    jitsu_chan_write(c, buf->base, (size_t)n, NULL, NULL);
+    if (jitsu_chan_write(c, buf->base, (size_t)n, NULL, NULL) == 0)
+      sent += (size_t)n;
   } else if (n < 0) {
     uv_read_stop(s);
-    jitsu_chan_shutdown(c);
+    input_done = true;
+    no_half_close = jitsu_chan_shutdown(c) == -EOPNOTSUPP;
+    if (no_half_close && received >= sent) {
+      status = 0;
+      jitsu_chan_close(c);
+      uv_close((uv_handle_t *)&in, NULL);
+    }
   }
 }
 
@@ -40,9 +54,10 @@ static void on_read(jitsu_chan *c, const void *data, size_t len, int err,
                     void *arg) {
   (void)arg;
   if (len > 0) {
+    received += len;
     if (fwrite(data, 1, len, stdout) != len)
       err = -EIO;
-    else
+    else if (!(input_done && no_half_close && received >= sent))
       return;
   }
   fflush(stdout);

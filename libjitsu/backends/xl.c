@@ -22,6 +22,8 @@ static const jitsu_key xl_keys[] = {
     {"ramdisk", JITSU_KEY_STRING, 0, "the initial ramdisk"},
     {"cmdline", JITSU_KEY_STRING, 0, "the kernel command line"},
     {"memory", JITSU_KEY_SIZE, 0, "guest memory, whole MiB (128M)"},
+    {"maxmem", JITSU_KEY_SIZE, 0,
+     "the most it may balloon to, whole MiB (= memory)"},
     {"vcpus", JITSU_KEY_UINT, 0, "virtual CPUs (1)"},
     {"vif", JITSU_KEY_STRING, JITSU_KEY_MULTI,
      "a network interface: bridge=BR,mac=MAC,script=PATH,ip=ADDR"},

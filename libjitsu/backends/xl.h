@@ -76,7 +76,7 @@ struct xvm {
   const char *type, *kernel, *ramdisk, *cmdline, *ready_key, *marker;
   const char *nics[XL_NET_MAX], *disks[XL_DISK_MAX];
   size_t n_nics, n_disks;
-  uint64_t memory;
+  uint64_t memory, maxmem;
   unsigned vcpus;
   bool suspend_disk;
   /* The live domain. */

@@ -15,7 +15,7 @@
 typedef struct xspec {
   libxl_domain_type type;
   char *kernel, *ramdisk, *cmdline;
-  long memory_mb, vcpus;
+  long memory_mb, maxmem_mb, vcpus;
   char *vifs[XL_NET_MAX], *disks[XL_DISK_MAX];
   int n_vifs, n_disks;
 } xspec;
@@ -194,6 +194,8 @@ static int spec_from_file(const char *path, xspec *s, char *why, size_t size) {
   s->vcpus = 1;
   if (xlu_cfg_get_bounded_long(xcfg, "memory", 1, 1L << 24, &s->memory_mb, 1) ==
           EINVAL ||
+      xlu_cfg_get_bounded_long(xcfg, "maxmem", 1, 1L << 24, &s->maxmem_mb, 1) ==
+          EINVAL ||
       xlu_cfg_get_bounded_long(xcfg, "vcpus", 1, 255, &s->vcpus, 1) == EINVAL) {
     snprintf(why, size, "%s: memory or vcpus is out of range", path);
     r = -EINVAL;
@@ -239,6 +241,7 @@ static int spec_from_keys(xvm *x, xspec *s) {
   s->ramdisk = x->ramdisk ? strdup(x->ramdisk) : NULL;
   s->cmdline = strdup(x->cmdline ? x->cmdline : "");
   s->memory_mb = (long)(x->memory >> 20);
+  s->maxmem_mb = (long)(x->maxmem >> 20);
   s->vcpus = x->vcpus;
   int r = 0;
   for (size_t i = 0; i < x->n_nics && r == 0; i++)
@@ -282,7 +285,9 @@ int xl_build_config(xvm *x, libxl_ctx *lx, libxl_domain_config *dc, char *why,
   dc->c_info.name = strdup(jitsu_vm_name(x->vm));
   libxl_domain_build_info *b = &dc->b_info;
   libxl_domain_build_info_init_type(b, s.type);
-  b->max_memkb = b->target_memkb = (uint64_t)s.memory_mb * 1024;
+  b->target_memkb = (uint64_t)s.memory_mb * 1024;
+  b->max_memkb =
+      (uint64_t)(s.maxmem_mb > s.memory_mb ? s.maxmem_mb : s.memory_mb) * 1024;
   b->max_vcpus = (int)s.vcpus;
   if (libxl_cpu_bitmap_alloc(lx, &b->avail_vcpus, (int)s.vcpus) != 0) {
     snprintf(why, size, "out of memory");
@@ -372,8 +377,8 @@ int xl_configure_settings(xvm *x, jitsu_vm *vm, jitsu_error *err) {
   x->suspend_disk = disk;
   if (x->file != NULL) {
     static const char *const only_keys[] = {"type",    "kernel", "ramdisk",
-                                            "cmdline", "memory", "vcpus",
-                                            "vif",     "disk"};
+                                            "cmdline", "memory", "maxmem",
+                                            "vcpus",   "vif",    "disk"};
     for (size_t i = 0; i < JITSU__ARRAY_SIZE(only_keys); i++)
       if (jitsu_vm_param(vm, only_keys[i], 0) != NULL)
         return jitsu_error_set(err, -EINVAL, only_keys[i],
@@ -400,6 +405,11 @@ int xl_configure_settings(xvm *x, jitsu_vm *vm, jitsu_error *err) {
       (jitsu_parse_size(v, &x->memory) < 0 || x->memory < (1ull << 20) ||
        (x->memory & ((1ull << 20) - 1)) != 0 || x->memory > (1ull << 44)))
     return fail(err, "memory", "'%s' is not a whole number of MiB (>= 1M)", v);
+  x->maxmem = 0;
+  if ((v = jitsu_vm_param(vm, "maxmem", 0)) != NULL &&
+      (jitsu_parse_size(v, &x->maxmem) < 0 || x->maxmem < x->memory ||
+       (x->maxmem & ((1ull << 20) - 1)) != 0 || x->maxmem > (1ull << 44)))
+    return fail(err, "maxmem", "'%s' is not whole MiB, at least memory", v);
   x->vcpus = 1;
   if ((v = jitsu_vm_param(vm, "vcpus", 0)) != NULL) {
     char *end;

@@ -27,6 +27,7 @@ static void test_bad_keys(void **state) {
   load_fails(f, VM "kernel = /k\ntype = hvm\n", "type: 'hvm' is not pv or pvh");
   load_fails(f, VM "kernel = /k\nmemory = 1500K\n", "memory");
   load_fails(f, VM "kernel = /k\nvcpus = 0\n", "vcpus");
+  load_fails(f, VM "kernel = /k\nmemory = 256M\nmaxmem = 128M\n", "maxmem");
   load_fails(f, VM "kernel = /k\nvif = bridge\n", "is not KEY=VALUE");
   load_fails(f, VM "kernel = /k\nvif = mac=01:00:00:00:00:01\n",
              "not a unicast MAC");
@@ -96,6 +97,32 @@ static void test_no_xen(void **state) {
   assert_non_null(strstr(info.reason, "runs no Xen"));
 }
 
+static void no_accept(jitsu_chan_listener *l, jitsu_chan *c, const char *port,
+                      int err, void *arg) {
+  fail_msg("no channel can come without Xen");
+}
+
+static void no_connect(jitsu_chan *c, int err, void *arg) {
+  fail_msg("no connect can finish without Xen");
+}
+
+/* The Xen rendezvous on a host without XenStore: a clear error at once. */
+static void test_xen_rendezvous_without_xen(void **state) {
+  fixture *f = *state;
+  if (access("/proc/xen/capabilities", F_OK) == 0) {
+    skip();
+  }
+  jitsu_chan_options o = JITSU_CHAN_OPTIONS_INIT;
+  o.rendezvous = "xen";
+  jitsu_chan_listener *l = NULL;
+  assert_int_equal(jitsu_chan_listen(&f->loop, "echo", &o, no_accept, NULL, &l),
+                   -EHOSTUNREACH);
+  assert_int_equal(
+      jitsu_chan_connect(&f->loop, "echo", "p", &o, no_connect, NULL),
+      -EHOSTUNREACH);
+  run_for(f, 10);
+}
+
 int main(void) {
 #define T(fn)                                                                  \
   cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
@@ -103,6 +130,7 @@ int main(void) {
       T(test_bad_keys),
       T(test_xl_file),
       T(test_no_xen),
+      T(test_xen_rendezvous_without_xen),
   };
   return cmocka_run_group_tests_name("xl-config", tests, NULL, NULL);
 }

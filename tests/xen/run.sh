@@ -40,7 +40,7 @@ mkdir -p "$rd/jitsu" "$rd/lib/x86_64-linux-gnu"
 cp "$run" "$rd/jitsu/run"
 # Settings passed into dom0 (dom0-tests reads them): a test filter and the
 # library's verbose log, for debugging one test.
-for v in JITSU_XEN_TESTS JITSU_TEST_VERBOSE; do
+for v in JITSU_XEN_TESTS JITSU_XEN_ALARM JITSU_TEST_VERBOSE ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
   eval "val=\${$v:-}"
   [ -n "$val" ] && printf "export %s='%s'\n" "$v" "$val"
 done > "$rd/jitsu/env"
@@ -54,10 +54,12 @@ add_files() { # ROOT FILE...
     cp "$f" "$r/jitsu/"
     ldd "$f" 2>/dev/null | awk '/=> \//{print $3}'
   done | sort -u | while read -r l; do cp -L "$l" "$r/lib/x86_64-linux-gnu/"; done
+  # loaded at run time by pthread_cancel (libxenstore's xs_close)
+  cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$r/lib/x86_64-linux-gnu/"
 }
 # The archive of ROOT appended to (base), 4-byte aligned after zeros,
-# compressed with FILTER (libxc would decompress only the first gzip
-# member of a guest's ramdisk: the guest's part stays uncompressed).
+# compressed with FILTER (libxc decompresses a guest's gzip ramdisk, only
+# its first member: a guest's ramdisk is kept uncompressed).
 cpio_append() { # BASE ROOT OUT FILTER
   cp "$1" "$3"
   size=$(stat -c %s "$3")
@@ -82,7 +84,8 @@ if [ -n "$guest" ] && [ "$guest" != yes ]; then
   add_files "$grd" "$@"
   mv "$grd/jitsu/$(basename "$1")" "$grd/jitsu/guest-run"
   chmod +x "$grd/jitsu/guest-run"
-  cpio_append "$dir/guest.cpio.gz" "$grd" "$rd/jitsu/guest.cpio" cat
+  gzip -dc "$dir/guest.cpio.gz" > "$tmp/guest-base.cpio"
+  cpio_append "$tmp/guest-base.cpio" "$grd" "$rd/jitsu/guest.cpio" cat
 fi
 # Linux unpacks concatenated archives: the cached base, then this run's.
 cpio_append "$dir/dom0-base.cpio.gz" "$rd" "$tmp/dom0.cpio" "gzip -1"
