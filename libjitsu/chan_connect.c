@@ -311,6 +311,39 @@ static void l_closed(uv_handle_t *h) {
   free(h->data);
 }
 
+int jitsu__conduit_parse(const char *path, char *name, size_t name_size,
+                         unsigned *client, char *port, size_t port_size) {
+  static const char root[] = "/conduit/";
+  if (strncmp(path, root, sizeof(root) - 1) != 0)
+    return -EINVAL;
+  const char *n = path + sizeof(root) - 1;
+  const char *s1 = strchr(n, '/');
+  const char *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
+  if (s1 == NULL || s2 == NULL || strchr(s2 + 1, '/') != NULL)
+    return -EINVAL;
+  size_t nlen = (size_t)(s1 - n), plen = strlen(s2 + 1);
+  if (nlen == 0 || nlen >= name_size || plen == 0 || plen >= port_size)
+    return -EINVAL;
+  unsigned long id = 0;
+  const char *d = s1 + 1;
+  if (d == s2 || s2 - d > 5 || (*d == '0' && s2 - d > 1))
+    return -EINVAL; /* empty, too long, or a leading zero */
+  for (; d < s2; d++) {
+    if (*d < '0' || *d > '9')
+      return -EINVAL;
+    id = id * 10 + (unsigned long)(*d - '0');
+  }
+  if (id >= 0x7ff0) /* DOMID_FIRST_RESERVED */
+    return -EINVAL;
+  memcpy(name, n, nlen);
+  name[nlen] = '\0';
+  memcpy(port, s2 + 1, plen + 1);
+  if (!jitsu__chan_name_ok(name) || !jitsu__chan_port_ok(port))
+    return -EINVAL;
+  *client = (unsigned)id;
+  return 0;
+}
+
 bool jitsu__chan_xen_wanted(const jitsu_chan_options *o) {
   const char *path =
       o && o->rendezvous ? o->rendezvous : getenv("JITSU_RENDEZVOUS");

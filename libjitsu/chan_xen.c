@@ -172,15 +172,15 @@ void jitsu__xen_listener_close(void *impl) {
 
 /* Set up a vchan for the request of (client) on (port). */
 static void serve_request(xlisten *x, const char *client, const char *port) {
-  char req[200], path[200];
+  char req[200], path[200], name[JITSU_CHAN_NAME_MAX + 1];
+  char p[JITSU_CHAN_PORT_MAX + 1];
+  unsigned cdom;
   snprintf(req, sizeof(req), "%s/%s/%s", x->base, client, port);
-  char *end;
-  long cdom = strtol(client, &end, 10);
-  if (*end != '\0' || cdom < 0 || cdom > 0x7fef || !jitsu__chan_port_ok(port)) {
+  if (jitsu__conduit_parse(req, name, sizeof(name), &cdom, p, sizeof(p)) < 0) {
     xs_rm(x->xs, XBT_NULL, req); /* not a request: drop it */
     return;
   }
-  snprintf(path, sizeof(path), "%s/data/vchan/%ld/%s", x->home, cdom, port);
+  snprintf(path, sizeof(path), "%s/data/vchan/%u/%s", x->home, cdom, port);
   size_t size = ring_size(&x->opts);
   struct libxenvchan *v =
       libxenvchan_server_init(NULL, (int)cdom, path, size, size);

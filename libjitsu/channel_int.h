@@ -21,6 +21,11 @@ jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
                             int bell, int role, const jitsu_chan_options *o,
                             int *err);
 
+/* A connect request in XenStore, "/conduit/NAME/CLIENT-DOMID/PORT" (any
+ * domain may write one): 0 with its parts, or -EINVAL. */
+int jitsu__conduit_parse(const char *path, char *name, size_t name_size,
+                         unsigned *client, char *port, size_t port_size);
+
 /* The rendezvous "xen" (options or $JITSU_RENDEZVOUS): channels between
  * Xen domains. */
 bool jitsu__chan_xen_wanted(const jitsu_chan_options *o);

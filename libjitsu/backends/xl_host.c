@@ -379,14 +379,11 @@ static const libxl_event_hooks event_hooks = {
 /* A client asked for /conduit/NAME/DOMID/PORT: summon NAME's vm if it is
  * not running (its listener then serves the request). */
 static void conduit_request(xlhost *h, const char *path) {
-  char name[JITSU_CHAN_NAME_MAX + 2];
-  const char *p = path + strlen("/conduit/");
-  const char *slash = strchr(p, '/');
-  if (strncmp(path, "/conduit/", 9) != 0 || slash == NULL ||
-      (size_t)(slash - p) >= sizeof(name) || strchr(slash + 1, '/') == NULL)
-    return; /* not a request */
-  memcpy(name, p, (size_t)(slash - p));
-  name[slash - p] = '\0';
+  char name[JITSU_CHAN_NAME_MAX + 1], port[JITSU_CHAN_PORT_MAX + 1];
+  unsigned client;
+  if (jitsu__conduit_parse(path, name, sizeof(name), &client, port,
+                           sizeof(port)) < 0)
+    return; /* not a request (a name's registration, or junk) */
   unsigned len;
   char *v = xs_read(h->xs, XBT_NULL, path, &len);
   if (v == NULL)

@@ -138,8 +138,31 @@ static void fuzz_rendezvous(const uint8_t *data, size_t size) {
     uv_run(&loop, UV_RUN_NOWAIT);
 }
 
+/* A Xen channel request path, as another domain may write it. */
+static void fuzz_conduit(const uint8_t *data, size_t size) {
+  char path[300], name[JITSU_CHAN_NAME_MAX + 1], port[JITSU_CHAN_PORT_MAX + 1];
+  for (size_t start = 0, i = 0; i <= size; i++) {
+    if (i < size && data[i] != '\n')
+      continue;
+    size_t len = i - start < sizeof(path) - 1 ? i - start : sizeof(path) - 1;
+    memcpy(path, data + start, len);
+    path[len] = '\0';
+    start = i + 1;
+    unsigned client = 0;
+    if (jitsu__conduit_parse(path, name, sizeof(name), &client, port,
+                             sizeof(port)) == 0) {
+      char again[300];
+      snprintf(again, sizeof(again), "/conduit/%s/%u/%s", name, client, port);
+      if (strcmp(again, path) != 0 || client >= 0x7ff0 ||
+          !jitsu__chan_name_ok(name) || !jitsu__chan_port_ok(port))
+        abort(); /* accepted something it should not have */
+    }
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fuzz_ring(data, size);
   fuzz_rendezvous(data, size);
+  fuzz_conduit(data, size);
   return 0;
 }
