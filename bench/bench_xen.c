@@ -92,7 +92,7 @@ static int find_domain(struct xs_handle *xs, const char *name) {
 static double xl_create(struct xs_handle *xs, const char *cfg,
                         const char *name) {
   char cmd[600];
-  snprintf(cmd, sizeof(cmd), "xl -q create %s >/dev/null 2>&1", cfg);
+  snprintf(cmd, sizeof(cmd), "xl create %s >/tmp/xl-create.log 2>&1", cfg);
   double t0 = now_ms();
   if (system(cmd) != 0)
     return -1;
@@ -174,7 +174,8 @@ int main(int argc, char **argv) {
     restore[i] = now_ms() - t0;
     destroy(vm);
     if ((by_xl[i] = xl_create(xs, path, "bx")) < 0) {
-      fprintf(stderr, "bench_xen: xl create failed\n");
+      fprintf(stderr, "bench_xen: xl create failed:\n");
+      system("cat /tmp/xl-create.log >&2");
       return 1;
     }
     fprintf(stderr,
