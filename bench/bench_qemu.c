@@ -17,7 +17,7 @@
  *
  *   bench_qemu [-n N] PVH_GUEST UNIKERNEL [KERNEL INITRD]
  */
-#include <jitsu/jitsu.h>
+#include "bench_vm.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -31,52 +31,13 @@
 #include <time.h>
 #include <unistd.h>
 
-static uv_loop_t loop;
 static jitsu_ctx *ctx;
 static char dir[] = "/tmp/jitsu-bench-qemu-XXXXXX";
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static void log_line(jitsu_log_level level, const char *msg, void *arg) {
   (void)arg;
   if (level <= JITSU_LOG_WARNING)
     fprintf(stderr, "bench_qemu: %s\n", msg);
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double p50(double *v, int n) {
-  qsort(v, (size_t)n, sizeof(*v), cmp);
-  return v[n / 2];
-}
-
-static void done(jitsu_vm *vm, int status, void *arg) {
-  (void)vm;
-  *(int *)arg = status == 0 ? 1 : -1;
-}
-
-static int wait_verb(int (*fn)(jitsu_vm *, jitsu_vm_cb, void *), jitsu_vm *vm) {
-  int flag = 0;
-  if (fn(vm, done, &flag) < 0)
-    return -1;
-  while (flag == 0)
-    uv_run(&loop, UV_RUN_ONCE);
-  return flag;
-}
-
-static int stop(jitsu_vm *vm) {
-  int flag = 0;
-  jitsu_vm_stop(vm, JITSU_STOP_DESTROY, done, &flag);
-  while (flag == 0)
-    uv_run(&loop, UV_RUN_ONCE);
-  return 0;
 }
 
 /* First byte of an HTTP answer from 127.0.0.1:(port), retrying; 0. */
@@ -261,7 +222,7 @@ static void tiny(int n) {
       argv = hand_argv(guest_pid(vm), NULL);
       exit_argv = exit_at_once(hand_argv(guest_pid(vm), NULL));
     }
-    stop(vm);
+    destroy_vm(vm);
     h[i] = run_by_hand(argv, "JITSU_READY", 0);
     fl[i] = run_by_hand(exit_argv, NULL, 0);
   }
@@ -294,7 +255,7 @@ static void linux_guest(int port, int n) {
       argv = hand_argv(guest_pid(vm), NULL);
     if (i == nc - 1)
       wait_verb(jitsu_vm_snapshot, vm);
-    stop(vm);
+    destroy_vm(vm);
     hand[i] = run_by_hand(argv, "JITSU_READY", port);
   }
   for (int i = 0; i < n && i < 32; i++) {
@@ -308,7 +269,7 @@ static void linux_guest(int port, int n) {
     wait_verb(jitsu_vm_summon, vm);
     http_first_byte(port, now_ms() + 30000);
     resume[i] = now_ms() - t0;
-    stop(vm);
+    destroy_vm(vm);
   }
   int nr = n < 32 ? n : 32;
   double pc = p50(cold, nc), ph = p50(hand, nc), pr = p50(restore, nr);
@@ -344,7 +305,7 @@ static void unikernel(int port, int n) {
       argv = hand_argv(guest_pid(vm), NULL);
       exit_argv = exit_at_once(hand_argv(guest_pid(vm), NULL));
     }
-    stop(vm);
+    destroy_vm(vm);
     h[i] = run_by_hand(argv, "JITSU_READY", port);
     fl[i] = run_by_hand(exit_argv, NULL, 0);
   }

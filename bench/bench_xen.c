@@ -13,7 +13,7 @@
  *
  *   bench_xen [-n N] KERNEL RAMDISK
  */
-#include <jitsu/jitsu.h>
+#include "bench_vm.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,52 +22,13 @@
 #include <unistd.h>
 #include <xenstore.h>
 
-static uv_loop_t loop;
 static jitsu_ctx *ctx;
 static char dir[] = "/tmp/jitsu-bench-xen-XXXXXX";
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static void log_line(jitsu_log_level level, const char *msg, void *arg) {
   (void)arg;
   if (level <= JITSU_LOG_WARNING)
     fprintf(stderr, "bench_xen: %s\n", msg);
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double p50(double *v, int n) {
-  qsort(v, (size_t)n, sizeof(*v), cmp);
-  return v[n / 2];
-}
-
-static void done(jitsu_vm *vm, int status, void *arg) {
-  (void)vm;
-  *(int *)arg = status == 0 ? 1 : -1;
-}
-
-static int wait_verb(int (*fn)(jitsu_vm *, jitsu_vm_cb, void *), jitsu_vm *vm) {
-  int flag = 0;
-  if (fn(vm, done, &flag) < 0)
-    return -1;
-  while (flag == 0)
-    uv_run(&loop, UV_RUN_ONCE);
-  return flag;
-}
-
-static void destroy(jitsu_vm *vm) {
-  int flag = 0;
-  if (jitsu_vm_stop(vm, JITSU_STOP_DESTROY, done, &flag) < 0)
-    return;
-  while (flag == 0)
-    uv_run(&loop, UV_RUN_ONCE);
 }
 
 /* The id of the domain called (name), from XenStore; -1 if none. */
@@ -172,7 +133,7 @@ int main(int argc, char **argv) {
     if (wait_verb(jitsu_vm_resume, vm) < 0)
       return 1;
     restore[i] = now_ms() - t0;
-    destroy(vm);
+    destroy_vm(vm);
     if ((by_xl[i] = xl_create(xs, path, "bx")) < 0) {
       fprintf(stderr, "bench_xen: xl create failed:\n");
       system("cat /tmp/xl-create.log >&2");

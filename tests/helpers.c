@@ -250,3 +250,34 @@ void outcome_cb(jitsu_vm *vm, int status, void *arg) {
   o->status = status;
   o->calls++;
 }
+
+const char *vm_reason(jitsu_vm *vm) {
+  static jitsu_vm_info info;
+  info.version = JITSU_VM_INFO_VERSION;
+  jitsu_vm_info_get(vm, &info);
+  return info.reason;
+}
+
+jitsu_vm *summon_ok(fixture *f, const char *name, uint64_t ms) {
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
+  assert_non_null(vm);
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, ms));
+  if (o.status != 0)
+    fprintf(stderr, "summon %s: %s (%s)\n", name, jitsu_strerror(o.status),
+            vm_reason(vm));
+  assert_int_equal(o.status, 0);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  return vm;
+}
+
+void verb_ok(fixture *f, jitsu_vm *vm, verb_fn fn, uint64_t ms) {
+  outcome o = {0};
+  assert_int_equal(fn(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, ms));
+  if (o.status != 0)
+    fprintf(stderr, "%s: %s (%s)\n", jitsu_vm_name(vm),
+            jitsu_strerror(o.status), vm_reason(vm));
+  assert_int_equal(o.status, 0);
+}

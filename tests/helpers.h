@@ -66,4 +66,16 @@ typedef struct outcome {
 } outcome;
 void outcome_cb(jitsu_vm *vm, int status, void *arg);
 
+/* The reason of (vm)'s last state change (static storage: the next call
+ * replaces it). */
+const char *vm_reason(jitsu_vm *vm);
+
+/* Summon (name) and wait (ms) for it: asserts it became ready. */
+jitsu_vm *summon_ok(fixture *f, const char *name, uint64_t ms);
+
+/* Run a verb (suspend, resume, snapshot) on (vm) within (ms): asserts
+ * it worked. */
+typedef int (*verb_fn)(jitsu_vm *, jitsu_vm_cb, void *);
+void verb_ok(fixture *f, jitsu_vm *vm, verb_fn fn, uint64_t ms);
+
 #endif

@@ -12,30 +12,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static jitsu_vm *summon_ok(fixture *f, const char *name) {
-  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
-  assert_non_null(vm);
-  outcome o = {0};
-  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
-  assert_true(run_until(f, &o.done, 5000));
-  if (o.status != 0) {
-    jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
-    jitsu_vm_info_get(vm, &info);
-    fprintf(stderr, "summon %s: %s (%s)\n", name, jitsu_strerror(o.status),
-            info.reason);
-  }
-  assert_int_equal(o.status, 0);
-  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
-  return vm;
-}
-
-static const char *reason_of(jitsu_vm *vm) {
-  static jitsu_vm_info info;
-  info.version = JITSU_VM_INFO_VERSION;
-  jitsu_vm_info_get(vm, &info);
-  return info.reason;
-}
-
 static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
   outcome o = {0};
   assert_int_equal(jitsu_vm_stop(vm, mode, outcome_cb, &o), 0);
@@ -54,28 +30,28 @@ static void test_start_stop_both_modes(void **state) {
                                 "0.05; done'\nstop-grace = 300ms\n",
                                 hello_path(), port, port),
                    0);
-  jitsu_vm *vm = summon_ok(f, "h");
+  jitsu_vm *vm = summon_ok(f, "h", 5000);
   int pid = vm_pid(vm);
   assert_true(pid_alive(pid));
   char body[64];
   assert_int_equal(http_get(port, body, sizeof(body)), 0);
   stop_ok(f, vm, JITSU_STOP_SHUTDOWN);
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
-  assert_string_equal(reason_of(vm), "exited with status 0"); /* SIGTERM */
+  assert_string_equal(vm_reason(vm), "exited with status 0"); /* SIGTERM */
   assert_false(pid_alive(pid));
-  vm = summon_ok(f, "h");
+  vm = summon_ok(f, "h", 5000);
   pid = vm_pid(vm);
   stop_ok(f, vm, JITSU_STOP_DESTROY);
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
-  assert_non_null(strstr(reason_of(vm), "killed by signal 9"));
+  assert_non_null(strstr(vm_reason(vm), "killed by signal 9"));
   assert_false(pid_alive(pid));
   /* A guest that ignores SIGTERM is killed after its grace. */
-  vm = summon_ok(f, "stubborn");
+  vm = summon_ok(f, "stubborn", 5000);
   pid = vm_pid(vm);
   run_for(f, 100);
   stop_ok(f, vm, JITSU_STOP_SHUTDOWN);
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
-  assert_non_null(strstr(reason_of(vm), "signal 9"));
+  assert_non_null(strstr(vm_reason(vm), "signal 9"));
   assert_false(pid_alive(pid));
 }
 
@@ -242,7 +218,7 @@ static void test_suspend_resume_and_wake_on_connect(void **state) {
                                 "socket = tcp 127.0.0.1:%d\nready = notify\n",
                                 hello_path(), port),
                    0);
-  jitsu_vm *vm = summon_ok(f, "s");
+  jitsu_vm *vm = summon_ok(f, "s", 5000);
   int pid = vm_pid(vm);
   outcome o = {0};
   assert_int_equal(jitsu_vm_suspend(vm, outcome_cb, &o), 0);
@@ -288,10 +264,10 @@ static void test_crash_then_summon_again(void **state) {
                                 "ready = notify\n",
                                 hello_path(), free_port(), record),
                    0);
-  jitsu_vm *vm = summon_ok(f, "c");
+  jitsu_vm *vm = summon_ok(f, "c", 5000);
   assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 5000));
-  assert_string_equal(reason_of(vm), "exited with status 3");
-  vm = summon_ok(f, "c");
+  assert_string_equal(vm_reason(vm), "exited with status 3");
+  vm = summon_ok(f, "c", 5000);
   assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 5000));
   assert_int_equal(count_lines(record), 2);
   /* A guest that dies before it is ready fails its summons. */
@@ -300,17 +276,17 @@ static void test_crash_then_summon_again(void **state) {
   assert_int_equal(jitsu_vm_summon(early, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, 5000));
   assert_int_equal(o.status, JITSU_EEXITED);
-  assert_string_equal(reason_of(early),
+  assert_string_equal(vm_reason(early),
                       "exited with status 4 before it was ready");
 }
 
 static void test_external_kill(void **state) {
   fixture *f = *state;
   assert_int_equal(fixture_load(f, "[vm k]\nexec = /bin/sleep 100\n"), 0);
-  jitsu_vm *vm = summon_ok(f, "k");
+  jitsu_vm *vm = summon_ok(f, "k", 5000);
   kill(vm_pid(vm), SIGKILL);
   assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 5000));
-  assert_non_null(strstr(reason_of(vm), "killed by signal 9"));
+  assert_non_null(strstr(vm_reason(vm), "killed by signal 9"));
 }
 
 /* http readiness needs an answer: a server that accepts and closes (as
@@ -334,8 +310,8 @@ static void test_http_readiness(void **state) {
   assert_true(run_until(f, &o.done, 5000));
   assert_int_equal(o.status, JITSU_ETIMEDOUT);
   assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 5000));
-  assert_non_null(strstr(reason_of(vm), "not ready within 1500 ms"));
-  vm = summon_ok(f, "h");
+  assert_non_null(strstr(vm_reason(vm), "not ready within 1500 ms"));
+  vm = summon_ok(f, "h", 5000);
   char body[64];
   assert_int_equal(http_get(port, body, sizeof(body)), 0);
   stop_ok(f, vm, JITSU_STOP_DESTROY);
@@ -359,9 +335,9 @@ static void test_missing_binary(void **state) {
     assert_true(run_until(f, &o.done, 2000));
     assert_true(o.status < 0);
     assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_FAILED);
-    if (strstr(reason_of(vm), words[i]) == NULL)
-      fprintf(stderr, "reason: %s\n", reason_of(vm));
-    assert_non_null(strstr(reason_of(vm), words[i]));
+    if (strstr(vm_reason(vm), words[i]) == NULL)
+      fprintf(stderr, "reason: %s\n", vm_reason(vm));
+    assert_non_null(strstr(vm_reason(vm), words[i]));
   }
   /* Nothing left behind: no guest record. */
   char path[400];
@@ -382,9 +358,9 @@ static void test_adopt_after_ctx_free(void **state) {
                      "socket = tcp 127.0.0.1:%d\nready = notify\n"
                      "[vm z]\nexec = /bin/sleep 100\n";
   assert_int_equal(fixture_load(f, conf, hello_path(), record, port), 0);
-  jitsu_vm *vm = summon_ok(f, "a");
+  jitsu_vm *vm = summon_ok(f, "a", 5000);
   int pid = vm_pid(vm);
-  jitsu_vm *z = summon_ok(f, "z");
+  jitsu_vm *z = summon_ok(f, "z", 5000);
   outcome o = {0};
   assert_int_equal(jitsu_vm_suspend(z, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, 3000));

@@ -28,16 +28,6 @@ static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
   e->undefining += ev == JITSU_VM_UNDEFINING;
 }
 
-static jitsu_vm *summon_ok(fixture *f, const char *name) {
-  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
-  outcome o = {0};
-  assert_non_null(vm);
-  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
-  assert_true(run_until(f, &o.done, 5000));
-  assert_int_equal(o.status, 0);
-  return vm;
-}
-
 static void test_reload(void **state) {
   fixture *f = *state;
   int p1 = free_port(), p2 = free_port(), p3 = free_port();
@@ -50,10 +40,10 @@ static void test_reload(void **state) {
                                 "[vm gone]\nexec = /bin/sleep 100\n",
                                 hello_path(), p1, hello_path(), p2),
                    0);
-  jitsu_vm *keep = summon_ok(f, "keep");
-  jitsu_vm *run = summon_ok(f, "run");
+  jitsu_vm *keep = summon_ok(f, "keep", 5000);
+  jitsu_vm *run = summon_ok(f, "run", 5000);
   jitsu_vm *idle = jitsu_vm_find(f->ctx, "idle");
-  jitsu_vm *gone = summon_ok(f, "gone");
+  jitsu_vm *gone = summon_ok(f, "gone", 5000);
   int keep_pid = vm_pid(keep), run_pid = vm_pid(run);
   events ev = {0};
   assert_int_equal(jitsu_ctx_on_vm(f->ctx, on_vm, &ev), 0);
@@ -99,7 +89,7 @@ static void test_reload(void **state) {
   assert_int_equal(jitsu_vm_stop(run, JITSU_STOP_SHUTDOWN, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, 5000));
   run_for(f, 10);
-  summon_ok(f, "run");
+  summon_ok(f, "run", 5000);
   char body[64];
   assert_int_equal(http_get(p1, body, sizeof(body)), 0);
   assert_string_equal(body, "hello from run2");

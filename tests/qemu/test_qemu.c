@@ -23,39 +23,6 @@ static const char *env(const char *name) {
   return v && v[0] ? v : NULL;
 }
 
-static const char *reason_of(jitsu_vm *vm) {
-  static jitsu_vm_info info;
-  info.version = JITSU_VM_INFO_VERSION;
-  jitsu_vm_info_get(vm, &info);
-  return info.reason;
-}
-
-static jitsu_vm *summon_ok(fixture *f, const char *name, uint64_t ms) {
-  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
-  assert_non_null(vm);
-  outcome o = {0};
-  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
-  assert_true(run_until(f, &o.done, ms));
-  if (o.status != 0)
-    fprintf(stderr, "summon %s: %s (%s)\n", name, jitsu_strerror(o.status),
-            reason_of(vm));
-  assert_int_equal(o.status, 0);
-  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
-  return vm;
-}
-
-typedef int (*verb_fn)(jitsu_vm *, jitsu_vm_cb, void *);
-
-static void verb_ok(fixture *f, jitsu_vm *vm, verb_fn fn, uint64_t ms) {
-  outcome o = {0};
-  assert_int_equal(fn(vm, outcome_cb, &o), 0);
-  assert_true(run_until(f, &o.done, ms));
-  if (o.status != 0)
-    fprintf(stderr, "%s: %s (%s)\n", jitsu_vm_name(vm),
-            jitsu_strerror(o.status), reason_of(vm));
-  assert_int_equal(o.status, 0);
-}
-
 static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
   outcome o = {0};
   assert_int_equal(jitsu_vm_stop(vm, mode, outcome_cb, &o), 0);
@@ -104,7 +71,7 @@ static void test_tiny_lifecycle(void **state) {
   assert_int_equal(vm_pid(vm), pid);
   /* The tiny guest ignores the power button: quit after the grace. */
   stop_ok(f, vm, JITSU_STOP_SHUTDOWN);
-  assert_non_null(strstr(reason_of(vm), "QEMU quit"));
+  assert_non_null(strstr(vm_reason(vm), "QEMU quit"));
   gone(pid);
   vm = summon_ok(f, "t", 20000);
   pid = vm_pid(vm);
@@ -121,7 +88,7 @@ static void test_tiny_killed(void **state) {
   int pid = vm_pid(vm);
   kill(pid, SIGKILL);
   assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 5000));
-  assert_non_null(strstr(reason_of(vm), "killed by signal 9"));
+  assert_non_null(strstr(vm_reason(vm), "killed by signal 9"));
   vm = summon_ok(f, "t", 20000);
   assert_true(vm_pid(vm) != pid);
   stop_ok(f, vm, JITSU_STOP_DESTROY);
@@ -186,7 +153,7 @@ static void test_tiny_snapshot_summons(void **state) {
   assert_true(run_until(f, &o.done, 20000));
   assert_int_equal(o.status, JITSU_EEXITED);
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_FAILED);
-  assert_non_null(strstr(reason_of(vm), "QEMU exited with status 1"));
+  assert_non_null(strstr(vm_reason(vm), "QEMU exited with status 1"));
   assert_int_equal(vm_pid(vm), 0);
 }
 
@@ -249,11 +216,11 @@ static void summon_fails(fixture *f, const char *name, int status,
   assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, 20000));
   assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 10000));
-  if (o.status != status || strstr(reason_of(vm), words) == NULL)
+  if (o.status != status || strstr(vm_reason(vm), words) == NULL)
     fprintf(stderr, "%s: %s: %s\n", name, jitsu_strerror(o.status),
-            reason_of(vm));
+            vm_reason(vm));
   assert_int_equal(o.status, status);
-  assert_non_null(strstr(reason_of(vm), words));
+  assert_non_null(strstr(vm_reason(vm), words));
   assert_int_equal(vm_pid(vm), 0);
 }
 

@@ -22,13 +22,6 @@
 
 static const char *kernel, *ramdisk;
 
-static const char *reason_of(jitsu_vm *vm) {
-  static jitsu_vm_info info;
-  info.version = JITSU_VM_INFO_VERSION;
-  jitsu_vm_info_get(vm, &info);
-  return info.reason;
-}
-
 /* ---- the outside view: xl and XenStore -------------------------------- */
 
 /* The domain id of (name) by `xl domid`, or -1 if there is none. */
@@ -87,32 +80,6 @@ static int tick(jitsu_vm *vm) {
 
 /* ---- verbs through libjitsu -------------------------------------------- */
 
-static jitsu_vm *summon_ok(fixture *f, const char *name, uint64_t ms) {
-  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
-  assert_non_null(vm);
-  outcome o = {0};
-  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
-  assert_true(run_until(f, &o.done, ms));
-  if (o.status != 0)
-    fprintf(stderr, "summon %s: %s (%s)\n", name, jitsu_strerror(o.status),
-            reason_of(vm));
-  assert_int_equal(o.status, 0);
-  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
-  return vm;
-}
-
-typedef int (*verb_fn)(jitsu_vm *, jitsu_vm_cb, void *);
-
-static void verb_ok(fixture *f, jitsu_vm *vm, verb_fn fn, uint64_t ms) {
-  outcome o = {0};
-  assert_int_equal(fn(vm, outcome_cb, &o), 0);
-  assert_true(run_until(f, &o.done, ms));
-  if (o.status != 0)
-    fprintf(stderr, "%s: %s (%s)\n", jitsu_vm_name(vm),
-            jitsu_strerror(o.status), reason_of(vm));
-  assert_int_equal(o.status, 0);
-}
-
 static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
   outcome o = {0};
   assert_int_equal(jitsu_vm_stop(vm, mode, outcome_cb, &o), 0);
@@ -122,10 +89,11 @@ static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
 }
 
 /* A vm of the harness's guest: "[vm NAME]" plus (extra) lines. */
-#define GUEST(name, extra)                                                     \
+#define GUEST_MEM(name, mem, extra)                                            \
   "[vm " name "]\nbackend = xl\nkernel = %s\nramdisk = %s\n"                   \
-  "cmdline = console=hvc0 quiet\nmemory = 128M\nready = marker\n"              \
+  "cmdline = console=hvc0 quiet\nmemory = " mem "\nready = marker\n"           \
   "ready-timeout = 90s\nstop-grace = 30s\n" extra
+#define GUEST(name, extra) GUEST_MEM(name, "128M", extra)
 
 static int setup(void **state) {
   return fixture_setup(state);
@@ -182,8 +150,8 @@ static void test_lifecycle_key(void **state) {
   assert_true(t1 > t0);
 
   stop_ok(f, vm, JITSU_STOP_SHUTDOWN);
-  fprintf(stderr, "shutdown: %s\n", reason_of(vm));
-  assert_non_null(strstr(reason_of(vm), "powered off"));
+  fprintf(stderr, "shutdown: %s\n", vm_reason(vm));
+  assert_non_null(strstr(vm_reason(vm), "powered off"));
   v = xs_get("/jitsu/k/state");
   assert_string_equal(v, "stopped");
   free(v);
@@ -261,8 +229,8 @@ static void test_crash(void **state) {
   snprintf(path, sizeof(path), "/local/domain/%d/data/command", domid_of("x"));
   xs_put(path, "crash");
   assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 30000));
-  fprintf(stderr, "crash: %s\n", reason_of(vm));
-  assert_non_null(strstr(reason_of(vm), "crashed"));
+  fprintf(stderr, "crash: %s\n", vm_reason(vm));
+  assert_non_null(strstr(vm_reason(vm), "crashed"));
   assert_true(domain_gone(f, "x", 5000));
 }
 
@@ -325,9 +293,9 @@ static void summon_fails(fixture *f, const char *name, const char *words) {
   assert_true(run_until(f, &o.done, 120000));
   assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 30000));
   fprintf(stderr, "%s: %s: %s\n", name, jitsu_strerror(o.status),
-          reason_of(vm));
+          vm_reason(vm));
   assert_int_not_equal(o.status, 0);
-  assert_non_null(strstr(reason_of(vm), words));
+  assert_non_null(strstr(vm_reason(vm), words));
   bool gone = domain_gone(f, name, 10000);
   if (!gone)
     system("xl list >&2; xenstore-ls -f /local/domain | grep -v '^/local/"
@@ -456,10 +424,13 @@ static void test_chan_summon_and_destroy(void **state) {
   fixture *f = *state;
   const char *rd = getenv("JITSU_XEN_CHAN_RAMDISK");
   assert_non_null(rd);
-  assert_int_equal(fixture_load(f,
-                                GUEST("echo", "ready-key = data/jitsu-ready\n"),
-                                kernel, rd),
-                   0);
+  assert_int_equal(
+      fixture_load(f,
+                   /* room to unpack its initramfs (large
+                    * under ASan) */
+                   GUEST_MEM("echo", "384M", "ready-key = data/jitsu-ready\n"),
+                   kernel, rd),
+      0);
   jitsu_vm *vm = jitsu_vm_find(f->ctx, "echo");
   jitsu_chan_options o = JITSU_CHAN_OPTIONS_INIT;
   o.rendezvous = "xen";
@@ -468,9 +439,11 @@ static void test_chan_summon_and_destroy(void **state) {
   assert_int_equal(jitsu_chan_connect(&f->loop, "echo", "p", &o, connected, &k),
                    0);
   assert_true(run_until(f, &k.done, 125000));
-  if (k.err != 0)
+  if (k.err != 0) {
     fprintf(stderr, "connect: %s (vm %s: %s)\n", jitsu_strerror(k.err),
-            jitsu_state_name(jitsu_vm_state(vm)), reason_of(vm));
+            jitsu_state_name(jitsu_vm_state(vm)), vm_reason(vm));
+    system("tail -n 20 /var/log/xen/console/guest-echo.log >&2");
+  }
   assert_int_equal(k.err, 0);
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
 

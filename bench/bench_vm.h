@@ -1,0 +1,56 @@
+/* What bench_qemu and bench_xen share: a clock, the median, and verbs run
+ * to completion on the benchmark's loop. Header-only (static functions);
+ * the including file defines `static uv_loop_t loop`. */
+#ifndef JITSU_BENCH_VM_H
+#define JITSU_BENCH_VM_H
+
+#include <jitsu/jitsu.h>
+
+#include <stdlib.h>
+#include <time.h>
+
+static uv_loop_t loop;
+
+static inline double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static inline int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The median of v[0..n) (sorts it). */
+static inline double p50(double *v, int n) {
+  qsort(v, (size_t)n, sizeof(*v), cmp_double);
+  return v[n / 2];
+}
+
+static inline void verb_done(jitsu_vm *vm, int status, void *arg) {
+  (void)vm;
+  *(int *)arg = status == 0 ? 1 : -1;
+}
+
+/* Run (fn) on (vm) to completion: 1 on success, -1 on failure. */
+static inline int wait_verb(int (*fn)(jitsu_vm *, jitsu_vm_cb, void *),
+                            jitsu_vm *vm) {
+  int flag = 0;
+  if (fn(vm, verb_done, &flag) < 0)
+    return -1;
+  while (flag == 0)
+    uv_run(&loop, UV_RUN_ONCE);
+  return flag;
+}
+
+/* Destroy (vm)'s guest and wait for it. */
+static inline void destroy_vm(jitsu_vm *vm) {
+  int flag = 0;
+  if (jitsu_vm_stop(vm, JITSU_STOP_DESTROY, verb_done, &flag) < 0)
+    return;
+  while (flag == 0)
+    uv_run(&loop, UV_RUN_ONCE);
+}
+
+#endif
