@@ -35,6 +35,11 @@ static void log_vmessage(xentoollog_logger *lg, xentoollog_level level,
   xlhost *h = ((xllogger *)lg)->h;
   if (h->ctx == NULL)
     return; /* the jitsu ctx is gone; operations are finishing */
+  jitsu_log_level as = level >= XTL_ERROR  ? JITSU_LOG_ERROR
+                       : level >= XTL_WARN ? JITSU_LOG_WARNING
+                                           : JITSU_LOG_DEBUG;
+  if (level < XTL_ERROR && (h->ctx->log_fn == NULL || as > h->ctx->log_max))
+    return; /* nobody reads it: libxl's debug output is plentiful */
   char msg[512];
   vsnprintf(msg, sizeof(msg), fmt, al);
   size_t n = strlen(msg);
@@ -44,11 +49,7 @@ static void log_vmessage(xentoollog_logger *lg, xentoollog_level level,
    * allocate 0x1000000 pages"); later ones only say that it failed. */
   if (level >= XTL_ERROR && h->error[0] == '\0')
     snprintf(h->error, sizeof(h->error), "%s", msg);
-  jitsu__log(h->ctx,
-             level >= XTL_ERROR  ? JITSU_LOG_ERROR
-             : level >= XTL_WARN ? JITSU_LOG_WARNING
-                                 : JITSU_LOG_DEBUG,
-             "%s: %s", context ? context : "libxl", msg);
+  jitsu__log(h->ctx, as, "%s: %s", context ? context : "libxl", msg);
 }
 
 static void log_progress(xentoollog_logger *lg, const char *context,

@@ -39,6 +39,8 @@ static void test_bad_keys(void **state) {
   load_fails(f, VM "kernel = /k\nsuspend = swap\n", "suspend");
   load_fails(f, VM "kernel = /k\nconsole-marker = \n", "console-marker");
   load_fails(f, VM "config = /nonexistent.cfg\n", "nonexistent.cfg");
+  /* libxlutil's scanner would exit the process reading a directory */
+  load_fails(f, VM "config = /tmp\n", "not a regular file");
   load_fails(f, VM "config = /etc/xen/a.cfg\nkernel = /k\n",
              "exclude each other");
   /* nothing was defined by the failures */
