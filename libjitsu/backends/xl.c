@@ -599,8 +599,12 @@ static int xl_suspend(jitsu_vm *vm) {
                         strerror(errno));
     return r;
   }
-  if ((r = ao_how(x, saved, &how)) < 0)
+  if ((r = ao_how(x, saved, &how)) < 0) {
+    close(x->save_fd);
+    x->save_fd = -1;
+    unlink(x->image_tmp);
     return r;
+  }
   x->op = XOP_SUSPEND_DISK;
   if (libxl_domain_suspend(x->host->lx, x->domid, x->save_fd, 0, &how) != 0) {
     x->op = XOP_NONE;
