@@ -207,34 +207,45 @@ static char **exit_at_once(char **v) {
 
 static double linux_cold_p50, uni_p50;
 
-static void tiny(int n) {
-  jitsu_vm *vm = jitsu_vm_find(ctx, "tiny");
+/* Summons of (name) against the same QEMU command by hand and its floor
+ * (the guest exits at once), (n) of each; with (port), to the first HTTP
+ * byte through it, else to the marker. Prints under (title); returns the
+ * libjitsu p50, or -1. */
+static double against_hand(const char *name, const char *title, int port,
+                           int n) {
+  jitsu_vm *vm = jitsu_vm_find(ctx, name);
   double *j = calloc((size_t)n, sizeof(double));
   double *h = calloc((size_t)n, sizeof(double));
   double *fl = calloc((size_t)n, sizeof(double));
   char **argv = NULL, **exit_argv = NULL;
   for (int i = 0; i < n; i++) {
     double t0 = now_ms();
-    if (wait_verb(jitsu_vm_summon, vm) < 0)
-      return;
+    if (wait_verb(jitsu_vm_summon, vm) < 0 ||
+        (port && http_first_byte(port, now_ms() + 30000) < 0)) {
+      jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+      jitsu_vm_info_get(vm, &info);
+      fprintf(stderr, "bench_qemu: %s failed: %s\n", name, info.reason);
+      return -1;
+    }
     j[i] = now_ms() - t0;
     if (argv == NULL) {
       argv = hand_argv(guest_pid(vm), NULL);
       exit_argv = exit_at_once(hand_argv(guest_pid(vm), NULL));
     }
     destroy_vm(vm);
-    h[i] = run_by_hand(argv, "JITSU_READY", 0);
+    h[i] = run_by_hand(argv, "JITSU_READY", port);
     fl[i] = run_by_hand(exit_argv, NULL, 0);
   }
   double pj = p50(j, n), ph = p50(h, n), pf = p50(fl, n);
-  printf("tiny PVH guest, %d runs each, p50 (ms):\n", n);
-  printf("  libjitsu summon to marker   %7.1f\n", pj);
-  printf("  QEMU by hand to marker      %7.1f\n", ph);
+  printf("%s, %d runs each, p50 (ms):\n", title, n);
+  printf("  libjitsu                    %7.1f\n", pj);
+  printf("  QEMU by hand                %7.1f\n", ph);
   printf("  QEMU floor (exit at once)   %7.1f   (spawn to exit, with "
          "QEMU's teardown)\n",
          pf);
-  printf("  toolstack overhead: %+.1f ms (ratio jitsu/hand %.2f)\n", pj - ph,
+  printf("  toolstack's own share: %+.1f ms (ratio jitsu/hand %.2f)\n", pj - ph,
          pj / ph);
+  return pj;
 }
 
 static void linux_guest(int port, int n) {
@@ -284,43 +295,6 @@ static void linux_guest(int port, int n) {
   printf("  resume from pause (%d)      %7.1f\n", nr, pz);
 }
 
-/* The unikernel: summon to first HTTP byte through a forwarded port. */
-static void unikernel(int port, int n) {
-  jitsu_vm *vm = jitsu_vm_find(ctx, "uni");
-  double *j = calloc((size_t)n, sizeof(double));
-  double *h = calloc((size_t)n, sizeof(double));
-  double *fl = calloc((size_t)n, sizeof(double));
-  char **argv = NULL, **exit_argv = NULL;
-  for (int i = 0; i < n; i++) {
-    double t0 = now_ms();
-    if (wait_verb(jitsu_vm_summon, vm) < 0 ||
-        http_first_byte(port, now_ms() + 30000) < 0) {
-      jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
-      jitsu_vm_info_get(vm, &info);
-      fprintf(stderr, "bench_qemu: the unikernel failed: %s\n", info.reason);
-      return;
-    }
-    j[i] = now_ms() - t0;
-    if (argv == NULL) {
-      argv = hand_argv(guest_pid(vm), NULL);
-      exit_argv = exit_at_once(hand_argv(guest_pid(vm), NULL));
-    }
-    destroy_vm(vm);
-    h[i] = run_by_hand(argv, "JITSU_READY", port);
-    fl[i] = run_by_hand(exit_argv, NULL, 0);
-  }
-  double pj = p50(j, n), ph = p50(h, n), pf = p50(fl, n);
-  uni_p50 = pj;
-  printf("unikernel, %d runs each, summon to first HTTP byte, p50 (ms):\n", n);
-  printf("  libjitsu                    %7.1f\n", pj);
-  printf("  QEMU by hand                %7.1f\n", ph);
-  printf("  QEMU floor (exit at once)   %7.1f   (spawn to exit, with "
-         "QEMU's teardown)\n",
-         pf);
-  printf("  toolstack's own share: %+.1f ms (ratio jitsu/hand %.2f)\n", pj - ph,
-         pj / ph);
-}
-
 int main(int argc, char **argv) {
   int n = 20, opt;
   while ((opt = getopt(argc, argv, "n:")) != -1)
@@ -363,8 +337,9 @@ int main(int argc, char **argv) {
              argv[optind + 2], argv[optind + 3], port, port, dir);
   if (define(conf) < 0)
     return 1;
-  tiny(n);
-  unikernel(port + 1, n);
+  against_hand("tiny", "tiny PVH guest, summon to its marker", 0, n);
+  uni_p50 =
+      against_hand("uni", "unikernel, summon to first HTTP byte", port + 1, n);
   if (optind + 3 < argc) {
     linux_guest(port, n < 5 ? n : 5);
     printf("unikernel against the Linux guest, summon to first HTTP byte "
