@@ -176,6 +176,14 @@ int jitsu__fail(jitsu_ctx *ctx, int err, const char *fmt, ...)
 /* Parse a whole number from 0 to UINT_MAX (values.c); 0 or -EINVAL. */
 int jitsu__parse_uint(const char *text, unsigned *out);
 
+/* Guest settings shared by the VM backends (values.c); 0 or -EINVAL. */
+/* A unicast MAC "xx:xx:xx:xx:xx:xx" into (mac) (may be NULL). */
+int jitsu__parse_mac(const char *text, uint8_t mac[6]);
+/* Guest memory: a size that is a whole number of MiB, at least 1M. */
+int jitsu__parse_mib(const char *text, uint64_t *bytes);
+/* Virtual CPUs: 1 to 255. */
+int jitsu__parse_vcpus(const char *text, unsigned *n);
+
 /* Duplicate (s); NULL on failure. */
 char *jitsu__strdup(const char *s);
 /* Random 32 bits from getrandom(), or a time-based fallback. */

@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,6 +82,37 @@ int jitsu__parse_uint(const char *text, unsigned *out) {
   if (errno != 0 || *end != '\0' || v > UINT_MAX)
     return -EINVAL;
   *out = (unsigned)v;
+  return 0;
+}
+
+int jitsu__parse_mac(const char *text, uint8_t mac[6]) {
+  unsigned b[6];
+  char end;
+  if (strlen(text) != 17 ||
+      sscanf(text, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3],
+             &b[4], &b[5], &end) != 6 ||
+      (b[0] & 1)) /* a multicast address */
+    return -EINVAL;
+  for (int i = 0; mac != NULL && i < 6; i++)
+    mac[i] = (uint8_t)b[i];
+  return 0;
+}
+
+int jitsu__parse_mib(const char *text, uint64_t *bytes) {
+  uint64_t v;
+  if (jitsu_parse_size(text, &v) < 0 || v < (1ull << 20) ||
+      (v & ((1ull << 20) - 1)) != 0)
+    return -EINVAL;
+  *bytes = v;
+  return 0;
+}
+
+int jitsu__parse_vcpus(const char *text, unsigned *n) {
+  char *end;
+  unsigned long v = strtoul(text, &end, 10);
+  if (*end != '\0' || v < 1 || v > 255)
+    return -EINVAL;
+  *n = (unsigned)v;
   return 0;
 }
 

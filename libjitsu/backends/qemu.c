@@ -105,15 +105,6 @@ static int check_forward(const char *v) {
   return 0;
 }
 
-static int check_mac(const char *v) {
-  unsigned b[6];
-  char end;
-  if (strlen(v) != 17 || sscanf(v, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1],
-                                &b[2], &b[3], &b[4], &b[5], &end) != 6)
-    return -EINVAL;
-  return (b[0] & 1) ? -EINVAL : 0; /* not a multicast address */
-}
-
 static int configure_values(qvm *q, jitsu_vm *vm, jitsu_error *err) {
   const char *v;
   q->kernel = jitsu_vm_param(vm, "kernel", 0);
@@ -143,17 +134,12 @@ static int configure_values(qvm *q, jitsu_vm *vm, jitsu_error *err) {
   }
   q->memory = 128ull << 20;
   if ((v = jitsu_vm_param(vm, "memory", 0)) != NULL &&
-      (jitsu_parse_size(v, &q->memory) < 0 || q->memory < (1ull << 20) ||
-       (q->memory & ((1ull << 20) - 1)) != 0))
+      jitsu__parse_mib(v, &q->memory) < 0)
     return fail(err, "memory", "'%s' is not a whole number of MiB (>= 1M)", v);
   q->vcpus = 1;
-  if ((v = jitsu_vm_param(vm, "vcpus", 0)) != NULL) {
-    char *end;
-    unsigned long n = strtoul(v, &end, 10);
-    if (*end != '\0' || n < 1 || n > 255)
-      return fail(err, "vcpus", "'%s' is not 1 to 255", v);
-    q->vcpus = (unsigned)n;
-  }
+  if ((v = jitsu_vm_param(vm, "vcpus", 0)) != NULL &&
+      jitsu__parse_vcpus(v, &q->vcpus) < 0)
+    return fail(err, "vcpus", "'%s' is not 1 to 255", v);
   bool b = false;
   if ((v = jitsu_vm_param(vm, "tsc-hint", 0)) != NULL)
     jitsu_parse_bool(v, &b);
@@ -206,7 +192,7 @@ static int configure_net(qvm *q, jitsu_vm *vm, jitsu_error *err) {
                    strcmp(q->netns, "..") == 0 || strcmp(q->netns, ".") == 0))
     return fail(err, "netns", "'%s' is not a namespace name", q->netns);
   q->mac = jitsu_vm_param(vm, "mac", 0);
-  if (q->mac && check_mac(q->mac) < 0)
+  if (q->mac && jitsu__parse_mac(q->mac, NULL) < 0)
     return fail(err, "mac", "'%s' is not a unicast MAC as xx:xx:xx:xx:xx:xx",
                 q->mac);
   return 0;

@@ -43,19 +43,6 @@ static int parse_type(const char *v, libxl_domain_type *t) {
   return 0;
 }
 
-static int parse_mac(const char *v, libxl_mac *mac) {
-  unsigned b[6];
-  char end;
-  if (strlen(v) != 17 ||
-      sscanf(v, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4],
-             &b[5], &end) != 6 ||
-      (b[0] & 1))
-    return -EINVAL;
-  for (int i = 0; i < 6; i++)
-    (*mac)[i] = (uint8_t)b[i];
-  return 0;
-}
-
 /* An xl vif spec: "bridge=BR,mac=MAC,script=PATH,ip=ADDR" (any subset).
  * With (nic) NULL it is only checked. */
 static int parse_vif(const char *spec, libxl_device_nic *nic, char *why,
@@ -79,7 +66,7 @@ static int parse_vif(const char *spec, libxl_device_nic *nic, char *why,
     libxl_mac mac;
     char **field = NULL;
     if (strcmp(tok, "mac") == 0) {
-      if (parse_mac(v, &mac) < 0) {
+      if (jitsu__parse_mac(v, mac) < 0) {
         snprintf(why, size, "'%s': '%s' is not a unicast MAC", spec, v);
         r = -EINVAL;
       } else if (nic != NULL) {
@@ -449,22 +436,17 @@ int xl_configure_settings(xvm *x, jitsu_vm *vm, jitsu_error *err) {
     return fail(err, "type", "'%s' is not pv or pvh", x->type);
   x->memory = 128ull << 20;
   if ((v = jitsu_vm_param(vm, "memory", 0)) != NULL &&
-      (jitsu_parse_size(v, &x->memory) < 0 || x->memory < (1ull << 20) ||
-       (x->memory & ((1ull << 20) - 1)) != 0 || x->memory > (1ull << 44)))
+      (jitsu__parse_mib(v, &x->memory) < 0 || x->memory > (1ull << 44)))
     return fail(err, "memory", "'%s' is not a whole number of MiB (>= 1M)", v);
   x->maxmem = 0;
   if ((v = jitsu_vm_param(vm, "maxmem", 0)) != NULL &&
-      (jitsu_parse_size(v, &x->maxmem) < 0 || x->maxmem < x->memory ||
-       (x->maxmem & ((1ull << 20) - 1)) != 0 || x->maxmem > (1ull << 44)))
+      (jitsu__parse_mib(v, &x->maxmem) < 0 || x->maxmem < x->memory ||
+       x->maxmem > (1ull << 44)))
     return fail(err, "maxmem", "'%s' is not whole MiB, at least memory", v);
   x->vcpus = 1;
-  if ((v = jitsu_vm_param(vm, "vcpus", 0)) != NULL) {
-    char *end;
-    unsigned long n = strtoul(v, &end, 10);
-    if (*end != '\0' || n < 1 || n > 255)
-      return fail(err, "vcpus", "'%s' is not 1 to 255", v);
-    x->vcpus = (unsigned)n;
-  }
+  if ((v = jitsu_vm_param(vm, "vcpus", 0)) != NULL &&
+      jitsu__parse_vcpus(v, &x->vcpus) < 0)
+    return fail(err, "vcpus", "'%s' is not 1 to 255", v);
   x->n_nics = x->n_disks = 0;
   for (size_t i = 0; (v = jitsu_vm_param(vm, "vif", i)) != NULL; i++) {
     if (i >= XL_NET_MAX)
