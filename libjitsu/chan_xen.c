@@ -40,13 +40,16 @@ static int whoami(struct xs_handle *xs, int *domid, char *home, size_t size) {
   return 0;
 }
 
-/* dom0 makes /conduit readable and writable by every domain (b0). */
-static void conduit_root(struct xs_handle *xs, int domid) {
-  if (domid != 0)
-    return;
+bool jitsu__conduit_root(struct xs_handle *xs) {
   struct xs_permissions perm = {.id = 0, .perms = XS_PERM_READ | XS_PERM_WRITE};
-  xs_mkdir(xs, XBT_NULL, "/conduit");
-  xs_set_permissions(xs, XBT_NULL, "/conduit", &perm, 1);
+  return xs_mkdir(xs, XBT_NULL, "/conduit") &&
+         xs_set_permissions(xs, XBT_NULL, "/conduit", &perm, 1);
+}
+
+/* dom0 makes /conduit; other domains find it made. */
+static void conduit_root(struct xs_handle *xs, int domid) {
+  if (domid == 0)
+    jitsu__conduit_root(xs);
 }
 
 static size_t ring_size(const jitsu_chan_options *o) {

@@ -32,6 +32,10 @@ bool jitsu__chan_xen_wanted(const jitsu_chan_options *o);
 
 #ifdef JITSU_HAVE_VCHAN
 #include <libxenvchan.h>
+struct xs_handle;
+/* Make /conduit (dom0 only): owned by dom0, readable and writable by every
+ * domain ("b0"); false with errno on failure. */
+bool jitsu__conduit_root(struct xs_handle *xs);
 /* A channel over an open vchan (owned from now on). */
 jitsu_chan *jitsu__chan_new_vchan(uv_loop_t *loop, struct libxenvchan *v,
                                   const jitsu_chan_options *o, int *err);
@@ -46,8 +50,8 @@ int jitsu__xen_listen(jitsu_chan_listener *outer, uv_loop_t *loop,
                       jitsu_chan_accept_cb cb, void *arg, void **impl);
 void jitsu__xen_listener_close(void *impl);
 int jitsu__xen_connect(uv_loop_t *loop, const char *name, const char *port,
-                       const jitsu_chan_options *opts,
-                       jitsu_chan_connect_cb cb, void *arg);
+                       const jitsu_chan_options *opts, jitsu_chan_connect_cb cb,
+                       void *arg);
 #endif
 
 /* One message on a SOCK_SEQPACKET socket, with up to two descriptors. */

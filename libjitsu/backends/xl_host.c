@@ -555,16 +555,16 @@ static xlhost *host_new(jitsu_ctx *ctx, char *why, size_t size) {
   }
   h->xs_poll->data = h;
   uv_poll_start(h->xs_poll, UV_READABLE, xs_readable);
-  /* The channels' rendezvous: /conduit writable by every domain (b0),
-   * and connects to names of stopped vms summon them. */
-  struct xs_permissions perm = {.id = 0, .perms = XS_PERM_READ | XS_PERM_WRITE};
-  if (!xs_mkdir(h->xs, XBT_NULL, "/conduit") ||
-      !xs_set_permissions(h->xs, XBT_NULL, "/conduit", &perm, 1) ||
+#ifdef JITSU_HAVE_VCHAN
+  /* The channels' rendezvous: connects to names of stopped vms summon
+   * them. */
+  if (!jitsu__conduit_root(h->xs) ||
       !xs_watch(h->xs, "/conduit", CONDUIT_TOKEN))
     jitsu__log(ctx, JITSU_LOG_WARNING,
                "xl: cannot set up /conduit in XenStore (%s): channels to "
                "stopped vms will not summon them",
                strerror(errno));
+#endif
   return h;
 }
 
