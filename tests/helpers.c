@@ -281,3 +281,13 @@ void verb_ok(fixture *f, jitsu_vm *vm, verb_fn fn, uint64_t ms) {
             jitsu_strerror(o.status), vm_reason(vm));
   assert_int_equal(o.status, 0);
 }
+
+int open_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  while (d && readdir(d))
+    n++;
+  if (d)
+    closedir(d);
+  return n;
+}

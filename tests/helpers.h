@@ -66,6 +66,9 @@ typedef struct outcome {
 } outcome;
 void outcome_cb(jitsu_vm *vm, int status, void *arg);
 
+/* How many descriptors this process has open (for leak checks). */
+int open_fds(void);
+
 /* The reason of (vm)'s last state change (static storage: the next call
  * replaces it). */
 const char *vm_reason(jitsu_vm *vm);

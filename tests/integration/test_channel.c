@@ -3,23 +3,12 @@
  * transfer, many channels at once, and the errors. */
 #include "helpers.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int open_fds(void) {
-  int n = 0;
-  DIR *d = opendir("/proc/self/fd");
-  while (d && readdir(d))
-    n++;
-  if (d)
-    closedir(d);
-  return n;
-}
 
 static const char *echo_path(void) {
   const char *p = getenv("JITSU_CHAN_ECHO");

@@ -397,16 +397,6 @@ static void connected(jitsu_chan *c, int err, void *arg) {
   k->done = 1;
 }
 
-static int fd_count(void) {
-  int n = 0;
-  char path[64];
-  for (int fd = 0; fd < 1024; fd++) {
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    n += access(path, F_OK) == 0;
-  }
-  return n;
-}
-
 /* Run (x) until done or (ms) pass, feeding the writes. */
 static void xfer_run(fixture *f, xfer *x, uint64_t ms) {
   for (uint64_t t = 0; t < ms && !x->done; t += 20) {
@@ -457,7 +447,7 @@ static void test_chan_summon_and_destroy(void **state) {
   assert_int_equal(x.sum_got, x.sum_sent);
   jitsu_chan_close(k.c);
   run_for(f, 50);
-  int fds0 = fd_count(); /* the second channel must leave no more */
+  int fds0 = open_fds(); /* the second channel must leave no more */
 
   /* A second channel; the domain is destroyed while data flows. */
   conn k2 = {0};
@@ -491,7 +481,7 @@ static void test_chan_summon_and_destroy(void **state) {
   free(v);
   v = xs_get("/conduit/echo/0");
   assert_null(v); /* no request of ours is left */
-  int fds1 = fd_count();
+  int fds1 = open_fds();
   if (fds1 > fds0)
     fprintf(stderr, "descriptors: %d before the second channel, %d after\n",
             fds0, fds1);
