@@ -364,7 +364,6 @@ static void config_free(xvm *x) {
 
 static void went_live(xvm *x) {
   x->live = true;
-  x->shutdown_seen = false;
   x->exit_how[0] = '\0';
   x->exit_clean = false;
   if (libxl_evenable_domain_death(x->host->lx, x->domid, 0, &x->death) != 0)
@@ -499,7 +498,6 @@ static int xl_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms) {
     return 0;
   }
   x->op = XOP_STOP;
-  x->stop_mode = mode;
   if (mode == JITSU_STOP_DESTROY) {
     destroy_domain(x);
     return 0;

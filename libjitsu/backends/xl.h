@@ -85,12 +85,10 @@ struct xvm {
   libxl_evgen_domain_death *death;
   libxl_domain_config *dc; /* the config of a create or restore under way */
   xop op;
-  jitsu_stop_mode stop_mode;
   uv_timer_t *timer; /* stop grace */
   int save_fd;       /* the image being written or read */
   char image[PATH_MAX], image_tmp[PATH_MAX + 8];
   bool suspended_disk; /* no domain: its state is in the image */
-  bool shutdown_seen;  /* the domain shut down; destroy under way */
   bool destroying;
   char exit_how[96];
   bool exit_clean;
