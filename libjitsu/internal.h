@@ -96,7 +96,7 @@ struct jitsu_vm {
   unsigned n_summons;
   unsigned holds;
   jitsu__readiness *readiness; /* while starting */
-  char instance[48];
+  char instance[160];
   uint64_t state_since_ms, last_active_ms, start_begin_ms;
   uint64_t live_since_ms;  /* when it last left stopped or failed */
   uint64_t op_begin_ns;    /* uv_hrtime() when a start or resume began */
@@ -183,6 +183,12 @@ int jitsu__parse_mac(const char *text, uint8_t mac[6]);
 int jitsu__parse_mib(const char *text, uint64_t *bytes);
 /* Virtual CPUs: 1 to 255. */
 int jitsu__parse_vcpus(const char *text, unsigned *n);
+
+/* The whole of (path), a regular file of at most (max) bytes, into a
+ * malloc'd NUL-terminated (*text); on failure a negative errno value with
+ * (why) filled ("PATH: not a regular file", ...). */
+int jitsu__read_bounded(const char *path, size_t max, char **text, size_t *len,
+                        char *why, size_t size);
 
 /* Duplicate (s); NULL on failure. */
 char *jitsu__strdup(const char *s);

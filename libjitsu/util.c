@@ -454,3 +454,38 @@ int jitsu__listen_unix(jitsu_ctx *ctx, const char *what, const char *path,
   }
   return fd;
 }
+
+int jitsu__read_bounded(const char *path, size_t max, char **text, size_t *len,
+                        char *why, size_t size) {
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  struct stat st;
+  int r = 0;
+  *text = NULL;
+  if (fd < 0 || fstat(fd, &st) < 0) {
+    r = -errno;
+    snprintf(why, size, "%s: %s", path, strerror(errno));
+  } else if (!S_ISREG(st.st_mode)) {
+    r = -EINVAL;
+    snprintf(why, size, "%s: not a regular file", path);
+  } else if ((uint64_t)st.st_size > max) {
+    r = -EFBIG;
+    snprintf(why, size, "%s: over %zu bytes", path, max);
+  } else if ((*text = malloc((size_t)st.st_size + 1)) == NULL) {
+    r = -ENOMEM;
+    snprintf(why, size, "out of memory");
+  } else {
+    ssize_t n = read(fd, *text, (size_t)st.st_size);
+    if (n < 0) {
+      r = -errno;
+      snprintf(why, size, "%s: %s", path, strerror(errno));
+      free(*text);
+      *text = NULL;
+    } else {
+      (*text)[n] = '\0';
+      *len = (size_t)n;
+    }
+  }
+  if (fd >= 0)
+    close(fd);
+  return r;
+}

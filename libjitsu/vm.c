@@ -569,6 +569,11 @@ int jitsu_vm_info_get(const jitsu_vm *vm, jitsu_vm_info *info) {
   info->backend = vm->backend->name;
   info->state = vm->state;
   info->reason = vm->reason ? vm->reason : "";
+  /* A live guest's description may change without a state change (e.g.
+   * its host became unreachable): ask the backend again. */
+  if (state_is_live(vm->state) && vm->backend->describe != NULL)
+    vm->backend->describe((jitsu_vm *)vm, ((jitsu_vm *)vm)->instance,
+                          sizeof(vm->instance));
   info->instance = vm->instance;
   info->adopted = vm->adopted;
   info->holds = vm->holds;

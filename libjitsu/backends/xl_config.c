@@ -136,41 +136,6 @@ static int spec_add(char **list, int *n, int max, const char *v) {
 
 #define XL_FILE_MAX (1 << 20)
 
-/* The whole of (path), a regular file of at most XL_FILE_MAX bytes. */
-static int read_bounded(const char *path, char **text, size_t *len, char *why,
-                        size_t size) {
-  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-  struct stat st;
-  int r = 0;
-  if (fd < 0 || fstat(fd, &st) < 0) {
-    r = -errno;
-    snprintf(why, size, "%s: %s", path, strerror(errno));
-  } else if (!S_ISREG(st.st_mode)) {
-    r = -EINVAL;
-    snprintf(why, size, "%s: not a regular file", path);
-  } else if (st.st_size > XL_FILE_MAX) {
-    r = -EFBIG;
-    snprintf(why, size, "%s: over %d bytes", path, XL_FILE_MAX);
-  } else if ((*text = malloc((size_t)st.st_size + 1)) == NULL) {
-    r = -ENOMEM;
-    snprintf(why, size, "out of memory");
-  } else {
-    ssize_t n = read(fd, *text, (size_t)st.st_size);
-    if (n < 0) {
-      r = -errno;
-      snprintf(why, size, "%s: %s", path, strerror(errno));
-      free(*text);
-      *text = NULL;
-    } else {
-      (*text)[n] = '\0';
-      *len = (size_t)n;
-    }
-  }
-  if (fd >= 0)
-    close(fd);
-  return r;
-}
-
 /* Read an xl config file into (s). */
 static int spec_from_file(const char *path, xspec *s, char *why, size_t size) {
   char *report = NULL;
@@ -187,7 +152,7 @@ static int spec_from_file(const char *path, xspec *s, char *why, size_t size) {
    * cannot read its input (a directory, a FIFO), and a file is bounded. */
   char *text = NULL;
   size_t len = 0;
-  r = read_bounded(path, &text, &len, why, size);
+  r = jitsu__read_bounded(path, XL_FILE_MAX, &text, &len, why, size);
   if (r < 0)
     goto out;
   int e = xlu_cfg_readdata(xcfg, text, (int)len);

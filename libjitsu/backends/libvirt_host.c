@@ -1,0 +1,443 @@
+/*
+ * The libvirt backend's hosts: one open connection per (jitsu ctx, URI),
+ * used by jobs that run libvirt's blocking calls on libuv's worker threads
+ * and finish on the loop. A connection has keepalive and a close callback;
+ * when it breaks, the host is reconnected with back-off and its guests'
+ * states are read again (they keep running meanwhile).
+ */
+#include "libvirt.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <libvirt/virterror.h>
+
+static jitsu__link hosts = {&hosts, &hosts}; /* loop threads only */
+
+enum { KEEPALIVE_INTERVAL_S = 5, KEEPALIVE_COUNT = 3 };
+enum { RETRY_FIRST_MS = 250, RETRY_MAX_MS = 30000 };
+
+int lv_fail(lvjob *j, const char *what) {
+  const char *msg = virGetLastErrorMessage();
+  snprintf(j->err, sizeof(j->err), "%s%s%s", what ? what : "", what ? ": " : "",
+           msg ? msg : "unknown libvirt error");
+  j->rc = -EIO;
+  return j->rc;
+}
+
+/* ---- libvirt's callbacks (any thread) ----------------------------------- */
+
+typedef struct lvevent {
+  lvhost *h;
+  int event, detail;
+  char name[];
+} lvevent;
+
+static void event_deliver(void *arg) {
+  lvevent *e = arg;
+  lv_domain_event(e->h, e->name, e->event, e->detail);
+  free(e);
+}
+
+static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event,
+                        int detail, void *opaque) {
+  lvhost *h = opaque;
+  const char *name = virDomainGetName(dom);
+  if (name == NULL)
+    return 0;
+  size_t n = strlen(name) + 1;
+  lvevent *e = malloc(sizeof(*e) + n);
+  if (e == NULL)
+    return 0;
+  e->h = h;
+  e->event = event;
+  e->detail = detail;
+  memcpy(e->name, name, n);
+  lv_loop_post(h->l, event_deliver, e, h);
+  return 0;
+}
+
+typedef struct lvclosed {
+  lvhost *h;
+  int reason;
+} lvclosed;
+
+static void closed_deliver(void *arg) {
+  lvclosed *c = arg;
+  lvhost *h = c->h;
+  static const char *const why[] = {"an I/O error", "the daemon closed it",
+                                    "keepalive timed out",
+                                    "a client closed it"};
+  if (!h->down) {
+    snprintf(h->why, sizeof(h->why), "connection lost (%s)",
+             c->reason >= 0 && c->reason < 4 ? why[c->reason] : "unknown");
+    lv_host_lost(h);
+  }
+  free(c);
+}
+
+static void on_close(virConnectPtr conn, int reason, void *opaque) {
+  lvhost *h = opaque;
+  atomic_store(&h->broken, true);
+  lvclosed *c = malloc(sizeof(*c));
+  if (c == NULL)
+    return;
+  c->h = h;
+  c->reason = reason;
+  lv_loop_post(h->l, closed_deliver, c, h);
+}
+
+/* ---- the connection (worker threads) ----------------------------------- */
+
+/* Under h->mu. */
+static void conn_drop(lvhost *h) {
+  if (h->conn == NULL)
+    return;
+  if (h->event_id >= 0)
+    virConnectDomainEventDeregisterAny(h->conn, h->event_id);
+  virConnectUnregisterCloseCallback(h->conn, on_close);
+  virConnectClose(h->conn);
+  h->conn = NULL;
+  h->event_id = -1;
+}
+
+virConnectPtr lv_conn(lvjob *j) {
+  lvhost *h = j->host;
+  lv_loop_enter(h->l);
+  pthread_mutex_lock(&h->mu);
+  if (h->conn != NULL &&
+      (atomic_load(&h->broken) || virConnectIsAlive(h->conn) != 1))
+    conn_drop(h);
+  if (h->conn == NULL) {
+    virConnectPtr c = virConnectOpen(h->uri);
+    if (c == NULL) {
+      lv_fail(j, NULL);
+      j->unreachable = true;
+      pthread_mutex_unlock(&h->mu);
+      return NULL;
+    }
+    /* Remote connections only: keepalive needs a daemon at the other end. */
+    if (virConnectSetKeepAlive(c, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT) < 0)
+      virResetLastError();
+    if (virConnectRegisterCloseCallback(c, on_close, h, NULL) < 0)
+      virResetLastError();
+    h->event_id = virConnectDomainEventRegisterAny(
+        c, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+        VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), h, NULL);
+    if (h->event_id < 0) {
+      lv_fail(j, "cannot follow the host's domain events");
+      virConnectUnregisterCloseCallback(c, on_close);
+      virConnectClose(c);
+      pthread_mutex_unlock(&h->mu);
+      return NULL;
+    }
+    atomic_store(&h->broken, false);
+    h->conn = c;
+  }
+  virConnectPtr c = h->conn;
+  virConnectRef(c);
+  pthread_mutex_unlock(&h->mu);
+  return c;
+}
+
+/* ---- jobs --------------------------------------------------------------- */
+
+static void job_run(uv_work_t *w) {
+  lvjob *j = JITSU__CONTAINER(w, lvjob, work);
+  lv_loop_enter(j->host->l);
+  j->rc = 0;
+  j->err[0] = '\0';
+  j->run(j);
+}
+
+static void job_done(uv_work_t *w, int status) {
+  lvjob *j = JITSU__CONTAINER(w, lvjob, work);
+  lvhost *h = j->host;
+  if (status == UV_ECANCELED && j->rc == 0) {
+    j->rc = -ECANCELED;
+    snprintf(j->err, sizeof(j->err), "cancelled");
+  }
+  if (j->unreachable && !h->down && h->ctx != NULL) {
+    snprintf(h->why, sizeof(h->why), "%s", j->err);
+    lv_host_lost(h);
+  }
+  j->done(j);
+  h->jobs--;
+  lv_host_put(h);
+}
+
+int lv_job_submit(lvhost *h, lvjob *j) {
+  j->host = h;
+  h->refs++;
+  h->jobs++;
+  int r = uv_queue_work(lv_loop_uv(h->l), &j->work, job_run, job_done);
+  if (r < 0) {
+    h->jobs--;
+    h->refs--;
+  }
+  return r;
+}
+
+typedef struct waited {
+  lvjob *j;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool finished, abandoned;
+  void (*free_fn)(lvjob *);
+} waited;
+
+static void waited_free(waited *w) {
+  pthread_mutex_destroy(&w->mu);
+  pthread_cond_destroy(&w->cv);
+  free(w);
+}
+
+/* The thread of an abandoned job ended: let go of the host on its loop. */
+static void abandoned_done(void *arg) {
+  waited *w = arg;
+  lvhost *h = w->j->host;
+  w->free_fn(w->j);
+  waited_free(w);
+  h->jobs--;
+  lv_host_put(h);
+}
+
+static void *waited_thread(void *arg) {
+  waited *w = arg;
+  lv_loop_enter(w->j->host->l);
+  w->j->rc = 0;
+  w->j->err[0] = '\0';
+  w->j->run(w->j);
+  pthread_mutex_lock(&w->mu);
+  w->finished = true;
+  bool abandoned = w->abandoned;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  if (abandoned)
+    lv_loop_post(w->j->host->l, abandoned_done, w, NULL);
+  return NULL;
+}
+
+int lv_job_wait(lvhost *h, lvjob *j, uint64_t ms, void (*free_fn)(lvjob *)) {
+  waited *w = calloc(1, sizeof(*w));
+  if (w == NULL)
+    return -ENOMEM;
+  w->j = j;
+  w->free_fn = free_fn;
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&w->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  j->host = h;
+  h->refs++;
+  h->jobs++;
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int r = pthread_create(&t, &attr, waited_thread, w);
+  pthread_attr_destroy(&attr);
+  if (r != 0) {
+    waited_free(w);
+    h->jobs--;
+    h->refs--;
+    return -r;
+  }
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_sec += (time_t)(ms / 1000);
+  until.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&w->mu);
+  while (!w->finished &&
+         pthread_cond_timedwait(&w->cv, &w->mu, &until) != ETIMEDOUT)
+    ;
+  bool finished = w->finished;
+  if (!finished)
+    w->abandoned = true;
+  pthread_mutex_unlock(&w->mu);
+  if (!finished)
+    return -ETIMEDOUT; /* the thread finishes on its own */
+  waited_free(w);
+  j->done(j);
+  h->jobs--;
+  lv_host_put(h);
+  return 0;
+}
+
+/* ---- reconnection ------------------------------------------------------- */
+
+static void retry_schedule(lvhost *h);
+
+static void reconnect_run(lvjob *j) {
+  virConnectPtr c = lv_conn(j);
+  if (c != NULL)
+    virConnectClose(c);
+}
+
+static void reconnect_done(lvjob *j) {
+  lvhost *h = j->host;
+  int rc = j->rc;
+  char err[sizeof(j->err)];
+  snprintf(err, sizeof(err), "%s", j->err);
+  free(j);
+  h->reconnecting = false;
+  if (h->ctx == NULL)
+    return; /* the ctx is gone */
+  if (rc == 0) {
+    jitsu__log(h->ctx, JITSU_LOG_INFO,
+               "libvirt: host %s: reconnected after %u attempt%s", h->uri,
+               h->tries, h->tries == 1 ? "" : "s");
+    h->down = false;
+    h->tries = 0;
+    h->why[0] = '\0';
+    lv_host_back(h);
+    return;
+  }
+  snprintf(h->why, sizeof(h->why), "%s", err);
+  if (h->tries == 1 || h->tries % 10 == 0)
+    jitsu__log(h->ctx, JITSU_LOG_WARNING,
+               "libvirt: host %s is down (%s); retrying (attempt %u)", h->uri,
+               err, h->tries);
+  retry_schedule(h);
+}
+
+static void retry_fire(uv_timer_t *t) {
+  lvhost *h = t->data;
+  if (h == NULL || h->reconnecting || !h->down || h->ctx == NULL)
+    return;
+  lvjob *j = calloc(1, sizeof(*j));
+  if (j == NULL)
+    return;
+  j->run = reconnect_run;
+  j->done = reconnect_done;
+  h->tries++;
+  h->reconnecting = true;
+  if (lv_job_submit(h, j) < 0) {
+    h->reconnecting = false;
+    free(j);
+  }
+}
+
+static void retry_schedule(lvhost *h) {
+  if (h->retry == NULL) {
+    h->retry = malloc(sizeof(*h->retry));
+    if (h->retry == NULL)
+      return;
+    uv_timer_init(lv_loop_uv(h->l), h->retry);
+    h->retry->data = h;
+  }
+  uint64_t ms = RETRY_FIRST_MS;
+  for (unsigned i = 1; i < h->tries && ms < RETRY_MAX_MS; i++)
+    ms *= 2;
+  if (ms > RETRY_MAX_MS)
+    ms = RETRY_MAX_MS;
+  uv_timer_start(h->retry, retry_fire, ms, 0);
+}
+
+/* A job found the host unreachable, or its link broke: note it, and
+ * reconnect in the background (the first attempt at once). */
+void lv_host_lost(lvhost *h) {
+  bool was_down = h->down;
+  h->down = true;
+  if (!was_down && h->ctx != NULL) {
+    jitsu__log(h->ctx, JITSU_LOG_WARNING, "libvirt: host %s: %s; reconnecting",
+               h->uri, h->why);
+    h->tries = 0;
+    lv_vms_report(h);
+    retry_schedule(h);
+  }
+}
+
+/* ---- hosts -------------------------------------------------------------- */
+
+lvhost *lv_host_get(jitsu_ctx *ctx, const char *uri) {
+  for (jitsu__link *i = hosts.next; i != &hosts; i = i->next) {
+    lvhost *h = JITSU__CONTAINER(i, lvhost, link);
+    if (h->ctx == ctx && strcmp(h->uri, uri) == 0) {
+      h->refs++;
+      h->users++;
+      return h;
+    }
+  }
+  lvhost *h = calloc(1, sizeof(*h));
+  if (h == NULL || (h->uri = strdup(uri)) == NULL ||
+      (h->l = lv_loop_get(ctx->loop)) == NULL) {
+    if (h != NULL)
+      free(h->uri);
+    free(h);
+    return NULL;
+  }
+  h->ctx = ctx;
+  h->event_id = -1;
+  h->refs = 1;
+  h->users = 1;
+  pthread_mutex_init(&h->mu, NULL);
+  jitsu__list_append(&hosts, &h->link);
+  return h;
+}
+
+static void host_free(lvhost *h) {
+  lv_loop_purge(h->l, h);
+  lv_loop_put(h->l);
+  pthread_mutex_destroy(&h->mu);
+  free(h->uri);
+  free(h);
+}
+
+static void close_run(lvjob *j) {
+  lvhost *h = j->host;
+  pthread_mutex_lock(&h->mu);
+  conn_drop(h);
+  pthread_mutex_unlock(&h->mu);
+}
+
+static void close_done(lvjob *j) {
+  free(j);
+}
+
+static void retry_closed(uv_handle_t *t) {
+  free(t);
+}
+
+void lv_host_unuse(lvhost *h) {
+  if (--h->users > 0 || h->ctx == NULL)
+    return;
+  /* No vm of the ctx uses it: it leaves the ctx, which may be freed now;
+   * its jobs finish without it and a later vm gets a new host. */
+  jitsu__list_remove(&h->link);
+  h->ctx = NULL;
+  if (h->retry != NULL)
+    uv_timer_stop(h->retry);
+}
+
+void lv_host_put(lvhost *h) {
+  if (--h->refs > 0)
+    return;
+  if (h->ctx != NULL) {
+    jitsu__list_remove(&h->link);
+    h->ctx = NULL;
+  }
+  if (h->retry != NULL) {
+    uv_close((uv_handle_t *)h->retry, retry_closed);
+    h->retry = NULL;
+  }
+  if (h->conn != NULL) {
+    /* Closing talks to the daemon: a last job does it off the loop, and
+     * its end frees the host. */
+    lvjob *j = calloc(1, sizeof(*j));
+    if (j != NULL) {
+      j->run = close_run;
+      j->done = close_done;
+      if (lv_job_submit(h, j) == 0)
+        return;
+      free(j);
+    }
+    close_run(&(lvjob){.host = h});
+  }
+  host_free(h);
+}

@@ -1,0 +1,448 @@
+/*
+ * The libvirt backend against real libvirt daemons: two private libvirtd
+ * (tests/libvirt/vdaemon.c) listening on 127.0.0.1 and 127.0.0.2 stand for
+ * two hosts; the guest is the small Linux guest of the examples (QEMU TCG,
+ * HTTP on port 80 forwarded to a loopback port). The test checks what the
+ * daemons say with its own libvirt connections.
+ *
+ * Environment (tests/libvirt/run.sh): JITSU_VDAEMON, JITSU_LINUX_KERNEL,
+ * JITSU_LINUX_INITRD.
+ */
+#include "helpers.h"
+
+#include <errno.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+typedef struct daemon {
+  const char *addr;
+  char dir[300];
+  char uri[128];
+  pid_t pid; /* vdaemon's */
+} daemon_t;
+
+static daemon_t hosts[2] = {{.addr = "127.0.0.1"}, {.addr = "127.0.0.2"}};
+static char top[256];
+static int port;
+static const char *kernel, *initrd;
+
+static const char *env(const char *name) {
+  const char *v = getenv(name);
+  return v && v[0] ? v : NULL;
+}
+
+static void quiet(void *data, virErrorPtr e) {}
+
+/* Whether a libvirt client can talk to (d) now. */
+static bool answers(daemon_t *d) {
+  virConnectPtr c = virConnectOpen(d->uri);
+  if (c == NULL)
+    return false;
+  virConnectClose(c);
+  return true;
+}
+
+static bool wait_answers(daemon_t *d, bool want, int ms) {
+  for (int t = 0; t < ms; t += 50) {
+    if (answers(d) == want)
+      return true;
+    usleep(50000);
+  }
+  return false;
+}
+
+static int daemon_start(daemon_t *d) {
+  snprintf(d->dir, sizeof(d->dir), "%s/%s", top, d->addr);
+  snprintf(d->uri, sizeof(d->uri), "qemu+tcp://%s:%d/system", d->addr, port);
+  char p[16];
+  snprintf(p, sizeof(p), "%d", port);
+  d->pid = fork();
+  if (d->pid == 0) {
+    execl(env("JITSU_VDAEMON"), "vdaemon", d->dir, d->addr, p, (char *)NULL);
+    _exit(127);
+  }
+  return d->pid > 0 && wait_answers(d, true, 30000) ? 0 : -1;
+}
+
+static void daemon_signal(daemon_t *d, int sig) {
+  if (d->pid > 0)
+    kill(d->pid, sig);
+}
+
+/* Every domain (running or defined) on (d). */
+static int domains_on(daemon_t *d) {
+  virConnectPtr c = virConnectOpen(d->uri);
+  if (c == NULL)
+    return -1;
+  virDomainPtr *list = NULL;
+  int n = virConnectListAllDomains(c, &list, 0);
+  for (int i = 0; i < n; i++)
+    virDomainFree(list[i]);
+  free(list);
+  virConnectClose(c);
+  return n;
+}
+
+/* The state of domain (name) on (d): a VIR_DOMAIN_* state, or -1. */
+static int domain_state(daemon_t *d, const char *name) {
+  virConnectPtr c = virConnectOpen(d->uri);
+  if (c == NULL)
+    return -1;
+  int state = -1, reason;
+  virDomainPtr dom = virDomainLookupByName(c, name);
+  if (dom != NULL) {
+    if (virDomainGetState(dom, &state, &reason, 0) < 0)
+      state = -1;
+    virDomainFree(dom);
+  }
+  virConnectClose(c);
+  return state;
+}
+
+/* Destroy and undefine every domain on (d) (cleanup after a failure). */
+static void sweep(daemon_t *d) {
+  virConnectPtr c = virConnectOpen(d->uri);
+  if (c == NULL)
+    return;
+  virDomainPtr *list = NULL;
+  int n = virConnectListAllDomains(c, &list, 0);
+  for (int i = 0; i < n; i++) {
+    virDomainDestroy(list[i]);
+    virDomainUndefineFlags(list[i], VIR_DOMAIN_UNDEFINE_MANAGED_SAVE);
+    virDomainFree(list[i]);
+  }
+  free(list);
+  virConnectClose(c);
+}
+
+static int port_free_on(const char *addr, int p) {
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(p)};
+  inet_pton(AF_INET, addr, &sa.sin_addr);
+  int ok = s >= 0 && bind(s, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+  if (s >= 0)
+    close(s);
+  return ok;
+}
+
+static int group_setup(void **state) {
+  virSetErrorFunc(NULL, quiet);
+  snprintf(top, sizeof(top), "/tmp/jitsu-libvirt.XXXXXX");
+  if (mkdtemp(top) == NULL)
+    return -1;
+  do
+    port = free_port();
+  while (!port_free_on("127.0.0.2", port));
+  for (int i = 0; i < 2; i++)
+    if (daemon_start(&hosts[i]) < 0) {
+      fprintf(stderr, "libvirtd at %s did not answer: see %s/libvirtd.log\n",
+              hosts[i].addr, hosts[i].dir);
+      return -1;
+    }
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  for (int i = 0; i < 2; i++) {
+    if (hosts[i].pid <= 0)
+      continue;
+    daemon_signal(&hosts[i], SIGUSR2); /* up, to sweep it */
+    if (wait_answers(&hosts[i], true, 10000))
+      sweep(&hosts[i]);
+    daemon_signal(&hosts[i], SIGTERM);
+    waitpid(hosts[i].pid, NULL, 0);
+  }
+  char cmd[300];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", top);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Each test leaves no domain behind, whatever happened. */
+static int teardown(void **state) {
+  int r = fixture_teardown(state);
+  for (int i = 0; i < 2; i++)
+    sweep(&hosts[i]);
+  return r;
+}
+
+/* (text) contains (want), else fail saying what it was. */
+#define has(text, want)                                                        \
+  do {                                                                         \
+    const char *t_ = (text);                                                   \
+    if (strstr(t_, (want)) == NULL)                                            \
+      fail_msg("'%s' lacks '%s'", t_, (want));                                 \
+  } while (0)
+
+static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_stop(vm, mode, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 30000));
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
+}
+
+/* A vm section of the Linux guest on (hosts) with HTTP on (port). */
+static void web_vm(char *out, size_t size, const char *name, int http,
+                   const char *host_lines, const char *extra) {
+  snprintf(out, size,
+           "[vm %s]\nbackend = libvirt\n%stype = qemu\nkernel = %s\n"
+           "initrd = %s\ncmdline = console=ttyS0 panic=-1 quiet jname=%s\n"
+           "memory = 128M\nnetwork = user\nforward = 127.0.0.1:%d:80\n"
+           "ready = marker+http:127.0.0.1:%d/\nready-timeout = 60s\n"
+           "stop-grace = 5s\n%s",
+           name, host_lines, kernel, initrd, name, http, http, extra);
+}
+
+static void body_is(int http, const char *want) {
+  char body[128] = "";
+  assert_int_equal(http_get(http, body, sizeof(body)), 0);
+  assert_string_equal(body, want);
+}
+
+static const char *vm_instance(jitsu_vm *vm) {
+  static jitsu_vm_info info;
+  info.version = JITSU_VM_INFO_VERSION;
+  jitsu_vm_info_get(vm, &info);
+  return info.instance;
+}
+
+/* Create to HTTP, pause and continue, save to disk and restore (a request
+ * served after it), shut down, destroy. */
+static void test_lifecycle(void **state) {
+  fixture *f = *state;
+  int http = free_port();
+  char conf[2048], hl[256];
+  snprintf(hl, sizeof(hl), "host = %s\n", hosts[0].uri);
+  web_vm(conf, sizeof(conf), "web", http, hl, "suspend = memory\n");
+  assert_int_equal(fixture_load(f, "%s", conf), 0);
+  jitsu_vm *vm = summon_ok(f, "web", 60000);
+  body_is(http, "hello from web");
+  has(vm_instance(vm), hosts[0].uri);
+  assert_int_equal(domain_state(&hosts[0], "web"), VIR_DOMAIN_RUNNING);
+  assert_int_equal(domains_on(&hosts[1]), 0);
+
+  verb_ok(f, vm, jitsu_vm_suspend, 30000);
+  assert_int_equal(domain_state(&hosts[0], "web"), VIR_DOMAIN_PAUSED);
+  verb_ok(f, vm, jitsu_vm_resume, 30000);
+  body_is(http, "hello from web");
+
+  /* Graceful shutdown: the guest's acpid powers it off. */
+  stop_ok(f, vm, JITSU_STOP_SHUTDOWN);
+  has(vm_reason(vm), "powered off");
+  assert_int_equal(domains_on(&hosts[0]), 0);
+
+  vm = summon_ok(f, "web", 60000);
+  body_is(http, "hello from web");
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  assert_int_equal(domains_on(&hosts[0]), 0);
+}
+
+static void test_save_restore(void **state) {
+  fixture *f = *state;
+  int http = free_port();
+  char conf[2048], hl[256];
+  snprintf(hl, sizeof(hl), "host = %s\n", hosts[1].uri);
+  web_vm(conf, sizeof(conf), "saved", http, hl, "suspend = disk\n");
+  assert_int_equal(fixture_load(f, "%s", conf), 0);
+  jitsu_vm *vm = summon_ok(f, "saved", 60000);
+  body_is(http, "hello from saved");
+  verb_ok(f, vm, jitsu_vm_suspend, 60000);
+  /* Off, defined only to keep its image. */
+  assert_int_equal(domain_state(&hosts[1], "saved"), VIR_DOMAIN_SHUTOFF);
+  has(vm_instance(vm), "(saved)");
+  verb_ok(f, vm, jitsu_vm_resume, 60000);
+  body_is(http, "hello from saved");
+  assert_int_equal(domain_state(&hosts[1], "saved"), VIR_DOMAIN_RUNNING);
+  /* Transient again: destroying it leaves nothing. */
+  verb_ok(f, vm, jitsu_vm_suspend, 60000);
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  has(vm_reason(vm), "saved state was removed");
+  assert_int_equal(domains_on(&hosts[1]), 0);
+}
+
+/* least-loaded spreads guests; first fills the first host; a host that is
+ * down is skipped and comes back; a daemon restart does not lose guests. */
+static void test_placement_and_outage(void **state) {
+  fixture *f = *state;
+  int p1 = free_port(), p2 = free_port(), p3 = free_port();
+  char a[2048], b[2048], c[2048], hl[512];
+  snprintf(hl, sizeof(hl), "host = %s\nhost = %s\nplacement = least-loaded\n",
+           hosts[0].uri, hosts[1].uri);
+  web_vm(a, sizeof(a), "one", p1, hl, "");
+  web_vm(b, sizeof(b), "two", p2, hl, "");
+  snprintf(hl, sizeof(hl), "host = %s\nhost = %s\n", hosts[0].uri,
+           hosts[1].uri);
+  web_vm(c, sizeof(c), "three", p3, hl, "");
+  assert_int_equal(fixture_load(f, "%s%s%s", a, b, c), 0);
+  summon_ok(f, "one", 60000);
+  jitsu_vm *two = summon_ok(f, "two", 60000);
+  assert_int_equal(domains_on(&hosts[0]), 1);
+  assert_int_equal(domains_on(&hosts[1]), 1);
+  /* "first": the first host, while it is up... */
+  jitsu_vm *three = summon_ok(f, "three", 60000);
+  has(vm_instance(three), hosts[0].uri);
+  stop_ok(f, three, JITSU_STOP_DESTROY);
+
+  /* ...and the second while the first is down. Its guests keep running. */
+  const char *on0 = strstr(vm_instance(two), hosts[0].uri) ? "two" : "one";
+  daemon_signal(&hosts[0], SIGUSR1);
+  assert_true(wait_answers(&hosts[0], false, 10000));
+  three = summon_ok(f, "three", 60000);
+  has(vm_instance(three), hosts[1].uri);
+  jitsu_vm *stranded = jitsu_vm_find(f->ctx, on0);
+  assert_int_equal(jitsu_vm_state(stranded), JITSU_STATE_READY);
+  body_is(strcmp(on0, "one") == 0 ? p1 : p2,
+          strcmp(on0, "one") == 0 ? "hello from one" : "hello from two");
+  run_for(f, 300);
+  has(vm_instance(stranded), "(host unreachable)");
+
+  /* The daemon comes back: reconnected, the guest still there, and it can
+   * be stopped through the new connection. */
+  daemon_signal(&hosts[0], SIGUSR2);
+  assert_true(wait_answers(&hosts[0], true, 30000));
+  for (int i = 0; i < 200 && strstr(vm_instance(stranded), "unreachable"); i++)
+    run_for(f, 100);
+  assert_null(strstr(vm_instance(stranded), "unreachable"));
+  assert_int_equal(jitsu_vm_state(stranded), JITSU_STATE_READY);
+  assert_int_equal(domain_state(&hosts[0], on0), VIR_DOMAIN_RUNNING);
+  stop_ok(f, stranded, JITSU_STOP_DESTROY);
+  assert_int_equal(domain_state(&hosts[0], on0), -1);
+}
+
+/* A new controller finds the running guest by name and carries on. */
+static void test_adopt(void **state) {
+  fixture *f = *state;
+  int http = free_port();
+  char conf[2048], hl[512];
+  snprintf(hl, sizeof(hl), "host = %s\nhost = %s\n", hosts[0].uri,
+           hosts[1].uri);
+  web_vm(conf, sizeof(conf), "kept", http, hl, "");
+  assert_int_equal(fixture_load(f, "%s", conf), 0);
+  summon_ok(f, "kept", 60000);
+  /* Drop the controller without stopping its guest. */
+  jitsu_ctx_free(f->ctx);
+  run_for(f, 200);
+  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
+  char sdir[300];
+  snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
+  o.state_dir = sdir;
+  assert_int_equal(jitsu_ctx_new(&f->loop, &o, &f->ctx), 0);
+  assert_int_equal(domain_state(&hosts[0], "kept"), VIR_DOMAIN_RUNNING);
+  assert_int_equal(fixture_load(f, "%s", conf), 0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "kept");
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+  jitsu_vm_info_get(vm, &info);
+  assert_true(info.adopted);
+  body_is(http, "hello from kept");
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  assert_int_equal(domains_on(&hosts[0]), 0);
+}
+
+static void summon_fails(fixture *f, const char *name, const char *want) {
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
+  assert_non_null(vm);
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 60000));
+  assert_true(o.status < 0);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_FAILED);
+  has(vm_reason(vm), want);
+}
+
+static void test_bad_input(void **state) {
+  fixture *f = *state;
+  char path[400], conf[2048];
+  /* A malformed XML file: a config error with its line. */
+  snprintf(path, sizeof(path), "%s/bad.xml", f->dir);
+  FILE *x = fopen(path, "w");
+  assert_non_null(x);
+  fputs("<domain type='qemu'>\n  <name>x</name>\n  <memory>1\n</domain>\n", x);
+  fclose(x);
+  assert_int_not_equal(fixture_load(f,
+                                    "[vm bad]\nbackend = libvirt\nhost = %s\n"
+                                    "xml = %s\nready = marker\n",
+                                    hosts[0].uri, path),
+                       0);
+  has(f->err.message, "bad.xml:5: Premature end of data");
+  /* Not a <domain>. */
+  x = fopen(path, "w");
+  fputs("<network><name>n</name></network>\n", x);
+  fclose(x);
+  assert_int_not_equal(fixture_load(f,
+                                    "[vm bad]\nbackend = libvirt\nhost = %s\n"
+                                    "xml = %s\n",
+                                    hosts[0].uri, path),
+                       0);
+  has(f->err.message, "not <domain>");
+
+  /* Well-formed, but libvirt refuses it: libvirt's message, nothing left.
+   * An unknown host, a refused connection and a kernel that is not there
+   * fail the summon with the message of each host. */
+  x = fopen(path, "w");
+  fprintf(x,
+          "<domain type='qemu'><name>x</name><memory unit='MiB'>64</memory>"
+          "<os><type arch='x86_64' machine='pc'>hvm</type>"
+          "<kernel>%s</kernel></os>"
+          "<devices><serial type='pty'/><disk type='file' device='disk'>"
+          "<source file='/nonexistent/disk.img'/><target dev='vda' "
+          "bus='virtio'/></disk></devices></domain>\n",
+          kernel);
+  fclose(x);
+  snprintf(conf, sizeof(conf),
+           "[vm nokernel]\nbackend = libvirt\nhost = %s\ntype = qemu\n"
+           "kernel = /nonexistent/vmlinux\nready = marker\n",
+           hosts[0].uri);
+  assert_int_equal(
+      fixture_load(f,
+                   "[vm refused]\nbackend = libvirt\nhost = qemu+tcp://"
+                   "127.0.0.1:1/system\nhost = qemu+tcp://nohost.invalid/"
+                   "system\nkernel = %s\nready = marker\n"
+                   "[vm badxml]\nbackend = libvirt\nhost = %s\nxml = %s\n"
+                   "ready = marker\nready-timeout = 20s\n%s",
+                   kernel, hosts[1].uri, path, conf),
+      0);
+  summon_fails(f, "refused", "127.0.0.1:1");
+  summon_fails(f, "refused", "nohost.invalid");
+  summon_fails(f, "badxml", "/nonexistent/disk.img");
+  summon_fails(f, "nokernel", "/nonexistent");
+  assert_int_equal(domains_on(&hosts[0]), 0);
+  assert_int_equal(domains_on(&hosts[1]), 0);
+}
+
+int main(void) {
+  if (geteuid() != 0) {
+    fprintf(stderr, "skipped: the libvirt tests start their own libvirtd "
+                    "daemons, which needs root\n");
+    return 77;
+  }
+  if (access("/usr/sbin/libvirtd", X_OK) != 0) {
+    fprintf(stderr,
+            "skipped: no /usr/sbin/libvirtd "
+            "(apt-get install libvirt-daemon libvirt-daemon-driver-qemu)\n");
+    return 77;
+  }
+  kernel = env("JITSU_LINUX_KERNEL");
+  initrd = env("JITSU_LINUX_INITRD");
+  if (kernel == NULL || initrd == NULL || env("JITSU_VDAEMON") == NULL) {
+    fprintf(stderr, "JITSU_LINUX_KERNEL/INITRD and JITSU_VDAEMON are not "
+                    "set (run through meson test)\n");
+    return 77;
+  }
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, teardown)
+  const struct CMUnitTest tests[] = {
+      T(test_lifecycle), T(test_save_restore), T(test_placement_and_outage),
+      T(test_adopt),     T(test_bad_input),
+  };
+  return cmocka_run_group_tests_name("libvirt", tests, group_setup,
+                                     group_teardown);
+}
