@@ -14,7 +14,8 @@ PACKAGES="meson ninja-build pkg-config gcc libc6-dev libuv1-dev libinih-dev \
 libjansson-dev socat iproute2 util-linux libc-ares-dev knot-dnsutils libhttp-parser-dev \
 bind9-dnsutils python3-websockets \
 libcmocka-dev curl systemd \
-qemu-system-x86 busybox-static cpio lz4 xz-utils libxen-dev"
+qemu-system-x86 busybox-static cpio lz4 xz-utils libxen-dev \
+libvirt-dev libxml2-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"
 
 install_packages() {
@@ -30,6 +31,16 @@ install_packages() {
   fi
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+}
+
+# libvirt's QEMU driver will not start without the user libvirt-qemu,
+# which Debian makes in libvirt-daemon-system (that package also pulls in
+# systemd units, polkit and a firewall we do not need): make it here.
+libvirt_user() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  id libvirt-qemu >/dev/null 2>&1 ||
+    useradd --system --no-create-home --home-dir /var/lib/libvirt \
+      --shell /usr/sbin/nologin libvirt-qemu
 }
 
 configure() { # DIR [meson options...]
@@ -51,6 +62,7 @@ run)
   ;;
 test)
   install_packages $PACKAGES $FUZZ_PACKAGES
+  libvirt_user
   configure build
   meson test -C build --print-errorlogs
   configure build-asan -Db_sanitize=address,undefined -Db_lundef=false

@@ -1,0 +1,122 @@
+/*
+ * The libvirt backend's definitions, on any host and without a daemon:
+ * keys and XML files are checked when the configuration loads, each bad
+ * value with a message naming it; a summon against hosts that cannot be
+ * reached fails with libvirt's message for each host and leaves nothing.
+ */
+#include "helpers.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define VM "[vm d]\nbackend = libvirt\n"
+#define HOST "host = qemu+tcp://127.0.0.1:1/system\n"
+
+static void load_fails(fixture *f, const char *text, const char *words) {
+  int r = fixture_load(f, "%s", text);
+  if (r == 0 || strstr(f->err.message, words) == NULL)
+    fprintf(stderr, "config:\n%s\ngave %d: %s\n", text, r, f->err.message);
+  assert_int_not_equal(r, 0);
+  assert_non_null(strstr(f->err.message, words));
+}
+
+static void test_bad_keys(void **state) {
+  fixture *f = *state;
+  load_fails(f, VM "kernel = /k\n", "at least one host");
+  load_fails(f, VM "host = localhost\nkernel = /k\n", "not a libvirt URI");
+  load_fails(f, VM HOST HOST "kernel = /k\n", "twice");
+  load_fails(f, VM HOST, "needs kernel (or xml)");
+  load_fails(f, VM HOST "kernel = vmlinux\n", "absolute path");
+  load_fails(f, VM HOST "kernel = /k\ninitrd = i.gz\n", "absolute path");
+  load_fails(f, VM HOST "kernel = /k\ntype = xen\n", "kvm or qemu");
+  load_fails(f, VM HOST "kernel = /k\nmachine = microvm\n", "machine");
+  load_fails(f, VM HOST "kernel = /k\nmemory = 1500K\n", "memory");
+  load_fails(f, VM HOST "kernel = /k\nvcpus = 0\n", "vcpus");
+  load_fails(f, VM HOST "kernel = /k\nnetwork = tap\n", "network: expected");
+  load_fails(f, VM HOST "kernel = /k\nforward = 8080:80\n",
+             "only with network = user");
+  load_fails(f, VM HOST "kernel = /k\nnetwork = user\nforward = 8080\n",
+             "not [ADDR:]HOSTPORT:GUESTPORT");
+  load_fails(f, VM HOST "kernel = /k\nnetwork = user\nforward = 0:80\n",
+             "not [ADDR:]HOSTPORT:GUESTPORT");
+  load_fails(f, VM HOST "kernel = /k\nnetwork = user\nforward = x:1:80\n",
+             "not [ADDR:]HOSTPORT:GUESTPORT");
+  load_fails(f, VM HOST "kernel = /k\nnetwork = user\nforward = 1:2:3:4\n",
+             "not [ADDR:]HOSTPORT:GUESTPORT");
+  load_fails(f, VM HOST "kernel = /k\nplacement = random\n", "placement");
+  load_fails(f, VM HOST "kernel = /k\nmax-guests-per-host = -1\n",
+             "max-guests-per-host");
+  load_fails(f, VM HOST "kernel = /k\nsuspend = swap\n", "suspend");
+  load_fails(f, VM HOST "kernel = /k\nconsole-marker = \n", "console-marker");
+  load_fails(f, VM HOST "xml = /nonexistent.xml\n", "nonexistent.xml");
+  load_fails(f, VM HOST "xml = /tmp\n", "not a regular file");
+  load_fails(f, VM HOST "xml = /etc/hostname\nkernel = /k\n",
+             "not with xml");
+  /* nothing was defined by the failures */
+  assert_null(jitsu_vm_find(f->ctx, "d"));
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  fputs(text, fp);
+  fclose(fp);
+}
+
+static void test_xml_files(void **state) {
+  fixture *f = *state;
+  char path[400], text[800];
+  snprintf(path, sizeof(path), "%s/g.xml", f->dir);
+  write_file(path, "<domain type='kvm'>\n<name>g</name>\n<memory>1\n");
+  snprintf(text, sizeof(text), VM HOST "xml = %s\n", path);
+  load_fails(f, text, "g.xml:4: Premature end of data");
+  write_file(path, "<network><name>n</name></network>\n");
+  load_fails(f, text, "the root element is <network>, not <domain>");
+  write_file(path, "<domain type='kvm'><name>g</name></domain>\n");
+  snprintf(text, sizeof(text), VM HOST "xml = %s\nready = marker\n", path);
+  load_fails(f, text, "no <serial> or <console> device");
+  /* A good file, with an entity that must not be expanded from disk. */
+  write_file(path, "<!DOCTYPE d [<!ENTITY x SYSTEM '/etc/passwd'>]>\n"
+                   "<domain type='kvm'><name>g</name><uuid>"
+                   "6f1a2c1e-1111-2222-3333-444455556666</uuid>"
+                   "<memory unit='MiB'>256</memory><devices><serial "
+                   "type='pty'/></devices><description>&x;</description>"
+                   "</domain>\n");
+  assert_int_equal(fixture_load(f, "%s", text), 0);
+  assert_non_null(jitsu_vm_find(f->ctx, "d"));
+}
+
+/* Hosts that refuse or do not resolve: the summon fails with each host's
+ * own message, quickly, and the vm is failed. */
+static void test_unreachable_hosts(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, VM HOST
+                                "host = qemu+tcp://nohost.invalid/system\n"
+                                "kernel = /k\nready = marker\n"),
+                   0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "d");
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 30000));
+  assert_true(o.status < 0);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_FAILED);
+  const char *why = vm_reason(vm);
+  if (strstr(why, "127.0.0.1:1") == NULL ||
+      strstr(why, "nohost.invalid") == NULL)
+    fail_msg("reason: %s", why);
+  assert_non_null(strstr(why, "no host could take the guest"));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_bad_keys, fixture_setup,
+                                      fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_xml_files, fixture_setup,
+                                      fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_unreachable_hosts, fixture_setup,
+                                      fixture_teardown),
+  };
+  return cmocka_run_group_tests_name("libvirt-config", tests, NULL, NULL);
+}
