@@ -7,6 +7,8 @@
  */
 #include "libvirt.h"
 
+#include <libvirt/virterror.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -179,8 +181,13 @@ static int remove_timeout(int id) {
   return remove_item(id, true);
 }
 
+/* libvirt prints every error on stderr unless told otherwise; the backend
+ * reports them itself (reasons and the ctx's log). */
+static void no_print(void *data, virErrorPtr e) {}
+
 static void register_impl(void) {
   virInitialize();
+  virSetErrorFunc(NULL, no_print);
   virEventRegisterImpl(add_handle, update_handle, remove_handle, add_timeout,
                        update_timeout, remove_timeout);
 }
