@@ -11,7 +11,8 @@
  *   QEMU by hand     qemu-system-x86_64 with the same kernel, initrd,
  *                    memory and NIC, spawn to first HTTP byte
  * and suspend (pause) / resume, and suspend to disk / restore, for each
- * backend.
+ * backend. Cold rounds are interleaved (local, remote, qemu, by hand, then
+ * again), after one untimed round.
  *
  * The daemon is a private libvirtd (tests/libvirt/vdaemon, root needed).
  *   bench_libvirt [-n N] VDAEMON KERNEL INITRD
@@ -81,32 +82,34 @@ static int failed(jitsu_vm *vm, const char *what) {
   return -1;
 }
 
-/* (n) cold summons of (name), then (n) pause/resume and save/restore
- * rounds of (name)-disk; p50s into (r). */
-static int measure(const char *name, int port, int n, result *r) {
+/* One cold summon of (name), a pause and a resume: times into (r). */
+static int cold_round(const char *name, int port, result *r) {
   jitsu_vm *vm = jitsu_vm_find(ctx, name);
+  double t0 = now_ms();
+  if (wait_verb(jitsu_vm_summon, vm) < 0)
+    return failed(vm, "summon");
+  if (http_first_byte(port, now_ms() + 60000) < 0)
+    return failed(vm, "HTTP");
+  r->cold = now_ms() - t0;
+  t0 = now_ms();
+  if (wait_verb(jitsu_vm_suspend, vm) < 0)
+    return failed(vm, "suspend");
+  r->pause = now_ms() - t0;
+  t0 = now_ms();
+  if (wait_verb(jitsu_vm_summon, vm) < 0 ||
+      http_first_byte(port, now_ms() + 60000) < 0)
+    return failed(vm, "resume");
+  r->unpause = now_ms() - t0;
+  destroy_vm(vm);
+  return 0;
+}
+
+/* (n) suspend-to-disk / restore rounds of NAME-disk: p50s into (r). */
+static int disk_rounds(const char *name, int port, int n, result *r) {
   char disk_name[64];
   snprintf(disk_name, sizeof(disk_name), "%s-disk", name);
   jitsu_vm *dvm = jitsu_vm_find(ctx, disk_name);
-  double cold[16], pause[16], unpause[16], save[16], restore[16];
-  for (int i = 0; i < n; i++) {
-    double t0 = now_ms();
-    if (wait_verb(jitsu_vm_summon, vm) < 0)
-      return failed(vm, "summon");
-    if (http_first_byte(port, now_ms() + 60000) < 0)
-      return failed(vm, "HTTP");
-    cold[i] = now_ms() - t0;
-    t0 = now_ms();
-    if (wait_verb(jitsu_vm_suspend, vm) < 0)
-      return failed(vm, "suspend");
-    pause[i] = now_ms() - t0;
-    t0 = now_ms();
-    if (wait_verb(jitsu_vm_summon, vm) < 0 ||
-        http_first_byte(port, now_ms() + 60000) < 0)
-      return failed(vm, "resume");
-    unpause[i] = now_ms() - t0;
-    destroy_vm(vm);
-  }
+  double save[16], restore[16];
   if (wait_verb(jitsu_vm_summon, dvm) < 0 ||
       http_first_byte(port, now_ms() + 60000) < 0)
     return failed(dvm, "summon");
@@ -122,40 +125,32 @@ static int measure(const char *name, int port, int n, result *r) {
     restore[i] = now_ms() - t0;
   }
   destroy_vm(dvm);
-  r->cold = p50(cold, n);
-  r->pause = p50(pause, n);
-  r->unpause = p50(unpause, n);
   r->save = p50(save, n);
   r->restore = p50(restore, n);
   return 0;
 }
 
-/* QEMU by hand: spawn to first HTTP byte, then kill; p50 of (n). */
-static double by_hand(const char *kernel, const char *initrd, int port, int n) {
-  double t[16];
+/* QEMU by hand: spawn to first HTTP byte, then kill. */
+static double by_hand(const char *kernel, const char *initrd, int port) {
   char fwd[128], log[400];
   snprintf(fwd, sizeof(fwd),
            "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:80", port);
   snprintf(log, sizeof(log), "file:%s/hand.console", dir);
-  for (int i = 0; i < n; i++) {
-    double t0 = now_ms();
-    pid_t pid = fork();
-    if (pid == 0) {
-      execlp("qemu-system-x86_64", "qemu-system-x86_64", "-M", "pc", "-accel",
-             "tcg", "-cpu", "max", "-m", "128", "-kernel", kernel, "-initrd",
-             initrd, "-append", "console=ttyS0 panic=-1 quiet jname=hand",
-             "-display", "none", "-serial", log, "-nic", fwd, "-no-reboot",
-             (char *)NULL);
-      _exit(127);
-    }
-    int ok = http_first_byte(port, now_ms() + 60000);
-    t[i] = now_ms() - t0;
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    if (ok < 0)
-      return -1;
+  double t0 = now_ms();
+  pid_t pid = fork();
+  if (pid == 0) {
+    execlp("qemu-system-x86_64", "qemu-system-x86_64", "-M", "pc", "-accel",
+           "tcg", "-cpu", "max", "-m", "128", "-kernel", kernel, "-initrd",
+           initrd, "-append", "console=ttyS0 panic=-1 quiet jname=hand",
+           "-display", "none", "-serial", log, "-nic", fwd, "-no-reboot",
+           (char *)NULL);
+    _exit(127);
   }
-  return p50(t, n);
+  int ok = http_first_byte(port, now_ms() + 60000);
+  double t = now_ms() - t0;
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  return ok < 0 ? -1 : t;
 }
 
 static int start_daemon(const char *vd, int port) {
@@ -270,12 +265,29 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  /* One untimed round first: the daemon probes QEMU, caches warm up. */
-  result r[3];
-  int status = measure(vms[0].name, http, 1, &r[0]);
-  for (size_t i = 0; i < 3 && status == 0; i++)
-    status = measure(vms[i].name, http, n, &r[i]);
-  double hand = status == 0 ? by_hand(kernel, initrd, http, n) : -1;
+  /* One untimed round first (the daemon probes QEMU, caches warm up);
+   * then the cold rounds interleaved, so that drift hits all alike. */
+  result r[3], one;
+  double cold[3][16], pause[3][16], unpause[3][16], hand_t[16], hand = -1;
+  int status = cold_round(vms[0].name, http, &one);
+  for (int i = 0; i < n && status == 0; i++) {
+    for (int k = 0; k < 3 && status == 0; k++) {
+      status = cold_round(vms[k].name, http, &one);
+      cold[k][i] = one.cold;
+      pause[k][i] = one.pause;
+      unpause[k][i] = one.unpause;
+    }
+    if (status == 0 && (hand_t[i] = by_hand(kernel, initrd, http)) < 0)
+      status = 1;
+  }
+  for (int k = 0; k < 3 && status == 0; k++) {
+    r[k].cold = p50(cold[k], n);
+    r[k].pause = p50(pause[k], n);
+    r[k].unpause = p50(unpause[k], n);
+    status = disk_rounds(vms[k].name, http, n, &r[k]);
+  }
+  if (status == 0)
+    hand = p50(hand_t, n);
   if (status == 0 && hand > 0) {
     printf("Linux guest, machine pc, TCG; p50 of %d, ms; xN = against the "
            "qemu backend\n",

@@ -405,14 +405,15 @@ static void test_bad_input(void **state) {
   assert_int_equal(
       fixture_load(f,
                    "[vm refused]\nbackend = libvirt\nhost = qemu+tcp://"
-                   "127.0.0.1:1/system\nhost = qemu+tcp://nohost.invalid/"
-                   "system\nkernel = %s\nready = marker\n"
+                   "127.0.0.1:1/system\nhost = qemu+unix:///"
+                   "system?socket=/nonexistent/libvirt-sock\nkernel = "
+                   "%s\nready = marker\n"
                    "[vm badxml]\nbackend = libvirt\nhost = %s\nxml = %s\n"
                    "ready = marker\nready-timeout = 20s\n%s",
                    kernel, hosts[1].uri, path, conf),
       0);
   summon_fails(f, "refused", "127.0.0.1:1");
-  summon_fails(f, "refused", "nohost.invalid");
+  summon_fails(f, "refused", "/nonexistent/libvirt-sock");
   summon_fails(f, "badxml", "/nonexistent/disk.img");
   summon_fails(f, "nokernel", "/nonexistent");
   assert_int_equal(domains_on(&hosts[0]), 0);

@@ -18,6 +18,7 @@
  *   SIGUSR2  start the daemon again (it reconnects to its running guests)
  *   SIGTERM  stop the daemon, kill every guest left, exit
  * DIR/vdaemon.pid holds vdaemon's pid and DIR/libvirtd.pid the daemon's.
+ * When vdaemon's parent ends, vdaemon ends as on SIGTERM.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -175,6 +176,10 @@ int main(int argc, char **argv) {
            "cgroup_controllers = [ ]\nnamespaces = [ ]\n"
            "stdio_handler = \"file\"\n");
   put_file("vdaemon.pid", "%d\n", (int)getpid());
+  /* A test or benchmark that dies (a time-out, a crash) ends us too, and
+   * with us its daemon and guests. */
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() == 1)
+    want_exit = 1;
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
     die("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
 
