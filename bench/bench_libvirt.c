@@ -33,33 +33,6 @@ static jitsu_ctx *ctx;
 static char dir[] = "/tmp/jitsu-bench-libvirt-XXXXXX";
 static pid_t vdaemon;
 
-static void log_line(jitsu_log_level level, const char *msg, void *arg) {
-  (void)arg;
-  if (level <= JITSU_LOG_WARNING)
-    fprintf(stderr, "bench_libvirt: %s\n", msg);
-}
-
-/* First byte of an HTTP answer from 127.0.0.1:(port) before (deadline). */
-static int http_first_byte(int port, double deadline) {
-  struct sockaddr_in sin = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port)};
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  while (now_ms() < deadline) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct timeval tv = {1, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    char c;
-    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
-        write(fd, "GET / HTTP/1.0\r\n\r\n", 18) == 18 && read(fd, &c, 1) == 1) {
-      close(fd);
-      return 0;
-    }
-    close(fd);
-    usleep(2000);
-  }
-  return -1;
-}
-
 static int tcp_port_open(int port) {
   struct sockaddr_in sin = {.sin_family = AF_INET,
                             .sin_port = htons((uint16_t)port)};
@@ -216,7 +189,7 @@ int main(int argc, char **argv) {
   o.state_dir = sdir;
   if (jitsu_ctx_new(&loop, &o, &ctx) < 0)
     return 1;
-  jitsu_ctx_set_logger(ctx, log_line, NULL, JITSU_LOG_WARNING);
+  jitsu_ctx_set_logger(ctx, bench_log, NULL, JITSU_LOG_WARNING);
 
   static char conf[16384];
   size_t len = 0;

@@ -6,8 +6,14 @@
 
 #include <jitsu/jitsu.h>
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 static uv_loop_t loop;
 
@@ -20,6 +26,36 @@ static inline double now_ms(void) {
 static inline int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
+}
+
+/* The library's warnings and errors, on stderr after the program's name. */
+static inline void bench_log(jitsu_log_level level, const char *msg,
+                             void *arg) {
+  (void)arg;
+  if (level <= JITSU_LOG_WARNING)
+    fprintf(stderr, "%s: %s\n", program_invocation_short_name, msg);
+}
+
+/* First byte of an HTTP answer from 127.0.0.1:(port), retrying until
+ * (deadline) (now_ms()); 0, or -1 if none came. */
+static inline int http_first_byte(int port, double deadline) {
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port)};
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  while (now_ms() < deadline) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char c;
+    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+        write(fd, "GET / HTTP/1.0\r\n\r\n", 18) == 18 && read(fd, &c, 1) == 1) {
+      close(fd);
+      return 0;
+    }
+    close(fd);
+    usleep(2000);
+  }
+  return -1;
 }
 
 /* The median of v[0..n) (sorts it). */

@@ -25,12 +25,6 @@
 static jitsu_ctx *ctx;
 static char dir[] = "/tmp/jitsu-bench-xen-XXXXXX";
 
-static void log_line(jitsu_log_level level, const char *msg, void *arg) {
-  (void)arg;
-  if (level <= JITSU_LOG_WARNING)
-    fprintf(stderr, "bench_xen: %s\n", msg);
-}
-
 /* The id of the domain called (name), from XenStore; -1 if none. */
 static int find_domain(struct xs_handle *xs, const char *name) {
   unsigned n = 0;
@@ -96,7 +90,7 @@ int main(int argc, char **argv) {
   o.state_dir = sdir;
   if (jitsu_ctx_new(&loop, &o, &ctx) < 0)
     return 1;
-  jitsu_ctx_set_logger(ctx, log_line, NULL, JITSU_LOG_WARNING);
+  jitsu_ctx_set_logger(ctx, bench_log, NULL, JITSU_LOG_WARNING);
   snprintf(path, sizeof(path), "%s/jitsu.conf", dir);
   FILE *f = fopen(path, "w");
   fprintf(f,

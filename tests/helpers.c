@@ -291,3 +291,26 @@ int open_fds(void) {
     closedir(d);
   return n;
 }
+
+void config_fails(fixture *f, const char *text, const char *words) {
+  int r = fixture_load(f, "%s", text);
+  if (r == 0 || strstr(f->err.message, words) == NULL)
+    fprintf(stderr, "config:\n%s\ngave %d: %s\n", text, r, f->err.message);
+  assert_int_not_equal(r, 0);
+  assert_non_null(strstr(f->err.message, words));
+}
+
+int summon_fails(fixture *f, const char *name, const char *words, uint64_t ms) {
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
+  assert_non_null(vm);
+  outcome o = {0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, ms));
+  assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 30000));
+  fprintf(stderr, "%s: %s: %s\n", name, jitsu_strerror(o.status),
+          vm_reason(vm));
+  assert_int_not_equal(o.status, 0);
+  if (strstr(vm_reason(vm), words) == NULL)
+    fail_msg("the reason lacks '%s'", words);
+  return o.status;
+}

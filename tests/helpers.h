@@ -73,6 +73,15 @@ int open_fds(void);
  * replaces it). */
 const char *vm_reason(jitsu_vm *vm);
 
+/* Loading (text) as the config must fail with (words) in the message;
+ * the text and the message are printed when it does not. */
+void config_fails(fixture *f, const char *text, const char *words);
+
+/* Summon (name) and wait up to (ms): asserts that it fails, the vm ends
+ * failed and its reason holds (words); prints the reason. Returns the
+ * summon's status. */
+int summon_fails(fixture *f, const char *name, const char *words, uint64_t ms);
+
 /* Summon (name) and wait (ms) for it: asserts it became ready. */
 jitsu_vm *summon_ok(fixture *f, const char *name, uint64_t ms);
 

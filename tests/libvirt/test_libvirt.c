@@ -348,17 +348,6 @@ static void test_adopt(void **state) {
   assert_int_equal(domains_on(&hosts[0]), 0);
 }
 
-static void summon_fails(fixture *f, const char *name, const char *want) {
-  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
-  assert_non_null(vm);
-  outcome o = {0};
-  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
-  assert_true(run_until(f, &o.done, 60000));
-  assert_true(o.status < 0);
-  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_FAILED);
-  has(vm_reason(vm), want);
-}
-
 static void test_bad_input(void **state) {
   fixture *f = *state;
   char path[400], conf[2048];
@@ -412,10 +401,10 @@ static void test_bad_input(void **state) {
                    "ready = marker\nready-timeout = 20s\n%s",
                    kernel, hosts[1].uri, path, conf),
       0);
-  summon_fails(f, "refused", "127.0.0.1:1");
-  summon_fails(f, "refused", "/nonexistent/libvirt-sock");
-  summon_fails(f, "badxml", "/nonexistent/disk.img");
-  summon_fails(f, "nokernel", "/nonexistent");
+  summon_fails(f, "refused", "127.0.0.1:1", 60000);
+  has(vm_reason(jitsu_vm_find(f->ctx, "refused")), "/nonexistent/libvirt-sock");
+  summon_fails(f, "badxml", "/nonexistent/disk.img", 60000);
+  summon_fails(f, "nokernel", "/nonexistent", 60000);
   assert_int_equal(domains_on(&hosts[0]), 0);
   assert_int_equal(domains_on(&hosts[1]), 0);
 }

@@ -209,19 +209,11 @@ static void test_tiny_adopt(void **state) {
   gone(ppid);
 }
 
-static void summon_fails(fixture *f, const char *name, int status,
-                         const char *words) {
-  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
-  outcome o = {0};
-  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
-  assert_true(run_until(f, &o.done, 20000));
-  assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 10000));
-  if (o.status != status || strstr(vm_reason(vm), words) == NULL)
-    fprintf(stderr, "%s: %s: %s\n", name, jitsu_strerror(o.status),
-            vm_reason(vm));
-  assert_int_equal(o.status, status);
-  assert_non_null(strstr(vm_reason(vm), words));
-  assert_int_equal(vm_pid(vm), 0);
+/* The summon of (name) fails with (status) and (words); no QEMU left. */
+static void fails_with(fixture *f, const char *name, int status,
+                       const char *words) {
+  assert_int_equal(summon_fails(f, name, words, 20000), status);
+  assert_int_equal(vm_pid(jitsu_vm_find(f->ctx, name)), 0);
 }
 
 static void test_bad_input(void **state) {
@@ -242,12 +234,12 @@ static void test_bad_input(void **state) {
                                                   "qemu = /nonexistent/qemu\n"),
           "/nonexistent/vmlinux", k, k, k),
       0);
-  summon_fails(f, "nokernel", -ENOENT, "cannot read the kernel");
-  summon_fails(f, "badopt", JITSU_EEXITED,
-               "QEMU exited with status 1: qemu-system-x86_64: "
-               "-no-such-option: invalid option");
-  summon_fails(f, "mute", JITSU_ETIMEDOUT, "not ready within 1500 ms");
-  summon_fails(f, "noqemu", -EIO, "cannot run QEMU");
+  fails_with(f, "nokernel", -ENOENT, "cannot read the kernel");
+  fails_with(f, "badopt", JITSU_EEXITED,
+             "QEMU exited with status 1: qemu-system-x86_64: "
+             "-no-such-option: invalid option");
+  fails_with(f, "mute", JITSU_ETIMEDOUT, "not ready within 1500 ms");
+  fails_with(f, "noqemu", -EIO, "cannot run QEMU");
   /* Config errors name the key. */
   struct {
     const char *line, *key, *words;

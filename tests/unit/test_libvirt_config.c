@@ -16,45 +16,37 @@
 #define VM "[vm d]\nbackend = libvirt\n"
 #define HOST "host = qemu+tcp://127.0.0.1:1/system\n"
 
-static void load_fails(fixture *f, const char *text, const char *words) {
-  int r = fixture_load(f, "%s", text);
-  if (r == 0 || strstr(f->err.message, words) == NULL)
-    fprintf(stderr, "config:\n%s\ngave %d: %s\n", text, r, f->err.message);
-  assert_int_not_equal(r, 0);
-  assert_non_null(strstr(f->err.message, words));
-}
-
 static void test_bad_keys(void **state) {
   fixture *f = *state;
-  load_fails(f, VM "kernel = /k\n", "at least one host");
-  load_fails(f, VM "host = localhost\nkernel = /k\n", "not a libvirt URI");
-  load_fails(f, VM HOST HOST "kernel = /k\n", "twice");
-  load_fails(f, VM HOST, "needs kernel (or xml)");
-  load_fails(f, VM HOST "kernel = vmlinux\n", "absolute path");
-  load_fails(f, VM HOST "kernel = /k\ninitrd = i.gz\n", "absolute path");
-  load_fails(f, VM HOST "kernel = /k\ntype = xen\n", "kvm or qemu");
-  load_fails(f, VM HOST "kernel = /k\nmachine = microvm\n", "machine");
-  load_fails(f, VM HOST "kernel = /k\nmemory = 1500K\n", "memory");
-  load_fails(f, VM HOST "kernel = /k\nvcpus = 0\n", "vcpus");
-  load_fails(f, VM HOST "kernel = /k\nnetwork = tap\n", "network: expected");
-  load_fails(f, VM HOST "kernel = /k\nforward = 8080:80\n",
-             "only with network = user");
-  load_fails(f, VM HOST "kernel = /k\nnetwork = user\nforward = 8080\n",
-             "not [ADDR:]HOSTPORT:GUESTPORT");
-  load_fails(f, VM HOST "kernel = /k\nnetwork = user\nforward = 0:80\n",
-             "not [ADDR:]HOSTPORT:GUESTPORT");
-  load_fails(f, VM HOST "kernel = /k\nnetwork = user\nforward = x:1:80\n",
-             "not [ADDR:]HOSTPORT:GUESTPORT");
-  load_fails(f, VM HOST "kernel = /k\nnetwork = user\nforward = 1:2:3:4\n",
-             "not [ADDR:]HOSTPORT:GUESTPORT");
-  load_fails(f, VM HOST "kernel = /k\nplacement = random\n", "placement");
-  load_fails(f, VM HOST "kernel = /k\nmax-guests-per-host = -1\n",
-             "max-guests-per-host");
-  load_fails(f, VM HOST "kernel = /k\nsuspend = swap\n", "suspend");
-  load_fails(f, VM HOST "kernel = /k\nconsole-marker = \n", "console-marker");
-  load_fails(f, VM HOST "xml = /nonexistent.xml\n", "nonexistent.xml");
-  load_fails(f, VM HOST "xml = /tmp\n", "not a regular file");
-  load_fails(f, VM HOST "xml = /etc/hostname\nkernel = /k\n", "not with xml");
+  config_fails(f, VM "kernel = /k\n", "at least one host");
+  config_fails(f, VM "host = localhost\nkernel = /k\n", "not a libvirt URI");
+  config_fails(f, VM HOST HOST "kernel = /k\n", "twice");
+  config_fails(f, VM HOST, "needs kernel (or xml)");
+  config_fails(f, VM HOST "kernel = vmlinux\n", "absolute path");
+  config_fails(f, VM HOST "kernel = /k\ninitrd = i.gz\n", "absolute path");
+  config_fails(f, VM HOST "kernel = /k\ntype = xen\n", "kvm or qemu");
+  config_fails(f, VM HOST "kernel = /k\nmachine = microvm\n", "machine");
+  config_fails(f, VM HOST "kernel = /k\nmemory = 1500K\n", "memory");
+  config_fails(f, VM HOST "kernel = /k\nvcpus = 0\n", "vcpus");
+  config_fails(f, VM HOST "kernel = /k\nnetwork = tap\n", "network: expected");
+  config_fails(f, VM HOST "kernel = /k\nforward = 8080:80\n",
+               "only with network = user");
+  config_fails(f, VM HOST "kernel = /k\nnetwork = user\nforward = 8080\n",
+               "not [ADDR:]HOSTPORT:GUESTPORT");
+  config_fails(f, VM HOST "kernel = /k\nnetwork = user\nforward = 0:80\n",
+               "not [ADDR:]HOSTPORT:GUESTPORT");
+  config_fails(f, VM HOST "kernel = /k\nnetwork = user\nforward = x:1:80\n",
+               "not [ADDR:]HOSTPORT:GUESTPORT");
+  config_fails(f, VM HOST "kernel = /k\nnetwork = user\nforward = 1:2:3:4\n",
+               "not [ADDR:]HOSTPORT:GUESTPORT");
+  config_fails(f, VM HOST "kernel = /k\nplacement = random\n", "placement");
+  config_fails(f, VM HOST "kernel = /k\nmax-guests-per-host = -1\n",
+               "max-guests-per-host");
+  config_fails(f, VM HOST "kernel = /k\nsuspend = swap\n", "suspend");
+  config_fails(f, VM HOST "kernel = /k\nconsole-marker = \n", "console-marker");
+  config_fails(f, VM HOST "xml = /nonexistent.xml\n", "nonexistent.xml");
+  config_fails(f, VM HOST "xml = /tmp\n", "not a regular file");
+  config_fails(f, VM HOST "xml = /etc/hostname\nkernel = /k\n", "not with xml");
   /* nothing was defined by the failures */
   assert_null(jitsu_vm_find(f->ctx, "d"));
 }
@@ -72,12 +64,12 @@ static void test_xml_files(void **state) {
   snprintf(path, sizeof(path), "%s/g.xml", f->dir);
   write_file(path, "<domain type='kvm'>\n<name>g</name>\n<memory>1\n");
   snprintf(text, sizeof(text), VM HOST "xml = %s\n", path);
-  load_fails(f, text, "g.xml:4: Premature end of data");
+  config_fails(f, text, "g.xml:4: Premature end of data");
   write_file(path, "<network><name>n</name></network>\n");
-  load_fails(f, text, "the root element is <network>, not <domain>");
+  config_fails(f, text, "the root element is <network>, not <domain>");
   write_file(path, "<domain type='kvm'><name>g</name></domain>\n");
   snprintf(text, sizeof(text), VM HOST "xml = %s\nready = marker\n", path);
-  load_fails(f, text, "no <serial> or <console> device");
+  config_fails(f, text, "no <serial> or <console> device");
   /* A good file, with an entity that must not be expanded from disk. */
   write_file(path, "<!DOCTYPE d [<!ENTITY x SYSTEM '/etc/passwd'>]>\n"
                    "<domain type='kvm'><name>g</name><uuid>"
@@ -98,16 +90,9 @@ static void test_unreachable_hosts(void **state) {
                    "host = qemu+unix:///system?socket=/nonexistent/sock\n"
                    "kernel = /k\nready = marker\n"),
       0);
-  jitsu_vm *vm = jitsu_vm_find(f->ctx, "d");
-  outcome o = {0};
-  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
-  assert_true(run_until(f, &o.done, 30000));
-  assert_true(o.status < 0);
-  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_FAILED);
-  const char *why = vm_reason(vm);
-  if (strstr(why, "127.0.0.1:1") == NULL ||
-      strstr(why, "/nonexistent/sock") == NULL)
-    fail_msg("reason: %s", why);
+  summon_fails(f, "d", "127.0.0.1:1", 30000);
+  const char *why = vm_reason(jitsu_vm_find(f->ctx, "d"));
+  assert_non_null(strstr(why, "/nonexistent/sock"));
   assert_non_null(strstr(why, "no host could take the guest"));
 }
 

@@ -13,36 +13,30 @@
 
 #define VM "[vm d]\nbackend = xl\n"
 
-static void load_fails(fixture *f, const char *text, const char *words) {
-  int r = fixture_load(f, "%s", text);
-  if (r == 0 || strstr(f->err.message, words) == NULL)
-    fprintf(stderr, "config:\n%s\ngave %d: %s\n", text, r, f->err.message);
-  assert_int_not_equal(r, 0);
-  assert_non_null(strstr(f->err.message, words));
-}
-
 static void test_bad_keys(void **state) {
   fixture *f = *state;
-  load_fails(f, VM "memory = 64M\n", "kernel");
-  load_fails(f, VM "kernel = /k\ntype = hvm\n", "type: 'hvm' is not pv or pvh");
-  load_fails(f, VM "kernel = /k\nmemory = 1500K\n", "memory");
-  load_fails(f, VM "kernel = /k\nvcpus = 0\n", "vcpus");
-  load_fails(f, VM "kernel = /k\nmemory = 256M\nmaxmem = 128M\n", "maxmem");
-  load_fails(f, VM "kernel = /k\nvif = bridge\n", "is not KEY=VALUE");
-  load_fails(f, VM "kernel = /k\nvif = mac=01:00:00:00:00:01\n",
-             "not a unicast MAC");
-  load_fails(f, VM "kernel = /k\nvif = model=e1000\n",
-             "not one of bridge, mac, script, ip");
-  load_fails(f, VM "kernel = /k\ndisk = /img,raw,xvda,rw,bogus=1\n", "disk");
-  load_fails(f, VM "kernel = /k\nready-key = /local/domain/0/x\n", "ready-key");
-  load_fails(f, VM "kernel = /k\nready-key = data/../../x\n", "ready-key");
-  load_fails(f, VM "kernel = /k\nsuspend = swap\n", "suspend");
-  load_fails(f, VM "kernel = /k\nconsole-marker = \n", "console-marker");
-  load_fails(f, VM "config = /nonexistent.cfg\n", "nonexistent.cfg");
+  config_fails(f, VM "memory = 64M\n", "kernel");
+  config_fails(f, VM "kernel = /k\ntype = hvm\n",
+               "type: 'hvm' is not pv or pvh");
+  config_fails(f, VM "kernel = /k\nmemory = 1500K\n", "memory");
+  config_fails(f, VM "kernel = /k\nvcpus = 0\n", "vcpus");
+  config_fails(f, VM "kernel = /k\nmemory = 256M\nmaxmem = 128M\n", "maxmem");
+  config_fails(f, VM "kernel = /k\nvif = bridge\n", "is not KEY=VALUE");
+  config_fails(f, VM "kernel = /k\nvif = mac=01:00:00:00:00:01\n",
+               "not a unicast MAC");
+  config_fails(f, VM "kernel = /k\nvif = model=e1000\n",
+               "not one of bridge, mac, script, ip");
+  config_fails(f, VM "kernel = /k\ndisk = /img,raw,xvda,rw,bogus=1\n", "disk");
+  config_fails(f, VM "kernel = /k\nready-key = /local/domain/0/x\n",
+               "ready-key");
+  config_fails(f, VM "kernel = /k\nready-key = data/../../x\n", "ready-key");
+  config_fails(f, VM "kernel = /k\nsuspend = swap\n", "suspend");
+  config_fails(f, VM "kernel = /k\nconsole-marker = \n", "console-marker");
+  config_fails(f, VM "config = /nonexistent.cfg\n", "nonexistent.cfg");
   /* libxlutil's scanner would exit the process reading a directory */
-  load_fails(f, VM "config = /tmp\n", "not a regular file");
-  load_fails(f, VM "config = /etc/xen/a.cfg\nkernel = /k\n",
-             "exclude each other");
+  config_fails(f, VM "config = /tmp\n", "not a regular file");
+  config_fails(f, VM "config = /etc/xen/a.cfg\nkernel = /k\n",
+               "exclude each other");
   /* nothing was defined by the failures */
   assert_null(jitsu_vm_find(f->ctx, "d"));
 }
@@ -68,17 +62,17 @@ static void test_xl_file(void **state) {
   fp = fopen(path, "w");
   fputs("kernel = \"/boot/vmlinuz\"\nmemory = = 12\n", fp);
   fclose(fp);
-  load_fails(f, text, "guest.cfg:2: config parsing error");
+  config_fails(f, text, "guest.cfg:2: config parsing error");
   /* xl's vif syntax is checked as ours */
   fp = fopen(path, "w");
   fputs("kernel = \"/k\"\nvif = [ 'rate=10Mb/s' ]\n", fp);
   fclose(fp);
-  load_fails(f, text, "not one of bridge, mac, script, ip");
+  config_fails(f, text, "not one of bridge, mac, script, ip");
   /* no kernel: pygrub and other bootloaders are not supported */
   fp = fopen(path, "w");
   fputs("bootloader = \"pygrub\"\nmemory = 128\n", fp);
   fclose(fp);
-  load_fails(f, text, "no kernel");
+  config_fails(f, text, "no kernel");
 }
 
 /* No Xen here (or no permission): the summon fails at once, clearly. */

@@ -285,17 +285,10 @@ static void test_xl_file(void **state) {
   stop_ok(f, vm, JITSU_STOP_DESTROY);
 }
 
-static void summon_fails(fixture *f, const char *name, const char *words) {
-  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
-  assert_non_null(vm);
-  outcome o = {0};
-  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
-  assert_true(run_until(f, &o.done, 120000));
-  assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 30000));
-  fprintf(stderr, "%s: %s: %s\n", name, jitsu_strerror(o.status),
-          vm_reason(vm));
-  assert_int_not_equal(o.status, 0);
-  assert_non_null(strstr(vm_reason(vm), words));
+/* The summon of (name) fails with (words) and leaves no domain. */
+static void fails_leaving_nothing(fixture *f, const char *name,
+                                  const char *words) {
+  summon_fails(f, name, words, 120000);
   bool gone = domain_gone(f, name, 10000);
   if (!gone)
     system("xl list >&2; xenstore-ls -f /local/domain | grep -v '^/local/"
@@ -326,8 +319,8 @@ static void test_bad_input(void **state) {
                                          "data/never\nready-timeout = 25s\n",
                    "/guest/no-such-kernel", ramdisk, kernel, ramdisk),
       0);
-  summon_fails(f, "nokernel", "no-such-kernel");
-  summon_fails(f, "never", "not ready within");
+  fails_leaving_nothing(f, "nokernel", "no-such-kernel");
+  fails_leaving_nothing(f, "never", "not ready within");
 }
 
 /* More memory than Xen has: libxl's own message, nothing left. */
@@ -339,7 +332,7 @@ static void test_too_much_memory(void **state) {
                                 "ready-timeout = 60s\n",
                                 kernel, ramdisk),
                    0);
-  summon_fails(f, "huge", "cannot create the domain");
+  fails_leaving_nothing(f, "huge", "cannot create the domain");
 }
 
 /* ---- channels between domains ------------------------------------------ */
