@@ -7,6 +7,13 @@
  * the channel runs on libuv loops through the library's API.
  *
  *   bench_chan [-n ROUNDTRIPS] [-s MEGABYTES]
+ *
+ * Between two machines (two Xen domains; the rendezvous comes from
+ * $JITSU_RENDEZVOUS, e.g. xen), one side serves and the other measures a
+ * channel against TCP between the same two:
+ *   bench_chan [-s MEGABYTES] -L NAME -T PORT       serve: the channel name
+ *       NAME, TCP ping on PORT and stream on PORT+1, until killed
+ *   bench_chan [-n N] [-s MEGABYTES] -C NAME -A ADDR:PORT
  */
 #include <jitsu/jitsu.h>
 
@@ -34,6 +41,7 @@ static int n_rt = 20000;
 static bool direct; /* the channel's consumer reads in place */
 static uint64_t stream_bytes = 512ull << 20;
 static char rv_path[256];
+static bool serve_forever; /* -L: peers outlive their channels */
 
 /* ---- sockets ------------------------------------------------------------- */
 
@@ -89,6 +97,21 @@ static double socket_stream(int fd) {
   return stream_bytes / (now_s() - t0) / 1e6;
 }
 
+/* Connected to (sin) with TCP_NODELAY, or -1. */
+static int tcp_connect(const struct sockaddr_in *sin) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  struct timeval tv = {30, 0}; /* a peer that stops answering ends the test */
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  if (fd >= 0 && connect(fd, (const struct sockaddr *)sin, sizeof(*sin)) == 0)
+    return fd;
+  if (fd >= 0)
+    close(fd);
+  return -1;
+}
+
 /* (kind) 0: socketpair, 1: TCP; (stream): which test. */
 static double run_socket(int kind, int stream) {
   int fds[2];
@@ -120,10 +143,7 @@ static double run_socket(int kind, int stream) {
   if (kind == 0) {
     close(fds[1]);
   } else {
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
+    if ((fd = tcp_connect(&sin)) < 0)
       return -1;
     close(lfd);
   }
@@ -145,7 +165,8 @@ static void peer_read(jitsu_chan *c, const void *d, size_t n, int err,
   peer_state *s = arg;
   if (n == 0) {
     jitsu_chan_close(c);
-    uv_stop(uv_default_loop());
+    if (!serve_forever)
+      uv_stop(uv_default_loop());
     return;
   }
   if (jitsu_chan_data(c) == NULL) { /* ping: echo */
@@ -241,6 +262,26 @@ static void bench_connected(jitsu_chan *c, int err, void *arg) {
     jitsu_chan_write(c, "x", 1, NULL, NULL);
 }
 
+/* Connect to (name) (through (rendezvous), or as $JITSU_RENDEZVOUS says
+ * when NULL) and run one test; -1 on failure. */
+static double measure_channel(uv_loop_t *loop, const char *name,
+                              const char *rendezvous, int stream) {
+  bench_state b = {.stream = stream};
+  jitsu_chan_options o = JITSU_CHAN_OPTIONS_INIT;
+  o.rendezvous = rendezvous;
+  o.ring_size = 1024 * 1024;
+  double deadline = now_s() + 60;
+  if (jitsu_chan_connect(loop, name, stream ? "stream" : "ping", &o,
+                         bench_connected, &b) < 0)
+    return -1;
+  while (!b.done && now_s() < deadline)
+    uv_run(loop, UV_RUN_NOWAIT);
+  if (b.c != NULL)
+    jitsu_chan_close(b.c);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return b.done ? b.result : -1;
+}
+
 static double run_channel(uv_loop_t *loop, int stream) {
   int ready[2];
   if (pipe(ready) < 0)
@@ -272,31 +313,119 @@ static double run_channel(uv_loop_t *loop, int stream) {
       break;
   }
   close(ready[0]);
-  bench_state b = {.stream = stream};
-  jitsu_chan_options o = JITSU_CHAN_OPTIONS_INIT;
-  o.rendezvous = rv_path;
-  o.ring_size = 1024 * 1024;
-  double deadline = now_s() + 60;
-  if (jitsu_chan_connect(loop, "bench", stream ? "stream" : "ping", &o,
-                         bench_connected, &b) < 0)
-    return -1;
-  while (!b.done && now_s() < deadline)
-    uv_run(loop, UV_RUN_NOWAIT);
-  if (b.c != NULL)
-    jitsu_chan_close(b.c);
-  uv_run(loop, UV_RUN_NOWAIT);
+  double r = measure_channel(loop, "bench", rv_path, stream);
   kill(pid, SIGTERM);
   waitpid(pid, NULL, 0);
-  return b.done ? b.result : -1;
+  return r;
+}
+
+/* ---- across two machines (-L, -C) ---------------------------------------- */
+
+/* Serve TCP on (port): each connection gets a peer process. */
+static void tcp_server(int port, int stream) {
+  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port)};
+  if (bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+      listen(lfd, 4) < 0) {
+    perror("bench_chan: TCP server");
+    _exit(1);
+  }
+  signal(SIGCHLD, SIG_IGN); /* no zombies */
+  for (;;) {
+    int fd = accept(lfd, NULL, NULL);
+    if (fd < 0)
+      continue;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (fork() == 0) {
+      close(lfd);
+      socket_peer(fd, stream);
+    }
+    close(fd);
+  }
+}
+
+static int serve(const char *name, int port) {
+  for (int stream = 0; stream < 2; stream++)
+    if (fork() == 0)
+      tcp_server(port + stream, stream);
+  serve_forever = true;
+  uv_loop_t *l = uv_default_loop();
+  jitsu_chan_options o = JITSU_CHAN_OPTIONS_INIT;
+  jitsu_chan_listener *lst;
+  int ready[2];
+  if (pipe(ready) < 0)
+    return 1;
+  int r = jitsu_chan_listen(l, name, &o, peer_accept, &ready[1], &lst);
+  if (r < 0) {
+    fprintf(stderr, "bench_chan: listen %s: %s\n", name, jitsu_strerror(r));
+    return 1;
+  }
+  fprintf(stderr, "bench_chan: serving %s, TCP %d and %d\n", name, port,
+          port + 1);
+  return uv_run(l, UV_RUN_DEFAULT);
+}
+
+static double tcp_measure(const struct sockaddr_in *sin, int stream) {
+  int fd = tcp_connect(sin);
+  if (fd < 0)
+    return -1;
+  double r = stream ? socket_stream(fd) : socket_ping(fd);
+  close(fd);
+  return r;
+}
+
+static int measure_remote(const char *name, const char *addr) {
+  char host[64];
+  int port = 0;
+  if (sscanf(addr, "%63[^:]:%d", host, &port) != 2 || port < 1 ||
+      port > 65534) {
+    fprintf(stderr, "bench_chan: -A ADDR:PORT expected\n");
+    return 2;
+  }
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port)};
+  if (inet_pton(AF_INET, host, &sin.sin_addr) != 1)
+    return 2;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  double ping[2], tput[2];
+  ping[0] = measure_channel(&loop, name, NULL, 0);
+  tput[0] = measure_channel(&loop, name, NULL, 1);
+  ping[1] = tcp_measure(&sin, 0);
+  sin.sin_port = htons((uint16_t)(port + 1));
+  tput[1] = tcp_measure(&sin, 1);
+  printf("one-byte ping-pong to %s, %d round trips (mean us):\n", name, n_rt);
+  printf("  channel            %8.2f\n  TCP to %-12s%8.2f\n", ping[0], host,
+         ping[1]);
+  printf("streaming %llu MiB in 64 KiB writes (MB/s):\n",
+         (unsigned long long)(stream_bytes >> 20));
+  printf("  channel            %8.0f\n  TCP to %-12s%8.0f\n", tput[0], host,
+         tput[1]);
+  printf("ratios: latency channel/TCP %.2f, throughput channel/TCP %.2f\n",
+         ping[0] / ping[1], tput[0] / tput[1]);
+  uv_loop_close(&loop);
+  return ping[0] > 0 && ping[1] > 0 && tput[0] > 0 && tput[1] > 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
-  int opt;
-  while ((opt = getopt(argc, argv, "n:s:")) != -1) {
+  int opt, tcp_port = 0;
+  const char *listen_name = NULL, *connect_name = NULL, *addr = NULL;
+  while ((opt = getopt(argc, argv, "n:s:L:T:C:A:")) != -1) {
     if (opt == 'n')
       n_rt = atoi(optarg);
     else if (opt == 's')
       stream_bytes = (uint64_t)atoi(optarg) << 20;
+    else if (opt == 'L')
+      listen_name = optarg;
+    else if (opt == 'T')
+      tcp_port = atoi(optarg);
+    else if (opt == 'C')
+      connect_name = optarg;
+    else if (opt == 'A')
+      addr = optarg;
   }
   if (n_rt < 1 || n_rt > 10000000 || stream_bytes < CHUNK) {
     fprintf(stderr, "usage: bench_chan [-n ROUNDTRIPS] [-s MEGABYTES]\n");
@@ -304,6 +433,10 @@ int main(int argc, char **argv) {
   }
   signal(SIGPIPE, SIG_IGN);
   setvbuf(stdout, NULL, _IOLBF, 0);
+  if (listen_name != NULL)
+    return tcp_port > 0 && tcp_port < 65535 ? serve(listen_name, tcp_port) : 2;
+  if (connect_name != NULL)
+    return addr != NULL ? measure_remote(connect_name, addr) : 2;
   char dir[] = "/tmp/jitsu-bench-chan-XXXXXX";
   if (mkdtemp(dir) == NULL)
     return 1;

@@ -85,6 +85,7 @@ mkdir -p $g/lib/modules
 for m in xen-evtchn xen-gntdev xen-gntalloc; do # for libxenvchan
   cp "$mods/drivers/xen/$m.ko" $g/lib/modules/
 done
+cp "$mods/drivers/net/xen-netfront.ko" $g/lib/modules/ # a vif, if it has one
 printf '#!/bin/busybox sh\nexec /bin/busybox poweroff -f\n' > $g/sbin/poweroff
 printf '#!/bin/busybox sh\nexec /bin/busybox reboot -f\n' > $g/sbin/reboot
 cp "$here/guest-init" $g/init
@@ -109,7 +110,8 @@ copy_libs $d $d/usr/lib/xen-$xenv/bin/* $d/usr/bin/xenstore
 # libxl loads libgcc_s at run time (pthread_cancel); without it xl aborts.
 cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 $d/lib/x86_64-linux-gnu/
 for m in drivers/xen/xen-evtchn drivers/xen/xen-gntdev drivers/xen/xen-gntalloc \
-         drivers/xen/xen-privcmd drivers/xen/xenfs/xenfs; do
+         drivers/xen/xen-privcmd drivers/xen/xenfs/xenfs \
+         drivers/net/xen-netback/xen-netback; do
   cp "$mods/$m.ko" $d/lib/modules/
 done
 cp guest-vmlinux $d/guest/vmlinux

@@ -40,7 +40,8 @@ mkdir -p "$rd/jitsu" "$rd/lib/x86_64-linux-gnu"
 cp "$run" "$rd/jitsu/run"
 # Settings passed into dom0 (dom0-tests reads them): a test filter and the
 # library's verbose log, for debugging one test.
-for v in JITSU_XEN_TESTS JITSU_XEN_ALARM JITSU_TEST_VERBOSE ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
+for v in JITSU_XEN_TESTS JITSU_XEN_ALARM JITSU_TEST_VERBOSE JITSU_XEN_BENCH_RUNS \
+    JITSU_BENCH_RT ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
   eval "val=\${$v:-}"
   [ -n "$val" ] && printf "export %s='%s'\n" "$v" "$val"
 done > "$rd/jitsu/env"
