@@ -228,11 +228,13 @@ static int make_shm(size_t ring, uint8_t **map, size_t *len, int *fd) {
 int jitsu_chan_connect(uv_loop_t *loop, const char *name, const char *port,
                        const jitsu_chan_options *opts, jitsu_chan_connect_cb cb,
                        void *arg) {
-  if (!jitsu__chan_name_ok(name) || !jitsu__chan_port_ok(port))
+  jitsu_chan_options o;
+  if (!jitsu__chan_name_ok(name) || !jitsu__chan_port_ok(port) ||
+      jitsu__chan_opts(opts, &o) < 0)
     return -EINVAL;
   if (jitsu__chan_xen_wanted(opts)) {
 #ifdef JITSU_HAVE_VCHAN
-    return jitsu__xen_connect(loop, name, port, opts, cb, arg);
+    return jitsu__xen_connect(loop, name, port, &o, cb, arg);
 #else
     return -EPROTONOSUPPORT;
 #endif
@@ -282,8 +284,7 @@ int jitsu_chan_connect(uv_loop_t *loop, const char *name, const char *port,
   p->loop = loop;
   p->cb = cb;
   p->arg = arg;
-  if (opts != NULL)
-    p->opts = *opts;
+  p->opts = o;
   uv_poll_init(loop, &p->poll, p->rv);
   uv_timer_init(loop, &p->timer);
   p->poll.data = p->timer.data = p;
@@ -303,6 +304,7 @@ struct jitsu_chan_listener {
   uv_poll_t poll;
   bool registered, closing;
   jitsu_chan_options opts;
+  jitsu__chan_count *count; /* its channels open now */
   jitsu_chan_accept_cb cb;
   void *arg;
 };
@@ -354,6 +356,8 @@ void jitsu_chan_listener_close(jitsu_chan_listener *l) {
   if (l == NULL || l->closing)
     return;
   l->closing = true;
+  jitsu__chan_count_put(l->count);
+  l->count = NULL;
 #ifdef JITSU_HAVE_VCHAN
   if (l->xen != NULL) {
     jitsu__xen_listener_close(l->xen);
@@ -423,7 +427,8 @@ static void l_readable(uv_poll_t *h, int status, int events) {
     int err = -EPROTO;
     jitsu_chan *c = NULL;
     if (nfds == 2 && sscanf(msg, "A %63s", port) == 1 &&
-        jitsu__chan_port_ok(port)) {
+        jitsu__chan_port_ok(port) && jitsu__chan_count_room(l->count)) {
+      /* (over the limit: the fds are closed, the connector sees the end) */
       c = take_channel(l, fds[0], fds[1], &err);
       close(fds[0]);
       if (c == NULL)
@@ -432,15 +437,19 @@ static void l_readable(uv_poll_t *h, int status, int events) {
       for (int k = 0; k < nfds; k++)
         close(fds[k]);
     }
-    if (c != NULL)
+    if (c != NULL) {
+      jitsu__chan_count_add(c, l->count);
       l->cb(l, c, port, 0, l->arg);
+    }
   }
 }
 
 int jitsu_chan_listen(uv_loop_t *loop, const char *name,
                       const jitsu_chan_options *opts, jitsu_chan_accept_cb cb,
                       void *arg, jitsu_chan_listener **out) {
-  if (!jitsu__chan_name_ok(name) || cb == NULL)
+  jitsu_chan_options o;
+  if (!jitsu__chan_name_ok(name) || cb == NULL ||
+      jitsu__chan_opts(opts, &o) < 0)
     return -EINVAL;
   if (jitsu__chan_xen_wanted(opts)) {
 #ifdef JITSU_HAVE_VCHAN
@@ -448,7 +457,7 @@ int jitsu_chan_listen(uv_loop_t *loop, const char *name,
     if (xl == NULL)
       return -ENOMEM;
     xl->loop = loop;
-    int r = jitsu__xen_listen(xl, loop, name, opts, cb, arg, &xl->xen);
+    int r = jitsu__xen_listen(xl, loop, name, &o, cb, arg, &xl->xen);
     if (r < 0) {
       free(xl);
       return r;
@@ -466,14 +475,16 @@ int jitsu_chan_listen(uv_loop_t *loop, const char *name,
   snprintf(msg, sizeof(msg), "L %s", name);
   int r = jitsu__rv_send(fd, msg, NULL, 0);
   jitsu_chan_listener *l = r == 0 ? calloc(1, sizeof(*l)) : NULL;
-  if (l == NULL) {
+  jitsu__chan_count *count = l != NULL ? jitsu__chan_count_new(&o) : NULL;
+  if (count == NULL) {
+    free(l);
     close(fd);
     return r < 0 ? r : -ENOMEM;
   }
   l->loop = loop;
   l->rv = fd;
-  if (opts != NULL)
-    l->opts = *opts;
+  l->opts = o;
+  l->count = count;
   l->cb = cb;
   l->arg = arg;
   uv_poll_init(loop, &l->poll, fd);

@@ -144,6 +144,7 @@ typedef struct xlisten {
   char name[JITSU_CHAN_NAME_MAX + 1];
   char base[96], home[64], token[96];
   jitsu_chan_options opts;
+  jitsu__chan_count *count; /* its channels open now */
   jitsu_chan_accept_cb cb;
   void *arg;
   bool closing;
@@ -153,6 +154,7 @@ static void xl_handle_closed(uv_handle_t *h) {
   xlisten *x = h->data;
   if (--x->handles == 0) {
     xs_close(x->xs);
+    jitsu__chan_count_put(x->count);
     free(x);
   }
 }
@@ -183,6 +185,10 @@ static void serve_request(xlisten *x, const char *client, const char *port) {
     xs_rm(x->xs, XBT_NULL, req); /* not a request: drop it */
     return;
   }
+  if (!jitsu__chan_count_room(x->count)) {
+    xs_rm(x->xs, XBT_NULL, req); /* over the limit: the client times out */
+    return;
+  }
   snprintf(path, sizeof(path), "%s/data/vchan/%u/%s", x->home, cdom, port);
   size_t size = ring_size(&x->opts);
   struct libxenvchan *v =
@@ -197,6 +203,7 @@ static void serve_request(xlisten *x, const char *client, const char *port) {
     return;
   }
   peer_watch(c, x->loop, (int)cdom, "@releaseDomain");
+  jitsu__chan_count_add(c, x->count);
   x->cb(x->outer, c, port, 0, x->arg);
 }
 
@@ -260,7 +267,7 @@ int jitsu__xen_listen(jitsu_chan_listener *outer, uv_loop_t *loop,
   x->loop = loop;
   x->cb = cb;
   x->arg = arg;
-  x->opts = opts ? *opts : (jitsu_chan_options)JITSU_CHAN_OPTIONS_INIT;
+  x->opts = *opts; /* checked and made current by jitsu_chan_listen */
   snprintf(x->name, sizeof(x->name), "%s", name);
   snprintf(x->base, sizeof(x->base), "/conduit/%s", name);
   snprintf(x->token, sizeof(x->token), "jitsu-listen/%s", name);
@@ -289,6 +296,12 @@ int jitsu__xen_listen(jitsu_chan_listener *outer, uv_loop_t *loop,
     xs_close(x->xs);
     free(x);
     return r ? r : -EIO;
+  }
+  if ((x->count = jitsu__chan_count_new(&x->opts)) == NULL) {
+    xs_rm(x->xs, XBT_NULL, x->base);
+    xs_close(x->xs);
+    free(x);
+    return -ENOMEM;
   }
   uv_poll_init(loop, &x->poll, xs_fileno(x->xs));
   uv_timer_init(loop, &x->later);
@@ -412,7 +425,7 @@ int jitsu__xen_connect(uv_loop_t *loop, const char *name, const char *port,
   x->cb = cb;
   x->arg = arg;
   x->server = -1;
-  x->opts = opts ? *opts : (jitsu_chan_options)JITSU_CHAN_OPTIONS_INIT;
+  x->opts = *opts; /* checked and made current by jitsu_chan_connect */
   snprintf(x->base, sizeof(x->base), "/conduit/%s", name);
   snprintf(x->req, sizeof(x->req), "/conduit/%s/%d/%s", name, x->domid, port);
   snprintf(x->token, sizeof(x->token), "jitsu-connect/%s/%s", name, port);

@@ -9,6 +9,7 @@
 #include "channel_int.h"
 
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ struct jitsu_chan {
   struct libxenvchan *vchan; /* a Xen channel: libxenvchan, no memfd */
   void *peer_watch;          /* and what tells it that the peer died */
   void (*peer_watch_free)(void *);
+  jitsu__chan_count *count; /* the listener's, for a channel it accepted */
   uint8_t *map;
   size_t map_len;
   int bell; /* our end of the socket pair */
@@ -149,6 +151,11 @@ void jitsu_chan_close(jitsu_chan *c) {
   if (c->peer_watch != NULL)
     c->peer_watch_free(c->peer_watch);
   c->peer_watch = NULL;
+  if (c->count != NULL) {
+    c->count->open--;
+    jitsu__chan_count_put(c->count);
+    c->count = NULL;
+  }
   if (c->bell >= 0)
     close(c->bell); /* the peer's poll sees the hang-up */
   c->bell = -1;
@@ -487,4 +494,46 @@ void jitsu_chan_set_data(jitsu_chan *c, void *data) {
 
 void *jitsu_chan_data(const jitsu_chan *c) {
   return c->data;
+}
+
+int jitsu__chan_opts(const jitsu_chan_options *in, jitsu_chan_options *out) {
+  static const jitsu_chan_options defaults = JITSU_CHAN_OPTIONS_INIT;
+  *out = defaults;
+  if (in == NULL)
+    return 0;
+  if (in->version == 1) { /* everything before max_channels */
+    memcpy(out, in, offsetof(jitsu_chan_options, max_channels));
+    out->version = JITSU_CHAN_OPTIONS_VERSION;
+    return 0;
+  }
+  if (in->version != JITSU_CHAN_OPTIONS_VERSION)
+    return -EINVAL;
+  *out = *in;
+  return 0;
+}
+
+jitsu__chan_count *jitsu__chan_count_new(const jitsu_chan_options *o) {
+  jitsu__chan_count *n = calloc(1, sizeof(*n));
+  if (n != NULL) {
+    n->refs = 1;
+    n->max = o->max_channels ? o->max_channels : JITSU_CHAN_LISTEN_MAX;
+  }
+  return n;
+}
+
+bool jitsu__chan_count_room(const jitsu__chan_count *n) {
+  return n == NULL || n->open < n->max;
+}
+
+void jitsu__chan_count_add(jitsu_chan *c, jitsu__chan_count *n) {
+  if (n == NULL || c->count != NULL)
+    return;
+  n->refs++;
+  n->open++;
+  c->count = n;
+}
+
+void jitsu__chan_count_put(jitsu__chan_count *n) {
+  if (n != NULL && --n->refs == 0)
+    free(n);
 }

@@ -17,6 +17,23 @@
 
 /* A channel over (map) (the whole memfd mapping, which it now owns) and
  * (bell) (its socket pair end, owned too); NULL with (*err) set. */
+/* (in) (NULL: the defaults) as the current version into (out); -EINVAL
+ * for a version this library does not know. Version 1 lacks
+ * max_channels. */
+int jitsu__chan_opts(const jitsu_chan_options *in, jitsu_chan_options *out);
+
+/* The open channels of one listener, shared with its channels (each
+ * holds a reference until it is freed, which may be after the listener). */
+typedef struct jitsu__chan_count {
+  unsigned refs, open, max;
+} jitsu__chan_count;
+jitsu__chan_count *jitsu__chan_count_new(const jitsu_chan_options *o);
+/* Whether one more channel may open. */
+bool jitsu__chan_count_room(const jitsu__chan_count *n);
+/* (c) counts against (n) until it is freed. */
+void jitsu__chan_count_add(jitsu_chan *c, jitsu__chan_count *n);
+void jitsu__chan_count_put(jitsu__chan_count *n);
+
 jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
                             int bell, int role, const jitsu_chan_options *o,
                             int *err);

@@ -37,6 +37,7 @@ typedef struct jitsu_chan_listener jitsu_chan_listener;
 #define JITSU_CHAN_RING_DEFAULT (256 * 1024) /* bytes per direction */
 #define JITSU_CHAN_RING_MIN 4096
 #define JITSU_CHAN_RING_MAX (16 * 1024 * 1024)
+#define JITSU_CHAN_LISTEN_MAX 256 /* channels open at once per listener */
 
 /* Data arrived: (data, len) is valid during the call only. (len) 0 with
  * (err) 0 is the end of the stream (the peer shut down or closed); (err)
@@ -57,7 +58,7 @@ typedef void (*jitsu_chan_accept_cb)(jitsu_chan_listener *l, jitsu_chan *c,
                                      const char *port, int err, void *arg);
 
 /* Options of an endpoint (listen or connect). */
-#define JITSU_CHAN_OPTIONS_VERSION 1
+#define JITSU_CHAN_OPTIONS_VERSION 2
 typedef struct jitsu_chan_options {
   unsigned version;       /* JITSU_CHAN_OPTIONS_VERSION */
   const char *rendezvous; /* socket path; NULL: $JITSU_RENDEZVOUS */
@@ -70,9 +71,12 @@ typedef struct jitsu_chan_options {
    * them while the callback runs, so read each byte once (forwarding,
    * hashing, copying out). Default false. */
   bool direct_read;
+  /* listen: channels of this listener open at once; a connect beyond is
+   * refused (0: JITSU_CHAN_LISTEN_MAX). Version 2. */
+  unsigned max_channels;
 } jitsu_chan_options;
 #define JITSU_CHAN_OPTIONS_INIT                                                \
-  { JITSU_CHAN_OPTIONS_VERSION, NULL, 0, 0, 0, false }
+  { JITSU_CHAN_OPTIONS_VERSION, NULL, 0, 0, 0, false, 0 }
 
 /* Listen on (name) for connects to any of its ports; (cb) says when the
  * name is registered and gets each new channel. */

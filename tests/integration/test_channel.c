@@ -323,6 +323,65 @@ static void test_channel_alias(void **state) {
   jitsu_chan_close(c);
 }
 
+/* A listener takes at most max_channels at once: one more connect gets a
+ * channel that ends at once (-ECONNRESET, or EOF); closing one makes room.
+ * Options of version 1 (before max_channels) are still taken; an unknown
+ * version is refused. */
+static void test_listener_cap(void **state) {
+  fixture *f = *state;
+  assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
+  jitsu_chan_options o = opts(f);
+  o.max_channels = 2;
+  jitsu_chan_listener *l;
+  int st = 0;
+  n_accepted = 0;
+  assert_int_equal(
+      jitsu_chan_listen(&f->loop, "capped", &o, echo_accept, &st, &l), 0);
+  assert_int_equal(wait_listen(f, &st), 0);
+  jitsu_chan *c1 = connect_ok(f, "capped", "a");
+  jitsu_chan *c2 = connect_ok(f, "capped", "b");
+  for (int i = 0; i < 100 && n_accepted < 2; i++)
+    run_for(f, 10);
+  assert_int_equal(n_accepted, 2);
+  jitsu_chan *c3 = connect_ok(f, "capped", "c");
+  sink s3 = {0};
+  jitsu_chan_read_start(c3, sink_read, &s3);
+  jitsu_chan_write(c3, "x", 1, NULL, NULL);
+  assert_true(run_until(f, &s3.ended, 5000));
+  assert_int_equal(s3.bytes, 0); /* nobody echoed it */
+  assert_int_equal(n_accepted, 2);
+  jitsu_chan_close(c3);
+  /* Room again once one of the two is closed on the listener's side. */
+  jitsu_chan_close(accepted[--n_accepted]);
+  run_for(f, 50);
+  jitsu_chan *c4 = connect_ok(f, "capped", "d");
+  sink s4 = {0};
+  jitsu_chan_read_start(c4, sink_read, &s4);
+  jitsu_chan_write(c4, "y", 1, NULL, NULL);
+  for (int i = 0; i < 200 && s4.bytes == 0; i++)
+    run_for(f, 10);
+  assert_int_equal(s4.bytes, 1);
+  assert_string_equal(last_port, "d");
+  /* Versions. */
+  jitsu_chan_options v1 = opts(f), bad = opts(f);
+  v1.version = 1;
+  bad.version = 99;
+  conn_out out = {0};
+  assert_int_equal(
+      jitsu_chan_connect(&f->loop, "capped", "e", &bad, connected, &out),
+      -EINVAL);
+  assert_int_equal(
+      jitsu_chan_connect(&f->loop, "nobody", "e", &v1, connected, &out), 0);
+  assert_true(run_until(f, &out.done, 5000));
+  assert_int_equal(out.err, -ECONNREFUSED);
+  jitsu_chan_close(c1);
+  jitsu_chan_close(c2);
+  jitsu_chan_close(c4);
+  jitsu_chan_listener_close(l);
+  while (n_accepted > 0)
+    jitsu_chan_close(accepted[--n_accepted]);
+}
+
 int main(void) {
 #define T(fn)                                                                  \
   cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
@@ -330,7 +389,7 @@ int main(void) {
       T(test_host_to_host),    T(test_summon_on_connect_1gib),
       T(test_peer_killed),     T(test_many_channels),
       T(test_connect_timeout), T(test_rendezvous_from_config),
-      T(test_channel_alias),
+      T(test_channel_alias),   T(test_listener_cap),
   };
   return cmocka_run_group_tests_name("channel", tests, NULL, NULL);
 }
