@@ -7,14 +7,21 @@
  */
 #include "libvirt.h"
 
+#include <fcntl.h>
+#include <libxml/uri.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <libvirt/virterror.h>
 
 static jitsu__link hosts = {&hosts, &hosts}; /* loop threads only */
 
 enum { KEEPALIVE_INTERVAL_S = 5, KEEPALIVE_COUNT = 3 };
 enum { RETRY_FIRST_MS = 250, RETRY_MAX_MS = 30000 };
+enum { PROBE_MS = 3000 }; /* a remote host's TCP answer, before libvirt */
 
 int lv_fail(lvjob *j, const char *what) {
   const char *msg = virGetLastErrorMessage();
@@ -88,6 +95,54 @@ static void on_close(virConnectPtr conn, int reason, void *opaque) {
 
 /* ---- the connection (worker threads) ----------------------------------- */
 
+/* libvirt's connect to a remote host has no time limit: a host that drops
+ * packets would hold a worker thread for the kernel's TCP time-out (about
+ * two minutes). Ask the host's TCP port first, for at most PROBE_MS: no
+ * answer is an error of ours; any answer (even a refusal) lets libvirt
+ * connect and say what it says. Local URIs are not probed. */
+static int probe(lvjob *j, const char *uri) {
+  xmlURIPtr u = xmlParseURI(uri);
+  if (u == NULL)
+    return 0; /* libvirt will say what is wrong with it */
+  const char *plus = u->scheme ? strchr(u->scheme, '+') : NULL;
+  const char *transport = plus ? plus + 1 : (u->server ? "tls" : NULL);
+  int port = u->port;
+  if (transport == NULL || u->server == NULL || u->server[0] == '\0' ||
+      (strcmp(transport, "tcp") != 0 && strcmp(transport, "tls") != 0 &&
+       strncmp(transport, "ssh", 3) != 0 &&
+       strncmp(transport, "libssh", 6) != 0)) {
+    xmlFreeURI(u);
+    return 0;
+  }
+  if (port <= 0)
+    port = strcmp(transport, "tcp") == 0   ? 16509
+           : strcmp(transport, "tls") == 0 ? 16514
+                                           : 22;
+  char service[8], host[256];
+  snprintf(service, sizeof(service), "%d", port);
+  snprintf(host, sizeof(host), "%s", u->server);
+  xmlFreeURI(u);
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+  if (getaddrinfo(host, service, &hints, &ai) != 0 || ai == NULL)
+    return 0; /* libvirt says it cannot resolve it */
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int answered = 1;
+  if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 &&
+      errno == EINPROGRESS) {
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    answered = poll(&p, 1, PROBE_MS) == 1;
+  }
+  if (fd >= 0)
+    close(fd);
+  freeaddrinfo(ai);
+  if (answered)
+    return 0;
+  snprintf(j->err, sizeof(j->err), "no answer from %s port %d within %d ms",
+           host, port, PROBE_MS);
+  j->rc = -ETIMEDOUT;
+  return j->rc;
+}
+
 /* Under h->mu. */
 static void conn_drop(lvhost *h) {
   if (h->conn == NULL)
@@ -108,9 +163,10 @@ virConnectPtr lv_conn(lvjob *j) {
       (atomic_load(&h->broken) || virConnectIsAlive(h->conn) != 1))
     conn_drop(h);
   if (h->conn == NULL) {
-    virConnectPtr c = virConnectOpen(h->uri);
+    virConnectPtr c = probe(j, h->uri) < 0 ? NULL : virConnectOpen(h->uri);
     if (c == NULL) {
-      lv_fail(j, NULL);
+      if (j->rc == 0)
+        lv_fail(j, NULL);
       j->unreachable = true;
       pthread_mutex_unlock(&h->mu);
       return NULL;

@@ -8,7 +8,10 @@
  */
 #include "helpers.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -96,6 +99,40 @@ static void test_unreachable_hosts(void **state) {
   assert_non_null(strstr(why, "no host could take the guest"));
 }
 
+/* A loopback port whose accept queue is full: a connect to it gets no
+ * answer (the SYN is dropped), as from a host that drops packets. The
+ * listener and the connection filling the queue go in (fds). */
+static int blackhole(int fds[2]) {
+  struct sockaddr_in sin = {.sin_family = AF_INET};
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(sin);
+  fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_int_equal(bind(fds[0], (struct sockaddr *)&sin, sizeof(sin)), 0);
+  assert_int_equal(listen(fds[0], 0), 0);
+  assert_int_equal(getsockname(fds[0], (struct sockaddr *)&sin, &len), 0);
+  fds[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_int_equal(connect(fds[1], (struct sockaddr *)&sin, sizeof(sin)), 0);
+  return ntohs(sin.sin_port);
+}
+
+/* libvirt's own connect has no time limit; the backend's probe gives up
+ * on a host that does not answer after 3 s, instead of holding a worker
+ * thread for minutes. */
+static void test_silent_host(void **state) {
+  fixture *f = *state;
+  int fds[2], port = blackhole(fds);
+  assert_int_equal(fixture_load(f,
+                                VM "host = qemu+tcp://127.0.0.1:%d/system\n"
+                                   "kernel = /k\nready = marker\n",
+                                port),
+                   0);
+  /* Without the probe libvirt would wait for TCP's own time-out
+   * (minutes) and this would not end within its 20 s. */
+  summon_fails(f, "d", "no answer from 127.0.0.1 port", 20000);
+  close(fds[1]);
+  close(fds[0]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_bad_keys, fixture_setup,
@@ -103,6 +140,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_xml_files, fixture_setup,
                                       fixture_teardown),
       cmocka_unit_test_setup_teardown(test_unreachable_hosts, fixture_setup,
+                                      fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_silent_host, fixture_setup,
                                       fixture_teardown),
   };
   return cmocka_run_group_tests_name("libvirt-config", tests, NULL, NULL);
