@@ -182,14 +182,8 @@ int main(int argc, char **argv) {
     stop_daemon();
     return 1;
   }
-  uv_loop_init(&loop);
-  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
-  char sdir[300];
-  snprintf(sdir, sizeof(sdir), "%s/state", dir);
-  o.state_dir = sdir;
-  if (jitsu_ctx_new(&loop, &o, &ctx) < 0)
+  if (bench_ctx(dir, &ctx) < 0)
     return 1;
-  jitsu_ctx_set_logger(ctx, bench_log, NULL, JITSU_LOG_WARNING);
 
   static char conf[16384];
   size_t len = 0;

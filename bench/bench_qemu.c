@@ -282,14 +282,8 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (mkdtemp(dir) == NULL)
     return 1;
-  uv_loop_init(&loop);
-  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
-  char sdir[300];
-  snprintf(sdir, sizeof(sdir), "%s/state", dir);
-  o.state_dir = sdir;
-  if (jitsu_ctx_new(&loop, &o, &ctx) < 0)
+  if (bench_ctx(dir, &ctx) < 0)
     return 1;
-  jitsu_ctx_set_logger(ctx, bench_log, NULL, JITSU_LOG_WARNING);
   int port = 20000 + (int)(getpid() % 5000);
   char conf[4096];
   int len = snprintf(conf, sizeof(conf),

@@ -36,6 +36,20 @@ static inline void bench_log(jitsu_log_level level, const char *msg,
     fprintf(stderr, "%s: %s\n", program_invocation_short_name, msg);
 }
 
+/* Init the benchmark's loop and a context on it whose state directory is
+ * DIR/state, logging warnings on stderr; 0 or a negative errno value. */
+static inline int bench_ctx(const char *dir, jitsu_ctx **ctx) {
+  uv_loop_init(&loop);
+  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
+  char sdir[300];
+  snprintf(sdir, sizeof(sdir), "%s/state", dir);
+  o.state_dir = sdir;
+  int r = jitsu_ctx_new(&loop, &o, ctx);
+  if (r == 0)
+    jitsu_ctx_set_logger(*ctx, bench_log, NULL, JITSU_LOG_WARNING);
+  return r;
+}
+
 /* First byte of an HTTP answer from 127.0.0.1:(port), retrying until
  * (deadline) (now_ms()); 0, or -1 if none came. */
 static inline int http_first_byte(int port, double deadline) {

@@ -83,14 +83,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_xen: no XenStore here (run inside the harness)\n");
     return 1;
   }
-  uv_loop_init(&loop);
-  char path[300], sdir[300];
-  snprintf(sdir, sizeof(sdir), "%s/state", dir);
-  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
-  o.state_dir = sdir;
-  if (jitsu_ctx_new(&loop, &o, &ctx) < 0)
+  char path[300];
+  if (bench_ctx(dir, &ctx) < 0)
     return 1;
-  jitsu_ctx_set_logger(ctx, bench_log, NULL, JITSU_LOG_WARNING);
   snprintf(path, sizeof(path), "%s/jitsu.conf", dir);
   FILE *f = fopen(path, "w");
   fprintf(f,
