@@ -21,36 +21,27 @@ static int fail(jitsu_error *err, int code, const char *key, const char *msg) {
   return jitsu_error_set(err, code, key, "%s", msg);
 }
 
-/* "[ADDR:]HOSTPORT:GUESTPORT" -> "tcp:ADDR:HOSTPORT-:GUESTPORT". */
+/* "[ADDR:]HOSTPORT:GUESTPORT" -> "tcp:ADDR:HOSTPORT-:GUESTPORT", ADDR an
+ * IPv4 address (default 127.0.0.1). */
 static int parse_forward(const char *v, char *out, size_t size) {
-  char copy[128];
-  if (strlen(v) >= sizeof(copy))
+  const char *g = strrchr(v, ':');
+  if (g == NULL || g == v)
     return -EINVAL;
-  snprintf(copy, sizeof(copy), "%s", v);
-  char *parts[3];
-  int n = 0;
-  for (char *s = copy, *c; n < 3; s = c + 1) {
-    parts[n++] = s;
-    if ((c = strchr(s, ':')) == NULL)
-      break;
-    *c = '\0';
-  }
-  if (n < 2 || strchr(parts[n - 1], ':') != NULL)
+  char hostport[96];
+  int n = (int)(g - v);
+  int len = memchr(v, ':', (size_t)n)
+                ? snprintf(hostport, sizeof(hostport), "%.*s", n, v)
+                : snprintf(hostport, sizeof(hostport), "127.0.0.1:%.*s", n, v);
+  struct sockaddr_storage ss;
+  unsigned guest;
+  if (len < 0 || (size_t)len >= sizeof(hostport) ||
+      jitsu__parse_hostport(hostport, &ss) < 0 || ss.ss_family != AF_INET ||
+      jitsu__parse_uint(g + 1, &guest) < 0 || guest == 0 || guest > 65535)
     return -EINVAL;
-  const char *addr = n == 3 ? parts[0] : "127.0.0.1";
-  unsigned long ports[2];
-  for (int i = 0; i < 2; i++) {
-    char *end;
-    const char *p = parts[n - 2 + i];
-    ports[i] = strtoul(p, &end, 10);
-    if (*p < '0' || *p > '9' || *end != '\0' || ports[i] == 0 ||
-        ports[i] > 65535)
-      return -EINVAL;
-  }
-  struct in_addr a;
-  if (inet_pton(AF_INET, addr, &a) != 1)
-    return -EINVAL;
-  snprintf(out, size, "tcp:%s:%lu-:%lu", addr, ports[0], ports[1]);
+  const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+  char addr[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
+  snprintf(out, size, "tcp:%s:%u-:%u", addr, ntohs(in->sin_port), guest);
   return 0;
 }
 
@@ -313,12 +304,10 @@ int lv_configure_settings(lvvm *v, jitsu_vm *vm, jitsu_error *err) {
                   "placement: expected first or least-loaded");
   }
   if ((val = jitsu_vm_param(vm, "max-guests-per-host", 0)) != NULL) {
-    char *end;
-    unsigned long n = strtoul(val, &end, 10);
-    if (*val < '0' || *val > '9' || *end != '\0' || n > 100000)
+    if (jitsu__parse_uint(val, &v->max_per_host) < 0 ||
+        v->max_per_host > 100000)
       return fail(err, -EINVAL, "max-guests-per-host",
                   "max-guests-per-host: expected a number (0: no limit)");
-    v->max_per_host = (unsigned)n;
   }
   if ((val = jitsu_vm_param(vm, "suspend", 0)) != NULL) {
     if (strcmp(val, "disk") == 0)
