@@ -604,11 +604,8 @@ static void run_start(lvjob *j) {
 /* Tell each host what the job found out about reaching it. */
 static void hosts_learn(vjob *vj) {
   for (size_t i = 0; i < vj->n_cands; i++) {
-    lvhost *h = vj->cands[i];
-    if (vj->host_ok[i] < 0 && !h->down) {
-      snprintf(h->why, sizeof(h->why), "%s", vj->host_err[i]);
-      lv_host_lost(h);
-    }
+    if (vj->host_ok[i] < 0)
+      lv_host_lost(vj->cands[i], vj->host_err[i]);
   }
 }
 
@@ -743,7 +740,6 @@ static int lv_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms) {
 
 static void suspended(vjob *vj) {
   lvvm *v = vj->v;
-  v->op = LOP_NONE;
   if (vj->j.rc < 0) {
     jitsu_vm_set_reason(v->vm, "cannot %s the domain on %s: %s",
                         v->suspend_disk ? "save" : "pause", vj->j.host->uri,
@@ -767,13 +763,11 @@ static int lv_suspend(jitsu_vm *vm) {
   vjob *vj = vjob_new(v, v->suspend_disk ? run_save : run_pause, suspended);
   if (vj == NULL || vjob_submit(v->on, vj) < 0)
     return -ENOMEM;
-  v->op = LOP_SUSPEND;
   return 0;
 }
 
 static void resumed(vjob *vj) {
   lvvm *v = vj->v;
-  v->op = LOP_NONE;
   if (vj->j.rc < 0) {
     jitsu_vm_set_reason(v->vm, "cannot %s the domain on %s: %s",
                         v->saved ? "restore" : "unpause", vj->j.host->uri,
@@ -794,7 +788,6 @@ static int lv_resume(jitsu_vm *vm) {
   vjob *vj = vjob_new(v, v->saved ? run_restore : run_unpause, resumed);
   if (vj == NULL || vjob_submit(v->on, vj) < 0)
     return -ENOMEM;
-  v->op = LOP_RESUME;
   return 0;
 }
 

@@ -55,7 +55,7 @@ struct lvhost {
   char why[512];  /* why it is down */
   unsigned tries; /* reconnection attempts in this outage */
   uv_timer_t *retry;
-  unsigned refs, jobs;
+  unsigned refs;
   unsigned users; /* vms using it; at 0 it leaves the ctx (ctx = NULL) */
   bool reconnecting;
 };
@@ -99,12 +99,11 @@ int lv_fail(lvjob *j, const char *what);
 
 enum { LV_HOSTS_MAX = 8, LV_FORWARDS_MAX = 8 };
 
+/* What the backend is doing that changes how events are read. */
 typedef enum lvop {
   LOP_NONE,
-  LOP_CREATE,
-  LOP_SUSPEND,
-  LOP_RESUME,
-  LOP_STOP,
+  LOP_CREATE, /* a start job runs: its own failures clean up after it */
+  LOP_STOP,   /* a stop was asked: the domain's end is clean */
 } lvop;
 
 struct lvvm {
@@ -148,9 +147,10 @@ void lv_domain_event(lvhost *h, const char *name, int event, int detail);
 
 /* (h) came back: check its guests (the loop thread). */
 void lv_host_back(lvhost *h);
-/* (h) cannot be reached (h->why says why): log it, tell its vms' logs
- * (lv_vms_report) and reconnect in the background (the loop thread). */
-void lv_host_lost(lvhost *h);
+/* (h) cannot be reached, because (why): unless already known, mark it
+ * down, log it, tell its vms' logs (lv_vms_report) and reconnect in the
+ * background, the first attempt at once (the loop thread). */
+void lv_host_lost(lvhost *h, const char *why);
 void lv_vms_report(lvhost *h);
 
 #endif

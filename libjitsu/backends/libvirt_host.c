@@ -74,11 +74,10 @@ static void closed_deliver(void *arg) {
   static const char *const why[] = {"an I/O error", "the daemon closed it",
                                     "keepalive timed out",
                                     "a client closed it"};
-  if (!h->down) {
-    snprintf(h->why, sizeof(h->why), "connection lost (%s)",
-             c->reason >= 0 && c->reason < 4 ? why[c->reason] : "unknown");
-    lv_host_lost(h);
-  }
+  char text[64];
+  snprintf(text, sizeof(text), "connection lost (%s)",
+           c->reason >= 0 && c->reason < 4 ? why[c->reason] : "unknown");
+  lv_host_lost(h, text);
   free(c);
 }
 
@@ -212,22 +211,17 @@ static void job_done(uv_work_t *w, int status) {
     j->rc = -ECANCELED;
     snprintf(j->err, sizeof(j->err), "cancelled");
   }
-  if (j->unreachable && !h->down && h->ctx != NULL) {
-    snprintf(h->why, sizeof(h->why), "%s", j->err);
-    lv_host_lost(h);
-  }
+  if (j->unreachable)
+    lv_host_lost(h, j->err);
   j->done(j);
-  h->jobs--;
   lv_host_put(h);
 }
 
 int lv_job_submit(lvhost *h, lvjob *j) {
   j->host = h;
   h->refs++;
-  h->jobs++;
   int r = uv_queue_work(lv_loop_uv(h->l), &j->work, job_run, job_done);
   if (r < 0) {
-    h->jobs--;
     h->refs--;
   }
   return r;
@@ -253,7 +247,6 @@ static void abandoned_done(void *arg) {
   lvhost *h = w->j->host;
   w->free_fn(w->j);
   waited_free(w);
-  h->jobs--;
   lv_host_put(h);
 }
 
@@ -287,7 +280,6 @@ int lv_job_wait(lvhost *h, lvjob *j, uint64_t ms, void (*free_fn)(lvjob *)) {
   pthread_condattr_destroy(&ca);
   j->host = h;
   h->refs++;
-  h->jobs++;
   pthread_t t;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
@@ -296,7 +288,6 @@ int lv_job_wait(lvhost *h, lvjob *j, uint64_t ms, void (*free_fn)(lvjob *)) {
   pthread_attr_destroy(&attr);
   if (r != 0) {
     waited_free(w);
-    h->jobs--;
     h->refs--;
     return -r;
   }
@@ -320,7 +311,6 @@ int lv_job_wait(lvhost *h, lvjob *j, uint64_t ms, void (*free_fn)(lvjob *)) {
     return -ETIMEDOUT; /* the thread finishes on its own */
   waited_free(w);
   j->done(j);
-  h->jobs--;
   lv_host_put(h);
   return 0;
 }
@@ -395,12 +385,12 @@ static void retry_schedule(lvhost *h) {
   uv_timer_start(h->retry, retry_fire, ms, 0);
 }
 
-/* A job found the host unreachable, or its link broke: note it, and
- * reconnect in the background (the first attempt at once). */
-void lv_host_lost(lvhost *h) {
-  bool was_down = h->down;
+void lv_host_lost(lvhost *h, const char *why) {
+  if (h->down)
+    return; /* already known; the reconnection runs */
   h->down = true;
-  if (!was_down && h->ctx != NULL) {
+  snprintf(h->why, sizeof(h->why), "%s", why);
+  if (h->ctx != NULL) {
     jitsu__log(h->ctx, JITSU_LOG_WARNING, "libvirt: host %s: %s; reconnecting",
                h->uri, h->why);
     h->tries = 0;
