@@ -28,15 +28,21 @@ int fixture_setup(void **state) {
     return -1;
   uv_timer_init(&f->loop, &f->timer);
   snprintf(f->config, sizeof(f->config), "%s/jitsu.conf", f->dir);
+  if (fixture_ctx_new(f, &f->ctx) != 0)
+    return -1;
+  *state = f;
+  return 0;
+}
+
+int fixture_ctx_new(fixture *f, jitsu_ctx **ctx) {
   jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
   char sdir[300];
   snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
   o.state_dir = sdir;
-  if (jitsu_ctx_new(&f->loop, &o, &f->ctx) != 0)
-    return -1;
-  jitsu_ctx_set_logger(f->ctx, test_log, NULL, JITSU_LOG_DEBUG);
-  *state = f;
-  return 0;
+  int r = jitsu_ctx_new(&f->loop, &o, ctx);
+  if (r == 0)
+    jitsu_ctx_set_logger(*ctx, test_log, NULL, JITSU_LOG_DEBUG);
+  return r;
 }
 
 static int kill_live(jitsu_vm *vm, void *arg) {

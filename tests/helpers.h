@@ -26,6 +26,11 @@ typedef struct fixture {
 int fixture_setup(void **state);
 int fixture_teardown(void **state);
 
+/* A context on (f)'s loop with its state in f->dir/state (where the
+ * fixture's own keeps it) and the tests' logger: a controller restarted,
+ * or a second one. 0 or a negative errno value. */
+int fixture_ctx_new(fixture *f, jitsu_ctx **ctx);
+
 /* Write (text) (printf format) to f->config and load it. */
 int fixture_load(fixture *f, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

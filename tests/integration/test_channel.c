@@ -291,12 +291,9 @@ static void test_rendezvous_from_config(void **state) {
   assert_null(jitsu_rendezvous_path(f->ctx));
   jitsu_ctx_free(f->ctx);
   uv_run(&f->loop, UV_RUN_NOWAIT);
-  jitsu_ctx_options co = JITSU_CTX_OPTIONS_INIT;
-  char sdir[300], sock[340];
-  snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
+  char sock[340];
   snprintf(sock, sizeof(sock), "%s/rv-custom.sock", f->dir);
-  co.state_dir = sdir;
-  assert_int_equal(jitsu_ctx_new(&f->loop, &co, &f->ctx), 0);
+  assert_int_equal(fixture_ctx_new(f, &f->ctx), 0);
   assert_int_equal(fixture_load(f,
                                 "[jitsu]\nrendezvous-socket = %s\n"
                                 "[vm echo]\nexec = %s\nready = notify\n",

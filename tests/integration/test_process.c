@@ -374,11 +374,7 @@ static void test_adopt_after_ctx_free(void **state) {
   jitsu_ctx_free(f->ctx);
   uv_run(&f->loop, UV_RUN_NOWAIT);
   assert_true(pid_alive(pid));
-  jitsu_ctx_options opts = JITSU_CTX_OPTIONS_INIT;
-  char sdir[300];
-  snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
-  opts.state_dir = sdir;
-  assert_int_equal(jitsu_ctx_new(&f->loop, &opts, &f->ctx), 0);
+  assert_int_equal(fixture_ctx_new(f, &f->ctx), 0);
   assert_int_equal(fixture_load(f, conf, hello_path(), record, port), 0);
   vm = jitsu_vm_find(f->ctx, "a");
   z = jitsu_vm_find(f->ctx, "z");

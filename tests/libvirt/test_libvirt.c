@@ -208,6 +208,20 @@ static void body_is(int http, const char *want) {
   assert_string_equal(body, want);
 }
 
+/* Load (name), the Linux guest on (host_lines) with (extra) (the text
+ * also into (conf)), summon it and see its page; its HTTP port. */
+static int web_up(fixture *f, const char *name, const char *host_lines,
+                  const char *extra, char *conf, size_t size) {
+  int http = free_port();
+  char want[96];
+  web_vm(conf, size, name, http, host_lines, extra);
+  assert_int_equal(fixture_load(f, "%s", conf), 0);
+  summon_ok(f, name, 60000);
+  snprintf(want, sizeof(want), "hello from %s", name);
+  body_is(http, want);
+  return http;
+}
+
 static const char *vm_instance(jitsu_vm *vm) {
   static jitsu_vm_info info;
   info.version = JITSU_VM_INFO_VERSION;
@@ -219,13 +233,10 @@ static const char *vm_instance(jitsu_vm *vm) {
  * served after it), shut down, destroy. */
 static void test_lifecycle(void **state) {
   fixture *f = *state;
-  int http = free_port();
   char conf[2048], hl[256];
   snprintf(hl, sizeof(hl), "host = %s\n", hosts[0].uri);
-  web_vm(conf, sizeof(conf), "web", http, hl, "suspend = memory\n");
-  assert_int_equal(fixture_load(f, "%s", conf), 0);
-  jitsu_vm *vm = summon_ok(f, "web", 60000);
-  body_is(http, "hello from web");
+  int http = web_up(f, "web", hl, "suspend = memory\n", conf, sizeof(conf));
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "web");
   has(vm_instance(vm), hosts[0].uri);
   assert_int_equal(domain_state(&hosts[0], "web"), VIR_DOMAIN_RUNNING);
   assert_int_equal(domains_on(&hosts[1]), 0);
@@ -248,13 +259,10 @@ static void test_lifecycle(void **state) {
 
 static void test_save_restore(void **state) {
   fixture *f = *state;
-  int http = free_port();
   char conf[2048], hl[256];
   snprintf(hl, sizeof(hl), "host = %s\n", hosts[1].uri);
-  web_vm(conf, sizeof(conf), "saved", http, hl, "suspend = disk\n");
-  assert_int_equal(fixture_load(f, "%s", conf), 0);
-  jitsu_vm *vm = summon_ok(f, "saved", 60000);
-  body_is(http, "hello from saved");
+  int http = web_up(f, "saved", hl, "suspend = disk\n", conf, sizeof(conf));
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "saved");
   verb_ok(f, vm, jitsu_vm_suspend, 60000);
   /* Off, defined only to keep its image. */
   assert_int_equal(domain_state(&hosts[1], "saved"), VIR_DOMAIN_SHUTOFF);
@@ -321,21 +329,14 @@ static void test_placement_and_outage(void **state) {
 /* A new controller finds the running guest by name and carries on. */
 static void test_adopt(void **state) {
   fixture *f = *state;
-  int http = free_port();
   char conf[2048], hl[512];
   snprintf(hl, sizeof(hl), "host = %s\nhost = %s\n", hosts[0].uri,
            hosts[1].uri);
-  web_vm(conf, sizeof(conf), "kept", http, hl, "");
-  assert_int_equal(fixture_load(f, "%s", conf), 0);
-  summon_ok(f, "kept", 60000);
+  int http = web_up(f, "kept", hl, "", conf, sizeof(conf));
   /* Drop the controller without stopping its guest. */
   jitsu_ctx_free(f->ctx);
   run_for(f, 200);
-  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
-  char sdir[300];
-  snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
-  o.state_dir = sdir;
-  assert_int_equal(jitsu_ctx_new(&f->loop, &o, &f->ctx), 0);
+  assert_int_equal(fixture_ctx_new(f, &f->ctx), 0);
   assert_int_equal(domain_state(&hosts[0], "kept"), VIR_DOMAIN_RUNNING);
   assert_int_equal(fixture_load(f, "%s", conf), 0);
   jitsu_vm *vm = jitsu_vm_find(f->ctx, "kept");

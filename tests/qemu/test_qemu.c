@@ -37,14 +37,6 @@ static void gone(int pid) {
   assert_false(pid_alive(pid));
 }
 
-static int new_ctx(fixture *f, jitsu_ctx **ctx) {
-  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
-  char sdir[300];
-  snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
-  o.state_dir = sdir;
-  return jitsu_ctx_new(&f->loop, &o, ctx);
-}
-
 static int file_size(const char *path) {
   struct stat st;
   return stat(path, &st) == 0 ? (int)st.st_size : -1;
@@ -195,7 +187,7 @@ static void test_tiny_adopt(void **state) {
   jitsu_ctx_free(f->ctx);
   uv_run(&f->loop, UV_RUN_NOWAIT);
   assert_true(pid_alive(pid));
-  assert_int_equal(new_ctx(f, &f->ctx), 0);
+  assert_int_equal(fixture_ctx_new(f, &f->ctx), 0);
   assert_int_equal(jitsu_config_load(f->ctx, f->config, &f->err), 0);
   vm = jitsu_vm_find(f->ctx, "t");
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
@@ -265,7 +257,7 @@ static void test_bad_input(void **state) {
     fputs(text, c);
     fclose(c);
     jitsu_ctx *ctx;
-    assert_int_equal(new_ctx(f, &ctx), 0);
+    assert_int_equal(fixture_ctx_new(f, &ctx), 0);
     jitsu_error err;
     int r = jitsu_config_load(ctx, f->config, &err);
     if (r == 0 || strcmp(err.key, bad[i].key) != 0 ||

@@ -246,11 +246,7 @@ static void test_adopt(void **state) {
   jitsu_ctx_free(f->ctx);
   uv_run(&f->loop, UV_RUN_NOWAIT);
   assert_int_equal(domid_of("a"), id); /* the domain outlives its controller */
-  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
-  char sdir[300];
-  snprintf(sdir, sizeof(sdir), "%s/state", f->dir);
-  o.state_dir = sdir;
-  assert_int_equal(jitsu_ctx_new(&f->loop, &o, &f->ctx), 0);
+  assert_int_equal(fixture_ctx_new(f, &f->ctx), 0);
   assert_int_equal(jitsu_config_load(f->ctx, f->config, &f->err), 0);
   vm = jitsu_vm_find(f->ctx, "a");
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_SUSPENDED);
