@@ -43,9 +43,10 @@ static int tcp_port_open(int port) {
   return ok;
 }
 
-typedef struct result {
-  double cold, pause, unpause, save, restore;
-} result;
+/* What is timed, per backend: samples, then their medians. */
+enum { COLD, PAUSE, RESUME, SAVE, RESTORE, N_TIMES };
+enum { N_MAX = 16 };
+static double samples[3][N_TIMES][N_MAX], p50s[3][N_TIMES];
 
 static int failed(jitsu_vm *vm, const char *what) {
   jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
@@ -55,34 +56,34 @@ static int failed(jitsu_vm *vm, const char *what) {
   return -1;
 }
 
-/* One cold summon of (name), a pause and a resume: times into (r). */
-static int cold_round(const char *name, int port, result *r) {
+/* One cold summon of (name), a pause and a resume: times into (t). */
+static int cold_round(const char *name, int port, double t[N_TIMES]) {
   jitsu_vm *vm = jitsu_vm_find(ctx, name);
   double t0 = now_ms();
   if (wait_verb(jitsu_vm_summon, vm) < 0)
     return failed(vm, "summon");
   if (http_first_byte(port, now_ms() + 60000) < 0)
     return failed(vm, "HTTP");
-  r->cold = now_ms() - t0;
+  t[COLD] = now_ms() - t0;
   t0 = now_ms();
   if (wait_verb(jitsu_vm_suspend, vm) < 0)
     return failed(vm, "suspend");
-  r->pause = now_ms() - t0;
+  t[PAUSE] = now_ms() - t0;
   t0 = now_ms();
   if (wait_verb(jitsu_vm_summon, vm) < 0 ||
       http_first_byte(port, now_ms() + 60000) < 0)
     return failed(vm, "resume");
-  r->unpause = now_ms() - t0;
+  t[RESUME] = now_ms() - t0;
   destroy_vm(vm);
   return 0;
 }
 
-/* (n) suspend-to-disk / restore rounds of NAME-disk: p50s into (r). */
-static int disk_rounds(const char *name, int port, int n, result *r) {
+/* (n) suspend-to-disk / restore rounds of NAME-disk: into (t). */
+static int disk_rounds(const char *name, int port, int n,
+                       double t[N_TIMES][N_MAX]) {
   char disk_name[64];
   snprintf(disk_name, sizeof(disk_name), "%s-disk", name);
   jitsu_vm *dvm = jitsu_vm_find(ctx, disk_name);
-  double save[16], restore[16];
   if (wait_verb(jitsu_vm_summon, dvm) < 0 ||
       http_first_byte(port, now_ms() + 60000) < 0)
     return failed(dvm, "summon");
@@ -90,16 +91,14 @@ static int disk_rounds(const char *name, int port, int n, result *r) {
     double t0 = now_ms();
     if (wait_verb(jitsu_vm_suspend, dvm) < 0)
       return failed(dvm, "suspend to disk");
-    save[i] = now_ms() - t0;
+    t[SAVE][i] = now_ms() - t0;
     t0 = now_ms();
     if (wait_verb(jitsu_vm_summon, dvm) < 0 ||
         http_first_byte(port, now_ms() + 60000) < 0)
       return failed(dvm, "restore");
-    restore[i] = now_ms() - t0;
+    t[RESTORE][i] = now_ms() - t0;
   }
   destroy_vm(dvm);
-  r->save = p50(save, n);
-  r->restore = p50(restore, n);
   return 0;
 }
 
@@ -157,12 +156,26 @@ static void row(const char *what, double v, double base) {
   printf("\n");
 }
 
+/* For each backend, the medians of (a) and (b), the libvirt ones against
+ * the qemu backend's. */
+static void backend_rows(int a, const char *a_name, int b, const char *b_name) {
+  static const char *const names[] = {"libvirt, local", "libvirt, remote",
+                                      "qemu backend"};
+  for (int k = 0; k < 3; k++) {
+    char label[64];
+    snprintf(label, sizeof(label), "%s: %s", names[k], a_name);
+    row(label, p50s[k][a], k < 2 ? p50s[2][a] : 0);
+    snprintf(label, sizeof(label), "%s: %s", names[k], b_name);
+    row(label, p50s[k][b], k < 2 ? p50s[2][b] : 0);
+  }
+}
+
 int main(int argc, char **argv) {
   int n = 5, opt;
   while ((opt = getopt(argc, argv, "n:")) != -1)
     if (opt == 'n')
       n = atoi(optarg);
-  if (optind + 2 >= argc || n < 1 || n > 16) {
+  if (optind + 2 >= argc || n < 1 || n > N_MAX) {
     fprintf(stderr, "usage: bench_libvirt [-n 1..16] VDAEMON KERNEL INITRD\n");
     return 2;
   }
@@ -234,25 +247,22 @@ int main(int argc, char **argv) {
 
   /* One untimed round first (the daemon probes QEMU, caches warm up);
    * then the cold rounds interleaved, so that drift hits all alike. */
-  result r[3], one;
-  double cold[3][16], pause[3][16], unpause[3][16], hand_t[16], hand = -1;
-  int status = cold_round(vms[0].name, http, &one);
+  double one[N_TIMES], hand_t[N_MAX], hand = -1;
+  int status = cold_round(vms[0].name, http, one);
   for (int i = 0; i < n && status == 0; i++) {
     for (int k = 0; k < 3 && status == 0; k++) {
-      status = cold_round(vms[k].name, http, &one);
-      cold[k][i] = one.cold;
-      pause[k][i] = one.pause;
-      unpause[k][i] = one.unpause;
+      status = cold_round(vms[k].name, http, one);
+      for (int t = COLD; t <= RESUME; t++)
+        samples[k][t][i] = one[t];
     }
     if (status == 0 && (hand_t[i] = by_hand(kernel, initrd, http)) < 0)
       status = 1;
   }
-  for (int k = 0; k < 3 && status == 0; k++) {
-    r[k].cold = p50(cold[k], n);
-    r[k].pause = p50(pause[k], n);
-    r[k].unpause = p50(unpause[k], n);
-    status = disk_rounds(vms[k].name, http, n, &r[k]);
-  }
+  for (int k = 0; k < 3 && status == 0; k++)
+    status = disk_rounds(vms[k].name, http, n, samples[k]);
+  for (int k = 0; k < 3 && status == 0; k++)
+    for (int t = 0; t < N_TIMES; t++)
+      p50s[k][t] = p50(samples[k][t], n);
   if (status == 0)
     hand = p50(hand_t, n);
   if (status == 0 && hand > 0) {
@@ -260,28 +270,15 @@ int main(int argc, char **argv) {
            "qemu backend\n",
            n);
     printf("summon to first HTTP byte:\n");
-    row("libvirt, local (qemu+unix)", r[0].cold, r[2].cold);
-    row("libvirt, remote (qemu+tcp)", r[1].cold, r[2].cold);
-    row("qemu backend", r[2].cold, 0);
-    row("QEMU by hand", hand, r[2].cold);
-    printf("  libvirt local / QEMU by hand: %.2f\n", r[0].cold / hand);
-    const char *names[] = {"libvirt, local", "libvirt, remote", "qemu backend"};
+    row("libvirt, local (qemu+unix)", p50s[0][COLD], p50s[2][COLD]);
+    row("libvirt, remote (qemu+tcp)", p50s[1][COLD], p50s[2][COLD]);
+    row("qemu backend", p50s[2][COLD], 0);
+    row("QEMU by hand", hand, p50s[2][COLD]);
+    printf("  libvirt local / QEMU by hand: %.2f\n", p50s[0][COLD] / hand);
     printf("pause / resume to first HTTP byte:\n");
-    for (int i = 0; i < 3; i++) {
-      char label[64];
-      snprintf(label, sizeof(label), "%s: pause", names[i]);
-      row(label, r[i].pause, i < 2 ? r[2].pause : 0);
-      snprintf(label, sizeof(label), "%s: resume", names[i]);
-      row(label, r[i].unpause, i < 2 ? r[2].unpause : 0);
-    }
+    backend_rows(PAUSE, "pause", RESUME, "resume");
     printf("suspend to disk / restore to first HTTP byte:\n");
-    for (int i = 0; i < 3; i++) {
-      char label[64];
-      snprintf(label, sizeof(label), "%s: save", names[i]);
-      row(label, r[i].save, i < 2 ? r[2].save : 0);
-      snprintf(label, sizeof(label), "%s: restore", names[i]);
-      row(label, r[i].restore, i < 2 ? r[2].restore : 0);
-    }
+    backend_rows(SAVE, "save", RESTORE, "restore");
   } else {
     status = 1;
   }
