@@ -549,6 +549,8 @@ static int apply_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
         free(g);
         return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
       }
+      if (strcmp(dir, ctx->state_dir) != 0)
+        jitsu__state_dir_unlock(ctx); /* taken again where it is used */
       free(ctx->state_dir);
       ctx->state_dir = dir;
     } else if (jitsu__parse_uint(e->value, &u) == 0 && u > 0) {
@@ -606,8 +608,12 @@ static int load_file(jitsu_ctx *ctx, FILE *f, const char *name, bool apply,
     free(old_dir);
     goto done;
   }
-  size_t i;
-  for (i = 0; i < l.n_vms; i++) {
+  size_t i = 0;
+  char dir[600];
+  if (l.n_vms > 0 &&
+      (r = jitsu__state_dir_ensure(ctx, NULL, dir, sizeof(dir))) < 0)
+    jitsu_error_set(err, r, NULL, "%s", jitsu_ctx_last_error(ctx));
+  for (; r == 0 && i < l.n_vms; i++) {
     jitsu_error why;
     memset(&why, 0, sizeof(why));
     r = jitsu_vm_define(ctx, &l.vms[i].def, NULL, &why);
@@ -621,6 +627,8 @@ static int load_file(jitsu_ctx *ctx, FILE *f, const char *name, bool apply,
       /* An adopted guest keeps running, as it was before this call. */
       jitsu__vm_forget(jitsu_vm_find(ctx, l.vms[i].name));
     }
+    if (strcmp(old_dir, ctx->state_dir) != 0)
+      jitsu__state_dir_unlock(ctx);
     free(ctx->state_dir);
     ctx->state_dir = old_dir;
     ctx->max_live = limits[0], ctx->max_starting = limits[1];

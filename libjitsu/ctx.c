@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -54,16 +56,17 @@ int jitsu_ctx_new(uv_loop_t *loop, const jitsu_ctx_options *opts,
   ctx->state_dir =
       opts->state_dir ? jitsu__strdup(opts->state_dir) : default_state_dir();
   ctx->deferred_tail = &ctx->deferred;
+  ctx->lock_fd = -1;
   ctx->notify_tag = jitsu__random32();
   jitsu__table_init(&ctx->vms, jitsu__random32());
   jitsu__table_init(&ctx->triggers, jitsu__random32());
   jitsu__list_init(&ctx->all_vms);
   jitsu__list_init(&ctx->live_vms);
-  ctx->deferred_idle = calloc(1, sizeof(*ctx->deferred_idle));
-  if (ctx->state_dir == NULL || ctx->deferred_idle == NULL)
+  if (ctx->state_dir == NULL)
     goto error;
-  uv_idle_init(loop, ctx->deferred_idle);
-  ctx->deferred_idle->data = ctx;
+  uv_idle_init(loop, &ctx->deferred_idle);
+  ctx->deferred_idle.data = ctx;
+  ctx->deferred_idle_open = true;
   for (size_t i = 0; jitsu__builtin_backends[i] != NULL; i++)
     if (jitsu_backend_register(ctx, jitsu__builtin_backends[i]) < 0)
       goto error;
@@ -74,31 +77,22 @@ error:
   return -ENOMEM;
 }
 
-static void free_handle_cb(uv_handle_t *h) {
-  free(h);
+/* Run the oldest queued completion. */
+static void deferred_run_one(jitsu_ctx *ctx) {
+  jitsu__waiter *w = ctx->deferred;
+  ctx->deferred = w->next;
+  if (ctx->deferred == NULL)
+    ctx->deferred_tail = &ctx->deferred;
+  ctx->n_deferred--;
+  if (w->cb != NULL)
+    w->cb(w->vm, w->status, w->arg);
+  if (w->vm != NULL)
+    jitsu__vm_unref(w->vm);
+  free(w);
 }
 
-void jitsu_ctx_free(jitsu_ctx *ctx) {
-  if (ctx == NULL)
-    return;
-  jitsu__idle_free(ctx);
-  jitsu__control_free(ctx);
-  jitsu__rendezvous_free(ctx);
-  while (ctx->all_vms.next != &ctx->all_vms) {
-    jitsu_vm *vm = JITSU__CONTAINER(ctx->all_vms.next, jitsu_vm, all);
-    jitsu__vm_forget(vm); /* a live guest is left for a later ctx */
-  }
-  while (ctx->deferred != NULL) {
-    jitsu__waiter *w = ctx->deferred;
-    ctx->deferred = w->next;
-    free(w);
-  }
-  if (ctx->deferred_idle != NULL) {
-    if (ctx->deferred_idle->data != NULL)
-      uv_close((uv_handle_t *)ctx->deferred_idle, free_handle_cb);
-    else
-      free(ctx->deferred_idle);
-  }
+/* Everything the context owns; every vm is gone by now. */
+static void ctx_destroy(jitsu_ctx *ctx) {
   jitsu__table_free(&ctx->vms);
   jitsu__table_free(&ctx->triggers);
   while (ctx->keys != NULL) {
@@ -120,6 +114,38 @@ void jitsu_ctx_free(jitsu_ctx *ctx) {
   free(ctx->backend_names);
   free(ctx->state_dir);
   free(ctx);
+}
+
+/* The last close of a context: completions still queued run now (those of
+ * vms that went away with -ECANCELED), then the memory goes. */
+static void ctx_closed(uv_handle_t *h) {
+  jitsu_ctx *ctx = h->data;
+  while (ctx->deferred != NULL)
+    deferred_run_one(ctx);
+  ctx_destroy(ctx);
+}
+
+void jitsu_ctx_free(jitsu_ctx *ctx) {
+  if (ctx == NULL || ctx->closing)
+    return;
+  ctx->closing = true;
+  jitsu__idle_free(ctx);
+  jitsu__control_free(ctx);
+  jitsu__rendezvous_free(ctx);
+  /* Undefining fails every waiting summon, stop and suspend with
+   * -ECANCELED; a live guest is left for a later ctx. */
+  while (ctx->all_vms.next != &ctx->all_vms) {
+    jitsu_vm *vm = JITSU__CONTAINER(ctx->all_vms.next, jitsu_vm, all);
+    jitsu__vm_forget(vm);
+  }
+  jitsu__state_dir_unlock(ctx);
+  if (ctx->deferred_idle_open) {
+    uv_close((uv_handle_t *)&ctx->deferred_idle, ctx_closed);
+    return;
+  }
+  while (ctx->deferred != NULL)
+    deferred_run_one(ctx);
+  ctx_destroy(ctx);
 }
 
 uv_loop_t *jitsu_ctx_loop(jitsu_ctx *ctx) {
@@ -196,26 +222,22 @@ int jitsu__fail(jitsu_ctx *ctx, int err, const char *fmt, ...) {
 
 static void deferred_run(uv_idle_t *idle) {
   jitsu_ctx *ctx = idle->data;
-  /* Take the queue as it is now: completions queued by these callbacks
-   * run on the next turn of the loop. */
-  jitsu__waiter *list = ctx->deferred;
-  ctx->deferred = NULL;
-  ctx->deferred_tail = &ctx->deferred;
-  uv_idle_stop(idle);
-  while (list != NULL) {
-    jitsu__waiter *w = list;
-    list = w->next;
-    if (w->cb != NULL)
-      w->cb(w->vm, w->status, w->arg);
-    free(w);
-  }
+  /* The completions queued now: those queued by these callbacks run on
+   * the next turn of the loop. Each is taken from the live queue, so a
+   * callback may undefine vms or free the context meanwhile. */
+  for (size_t n = ctx->n_deferred; n > 0 && ctx->deferred != NULL; n--)
+    deferred_run_one(ctx);
+  if (ctx->deferred == NULL && !ctx->closing)
+    uv_idle_stop(idle);
 }
 
 static void defer_waiter(jitsu_ctx *ctx, jitsu__waiter *w) {
   w->next = NULL;
   *ctx->deferred_tail = w;
   ctx->deferred_tail = &w->next;
-  uv_idle_start(ctx->deferred_idle, deferred_run);
+  ctx->n_deferred++;
+  if (!ctx->closing)
+    uv_idle_start(&ctx->deferred_idle, deferred_run);
 }
 
 int jitsu__defer(jitsu_ctx *ctx, jitsu_vm *vm, jitsu_vm_cb cb, void *arg,
@@ -227,6 +249,8 @@ int jitsu__defer(jitsu_ctx *ctx, jitsu_vm *vm, jitsu_vm_cb cb, void *arg,
   w->cb = cb;
   w->arg = arg;
   w->status = status;
+  if (vm != NULL)
+    jitsu__vm_ref(vm);
   defer_waiter(ctx, w);
   return 0;
 }
@@ -237,21 +261,6 @@ void jitsu__defer_list(jitsu_ctx *ctx, jitsu__waiter *list, int status) {
     list = w->next;
     w->status = status;
     defer_waiter(ctx, w);
-  }
-}
-
-void jitsu__defer_forget(jitsu_ctx *ctx, jitsu_vm *vm) {
-  jitsu__waiter **pp = &ctx->deferred;
-  ctx->deferred_tail = &ctx->deferred;
-  while (*pp != NULL) {
-    jitsu__waiter *w = *pp;
-    if (w->vm == vm) {
-      *pp = w->next;
-      free(w);
-    } else {
-      ctx->deferred_tail = &w->next;
-      pp = &w->next;
-    }
   }
 }
 
@@ -306,15 +315,100 @@ static int mkdir_p(char *path, mode_t mode) {
   return 0;
 }
 
+/* The state directory holds records that name processes to signal and
+ * the control socket: it must be ours. Not a symlink, owned by the
+ * effective uid, writable by nobody else; the /tmp fallback (a directory
+ * anyone could have made first) not even readable by others. */
+static int check_state_dir(jitsu_ctx *ctx) {
+  struct stat st;
+  char fallback[64];
+  snprintf(fallback, sizeof(fallback), "/tmp/jitsu-%u", (unsigned)geteuid());
+  if (lstat(ctx->state_dir, &st) < 0)
+    return jitsu__fail(ctx, -errno, "state directory %s: %s", ctx->state_dir,
+                       strerror(errno));
+  if (!S_ISDIR(st.st_mode))
+    return jitsu__fail(ctx, -ENOTDIR,
+                       "state directory %s: not a directory (a symlink is "
+                       "not accepted)",
+                       ctx->state_dir);
+  if (st.st_uid != geteuid())
+    return jitsu__fail(ctx, -EPERM,
+                       "state directory %s: owned by uid %u, not by us "
+                       "(uid %u)",
+                       ctx->state_dir, (unsigned)st.st_uid,
+                       (unsigned)geteuid());
+  mode_t bad = strcmp(ctx->state_dir, fallback) == 0 ? 077 : 022;
+  if (st.st_mode & bad)
+    return jitsu__fail(ctx, -EPERM,
+                       "state directory %s: mode %04o lets others %s it "
+                       "(%s)",
+                       ctx->state_dir, (unsigned)(st.st_mode & 07777),
+                       bad == 077 ? "into" : "write to",
+                       bad == 077 ? "chmod 700" : "chmod go-w");
+  return 0;
+}
+
+/* Take the state directory for this context: one controller per
+ * directory, or two would adopt the same guests. The lock is an flock on
+ * STATE/lock, released by the kernel when we exit, however we exit. */
+static int state_dir_lock(jitsu_ctx *ctx) {
+  char path[600];
+  if (ctx->lock_fd >= 0)
+    return 0;
+  int r = check_state_dir(ctx);
+  if (r < 0)
+    return r;
+  snprintf(path, sizeof(path), "%s/lock", ctx->state_dir);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0)
+    return jitsu__fail(ctx, -errno, "cannot open %s: %s", path,
+                       strerror(errno));
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    int e = errno;
+    char pid[24] = "";
+    ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+    pid[n > 0 ? n : 0] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+    close(fd);
+    if (e == EWOULDBLOCK)
+      return jitsu__fail(ctx, -EBUSY,
+                         "state directory %s is in use by another "
+                         "controller%s%s%s",
+                         ctx->state_dir, pid[0] ? " (pid " : "", pid,
+                         pid[0] ? ")" : "");
+    return jitsu__fail(ctx, -e, "cannot lock %s: %s", path, strerror(e));
+  }
+  char text[24];
+  int len = snprintf(text, sizeof(text), "%d\n", (int)getpid());
+  if (ftruncate(fd, 0) == 0 && pwrite(fd, text, (size_t)len, 0) < 0)
+    jitsu__log(ctx, JITSU_LOG_DEBUG, "cannot write %s: %s", path,
+               strerror(errno));
+  ctx->lock_fd = fd;
+  return 0;
+}
+
+void jitsu__state_dir_unlock(jitsu_ctx *ctx) {
+  if (ctx->lock_fd >= 0)
+    close(ctx->lock_fd); /* the file stays: removing it would race */
+  ctx->lock_fd = -1;
+}
+
 int jitsu__state_dir_ensure(jitsu_ctx *ctx, const char *sub, char *path,
                             size_t size) {
-  int n = snprintf(path, size, "%s%s%s", ctx->state_dir, sub ? "/" : "",
-                   sub ? sub : "");
+  int n = snprintf(path, size, "%s", ctx->state_dir);
   if (n < 0 || (size_t)n >= size)
     return jitsu__fail(ctx, -ENAMETOOLONG, "state directory path too long");
   int r = mkdir_p(path, 0700);
   if (r < 0)
     return jitsu__fail(ctx, r, "cannot create state directory %s: %s", path,
                        strerror(-r));
+  if ((r = state_dir_lock(ctx)) < 0 || sub == NULL)
+    return r;
+  n = snprintf(path, size, "%s/%s", ctx->state_dir, sub);
+  if (n < 0 || (size_t)n >= size)
+    return jitsu__fail(ctx, -ENAMETOOLONG, "state directory path too long");
+  if (mkdir(path, 0700) < 0 && errno != EEXIST)
+    return jitsu__fail(ctx, -errno, "cannot create %s: %s", path,
+                       strerror(errno));
   return 0;
 }

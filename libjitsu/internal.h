@@ -76,6 +76,8 @@ struct jitsu_vm {
   jitsu_stop_mode pending_stop;
   bool stop_pending; /* a stop requested while suspending or resuming */
   bool removing;     /* a reload removes it once it has stopped */
+  bool undefined;    /* undefined; freed when (refs) drops to 0 */
+  unsigned refs;     /* queued completions and calls in progress */
   struct jitsu__pending_def *pending; /* a reload's definition, applied
                                        * when the live guest has stopped */
   char *reason;
@@ -159,9 +161,13 @@ struct jitsu_ctx {
   jitsu_log_fn log_fn;
   void *log_arg;
   jitsu_log_level log_max;
-  uv_idle_t *deferred_idle; /* runs completions outside the API calls */
+  uv_idle_t deferred_idle; /* runs completions outside the API calls */
+  bool deferred_idle_open;
+  bool closing; /* jitsu_ctx_free() was called: freed in the idle's close */
   jitsu__waiter *deferred, **deferred_tail;
+  size_t n_deferred;
   jitsu__idle *idle;
+  int lock_fd;         /* flock on STATE/lock, once the directory is used */
   uint32_t notify_tag; /* makes abstract notify socket names unique */
   char last_error[512];
 };
@@ -200,8 +206,11 @@ int jitsu__defer(jitsu_ctx *ctx, jitsu_vm *vm, jitsu_vm_cb cb, void *arg,
                  int status);
 /* Queue the waiters of (list) with (status); the list is consumed. */
 void jitsu__defer_list(jitsu_ctx *ctx, jitsu__waiter *list, int status);
-/* Forget queued completions of (vm) (it is being undefined). */
-void jitsu__defer_forget(jitsu_ctx *ctx, jitsu_vm *vm);
+
+/* Keep (vm) alive: a call in progress or a queued completion uses it. An
+ * undefined vm is freed (and its backend released) at the last unref. */
+void jitsu__vm_ref(jitsu_vm *vm);
+void jitsu__vm_unref(jitsu_vm *vm);
 
 /* Move (vm) to (state) with (reason) (NULL: keep what
  * jitsu_vm_set_reason() left, or ""). Illegal transitions are refused
@@ -374,8 +383,13 @@ void jitsu__metrics_free(jitsu_vm *vm);
 /* The idle helper's hook on state changes (idle.c). */
 void jitsu__idle_free(jitsu_ctx *ctx);
 
-/* State directory helpers: create (ctx->state_dir) and subdirectory. */
+/* Create (ctx->state_dir) and its subdirectory (sub) (may be NULL), whose
+ * path goes into (path); the first call checks the directory is ours and
+ * takes its lock (-EBUSY: another controller has it). 0 or an error set
+ * on (ctx). */
 int jitsu__state_dir_ensure(jitsu_ctx *ctx, const char *sub, char *path,
                             size_t size);
+/* Give the lock up (jitsu_ctx_free(), or the directory changes). */
+void jitsu__state_dir_unlock(jitsu_ctx *ctx);
 
 #endif

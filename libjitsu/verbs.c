@@ -11,6 +11,7 @@ static jitsu__waiter *waiter_new(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
     w->vm = vm;
     w->cb = cb;
     w->arg = arg;
+    jitsu__vm_ref(vm); /* until its callback has returned */
   }
   return w;
 }
@@ -39,6 +40,14 @@ static void finish_list(jitsu_vm *vm, jitsu__waiter **list, int status) {
     rev = w;
   }
   jitsu__defer_list(vm->ctx, rev, status);
+}
+
+/* The verbs refuse a vm that was undefined (a callback may still hold
+ * it). */
+static int check_defined(jitsu_vm *vm) {
+  if (!vm->undefined)
+    return 0;
+  return jitsu__fail(vm->ctx, -ENOENT, "vm '%s' was undefined", vm->name);
 }
 
 static int check_start_limits(jitsu_vm *vm, bool new_live) {
@@ -110,7 +119,9 @@ static void vm_stop(jitsu_vm *vm, jitsu_stop_mode mode) {
 
 int jitsu_vm_summon(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
   jitsu_ctx *ctx = vm->ctx;
-  int r = 0;
+  int r = check_defined(vm);
+  if (r < 0)
+    return r;
   if (vm->removing)
     return jitsu__fail(ctx, JITSU_ESTATE,
                        "cannot summon vm '%s': a reload is removing it",
@@ -158,6 +169,8 @@ int jitsu_vm_stop(jitsu_vm *vm, jitsu_stop_mode mode, jitsu_vm_cb cb,
   jitsu_ctx *ctx = vm->ctx;
   if (mode != JITSU_STOP_SHUTDOWN && mode != JITSU_STOP_DESTROY)
     return jitsu__fail(ctx, -EINVAL, "unknown stop mode %d", (int)mode);
+  if (vm->undefined)
+    return check_defined(vm);
   if (vm->state == JITSU_STATE_STOPPED || vm->state == JITSU_STATE_FAILED)
     return jitsu__defer(ctx, vm, cb, arg, 0);
   jitsu__waiter *w = waiter_new(vm, cb, arg);
@@ -189,6 +202,8 @@ int jitsu_vm_stop(jitsu_vm *vm, jitsu_stop_mode mode, jitsu_vm_cb cb,
 }
 
 int jitsu_vm_suspend(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
+  if (vm->undefined)
+    return check_defined(vm);
   if (vm->backend->suspend == NULL)
     return jitsu__fail(vm->ctx, -ENOTSUP,
                        "cannot suspend vm '%s': backend '%s' cannot suspend",
@@ -209,6 +224,8 @@ int jitsu_vm_suspend(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
 }
 
 int jitsu_vm_snapshot(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
+  if (vm->undefined)
+    return check_defined(vm);
   if (vm->backend->snapshot == NULL)
     return jitsu__fail(vm->ctx, -ENOTSUP,
                        "cannot snapshot vm '%s': backend '%s' cannot", vm->name,
@@ -223,6 +240,7 @@ int jitsu_vm_snapshot(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
   int r = vm->backend->snapshot(vm);
   if (r < 0) {
     free(w);
+    vm->refs--; /* the waiter's: the vm is defined, nothing to free */
     char *why = vm->next_reason;
     vm->next_reason = NULL;
     r = jitsu__fail(vm->ctx, r, "cannot snapshot vm '%s': %s", vm->name,
@@ -244,6 +262,8 @@ void jitsu_backend_snapshotted(jitsu_vm *vm, int err) {
 }
 
 int jitsu_vm_resume(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
+  if (vm->undefined)
+    return check_defined(vm);
   if (vm->state != JITSU_STATE_SUSPENDED)
     return jitsu__fail(vm->ctx, JITSU_ESTATE, "cannot resume vm '%s': it is %s",
                        vm->name, jitsu_state_name(vm->state));
@@ -333,7 +353,7 @@ void jitsu__vm_ready_timeout(jitsu_vm *vm) {
 void jitsu_backend_exited(jitsu_vm *vm, int clean, const char *how) {
   jitsu_state s = vm->state;
   jitsu__ready_cancel(vm);
-  if (s == JITSU_STATE_STOPPED || s == JITSU_STATE_FAILED) {
+  if (s == JITSU_STATE_STOPPED || s == JITSU_STATE_FAILED || vm->undefined) {
     jitsu_vm_log(vm, JITSU_LOG_DEBUG, "exit reported while %s: %s",
                  jitsu_state_name(s), how);
     return;
@@ -357,12 +377,14 @@ void jitsu_backend_exited(jitsu_vm *vm, int clean, const char *how) {
   free(vm->next_reason);
   vm->next_reason = NULL;
   char *keep = jitsu__strdup(reason ? reason : "");
-  jitsu__vm_set_state(vm, failed ? JITSU_STATE_FAILED : JITSU_STATE_STOPPED,
-                      keep ? keep : "");
-  free(keep);
+  /* Queued before the state change, whose subscribers may undefine the vm:
+   * the stops did what they asked for. */
   finish_list(vm, &vm->stops, 0);
   finish_list(vm, &vm->ops, JITSU_EEXITED);
   finish_list(vm, &vm->snaps, JITSU_EEXITED);
+  jitsu__vm_set_state(vm, failed ? JITSU_STATE_FAILED : JITSU_STATE_STOPPED,
+                      keep ? keep : "");
+  free(keep);
   if (s == JITSU_STATE_STOPPING && vm->summons != NULL) {
     /* Summons that arrived while it was stopping start it again. */
     if (check_start_limits(vm, true) == 0)

@@ -235,9 +235,15 @@ static int check_ready_address(const jitsu_vm_def *def, jitsu_error *err) {
 int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
                     jitsu_error *err) {
   const jitsu_backend_ops *backend = NULL;
+  char dir[600];
+  if (ctx->closing)
+    return jitsu_error_set(err, -ECANCELED, NULL, "the context is closing");
   int r = check_def(ctx, def, &backend, err);
   if (r < 0 || (r = check_ready_address(def, err)) < 0)
     return r;
+  /* Adoption reads the state directory: it must be ours alone. */
+  if ((r = jitsu__state_dir_ensure(ctx, NULL, dir, sizeof(dir))) < 0)
+    return jitsu_error_set(err, r, NULL, "%s", jitsu_ctx_last_error(ctx));
   jitsu_vm *vm = calloc(1, sizeof(*vm));
   if (vm == NULL)
     return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
@@ -453,7 +459,7 @@ void jitsu__snapshot_free(jitsu__snapshot *snap) {
 static void apply_pending(jitsu_vm *vm, int status, void *arg) {
   (void)status, (void)arg;
   struct jitsu__pending_def *p = vm->pending;
-  if (p == NULL || state_is_live(vm->state))
+  if (p == NULL || vm->undefined || state_is_live(vm->state))
     return; /* started again meanwhile: wait for the next stop */
   vm->pending = NULL;
   jitsu_error err;
@@ -467,34 +473,50 @@ static void apply_pending(jitsu_vm *vm, int status, void *arg) {
   pending_free(p);
 }
 
+void jitsu__vm_ref(jitsu_vm *vm) {
+  vm->refs++;
+}
+
+void jitsu__vm_unref(jitsu_vm *vm) {
+  if (--vm->refs == 0 && vm->undefined)
+    vm_free(vm);
+}
+
 int jitsu_vm_undefine(jitsu_vm *vm) {
   jitsu_ctx *ctx = vm->ctx;
+  if (vm->undefined)
+    return jitsu__fail(ctx, -ENOENT, "vm '%s' is undefined already", vm->name);
   if (state_is_live(vm->state))
     return jitsu__fail(ctx, JITSU_ESTATE,
                        "cannot undefine vm '%s': it is %s; stop it first",
                        vm->name, jitsu_state_name(vm->state));
+  vm->undefined = true; /* from now on the verbs refuse it */
   jitsu__vm_event(vm, JITSU_VM_UNDEFINING);
   jitsu__ready_cancel(vm);
-  jitsu__defer_forget(ctx, vm);
   jitsu__triggers_drop_vm(ctx, vm);
-  for (jitsu__waiter *lists[3] = {vm->summons, vm->stops, vm->ops}, **l = lists;
-       l < lists + 3; l++) {
-    while (*l != NULL) {
-      jitsu__waiter *w = *l;
-      *l = w->next;
-      free(w);
-    }
+  /* Every waiter gets its callback, from the loop: -ECANCELED. */
+  jitsu__waiter **lists[] = {&vm->summons, &vm->stops, &vm->ops, &vm->snaps};
+  for (size_t i = 0; i < JITSU__ARRAY_SIZE(lists); i++) {
+    jitsu__defer_list(ctx, *lists[i], JITSU_ECANCELED);
+    *lists[i] = NULL;
   }
+  vm->summons_tail = &vm->summons;
+  vm->n_summons = 0;
+  /* The backend lets go of the name (sockets, files) now, so that it can be
+   * defined again at once; its memory and the vm's stay until the callbacks
+   * queued for it, and the call that undefined it, have returned. */
   if (vm->backend->release != NULL)
     vm->backend->release(vm);
   jitsu__table_remove(&ctx->vms, &vm->node);
   jitsu__list_remove(&vm->all);
   jitsu__list_remove(&vm->live);
-  vm_free(vm);
+  jitsu__defer(ctx, vm, NULL, NULL, 0); /* the last reference, if none other */
   return 0;
 }
 
 void jitsu__vm_forget(jitsu_vm *vm) {
+  if (vm->undefined)
+    return;
   account(vm, vm->state, -1);
   vm->state = JITSU_STATE_STOPPED;
   jitsu_vm_undefine(vm);
@@ -565,16 +587,20 @@ jitsu_ready_method jitsu_vm_ready_method(const jitsu_vm *vm) {
 int jitsu_vm_info_get(const jitsu_vm *vm, jitsu_vm_info *info) {
   if (info->version != JITSU_VM_INFO_VERSION)
     return -EINVAL;
+  memset(info, 0, sizeof(*info));
+  info->version = JITSU_VM_INFO_VERSION;
   info->name = vm->name;
   info->backend = vm->backend->name;
   info->state = vm->state;
   info->reason = vm->reason ? vm->reason : "";
   /* A live guest's description may change without a state change (e.g.
-   * its host became unreachable): ask the backend again. */
+   * its host became unreachable): ask the backend again (describe only
+   * reads the vm). */
   if (state_is_live(vm->state) && vm->backend->describe != NULL)
-    vm->backend->describe((jitsu_vm *)vm, ((jitsu_vm *)vm)->instance,
-                          sizeof(vm->instance));
-  info->instance = vm->instance;
+    vm->backend->describe((jitsu_vm *)vm, info->instance,
+                          sizeof(info->instance));
+  else
+    snprintf(info->instance, sizeof(info->instance), "%s", vm->instance);
   info->adopted = vm->adopted;
   info->holds = vm->holds;
   info->state_since_ms = vm->state_since_ms;

@@ -95,7 +95,12 @@ typedef struct jitsu_vm_def {
 JITSU_EXTERN int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def,
                                  jitsu_vm **out, jitsu_error *err);
 
-/* Remove (vm), which must be stopped or failed (else JITSU_ESTATE). */
+/* Remove (vm), which must be stopped or failed (else JITSU_ESTATE; -ENOENT
+ * if it was undefined already). Its name is free at once; summons, stops
+ * and suspends still waiting complete with JITSU_ECANCELED. It may be
+ * called from any callback, also one about this vm: the pointer stays
+ * valid (the verbs refuse it with -ENOENT) until the callbacks already
+ * queued for it have returned. */
 JITSU_EXTERN int jitsu_vm_undefine(jitsu_vm *vm);
 
 /* The vm called (name), or NULL; O(1). */
@@ -117,14 +122,14 @@ JITSU_EXTERN jitsu_ctx *jitsu_vm_ctx(const jitsu_vm *vm);
 JITSU_EXTERN const char *jitsu_vm_param(const jitsu_vm *vm, const char *key,
                                         size_t index);
 
-#define JITSU_VM_INFO_VERSION 1
+#define JITSU_VM_INFO_VERSION 2
 typedef struct jitsu_vm_info {
   unsigned version; /* set by the caller: JITSU_VM_INFO_VERSION */
   const char *name;
   const char *backend;
   jitsu_state state;
   const char *reason;      /* why it failed or last stopped, or "" */
-  const char *instance;    /* backend's word for the live guest, or "" */
+  char instance[160];      /* backend's word for the live guest, or "" */
   bool adopted;            /* found running by this context, not spawned */
   unsigned holds;          /* jitsu_vm_hold() count */
   uint64_t state_since_ms; /* uv_now() at the last state change */
@@ -137,7 +142,8 @@ typedef struct jitsu_vm_info {
   uint64_t live_since_ms; /* uv_now() when it last left stopped/failed */
 } jitsu_vm_info;
 
-/* Fill (info); the strings stay valid until (vm) changes state. */
+/* Fill (info) (its version set by the caller); (instance) is a copy, the
+ * other strings stay valid until (vm) changes state. Reads (vm) only. */
 JITSU_EXTERN int jitsu_vm_info_get(const jitsu_vm *vm, jitsu_vm_info *info);
 
 /* Completion of a verb: (status) is 0 or a negative errno value; the
