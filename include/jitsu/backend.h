@@ -17,6 +17,12 @@ extern "C" {
  * why) and reports the outcome later, from the loop, with the
  * jitsu_backend_*() calls below. The core calls an operation only in the
  * state where it makes sense and serialises them per vm.
+ *
+ * A report runs state subscribers, which may undefine the vm: when a
+ * report returns, the vm pointer is still valid (until the loop turns) but
+ * the backend's data may have been released (jitsu_vm_data() is then no
+ * longer the backend's). Report last, or check jitsu_vm_data() before
+ * touching the backend's data again.
  */
 #define JITSU_BACKEND_OPS_VERSION 1
 typedef struct jitsu_backend_ops {

@@ -317,8 +317,10 @@ static void console_line(lvvm *v) {
     v->marker_seen = true; /* reported with the start */
     return;
   }
-  jitsu_backend_marker(v->vm);
-  console_close(v);
+  jitsu_vm *vm = v->vm;
+  jitsu_backend_marker(vm);
+  if (jitsu_vm_data(vm) == v) /* (v) is gone if a callback undefined vm */
+    console_close(v);
 }
 
 static void console_readable(virStreamPtr st, int events, void *opaque) {
@@ -624,11 +626,14 @@ static void started(vjob *vj) {
   v->saved = false;
   v->console = vj->stream;
   jitsu_vm_log(v->vm, JITSU_LOG_INFO, "domain created on %s", v->on->uri);
-  jitsu_backend_started(v->vm, 0);
-  if (v->marker_seen && live(v)) {
+  jitsu_vm *vm = v->vm;
+  jitsu_backend_started(vm, 0);
+  /* (v) is gone if a callback undefined vm */
+  if (jitsu_vm_data(vm) == v && v->marker_seen && live(v)) {
     v->marker_seen = false;
-    jitsu_backend_marker(v->vm);
-    console_close(v);
+    jitsu_backend_marker(vm);
+    if (jitsu_vm_data(vm) == v)
+      console_close(v);
   }
 }
 

@@ -496,8 +496,9 @@ static void restored_running(void *arg, json_t *ret, const char *error) {
   char path[600];
   if (q->op == QOP_START) {
     q->op = QOP_NONE;
-    jitsu_backend_started(q->vm, 0);
-    jitsu_backend_marker(q->vm); /* it was shown before the image was made */
+    jitsu_vm *vm = q->vm;
+    jitsu_backend_started(vm, 0);
+    jitsu_backend_marker(vm); /* it was shown before the image was made */
   } else if (q->op == QOP_RESUME_DISK) {
     q->op = QOP_NONE;
     q->suspended_disk = false;

@@ -240,8 +240,10 @@ static void unpause_new(xvm *x) {
 static void console_line(xvm *x) {
   x->line[x->line_len] = '\0';
   if (strstr(x->line, x->marker) != NULL) {
-    jitsu_backend_marker(x->vm);
-    console_close(x); /* the rest goes to xenconsoled's log */
+    jitsu_vm *vm = x->vm;
+    jitsu_backend_marker(vm);
+    if (jitsu_vm_data(vm) == x) /* (x) is gone if vm was undefined */
+      console_close(x); /* the rest goes to xenconsoled's log */
   }
 }
 
@@ -399,8 +401,9 @@ static void created(xvm *x, int rc) {
     return;
   }
   jitsu_vm_log(x->vm, JITSU_LOG_INFO, "domain %u created", x->domid);
-  jitsu_backend_started(x->vm, 0);
-  if (x->live)
+  jitsu_vm *vm = x->vm;
+  jitsu_backend_started(vm, 0);
+  if (jitsu_vm_data(vm) == x && x->live) /* (x) is gone if vm was undefined */
     readiness_begin(x);
 }
 
