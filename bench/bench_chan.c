@@ -272,7 +272,7 @@ static double measure_channel(uv_loop_t *loop, const char *name,
   o.ring_size = 1024 * 1024;
   double deadline = now_s() + 60;
   if (jitsu_chan_connect(loop, name, stream ? "stream" : "ping", &o,
-                         bench_connected, &b) < 0)
+                         bench_connected, &b, NULL) < 0)
     return -1;
   while (!b.done && now_s() < deadline)
     uv_run(loop, UV_RUN_NOWAIT);

@@ -91,7 +91,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "chan_cat: standard input is not a pipe or socket\n");
     return 2;
   }
-  int r = jitsu_chan_connect(loop, argv[1], argv[2], NULL, on_connect, NULL);
+  int r =
+      jitsu_chan_connect(loop, argv[1], argv[2], NULL, on_connect, NULL, NULL);
   if (r < 0) {
     fprintf(stderr, "chan_cat: %s\n", jitsu_strerror(r));
     return 1;

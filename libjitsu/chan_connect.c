@@ -146,6 +146,7 @@ static int reply_error(const char *msg) {
 /* ---- connect ------------------------------------------------------------ */
 
 typedef struct pconnect {
+  jitsu_chan_connecting req_base; /* first: what the caller holds */
   uv_loop_t *loop;
   int rv;
   uv_poll_t poll;
@@ -158,11 +159,14 @@ typedef struct pconnect {
   jitsu_chan_connect_cb cb;
   void *arg;
   bool done;
+  bool canceled; /* its callback runs from the last close */
 } pconnect;
 
 static void pc_closed(uv_handle_t *h) {
   pconnect *p = h->data;
   if (--p->handles == 0) {
+    if (p->canceled)
+      p->cb(NULL, -ECANCELED, p->arg);
     if (p->map != NULL)
       munmap(p->map, p->map_len);
     if (p->bell >= 0)
@@ -204,6 +208,22 @@ static void pc_timeout(uv_timer_t *t) {
   pc_finish(t->data, -ETIMEDOUT);
 }
 
+static void pc_cancel(jitsu_chan_connecting *base) {
+  pconnect *p = (pconnect *)base;
+  if (p->done)
+    return;
+  p->done = true;
+  p->canceled = true;
+  uv_close((uv_handle_t *)&p->poll, pc_closed);
+  uv_close((uv_handle_t *)&p->timer, pc_closed);
+  close(p->rv); /* the server drops the request with the connection */
+}
+
+void jitsu_chan_connect_cancel(jitsu_chan_connecting *req) {
+  if (req != NULL)
+    req->cancel(req);
+}
+
 /* A sealed memfd of a fresh channel, mapped: 0 or -errno. */
 static int make_shm(size_t ring, uint8_t **map, size_t *len, int *fd) {
   *len = CHAN_HDR_SIZE + 2 * ring;
@@ -227,14 +247,14 @@ static int make_shm(size_t ring, uint8_t **map, size_t *len, int *fd) {
 
 int jitsu_chan_connect(uv_loop_t *loop, const char *name, const char *port,
                        const jitsu_chan_options *opts, jitsu_chan_connect_cb cb,
-                       void *arg) {
+                       void *arg, jitsu_chan_connecting **out) {
   jitsu_chan_options o;
-  if (!jitsu__chan_name_ok(name) || !jitsu__chan_port_ok(port) ||
+  if (!jitsu__chan_name_ok(name) || !jitsu__chan_port_ok(port) || cb == NULL ||
       jitsu__chan_opts(opts, &o) < 0)
     return -EINVAL;
   if (jitsu__chan_xen_wanted(opts)) {
 #ifdef JITSU_HAVE_VCHAN
-    return jitsu__xen_connect(loop, name, port, &o, cb, arg);
+    return jitsu__xen_connect(loop, name, port, &o, cb, arg, out);
 #else
     return -EPROTONOSUPPORT;
 #endif
@@ -280,6 +300,7 @@ int jitsu_chan_connect(uv_loop_t *loop, const char *name, const char *port,
     free(p);
     return r;
   }
+  p->req_base.cancel = pc_cancel;
   p->bell = sv[0];
   p->loop = loop;
   p->cb = cb;
@@ -291,6 +312,8 @@ int jitsu_chan_connect(uv_loop_t *loop, const char *name, const char *port,
   p->handles = 2;
   uv_poll_start(&p->poll, UV_READABLE, pc_readable);
   uv_timer_start(&p->timer, pc_timeout, timeout + 1000, 0);
+  if (out != NULL)
+    *out = &p->req_base;
   return 0;
 }
 
@@ -382,6 +405,16 @@ static jitsu_chan *take_channel(jitsu_chan_listener *l, int memfd, int bell,
           (F_SEAL_SHRINK | F_SEAL_GROW) ||
       st.st_size < (off_t)(CHAN_HDR_SIZE + 2 * JITSU_CHAN_RING_MIN) ||
       st.st_size > (off_t)(CHAN_HDR_SIZE + 2 * (size_t)JITSU_CHAN_RING_MAX))
+    return NULL;
+  /* The bell: a stream socket pair end, as jitsu_chan_connect() makes. */
+  int type = 0, domain = 0;
+  socklen_t tl = sizeof(type), dl = sizeof(domain);
+  if (fstat(bell, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+      getsockopt(bell, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 ||
+      getsockopt(bell, SOL_SOCKET, SO_DOMAIN, &domain, &dl) < 0 ||
+      type != SOCK_STREAM || domain != AF_UNIX)
+    return NULL;
+  if (fstat(memfd, &st) < 0)
     return NULL;
   size_t len = (size_t)st.st_size;
   uint8_t *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);

@@ -316,6 +316,7 @@ int jitsu__xen_listen(jitsu_chan_listener *outer, uv_loop_t *loop,
 /* ---- connecting --------------------------------------------------------- */
 
 typedef struct xconnect {
+  jitsu_chan_connecting req_base; /* first: what the caller holds */
   uv_loop_t *loop;
   struct xs_handle *xs;
   uv_poll_t poll;
@@ -327,11 +328,14 @@ typedef struct xconnect {
   jitsu_chan_connect_cb cb;
   void *arg;
   bool done;
+  bool canceled; /* its callback runs from the last close */
 } xconnect;
 
 static void xc_closed(uv_handle_t *h) {
   xconnect *x = h->data;
   if (--x->handles == 0) {
+    if (x->canceled)
+      x->cb(NULL, -ECANCELED, x->arg);
     xs_close(x->xs);
     free(x);
   }
@@ -348,7 +352,14 @@ static void connect_end(xconnect *x, jitsu_chan *c, int err) {
     xs_rm(x->xs, XBT_NULL, x->req); /* nobody took it */
   uv_close((uv_handle_t *)&x->poll, xc_closed);
   uv_close((uv_handle_t *)&x->timer, xc_closed);
-  x->cb(c, err, x->arg);
+  if (!x->canceled)
+    x->cb(c, err, x->arg);
+}
+
+static void xc_cancel(jitsu_chan_connecting *base) {
+  xconnect *x = (xconnect *)base;
+  x->canceled = !x->done;
+  connect_end(x, NULL, -ECANCELED);
 }
 
 /* Once the listener is known and its vchan keys are there: connect. */
@@ -404,7 +415,7 @@ static void connect_timeout(uv_timer_t *t) {
 
 int jitsu__xen_connect(uv_loop_t *loop, const char *name, const char *port,
                        const jitsu_chan_options *opts, jitsu_chan_connect_cb cb,
-                       void *arg) {
+                       void *arg, jitsu_chan_connecting **out) {
   xconnect *x = calloc(1, sizeof(*x));
   if (x == NULL)
     return -ENOMEM;
@@ -446,6 +457,9 @@ int jitsu__xen_connect(uv_loop_t *loop, const char *name, const char *port,
   x->handles = 2;
   uv_poll_start(&x->poll, UV_READABLE, connect_readable);
   uv_timer_start(&x->timer, connect_timeout, ms, 0);
+  x->req_base.cancel = xc_cancel;
+  if (out != NULL)
+    *out = &x->req_base;
   return 0;
 }
 

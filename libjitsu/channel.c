@@ -110,9 +110,33 @@ static void ring_bell(jitsu_chan *c) {
     c->peer_gone = true;
 }
 
+/* The callbacks of the writes left at close, in order: those already in
+ * the ring with 0, the rest with -ECANCELED (libuv's uv_close discipline).
+ * (c) is still valid during them; jitsu_chan_write() refuses it. */
+static void finish_closed_writes(jitsu_chan *c) {
+  wreq *rev = NULL;
+  while (c->done != NULL) {
+    wreq *w = c->done;
+    c->done = w->next;
+    w->next = rev;
+    rev = w;
+  }
+  for (wreq *w; (w = rev) != NULL; free(w)) {
+    rev = w->next;
+    if (w->cb != NULL)
+      w->cb(c, 0, w->arg);
+  }
+  for (wreq *w; (w = c->wq) != NULL; free(w)) {
+    c->wq = w->next;
+    if (w->cb != NULL)
+      w->cb(c, -ECANCELED, w->arg);
+  }
+}
+
 static void handle_closed(uv_handle_t *h) {
   jitsu_chan *c = h->data;
   if (--c->handles == 0) {
+    finish_closed_writes(c);
 #ifdef JITSU_HAVE_VCHAN
     if (c->vchan != NULL)
       libxenvchan_close(c->vchan); /* the peer sees it closed */
@@ -125,27 +149,23 @@ static void handle_closed(uv_handle_t *h) {
 }
 
 static void fail_writes(jitsu_chan *c, int err) {
-  while (c->wq != NULL) {
+  while (c->wq != NULL && !c->closing) { /* at close: finish_closed_writes */
     wreq *w = c->wq;
     c->wq = w->next;
-    if (w->cb != NULL && !c->closing)
+    if (c->wq == NULL)
+      c->wq_tail = &c->wq;
+    c->wq_bytes -= w->len - w->off;
+    if (w->cb != NULL)
       w->cb(c, err, w->arg);
     free(w);
   }
-  c->wq_tail = &c->wq;
-  c->wq_bytes = 0;
 }
 
 void jitsu_chan_close(jitsu_chan *c) {
   if (c == NULL || c->closing)
     return;
   c->closing = true;
-  fail_writes(c, -ECANCELED);
-  while (c->done != NULL) {
-    wreq *w = c->done;
-    c->done = w->next;
-    free(w);
-  }
+  c->wq_bytes = 0;
   uv_close((uv_handle_t *)&c->poll, handle_closed);
   uv_close((uv_handle_t *)&c->idle, handle_closed);
   if (c->peer_watch != NULL)
@@ -224,10 +244,16 @@ static void finish_writes(jitsu_chan *c) {
       w->cb(c, 0, w->arg);
     free(w);
   }
+  /* A callback closed it: the rest finish at close, after (older than)
+   * what was written meanwhile. */
+  wreq **tail = &c->done;
+  while (*tail != NULL)
+    tail = &(*tail)->next;
   while (rev != NULL) {
     wreq *w = rev;
     rev = w->next;
-    free(w);
+    w->next = *tail;
+    *tail = w;
   }
 }
 
@@ -359,6 +385,13 @@ jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
     free(c);
     return NULL;
   }
+  /* The bell must be a descriptor libuv can poll (the peer chose it). */
+  *err = uv_poll_init(loop, &c->poll, bell);
+  if (*err < 0) {
+    free(c->rbuf);
+    free(c);
+    return NULL;
+  }
   c->loop = loop;
   c->map = map;
   c->map_len = map_len;
@@ -369,7 +402,6 @@ jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
                : spin_us == 0        ? DEFAULT_SPIN_NS
                                      : spin_us * 1000;
   uv_idle_init(loop, &c->idle);
-  uv_poll_init(loop, &c->poll, bell);
   c->idle.data = c->poll.data = c;
   c->handles = 2;
   uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, bell_cb);

@@ -68,7 +68,7 @@ int jitsu__xen_listen(jitsu_chan_listener *outer, uv_loop_t *loop,
 void jitsu__xen_listener_close(void *impl);
 int jitsu__xen_connect(uv_loop_t *loop, const char *name, const char *port,
                        const jitsu_chan_options *opts, jitsu_chan_connect_cb cb,
-                       void *arg);
+                       void *arg, jitsu_chan_connecting **out);
 #endif
 
 /* One message on a SOCK_SEQPACKET socket, with up to two descriptors. */
@@ -85,6 +85,12 @@ bool jitsu__chan_port_ok(const char *s);
 /* The vm a connect to (name) summons: a "channel" trigger, the vm of that
  * name, or the first with "channel = name"; NULL if none. */
 jitsu_vm *jitsu__chan_vm_for(jitsu_ctx *ctx, const char *name);
+
+/* A pending connect, as its caller holds it: the transport's request
+ * starts with this. */
+struct jitsu_chan_connecting {
+  void (*cancel)(jitsu_chan_connecting *req);
+};
 
 /* The server's state in a ctx (rendezvous.c). */
 void jitsu__rendezvous_free(jitsu_ctx *ctx);

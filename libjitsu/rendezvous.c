@@ -43,10 +43,14 @@ typedef struct jitsu__rendezvous {
   rv_conn *conns;
   rv_pending *pending;
   unsigned n_pending, n_listeners, n_conns;
+  int handles; /* open handles: the last close frees the struct */
 } jitsu__rendezvous;
 
+/* A descriptor is closed only once libuv has let go of its poll handle. */
 static void conn_closed(uv_handle_t *h) {
-  free(h->data);
+  rv_conn *c = h->data;
+  close(c->fd);
+  free(c);
 }
 
 static void pending_drop(rv_pending *p) {
@@ -87,7 +91,6 @@ static void conn_close(rv_conn *c) {
       rv->n_conns--;
       break;
     }
-  close(c->fd);
   uv_close((uv_handle_t *)&c->poll, conn_closed);
 }
 
@@ -348,12 +351,14 @@ static void accept_cb(uv_poll_t *h, int status, int events) {
   }
 }
 
+/* Its two handles close in either order: the last frees it. */
 static void rv_closed(uv_handle_t *h) {
   jitsu__rendezvous *rv = h->data;
-  if (h == (uv_handle_t *)&rv->timer) {
-    free(rv->path);
-    free(rv);
-  }
+  if (--rv->handles > 0)
+    return;
+  close(rv->fd);
+  free(rv->path);
+  free(rv);
 }
 
 void jitsu__rendezvous_free(jitsu_ctx *ctx) {
@@ -364,8 +369,7 @@ void jitsu__rendezvous_free(jitsu_ctx *ctx) {
   while (rv->conns != NULL)
     conn_close(rv->conns);
   unlink(rv->path);
-  close(rv->fd);
-  uv_close((uv_handle_t *)&rv->poll, NULL);
+  uv_close((uv_handle_t *)&rv->poll, rv_closed);
   uv_close((uv_handle_t *)&rv->timer, rv_closed);
 }
 
@@ -397,9 +401,18 @@ int jitsu_rendezvous_listen(jitsu_ctx *ctx, const char *path) {
   }
   rv->ctx = ctx;
   rv->fd = fd;
-  uv_poll_init(ctx->loop, &rv->poll, fd);
+  int r = uv_poll_init(ctx->loop, &rv->poll, fd);
+  if (r < 0) {
+    free(rv->path);
+    free(rv);
+    close(fd);
+    unlink(path);
+    return jitsu__fail(ctx, r, "cannot poll the rendezvous socket: %s",
+                       uv_strerror(r));
+  }
   uv_timer_init(ctx->loop, &rv->timer);
   rv->poll.data = rv->timer.data = rv;
+  rv->handles = 2;
   uv_poll_start(&rv->poll, UV_READABLE, accept_cb);
   ctx->rendezvous = rv;
   return 0;

@@ -45,7 +45,9 @@ typedef struct jitsu_chan_listener jitsu_chan_listener;
  * shared memory: -EPROTO). Either way no more data comes. */
 typedef void (*jitsu_chan_read_cb)(jitsu_chan *c, const void *data, size_t len,
                                    int err, void *arg);
-/* A write was fully handed to the ring (0), or failed. */
+/* A write was fully handed to the ring (0), or failed: -EPIPE or
+ * -ECONNRESET on a broken channel, -ECANCELED when the channel was closed
+ * first. Each write's callback runs exactly once, in order. */
 typedef void (*jitsu_chan_write_cb)(jitsu_chan *c, int err, void *arg);
 /* A connect finished: (c) is the new channel, or NULL with (err) < 0. */
 typedef void (*jitsu_chan_connect_cb)(jitsu_chan *c, int err, void *arg);
@@ -86,13 +88,24 @@ JITSU_EXTERN int jitsu_chan_listen(uv_loop_t *loop, const char *name,
                                    jitsu_chan_listener **out);
 JITSU_EXTERN void jitsu_chan_listener_close(jitsu_chan_listener *l);
 
-/* Connect to (name, port); (cb) gets the channel or an error:
- * -ETIMEDOUT (nobody listened in time), -ECONNREFUSED (no such name and no
- * vm to summon), JITSU_ELIMIT (too many pending connects). */
+/* A connect in progress; valid until its callback has been called. */
+typedef struct jitsu_chan_connecting jitsu_chan_connecting;
+
+/* Connect to (name, port); (cb) gets the channel or an error, exactly
+ * once: -ETIMEDOUT (nobody listened in time), -ECONNREFUSED (no such name
+ * and no vm to summon), JITSU_ELIMIT (too many pending connects),
+ * -ECANCELED (jitsu_chan_connect_cancel()). (*out), if (out) is not NULL,
+ * is the pending connect, for cancelling it. */
 JITSU_EXTERN int jitsu_chan_connect(uv_loop_t *loop, const char *name,
                                     const char *port,
                                     const jitsu_chan_options *opts,
-                                    jitsu_chan_connect_cb cb, void *arg);
+                                    jitsu_chan_connect_cb cb, void *arg,
+                                    jitsu_chan_connecting **out);
+
+/* Give up a pending connect: its callback runs once, from the loop, with
+ * -ECANCELED (the rendezvous drops the request; a guest it summoned stays
+ * up). Call it only before the callback has run. */
+JITSU_EXTERN void jitsu_chan_connect_cancel(jitsu_chan_connecting *req);
 
 /* Deliver data to (cb) until EOF or an error; stop with (cb) NULL. */
 JITSU_EXTERN int jitsu_chan_read_start(jitsu_chan *c, jitsu_chan_read_cb cb,

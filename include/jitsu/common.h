@@ -11,9 +11,9 @@ extern "C" {
 #endif
 
 #define JITSU_VERSION_MAJOR 0
-#define JITSU_VERSION_MINOR 1
+#define JITSU_VERSION_MINOR 2
 #define JITSU_VERSION_PATCH 0
-#define JITSU_VERSION_STRING "0.1.0"
+#define JITSU_VERSION_STRING "0.2.0"
 
 #if defined(__GNUC__)
 #define JITSU_EXTERN __attribute__((visibility("default")))
@@ -29,7 +29,7 @@ extern "C" {
 #define JITSU_ELIMIT (-EUSERS)       /* max-live or max-starting reached */
 #define JITSU_EEXITED (-ECHILD)      /* the guest exited before it was ready */
 #define JITSU_ETIMEDOUT (-ETIMEDOUT) /* not ready within ready-timeout */
-#define JITSU_ECANCELED (-ECANCELED) /* a stop overtook the summon */
+#define JITSU_ECANCELED (-ECANCELED) /* a stop, or its vm or ctx going, overtook it */
 
 /* Describe (err), a negative errno value; never returns NULL. */
 JITSU_EXTERN const char *jitsu_strerror(int err);

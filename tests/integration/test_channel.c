@@ -1,9 +1,15 @@
 /* Channels and the rendezvous: host to host, host to a process guest
  * (summoned by the connect), 1 GiB with a checksum, a peer killed mid
  * transfer, many channels at once, and the errors. */
+#include "chan_ring.h"
+#include "channel_int.h"
 #include "helpers.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +47,7 @@ static jitsu_chan *connect_ok(fixture *f, const char *name, const char *port) {
   jitsu_chan_options o = opts(f);
   conn_out out = {0};
   assert_int_equal(
-      jitsu_chan_connect(&f->loop, name, port, &o, connected, &out), 0);
+      jitsu_chan_connect(&f->loop, name, port, &o, connected, &out, NULL), 0);
   assert_true(run_until(f, &out.done, 15000));
   if (out.err != 0)
     fprintf(stderr, "connect %s/%s: %s\n", name, port, jitsu_strerror(out.err));
@@ -133,12 +139,14 @@ static void test_host_to_host(void **state) {
   /* Errors: bad names, nobody there. */
   conn_out out = {0};
   assert_int_equal(
-      jitsu_chan_connect(&f->loop, "bad name", "p", &o, connected, &out),
+      jitsu_chan_connect(&f->loop, "bad name", "p", &o, connected, &out, NULL),
       -EINVAL);
   assert_int_equal(
-      jitsu_chan_connect(&f->loop, "svc", "p/1", &o, connected, &out), -EINVAL);
+      jitsu_chan_connect(&f->loop, "svc", "p/1", &o, connected, &out, NULL),
+      -EINVAL);
   assert_int_equal(
-      jitsu_chan_connect(&f->loop, "nobody", "p", &o, connected, &out), 0);
+      jitsu_chan_connect(&f->loop, "nobody", "p", &o, connected, &out, NULL),
+      0);
   assert_true(run_until(f, &out.done, 5000));
   assert_int_equal(out.err, -ECONNREFUSED);
   jitsu_chan_listener_close(l);
@@ -228,8 +236,9 @@ static void test_many_channels(void **state) {
   for (int i = 0; i < N; i++) {
     char port[16];
     snprintf(port, sizeof(port), "p%d", i);
-    assert_int_equal(
-        jitsu_chan_connect(&f->loop, "echo", port, &o, connected, &outs[i]), 0);
+    assert_int_equal(jitsu_chan_connect(&f->loop, "echo", port, &o, connected,
+                                        &outs[i], NULL),
+                     0);
   }
   static uint8_t buf[65536];
   int started = 0, ended = 0;
@@ -271,12 +280,13 @@ static void test_connect_timeout(void **state) {
   o.timeout_ms = 300;
   conn_out out = {0};
   assert_int_equal(
-      jitsu_chan_connect(&f->loop, "mute", "p", &o, connected, &out), 0);
+      jitsu_chan_connect(&f->loop, "mute", "p", &o, connected, &out, NULL), 0);
   assert_true(run_until(f, &out.done, 5000));
   assert_int_equal(out.err, -ETIMEDOUT);
   memset(&out, 0, sizeof(out));
   assert_int_equal(
-      jitsu_chan_connect(&f->loop, "broken", "p", &o, connected, &out), 0);
+      jitsu_chan_connect(&f->loop, "broken", "p", &o, connected, &out, NULL),
+      0);
   assert_true(run_until(f, &out.done, 5000));
   assert_true(out.err < 0 && out.err != -ETIMEDOUT);
 }
@@ -365,10 +375,11 @@ static void test_listener_cap(void **state) {
   bad.version = 99;
   conn_out out = {0};
   assert_int_equal(
-      jitsu_chan_connect(&f->loop, "capped", "e", &bad, connected, &out),
+      jitsu_chan_connect(&f->loop, "capped", "e", &bad, connected, &out, NULL),
       -EINVAL);
   assert_int_equal(
-      jitsu_chan_connect(&f->loop, "nobody", "e", &v1, connected, &out), 0);
+      jitsu_chan_connect(&f->loop, "nobody", "e", &v1, connected, &out, NULL),
+      0);
   assert_true(run_until(f, &out.done, 5000));
   assert_int_equal(out.err, -ECONNREFUSED);
   jitsu_chan_close(c1);
@@ -379,14 +390,164 @@ static void test_listener_cap(void **state) {
     jitsu_chan_close(accepted[--n_accepted]);
 }
 
+/* A listener that takes channels and never reads them. */
+static void deaf_accept(jitsu_chan_listener *l, jitsu_chan *c, const char *port,
+                        int err, void *arg) {
+  (void)l, (void)port;
+  if (c == NULL) {
+    *(int *)arg = err == 0 ? 2 : err;
+    return;
+  }
+  if (n_accepted < 8)
+    accepted[n_accepted++] = c;
+}
+
+typedef struct wcount {
+  int calls[64];
+  int ok, canceled, order_ok;
+  int last;
+} wcount;
+static wcount wc;
+
+static void count_write(jitsu_chan *c, int err, void *arg) {
+  (void)c;
+  int i = (int)(intptr_t)arg;
+  wc.calls[i]++;
+  wc.ok += err == 0;
+  wc.canceled += err == -ECANCELED;
+  wc.order_ok += i == wc.last + 1;
+  wc.last = i;
+}
+
+/* Closing a channel with writes queued behind a full ring: every write's
+ * callback runs once, in order, from the loop; those not in the ring with
+ * -ECANCELED. */
+static void test_close_completes_writes(void **state) {
+  fixture *f = *state;
+  assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
+  jitsu_chan_options o = opts(f);
+  o.ring_size = JITSU_CHAN_RING_MIN;
+  jitsu_chan_listener *l;
+  int st = 0;
+  n_accepted = 0;
+  assert_int_equal(
+      jitsu_chan_listen(&f->loop, "deaf", &o, deaf_accept, &st, &l), 0);
+  assert_int_equal(wait_listen(f, &st), 0);
+  jitsu_chan_options co = opts(f);
+  co.ring_size = JITSU_CHAN_RING_MIN;
+  conn_out out = {0};
+  assert_int_equal(
+      jitsu_chan_connect(&f->loop, "deaf", "p", &co, connected, &out, NULL), 0);
+  assert_true(run_until(f, &out.done, 5000));
+  assert_int_equal(out.err, 0);
+  memset(&wc, 0, sizeof(wc));
+  wc.last = -1;
+  static uint8_t buf[1024];
+  for (int i = 0; i < 64; i++)
+    assert_int_equal(jitsu_chan_write(out.c, buf, sizeof(buf), count_write,
+                                      (void *)(intptr_t)i),
+                     0);
+  assert_true(jitsu_chan_write_queue_size(out.c) > 0);
+  jitsu_chan_close(out.c);
+  assert_int_equal(wc.ok + wc.canceled, 0); /* not from inside close */
+  run_for(f, 20);
+  for (int i = 0; i < 64; i++)
+    assert_int_equal(wc.calls[i], 1);
+  assert_int_equal(wc.order_ok, 64);
+  assert_true(wc.canceled > 0);
+  assert_int_equal(wc.ok + wc.canceled, 64);
+  jitsu_chan_listener_close(l);
+  while (n_accepted > 0)
+    jitsu_chan_close(accepted[--n_accepted]);
+}
+
+/* A pending connect can be given up: its callback runs once, from the loop,
+ * with -ECANCELED. */
+static void test_connect_cancel(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, "[vm mute]\nexec = /bin/sleep 30\n"), 0);
+  assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
+  jitsu_chan_options o = opts(f);
+  o.timeout_ms = 60000;
+  conn_out out = {0};
+  jitsu_chan_connecting *req = NULL;
+  assert_int_equal(
+      jitsu_chan_connect(&f->loop, "mute", "p", &o, connected, &out, &req), 0);
+  assert_non_null(req);
+  run_for(f, 50);
+  assert_int_equal(out.done, 0);
+  jitsu_chan_connect_cancel(req);
+  assert_int_equal(out.done, 0); /* not from inside the call */
+  assert_true(run_until(f, &out.done, 1000));
+  assert_int_equal(out.err, -ECANCELED);
+  assert_null(out.c);
+}
+
+/* A connector that hands over something that is not a socket as its bell
+ * (here a regular file): the listener refuses that channel and goes on. */
+static void test_bell_not_a_socket(void **state) {
+  fixture *f = *state;
+  assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
+  jitsu_chan_options o = opts(f);
+  jitsu_chan_listener *l;
+  int st = 0;
+  n_accepted = 0;
+  assert_int_equal(jitsu_chan_listen(&f->loop, "svc", &o, echo_accept, &st, &l),
+                   0);
+  assert_int_equal(wait_listen(f, &st), 0);
+  /* A well-formed shared memory, sealed as the listener wants it. */
+  size_t len = CHAN_HDR_SIZE + 2 * JITSU_CHAN_RING_MIN;
+  int memfd = memfd_create("t", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  assert_true(memfd >= 0);
+  assert_int_equal(ftruncate(memfd, (off_t)len), 0);
+  assert_int_equal(
+      fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), 0);
+  uint8_t *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  assert_true(map != MAP_FAILED);
+  assert_int_equal(chan_ring_format(map, len, JITSU_CHAN_RING_MIN), 0);
+  munmap(map, len);
+  char file[300];
+  snprintf(file, sizeof(file), "%s/not-a-socket", f->dir);
+  int bell = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  assert_true(bell >= 0);
+  int rv = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  snprintf(sun.sun_path, sizeof(sun.sun_path), "%s",
+           jitsu_rendezvous_path(f->ctx));
+  assert_int_equal(connect(rv, (struct sockaddr *)&sun, sizeof(sun)), 0);
+  int fds[2] = {memfd, bell};
+  assert_int_equal(jitsu__rv_send(rv, "C svc p 1000", fds, 2), 0);
+  close(memfd);
+  close(bell);
+  run_for(f, 100);
+  assert_int_equal(n_accepted, 0);
+  close(rv);
+  /* The listener still serves. */
+  jitsu_chan *c = connect_ok(f, "svc", "after");
+  for (int i = 0; i < 100 && n_accepted == 0; i++)
+    run_for(f, 10);
+  assert_int_equal(n_accepted, 1);
+  jitsu_chan_close(c);
+  jitsu_chan_listener_close(l);
+  while (n_accepted > 0)
+    jitsu_chan_close(accepted[--n_accepted]);
+}
+
 int main(void) {
 #define T(fn)                                                                  \
   cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
   const struct CMUnitTest tests[] = {
-      T(test_host_to_host),    T(test_summon_on_connect_1gib),
-      T(test_peer_killed),     T(test_many_channels),
-      T(test_connect_timeout), T(test_rendezvous_from_config),
-      T(test_channel_alias),   T(test_listener_cap),
+      T(test_host_to_host),
+      T(test_summon_on_connect_1gib),
+      T(test_peer_killed),
+      T(test_many_channels),
+      T(test_connect_timeout),
+      T(test_rendezvous_from_config),
+      T(test_channel_alias),
+      T(test_listener_cap),
+      T(test_close_completes_writes),
+      T(test_connect_cancel),
+      T(test_bell_not_a_socket),
   };
   return cmocka_run_group_tests_name("channel", tests, NULL, NULL);
 }

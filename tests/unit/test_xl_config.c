@@ -114,7 +114,7 @@ static void test_xen_rendezvous_without_xen(void **state) {
   assert_int_equal(jitsu_chan_listen(&f->loop, "echo", &o, no_accept, NULL, &l),
                    -EHOSTUNREACH);
   assert_int_equal(
-      jitsu_chan_connect(&f->loop, "echo", "p", &o, no_connect, NULL),
+      jitsu_chan_connect(&f->loop, "echo", "p", &o, no_connect, NULL, NULL),
       -EHOSTUNREACH);
   run_for(f, 10);
 }

@@ -415,8 +415,8 @@ static void test_chan_summon_and_destroy(void **state) {
   o.rendezvous = "xen";
   o.timeout_ms = 120000;
   conn k = {0};
-  assert_int_equal(jitsu_chan_connect(&f->loop, "echo", "p", &o, connected, &k),
-                   0);
+  assert_int_equal(
+      jitsu_chan_connect(&f->loop, "echo", "p", &o, connected, &k, NULL), 0);
   assert_true(run_until(f, &k.done, 125000));
   if (k.err != 0) {
     fprintf(stderr, "connect: %s (vm %s: %s)\n", jitsu_strerror(k.err),
@@ -441,7 +441,7 @@ static void test_chan_summon_and_destroy(void **state) {
   /* A second channel; the domain is destroyed while data flows. */
   conn k2 = {0};
   assert_int_equal(
-      jitsu_chan_connect(&f->loop, "echo", "q", &o, connected, &k2), 0);
+      jitsu_chan_connect(&f->loop, "echo", "q", &o, connected, &k2, NULL), 0);
   assert_true(run_until(f, &k2.done, 30000));
   assert_int_equal(k2.err, 0);
   xfer y = {.total = 1u << 30, .c = k2.c};
