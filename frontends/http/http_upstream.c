@@ -151,8 +151,8 @@ void http_upstream_release(http_upstream *u, bool reuse) {
 void http_vmq_close_idle(http_vmq *q) {
   while (q->idle.next != &q->idle) {
     http_upstream *u = HTTP_CONTAINER(q->idle.next, http_upstream, plink);
+    upstream_close(u); /* takes it off q's list and counts; then q goes */
     u->q = NULL;
-    upstream_close(u);
   }
 }
 

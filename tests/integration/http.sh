@@ -26,6 +26,7 @@ fail() {
 }
 ok() { passed=$((passed + 1)); }
 P=$(free_port) W=$(free_port) S=$(free_port) B=$(free_port) WS=$(free_port)
+KA=$(free_port)
 wsecho="$(dirname "$0")/ws_echo.py"
 url() { echo "http://127.0.0.1:$P$1"; }
 get() { curl -s -m 20 -H "Host: $1" "$(url "${2:-/}")"; }
@@ -74,6 +75,10 @@ http-host = ws.test
 exec = $dir/no-such-program
 address = 127.0.0.1:1
 http-host = broken.test
+[vm alias]
+exec = /bin/sh -c 'sleep 1000' $dir
+address = 127.0.0.1:$KA
+http-host = alias.test
 CONF
 "$jhttp" -c "$dir/http.conf" >"$dir/http.out" 2>"$dir/http.err" &
 hpid=$!
@@ -184,6 +189,17 @@ ok
 sed -i '/^\[vm api\]$/,/^http-path = \/api$/d' "$dir/http.conf"
 ctl reload | grep -Eq "^api +removed" || fail "reload did not remove api"
 [ "$(get web.test /api/v1)" = "hello from web" ] || fail "/api still goes to the removed vm"
+# ...also one whose pool holds an idle connection (alias's address is an
+# HTTP/1.1 server that keeps connections and outlives alias's own guest).
+/usr/bin/python3 "$(dirname "$0")/keepalive_server.py" "$KA" &
+pids+=($!)
+for _ in $(seq 1 100); do get alias.test | grep -q keep-alive && break; sleep 0.05; done
+[ "$(get alias.test)" = "keep-alive" ] || fail "alias: no answer"
+ctl stop alias destroy >/dev/null
+sed -i '/^\[vm alias\]$/,/^http-host = alias.test$/d' "$dir/http.conf"
+ctl reload | grep -Eq "^alias +removed" || fail "reload did not remove alias"
+kill -0 "$hpid" 2>/dev/null || fail "jitsu-http died removing a vm with a pooled connection"
+[ "$(get web.test)" = "hello from web" ] || fail "the proxy did not survive removing alias"
 ok
 
 # --- statistics --------------------------------------------------------------
