@@ -10,7 +10,12 @@
 #include <time.h>
 
 #define TCP_IDLE_MS 10000
+/* Per TCP connection: answers owed (held or forwarded queries, and writes
+ * not yet done) and bytes of answers the client has not read. Beyond
+ * either, the server stops reading that connection until it drains; a
+ * client that never reads is closed by the idle timer. */
 #define TCP_MAX_QUERIES_INFLIGHT 32
+#define TCP_MAX_UNSENT (64 * 1024)
 #define RATE_SLOTS 4096
 #define SHORT_TTL 1
 #define RING 256
@@ -101,6 +106,8 @@ struct tcp_conn {
   size_t len;
   unsigned refs; /* handles (2) + answers owed */
   bool closing;
+  bool paused;     /* reading stopped: too much owed or unsent */
+  bool in_process; /* conn_process() is running */
 };
 
 /* A query whose answer waits for its guest. */
@@ -585,11 +592,17 @@ static void conn_handle_closed(uv_handle_t *h) {
   conn_unref(h->data);
 }
 
+static void conn_process(tcp_conn *c);
+static bool conn_full(tcp_conn *c);
+
 static void conn_unref(tcp_conn *c) {
   if (--c->refs == 0) {
     c->srv->n_conns--;
     free(c);
+    return;
   }
+  if (c->paused && !c->closing && !conn_full(c))
+    conn_process(c); /* something drained: room again */
 }
 
 static void conn_close(tcp_conn *c) {
@@ -611,20 +624,34 @@ static void tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
       uv_buf_init((char *)c->buf + c->len, (unsigned)(sizeof(c->buf) - c->len));
 }
 
-static void tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  tcp_conn *c = s->data;
-  (void)buf;
-  if (n < 0) {
-    conn_close(c);
+static void tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+/* Whether (c) owes too much to take another query (its references beyond
+ * its two handles and conn_process()'s own). */
+static bool conn_full(tcp_conn *c) {
+  return c->refs - 2 - c->in_process >= TCP_MAX_QUERIES_INFLIGHT ||
+         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >=
+             TCP_MAX_UNSENT;
+}
+
+/* Answer the complete queries in (c)'s buffer while there is room; read
+ * more only when all of them were taken. */
+static void conn_process(tcp_conn *c) {
+  if (c->in_process)
     return;
-  }
-  c->len += (size_t)n;
+  c->in_process = true;
+  c->refs++; /* (c) stays while its queries are handled */
   size_t at = 0;
-  while (c->len - at >= 2) {
+  bool full = false;
+  while (c->len - at >= 2 && !c->closing) {
+    if (conn_full(c)) {
+      full = true;
+      break;
+    }
     size_t mlen = (size_t)(c->buf[at] << 8 | c->buf[at + 1]);
     if (mlen < DNS_HEADER_LEN) { /* nonsense framing: hang up */
       conn_close(c);
-      return;
+      break;
     }
     if (c->len - at - 2 < mlen)
       break;
@@ -633,12 +660,32 @@ static void tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&to.peer, &len);
     handle_query(c->srv, &to, c->buf + at + 2, mlen);
     at += 2 + mlen;
-    if (c->closing)
-      return;
   }
-  memmove(c->buf, c->buf + at, c->len - at);
-  c->len -= at;
-  uv_timer_start(&c->timer, conn_idle, TCP_IDLE_MS, 0);
+  if (!c->closing) {
+    if (at > 0)
+      memmove(c->buf, c->buf + at, c->len - at);
+    c->len -= at;
+    if (full && !c->paused)
+      uv_read_stop((uv_stream_t *)&c->tcp);
+    else if (!full && c->paused)
+      uv_read_start((uv_stream_t *)&c->tcp, tcp_alloc, tcp_read);
+    c->paused = full;
+    if (!full || at > 0) /* progress: the idle clock starts again */
+      uv_timer_start(&c->timer, conn_idle, TCP_IDLE_MS, 0);
+  }
+  c->in_process = false;
+  conn_unref(c);
+}
+
+static void tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  tcp_conn *c = s->data;
+  (void)buf;
+  if (n < 0) {
+    conn_close(c);
+    return;
+  }
+  c->len += (size_t)n;
+  conn_process(c);
 }
 
 static void tcp_accept(uv_stream_t *server, int status) {

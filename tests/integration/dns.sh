@@ -249,6 +249,25 @@ head -c 2000 "$dir/junk" | socat -t 1 - "TCP:127.0.0.1:$P" >/dev/null || true
 [ "$(q web.example.test A +short)" = "127.0.0.1" ] || fail "the server did not survive"
 ok
 
+# --- TCP: a client that pipelines queries and never reads is bounded -------
+mpid=$(pgrep -f -- "-c $dir/main.conf" | head -n1)
+rss() { awk '/VmRSS/ {print $2}' "/proc/$mpid/status"; }
+before=$(rss)
+exec 7> >(/usr/bin/python3 "$(dirname "$0")/dns_tcp_flood.py" "$P" web.example.test 12 >"$dir/flood.txt")
+for _ in $(seq 1 200); do [ -s "$dir/flood.txt" ] && break; sleep 0.05; done
+taken=$(cat "$dir/flood.txt")
+after=$(rss)
+[ "$(q web.example.test A +short)" = "127.0.0.1" ] || fail "the server stalled behind a client that does not read"
+exec 7>&-
+echo "# TCP flood: the server took $taken bytes of queries; RSS $before -> $after KiB"
+[ -n "$taken" ] || fail "the flood client did not run"
+if ldd "$jdns" | grep -q libasan; then
+  echo "skipped: the memory bound (ASan's quarantine keeps freed buffers)"
+else
+  [ $((after - before)) -lt 16384 ] || fail "jitsu-dns grew by $((after - before)) KiB for one TCP client"
+fi
+ok
+
 # --- a flood of summoning queries stays within the limits ------------------
 cat >"$dir/flood.conf" <<CONF
 [jitsu]
