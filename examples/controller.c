@@ -36,6 +36,11 @@ typedef struct pending {
   app *a;
 } pending;
 
+/* Handles this program allocates on their own are freed when closed. */
+static void free_handle(uv_handle_t *h) {
+  free(h);
+}
+
 static void log_line(jitsu_log_level level, const char *msg, void *arg) {
   (void)arg;
   fprintf(stderr, "jitsu: %s: %s\n", jitsu_log_level_name(level), msg);
@@ -132,7 +137,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   app *a = s->data;
   (void)buf;
   if (n < 0) { /* EOF: keep serving socket triggers */
-    uv_close((uv_handle_t *)s, (uv_close_cb)free);
+    uv_close((uv_handle_t *)s, free_handle);
     a->input = NULL;
     return;
   }
@@ -179,7 +184,7 @@ static void check_all_stopped(uv_idle_t *idle) {
   jitsu_ctx_counts(a->ctx, NULL, &live, NULL);
   if (live > 0)
     return;
-  uv_close((uv_handle_t *)idle, (uv_close_cb)free);
+  uv_close((uv_handle_t *)idle, free_handle);
   jitsu_ctx_free(a->ctx);
   a->ctx = NULL;
 }
@@ -190,7 +195,7 @@ static void quit(app *a) {
   uv_close((uv_handle_t *)&a->sigint, NULL);
   uv_close((uv_handle_t *)&a->sigterm, NULL);
   if (a->input != NULL) {
-    uv_close((uv_handle_t *)a->input, (uv_close_cb)free);
+    uv_close((uv_handle_t *)a->input, free_handle);
     a->input = NULL;
   }
   if (a->keep_guests) {

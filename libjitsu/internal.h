@@ -196,6 +196,10 @@ int jitsu__parse_vcpus(const char *text, unsigned *n);
 int jitsu__read_bounded(const char *path, size_t max, char **text, size_t *len,
                         char *why, size_t size);
 
+/* A close callback that frees a handle allocated on its own (casting free()
+ * to uv_close_cb is undefined behaviour). */
+void jitsu__free_handle(uv_handle_t *h);
+
 /* Duplicate (s); NULL on failure. */
 char *jitsu__strdup(const char *s);
 /* Random 32 bits from getrandom(), or a time-based fallback. */

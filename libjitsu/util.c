@@ -115,6 +115,10 @@ void jitsu__list_remove(jitsu__link *link) {
   link->prev = link->next = NULL;
 }
 
+void jitsu__free_handle(uv_handle_t *h) {
+  free(h);
+}
+
 char *jitsu__strdup(const char *s) {
   size_t n = strlen(s) + 1;
   char *d = malloc(n);

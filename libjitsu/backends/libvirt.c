@@ -907,7 +907,7 @@ static void lv_release(jitsu_vm *vm) {
     console_close(v);
   if (v->timer != NULL) {
     v->timer->data = NULL;
-    uv_close((uv_handle_t *)v->timer, (uv_close_cb)free);
+    uv_close((uv_handle_t *)v->timer, jitsu__free_handle);
     v->timer = NULL;
   }
   v->on = NULL; /* the domain lives on, for a later controller */

@@ -60,7 +60,7 @@ static void close_handle(void *hp) {
   uv_handle_t **h = hp;
   if (*h != NULL) {
     (*h)->data = NULL;
-    uv_close(*h, (uv_close_cb)free);
+    uv_close(*h, jitsu__free_handle);
     *h = NULL;
   }
 }
@@ -771,7 +771,10 @@ static void save_done(qvm *q, const char *error) {
     snprintf(meta, sizeof(meta), "%s.args", s->final);
     char *args = qemu_describe_args(q);
     FILE *f = args ? fopen(meta, "we") : NULL;
-    if (f == NULL || fputs(args, f) < 0 || fclose(f) != 0)
+    bool written = f != NULL && fputs(args, f) >= 0;
+    if (f != NULL && fclose(f) != 0) /* closed whether the write worked */
+      written = false;
+    if (!written)
       error = "cannot write the image's fingerprint";
     else
       jitsu_vm_log(

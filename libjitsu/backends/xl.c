@@ -198,7 +198,7 @@ void xl_domain_event(xvm *x, libxl_event *ev) {
 static void console_close(xvm *x) {
   if (x->console != NULL) {
     x->console->data = NULL;
-    uv_close((uv_handle_t *)x->console, (uv_close_cb)free);
+    uv_close((uv_handle_t *)x->console, jitsu__free_handle);
     x->console = NULL;
   }
   if (x->console_fd >= 0) {
@@ -243,7 +243,7 @@ static void console_line(xvm *x) {
     jitsu_vm *vm = x->vm;
     jitsu_backend_marker(vm);
     if (jitsu_vm_data(vm) == x) /* (x) is gone if vm was undefined */
-      console_close(x); /* the rest goes to xenconsoled's log */
+      console_close(x);         /* the rest goes to xenconsoled's log */
   }
 }
 
@@ -727,7 +727,7 @@ static void xl_release(jitsu_vm *vm) {
   }
   if (x->timer != NULL) {
     x->timer->data = NULL;
-    uv_close((uv_handle_t *)x->timer, (uv_close_cb)free);
+    uv_close((uv_handle_t *)x->timer, jitsu__free_handle);
     x->timer = NULL;
   }
   if (x->pending > 0) {

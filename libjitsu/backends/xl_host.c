@@ -105,7 +105,7 @@ static void fd_close_if_unused(xlfd *f) {
   jitsu__list_remove(&f->link);
   uv_handle_t *hd = f->poll ? (uv_handle_t *)f->poll : (uv_handle_t *)f->idle;
   hd->data = NULL;
-  uv_close(hd, (uv_close_cb)free);
+  uv_close(hd, jitsu__free_handle);
   free(f);
 }
 
@@ -484,12 +484,12 @@ static void host_free(xlhost *h) {
   }
   if (h->xs_poll != NULL) {
     h->xs_poll->data = NULL;
-    uv_close((uv_handle_t *)h->xs_poll, (uv_close_cb)free);
+    uv_close((uv_handle_t *)h->xs_poll, jitsu__free_handle);
   }
   if (h->xs != NULL)
     xs_close(h->xs);
   if (h->sigchld != NULL)
-    uv_close((uv_handle_t *)h->sigchld, (uv_close_cb)free);
+    uv_close((uv_handle_t *)h->sigchld, jitsu__free_handle);
   free(h->logger);
   free(h);
 }
