@@ -329,7 +329,7 @@ int jitsu__notify_says_ready(const char *msg, size_t len);
 int jitsu__record_write(const char *path, pid_t pid,
                         unsigned long long starttime);
 /* The live process a record names: 1 with (*pid, *pidfd, *starttime)
- * set; 0 without a record; -ESTALE when it named a process that is gone
+ * set (*pidfd -1 without pidfd_open(2)); 0 without a record; -ESTALE when it named a process that is gone
  * (or a pid reused since: another start time), and it was removed. */
 int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
                         unsigned long long *starttime);
@@ -339,7 +339,8 @@ int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
  * errors. The listening descriptor, or an error set on (ctx). */
 int jitsu__listen_unix(jitsu_ctx *ctx, const char *what, const char *path,
                        int type, int backlog, gid_t gid, bool group);
-/* pidfd_open(2); a descriptor or -1 with errno. */
+/* pidfd_open(2); a descriptor or -1 with errno (ENOSYS: a kernel before
+ * 5.3, or valgrind before 3.20: callers then watch the pid by polling). */
 int jitsu__pidfd_open(pid_t pid);
 /* Read the start time and state letter of (pid) from /proc; 0 or -errno. */
 int jitsu__proc_stat(pid_t pid, unsigned long long *starttime, char *state);

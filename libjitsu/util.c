@@ -406,7 +406,9 @@ int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
   /* Take a pidfd first, then check that it is still the same process: a
    * pid reused since the record was written has another start time. */
   int fd = ok ? jitsu__pidfd_open(p) : -1;
-  if (fd >= 0 && jitsu__proc_stat(p, &now, NULL) == 0 && now == start) {
+  bool nosys = ok && fd < 0 && errno == ENOSYS; /* the caller watches by pid */
+  if ((fd >= 0 || nosys) && jitsu__proc_stat(p, &now, NULL) == 0 &&
+      now == start) {
     *pid = p;
     *pidfd = fd;
     *starttime = start;

@@ -217,6 +217,7 @@ static void close_handle(void *hp) {
 /* Forget the live guest (it exited, or we are going away). */
 static void instance_drop(proc *p) {
   close_handle(&p->exit_poll);
+  close_handle(&p->exit_timer);
   close_handle(&p->timer);
   if (p->pidfd >= 0)
     close(p->pidfd);
@@ -253,18 +254,32 @@ static void describe_exit(const siginfo_t *si, bool stopping, char *buf,
   }
 }
 
-static void exit_readable(uv_poll_t *h, int status, int events) {
-  proc *p = h->data;
-  (void)status, (void)events;
-  if (p == NULL)
-    return;
+/* Whether the guest has gone; (si) has its status when it was our child. */
+static bool guest_gone(proc *p, siginfo_t *si, bool *ours) {
+  memset(si, 0, sizeof(*si));
+  int r = p->pidfd >= 0
+              ? waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, si, WEXITED | WNOHANG)
+              : waitid(P_PID, (id_t)p->pid, si, WEXITED | WNOHANG);
+  *ours = r == 0;
+  if (r == 0)
+    return si->si_pid != 0;
+  if (p->pidfd >= 0)
+    return true; /* the pidfd was readable: it has ended */
+  /* Adopted and watched by pid: gone, a zombie, or another process. */
+  unsigned long long start = 0;
+  char state = 0;
+  return jitsu__proc_stat(p->pid, &start, &state) < 0 ||
+         start != p->starttime || state == 'Z' || state == 'X';
+}
+
+static void exit_seen(proc *p) {
   siginfo_t si;
-  memset(&si, 0, sizeof(si));
   char how[160];
   int clean = 0;
-  if (waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG) == 0) {
-    if (si.si_pid == 0)
-      return; /* not yet */
+  bool ours;
+  if (!guest_gone(p, &si, &ours))
+    return; /* not yet */
+  if (ours) {
     describe_exit(&si, p->stopping, how, sizeof(how), &clean);
   } else {
     /* Adopted: not our child, so the status is not ours to read. */
@@ -278,6 +293,17 @@ static void exit_readable(uv_poll_t *h, int status, int events) {
   jitsu_backend_exited(p->vm, clean, how);
 }
 
+static void exit_readable(uv_poll_t *h, int status, int events) {
+  (void)status, (void)events;
+  if (h->data != NULL)
+    exit_seen(h->data);
+}
+
+static void exit_timer_fired(uv_timer_t *t) {
+  if (t->data != NULL)
+    exit_seen(t->data);
+}
+
 static int watch_exit(proc *p) {
   jitsu_ctx *ctx = jitsu_vm_ctx(p->vm);
   p->exit_poll = calloc(1, sizeof(*p->exit_poll));
@@ -289,6 +315,16 @@ static int watch_exit(proc *p) {
   }
   uv_timer_init(jitsu_ctx_loop(ctx), p->timer);
   p->timer->data = p;
+  if (p->pidfd < 0) { /* no pidfd_open(2) here: look every 20 ms */
+    free(p->exit_poll);
+    p->exit_poll = NULL;
+    p->exit_timer = calloc(1, sizeof(*p->exit_timer));
+    if (p->exit_timer == NULL)
+      return -ENOMEM;
+    uv_timer_init(jitsu_ctx_loop(ctx), p->exit_timer);
+    p->exit_timer->data = p;
+    return uv_timer_start(p->exit_timer, exit_timer_fired, 20, 20);
+  }
   int r = uv_poll_init(jitsu_ctx_loop(ctx), p->exit_poll, p->pidfd);
   if (r < 0) {
     free(p->exit_poll);

@@ -37,7 +37,8 @@ typedef struct proc {
   int pidfd;
   unsigned long long starttime; /* from /proc/PID/stat, against pid reuse */
   bool stopping;
-  uv_poll_t *exit_poll;
+  uv_poll_t *exit_poll;   /* on the pidfd */
+  uv_timer_t *exit_timer; /* without pidfd_open(2): looks every 20 ms */
   uv_timer_t *timer; /* stop grace, suspend/resume confirmation */
   unsigned checks;
   uv_timer_t *rearm; /* socket trigger back-off after a failure */

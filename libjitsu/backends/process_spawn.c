@@ -273,7 +273,7 @@ int process_spawn(proc *p) {
   }
   p->pid = pid;
   p->pidfd = jitsu__pidfd_open(pid);
-  if (p->pidfd < 0) {
+  if (p->pidfd < 0 && errno != ENOSYS) { /* ENOSYS: watched by a timer */
     r = -errno;
     kill(-pid, SIGKILL);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
