@@ -466,8 +466,10 @@ int jitsu_chan_read_start(jitsu_chan *c, jitsu_chan_read_cb cb, void *arg) {
 
 int jitsu_chan_write(jitsu_chan *c, const void *data, size_t len,
                      jitsu_chan_write_cb cb, void *arg) {
-  if (c->closing || c->shut_requested || c->broken)
+  if (c->closing || c->shut_requested)
     return -EPIPE;
+  if (c->broken) /* why it broke, whether or not a read said so first */
+    return c->err;
   if (c->peer_gone)
     return -ECONNRESET;
   /* Fast path: straight into the ring when nothing waits before us; only

@@ -111,7 +111,8 @@ JITSU_EXTERN void jitsu_chan_connect_cancel(jitsu_chan_connecting *req);
 JITSU_EXTERN int jitsu_chan_read_start(jitsu_chan *c, jitsu_chan_read_cb cb,
                                        void *arg);
 /* Queue (len) bytes (copied); (cb) may be NULL. -EPIPE after shutdown or
- * on a broken channel. */
+ * close; on a broken channel why it broke (-ECONNRESET: the peer is gone,
+ * -EPROTO: its side of the memory is garbage). */
 JITSU_EXTERN int jitsu_chan_write(jitsu_chan *c, const void *data, size_t len,
                                   jitsu_chan_write_cb cb, void *arg);
 /* Bytes queued but not yet in the ring: backpressure. */
