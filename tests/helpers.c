@@ -121,8 +121,23 @@ static int flag_set(void *arg) {
   return *(const int *)arg;
 }
 
+void skip_because(const char *why) {
+  printf("# skipped: %s\n", why);
+  skip();
+}
+
+int under_valgrind(void) {
+  return getenv("JITSU_TEST_VALGRIND") != NULL;
+}
+
+/* Waits are ceilings, not expectations: under valgrind everything of ours
+ * runs 10-50 times slower, the guests' clocks do not. */
+static uint64_t ceiling(uint64_t ms) {
+  return under_valgrind() ? ms * 10 : ms;
+}
+
 int run_until(fixture *f, const int *flag, uint64_t ms) {
-  return run_pred(f, flag_set, (void *)flag, ms);
+  return run_pred(f, flag_set, (void *)flag, ceiling(ms));
 }
 
 typedef struct state_wait {
@@ -137,7 +152,7 @@ static int in_state(void *arg) {
 
 int run_until_state(fixture *f, jitsu_vm *vm, jitsu_state state, uint64_t ms) {
   state_wait w = {vm, state};
-  return run_pred(f, in_state, &w, ms);
+  return run_pred(f, in_state, &w, ceiling(ms));
 }
 
 static int never(void *arg) {
@@ -264,22 +279,29 @@ const char *vm_reason(jitsu_vm *vm) {
   return info.reason;
 }
 
-jitsu_vm *summon_ok(fixture *f, const char *name, uint64_t ms) {
+jitsu_vm *summon_done(fixture *f, const char *name, uint64_t ms) {
   jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
   assert_non_null(vm);
-  outcome o = {0};
+  static outcome o;
+  o = (outcome){0};
   assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, ms));
   if (o.status != 0)
     fprintf(stderr, "summon %s: %s (%s)\n", name, jitsu_strerror(o.status),
             vm_reason(vm));
   assert_int_equal(o.status, 0);
+  return vm;
+}
+
+jitsu_vm *summon_ok(fixture *f, const char *name, uint64_t ms) {
+  jitsu_vm *vm = summon_done(f, name, ms);
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
   return vm;
 }
 
 void verb_ok(fixture *f, jitsu_vm *vm, verb_fn fn, uint64_t ms) {
-  outcome o = {0};
+  static outcome o;
+  o = (outcome){0};
   assert_int_equal(fn(vm, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, ms));
   if (o.status != 0)
@@ -309,7 +331,8 @@ void config_fails(fixture *f, const char *text, const char *words) {
 int summon_fails(fixture *f, const char *name, const char *words, uint64_t ms) {
   jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
   assert_non_null(vm);
-  outcome o = {0};
+  static outcome o;
+  o = (outcome){0};
   assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, ms));
   assert_true(run_until_state(f, vm, JITSU_STATE_FAILED, 30000));

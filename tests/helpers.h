@@ -41,6 +41,13 @@ int run_until(fixture *f, const int *flag, uint64_t ms);
 /* Run the loop until (vm) is in (state) or (ms) pass; 1 if it is. */
 int run_until_state(fixture *f, jitsu_vm *vm, jitsu_state state, uint64_t ms);
 
+/* Skip the running test, saying (why) in the TAP output (meson's log shows
+ * the skip; a program whose tests all skip shows as SKIP). */
+void skip_because(const char *why);
+
+/* Whether this is a run under memcheck (meson test --setup valgrind). */
+int under_valgrind(void);
+
 /* Run the loop for (ms). */
 void run_for(fixture *f, uint64_t ms);
 
@@ -63,7 +70,10 @@ int http_get(int port, char *out, size_t size);
 /* A free TCP port on 127.0.0.1. */
 int free_port(void);
 
-/* A summon callback that counts completions and keeps the last status. */
+/* A summon callback that counts completions and keeps the last status.
+ * Tests keep what callbacks write to in static storage, never on the
+ * stack: a callback still pending when a test fails runs at teardown
+ * (with -ECANCELED), after the test's frame is gone. */
 typedef struct outcome {
   int done;
   int status;
@@ -86,6 +96,10 @@ void config_fails(fixture *f, const char *text, const char *words);
  * failed and its reason holds (words); prints the reason. Returns the
  * summon's status. */
 int summon_fails(fixture *f, const char *name, const char *words, uint64_t ms);
+
+/* Summon (name) and wait (ms) for its callback: asserts it succeeded (the
+ * guest may have gone since, if it is one that exits). */
+jitsu_vm *summon_done(fixture *f, const char *name, uint64_t ms);
 
 /* Summon (name) and wait (ms) for it: asserts it became ready. */
 jitsu_vm *summon_ok(fixture *f, const char *name, uint64_t ms);

@@ -6,6 +6,8 @@ set -euo pipefail
 controller=$1
 hello=$2
 dir=$(mktemp -d /tmp/jitsu-adopt-XXXXXX)
+. "$(dirname "$0")/lib.sh"
+vg_init "$dir"
 cpids=()
 guest=0
 
@@ -21,9 +23,9 @@ trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# wait_for FILE PATTERN: up to 10 s for a line matching PATTERN.
+# wait_for FILE PATTERN: up to 60 s for a line matching PATTERN.
 wait_for() {
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 1200); do
     grep -q -- "$2" "$1" 2>/dev/null && return 0
     sleep 0.05
   done
@@ -42,7 +44,7 @@ CONF
 
 start_controller() { # $1: a name for its files
   mkfifo "$dir/$1.in"
-  "$controller" "$dir/jitsu.conf" <"$dir/$1.in" >"$dir/$1.out" 2>"$dir/$1.err" &
+  "${VG[@]}" "$controller" "$dir/jitsu.conf" <"$dir/$1.in" >"$dir/$1.out" 2>"$dir/$1.err" &
   cpids+=($!)
   exec {fd}>"$dir/$1.in"
   wait_for "$dir/$1.out" "^ready"
@@ -78,8 +80,9 @@ alive() { # a zombie waiting for its new parent to reap it counts as gone
   st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
   [ -n "$st" ] && [ "$st" != Z ]
 }
-for _ in $(seq 1 100); do alive "$guest" || break; sleep 0.05; done
+for _ in $(seq 1 600); do alive "$guest" || break; sleep 0.05; done
 ! alive "$guest" || fail "guest $guest still runs after stop"
 echo quit >&$fd
 wait "${cpids[1]}" || fail "the second controller exited with an error"
+vg_check "$dir" || fail "memcheck found errors in the controller"
 echo "adoption after SIGKILL: 1 passed, 0 failed"

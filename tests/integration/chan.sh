@@ -25,9 +25,10 @@ state-dir = $dir/state
 exec = $echo_bin echo $dir
 ready = notify
 CONF
-"$controller" "$dir/jitsu.conf" >"$dir/controller.log" 2>&1 &
+vg_init "$dir"
+"${VG[@]}" "$controller" "$dir/jitsu.conf" >"$dir/controller.log" 2>&1 &
 cpid=$!
-for _ in $(seq 1 100); do [ -S "$dir/state/rendezvous.sock" ] && break; sleep 0.05; done
+for _ in $(seq 1 1200); do [ -S "$dir/state/rendezvous.sock" ] && break; sleep 0.05; done
 export JITSU_RENDEZVOUS=$dir/state/rendezvous.sock
 
 [ "$(echo "hello channel" | "$cat_bin" echo greeting)" = "hello channel" ] ||
@@ -37,4 +38,5 @@ cat "$dir/in" | "$cat_bin" echo bulk >"$dir/out" || fail "bulk"
 cmp -s "$dir/in" "$dir/out" || fail "16 MiB did not come back intact"
 out=$(echo x | "$cat_bin" nosuchvm p 2>&1) && fail "an unknown name worked"
 echo "$out" | grep -q "cannot connect: Connection refused" || fail "error: $out"
+vg_check "$dir" || fail "memcheck found errors in the controller"
 echo ok

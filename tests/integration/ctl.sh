@@ -9,9 +9,9 @@ controller=$1
 hello=$2
 ctl_bin=$3
 dir=$(mktemp -d /tmp/jitsu-ctl-XXXXXX)
+vg_init "$dir"
 chmod 755 "$dir" # so that the permission test reaches the socket itself
 cpid=0
-passed=0
 
 cleanup() {
   [ "$cpid" -gt 0 ] && kill -9 "$cpid" 2>/dev/null || true
@@ -21,7 +21,7 @@ cleanup() {
 trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
-ok() { passed=$((passed + 1)); }
+ok() { tap_ok "$@"; }
 ctl() { "$ctl_bin" -c "$dir/jitsu.conf" "$@"; }
 
 # expect_exit CODE CMD...: run CMD, check its exit status.
@@ -50,9 +50,9 @@ CONF
 }
 
 start_controller() {
-  "$controller" "$dir/jitsu.conf" </dev/null >"$dir/controller.out" 2>"$dir/controller.err" &
+  "${VG[@]}" "$controller" "$dir/jitsu.conf" </dev/null >"$dir/controller.out" 2>"$dir/controller.err" &
   cpid=$!
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 1200); do
     [ -S "$dir/ctl.sock" ] && grep -q "^ready" "$dir/controller.out" && return 0
     sleep 0.05
   done
@@ -135,7 +135,7 @@ if [ "$(id -u)" -eq 0 ]; then
   grep -q "Permission denied" "$dir/last.err" || fail "nobody: $(cat "$dir/last.err")"
   ok
 else
-  echo "skipped: the permission test needs root (to run jitsu-ctl as nobody)"
+  tap_skip "the permission test needs root (to run jitsu-ctl as nobody)"
 fi
 
 # --- restart after SIGKILL -----------------------------------------------------
@@ -194,4 +194,5 @@ ok
 kill "$cpid"
 wait "$cpid" || fail "the controller exited with an error"
 cpid=0
-echo "jitsu-ctl: $passed passed, 0 failed"
+vg_check "$dir" || fail "memcheck found errors in the controller"
+tap_end

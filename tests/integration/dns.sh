@@ -11,9 +11,9 @@ hello=$2
 ctl_bin=$3
 burst=$4
 dir=$(mktemp -d /tmp/jitsu-dns-XXXXXX)
+vg_init "$dir"
 chmod 755 "$dir" # the port 53 test drops to nobody, who must reach its state
 pids=()
-passed=0
 
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
@@ -26,7 +26,7 @@ fail() {
   for f in "$dir"/*.err; do echo "--- $f" >&2; tail -n 20 "$f" >&2; done
   exit 1
 }
-ok() { passed=$((passed + 1)); }
+ok() { tap_ok "$@"; }
 
 P=$(free_port) U=$(free_port) F=$(free_port) W=$(free_port) B=$(free_port)
 q() { kdig @127.0.0.1 -p "$P" +time=5 +retry=0 "$@"; }
@@ -34,9 +34,9 @@ q() { kdig @127.0.0.1 -p "$P" +time=5 +retry=0 "$@"; }
 start() { # NAME CONFIG ARGS...: start a jitsu-dns, wait until it serves
   local name=$1 conf=$2
   shift 2
-  "$jdns" -c "$conf" "$@" >"$dir/$name.out" 2>"$dir/$name.err" &
+  "${VG[@]}" "$jdns" -c "$conf" "$@" >"$dir/$name.out" 2>"$dir/$name.err" &
   pids+=($!)
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 1200); do
     grep -q "serving on" "$dir/$name.err" && return 0
     sleep 0.05
   done
@@ -112,7 +112,7 @@ CONF
 # systemd's notify protocol: READY=1 once serving.
 socat -u "UNIX-RECV:$dir/notify.sock" "OPEN:$dir/notify.out,creat,append" &
 pids+=($!)
-for _ in $(seq 1 50); do [ -S "$dir/notify.sock" ] && break; sleep 0.02; done
+for _ in $(seq 1 1000); do [ -S "$dir/notify.sock" ] && break; sleep 0.02; done
 NOTIFY_SOCKET="$dir/notify.sock" start main "$dir/main.conf" -l "$P" -f "127.0.0.1:$U"
 ctl() { "$ctl_bin" -c "$dir/main.conf" "$@"; }
 
@@ -130,7 +130,7 @@ dig @127.0.0.1 -p "$P" wEb.ExAmPlE.tEsT A +noall +question | grep -q "^;wEb.ExAm
 [ "$(wc -l <"$dir/starts-web")" -eq 1 ] || fail "web spawned more than once"
 ok
 
-for _ in $(seq 1 50); do grep -q "READY=1" "$dir/notify.out" 2>/dev/null && break; sleep 0.02; done
+for _ in $(seq 1 1000); do grep -q "READY=1" "$dir/notify.out" 2>/dev/null && break; sleep 0.02; done
 grep -q "READY=1" "$dir/notify.out" || fail "no READY=1 to NOTIFY_SOCKET"
 ok
 
@@ -195,14 +195,15 @@ start dead "$dir/dead.conf" --no-control
 kdig @::1 -p "$F" +time=3 +retry=0 example.org A | grep -q "status: SERVFAIL" ||
   fail "no answer over IPv6"
 t0=$(date +%s%N)
-kdig @127.0.0.1 -p "$F" +time=5 +retry=0 example.org A | grep -q "status: SERVFAIL" || fail "dead upstream"
+kdig @127.0.0.1 -p "$F" +time=30 +retry=0 example.org A | grep -q "status: SERVFAIL" || fail "dead upstream"
 t1=$(date +%s%N)
-[ $(((t1 - t0) / 1000000)) -lt 3000 ] || fail "SERVFAIL took $(((t1 - t0) / 1000000)) ms"
+# (forward-timeout is 200 ms: promptly means well before the client's 30 s)
+[ $(((t1 - t0) / 1000000)) -lt 15000 ] || fail "SERVFAIL took $(((t1 - t0) / 1000000)) ms"
 ok
 
 # --- idle: put away what queries woke, not what others started ------------
 ctl summon manual --wait >/dev/null
-for _ in $(seq 1 100); do
+for _ in $(seq 1 600); do
   ctl list | grep -Eq "^web +process +suspended" && break
   sleep 0.05
 done
@@ -261,8 +262,8 @@ after=$(rss)
 exec 7>&-
 echo "# TCP flood: the server took $taken bytes of queries; RSS $before -> $after KiB"
 [ -n "$taken" ] || fail "the flood client did not run"
-if ldd "$jdns" | grep -q libasan; then
-  echo "skipped: the memory bound (ASan's quarantine keeps freed buffers)"
+if ldd "$jdns" | grep -q libasan || [ -n "${JITSU_VALGRIND:-}" ]; then
+  tap_skip "the memory bound (ASan's quarantine or valgrind keeps freed buffers)"
 else
   [ $((after - before)) -lt 16384 ] || fail "jitsu-dns grew by $((after - before)) KiB for one TCP client"
 fi
@@ -313,13 +314,19 @@ CONF
   ppid=${pids[-1]}
   grep -Eq "^Uid:\s+65534\s" "/proc/$ppid/status" || fail "jitsu-dns still runs as $(grep Uid "/proc/$ppid/status")"
   [ "$(kdig @127.0.0.77 -p 53 +time=3 p.priv.test A +short)" = "192.0.2.53" ] || fail "no answer on port 53"
-  guest=$(pgrep -f -- "sleep 1000 $dir/priv-guest" | head -n1)
+  guest=
+  for _ in $(seq 1 600); do
+    guest=$(pgrep -f -- "sleep 1000 $dir/priv-guest" | head -n1) && break
+    sleep 0.05
+  done
+  [ -n "$guest" ] || fail "the guest of p did not start: $(cat "$dir/priv.err")"
   grep -Eq "^Uid:\s+65534\s" "/proc/$guest/status" || fail "the guest runs as $(grep Uid "/proc/$guest/status")"
   [ "$(stat -c %u "$dir/priv-state")" = 65534 ] || fail "the state directory was not handed over"
   "$ctl_bin" -c "$dir/priv.conf" list | grep -Eq "^p +process +ready" || fail "the control socket after the drop"
   ok
 else
-  echo "skipped: the port 53 test needs root and a free 127.0.0.77:53"
+  tap_skip "the port 53 test needs root and a free 127.0.0.77:53"
 fi
 
-echo "jitsu-dns: $passed passed, 0 failed"
+vg_check "$dir" || fail "memcheck found errors in jitsu-dns"
+tap_end

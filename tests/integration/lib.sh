@@ -19,3 +19,44 @@ kill_marked() {
     kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true
   done
 }
+
+# TAP on stdout, for meson's protocol 'tap': one "ok" per part that passed,
+# a skipped part says why (and shows in meson's log as a skip), the plan
+# comes last. A failure exits non-zero (meson counts that as failing).
+tap_n=0
+tap_ok() {
+  tap_n=$((tap_n + 1))
+  echo "ok $tap_n${1:+ - $1}"
+}
+tap_skip() {
+  tap_n=$((tap_n + 1))
+  echo "ok $tap_n # SKIP $*"
+}
+tap_end() {
+  echo "1..$tap_n"
+}
+
+# Daemons under `meson test --setup valgrind` (tests/valgrind.sh): VG holds
+# the words to put before a daemon's command (none otherwise); vg_check
+# fails when memcheck reported anything for them.
+vg_init() { # DIR: the logs go in DIR/vg (writable by a daemon that drops
+  VG=()     # its privileges: memcheck opens a log in each child it forks)
+  if [ -n "${JITSU_VALGRIND:-}" ]; then
+    mkdir -p "$1/vg"
+    chmod 1777 "$1/vg"
+    # shellcheck disable=SC2206 # words, on purpose
+    VG=($JITSU_VALGRIND "--log-file=$1/vg/%p.log")
+  fi
+}
+vg_check() { # DIR
+  local f bad=0
+  [ -n "${JITSU_VALGRIND:-}" ] || return 0
+  for f in "$1"/vg/*.log; do
+    # (valgrind's own notes start with --PID--; what memcheck found, ==PID==)
+    grep -q '^==[0-9]*== ' "$f" 2>/dev/null || continue
+    echo "memcheck, $f:" >&2
+    grep '^==[0-9]*== ' "$f" >&2
+    bad=1
+  done
+  return $bad
+}

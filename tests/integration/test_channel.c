@@ -45,7 +45,8 @@ static void connected(jitsu_chan *c, int err, void *arg) {
 
 static jitsu_chan *connect_ok(fixture *f, const char *name, const char *port) {
   jitsu_chan_options o = opts(f);
-  conn_out out = {0};
+  static conn_out out;
+  out = (conn_out){0};
   assert_int_equal(
       jitsu_chan_connect(&f->loop, name, port, &o, connected, &out, NULL), 0);
   assert_true(run_until(f, &out.done, 15000));
@@ -115,7 +116,8 @@ static void test_host_to_host(void **state) {
   assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
   jitsu_chan_options o = opts(f);
   jitsu_chan_listener *l, *l2;
-  int st1 = 0, st2 = 0;
+  static int st1, st2;
+  st1 = st2 = 0;
   assert_int_equal(
       jitsu_chan_listen(&f->loop, "svc", &o, echo_accept, &st1, &l), 0);
   assert_int_equal(wait_listen(f, &st1), 0);
@@ -125,7 +127,8 @@ static void test_host_to_host(void **state) {
   jitsu_chan_listener_close(l2);
   (void)listen_status;
   jitsu_chan *c = connect_ok(f, "svc", "p-1");
-  sink s = {0};
+  static sink s;
+  s = (sink){0};
   jitsu_chan_read_start(c, sink_read, &s);
   assert_int_equal(jitsu_chan_write(c, "hello", 5, NULL, NULL), 0);
   assert_int_equal(jitsu_chan_write(c, " world", 6, NULL, NULL), 0);
@@ -137,7 +140,8 @@ static void test_host_to_host(void **state) {
   assert_string_equal(last_port, "p-1");
   jitsu_chan_close(c);
   /* Errors: bad names, nobody there. */
-  conn_out out = {0};
+  static conn_out out;
+  out = (conn_out){0};
   assert_int_equal(
       jitsu_chan_connect(&f->loop, "bad name", "p", &o, connected, &out, NULL),
       -EINVAL);
@@ -166,7 +170,8 @@ static void test_summon_on_connect_1gib(void **state) {
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
   jitsu_chan *c = connect_ok(f, "echo", "data");
   assert_int_not_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
-  sink s = {0};
+  static sink s;
+  s = (sink){0};
   jitsu_chan_read_start(c, sink_read, &s);
   enum { CHUNK = 64 * 1024 };
   const uint64_t total = 1ull << 30;
@@ -202,7 +207,8 @@ static void test_peer_killed(void **state) {
   assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
   int before = open_fds();
   jitsu_chan *c = connect_ok(f, "echo", "x");
-  sink s = {0};
+  static sink s;
+  s = (sink){0};
   jitsu_chan_read_start(c, sink_read, &s);
   static uint8_t buf[65536];
   for (int i = 0; i < 64; i++)
@@ -278,7 +284,8 @@ static void test_connect_timeout(void **state) {
   assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
   jitsu_chan_options o = opts(f);
   o.timeout_ms = 300;
-  conn_out out = {0};
+  static conn_out out;
+  out = (conn_out){0};
   assert_int_equal(
       jitsu_chan_connect(&f->loop, "mute", "p", &o, connected, &out, NULL), 0);
   assert_true(run_until(f, &out.done, 5000));
@@ -340,7 +347,8 @@ static void test_listener_cap(void **state) {
   jitsu_chan_options o = opts(f);
   o.max_channels = 2;
   jitsu_chan_listener *l;
-  int st = 0;
+  static int st;
+  st = 0;
   n_accepted = 0;
   assert_int_equal(
       jitsu_chan_listen(&f->loop, "capped", &o, echo_accept, &st, &l), 0);
@@ -351,7 +359,8 @@ static void test_listener_cap(void **state) {
     run_for(f, 10);
   assert_int_equal(n_accepted, 2);
   jitsu_chan *c3 = connect_ok(f, "capped", "c");
-  sink s3 = {0};
+  static sink s3;
+  s3 = (sink){0};
   jitsu_chan_read_start(c3, sink_read, &s3);
   jitsu_chan_write(c3, "x", 1, NULL, NULL);
   assert_true(run_until(f, &s3.ended, 5000));
@@ -362,7 +371,8 @@ static void test_listener_cap(void **state) {
   jitsu_chan_close(accepted[--n_accepted]);
   run_for(f, 50);
   jitsu_chan *c4 = connect_ok(f, "capped", "d");
-  sink s4 = {0};
+  static sink s4;
+  s4 = (sink){0};
   jitsu_chan_read_start(c4, sink_read, &s4);
   jitsu_chan_write(c4, "y", 1, NULL, NULL);
   for (int i = 0; i < 200 && s4.bytes == 0; i++)
@@ -373,7 +383,8 @@ static void test_listener_cap(void **state) {
   jitsu_chan_options v1 = opts(f), bad = opts(f);
   v1.version = 1;
   bad.version = 99;
-  conn_out out = {0};
+  static conn_out out;
+  out = (conn_out){0};
   assert_int_equal(
       jitsu_chan_connect(&f->loop, "capped", "e", &bad, connected, &out, NULL),
       -EINVAL);
@@ -428,14 +439,16 @@ static void test_close_completes_writes(void **state) {
   jitsu_chan_options o = opts(f);
   o.ring_size = JITSU_CHAN_RING_MIN;
   jitsu_chan_listener *l;
-  int st = 0;
+  static int st;
+  st = 0;
   n_accepted = 0;
   assert_int_equal(
       jitsu_chan_listen(&f->loop, "deaf", &o, deaf_accept, &st, &l), 0);
   assert_int_equal(wait_listen(f, &st), 0);
   jitsu_chan_options co = opts(f);
   co.ring_size = JITSU_CHAN_RING_MIN;
-  conn_out out = {0};
+  static conn_out out;
+  out = (conn_out){0};
   assert_int_equal(
       jitsu_chan_connect(&f->loop, "deaf", "p", &co, connected, &out, NULL), 0);
   assert_true(run_until(f, &out.done, 5000));
@@ -469,7 +482,8 @@ static void test_connect_cancel(void **state) {
   assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
   jitsu_chan_options o = opts(f);
   o.timeout_ms = 60000;
-  conn_out out = {0};
+  static conn_out out;
+  out = (conn_out){0};
   jitsu_chan_connecting *req = NULL;
   assert_int_equal(
       jitsu_chan_connect(&f->loop, "mute", "p", &o, connected, &out, &req), 0);
@@ -490,7 +504,8 @@ static void test_bell_not_a_socket(void **state) {
   assert_int_equal(jitsu_rendezvous_listen(f->ctx, NULL), 0);
   jitsu_chan_options o = opts(f);
   jitsu_chan_listener *l;
-  int st = 0;
+  static int st;
+  st = 0;
   n_accepted = 0;
   assert_int_equal(jitsu_chan_listen(&f->loop, "svc", &o, echo_accept, &st, &l),
                    0);

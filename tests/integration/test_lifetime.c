@@ -45,7 +45,8 @@ static void test_undefine_in_subscriber_on_crash(void **state) {
   summon_ok(f, "one", 5000);
   int pid = vm_pid(vm);
   assert_true(pid > 0);
-  undefiner u = {0};
+  static undefiner u;
+  u = (undefiner){0};
   assert_int_equal(jitsu_ctx_on_state(f->ctx, undefine_when_down, &u), 0);
   kill(pid, SIGKILL);
   assert_int_equal(run_until(f, &u.undefined, 5000), 1);
@@ -61,8 +62,10 @@ static void test_undefine_in_subscriber_on_stop(void **state) {
   fixture *f = *state;
   jitsu_vm *vm = load_one(f);
   summon_ok(f, "one", 5000);
-  undefiner u = {0};
-  outcome stops[3] = {{0}};
+  static undefiner u;
+  u = (undefiner){0};
+  static outcome stops[3];
+  memset(stops, 0, sizeof(stops));
   assert_int_equal(jitsu_ctx_on_state(f->ctx, undefine_when_down, &u), 0);
   for (int i = 0; i < 3; i++)
     assert_int_equal(
@@ -96,7 +99,8 @@ static void undefine_first(jitsu_vm *vm, int status, void *arg) {
 static void test_undefine_between_queued_completions(void **state) {
   fixture *f = *state;
   jitsu_vm *vm = load_one(f);
-  chain c = {0};
+  static chain c;
+  c = (chain){0};
   /* A stopped vm completes stops at once, from the loop: three queued. */
   for (int i = 0; i < 3; i++)
     assert_int_equal(jitsu_vm_stop(vm, JITSU_STOP_DESTROY, undefine_first, &c),
@@ -120,7 +124,8 @@ static void test_ctx_free_cancels_waiters(void **state) {
                                 hello_path(), port),
                    0);
   jitsu_vm *vm = jitsu_vm_find(f->ctx, "slow");
-  outcome o = {0}, ready = {0};
+  static outcome o, ready;
+  o = ready = (outcome){0};
   assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
   run_for(f, 50);
   int pid = vm_pid(vm);

@@ -85,7 +85,8 @@ static void test_reload(void **state) {
   assert_null(jitsu_vm_find(f->ctx, "gone"));
   assert_int_equal(ev.undefining, 1);
   /* run's new program takes over at its next start. */
-  outcome o = {0};
+  static outcome o;
+  o = (outcome){0};
   assert_int_equal(jitsu_vm_stop(run, JITSU_STOP_SHUTDOWN, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, 5000));
   run_for(f, 10);

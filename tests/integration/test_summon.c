@@ -36,7 +36,8 @@ static void test_thousand_summons_one_spawn(void **state) {
                                 hello_path(), record, free_port()),
                    0);
   jitsu_vm *vm = jitsu_vm_find(f->ctx, "one");
-  many m = {0};
+  static many m;
+  m = (many){0};
   for (int i = 0; i < MANY; i++) {
     m.inside = 1;
     assert_int_equal(jitsu_vm_summon(vm, many_cb, &m), 0);
@@ -73,7 +74,8 @@ static void test_readiness_timeout(void **state) {
                                 hello_path(), free_port()),
                    0);
   jitsu_vm *vm = jitsu_vm_find(f->ctx, "slow");
-  outcome o = {0};
+  static outcome o;
+  o = (outcome){0};
   assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
   run_for(f, 50);
   int pid = vm_pid(vm);
@@ -86,7 +88,8 @@ static void test_readiness_timeout(void **state) {
   assert_non_null(strstr(info.reason, "not ready within 300 ms"));
   assert_false(pid_alive(pid)); /* destroyed, and reaped */
   /* A later summon tries again (and times out again). */
-  outcome again = {0};
+  static outcome again;
+  again = (outcome){0};
   assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &again), 0);
   assert_true(run_until_state(f, vm, JITSU_STATE_STARTING, 1000));
   assert_true(run_until(f, &again.done, 5000));
@@ -102,7 +105,8 @@ static void test_tcp_readiness(void **state) {
                                 hello_path(), port, port),
                    0);
   jitsu_vm *vm = jitsu_vm_find(f->ctx, "t");
-  outcome o = {0};
+  static outcome o;
+  o = (outcome){0};
   assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, 5000));
   assert_int_equal(o.status, 0);
@@ -126,7 +130,8 @@ static void test_limits(void **state) {
                    0);
   jitsu_vm *a = jitsu_vm_find(f->ctx, "a"), *b = jitsu_vm_find(f->ctx, "b"),
            *c = jitsu_vm_find(f->ctx, "c");
-  outcome oa = {0}, ob = {0};
+  static outcome oa, ob;
+  oa = ob = (outcome){0};
   assert_int_equal(jitsu_vm_summon(b, outcome_cb, &ob), 0);
   /* b is starting: max-starting = 1 refuses a at once. */
   assert_int_equal(jitsu_vm_summon(a, outcome_cb, NULL), JITSU_ELIMIT);
@@ -145,7 +150,8 @@ static void test_limits(void **state) {
   jitsu_ctx_counts(f->ctx, NULL, &live, NULL);
   assert_int_equal(live, 2);
   /* Once one stops, c may start. */
-  outcome os = {0}, oc = {0};
+  static outcome os, oc;
+  os = oc = (outcome){0};
   assert_int_equal(jitsu_vm_stop(a, JITSU_STOP_DESTROY, outcome_cb, &os), 0);
   assert_true(run_until(f, &os.done, 5000));
   assert_int_equal(jitsu_vm_summon(c, outcome_cb, &oc), 0);
@@ -162,7 +168,8 @@ static void test_max_waiters(void **state) {
                                 hello_path(), free_port()),
                    0);
   jitsu_vm *vm = jitsu_vm_find(f->ctx, "w");
-  many m = {0};
+  static many m;
+  m = (many){0};
   for (int i = 0; i < 3; i++)
     assert_int_equal(jitsu_vm_summon(vm, many_cb, &m), 0);
   assert_int_equal(jitsu_vm_summon(vm, many_cb, &m), JITSU_ELIMIT);
@@ -188,7 +195,8 @@ static void test_idle_policy(void **state) {
   assert_int_equal(jitsu_idle_attach(f->ctx, &io), -EEXIST);
   const char *names[] = {"s", "d", "h", "n"};
   jitsu_vm *vm[4];
-  outcome o[4] = {{0}};
+  static outcome o[4];
+  memset(o, 0, sizeof(o));
   for (int i = 0; i < 4; i++) {
     vm[i] = jitsu_vm_find(f->ctx, names[i]);
     assert_int_equal(jitsu_vm_summon(vm[i], outcome_cb, &o[i]), 0);

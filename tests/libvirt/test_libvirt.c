@@ -184,7 +184,8 @@ static int teardown(void **state) {
   } while (0)
 
 static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
-  outcome o = {0};
+  static outcome o;
+  o = (outcome){0};
   assert_int_equal(jitsu_vm_stop(vm, mode, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, 30000));
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);

@@ -24,7 +24,8 @@ static const char *env(const char *name) {
 }
 
 static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
-  outcome o = {0};
+  static outcome o;
+  o = (outcome){0};
   assert_int_equal(jitsu_vm_stop(vm, mode, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, 15000));
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
@@ -140,7 +141,8 @@ static void test_tiny_snapshot_summons(void **state) {
   FILE *img = fopen(image, "w");
   fputs("not a migration stream\n", img);
   fclose(img);
-  outcome o = {0};
+  static outcome o;
+  o = (outcome){0};
   assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, 20000));
   assert_int_equal(o.status, JITSU_EEXITED);
@@ -279,7 +281,7 @@ static void test_linux_http(void **state) {
   const char *kernel = env("JITSU_LINUX_KERNEL");
   const char *initrd = env("JITSU_LINUX_INITRD");
   if (kernel == NULL || initrd == NULL) {
-    skip();
+    skip_because("no Linux guest (JITSU_LINUX_KERNEL, JITSU_LINUX_INITRD)");
     return;
   }
   int port = free_port();
@@ -358,9 +360,7 @@ static void test_linux_tap_netns(void **state) {
   const char *kernel = env("JITSU_LINUX_KERNEL");
   const char *initrd = env("JITSU_LINUX_INITRD");
   if (kernel == NULL || initrd == NULL || geteuid() != 0) {
-    fprintf(stderr, "skipped: tap networking needs root and the Linux "
-                    "guest\n");
-    skip();
+    skip_because("tap networking needs root and the Linux guest");
     return;
   }
   char ns[64], cmd[512], body[128] = "";

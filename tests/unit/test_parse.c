@@ -149,7 +149,7 @@ static void test_bytes_per_vm(void **state) {
   fixture *f = *state;
   enum { N = 10000 };
 #if defined(__SANITIZE_ADDRESS__)
-  skip(); /* ASan's allocator does not feed mallinfo2() */
+  skip_because("ASan's allocator does not feed mallinfo2()");
 #endif
   struct mallinfo2 before = mallinfo2();
   jitsu_param params[] = {{"exec", "/usr/bin/service --port 8080"},
@@ -165,7 +165,7 @@ static void test_bytes_per_vm(void **state) {
   }
   struct mallinfo2 after = mallinfo2();
   size_t per_vm = (after.uordblks - before.uordblks) / N;
-  printf("bytes per defined vm (process backend, 2 params): %zu\n", per_vm);
+  printf("# bytes per defined vm (process backend, 2 params): %zu\n", per_vm);
   assert_true(per_vm < 1200);
   assert_non_null(jitsu_vm_find(f->ctx, "vm-09999"));
   assert_null(jitsu_vm_find(f->ctx, "vm-10000"));

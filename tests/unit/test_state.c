@@ -110,7 +110,8 @@ static void test_verbs_refused_in_wrong_state(void **state) {
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
   assert_int_equal(jitsu_vm_stop(vm, (jitsu_stop_mode)7, NULL, NULL), -EINVAL);
   /* Stopping a stopped vm completes, later, with 0. */
-  outcome o = {0};
+  static outcome o;
+  o = (outcome){0};
   assert_int_equal(jitsu_vm_stop(vm, JITSU_STOP_SHUTDOWN, outcome_cb, &o), 0);
   assert_int_equal(o.calls, 0); /* never from inside the call */
   assert_true(run_until(f, &o.done, 1000));

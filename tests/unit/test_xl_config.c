@@ -79,11 +79,12 @@ static void test_xl_file(void **state) {
 static void test_no_xen(void **state) {
   fixture *f = *state;
   if (access("/proc/xen/capabilities", F_OK) == 0) {
-    skip(); /* this host is a Xen domain: the xen suite covers it */
+    skip_because("this host is a Xen domain: the xen suite covers it");
   }
   assert_int_equal(fixture_load(f, VM "kernel = /k\nready = marker\n"), 0);
   jitsu_vm *vm = jitsu_vm_find(f->ctx, "d");
-  outcome o = {0};
+  static outcome o;
+  o = (outcome){0};
   assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, 5000));
   assert_int_not_equal(o.status, 0);
@@ -106,7 +107,7 @@ static void no_connect(jitsu_chan *c, int err, void *arg) {
 static void test_xen_rendezvous_without_xen(void **state) {
   fixture *f = *state;
   if (access("/proc/xen/capabilities", F_OK) == 0) {
-    skip();
+    skip_because("this host is a Xen domain: the xen suite covers it");
   }
   jitsu_chan_options o = JITSU_CHAN_OPTIONS_INIT;
   o.rendezvous = "xen";

@@ -122,7 +122,10 @@ tr -d '\r' < "$tmp/serial" | sed -n 's/^JXT //p' > "$tmp/tap"
 cat "$tmp/tap"
 plan=$(sed -n 's/^1\.\.\([0-9]*\).*/\1/p' "$tmp/tap" | head -n 1)
 results=$(grep -c -E '^(not )?ok ' "$tmp/tap")
-if [ "$status" = 0 ] && [ -n "$plan" ] && [ "$results" -ne "$plan" ]; then
+if [ "$status" = 0 ] && [ -z "$plan" ]; then
+  echo "Bail out! no TAP plan line came back from dom0"
+  status=noplan
+elif [ "$status" = 0 ] && [ "$results" -ne "$plan" ]; then
   echo "Bail out! $results results for a plan of $plan"
   status=short
 fi

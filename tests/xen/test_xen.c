@@ -81,7 +81,8 @@ static int tick(jitsu_vm *vm) {
 /* ---- verbs through libjitsu -------------------------------------------- */
 
 static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
-  outcome o = {0};
+  static outcome o;
+  o = (outcome){0};
   assert_int_equal(jitsu_vm_stop(vm, mode, outcome_cb, &o), 0);
   assert_true(run_until(f, &o.done, 60000));
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
@@ -451,7 +452,8 @@ static void test_chan_summon_and_destroy(void **state) {
     run_for(f, 10);
   }
   assert_true(y.got >= (1u << 20));
-  outcome stopped = {0};
+  static outcome stopped;
+  stopped = (outcome){0};
   assert_int_equal(jitsu_vm_stop(vm, JITSU_STOP_DESTROY, outcome_cb, &stopped),
                    0);
   t0 = uv_hrtime() / 1e6;
