@@ -55,7 +55,6 @@ struct jitsu__creq {
 };
 
 static void client_close(client *c);
-static void on_vm_event(jitsu_vm *vm, jitsu_vm_event ev, void *arg);
 
 static void client_maybe_free(client *c) {
   if (c->closing && c->handles == 0 && c->inflight == 0) {
@@ -220,22 +219,6 @@ void jitsu__control_wait(jitsu__creq *req, jitsu_vm *vm, uint64_t timeout_ms,
     uv_timer_init(req->srv->ctx->loop, req->timer);
     req->timer->data = req;
     uv_timer_start(req->timer, wait_expired, timeout_ms, 0);
-  }
-}
-
-/* A vm is going away: its callbacks will never come. */
-static void on_vm_event(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
-  jitsu__control *srv = arg;
-  if (ev != JITSU_VM_UNDEFINING)
-    return;
-  jitsu__link *l = srv->pending.next;
-  while (l != &srv->pending) {
-    jitsu__creq *req = JITSU__CONTAINER(l, jitsu__creq, link);
-    l = l->next;
-    if (req->vm != vm)
-      continue;
-    req->in_timeout = false;
-    jitsu__control_fail(req, -ENOENT, "vm '%s' was removed", vm->name);
   }
 }
 
@@ -413,10 +396,6 @@ int jitsu_control_listen(jitsu_ctx *ctx, const jitsu_control_options *opts) {
     srv->ctx = ctx;
     jitsu__list_init(&srv->clients);
     jitsu__list_init(&srv->pending);
-    if (jitsu_ctx_on_vm(ctx, on_vm_event, srv) < 0) {
-      free(srv);
-      return -ENOMEM;
-    }
     ctx->control = srv;
   }
   srv->max_request =
@@ -479,14 +458,13 @@ void jitsu__control_free(jitsu_ctx *ctx) {
   if (srv == NULL)
     return;
   jitsu_control_close(ctx);
-  /* The context is going: no vm callback will come any more. */
+  /* Requests waiting on a vm stay until its callback comes (every one
+   * does, -ECANCELED as the context goes): they only leave our list. */
   while (srv->pending.next != &srv->pending) {
     jitsu__creq *req = JITSU__CONTAINER(srv->pending.next, jitsu__creq, link);
     jitsu__list_remove(&req->link);
-    req->held = false;
-    req_free(req);
+    req->srv = NULL;
   }
-  jitsu_ctx_off_vm(ctx, on_vm_event, srv);
   free(srv->path);
   free(srv);
   ctx->control = NULL;

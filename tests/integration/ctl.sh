@@ -191,6 +191,27 @@ ctl list | awk '{print $1, $3}' >"$dir/after"
 cmp -s "$dir/before" "$dir/after" || fail "an invalid reload changed things"
 ok
 
+# --- a stop waiting on a vm that a reload is removing -----------------------
+# The reload's own stop undefines the vm when it is down; the operator's
+# stop, queued behind it, still gets its answer (it read a freed vm).
+sed -i -e 's/^ready = eventually$/ready = notify/' -e '/^\[vm d\]$/,$d' "$dir/jitsu.conf"
+cp "$dir/jitsu.conf" "$dir/before-slow.conf"
+cat >>"$dir/jitsu.conf" <<CONF
+[vm slow]
+exec = /bin/sh -c 'trap "" TERM; while :; do sleep 0.05; done' $dir
+stop-grace = 1s
+CONF
+expect_exit 0 ctl reload
+expect_exit 0 ctl summon slow --wait
+cp "$dir/before-slow.conf" "$dir/jitsu.conf"
+expect_exit 0 ctl reload
+grep -Eq "^slow +removed" "$dir/last.out" || fail "reload slow: $(cat "$dir/last.out")"
+expect_exit 0 ctl stop slow
+kill -0 "$cpid" || fail "the controller died answering a stop of a removed vm"
+expect_exit 1 ctl status slow
+grep -q "no vm 'slow'" "$dir/last.err" || fail "slow: $(cat "$dir/last.err")"
+ok
+
 kill "$cpid"
 wait "$cpid" || fail "the controller exited with an error"
 cpid=0
