@@ -4,7 +4,9 @@
  * by the process backend), sends everything it reads on each channel back,
  * and shuts down its side when the peer does. With the notify readiness it
  * tells the controller once it listens, so a connect that summoned it
- * completes then.
+ * completes then. A peer that sends faster than it reads the echo is slowed
+ * down: past 1 MiB of echo not yet in the ring, reading stops until the
+ * queue is half drained (so memory stays bounded whatever the peer does).
  *
  *   [vm echo]
  *   exec = build/examples/chan_echo
@@ -16,13 +18,34 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#define HIGH_WATER (1024 * 1024)
+
+static void on_read(jitsu_chan *c, const void *data, size_t len, int err,
+                    void *arg);
+
+/* A write reached the ring: read again once the queue has drained enough.
+ * (The channel's data marks it paused.) */
+static void on_written(jitsu_chan *c, int err, void *arg) {
+  (void)arg;
+  if (err == 0 && jitsu_chan_data(c) != NULL &&
+      jitsu_chan_write_queue_size(c) < HIGH_WATER / 2) {
+    jitsu_chan_set_data(c, NULL);
+    jitsu_chan_read_start(c, on_read, NULL);
+  }
+}
+
 static void on_read(jitsu_chan *c, const void *data, size_t len, int err,
                     void *arg) {
   (void)arg;
   if (len > 0) {
-    if (jitsu_chan_write(c, data, len, NULL, NULL) < 0)
+    if (jitsu_chan_write(c, data, len, on_written, NULL) < 0) {
       jitsu_chan_close(c);
-    /* Backpressure: stop reading while much is queued. */
+      return;
+    }
+    if (jitsu_chan_write_queue_size(c) > HIGH_WATER) {
+      jitsu_chan_set_data(c, c); /* paused: on_written resumes */
+      jitsu_chan_read_start(c, NULL, NULL);
+    }
     return;
   }
   /* The peer is done: so are we, after the echo (a vchan, which has no

@@ -109,7 +109,9 @@ static int run_pred(fixture *f, pred_fn pred, void *arg, uint64_t ms) {
   int expired = 0;
   f->timer.data = &expired;
   uv_update_time(&f->loop);
-  uv_timer_start(&f->timer, timer_fired, ms, 0);
+  /* Repeating: should it fire in the timers phase of a UV_RUN_ONCE turn,
+   * that turn's poll would otherwise wait with no deadline at all. */
+  uv_timer_start(&f->timer, timer_fired, ms, ms ? ms : 1);
   while (!pred(arg) && !expired)
     uv_run(&f->loop, UV_RUN_ONCE);
   uv_timer_stop(&f->timer);

@@ -262,7 +262,7 @@ after=$(rss)
 exec 7>&-
 echo "# TCP flood: the server took $taken bytes of queries; RSS $before -> $after KiB"
 [ -n "$taken" ] || fail "the flood client did not run"
-if ldd "$jdns" | grep -q libasan || [ -n "${JITSU_VALGRIND:-}" ]; then
+if is_asan "$jdns" || [ -n "${JITSU_VALGRIND:-}" ]; then
   tap_skip "the memory bound (ASan's quarantine or valgrind keeps freed buffers)"
 else
   [ $((after - before)) -lt 16384 ] || fail "jitsu-dns grew by $((after - before)) KiB for one TCP client"

@@ -174,7 +174,7 @@ grep -q "received 67108864 bytes" "$dir/up.txt" || fail "chunked upload: $(cat "
 n=$(curl -s -m 60 -H "Host: web.test" "$(url /bytes/268435456)" | wc -c)
 [ "$n" -eq 268435456 ] || fail "download: $n bytes"
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$hpid/status")
-if ldd "$jhttp" | grep -q libasan || [ -n "${JITSU_VALGRIND:-}" ]; then
+if is_asan "$jhttp" || [ -n "${JITSU_VALGRIND:-}" ]; then
   tap_skip "the memory bound (ASan's quarantine or valgrind keeps freed buffers: $hwm KiB)"
 else
   [ "$hwm" -lt 65536 ] || fail "jitsu-http grew to $hwm KiB streaming"

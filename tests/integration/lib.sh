@@ -20,6 +20,12 @@ kill_marked() {
   done
 }
 
+# Whether BIN is an ASan build. (Not `ldd | grep -q`: grep leaves at the
+# first match, ldd dies of SIGPIPE, and under pipefail the test says no.)
+is_asan() {
+  [[ "$(ldd "$1")" == *libasan* ]]
+}
+
 # TAP on stdout, for meson's protocol 'tap': one "ok" per part that passed,
 # a skipped part says why (and shows in meson's log as a skip), the plan
 # comes last. A failure exits non-zero (meson counts that as failing).
