@@ -328,9 +328,24 @@ int jitsu__notify_says_ready(const char *msg, size_t len);
  * -errno. */
 int jitsu__record_write(const char *path, pid_t pid,
                         unsigned long long starttime);
+/* A guest record the child of a fork writes itself, before its exec: until
+ * it exists the child dies with its parent (PR_SET_PDEATHSIG), after it a
+ * restarted controller finds the guest, so no guest ever runs that no
+ * record names. Prepare (rec) for (path) before the fork (0 or
+ * -ENAMETOOLONG); in the child, jitsu__child_record_write() is
+ * async-signal-safe: 0, or -1 with errno (it exits if the parent is gone
+ * already). */
+typedef struct jitsu__child_record {
+  char path[600], tmp[610];
+  pid_t parent;
+} jitsu__child_record;
+int jitsu__child_record_prepare(jitsu__child_record *rec, const char *path);
+int jitsu__child_record_write(const jitsu__child_record *rec);
+
 /* The live process a record names: 1 with (*pid, *pidfd, *starttime)
- * set (*pidfd -1 without pidfd_open(2)); 0 without a record; -ESTALE when it named a process that is gone
- * (or a pid reused since: another start time), and it was removed. */
+ * set (*pidfd -1 without pidfd_open(2)); 0 without a record; -ESTALE when it
+ * named a process that is gone (or a pid reused since: another start time), and
+ * it was removed. */
 int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
                         unsigned long long *starttime);
 /* Listen on the Unix socket (path) of (type) (SOCK_NONBLOCK may be or-ed

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <limits.h>
@@ -392,6 +394,78 @@ int jitsu__record_write(const char *path, pid_t pid,
     return r;
   }
   return 0;
+}
+
+int jitsu__child_record_prepare(jitsu__child_record *rec, const char *path) {
+  if (snprintf(rec->path, sizeof(rec->path), "%s", path) >=
+          (int)sizeof(rec->path) ||
+      snprintf(rec->tmp, sizeof(rec->tmp), "%s.tmp", path) >=
+          (int)sizeof(rec->tmp))
+    return -ENAMETOOLONG;
+  rec->parent = getpid();
+  return 0;
+}
+
+/* Append (v) in decimal to (out) at (*len); async-signal-safe. */
+static void put_ull(char *out, size_t *len, unsigned long long v) {
+  char digits[24];
+  size_t n = 0;
+  do {
+    digits[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v > 0);
+  while (n > 0)
+    out[(*len)++] = digits[--n];
+}
+
+/* The start time of the calling process from /proc/self/stat (field 22),
+ * or 0; async-signal-safe (the comm field may hold ')' and spaces). */
+static unsigned long long self_starttime(void) {
+  char buf[1024];
+  int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  const char *p = NULL, *end = buf + (n > 0 ? n : 0);
+  for (const char *c = buf; c < end; c++)
+    if (*c == ')')
+      p = c;
+  for (int field = 2; p != NULL && p < end && field < 22; p++)
+    if (*p == ' ')
+      field++;
+  unsigned long long v = 0;
+  for (; p != NULL && p < end && *p >= '0' && *p <= '9'; p++)
+    v = v * 10 + (unsigned long long)(*p - '0');
+  return v;
+}
+
+int jitsu__child_record_write(const jitsu__child_record *rec) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+    return -1;
+  if (getppid() != rec->parent) /* the parent died before the prctl */
+    _exit(127);
+  char text[48];
+  size_t len = 0;
+  put_ull(text, &len, (unsigned long long)getpid());
+  text[len++] = ' ';
+  put_ull(text, &len, self_starttime());
+  text[len++] = '\n';
+  int fd = open(rec->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                0600);
+  if (fd < 0)
+    return -1;
+  ssize_t w = write(fd, text, len);
+  int e = w == (ssize_t)len ? 0 : w < 0 ? errno : EIO;
+  close(fd);
+  if (e == 0 && rename(rec->tmp, rec->path) < 0)
+    e = errno;
+  if (e != 0) {
+    unlink(rec->tmp);
+    errno = e;
+    return -1;
+  }
+  return prctl(PR_SET_PDEATHSIG, 0); /* from now on it outlives its parent */
 }
 
 int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,

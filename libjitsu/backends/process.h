@@ -39,7 +39,7 @@ typedef struct proc {
   bool stopping;
   uv_poll_t *exit_poll;   /* on the pidfd */
   uv_timer_t *exit_timer; /* without pidfd_open(2): looks every 20 ms */
-  uv_timer_t *timer; /* stop grace, suspend/resume confirmation */
+  uv_timer_t *timer;      /* stop grace, suspend/resume confirmation */
   unsigned checks;
   uv_timer_t *rearm; /* socket trigger back-off after a failure */
 } proc;
@@ -67,7 +67,6 @@ void process_sockets_close(proc *p);
 int process_spawn(proc *p);
 
 /* The guest record: "<state>/process/<name>.pid". */
-int process_record_write(proc *p);
 void process_record_remove(proc *p);
 /* Find a live guest from its record; 1 with pid, pidfd, starttime set. */
 int process_record_adopt(proc *p);

@@ -111,6 +111,8 @@ static char **build_env(proc *p, char **pid_slot) {
   return env;
 }
 
+static int record_path(proc *p, char *path, size_t size);
+
 /* Write (v) in decimal at (out), padding with NULs; async-signal-safe. */
 static void put_decimal(char *out, size_t size, long v) {
   char tmp[24];
@@ -132,13 +134,14 @@ struct child_fail {
 };
 
 static const char *const child_stage_names[] = {
-    "setsid",    "dup2",   "chdir",  "setrlimit",
-    "setgroups", "setgid", "setuid", "execve",
+    "setsid", "dup2",   "chdir",  "setrlimit",    "setgroups",
+    "setgid", "setuid", "execve", "guest record",
 };
 
 /* Runs in the child between fork and exec: only async-signal-safe calls. */
 static void child(proc *p, const char *path, char **env, char *pid_slot,
-                  int devnull, int logfd, int errfd) {
+                  int devnull, int logfd, int errfd,
+                  const jitsu__child_record *rec) {
   struct child_fail f = {0, 0};
   sigset_t none;
   sigemptyset(&none);
@@ -146,6 +149,9 @@ static void child(proc *p, const char *path, char **env, char *pid_slot,
     signal(sig, SIG_DFL);
   sigprocmask(SIG_SETMASK, &none, NULL);
   if (setsid() < 0)
+    goto fail;
+  f.stage = 8;
+  if (jitsu__child_record_write(rec) < 0)
     goto fail;
   /* Move everything we need above the target range first, so that the
    * dup2 calls below cannot overwrite a source. */
@@ -236,6 +242,14 @@ int process_spawn(proc *p) {
       jitsu_vm_set_reason(vm, "socket %s is not bound", p->socks[i].key);
       return -EBADF;
     }
+  jitsu__child_record rec;
+  char rpath[600];
+  if ((r = record_path(p, rpath, sizeof(rpath))) < 0 ||
+      (r = jitsu__child_record_prepare(&rec, rpath)) < 0) {
+    jitsu_vm_set_reason(vm, "cannot prepare the guest record: %s",
+                        strerror(-r));
+    return r;
+  }
   char *pid_slot = NULL;
   char **env = build_env(p, &pid_slot);
   int logfd = open_log(p);
@@ -253,7 +267,7 @@ int process_spawn(proc *p) {
     goto out;
   }
   if (pid == 0)
-    child(p, path, env, pid_slot, devnull, logfd, pipefd[1]);
+    child(p, path, env, pid_slot, devnull, logfd, pipefd[1], &rec);
   close(pipefd[1]);
   pipefd[1] = -1;
   /* The pipe closes on exec, or carries the reason the child failed. Like
@@ -266,6 +280,8 @@ int process_spawn(proc *p) {
   if (n == (ssize_t)sizeof(f)) {
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
       ;
+    if (f.stage != 8)
+      unlink(rec.path); /* the child wrote it before it failed */
     jitsu_vm_set_reason(vm, "%s '%s': %s", child_stage_names[f.stage], path,
                         strerror(f.err));
     r = -f.err;
@@ -281,13 +297,8 @@ int process_spawn(proc *p) {
     jitsu_vm_set_reason(vm, "pidfd_open: %s", strerror(-r));
     goto out;
   }
+  /* The child wrote the guest's record before its exec. */
   jitsu__proc_stat(pid, &p->starttime, NULL);
-  r = process_record_write(p);
-  if (r < 0)
-    jitsu_vm_log(vm, JITSU_LOG_WARNING,
-                 "cannot write the guest record (%s): a restarted controller "
-                 "will not find pid %d",
-                 strerror(-r), (int)pid);
   r = 0;
 out:
   if (pipefd[0] >= 0)
@@ -311,12 +322,6 @@ static int record_path(proc *p, char *path, size_t size) {
   if (snprintf(path, size, "%s/%s.pid", dir, jitsu_vm_name(p->vm)) >= (int)size)
     return -ENAMETOOLONG;
   return 0;
-}
-
-int process_record_write(proc *p) {
-  char path[600];
-  int r = record_path(p, path, sizeof(path));
-  return r < 0 ? r : jitsu__record_write(path, p->pid, p->starttime);
 }
 
 void process_record_remove(proc *p) {

@@ -104,7 +104,6 @@ int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd);
 char *qemu_describe_args(qvm *q);
 
 /* The guest record ("<vm>.pid": pid and start time). */
-int qemu_record_write(qvm *q);
 void qemu_record_remove(qvm *q);
 /* Find a live QEMU from the record: 1 with pid, pidfd, starttime set. */
 int qemu_record_adopt(qvm *q);

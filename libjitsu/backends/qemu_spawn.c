@@ -392,6 +392,14 @@ int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd) {
     jitsu_vm_set_reason(vm, "cannot make QEMU's descriptors: %s", strerror(-r));
     goto out;
   }
+  jitsu__child_record rec;
+  char rpath[600];
+  if ((r = qemu_path(q, "pid", rpath, sizeof(rpath))) < 0 ||
+      (r = jitsu__child_record_prepare(&rec, rpath)) < 0) {
+    jitsu_vm_set_reason(vm, "cannot prepare the guest record: %s",
+                        strerror(-r));
+    goto out;
+  }
   pid_t pid = fork();
   if (pid < 0) {
     r = -errno;
@@ -404,6 +412,8 @@ int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd) {
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);
     setsid();
+    if (jitsu__child_record_write(&rec) < 0)
+      child_fail(errp[1], "cannot write the guest record", errno);
     int errfd = fcntl(errp[1], F_DUPFD_CLOEXEC, 100);
     int l = fcntl(lfd, F_DUPFD, 100), s = fcntl(sp[1], F_DUPFD, 100);
     int img = image_fd >= 0 ? fcntl(image_fd, F_DUPFD, 100) : -1;
@@ -437,6 +447,7 @@ int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd) {
   if (n > 0) {
     msg[n] = '\0';
     waitpid(pid, NULL, 0);
+    unlink(rpath); /* if the child wrote it before it failed */
     jitsu_vm_set_reason(vm, "%s (%s)", msg, q->binary);
     r = -EIO;
     goto out;
@@ -448,6 +459,7 @@ int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd) {
     r = q->pidfd < 0 ? -errno : *qmp_fd;
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    unlink(rpath);
     if (q->pidfd >= 0)
       close(q->pidfd);
     q->pidfd = -1;
@@ -457,13 +469,7 @@ int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd) {
   }
   *serial_fd = sp[0];
   sp[0] = -1;
-  r = qemu_record_write(q);
-  if (r < 0)
-    jitsu_vm_log(vm, JITSU_LOG_WARNING,
-                 "cannot write the guest record (%s): a restarted controller "
-                 "will not find QEMU (pid %d)",
-                 strerror(-r), (int)pid);
-  r = 0;
+  r = 0; /* the child wrote the guest record before its exec */
 out:
   for (int i = 0; i < 2; i++) {
     if (sp[i] >= 0)
@@ -477,12 +483,6 @@ out:
     close(logfd);
   argv_free(argv);
   return r;
-}
-
-int qemu_record_write(qvm *q) {
-  char path[600];
-  int r = qemu_path(q, "pid", path, sizeof(path));
-  return r < 0 ? r : jitsu__record_write(path, q->pid, q->starttime);
 }
 
 void qemu_record_remove(qvm *q) {
