@@ -324,10 +324,6 @@ void jitsu__ready_cancel(jitsu_vm *vm);
 int jitsu__notify_says_ready(const char *msg, size_t len);
 
 /* Parse "HOST:PORT" / "[V6]:PORT" into (ss); 0 or -EINVAL. */
-/* A guest record at (path): "PID STARTTIME", written atomically; 0 or
- * -errno. */
-int jitsu__record_write(const char *path, pid_t pid,
-                        unsigned long long starttime);
 /* A guest record the child of a fork writes itself, before its exec: until
  * it exists the child dies with its parent (PR_SET_PDEATHSIG), after it a
  * restarted controller finds the guest, so no guest ever runs that no
@@ -348,6 +344,10 @@ int jitsu__child_record_write(const jitsu__child_record *rec);
  * it was removed. */
 int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
                         unsigned long long *starttime);
+/* Make (path) free for a Unix socket of (type): 0 when nothing is there or
+ * a stale socket file was removed; -EADDRINUSE when something answers on
+ * it, -EEXIST when it is not a socket (both left alone). */
+int jitsu__unix_claim(const char *path, int type);
 /* Listen on the Unix socket (path) of (type) (SOCK_NONBLOCK may be or-ed
  * in), born with mode 0600 (0660 and group (gid) when (group)), refusing to
  * take over a socket something still answers on; (what) names it in

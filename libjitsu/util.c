@@ -380,22 +380,6 @@ int jitsu__proc_stat(pid_t pid, unsigned long long *starttime, char *state) {
   return 0;
 }
 
-int jitsu__record_write(const char *path, pid_t pid,
-                        unsigned long long starttime) {
-  char tmp[PATH_MAX + 8];
-  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-  FILE *f = fopen(tmp, "we");
-  if (f == NULL)
-    return -errno;
-  fprintf(f, "%d %llu\n", (int)pid, starttime);
-  if (fclose(f) != 0 || rename(tmp, path) < 0) {
-    int r = -errno;
-    unlink(tmp);
-    return r;
-  }
-  return 0;
-}
-
 int jitsu__child_record_prepare(jitsu__child_record *rec, const char *path) {
   if (snprintf(rec->path, sizeof(rec->path), "%s", path) >=
           (int)sizeof(rec->path) ||
@@ -470,13 +454,16 @@ int jitsu__child_record_write(const jitsu__child_record *rec) {
 
 int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
                         unsigned long long *starttime) {
-  FILE *f = fopen(path, "re");
-  if (f == NULL)
+  char text[64];
+  int rfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (rfd < 0)
     return 0;
+  ssize_t n = read(rfd, text, sizeof(text) - 1);
+  close(rfd);
+  text[n > 0 ? n : 0] = '\0';
   int p = 0;
   unsigned long long start = 0, now = 0;
-  int ok = fscanf(f, "%d %llu", &p, &start) == 2 && p > 1;
-  fclose(f);
+  int ok = sscanf(text, "%d %llu", &p, &start) == 2 && p > 1;
   /* Take a pidfd first, then check that it is still the same process: a
    * pid reused since the record was written has another start time. */
   int fd = ok ? jitsu__pidfd_open(p) : -1;
@@ -494,42 +481,79 @@ int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
   return -ESTALE;
 }
 
+int jitsu__unix_claim(const char *path, int type) {
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  struct stat st;
+  if (strlen(path) >= sizeof(sun.sun_path))
+    return -ENAMETOOLONG;
+  if (lstat(path, &st) < 0)
+    return errno == ENOENT ? 0 : -errno;
+  if (!S_ISSOCK(st.st_mode))
+    return -EEXIST;
+  memcpy(sun.sun_path, path, strlen(path) + 1);
+  int fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    return -errno;
+  /* A listener answers (or its backlog is full: EAGAIN): it is alive. */
+  int r = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 ||
+                  errno == EAGAIN || errno == EINPROGRESS
+              ? -EADDRINUSE
+              : 0;
+  close(fd);
+  if (r == 0 && unlink(path) < 0 && errno != ENOENT)
+    r = -errno;
+  return r;
+}
+
+/* Bind (fd) at (path) with (mode) from the start: bound inside a private
+ * directory, given its mode (and group), then renamed into place, so that
+ * nobody can connect before it has its final mode. (umask is process-wide:
+ * changing it would race with other threads, libvirt's among them.) */
+static int bind_with_mode(int fd, const char *path, mode_t mode, gid_t gid,
+                          bool group) {
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  char dir[sizeof(sun.sun_path)];
+  const char *slash = strrchr(path, '/');
+  int n = slash ? snprintf(dir, sizeof(dir), "%.*s/.jitsu-XXXXXX",
+                           (int)(slash - path), path)
+                : snprintf(dir, sizeof(dir), ".jitsu-XXXXXX");
+  if (n < 0 || (size_t)n + 3 >= sizeof(sun.sun_path))
+    return -ENAMETOOLONG;
+  if (mkdtemp(dir) == NULL)
+    return -errno;
+  snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/s", dir);
+  int r = 0;
+  if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+      chmod(sun.sun_path, mode) < 0 ||
+      (group && chown(sun.sun_path, (uid_t)-1, gid) < 0) ||
+      rename(sun.sun_path, path) < 0)
+    r = -errno;
+  unlink(sun.sun_path); /* (gone already once renamed) */
+  rmdir(dir);
+  return r;
+}
+
 int jitsu__listen_unix(jitsu_ctx *ctx, const char *what, const char *path,
                        int type, int backlog, gid_t gid, bool group) {
-  struct sockaddr_un sun = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof(sun.sun_path))
-    return jitsu__fail(ctx, -ENAMETOOLONG, "%s path too long: %s", what, path);
-  memcpy(sun.sun_path, path, strlen(path) + 1);
+  int r = jitsu__unix_claim(path, type & ~SOCK_NONBLOCK);
+  if (r == -ENAMETOOLONG)
+    return jitsu__fail(ctx, r, "%s path too long: %s", what, path);
+  if (r == -EEXIST)
+    return jitsu__fail(ctx, r, "%s exists and is not a socket", path);
+  if (r == -EADDRINUSE)
+    return jitsu__fail(ctx, r, "another controller answers on %s", path);
+  if (r < 0)
+    return jitsu__fail(ctx, r, "%s %s: %s", what, path, strerror(-r));
   int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
-  struct stat st;
-  if (lstat(path, &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) {
-      close(fd);
-      return jitsu__fail(ctx, -EEXIST, "%s exists and is not a socket", path);
-    }
-    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
-      close(fd);
-      return jitsu__fail(ctx, -EADDRINUSE, "another controller answers on %s",
-                         path);
-    }
-    unlink(path);
-    close(fd);
-    fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-      return -errno;
-  }
-  /* The socket is born with its final mode: no window where others may
-   * connect. umask is process-wide; this is the only place we touch it. */
-  mode_t old = umask(group ? 0117 : 0177);
-  int r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-  umask(old);
-  if (r < 0 || (group && chown(path, (uid_t)-1, gid) < 0) ||
-      listen(fd, backlog) < 0) {
+  r = bind_with_mode(fd, path, group ? 0660 : 0600, gid, group);
+  if (r == 0 && listen(fd, backlog) < 0) {
     r = -errno;
-    close(fd);
     unlink(path);
+  }
+  if (r < 0) {
+    close(fd);
     return jitsu__fail(ctx, r, "%s %s: %s", what, path, strerror(-r));
   }
   return fd;

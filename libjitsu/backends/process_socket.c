@@ -97,11 +97,14 @@ int process_socket_bind(psock *s) {
   if (s->addr.ss_family == AF_INET6)
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
   if (s->addr.ss_family == AF_UNIX) {
-    /* Replace a stale socket file, never anything else. */
-    struct stat st;
-    const char *path = ((struct sockaddr_un *)&s->addr)->sun_path;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-      unlink(path);
+    /* Replace a stale socket file, never one something answers on, never
+     * anything else. */
+    int r =
+        jitsu__unix_claim(((struct sockaddr_un *)&s->addr)->sun_path, s->type);
+    if (r < 0) {
+      close(fd);
+      return r;
+    }
   }
   if (bind(fd, (struct sockaddr *)&s->addr, s->addr_len) < 0 ||
       (s->type == SOCK_STREAM && listen(fd, s->backlog) < 0)) {

@@ -58,7 +58,8 @@ static int open_log(proc *p) {
     snprintf(old, sizeof(old), "%s.1", path);
     rename(path, old);
   }
-  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  int fd =
+      open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
   return fd < 0 ? -errno : fd;
 }
 

@@ -437,7 +437,7 @@ static int watch(qvm *q, int qmp_fd, int serial_fd) {
     char path[600];
     if (qemu_path(q, "console", path, sizeof(path)) == 0) {
       struct stat st;
-      int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC;
+      int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW;
       if (stat(path, &st) == 0 && st.st_size > 8 * 1024 * 1024)
         flags |= O_TRUNC;
       q->console_fd = open(path, flags, 0600);

@@ -299,7 +299,7 @@ static int open_qemu_log(qvm *q) {
   if (r < 0)
     return r;
   struct stat st;
-  int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC;
+  int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW;
   if (stat(path, &st) == 0 && st.st_size > QEMU_LOG_ROTATE)
     flags |= O_TRUNC;
   int fd = open(path, flags, 0600);

@@ -8,7 +8,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static const char *const hello_conf = "[vm one]\nexec = %s --name one "
@@ -208,6 +210,33 @@ static void test_state_dir_not_ours(void **state) {
   (void)err;
 }
 
+/* A Unix socket trigger never takes over a socket something answers on:
+ * the vm is refused, the other program keeps its socket. */
+static void test_unix_socket_not_taken(void **state) {
+  fixture *f = *state;
+  char path[300];
+  snprintf(path, sizeof(path), "%s/busy.sock", f->dir);
+  int other = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+  assert_int_equal(bind(other, (struct sockaddr *)&sun, sizeof(sun)), 0);
+  assert_int_equal(listen(other, 4), 0);
+  assert_int_not_equal(fixture_load(f, "[vm u]\nexec = %s\nsocket = unix %s\n",
+                                    hello_path(), path),
+                       0);
+  printf("# %s\n", f->err.message);
+  assert_non_null(strstr(f->err.message, "in use"));
+  assert_null(jitsu_vm_find(f->ctx, "u"));
+  int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_int_equal(connect(probe, (struct sockaddr *)&sun, sizeof(sun)), 0);
+  close(probe);
+  close(other);
+  /* A stale socket file (nobody answers) is replaced. */
+  assert_int_equal(fixture_load(f, "[vm u]\nexec = %s\nsocket = unix %s\n",
+                                hello_path(), path),
+                   0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_undefine_in_subscriber_on_crash,
@@ -221,6 +250,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_state_dir_lock, fixture_setup,
                                       fixture_teardown),
       cmocka_unit_test_setup_teardown(test_state_dir_not_ours, fixture_setup,
+                                      fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_unix_socket_not_taken, fixture_setup,
                                       fixture_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
