@@ -387,11 +387,15 @@ static void connected(jitsu_chan *c, int err, void *arg) {
   k->done = 1;
 }
 
-/* Run (x) until done or (ms) pass, feeding the writes. */
-static void xfer_run(fixture *f, xfer *x, uint64_t ms) {
-  for (uint64_t t = 0; t < ms && !x->done; t += 20) {
+/* Run (x) until done, feeding the writes, or until nothing came back for
+ * (idle_ms): a ceiling on a stall, not on speed (nested TCG is slow). */
+static void xfer_run(fixture *f, xfer *x, uint64_t idle_ms) {
+  size_t last = x->got;
+  for (uint64_t still = 0; still < idle_ms && !x->done;) {
     xfer_pump(x);
     run_for(f, 20);
+    still = x->got != last ? 0 : still + 20;
+    last = x->got;
   }
 }
 
@@ -415,7 +419,8 @@ static void test_chan_summon_and_destroy(void **state) {
   jitsu_chan_options o = JITSU_CHAN_OPTIONS_INIT;
   o.rendezvous = "xen";
   o.timeout_ms = 120000;
-  conn k = {0};
+  static conn k; /* callbacks' state: never on the stack */
+  k = (conn){0};
   assert_int_equal(
       jitsu_chan_connect(&f->loop, "echo", "p", &o, connected, &k, NULL), 0);
   assert_true(run_until(f, &k.done, 125000));
@@ -427,7 +432,8 @@ static void test_chan_summon_and_destroy(void **state) {
   assert_int_equal(k.err, 0);
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
 
-  xfer x = {.total = 8u << 20, .c = k.c};
+  static xfer x;
+  x = (xfer){.total = 8u << 20, .c = k.c};
   jitsu_chan_read_start(k.c, xfer_read, &x);
   double t0 = uv_hrtime() / 1e6;
   xfer_run(f, &x, 60000);
@@ -440,16 +446,22 @@ static void test_chan_summon_and_destroy(void **state) {
   int fds0 = open_fds(); /* the second channel must leave no more */
 
   /* A second channel; the domain is destroyed while data flows. */
-  conn k2 = {0};
+  static conn k2;
+  k2 = (conn){0};
   assert_int_equal(
       jitsu_chan_connect(&f->loop, "echo", "q", &o, connected, &k2, NULL), 0);
   assert_true(run_until(f, &k2.done, 30000));
   assert_int_equal(k2.err, 0);
-  xfer y = {.total = 1u << 30, .c = k2.c};
+  static xfer y;
+  y = (xfer){.total = 1u << 30, .c = k2.c};
   jitsu_chan_read_start(k2.c, xfer_read, &y);
-  for (int i = 0; i < 500 && y.got < (1u << 20); i++) {
+  /* At least 1 MiB flows first, however long that takes here. */
+  size_t last = 0;
+  for (uint64_t still = 0; still < 60000 && y.got < (1u << 20);) {
     xfer_pump(&y);
     run_for(f, 10);
+    still = y.got != last ? 0 : still + 10;
+    last = y.got;
   }
   assert_true(y.got >= (1u << 20));
   static outcome stopped;
