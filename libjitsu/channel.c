@@ -113,7 +113,8 @@ static void ring_bell(jitsu_chan *c) {
 /* The callbacks of the writes left at close, in order: those already in
  * the ring with 0, the rest with -ECANCELED (libuv's uv_close discipline).
  * (c) is still valid during them; jitsu_chan_write() refuses it. */
-static void finish_closed_writes(jitsu_chan *c) {
+/* Take the completed writes, oldest first (c->done is newest first). */
+static wreq *take_done(jitsu_chan *c) {
   wreq *rev = NULL;
   while (c->done != NULL) {
     wreq *w = c->done;
@@ -121,6 +122,11 @@ static void finish_closed_writes(jitsu_chan *c) {
     w->next = rev;
     rev = w;
   }
+  return rev;
+}
+
+static void finish_closed_writes(jitsu_chan *c) {
+  wreq *rev = take_done(c);
   for (wreq *w; (w = rev) != NULL; free(w)) {
     rev = w->next;
     if (w->cb != NULL)
@@ -230,13 +236,7 @@ static int pump_writes(jitsu_chan *c) {
 
 /* Completed writes' callbacks, in order. */
 static void finish_writes(jitsu_chan *c) {
-  wreq *rev = NULL;
-  while (c->done != NULL) {
-    wreq *w = c->done;
-    c->done = w->next;
-    w->next = rev;
-    rev = w;
-  }
+  wreq *rev = take_done(c);
   while (rev != NULL && !c->closing) {
     wreq *w = rev;
     rev = w->next;
