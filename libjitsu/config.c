@@ -611,8 +611,11 @@ static int load_file(jitsu_ctx *ctx, FILE *f, const char *name, bool apply,
   size_t i = 0;
   char dir[600];
   if (l.n_vms > 0 &&
-      (r = jitsu__state_dir_ensure(ctx, NULL, dir, sizeof(dir))) < 0)
+      (r = jitsu__state_dir_ensure(ctx, NULL, dir, sizeof(dir))) < 0) {
+    /* at the state-dir line if there is one, else the file's */
+    jitsu__err_at(err, line_of(&l.c, "jitsu", "state-dir", 0));
     jitsu_error_set(err, r, NULL, "%s", jitsu_ctx_last_error(ctx));
+  }
   for (; r == 0 && i < l.n_vms; i++) {
     jitsu_error why;
     memset(&why, 0, sizeof(why));

@@ -277,16 +277,13 @@ int jitsu_error_set(jitsu_error *err, int code, const char *key,
   va_end(ap);
   err->code = code;
   snprintf(err->key, sizeof(err->key), "%s", key ? key : "");
-  if (err->file[0] != '\0' && key != NULL)
-    snprintf(err->message, sizeof(err->message), "%s:%u: %s: %s", err->file,
-             err->line, key, text);
+  char where[300] = ""; /* "file:line: ", or "file: " for the whole file */
+  if (err->file[0] != '\0' && err->line > 0)
+    snprintf(where, sizeof(where), "%s:%u: ", err->file, err->line);
   else if (err->file[0] != '\0')
-    snprintf(err->message, sizeof(err->message), "%s:%u: %s", err->file,
-             err->line, text);
-  else if (key != NULL)
-    snprintf(err->message, sizeof(err->message), "%s: %s", key, text);
-  else
-    snprintf(err->message, sizeof(err->message), "%s", text);
+    snprintf(where, sizeof(where), "%s: ", err->file);
+  snprintf(err->message, sizeof(err->message), "%s%s%s%s", where,
+           key ? key : "", key ? ": " : "", text);
   return code;
 }
 
