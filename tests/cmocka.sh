@@ -6,4 +6,8 @@
 # usage: cmocka.sh PROGRAM [ARGS...]
 set -o pipefail
 # shellcheck disable=SC2086 # JITSU_VALGRIND is words, on purpose
-${JITSU_VALGRIND:-} "$@" | sed -u 's/^not ok \([0-9]*\) # SKIP/ok \1 # SKIP/'
+# A failure and its diagnostics go to stderr too: meson shows a TAP test's
+# stderr with --print-errorlogs, not its stdout.
+${JITSU_VALGRIND:-} "$@" |
+  sed -u -e 's/^not ok \([0-9]*\) # SKIP/ok \1 # SKIP/' \
+    -e '/^not ok /w /dev/stderr' -e '/^# /w /dev/stderr'
