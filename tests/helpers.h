@@ -64,7 +64,7 @@ int vm_pid(jitsu_vm *vm);
 int pid_alive(int pid);
 
 /* An HTTP GET of / on 127.0.0.1:(port); returns the body's first line
- * in (out) or -1. Blocks up to 5 s; use while the guest runs on its own. */
+ * in (out) or -1. Blocks up to 20 s; use while the guest runs on its own. */
 int http_get(int port, char *out, size_t size);
 
 /* A free TCP port on 127.0.0.1. */
