@@ -755,6 +755,24 @@ static void save_free(qvm *q) {
   q->save = NULL;
 }
 
+/* Report the snapshot (its error in q->snap_why, "" if none). */
+static void snapshot_report(qvm *q) {
+  const char *error = q->snap_why[0] ? q->snap_why : NULL;
+  if (error != NULL)
+    jitsu_vm_set_reason(q->vm, "snapshot failed: %s", error);
+  jitsu_backend_snapshotted(q->vm, error ? -EIO : 0);
+}
+
+/* QEMU answered the "cont" after a snapshot: only now is the guest
+ * running again (a controller killed before would leave it paused). */
+static void snapshot_continued(void *arg, json_t *ret, const char *error) {
+  qvm *q = arg;
+  if (ret == NULL && q->snap_why[0] == '\0')
+    snprintf(q->snap_why, sizeof(q->snap_why), "cannot continue the guest: %s",
+             error ? error : "no answer");
+  snapshot_report(q);
+}
+
 /* The save ended with (error) (NULL: it worked). */
 static void save_done(qvm *q, const char *error) {
   qsave *s = q->save;
@@ -785,11 +803,13 @@ static void save_done(qvm *q, const char *error) {
   }
   save_free(q);
   if (keep) {
-    if (q->qmp != NULL)
-      qmp_send(q->qmp, "cont", NULL, -1, QMP_TIMEOUT_MS, NULL, NULL);
-    if (error != NULL)
-      jitsu_vm_set_reason(vm, "snapshot failed: %s", error);
-    jitsu_backend_snapshotted(vm, error ? -EIO : 0);
+    snprintf(q->snap_why, sizeof(q->snap_why), "%s", error ? error : "");
+    if (q->qmp == NULL || qmp_send(q->qmp, "cont", NULL, -1, QMP_TIMEOUT_MS,
+                                   snapshot_continued, q) < 0) {
+      if (q->snap_why[0] == '\0')
+        snprintf(q->snap_why, sizeof(q->snap_why), "cannot continue the guest");
+      snapshot_report(q);
+    }
     return;
   }
   if (error != NULL) {

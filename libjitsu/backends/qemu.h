@@ -77,6 +77,7 @@ typedef struct qvm {
   jitsu_stop_mode stop_mode;
   bool from_image;     /* this start restores the snapshot image */
   struct qsave *save;  /* a save (snapshot or suspend) under way */
+  char snap_why[200];  /* a snapshot's error, reported once QEMU runs on */
   bool suspended_disk; /* no QEMU: the state is in the suspend image */
   bool quit_sent;
   char shutdown_reason[64]; /* from QEMU's SHUTDOWN event */

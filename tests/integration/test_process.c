@@ -240,7 +240,7 @@ static void test_suspend_resume_and_wake_on_connect(void **state) {
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
   /* SIGCONT has been sent; the kernel runs the process when it can (under
    * load the old 'T' can still be read for a moment). */
-  for (int i = 0; i < 200 && proc_state(pid) == 'T'; i++)
+  for (int i = 0; i < 1000 && proc_state(pid) == 'T'; i++)
     usleep(10000);
   char st = proc_state(pid);
   if (st != 'S' && st != 'R')
