@@ -93,15 +93,26 @@ cpio_append "$dir/dom0-base.cpio.gz" "$rd" "$tmp/dom0.cpio" "gzip -1"
 
 xenargs="dom0_mem=1024M,max:1024M console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning noreboot"
 dom0args="console=hvc0 quiet loglevel=1"
-qemu-system-x86_64 -M pc -accel tcg -cpu qemu64 -m 2048 -smp 2 \
-  -display none -monitor none -no-reboot -nodefaults \
-  -serial "file:$tmp/serial" \
-  -kernel "$dir/xen" -append "$xenargs" \
-  -initrd "$dir/vmlinuz $dom0args,$tmp/dom0.cpio" </dev/null >"$tmp/qemu.log" 2>&1 &
-qpid=$!
+boot() {
+  qemu-system-x86_64 -M pc -accel tcg -cpu qemu64 -m 2048 -smp 2 \
+    -display none -monitor none -no-reboot -nodefaults \
+    -serial "file:$tmp/serial" \
+    -kernel "$dir/xen" -append "$xenargs" \
+    -initrd "$dir/vmlinuz $dom0args,$tmp/dom0.cpio" </dev/null >"$tmp/qemu.log" 2>&1 &
+  qpid=$!
+}
+boot
 
 limit=${JITSU_XEN_TIMEOUT:-900}
+# Nested TCG on a starved host has been seen to hang dom0's kernel at its
+# first line ("about to get started...") for good. A boot that shows no
+# test result and no new console output for this long is tried once more;
+# a hang once tests run is a failure.
+stall=${JITSU_XEN_BOOT_STALL:-240}
 start=$(date +%s)
+seen=0
+seen_at=$start
+retried=
 status=
 while :; do
   if grep -q "XEN-HARNESS: END" "$tmp/serial" 2>/dev/null; then
@@ -112,9 +123,26 @@ while :; do
     status=qemu
     break
   fi
-  if [ $(($(date +%s) - start)) -ge "$limit" ]; then
+  now=$(date +%s)
+  if [ $((now - start)) -ge "$limit" ]; then
     status=timeout
     break
+  fi
+  size=$(stat -c %s "$tmp/serial" 2>/dev/null || echo 0)
+  if [ "$size" -ne "$seen" ]; then
+    seen=$size
+    seen_at=$now
+  elif [ -z "$retried" ] && [ $((now - seen_at)) -ge "$stall" ] &&
+    ! grep -q "^JXT " "$tmp/serial" 2>/dev/null; then
+    echo "# dom0's boot stalled for $stall s; booting once more" >&2
+    kill "$qpid" 2>/dev/null
+    wait "$qpid" 2>/dev/null
+    mv "$tmp/serial" "$tmp/serial.stalled"
+    retried=yes
+    boot
+    start=$now
+    seen=0
+    seen_at=$now
   fi
   sleep 0.5
 done
