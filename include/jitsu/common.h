@@ -29,8 +29,7 @@ extern "C" {
 #define JITSU_ELIMIT (-EUSERS)       /* max-live or max-starting reached */
 #define JITSU_EEXITED (-ECHILD)      /* the guest exited before it was ready */
 #define JITSU_ETIMEDOUT (-ETIMEDOUT) /* not ready within ready-timeout */
-#define JITSU_ECANCELED                                                        \
-  (-ECANCELED) /* a stop, or its vm or ctx going, overtook it */
+#define JITSU_ECANCELED (-ECANCELED) /* a stop, vm or ctx went first */
 
 /* Describe (err), a negative errno value; never returns NULL. */
 JITSU_EXTERN const char *jitsu_strerror(int err);
