@@ -347,34 +347,44 @@ int jitsu__pidfd_open(pid_t pid) {
   return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-int jitsu__proc_stat(pid_t pid, unsigned long long *starttime, char *state) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+/* Read the state letter and start time (fields 3 and 22) of the process
+ * whose stat file is (path); async-signal-safe, so that a child between
+ * fork and exec can read its own. The command name (field 2) may hold
+ * spaces and parentheses: fields count from the last ')'. 0 or -errno. */
+static int read_stat(const char *path, unsigned long long *starttime,
+                     char *state) {
+  char buf[1024];
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return -errno;
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  ssize_t n = read(fd, buf, sizeof(buf));
   close(fd);
-  if (n <= 0)
+  const char *p = NULL, *end = buf + (n > 0 ? n : 0);
+  for (const char *c = buf; c < end; c++)
+    if (*c == ')')
+      p = c;
+  if (p == NULL || p + 2 >= end || p[1] != ' ')
     return -EIO;
-  buf[n] = '\0';
-  /* The command name may hold spaces and parentheses: skip to the last ')'.
-   * Then: state (field 3) ... starttime (field 22). */
-  char *p = strrchr(buf, ')');
-  if (p == NULL || p[1] != ' ')
-    return -EIO;
-  p += 2;
   if (state != NULL)
-    *state = *p;
-  for (int field = 3; field < 22; field++) {
-    p = strchr(p, ' ');
-    if (p == NULL)
-      return -EIO;
-    p++;
-  }
+    *state = p[2];
+  int field = 2;
+  for (; p < end && field < 22; p++)
+    if (*p == ' ')
+      field++;
+  if (field < 22 || p >= end || *p < '0' || *p > '9')
+    return -EIO;
+  unsigned long long v = 0;
+  for (; p < end && *p >= '0' && *p <= '9'; p++)
+    v = v * 10 + (unsigned long long)(*p - '0');
   if (starttime != NULL)
-    *starttime = strtoull(p, NULL, 10);
+    *starttime = v;
   return 0;
+}
+
+int jitsu__proc_stat(pid_t pid, unsigned long long *starttime, char *state) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+  return read_stat(path, starttime, state);
 }
 
 int jitsu__child_record_prepare(jitsu__child_record *rec, const char *path) {
@@ -399,28 +409,6 @@ static void put_ull(char *out, size_t *len, unsigned long long v) {
     out[(*len)++] = digits[--n];
 }
 
-/* The start time of the calling process from /proc/self/stat (field 22),
- * or 0; async-signal-safe (the comm field may hold ')' and spaces). */
-static unsigned long long self_starttime(void) {
-  char buf[1024];
-  int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return 0;
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  const char *p = NULL, *end = buf + (n > 0 ? n : 0);
-  for (const char *c = buf; c < end; c++)
-    if (*c == ')')
-      p = c;
-  for (int field = 2; p != NULL && p < end && field < 22; p++)
-    if (*p == ' ')
-      field++;
-  unsigned long long v = 0;
-  for (; p != NULL && p < end && *p >= '0' && *p <= '9'; p++)
-    v = v * 10 + (unsigned long long)(*p - '0');
-  return v;
-}
-
 int jitsu__child_record_write(const jitsu__child_record *rec) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
     return -1;
@@ -430,7 +418,9 @@ int jitsu__child_record_write(const jitsu__child_record *rec) {
   size_t len = 0;
   put_ull(text, &len, (unsigned long long)getpid());
   text[len++] = ' ';
-  put_ull(text, &len, self_starttime());
+  unsigned long long start = 0;
+  read_stat("/proc/self/stat", &start, NULL); /* 0 if unreadable */
+  put_ull(text, &len, start);
   text[len++] = '\n';
   int fd = open(rec->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
                 0600);
