@@ -240,7 +240,7 @@ int jitsu_vm_snapshot(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
   int r = vm->backend->snapshot(vm);
   if (r < 0) {
     free(w);
-    vm->refs--; /* the waiter's: the vm is defined, nothing to free */
+    jitsu__vm_unref(vm); /* the waiter's reference */
     char *why = vm->next_reason;
     vm->next_reason = NULL;
     r = jitsu__fail(vm->ctx, r, "cannot snapshot vm '%s': %s", vm->name,
