@@ -338,6 +338,23 @@ typedef struct jitsu__child_record {
 int jitsu__child_record_prepare(jitsu__child_record *rec, const char *path);
 int jitsu__child_record_write(const jitsu__child_record *rec);
 
+/* Start a program without copying the controller (spawn.c): (fn) runs in
+ * a child that shares our memory until its exec, on a stack of its own,
+ * with every signal handler back at the default and no signal blocked. It
+ * may make system calls only (no malloc, no stdio, no glibc set*id(): use
+ * syscall(2)), must keep (*errfd) open and close-on-exec (it may move it),
+ * and returns only if it failed: the errno, with (*what) naming the step.
+ * 0 with (*pid) once the child has exec'd; else -errno and (*what). */
+typedef int (*jitsu__child_fn)(void *arg, int *errfd, const char **what);
+int jitsu__spawn(jitsu__child_fn fn, void *arg, pid_t *pid, const char **what);
+#define JITSU__DEFAULT_PATH                                                    \
+  "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+/* Find (name) as execvp would with the PATH in (env), or the default, so
+ * that the child need not search and a missing program is a clear error
+ * before anything starts: 0 with the path in (out), or -errno. */
+int jitsu__resolve_exec(const char *name, char *const *env, char *out,
+                        size_t size);
+
 /* The live process a record names: 1 with (*pid, *pidfd, *starttime)
  * set (*pidfd -1 without pidfd_open(2)); 0 without a record; -ESTALE when it
  * named a process that is gone (or a pid reused since: another start time), and

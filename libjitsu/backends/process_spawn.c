@@ -14,37 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define DEFAULT_PATH                                                           \
-  "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define LOG_ROTATE_BYTES (8 * 1024 * 1024)
-
-/* Find (name) as execvp would, before forking, so that the error is clear. */
-static int resolve_exec(proc *p, char *out, size_t size) {
-  const char *name = p->argv[0];
-  if (strchr(name, '/') != NULL) {
-    if (snprintf(out, size, "%s", name) >= (int)size)
-      return -ENAMETOOLONG;
-    return access(out, X_OK) == 0 ? 0 : -errno;
-  }
-  const char *path = DEFAULT_PATH;
-  for (char **e = p->env; e && *e; e++)
-    if (strncmp(*e, "PATH=", 5) == 0)
-      path = *e + 5;
-  int last = -ENOENT;
-  while (*path) {
-    const char *end = strchr(path, ':');
-    size_t len = end ? (size_t)(end - path) : strlen(path);
-    if (len > 0 &&
-        snprintf(out, size, "%.*s/%s", (int)len, path, name) < (int)size) {
-      if (access(out, X_OK) == 0)
-        return 0;
-      if (errno != ENOENT)
-        last = -errno;
-    }
-    path += len + (end ? 1 : 0);
-  }
-  return last;
-}
 
 static int open_log(proc *p) {
   char dir[512], path[600], old[620];
@@ -77,7 +47,7 @@ static char **build_env(proc *p, char **pid_slot) {
   for (size_t i = 0; i < p->n_socks && o < sizeof(names); i++)
     o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s", i ? ":" : "",
                           p->socks[i].name);
-  bytes += sizeof(DEFAULT_PATH) + 6 + strlen(jitsu_vm_name(p->vm)) + 10 +
+  bytes += sizeof(JITSU__DEFAULT_PATH) + 6 + strlen(jitsu_vm_name(p->vm)) + 10 +
            (notify ? strlen(notify) + 16 : 0) + 64 + strlen(names) + 32 +
            (rendezvous ? strlen(rendezvous) + 20 : 0);
   char **env = malloc((n + 8) * sizeof(char *) + bytes);
@@ -92,7 +62,7 @@ static char **build_env(proc *p, char **pid_slot) {
     ADD("%s", *e);
   }
   if (!has_path)
-    ADD("PATH=%s", DEFAULT_PATH);
+    ADD("PATH=%s", JITSU__DEFAULT_PATH);
   ADD("JITSU_VM=%s", jitsu_vm_name(p->vm));
   if (notify != NULL)
     ADD("NOTIFY_SOCKET=%s", notify);
@@ -129,51 +99,46 @@ static void put_decimal(char *out, size_t size, long v) {
     out[i++] = '\0';
 }
 
-struct child_fail {
-  int stage; /* what failed: see child_stage_names */
-  int err;
-};
+typedef struct child_args {
+  proc *p;
+  const char *path;
+  char **env;
+  char *pid_slot;
+  int devnull, logfd;
+  const jitsu__child_record *rec;
+} child_args;
 
-static const char *const child_stage_names[] = {
-    "setsid", "dup2",   "chdir",  "setrlimit",    "setgroups",
-    "setgid", "setuid", "execve", "guest record",
-};
-
-/* Runs in the child between fork and exec: only async-signal-safe calls. */
-static void child(proc *p, const char *path, char **env, char *pid_slot,
-                  int devnull, int logfd, int errfd,
-                  const jitsu__child_record *rec) {
-  struct child_fail f = {0, 0};
-  sigset_t none;
-  sigemptyset(&none);
-  for (int sig = 1; sig < NSIG; sig++)
-    signal(sig, SIG_DFL);
-  sigprocmask(SIG_SETMASK, &none, NULL);
+/* Runs in the child before its exec (jitsu__spawn): system calls only. */
+static int child(void *arg, int *errfd, const char **what) {
+  child_args *c = arg;
+  proc *p = c->p;
+  *what = "setsid";
   if (setsid() < 0)
-    goto fail;
-  f.stage = 8;
-  if (jitsu__child_record_write(rec) < 0)
-    goto fail;
+    return errno;
+  *what = "guest record";
+  if (jitsu__child_record_write(c->rec) < 0)
+    return errno;
   /* Move everything we need above the target range first, so that the
    * dup2 calls below cannot overwrite a source. */
   int base = 3 + (int)p->n_socks;
   int high[3 + 64];
-  int srcs[3] = {devnull, logfd, logfd};
-  f.stage = 1;
+  int srcs[3] = {c->devnull, c->logfd, c->logfd};
+  *what = "dup2";
   for (size_t i = 0; i < 3 + p->n_socks; i++) {
     int src = i < 3 ? srcs[i] : p->socks[i - 3].fd;
     high[i] = fcntl(src, F_DUPFD_CLOEXEC, base + 8);
     if (high[i] < 0)
-      goto fail;
+      return errno;
   }
-  if (errfd < base + 8) {
-    errfd = fcntl(errfd, F_DUPFD_CLOEXEC, base + 8);
-    if (errfd < 0)
-      goto fail;
+  if (*errfd < base + 8) {
+    int e = fcntl(*errfd, F_DUPFD_CLOEXEC, base + 8);
+    if (e < 0)
+      return errno;
+    *errfd = e;
   }
   for (int i = 0; i < base; i++) {
     if (dup2(high[i], i) < 0) /* dup2 clears close-on-exec */
-      goto fail;
+      return errno;
     if (i >= 3) { /* we poll our copy: hand over a blocking socket */
       int fl = fcntl(i, F_GETFL);
       if (fl >= 0)
@@ -183,43 +148,40 @@ static void child(proc *p, const char *path, char **env, char *pid_slot,
   /* Descriptors the embedder left inheritable must not leak into the
    * guest: everything above the handed-over range closes at exec. */
   syscall(SYS_close_range, (unsigned)base, ~0u, CLOSE_RANGE_CLOEXEC);
-  f.stage = 2;
+  *what = "chdir";
   if (chdir(p->workdir ? p->workdir : "/") < 0)
-    goto fail;
-  f.stage = 3; /* before dropping privileges: root may raise them */
+    return errno;
+  *what = "setrlimit"; /* before dropping privileges: root may raise them */
   struct rlimit rl;
   if (p->memory_max > 0) {
     rl.rlim_cur = rl.rlim_max = p->memory_max;
     if (setrlimit(RLIMIT_AS, &rl) < 0)
-      goto fail;
+      return errno;
   }
   if (p->files_max > 0) {
     rl.rlim_cur = rl.rlim_max = p->files_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-      goto fail;
+      return errno;
   }
+  /* The system calls themselves: glibc's wrappers would make every thread
+   * of the parent change its ids too. */
   if (p->set_group || p->set_user) {
-    f.stage = 4;
+    *what = "setgroups";
     gid_t gid = p->gid;
-    if (setgroups(p->set_group ? 1 : 0, &gid) < 0)
-      goto fail;
-    f.stage = 5;
-    if (p->set_group && setgid(p->gid) < 0)
-      goto fail;
-    f.stage = 6;
-    if (p->set_user && setuid(p->uid) < 0)
-      goto fail;
+    if (syscall(SYS_setgroups, p->set_group ? 1 : 0, &gid) < 0)
+      return errno;
+    *what = "setgid";
+    if (p->set_group && syscall(SYS_setgid, p->gid) < 0)
+      return errno;
+    *what = "setuid";
+    if (p->set_user && syscall(SYS_setuid, p->uid) < 0)
+      return errno;
   }
-  if (pid_slot != NULL)
-    put_decimal(pid_slot, 20, (long)getpid());
-  f.stage = 7;
-  execve(path, p->argv, env);
-fail:
-  f.err = errno;
-  if (write(errfd, &f, sizeof(f)) < 0) {
-    /* nothing more to do */
-  }
-  _exit(127);
+  if (c->pid_slot != NULL)
+    put_decimal(c->pid_slot, 20, (long)getpid());
+  *what = "execve";
+  execve(c->path, p->argv, c->env);
+  return errno;
 }
 
 int process_spawn(proc *p) {
@@ -229,7 +191,7 @@ int process_spawn(proc *p) {
     jitsu_vm_set_reason(vm, "too many sockets (at most 64)");
     return -EINVAL;
   }
-  int r = resolve_exec(p, path, sizeof(path));
+  int r = jitsu__resolve_exec(p->argv[0], p->env, path, sizeof(path));
   if (r < 0) {
     jitsu_vm_set_reason(vm, "exec '%s': %s", p->argv[0], strerror(-r));
     return r;
@@ -255,37 +217,18 @@ int process_spawn(proc *p) {
   char **env = build_env(p, &pid_slot);
   int logfd = open_log(p);
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  int pipefd[2] = {-1, -1};
-  if (env == NULL || logfd < 0 || devnull < 0 || pipe2(pipefd, O_CLOEXEC) < 0) {
+  if (env == NULL || logfd < 0 || devnull < 0) {
     r = env == NULL ? -ENOMEM : logfd < 0 ? logfd : -errno;
     jitsu_vm_set_reason(vm, "cannot prepare the guest: %s", strerror(-r));
     goto out;
   }
-  pid_t pid = fork();
-  if (pid < 0) {
-    r = -errno;
-    jitsu_vm_set_reason(vm, "fork: %s", strerror(-r));
-    goto out;
-  }
-  if (pid == 0)
-    child(p, path, env, pid_slot, devnull, logfd, pipefd[1], &rec);
-  close(pipefd[1]);
-  pipefd[1] = -1;
-  /* The pipe closes on exec, or carries the reason the child failed. Like
-   * uv_spawn(), this waits only for fork-to-exec, never for the guest. */
-  struct child_fail f;
-  ssize_t n;
-  do
-    n = read(pipefd[0], &f, sizeof(f));
-  while (n < 0 && errno == EINTR);
-  if (n == (ssize_t)sizeof(f)) {
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-      ;
-    if (f.stage != 8)
+  child_args c = {p, path, env, pid_slot, devnull, logfd, &rec};
+  const char *what;
+  pid_t pid;
+  if ((r = jitsu__spawn(child, &c, &pid, &what)) < 0) {
+    if (strcmp(what, "guest record") != 0)
       unlink(rec.path); /* the child wrote it before it failed */
-    jitsu_vm_set_reason(vm, "%s '%s': %s", child_stage_names[f.stage], path,
-                        strerror(f.err));
-    r = -f.err;
+    jitsu_vm_set_reason(vm, "%s '%s': %s", what, path, strerror(-r));
     goto out;
   }
   p->pid = pid;
@@ -302,10 +245,6 @@ int process_spawn(proc *p) {
   jitsu__proc_stat(pid, &p->starttime, NULL);
   r = 0;
 out:
-  if (pipefd[0] >= 0)
-    close(pipefd[0]);
-  if (pipefd[1] >= 0)
-    close(pipefd[1]);
   if (devnull >= 0)
     close(devnull);
   if (logfd >= 0)

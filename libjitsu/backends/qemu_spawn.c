@@ -236,61 +236,70 @@ char *qemu_describe_args(qvm *q) {
   return s;
 }
 
-/* In the child: tell the parent why we cannot go on, and end. */
-static void __attribute__((noreturn))
-child_fail(int errfd, const char *what, int e) {
-  char msg[256];
-  int n = snprintf(msg, sizeof(msg), "%s: %s", what, strerror(e));
-  if (n > 0 && write(errfd, msg, (size_t)n) < 0) {
-  }
-  _exit(127);
-}
+/* What the child needs, all prepared before it starts: it makes system
+ * calls only (jitsu__spawn). */
+typedef struct child_args {
+  const char *path; /* QEMU, found on PATH by the parent */
+  char **argv;
+  const jitsu__child_record *rec;
+  int qmp, serial, image, log; /* -1: no image */
+  bool tap;
+  char netns[300];       /* "/run/netns/NAME", or "" */
+  char bridge[IFNAMSIZ]; /* or "" */
+} child_args;
 
-/* In the child: a tap device, up, on (bridge) if given, at FD_TAP. */
-static void child_tap(qvm *q, int errfd) {
-  if (q->netns != NULL) {
-    char path[300];
-    snprintf(path, sizeof(path), "/run/netns/%s", q->netns);
-    int ns = open(path, O_RDONLY | O_CLOEXEC);
+/* In the child: a tap device, up, on the bridge if one is named, at
+ * FD_TAP. 0, or the errno with (*what) set. */
+static int child_tap(const child_args *c, const char **what) {
+  if (c->netns[0] != '\0') {
+    *what = "cannot open the network namespace";
+    int ns = open(c->netns, O_RDONLY | O_CLOEXEC);
     if (ns < 0)
-      child_fail(errfd, "cannot open the network namespace", errno);
+      return errno;
+    *what = "cannot enter the network namespace";
     if (setns(ns, CLONE_NEWNET) < 0)
-      child_fail(errfd, "cannot enter the network namespace", errno);
+      return errno;
     close(ns);
   }
+  *what = "cannot open /dev/net/tun (tap needs root)";
   int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
   if (fd < 0)
-    child_fail(errfd, "cannot open /dev/net/tun (tap needs root)", errno);
+    return errno;
   struct ifreq ifr;
   memset(&ifr, 0, sizeof(ifr));
   ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
-  snprintf(ifr.ifr_name, IFNAMSIZ, "jitsu%%d");
+  memcpy(ifr.ifr_name, "jitsu%d", sizeof("jitsu%d"));
+  *what = "cannot create a tap device (needs CAP_NET_ADMIN)";
   if (ioctl(fd, TUNSETIFF, &ifr) < 0)
-    child_fail(errfd, "cannot create a tap device (needs CAP_NET_ADMIN)",
-               errno);
+    return errno;
+  *what = "socket";
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0)
-    child_fail(errfd, "socket", errno);
+    return errno;
   struct ifreq up = ifr;
+  *what = "cannot read the tap's flags";
   if (ioctl(s, SIOCGIFFLAGS, &up) < 0)
-    child_fail(errfd, "cannot read the tap's flags", errno);
+    return errno;
   up.ifr_flags |= IFF_UP;
+  *what = "cannot bring the tap up";
   if (ioctl(s, SIOCSIFFLAGS, &up) < 0)
-    child_fail(errfd, "cannot bring the tap up", errno);
-  if (q->bridge != NULL) {
+    return errno;
+  if (c->bridge[0] != '\0') {
     struct ifreq br;
     memset(&br, 0, sizeof(br));
-    snprintf(br.ifr_name, IFNAMSIZ, "%s", q->bridge);
+    memcpy(br.ifr_name, c->bridge, sizeof(br.ifr_name));
     struct ifreq idx = ifr;
+    *what = "cannot find the tap's index";
     if (ioctl(s, SIOCGIFINDEX, &idx) < 0)
-      child_fail(errfd, "cannot find the tap's index", errno);
+      return errno;
     br.ifr_ifindex = idx.ifr_ifindex;
+    *what = "cannot add the tap to the bridge";
     if (ioctl(s, SIOCBRADDIF, &br) < 0)
-      child_fail(errfd, "cannot add the tap to the bridge", errno);
+      return errno;
   }
   close(s);
-  if (dup2(fd, FD_TAP) < 0)
-    child_fail(errfd, "dup2", errno);
+  *what = "dup2";
+  return dup2(fd, FD_TAP) < 0 ? errno : 0;
 }
 
 static int open_qemu_log(qvm *q) {
@@ -361,17 +370,52 @@ int qemu_connect_qmp(qvm *q) {
   return fd;
 }
 
-/* Put (fd) at (target) in the child; all sources were moved above 100
- * first, so no dup2 overwrites one still needed. */
-static void child_place(int fd, int target, int errfd) {
-  if (fd >= 0 && dup2(fd, target) < 0)
-    child_fail(errfd, "dup2", errno);
+/* QEMU's child before its exec: the guest record, then the descriptors at
+ * their numbers (all sources moved above 100 first, so that no dup2
+ * overwrites one still needed), the tap, and the exec. */
+static int child(void *arg, int *errfd, const char **what) {
+  child_args *c = arg;
+  *what = "setsid";
+  if (setsid() < 0)
+    return errno;
+  *what = "cannot write the guest record";
+  if (jitsu__child_record_write(c->rec) < 0)
+    return errno;
+  *what = "cannot place QEMU's descriptors";
+  int e = fcntl(*errfd, F_DUPFD_CLOEXEC, 100);
+  if (e < 0)
+    return errno;
+  *errfd = e;
+  int l = fcntl(c->qmp, F_DUPFD, 100), s = fcntl(c->serial, F_DUPFD, 100);
+  int img = c->image >= 0 ? fcntl(c->image, F_DUPFD, 100) : -1;
+  int lg = fcntl(c->log, F_DUPFD, 100);
+  int null = open("/dev/null", O_RDONLY);
+  if (l < 0 || s < 0 || lg < 0 || null < 0 || (c->image >= 0 && img < 0))
+    return errno;
+  *what = "dup2";
+  int from[] = {null, lg, lg, l, s};
+  int to[] = {0, 1, 2, FD_QMP, FD_SERIAL};
+  for (size_t i = 0; i < sizeof(from) / sizeof(from[0]); i++)
+    if (dup2(from[i], to[i]) < 0)
+      return errno;
+  if (c->tap && (e = child_tap(c, what)) != 0)
+    return e;
+  *what = "dup2";
+  if (img >= 0 && dup2(img, FD_IMAGE) < 0)
+    return errno;
+  if (dup3(*errfd, FD_ERR, O_CLOEXEC) < 0)
+    return errno;
+  *errfd = FD_ERR;
+  syscall(SYS_close_range, FD_ERR + 1, ~0U, 0);
+  *what = "cannot run QEMU";
+  execv(c->path, c->argv);
+  return errno;
 }
 
 int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd) {
   jitsu_vm *vm = q->vm;
   char qmp_path[600];
-  int lfd = -1, sp[2] = {-1, -1}, errp[2] = {-1, -1}, logfd = -1, r;
+  int lfd = -1, sp[2] = {-1, -1}, logfd = -1, r;
   char **argv = build_argv(q, image_fd >= 0, true);
   if (argv == NULL)
     return -ENOMEM;
@@ -386,8 +430,7 @@ int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd) {
                         strerror(-r));
     goto out;
   }
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0 ||
-      pipe2(errp, O_CLOEXEC) < 0) {
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
     r = -errno;
     jitsu_vm_set_reason(vm, "cannot make QEMU's descriptors: %s", strerror(-r));
     goto out;
@@ -400,56 +443,32 @@ int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd) {
                         strerror(-r));
     goto out;
   }
-  pid_t pid = fork();
-  if (pid < 0) {
-    r = -errno;
-    jitsu_vm_set_reason(vm, "fork: %s", strerror(-r));
+  child_args c = {.argv = argv,
+                  .rec = &rec,
+                  .qmp = lfd,
+                  .serial = sp[1],
+                  .image = image_fd,
+                  .log = logfd,
+                  .tap = q->net == QNET_TAP};
+  char path[4096];
+  if ((r = jitsu__resolve_exec(q->binary, environ, path, sizeof(path))) < 0) {
+    jitsu_vm_set_reason(vm, "cannot run QEMU: %s: %s", q->binary, strerror(-r));
     goto out;
   }
-  if (pid == 0) {
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    signal(SIGPIPE, SIG_DFL);
-    setsid();
-    if (jitsu__child_record_write(&rec) < 0)
-      child_fail(errp[1], "cannot write the guest record", errno);
-    int errfd = fcntl(errp[1], F_DUPFD_CLOEXEC, 100);
-    int l = fcntl(lfd, F_DUPFD, 100), s = fcntl(sp[1], F_DUPFD, 100);
-    int img = image_fd >= 0 ? fcntl(image_fd, F_DUPFD, 100) : -1;
-    int lg = fcntl(logfd, F_DUPFD, 100);
-    int null = open("/dev/null", O_RDONLY);
-    if (errfd < 0 || l < 0 || s < 0 || lg < 0 || null < 0 ||
-        (image_fd >= 0 && img < 0))
-      child_fail(errp[1], "cannot place QEMU's descriptors", errno);
-    child_place(null, 0, errfd);
-    child_place(lg, 1, errfd);
-    child_place(lg, 2, errfd);
-    child_place(l, FD_QMP, errfd);
-    child_place(s, FD_SERIAL, errfd);
-    if (q->net == QNET_TAP)
-      child_tap(q, errfd);
-    child_place(img, FD_IMAGE, errfd);
-    if (dup3(errfd, FD_ERR, O_CLOEXEC) < 0)
-      child_fail(errfd, "dup3", errno);
-    errfd = FD_ERR;
-    syscall(SYS_close_range, FD_ERR + 1, ~0U, 0);
-    execvp(argv[0], argv);
-    child_fail(errfd, "cannot run QEMU", errno);
+  c.path = path;
+  if (q->netns != NULL && snprintf(c.netns, sizeof(c.netns), "/run/netns/%s",
+                                   q->netns) >= (int)sizeof(c.netns)) {
+    r = -ENAMETOOLONG;
+    jitsu_vm_set_reason(vm, "network namespace name too long");
+    goto out;
   }
-  close(errp[1]);
-  errp[1] = -1;
-  char msg[300];
-  ssize_t n;
-  do
-    n = read(errp[0], msg, sizeof(msg) - 1);
-  while (n < 0 && errno == EINTR);
-  if (n > 0) {
-    msg[n] = '\0';
-    waitpid(pid, NULL, 0);
+  if (q->bridge != NULL)
+    snprintf(c.bridge, sizeof(c.bridge), "%s", q->bridge);
+  const char *what;
+  pid_t pid;
+  if ((r = jitsu__spawn(child, &c, &pid, &what)) < 0) {
     unlink(rpath); /* if the child wrote it before it failed */
-    jitsu_vm_set_reason(vm, "%s (%s)", msg, q->binary);
-    r = -EIO;
+    jitsu_vm_set_reason(vm, "%s: %s (%s)", what, strerror(-r), q->binary);
     goto out;
   }
   q->pid = pid;
@@ -474,8 +493,6 @@ out:
   for (int i = 0; i < 2; i++) {
     if (sp[i] >= 0)
       close(sp[i]);
-    if (errp[i] >= 0)
-      close(errp[i]);
   }
   if (lfd >= 0)
     close(lfd);

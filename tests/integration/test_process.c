@@ -364,6 +364,30 @@ static void test_missing_binary(void **state) {
   assert_int_equal(live, 0);
 }
 
+/* A step of the child that fails after it wrote the guest record (here its
+ * chdir) is reported with its errno, and the record is removed. */
+static void test_child_step_fails(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, "[vm w]\nexec = /bin/true\n"
+                                   "workdir = /nonexistent-jitsu-dir\n"),
+                   0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "w");
+  static outcome o;
+  o = (outcome){0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 2000));
+  assert_int_equal(o.status, -ENOENT);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_FAILED);
+  assert_non_null(
+      strstr(vm_reason(vm), "chdir '/bin/true': No such file or directory"));
+  char path[400];
+  snprintf(path, sizeof(path), "%s/state/process/w.pid", f->dir);
+  assert_int_equal(access(path, F_OK), -1);
+  size_t live;
+  jitsu_ctx_counts(f->ctx, NULL, &live, NULL);
+  assert_int_equal(live, 0);
+}
+
 /* A context that goes away leaves its guests; a new one adopts them. */
 static void test_adopt_after_ctx_free(void **state) {
   fixture *f = *state;
@@ -534,6 +558,7 @@ int main(void) {
       T(test_adopt_after_ctx_free),
       T(test_stale_record_not_adopted),
       T(test_user_and_group),
+      T(test_child_step_fails),
       T(test_resource_limits),
       T(test_udp_ipv6_trigger),
   };

@@ -235,7 +235,8 @@ static void test_bad_input(void **state) {
              "QEMU exited with status 1: qemu-system-x86_64: "
              "-no-such-option: invalid option");
   fails_with(f, "mute", JITSU_ETIMEDOUT, "not ready within 1500 ms");
-  fails_with(f, "noqemu", -EIO, "cannot run QEMU");
+  fails_with(f, "noqemu", -ENOENT,
+             "cannot run QEMU: /nonexistent/qemu: No such file");
   /* Config errors name the key. */
   struct {
     const char *line, *key, *words;
