@@ -19,6 +19,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+static const struct jitsu__xen_chan_ops *xen_chan(void);
+
 bool jitsu__chan_name_ok(const char *s) {
   size_t n = strlen(s);
   if (n == 0 || n > JITSU_CHAN_NAME_MAX || s[0] == '.')
@@ -253,11 +255,9 @@ int jitsu_chan_connect(uv_loop_t *loop, const char *name, const char *port,
       jitsu__chan_opts(opts, &o) < 0)
     return -EINVAL;
   if (jitsu__chan_xen_wanted(opts)) {
-#ifdef JITSU_HAVE_VCHAN
-    return jitsu__xen_connect(loop, name, port, &o, cb, arg, out);
-#else
-    return -EPROTONOSUPPORT;
-#endif
+    const jitsu__xen_chan_ops *x = xen_chan();
+    return x ? x->connect(loop, name, port, &o, cb, arg, out)
+             : -EPROTONOSUPPORT;
   }
   size_t ring =
       opts && opts->ring_size ? opts->ring_size : JITSU_CHAN_RING_DEFAULT;
@@ -369,6 +369,19 @@ int jitsu__conduit_parse(const char *path, char *name, size_t name_size,
   return 0;
 }
 
+/* The Xen rendezvous, from the vchan module (loaded once, never
+ * unloaded); NULL when it is not there. */
+static const jitsu__xen_chan_ops *xen_chan(void) {
+  static const jitsu__xen_chan_ops *_Atomic ops;
+  if (ops == NULL) {
+    char err[1200];
+    const jitsu__module *m = jitsu__module_load("vchan", err, sizeof(err));
+    if (m != NULL)
+      ops = m->xen_chan;
+  }
+  return ops;
+}
+
 bool jitsu__chan_xen_wanted(const jitsu_chan_options *o) {
   const char *path =
       o && o->rendezvous ? o->rendezvous : getenv("JITSU_RENDEZVOUS");
@@ -381,13 +394,11 @@ void jitsu_chan_listener_close(jitsu_chan_listener *l) {
   l->closing = true;
   jitsu__chan_count_put(l->count);
   l->count = NULL;
-#ifdef JITSU_HAVE_VCHAN
   if (l->xen != NULL) {
-    jitsu__xen_listener_close(l->xen);
+    xen_chan()->listener_close(l->xen);
     free(l);
     return;
   }
-#endif
   uv_close((uv_handle_t *)&l->poll, l_closed);
   close(l->rv);
 }
@@ -485,21 +496,20 @@ int jitsu_chan_listen(uv_loop_t *loop, const char *name,
       jitsu__chan_opts(opts, &o) < 0)
     return -EINVAL;
   if (jitsu__chan_xen_wanted(opts)) {
-#ifdef JITSU_HAVE_VCHAN
+    const jitsu__xen_chan_ops *x = xen_chan();
+    if (x == NULL)
+      return -EPROTONOSUPPORT; /* built or installed without the module */
     jitsu_chan_listener *xl = calloc(1, sizeof(*xl));
     if (xl == NULL)
       return -ENOMEM;
     xl->loop = loop;
-    int r = jitsu__xen_listen(xl, loop, name, &o, cb, arg, &xl->xen);
+    int r = x->listen(xl, loop, name, &o, cb, arg, &xl->xen);
     if (r < 0) {
       free(xl);
       return r;
     }
     *out = xl;
     return 0;
-#else
-    return -EPROTONOSUPPORT; /* built without libxenvchan */
-#endif
   }
   int fd = rv_connect(opts);
   if (fd < 0)

@@ -17,8 +17,8 @@
  */
 #include "channel_int.h"
 
-#ifdef JITSU_HAVE_VCHAN
-
+#include <fcntl.h>
+#include <libxenvchan.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,16 +40,55 @@ static int whoami(struct xs_handle *xs, int *domid, char *home, size_t size) {
   return 0;
 }
 
-bool jitsu__conduit_root(struct xs_handle *xs) {
-  struct xs_permissions perm = {.id = 0, .perms = XS_PERM_READ | XS_PERM_WRITE};
-  return xs_mkdir(xs, XBT_NULL, "/conduit") &&
-         xs_set_permissions(xs, XBT_NULL, "/conduit", &perm, 1);
-}
-
 /* dom0 makes /conduit; other domains find it made. */
 static void conduit_root(struct xs_handle *xs, int domid) {
   if (domid == 0)
     jitsu__conduit_root(xs);
+}
+
+/* ---- the transport: libxenvchan's rings (it notifies its peer itself;
+ * no peek, no in-band end of stream) ----------------------------------- */
+
+static long v_write(void *t, const void *data, size_t len) {
+  int n = libxenvchan_write(t, data, len);
+  return n < 0 ? -ECONNRESET : n;
+}
+
+static long v_read(void *t, void *buf, size_t len) {
+  int n = libxenvchan_read(t, buf, len);
+  return n < 0 ? -ECONNRESET : n;
+}
+
+static long v_readable(void *t) {
+  return libxenvchan_data_ready(t); /* and asks to be told */
+}
+
+static long v_writable(void *t) {
+  return libxenvchan_buffer_space(t);
+}
+
+static bool v_peer_eof(void *t) {
+  return libxenvchan_is_open(t) == 0;
+}
+
+static void v_wait(void *t) {
+  libxenvchan_wait(t);
+}
+
+static void v_close(void *t) {
+  libxenvchan_close(t);
+}
+
+static const jitsu__chan_transport vchan_transport = {
+    v_write, v_read, v_readable, v_writable, v_peer_eof, v_wait, v_close,
+};
+
+/* A channel over (v), which it owns from now on (closed if this fails). */
+static jitsu_chan *new_vchan(uv_loop_t *loop, struct libxenvchan *v,
+                             const jitsu_chan_options *o, int *err) {
+  v->blocking = 0;
+  return jitsu__chan_new_transport(loop, &vchan_transport, v,
+                                   libxenvchan_fd_for_select(v), o, err);
 }
 
 static size_t ring_size(const jitsu_chan_options *o) {
@@ -159,7 +198,7 @@ static void xl_handle_closed(uv_handle_t *h) {
   }
 }
 
-void jitsu__xen_listener_close(void *impl) {
+static void xen_listener_close(void *impl) {
   xlisten *x = impl;
   if (x == NULL || x->closing)
     return;
@@ -197,11 +236,9 @@ static void serve_request(xlisten *x, const char *client, const char *port) {
   if (v == NULL)
     return; /* the client times out */
   int err = 0;
-  jitsu_chan *c = jitsu__chan_new_vchan(x->loop, v, &x->opts, &err);
-  if (c == NULL) {
-    libxenvchan_close(v);
+  jitsu_chan *c = new_vchan(x->loop, v, &x->opts, &err);
+  if (c == NULL)
     return;
-  }
   peer_watch(c, x->loop, (int)cdom, "@releaseDomain");
   jitsu__chan_count_add(c, x->count);
   x->cb(x->outer, c, port, 0, x->arg);
@@ -245,7 +282,7 @@ static void registered(uv_timer_t *t) {
     scan(x);
 }
 
-int jitsu__xen_listen(jitsu_chan_listener *outer, uv_loop_t *loop,
+static int xen_listen(jitsu_chan_listener *outer, uv_loop_t *loop,
                       const char *name, const jitsu_chan_options *opts,
                       jitsu_chan_accept_cb cb, void *arg, void **impl) {
   xlisten *x = calloc(1, sizeof(*x));
@@ -392,10 +429,8 @@ static void try_connect(xconnect *x) {
   if (vc == NULL)
     return; /* half written: the next change tries again */
   int err = 0;
-  jitsu_chan *c = jitsu__chan_new_vchan(x->loop, vc, &x->opts, &err);
-  if (c == NULL)
-    libxenvchan_close(vc);
-  else
+  jitsu_chan *c = new_vchan(x->loop, vc, &x->opts, &err);
+  if (c != NULL)
     peer_watch(c, x->loop, x->server, ev);
   connect_end(x, c, c ? 0 : err);
 }
@@ -413,7 +448,7 @@ static void connect_timeout(uv_timer_t *t) {
   connect_end(t->data, NULL, -ETIMEDOUT);
 }
 
-int jitsu__xen_connect(uv_loop_t *loop, const char *name, const char *port,
+static int xen_connect(uv_loop_t *loop, const char *name, const char *port,
                        const jitsu_chan_options *opts, jitsu_chan_connect_cb cb,
                        void *arg, jitsu_chan_connecting **out) {
   xconnect *x = calloc(1, sizeof(*x));
@@ -463,4 +498,10 @@ int jitsu__xen_connect(uv_loop_t *loop, const char *name, const char *port,
   return 0;
 }
 
-#endif
+static const jitsu__xen_chan_ops xen_chan_ops = {
+    xen_listen,
+    xen_listener_close,
+    xen_connect,
+};
+
+JITSU__MODULE("vchan", NULL, &xen_chan_ops);

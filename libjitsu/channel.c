@@ -31,8 +31,9 @@ typedef struct wreq {
 struct jitsu_chan {
   uv_loop_t *loop;
   chan_ring ring;
-  struct libxenvchan *vchan; /* a Xen channel: libxenvchan, no memfd */
-  void *peer_watch;          /* and what tells it that the peer died */
+  const jitsu__chan_transport *tr; /* another transport (a Xen vchan) */
+  void *tr_impl;                   /* its state, owned */
+  void *peer_watch;                /* and what tells it that the peer died */
   void (*peer_watch_free)(void *);
   jitsu__chan_count *count; /* the listener's, for a channel it accepted */
   uint8_t *map;
@@ -54,52 +55,40 @@ struct jitsu_chan {
   uint8_t *rbuf;
 };
 
-/* The transport: our rings in a memfd, or libxenvchan's (which notifies
+/* The transport: our rings in a memfd, or another (a Xen vchan, which notifies
  * its peer itself; no peek, no in-band end of stream). */
 static long t_write(jitsu_chan *c, const void *data, size_t len, bool *wake) {
-#ifdef JITSU_HAVE_VCHAN
-  if (c->vchan != NULL) {
+  if (c->tr != NULL) {
     *wake = false;
-    int n = libxenvchan_write(c->vchan, data, len);
-    return n < 0 ? -ECONNRESET : n;
+    return c->tr->write(c->tr_impl, data, len);
   }
-#endif
   return chan_ring_write(&c->ring, data, len, wake);
 }
 
 static long t_read(jitsu_chan *c, void *buf, size_t len, bool *wake) {
-#ifdef JITSU_HAVE_VCHAN
-  if (c->vchan != NULL) {
+  if (c->tr != NULL) {
     *wake = false;
-    int n = libxenvchan_read(c->vchan, buf, len);
-    return n < 0 ? -ECONNRESET : n;
+    return c->tr->read(c->tr_impl, buf, len);
   }
-#endif
   return chan_ring_read(&c->ring, buf, len, wake);
 }
 
 static long t_readable(jitsu_chan *c) {
-#ifdef JITSU_HAVE_VCHAN
-  if (c->vchan != NULL)
-    return libxenvchan_data_ready(c->vchan); /* and asks to be told */
-#endif
+  if (c->tr != NULL)
+    return c->tr->readable(c->tr_impl);
   return chan_ring_readable(&c->ring);
 }
 
 static long t_writable(jitsu_chan *c) {
-#ifdef JITSU_HAVE_VCHAN
-  if (c->vchan != NULL)
-    return libxenvchan_buffer_space(c->vchan);
-#endif
+  if (c->tr != NULL)
+    return c->tr->writable(c->tr_impl);
   return chan_ring_writable(&c->ring);
 }
 
 /* The peer ended its stream (a vchan: closed it, or its domain died). */
 static bool t_peer_eof(jitsu_chan *c) {
-#ifdef JITSU_HAVE_VCHAN
-  if (c->vchan != NULL)
-    return libxenvchan_is_open(c->vchan) == 0;
-#endif
+  if (c->tr != NULL)
+    return c->tr->peer_eof(c->tr_impl);
   return chan_ring_peer_eof(&c->ring);
 }
 
@@ -143,10 +132,8 @@ static void handle_closed(uv_handle_t *h) {
   jitsu_chan *c = h->data;
   if (--c->handles == 0) {
     finish_closed_writes(c);
-#ifdef JITSU_HAVE_VCHAN
-    if (c->vchan != NULL)
-      libxenvchan_close(c->vchan); /* the peer sees it closed */
-#endif
+    if (c->tr != NULL)
+      c->tr->close(c->tr_impl); /* the peer sees it closed */
     if (c->map != NULL)
       munmap(c->map, c->map_len);
     free(c->rbuf);
@@ -225,7 +212,7 @@ static int pump_writes(jitsu_chan *c) {
     }
   }
   if (c->wq == NULL && c->shut_requested && !c->shut_done && !c->broken &&
-      c->vchan == NULL) {
+      c->tr == NULL) {
     c->shut_done = true;
     chan_ring_set_eof(&c->ring);
     ring_bell(c);
@@ -315,7 +302,7 @@ static void pump(jitsu_chan *c) {
    * between our last look and the request). */
   bool want_data = c->read_cb != NULL && !c->eof_seen;
   bool want_space = c->wq != NULL && !c->broken;
-  if (c->vchan == NULL)
+  if (c->tr == NULL)
     chan_ring_want(&c->ring, want_data, want_space);
   long r = want_data ? t_readable(c) : 0;
   long w = want_space ? t_writable(c) : 0;
@@ -342,16 +329,14 @@ static void bell_cb(uv_poll_t *h, int status, int events) {
   jitsu_chan *c = h->data;
   if (c->closing)
     return;
-#ifdef JITSU_HAVE_VCHAN
-  if (c->vchan != NULL) {
-    libxenvchan_wait(c->vchan); /* takes the event; does not block now */
+  if (c->tr != NULL) {
+    c->tr->wait(c->tr_impl); /* takes the event; does not block now */
     if (status < 0)
       c->peer_gone = true;
     c->spin_until = uv_hrtime() + c->spin_ns;
     start_idle(c);
     return;
   }
-#endif
   char buf[256];
   for (;;) {
     ssize_t n = recv(c->bell, buf, sizeof(buf), MSG_DONTWAIT);
@@ -409,9 +394,10 @@ jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
   return c;
 }
 
-#ifdef JITSU_HAVE_VCHAN
-jitsu_chan *jitsu__chan_new_vchan(uv_loop_t *loop, struct libxenvchan *v,
-                                  const jitsu_chan_options *o, int *err) {
+jitsu_chan *jitsu__chan_new_transport(uv_loop_t *loop,
+                                      const jitsu__chan_transport *tr,
+                                      void *impl, int fd,
+                                      const jitsu_chan_options *o, int *err) {
   uint64_t spin_us = o ? o->spin_us : 0;
   jitsu_chan *c = calloc(1, sizeof(*c));
   if (c == NULL || (c->rbuf = malloc(READ_CHUNK)) == NULL) {
@@ -419,27 +405,32 @@ jitsu_chan *jitsu__chan_new_vchan(uv_loop_t *loop, struct libxenvchan *v,
     *err = -ENOMEM;
     return NULL;
   }
-  v->blocking = 0;
+  /* libuv makes the descriptor non-blocking; the transport reads it as
+   * it set it up. */
+  int flags = fcntl(fd, F_GETFL);
+  *err = uv_poll_init(loop, &c->poll, fd);
+  if (flags >= 0)
+    fcntl(fd, F_SETFL, flags);
+  if (*err < 0) {
+    free(c->rbuf);
+    free(c);
+    return NULL;
+  }
   c->loop = loop;
-  c->vchan = v;
+  c->tr = tr;
+  c->tr_impl = impl;
   c->bell = -1;
   c->wq_tail = &c->wq;
   c->spin_ns = spin_us == UINT64_MAX ? 0
                : spin_us == 0        ? DEFAULT_SPIN_NS
                                      : spin_us * 1000;
   uv_idle_init(loop, &c->idle);
-  int fd = libxenvchan_fd_for_select(v);
-  int flags = fcntl(fd, F_GETFL);
-  uv_poll_init(loop, &c->poll, fd);
-  if (flags >= 0) /* libxenvchan reads it as it set it up */
-    fcntl(fd, F_SETFL, flags);
   c->idle.data = c->poll.data = c;
   c->handles = 2;
   uv_poll_start(&c->poll, UV_READABLE, bell_cb);
   start_idle(c);
   return c;
 }
-#endif
 
 void jitsu__chan_set_peer_watch(jitsu_chan *c, void *w,
                                 void (*free_fn)(void *)) {
@@ -515,7 +506,7 @@ size_t jitsu_chan_write_queue_size(const jitsu_chan *c) {
 int jitsu_chan_shutdown(jitsu_chan *c) {
   if (c->closing)
     return -EBADF;
-  if (c->vchan != NULL)
+  if (c->tr != NULL)
     return -EOPNOTSUPP; /* a vchan has no half-close: close it */
   c->shut_requested = true;
   start_idle(c);

@@ -27,12 +27,13 @@ int jitsu__chan_opts(const jitsu_chan_options *in, jitsu_chan_options *out);
 typedef struct jitsu__chan_count {
   unsigned refs, open, max;
 } jitsu__chan_count;
-jitsu__chan_count *jitsu__chan_count_new(const jitsu_chan_options *o);
+JITSU__API jitsu__chan_count *
+jitsu__chan_count_new(const jitsu_chan_options *o);
 /* Whether one more channel may open. */
-bool jitsu__chan_count_room(const jitsu__chan_count *n);
+JITSU__API bool jitsu__chan_count_room(const jitsu__chan_count *n);
 /* (c) counts against (n) until it is freed. */
-void jitsu__chan_count_add(jitsu_chan *c, jitsu__chan_count *n);
-void jitsu__chan_count_put(jitsu__chan_count *n);
+JITSU__API void jitsu__chan_count_add(jitsu_chan *c, jitsu__chan_count *n);
+JITSU__API void jitsu__chan_count_put(jitsu__chan_count *n);
 
 jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
                             int bell, int role, const jitsu_chan_options *o,
@@ -40,35 +41,59 @@ jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
 
 /* A connect request in XenStore, "/conduit/NAME/CLIENT-DOMID/PORT" (any
  * domain may write one): 0 with its parts, or -EINVAL. */
-int jitsu__conduit_parse(const char *path, char *name, size_t name_size,
-                         unsigned *client, char *port, size_t port_size);
+JITSU__API int jitsu__conduit_parse(const char *path, char *name,
+                                    size_t name_size, unsigned *client,
+                                    char *port, size_t port_size);
 
 /* The rendezvous "xen" (options or $JITSU_RENDEZVOUS): channels between
  * Xen domains. */
 bool jitsu__chan_xen_wanted(const jitsu_chan_options *o);
 
-#ifdef JITSU_HAVE_VCHAN
-#include <libxenvchan.h>
-struct xs_handle;
-/* Make /conduit (dom0 only): owned by dom0, readable and writable by every
- * domain ("b0"); false with errno on failure. */
-bool jitsu__conduit_root(struct xs_handle *xs);
-/* A channel over an open vchan (owned from now on). */
-jitsu_chan *jitsu__chan_new_vchan(uv_loop_t *loop, struct libxenvchan *v,
-                                  const jitsu_chan_options *o, int *err);
+/* A channel over another transport than our rings: a Xen vchan
+ * (chan_xen.c, in the vchan module). Its calls work on (t); (fd) wakes the
+ * loop when there may be something to do, and wait() takes that event. */
+typedef struct jitsu__chan_transport {
+  long (*write)(void *t, const void *data, size_t len); /* or -errno */
+  long (*read)(void *t, void *buf, size_t len);         /* or -errno */
+  long (*readable)(void *t); /* and asks to be told when it changes */
+  long (*writable)(void *t);
+  bool (*peer_eof)(void *t);
+  void (*wait)(void *t);
+  void (*close)(void *t); /* the peer sees it closed; frees (t) */
+} jitsu__chan_transport;
+/* The channel owns (t) from now on, also when this fails (NULL, *err). */
+JITSU__API jitsu_chan *
+jitsu__chan_new_transport(uv_loop_t *loop, const jitsu__chan_transport *tr,
+                          void *t, int fd, const jitsu_chan_options *o,
+                          int *err);
 /* (w) watches for the peer's death and calls jitsu__chan_peer_gone();
  * (free_fn) ends it when the channel closes. */
-void jitsu__chan_set_peer_watch(jitsu_chan *c, void *w,
-                                void (*free_fn)(void *));
-void jitsu__chan_peer_gone(jitsu_chan *c);
-/* The Xen rendezvous (XenStore, in Conduit's layout): chan_xen.c. */
-int jitsu__xen_listen(jitsu_chan_listener *outer, uv_loop_t *loop,
-                      const char *name, const jitsu_chan_options *opts,
-                      jitsu_chan_accept_cb cb, void *arg, void **impl);
-void jitsu__xen_listener_close(void *impl);
-int jitsu__xen_connect(uv_loop_t *loop, const char *name, const char *port,
-                       const jitsu_chan_options *opts, jitsu_chan_connect_cb cb,
-                       void *arg, jitsu_chan_connecting **out);
+JITSU__API void jitsu__chan_set_peer_watch(jitsu_chan *c, void *w,
+                                           void (*free_fn)(void *));
+JITSU__API void jitsu__chan_peer_gone(jitsu_chan *c);
+
+/* The Xen rendezvous (XenStore, in Conduit's layout): chan_xen.c, in the
+ * vchan module, which jitsu__module_load("vchan") finds. */
+typedef struct jitsu__xen_chan_ops {
+  int (*listen)(jitsu_chan_listener *outer, uv_loop_t *loop, const char *name,
+                const jitsu_chan_options *opts, jitsu_chan_accept_cb cb,
+                void *arg, void **impl);
+  void (*listener_close)(void *impl);
+  int (*connect)(uv_loop_t *loop, const char *name, const char *port,
+                 const jitsu_chan_options *opts, jitsu_chan_connect_cb cb,
+                 void *arg, jitsu_chan_connecting **out);
+} jitsu__xen_chan_ops;
+
+#ifdef JITSU_HAVE_XENSTORE
+#include <xenstore.h>
+/* Make /conduit (dom0 only): owned by dom0, readable and writable by every
+ * domain ("b0"); false with errno on failure. In the xl and vchan
+ * modules both. */
+static inline bool jitsu__conduit_root(struct xs_handle *xs) {
+  struct xs_permissions perm = {.id = 0, .perms = XS_PERM_READ | XS_PERM_WRITE};
+  return xs_mkdir(xs, XBT_NULL, "/conduit") &&
+         xs_set_permissions(xs, XBT_NULL, "/conduit", &perm, 1);
+}
 #endif
 
 /* One message on a SOCK_SEQPACKET socket, with up to two descriptors. */
@@ -84,7 +109,7 @@ bool jitsu__chan_port_ok(const char *s);
 
 /* The vm a connect to (name) summons: a "channel" trigger, the vm of that
  * name, or the first with "channel = name"; NULL if none. */
-jitsu_vm *jitsu__chan_vm_for(jitsu_ctx *ctx, const char *name);
+JITSU__API jitsu_vm *jitsu__chan_vm_for(jitsu_ctx *ctx, const char *name);
 
 /* A pending connect, as its caller holds it: the transport's request
  * starts with this. */

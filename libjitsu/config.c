@@ -266,14 +266,6 @@ static int check_headers(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
   return 0;
 }
 
-static const jitsu_backend_ops *backend_named(jitsu_ctx *ctx,
-                                              const char *name) {
-  for (size_t i = 0; i < ctx->n_backends; i++)
-    if (strcmp(ctx->backends[i]->name, name) == 0)
-      return ctx->backends[i];
-  return NULL;
-}
-
 static int parse_ready(const char *v, jitsu_vm_def *def, jitsu_error *err) {
   const char *m = v;
   def->ready_marker = false;
@@ -339,11 +331,10 @@ static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
       bname = c->e[i].value;
       jitsu__err_at(err, c->e[i].line);
     }
-  vs->backend = backend_named(ctx, bname);
+  char why[1400];
+  vs->backend = jitsu__backend_find(ctx, bname, why, sizeof(why));
   if (vs->backend == NULL)
-    return jitsu_error_set(
-        err, -EINVAL, "backend", "unknown backend '%s' (this build has: %s%s)",
-        bname, ctx->backend_names[0], ctx->n_backends > 1 ? ", ..." : "");
+    return jitsu_error_set(err, -EINVAL, "backend", "%s", why);
   vs->def.backend = vs->backend->name;
   vs->params = calloc(c->n ? c->n : 1, sizeof(*vs->params));
   if (vs->params == NULL)

@@ -10,6 +10,11 @@
 #include <sys/socket.h>
 
 #define JITSU__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* What the backend modules (module.c) may call besides the public API:
+ * exported from libjitsu.so, private all the same (a module must come
+ * from the same build: JITSU__MODULE_ABI). */
+#define JITSU__API __attribute__((visibility("default")))
 #define JITSU__READY_PATH_MAX                                                  \
   40 /* bytes of an http readiness path, with NUL                              \
       */
@@ -44,9 +49,9 @@ typedef struct jitsu__link {
   struct jitsu__link *prev, *next;
 } jitsu__link;
 
-void jitsu__list_init(jitsu__link *head);
-void jitsu__list_append(jitsu__link *head, jitsu__link *link);
-void jitsu__list_remove(jitsu__link *link);
+JITSU__API void jitsu__list_init(jitsu__link *head);
+JITSU__API void jitsu__list_append(jitsu__link *head, jitsu__link *link);
+JITSU__API void jitsu__list_remove(jitsu__link *link);
 #define JITSU__CONTAINER(ptr, type, member)                                    \
   ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -173,35 +178,36 @@ struct jitsu_ctx {
 };
 
 /* Logging and last-error detail. */
-void jitsu__log(jitsu_ctx *ctx, jitsu_log_level level, const char *fmt, ...)
+JITSU__API void jitsu__log(jitsu_ctx *ctx, jitsu_log_level level,
+                           const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Store a detail for jitsu_ctx_last_error() and return (err). */
 int jitsu__fail(jitsu_ctx *ctx, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Parse a whole number from 0 to UINT_MAX (values.c); 0 or -EINVAL. */
-int jitsu__parse_uint(const char *text, unsigned *out);
+JITSU__API int jitsu__parse_uint(const char *text, unsigned *out);
 
 /* Guest settings shared by the VM backends (values.c); 0 or -EINVAL. */
 /* A unicast MAC "xx:xx:xx:xx:xx:xx" into (mac) (may be NULL). */
-int jitsu__parse_mac(const char *text, uint8_t mac[6]);
+JITSU__API int jitsu__parse_mac(const char *text, uint8_t mac[6]);
 /* Guest memory: a size that is a whole number of MiB, at least 1M. */
-int jitsu__parse_mib(const char *text, uint64_t *bytes);
+JITSU__API int jitsu__parse_mib(const char *text, uint64_t *bytes);
 /* Virtual CPUs: 1 to 255. */
-int jitsu__parse_vcpus(const char *text, unsigned *n);
+JITSU__API int jitsu__parse_vcpus(const char *text, unsigned *n);
 
 /* The whole of (path), a regular file of at most (max) bytes, into a
  * malloc'd NUL-terminated (*text); on failure a negative errno value with
  * (why) filled ("PATH: not a regular file", ...). */
-int jitsu__read_bounded(const char *path, size_t max, char **text, size_t *len,
-                        char *why, size_t size);
+JITSU__API int jitsu__read_bounded(const char *path, size_t max, char **text,
+                                   size_t *len, char *why, size_t size);
 
 /* A close callback that frees a handle allocated on its own (casting free()
  * to uv_close_cb is undefined behaviour). */
-void jitsu__free_handle(uv_handle_t *h);
+JITSU__API void jitsu__free_handle(uv_handle_t *h);
 
 /* Duplicate (s); NULL on failure. */
-char *jitsu__strdup(const char *s);
+JITSU__API char *jitsu__strdup(const char *s);
 /* Random 32 bits from getrandom(), or a time-based fallback. */
 uint32_t jitsu__random32(void);
 
@@ -335,8 +341,9 @@ typedef struct jitsu__child_record {
   char path[600], tmp[610];
   pid_t parent;
 } jitsu__child_record;
-int jitsu__child_record_prepare(jitsu__child_record *rec, const char *path);
-int jitsu__child_record_write(const jitsu__child_record *rec);
+JITSU__API int jitsu__child_record_prepare(jitsu__child_record *rec,
+                                           const char *path);
+JITSU__API int jitsu__child_record_write(const jitsu__child_record *rec);
 
 /* Start a program without copying the controller (spawn.c): (fn) runs in
  * a child that shares our memory until its exec, on a stack of its own,
@@ -346,21 +353,22 @@ int jitsu__child_record_write(const jitsu__child_record *rec);
  * and returns only if it failed: the errno, with (*what) naming the step.
  * 0 with (*pid) once the child has exec'd; else -errno and (*what). */
 typedef int (*jitsu__child_fn)(void *arg, int *errfd, const char **what);
-int jitsu__spawn(jitsu__child_fn fn, void *arg, pid_t *pid, const char **what);
+JITSU__API int jitsu__spawn(jitsu__child_fn fn, void *arg, pid_t *pid,
+                            const char **what);
 #define JITSU__DEFAULT_PATH                                                    \
   "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 /* Find (name) as execvp would with the PATH in (env), or the default, so
  * that the child need not search and a missing program is a clear error
  * before anything starts: 0 with the path in (out), or -errno. */
-int jitsu__resolve_exec(const char *name, char *const *env, char *out,
-                        size_t size);
+JITSU__API int jitsu__resolve_exec(const char *name, char *const *env,
+                                   char *out, size_t size);
 
 /* The live process a record names: 1 with (*pid, *pidfd, *starttime)
  * set (*pidfd -1 without pidfd_open(2)); 0 without a record; -ESTALE when it
  * named a process that is gone (or a pid reused since: another start time), and
  * it was removed. */
-int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
-                        unsigned long long *starttime);
+JITSU__API int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
+                                   unsigned long long *starttime);
 /* Make (path) free for a Unix socket of (type): 0 when nothing is there or
  * a stale socket file was removed; -EADDRINUSE when something answers on
  * it, -EEXIST when it is not a socket (both left alone). */
@@ -369,14 +377,17 @@ int jitsu__unix_claim(const char *path, int type);
  * in), born with mode 0600 (0660 and group (gid) when (group)), refusing to
  * take over a socket something still answers on; (what) names it in
  * errors. The listening descriptor, or an error set on (ctx). */
-int jitsu__listen_unix(jitsu_ctx *ctx, const char *what, const char *path,
-                       int type, int backlog, gid_t gid, bool group);
+JITSU__API int jitsu__listen_unix(jitsu_ctx *ctx, const char *what,
+                                  const char *path, int type, int backlog,
+                                  gid_t gid, bool group);
 /* pidfd_open(2); a descriptor or -1 with errno (ENOSYS: a kernel before
  * 5.3, or valgrind before 3.20: callers then watch the pid by polling). */
-int jitsu__pidfd_open(pid_t pid);
+JITSU__API int jitsu__pidfd_open(pid_t pid);
 /* Read the start time and state letter of (pid) from /proc; 0 or -errno. */
-int jitsu__proc_stat(pid_t pid, unsigned long long *starttime, char *state);
-int jitsu__parse_hostport(const char *text, struct sockaddr_storage *ss);
+JITSU__API int jitsu__proc_stat(pid_t pid, unsigned long long *starttime,
+                                char *state);
+JITSU__API int jitsu__parse_hostport(const char *text,
+                                     struct sockaddr_storage *ss);
 /* Split a readiness address "HOST:PORT[/PATH]" (the path for http only);
  * 0 or -EINVAL. (path) gets "/" when there is none. */
 int jitsu__parse_ready_address(const char *text, bool with_path,
@@ -388,8 +399,34 @@ void jitsu__format_sockaddr(const struct sockaddr *sa, char *buf, size_t size);
 /* Validate a vm name (also used for file names); 0 or -EINVAL. */
 int jitsu__check_vm_name(const char *name);
 
-/* Builtin backends, generated by meson. */
+/* Builtin backends, and the names of the backend modules built with
+ * them, generated by meson (builtin_backends.c). */
 extern const jitsu_backend_ops *const jitsu__builtin_backends[];
+extern const char *const jitsu__module_names[];
+
+/* A loadable module (module.c): a VM backend, or the Xen channels. Each
+ * defines one with JITSU__MODULE(). */
+struct jitsu__xen_chan_ops;
+typedef struct jitsu__module {
+  const char *abi; /* JITSU__MODULE_ABI of the build it comes from */
+  const char *name;
+  const jitsu_backend_ops *backend;           /* or NULL */
+  const struct jitsu__xen_chan_ops *xen_chan; /* or NULL */
+} jitsu__module;
+#define JITSU__MODULE_SYMBOL "jitsu__module_info"
+#define JITSU__MODULE_ABI JITSU_VERSION_STRING
+#define JITSU__MODULE(name, backend, xen_chan)                                 \
+  JITSU__API const jitsu__module jitsu__module_info = {                        \
+      JITSU__MODULE_ABI, name, backend, xen_chan}
+/* Load the module (name) from jitsu__module_dir(): $JITSU_BACKEND_DIR, else
+ * the directory the library was installed with. NULL with why in (err). */
+const jitsu__module *jitsu__module_load(const char *name, char *err,
+                                        size_t size);
+const char *jitsu__module_dir(void);
+/* The backend (name) of (ctx): registered already, or loaded from its
+ * module and registered now. NULL with a message in (err). */
+const jitsu_backend_ops *jitsu__backend_find(jitsu_ctx *ctx, const char *name,
+                                             char *err, size_t size);
 
 /* Remove every trigger of (vm) (trigger.c). */
 void jitsu__triggers_drop_vm(jitsu_ctx *ctx, jitsu_vm *vm);
@@ -424,8 +461,8 @@ void jitsu__idle_free(jitsu_ctx *ctx);
  * path goes into (path); the first call checks the directory is ours and
  * takes its lock (-EBUSY: another controller has it). 0 or an error set
  * on (ctx). */
-int jitsu__state_dir_ensure(jitsu_ctx *ctx, const char *sub, char *path,
-                            size_t size);
+JITSU__API int jitsu__state_dir_ensure(jitsu_ctx *ctx, const char *sub,
+                                       char *path, size_t size);
 /* Give the lock up (jitsu_ctx_free(), or the directory changes). */
 void jitsu__state_dir_unlock(jitsu_ctx *ctx);
 

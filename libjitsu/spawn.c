@@ -21,6 +21,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* The child's frames leave ASan's red zones in the shadow of its stack,
+ * which we share; clear them before the pages can be mapped again. */
+#if defined(__SANITIZE_ADDRESS__)
+#define JITSU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define JITSU_ASAN 1
+#endif
+#endif
+#ifdef JITSU_ASAN
+#include <sanitizer/asan_interface.h>
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 /* Enough for the children's frames with ASan's red zones. */
 #define CHILD_STACK (256 * 1024)
 
@@ -52,7 +68,9 @@ static int child_main(void *p) {
       syscall(SYS_rt_sigaction, sig, &dfl, NULL, 8);
   unsigned long none[2] = {0, 0};
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, none, NULL, 8);
-  spawn_report rep = {"exec", 0};
+  spawn_report rep;
+  memset(&rep, 0, sizeof(rep)); /* its padding goes down the pipe too */
+  rep.what = "exec";
   int errfd = a->errfd;
   rep.err = a->fn(a->arg, &errfd, &rep.what);
   if (write(errfd, &rep, sizeof(rep)) < 0) {
@@ -86,6 +104,7 @@ int jitsu__spawn(jitsu__child_fn fn, void *arg, pid_t *pid, const char **what) {
                              CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
   int e = errno;
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, 8);
+  UNPOISON(stack, CHILD_STACK);
   munmap(stack, CHILD_STACK);
   close(errp[1]);
   if (child < 0) {

@@ -127,13 +127,6 @@ void jitsu_vm_set_reason(jitsu_vm *vm, const char *fmt, ...) {
   vm->next_reason = jitsu__strdup(text);
 }
 
-static const jitsu_backend_ops *find_backend(jitsu_ctx *ctx, const char *name) {
-  for (size_t i = 0; i < ctx->n_backends; i++)
-    if (strcmp(ctx->backends[i]->name, name) == 0)
-      return ctx->backends[i];
-  return NULL;
-}
-
 static int copy_params(jitsu_vm *vm, const jitsu_param *params, size_t n) {
   size_t bytes = n * sizeof(jitsu_param);
   for (size_t i = 0; i < n; i++)
@@ -180,12 +173,10 @@ static int check_def(jitsu_ctx *ctx, const jitsu_vm_def *def,
     return jitsu_error_set(err, -EEXIST, NULL, "vm '%s' is already defined",
                            def->name);
   const char *bname = def->backend ? def->backend : "process";
-  *backend = find_backend(ctx, bname);
+  char why[1400];
+  *backend = jitsu__backend_find(ctx, bname, why, sizeof(why));
   if (*backend == NULL)
-    return jitsu_error_set(err, -ENOENT, "backend",
-                           "unknown backend '%s' (not built in, or not "
-                           "registered)",
-                           bname);
+    return jitsu_error_set(err, -ENOENT, "backend", "%s", why);
   if ((unsigned)def->ready > JITSU_READY_HTTP)
     return jitsu_error_set(err, -EINVAL, "ready", "unknown readiness method");
   if ((unsigned)def->idle_action > JITSU_IDLE_SUSPEND)

@@ -80,8 +80,9 @@ test)
     cp tests/fuzz/corpus/"${name#fuzz_}"/* "$corpus"/
     # Bounded in time and in runs; a crash fails the suite.
     status=0
-    "$target" -max_total_time=30 -runs=3000000 -max_len=8192 \
-      -artifact_prefix="$corpus/" "$corpus" >"$corpus.log" 2>&1 || status=$?
+    JITSU_BACKEND_DIR=build-fuzz/libjitsu/backends \
+      "$target" -max_total_time=30 -runs=3000000 -max_len=8192 \
+        -artifact_prefix="$corpus/" "$corpus" >"$corpus.log" 2>&1 || status=$?
     tail -n 3 "$corpus.log"
     if [ "$status" -ne 0 ]; then
       grep -A40 "ERROR" "$corpus.log" | head -n 60

@@ -946,3 +946,5 @@ const jitsu_backend_ops jitsu_backend_libvirt = {
     .resume = lv_resume,
     .describe = lv_describe,
 };
+
+JITSU__MODULE("libvirt", &jitsu_backend_libvirt, NULL);

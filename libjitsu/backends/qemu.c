@@ -1031,3 +1031,5 @@ const jitsu_backend_ops jitsu_backend_qemu = {
     .describe = qemu_describe,
     .snapshot = qemu_snapshot,
 };
+
+JITSU__MODULE("qemu", &jitsu_backend_qemu, NULL);

@@ -776,3 +776,5 @@ const jitsu_backend_ops jitsu_backend_xl = {
     .state_changed = xl_state_changed,
     .describe = xl_describe,
 };
+
+JITSU__MODULE("xl", &jitsu_backend_xl, NULL);

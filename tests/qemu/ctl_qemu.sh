@@ -52,6 +52,7 @@ c snapshot tiny | grep -q "tiny: ready" || fail "snapshot"
 [ -s "$dir/tiny.img" ] && [ -s "$dir/tiny.img.args" ] || fail "no image"
 
 kill -9 "${cpids[0]}"
+wait "${cpids[0]}" 2>/dev/null || true # its lock on the state directory goes with it
 start_controller
 c status tiny | grep -q "tiny: ready" || fail "not adopted: $(c status tiny)"
 c status tiny | grep -q "qemu pid $pid" || fail "another QEMU: $(c status tiny)"

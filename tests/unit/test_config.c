@@ -4,7 +4,9 @@
 #include "internal.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Load (text); expect failure at (line) naming (key) (or NULL), with
  * (words) in the message, and no vm defined. */
@@ -207,6 +209,42 @@ static void test_declared_keys(void **state) {
   assert_int_equal(fixture_load(f, "[vm web]\nexec = /bin/true\n"), -EEXIST);
 }
 
+/* A VM backend is a module, loaded when a vm names it: one that is not
+ * there, or not a module, is a clear error on the backend line. */
+static void test_backend_modules(void **state) {
+  fixture *f = *state;
+  expect_error(f, "[vm a]\nexec = /bin/true\nbackend = warp\n", 3, "backend",
+               "unknown backend 'warp' (known: process");
+  const char *m = jitsu__module_names[0];
+  if (m == NULL) {
+    skip_because("no backend module in this build");
+    return;
+  }
+  char *saved = getenv("JITSU_BACKEND_DIR");
+  saved = saved ? strdup(saved) : NULL;
+  setenv("JITSU_BACKEND_DIR", f->dir, 1);
+  char text[200], words[400], path[400];
+  snprintf(text, sizeof(text), "[vm a]\nbackend = %s\n", m);
+  snprintf(words, sizeof(words),
+           "backend '%s' is not available: its module is not installed "
+           "(%s/%s.so: No such file",
+           m, f->dir, m);
+  expect_error(f, text, 2, "backend", words);
+  snprintf(path, sizeof(path), "%s/%s.so", f->dir, m);
+  FILE *junk = fopen(path, "w");
+  assert_non_null(junk);
+  fputs("not an ELF file, but long enough to have a header to read\n", junk);
+  fclose(junk);
+  snprintf(words, sizeof(words), "cannot load %s: ", path);
+  expect_error(f, text, 2, "backend", words);
+  unlink(path);
+  if (saved != NULL)
+    setenv("JITSU_BACKEND_DIR", saved, 1);
+  else
+    unsetenv("JITSU_BACKEND_DIR");
+  free(saved);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_errors_have_lines, fixture_setup,
@@ -218,6 +256,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_failure_while_applying_undoes_all,
                                       fixture_setup, fixture_teardown),
       cmocka_unit_test_setup_teardown(test_declared_keys, fixture_setup,
+                                      fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_backend_modules, fixture_setup,
                                       fixture_teardown),
   };
   return cmocka_run_group_tests_name("config", tests, NULL, NULL);

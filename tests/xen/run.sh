@@ -11,6 +11,8 @@
 # initramfs, /jitsu/guest.cpio in dom0, whose /init runs GUEST_RUN
 # before it reports readiness. Lines RUN prints with the prefix "JXT " come
 # back over the serial console and are printed without it: RUN prints TAP.
+# Backend modules among the FILEs are found there (JITSU_BACKEND_DIR=/jitsu
+# in dom0 and in the guest).
 # JITSU_XEN_TIMEOUT (seconds, 900) bounds the whole run; the serial log of
 # a failed run is kept in the test's log. JITSU_XEN_TESTS (a cmocka test
 # filter, e.g. "test_crash") and JITSU_TEST_VERBOSE are passed into dom0.
@@ -45,6 +47,7 @@ for v in JITSU_XEN_TESTS JITSU_XEN_ALARM JITSU_TEST_VERBOSE JITSU_XEN_BENCH_RUNS
   eval "val=\${$v:-}"
   [ -n "$val" ] && printf "export %s='%s'\n" "$v" "$val"
 done > "$rd/jitsu/env"
+echo "export JITSU_BACKEND_DIR=/jitsu" >> "$rd/jitsu/env"
 chmod +x "$rd/jitsu/run"
 # Copy FILEs into ROOT/jitsu and their libraries into ROOT/lib.
 add_files() { # ROOT FILE...
