@@ -12,11 +12,16 @@
  *
  * Each sample is "connection to first HTTP byte" (fork: "fork to first
  * byte"). The methods take turns, so drift on a shared machine hits all
- * alike.
+ * alike. Each round takes ITERATIONS samples of each; the ratios of the
+ * rounds' medians are printed, then their median and spread. The
+ * controller's CPU time (all its threads, from /proc/PID/task/TID/schedstat)
+ * per summon-and-destroy cycle is printed too: the spawn's cost on the
+ * loop that every other client shares.
  *
- *   bench_spawn [-n ITERATIONS] CONTROLLER HELLO
+ *   bench_spawn [-n ITERATIONS] [-r ROUNDS] CONTROLLER HELLO
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -89,6 +94,31 @@ static int listening(int port) {
   return found;
 }
 
+/* CPU time of every thread of (pid), in ms (the scheduler's clock). */
+static double cpu_ms(pid_t pid) {
+  char path[64], line[128];
+  snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  double ns = 0;
+  struct dirent *e;
+  while (d != NULL && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    char p2[128];
+    snprintf(p2, sizeof(p2), "/proc/%d/task/%s/schedstat", (int)pid, e->d_name);
+    FILE *f = fopen(p2, "r");
+    unsigned long long run = 0;
+    if (f != NULL && fgets(line, sizeof(line), f) != NULL &&
+        sscanf(line, "%llu", &run) == 1)
+      ns += (double)run;
+    if (f != NULL)
+      fclose(f);
+  }
+  if (d != NULL)
+    closedir(d);
+  return ns / 1e6;
+}
+
 static void reap(pid_t pid) {
   kill(pid, SIGKILL);
   while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
@@ -150,15 +180,32 @@ static double pct(double *v, int n, double p) {
   return v[i];
 }
 
+typedef struct round {
+  double j50, s50, f50, j90, s90, f90, cpu;
+} round;
+
+static int cmp_round_ratio(const void *a, const void *b) {
+  const round *x = a, *y = b;
+  double rx = x->j50 / x->s50, ry = y->j50 / y->s50;
+  return (rx > ry) - (rx < ry);
+}
+
 int main(int argc, char **argv) {
-  int n = 50, a = 1;
-  if (argc > 2 && strcmp(argv[1], "-n") == 0)
-    n = atoi(argv[2]), a = 3;
-  if (argc - a != 2 || n < 1 || n > 1000) {
-    fprintf(stderr, "usage: bench_spawn [-n 1..1000] CONTROLLER HELLO\n");
+  int n = 50, rounds = 3, opt;
+  while ((opt = getopt(argc, argv, "n:r:")) != -1) {
+    if (opt == 'n')
+      n = atoi(optarg);
+    else if (opt == 'r')
+      rounds = atoi(optarg);
+    else
+      n = 0;
+  }
+  if (argc - optind != 2 || n < 1 || n > 1000 || rounds < 1 || rounds > 20) {
+    fprintf(stderr, "usage: bench_spawn [-n 1..1000] [-r 1..20] CONTROLLER "
+                    "HELLO\n");
     return 2;
   }
-  const char *ctl = argv[a], *hello = argv[a + 1];
+  const char *ctl = argv[optind], *hello = argv[optind + 1];
   char dir[] = "/tmp/jitsu-bench-XXXXXX", conf[128], cmd[128];
   if (mkdtemp(dir) == NULL)
     return 1;
@@ -178,46 +225,76 @@ int main(int argc, char **argv) {
   double *tj = calloc((size_t)n, sizeof(double)),
          *ts = calloc((size_t)n, sizeof(double)),
          *tf = calloc((size_t)n, sizeof(double));
+  round *res = calloc((size_t)rounds, sizeof(round));
   char portarg[32];
   int failures = 0;
-  double give_up = now_ms() + 600e3; /* the whole run: 10 minutes at most */
-  for (int i = 0; i < n && now_ms() < give_up; i++) {
-    /* jitsu: the socket is held by the library; connect summons. */
-    double t0 = now_ms();
-    failures += first_byte(pj, 0, t0 + DEADLINE_S * 1e3) < 0;
-    tj[i] = now_ms() - t0;
-    if (controller_do(&c, "stop hello destroy") < 0)
-      failures++;
-    /* systemd-socket-activate: listening before the measurement starts. */
-    snprintf(portarg, sizeof(portarg), "127.0.0.1:%d", ps);
-    pid_t sp = fork();
-    if (sp == 0) {
-      int devnull = open("/dev/null", O_WRONLY);
-      dup2(devnull, 2);
-      execlp("systemd-socket-activate", "systemd-socket-activate", "-l",
-             portarg, hello, "--name", "hello", (char *)NULL);
-      _exit(127);
+  double give_up = now_ms() + 900e3; /* the whole run: 15 minutes at most */
+  printf("cold start, connection to first HTTP byte, %d rounds of %d runs "
+         "each:\n",
+         rounds, n);
+  for (int r = 0; r < rounds; r++) {
+    double cpu_jitsu = 0;
+    int done = 0;
+    for (int i = 0; i < n && now_ms() < give_up; i++, done++) {
+      /* jitsu: the socket is held by the library; connect summons. */
+      double c0 = cpu_ms(c.pid);
+      double t0 = now_ms();
+      failures += first_byte(pj, 0, t0 + DEADLINE_S * 1e3) < 0;
+      tj[i] = now_ms() - t0;
+      if (controller_do(&c, "stop hello destroy") < 0)
+        failures++;
+      cpu_jitsu += cpu_ms(c.pid) - c0;
+      /* systemd-socket-activate: listening before the measurement starts. */
+      snprintf(portarg, sizeof(portarg), "127.0.0.1:%d", ps);
+      pid_t sp = fork();
+      if (sp == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 2);
+        execlp("systemd-socket-activate", "systemd-socket-activate", "-l",
+               portarg, hello, "--name", "hello", (char *)NULL);
+        _exit(127);
+      }
+      double wait_until = now_ms() + DEADLINE_S * 1e3;
+      while (!listening(ps) && now_ms() < wait_until)
+        usleep(1000);
+      t0 = now_ms();
+      failures += first_byte(ps, 0, t0 + DEADLINE_S * 1e3) < 0;
+      ts[i] = now_ms() - t0;
+      reap(sp);
+      /* fork/exec: the service binds its own port. */
+      snprintf(portarg, sizeof(portarg), "127.0.0.1:%d", pf);
+      t0 = now_ms();
+      pid_t fp = fork();
+      if (fp == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 2);
+        execl(hello, hello, "--name", "hello", "--listen", portarg,
+              (char *)NULL);
+        _exit(127);
+      }
+      failures += first_byte(pf, 1, t0 + DEADLINE_S * 1e3) < 0;
+      tf[i] = now_ms() - t0;
+      reap(fp);
     }
-    double wait_until = now_ms() + DEADLINE_S * 1e3;
-    while (!listening(ps) && now_ms() < wait_until)
-      usleep(1000);
-    t0 = now_ms();
-    failures += first_byte(ps, 0, t0 + DEADLINE_S * 1e3) < 0;
-    ts[i] = now_ms() - t0;
-    reap(sp);
-    /* fork/exec: the service binds its own port. */
-    snprintf(portarg, sizeof(portarg), "127.0.0.1:%d", pf);
-    t0 = now_ms();
-    pid_t fp = fork();
-    if (fp == 0) {
-      int devnull = open("/dev/null", O_WRONLY);
-      dup2(devnull, 2);
-      execl(hello, hello, "--name", "hello", "--listen", portarg, (char *)NULL);
-      _exit(127);
-    }
-    failures += first_byte(pf, 1, t0 + DEADLINE_S * 1e3) < 0;
-    tf[i] = now_ms() - t0;
-    reap(fp);
+    if (done == 0)
+      break;
+    round *o = &res[r];
+    o->j50 = pct(tj, done, .5), o->s50 = pct(ts, done, .5);
+    o->f50 = pct(tf, done, .5);
+    o->j90 = pct(tj, done, .9), o->s90 = pct(ts, done, .9);
+    o->f90 = pct(tf, done, .9);
+    o->cpu = cpu_jitsu / done;
+    printf("round %d:\n", r + 1);
+    printf("  %-28s p50 %7.3f ms  p90 %7.3f ms  (controller CPU %.3f ms "
+           "per summon+destroy)\n",
+           "libjitsu process backend", o->j50, o->j90, o->cpu);
+    printf("  %-28s p50 %7.3f ms  p90 %7.3f ms\n", "systemd-socket-activate",
+           o->s50, o->s90);
+    printf("  %-28s p50 %7.3f ms  p90 %7.3f ms\n", "fork/exec, connect retried",
+           o->f50, o->f90);
+    printf("  ratio libjitsu / systemd-socket-activate: p50 %.2f  p90 %.2f\n",
+           o->j50 / o->s50, o->j90 / o->s90);
+    fflush(stdout);
   }
   fclose(c.in); /* EOF: the controller keeps serving; stop it */
   kill(c.pid, SIGTERM);
@@ -226,19 +303,18 @@ int main(int argc, char **argv) {
   snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
   if (system(cmd) != 0)
     fprintf(stderr, "bench: could not remove %s\n", dir);
-  double j50 = pct(tj, n, .5), s50 = pct(ts, n, .5), f50 = pct(tf, n, .5);
-  double j90 = pct(tj, n, .9), s90 = pct(ts, n, .9), f90 = pct(tf, n, .9);
-  printf("cold start, connection to first HTTP byte, %d runs each:\n", n);
-  printf("  %-28s p50 %7.3f ms  p90 %7.3f ms\n", "libjitsu process backend",
-         j50, j90);
-  printf("  %-28s p50 %7.3f ms  p90 %7.3f ms\n", "systemd-socket-activate", s50,
-         s90);
-  printf("  %-28s p50 %7.3f ms  p90 %7.3f ms\n", "fork/exec, connect retried",
-         f50, f90);
-  printf("ratio libjitsu / systemd-socket-activate: p50 %.2f  p90 %.2f\n",
-         j50 / s50, j90 / s90);
-  printf("ratio libjitsu / fork/exec + connect:     p50 %.2f  p90 %.2f\n",
-         j50 / f50, j90 / f90);
+  double *cpus = calloc((size_t)rounds, sizeof(double));
+  for (int r = 0; r < rounds; r++)
+    cpus[r] = res[r].cpu;
+  double cpu50 = pct(cpus, rounds, .5);
+  free(cpus);
+  qsort(res, (size_t)rounds, sizeof(*res), cmp_round_ratio);
+  const round *m = &res[rounds / 2];
+  printf("median of %d rounds: libjitsu / systemd-socket-activate p50 %.2f "
+         "(rounds %.2f-%.2f); libjitsu / fork/exec + connect p50 %.2f; "
+         "controller CPU %.3f ms per cycle (median)\n",
+         rounds, m->j50 / m->s50, res[0].j50 / res[0].s50,
+         res[rounds - 1].j50 / res[rounds - 1].s50, m->j50 / m->f50, cpu50);
   if (failures > 0)
     printf("failed samples: %d\n", failures);
   return failures > 0;

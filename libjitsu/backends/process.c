@@ -231,6 +231,7 @@ static void process_release(jitsu_vm *vm) {
   if (p == NULL)
     return;
   instance_drop(p); /* a live guest keeps running, for adoption */
+  process_spawn_forget(p);
   close_handle(&p->rearm);
   jitsu_ctx *ctx = jitsu_vm_ctx(vm);
   for (size_t i = 0; i < p->n_socks; i++)
@@ -337,18 +338,43 @@ static int watch_exit(proc *p) {
 
 static int process_start(jitsu_vm *vm) {
   proc *p = jitsu_vm_data(vm);
-  int r = process_spawn(p);
-  if (r < 0)
-    return r;
-  r = watch_exit(p);
-  if (r < 0) {
-    kill(-p->pid, SIGKILL);
-    jitsu_vm_set_reason(vm, "cannot watch pid %d: %s", (int)p->pid,
-                        jitsu_strerror(r));
-    return r; /* the exit is reaped by nobody: acceptable on ENOMEM */
+  p->stop_asked = false;
+  return process_spawn(p);
+}
+
+static int process_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms);
+
+void process_spawned(proc *p, int err) {
+  jitsu_vm *vm = p->vm;
+  if (err == 0) {
+    p->pidfd = jitsu__pidfd_open(p->pid);
+    if (p->pidfd < 0 && errno != ENOSYS) { /* ENOSYS: watched by a timer */
+      err = -errno;
+      jitsu_vm_set_reason(vm, "pidfd_open: %s", strerror(-err));
+    } else {
+      /* The child wrote the guest's record before its exec. */
+      jitsu__proc_stat(p->pid, &p->starttime, NULL);
+      if ((err = watch_exit(p)) < 0)
+        jitsu_vm_set_reason(vm, "cannot watch pid %d: %s", (int)p->pid,
+                            jitsu_strerror(err));
+    }
+    if (err < 0) {
+      kill(-p->pid, SIGKILL);
+      while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+      process_record_remove(p);
+      instance_drop(p);
+    }
   }
-  jitsu_backend_started(vm, 0);
-  return 0;
+  if (p->stop_asked) { /* a stop came while it started */
+    p->stop_asked = false;
+    if (err < 0)
+      jitsu_backend_exited(vm, 1, "stopped before it started");
+    else if (process_stop(vm, p->stop_mode, p->stop_grace_ms) < 0)
+      kill(-p->pid, SIGKILL); /* its exit is reported as it is seen */
+    return;
+  }
+  jitsu_backend_started(vm, err);
 }
 
 static void grace_expired(uv_timer_t *t) {
@@ -362,6 +388,13 @@ static void grace_expired(uv_timer_t *t) {
 
 static int process_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms) {
   proc *p = jitsu_vm_data(vm);
+  if (p->job != NULL) { /* starting: stopped once the start is done */
+    if (!p->stop_asked || mode == JITSU_STOP_DESTROY)
+      p->stop_mode = mode;
+    p->stop_grace_ms = grace_ms;
+    p->stop_asked = true;
+    return 0;
+  }
   if (p->pid <= 0)
     return -ESRCH;
   p->stopping = true;

@@ -41,7 +41,11 @@ typedef struct proc {
   uv_timer_t *exit_timer; /* without pidfd_open(2): looks every 20 ms */
   uv_timer_t *timer;      /* stop grace, suspend/resume confirmation */
   unsigned checks;
-  uv_timer_t *rearm; /* socket trigger back-off after a failure */
+  uv_timer_t *rearm;     /* socket trigger back-off after a failure */
+  struct spawn_job *job; /* a start in flight */
+  bool stop_asked;       /* while it was: stop it once it has started */
+  jitsu_stop_mode stop_mode;
+  uint64_t stop_grace_ms;
 } proc;
 
 /* Parse "tcp HOST:PORT [name=N] [backlog=N]" / "udp HOST:PORT [name=N]" /
@@ -62,9 +66,17 @@ void process_sockets_arm(proc *p, jitsu_state state);
 /* Close the sockets and their poll handles. */
 void process_sockets_close(proc *p);
 
-/* Fork and exec the guest of (p); 0 with p->pid and p->pidfd set, or a
- * negative errno value with a reason set on the vm. */
+/* Start the guest of (p): everything is prepared here, then a worker
+ * thread of libuv's pool clones and waits for the exec (process_spawn.c),
+ * and process_spawned() hears how it went, on the loop. 0 (p->job set), or
+ * a negative errno value with a reason set on the vm. */
 int process_spawn(proc *p);
+/* The start of (p) ended: 0 with p->pid set, or a negative errno value
+ * with a reason set (process.c). */
+void process_spawned(proc *p, int err);
+/* The vm lets go of (p) while its start is in flight: the job finishes
+ * alone (a guest it started is left, with its record, for adoption). */
+void process_spawn_forget(proc *p);
 
 /* The guest record: "<state>/process/<name>.pid". */
 void process_record_remove(proc *p);

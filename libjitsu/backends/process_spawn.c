@@ -99,33 +99,48 @@ static void put_decimal(char *out, size_t size, long v) {
     out[i++] = '\0';
 }
 
-typedef struct child_args {
-  proc *p;
-  const char *path;
+/* A start in flight: everything the child needs, owned by the job (the
+ * vm may let go of its proc while a worker thread runs the clone), and
+ * what it came to. */
+typedef struct spawn_job {
+  uv_work_t work;
+  proc *p; /* NULL once the vm let go of it */
+  char path[4096];
+  char **argv; /* copies */
   char **env;
   char *pid_slot;
+  char *workdir;
+  int *fds; /* the sockets handed over, our own duplicates */
+  size_t n_fds;
   int devnull, logfd;
-  const jitsu__child_record *rec;
-} child_args;
+  bool set_user, set_group;
+  uid_t uid;
+  gid_t gid;
+  uint64_t memory_max, files_max;
+  jitsu__child_record rec;
+  /* The outcome. */
+  pid_t pid;
+  int r;
+  const char *what;
+} spawn_job;
 
 /* Runs in the child before its exec (jitsu__spawn): system calls only. */
 static int child(void *arg, int *errfd, const char **what) {
-  child_args *c = arg;
-  proc *p = c->p;
+  spawn_job *j = arg;
   *what = "setsid";
   if (setsid() < 0)
     return errno;
   *what = "guest record";
-  if (jitsu__child_record_write(c->rec) < 0)
+  if (jitsu__child_record_write(&j->rec) < 0)
     return errno;
   /* Move everything we need above the target range first, so that the
    * dup2 calls below cannot overwrite a source. */
-  int base = 3 + (int)p->n_socks;
+  int base = 3 + (int)j->n_fds;
   int high[3 + 64];
-  int srcs[3] = {c->devnull, c->logfd, c->logfd};
+  int srcs[3] = {j->devnull, j->logfd, j->logfd};
   *what = "dup2";
-  for (size_t i = 0; i < 3 + p->n_socks; i++) {
-    int src = i < 3 ? srcs[i] : p->socks[i - 3].fd;
+  for (size_t i = 0; i < 3 + j->n_fds; i++) {
+    int src = i < 3 ? srcs[i] : j->fds[i - 3];
     high[i] = fcntl(src, F_DUPFD_CLOEXEC, base + 8);
     if (high[i] < 0)
       return errno;
@@ -149,52 +164,106 @@ static int child(void *arg, int *errfd, const char **what) {
    * guest: everything above the handed-over range closes at exec. */
   syscall(SYS_close_range, (unsigned)base, ~0u, CLOSE_RANGE_CLOEXEC);
   *what = "chdir";
-  if (chdir(p->workdir ? p->workdir : "/") < 0)
+  if (chdir(j->workdir ? j->workdir : "/") < 0)
     return errno;
   *what = "setrlimit"; /* before dropping privileges: root may raise them */
   struct rlimit rl;
-  if (p->memory_max > 0) {
-    rl.rlim_cur = rl.rlim_max = p->memory_max;
+  if (j->memory_max > 0) {
+    rl.rlim_cur = rl.rlim_max = j->memory_max;
     if (setrlimit(RLIMIT_AS, &rl) < 0)
       return errno;
   }
-  if (p->files_max > 0) {
-    rl.rlim_cur = rl.rlim_max = p->files_max;
+  if (j->files_max > 0) {
+    rl.rlim_cur = rl.rlim_max = j->files_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
       return errno;
   }
   /* The system calls themselves: glibc's wrappers would make every thread
    * of the parent change its ids too. */
-  if (p->set_group || p->set_user) {
+  if (j->set_group || j->set_user) {
     *what = "setgroups";
-    gid_t gid = p->gid;
-    if (syscall(SYS_setgroups, p->set_group ? 1 : 0, &gid) < 0)
+    gid_t gid = j->gid;
+    if (syscall(SYS_setgroups, j->set_group ? 1 : 0, &gid) < 0)
       return errno;
     *what = "setgid";
-    if (p->set_group && syscall(SYS_setgid, p->gid) < 0)
+    if (j->set_group && syscall(SYS_setgid, j->gid) < 0)
       return errno;
     *what = "setuid";
-    if (p->set_user && syscall(SYS_setuid, p->uid) < 0)
+    if (j->set_user && syscall(SYS_setuid, j->uid) < 0)
       return errno;
   }
-  if (c->pid_slot != NULL)
-    put_decimal(c->pid_slot, 20, (long)getpid());
+  if (j->pid_slot != NULL)
+    put_decimal(j->pid_slot, 20, (long)getpid());
   *what = "execve";
-  execve(c->path, p->argv, c->env);
+  execve(j->path, j->argv, j->env);
   return errno;
 }
 
+static void job_free(spawn_job *j) {
+  for (size_t i = 0; i < j->n_fds; i++)
+    if (j->fds[i] >= 0)
+      close(j->fds[i]);
+  if (j->devnull >= 0)
+    close(j->devnull);
+  if (j->logfd >= 0)
+    close(j->logfd);
+  free(j->fds);
+  free(j->workdir);
+  free(j->env);
+  free(j->argv);
+  free(j);
+}
+
+/* In a worker thread of libuv's pool: the clone waits for the child's
+ * exec there, not on the loop that every other client shares. */
+static void spawn_work(uv_work_t *w) {
+  spawn_job *j = w->data;
+  j->r = jitsu__spawn(child, j, &j->pid, &j->what);
+}
+
+static void spawn_after(uv_work_t *w, int status) {
+  spawn_job *j = w->data;
+  proc *p = j->p;
+  if (status < 0 && j->r == 0) /* cancelled before it ran */
+    j->r = status, j->what = "spawn";
+  if (j->r < 0 && strcmp(j->what, "guest record") != 0)
+    unlink(j->rec.path); /* the child wrote it before it failed */
+  if (p == NULL) { /* the vm let go: a started guest is left for adoption */
+    job_free(j);
+    return;
+  }
+  p->job = NULL;
+  int r = j->r;
+  if (r < 0)
+    jitsu_vm_set_reason(p->vm, "%s '%s': %s", j->what, j->path, strerror(-r));
+  else
+    p->pid = j->pid;
+  job_free(j);
+  process_spawned(p, r);
+}
+
+/* Copy the NULL-terminated (v) into one allocation. */
+static char **argv_copy(char **v) {
+  size_t n = 0, bytes = 0;
+  for (; v[n] != NULL; n++)
+    bytes += strlen(v[n]) + 1;
+  char **c = malloc((n + 1) * sizeof(char *) + bytes);
+  if (c == NULL)
+    return NULL;
+  char *s = (char *)(c + n + 1);
+  for (size_t i = 0; i < n; i++) {
+    c[i] = strcpy(s, v[i]);
+    s += strlen(v[i]) + 1;
+  }
+  c[n] = NULL;
+  return c;
+}
+
 int process_spawn(proc *p) {
-  char path[4096];
   jitsu_vm *vm = p->vm;
   if (p->n_socks > 64) {
     jitsu_vm_set_reason(vm, "too many sockets (at most 64)");
     return -EINVAL;
-  }
-  int r = jitsu__resolve_exec(p->argv[0], p->env, path, sizeof(path));
-  if (r < 0) {
-    jitsu_vm_set_reason(vm, "exec '%s': %s", p->argv[0], strerror(-r));
-    return r;
   }
   if ((p->set_user || p->set_group) && geteuid() != 0) {
     jitsu_vm_set_reason(vm, "user= and group= need root");
@@ -205,52 +274,68 @@ int process_spawn(proc *p) {
       jitsu_vm_set_reason(vm, "socket %s is not bound", p->socks[i].key);
       return -EBADF;
     }
-  jitsu__child_record rec;
-  char rpath[600];
-  if ((r = record_path(p, rpath, sizeof(rpath))) < 0 ||
-      (r = jitsu__child_record_prepare(&rec, rpath)) < 0) {
-    jitsu_vm_set_reason(vm, "cannot prepare the guest record: %s",
-                        strerror(-r));
+  spawn_job *j = calloc(1, sizeof(*j));
+  if (j == NULL) {
+    jitsu_vm_set_reason(vm, "out of memory");
+    return -ENOMEM;
+  }
+  j->devnull = j->logfd = -1;
+  int r = jitsu__resolve_exec(p->argv[0], p->env, j->path, sizeof(j->path));
+  if (r < 0) {
+    jitsu_vm_set_reason(vm, "exec '%s': %s", p->argv[0], strerror(-r));
+    job_free(j);
     return r;
   }
-  char *pid_slot = NULL;
-  char **env = build_env(p, &pid_slot);
-  int logfd = open_log(p);
-  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (env == NULL || logfd < 0 || devnull < 0) {
-    r = env == NULL ? -ENOMEM : logfd < 0 ? logfd : -errno;
+  char rpath[600];
+  if ((r = record_path(p, rpath, sizeof(rpath))) < 0 ||
+      (r = jitsu__child_record_prepare(&j->rec, rpath)) < 0) {
+    jitsu_vm_set_reason(vm, "cannot prepare the guest record: %s",
+                        strerror(-r));
+    job_free(j);
+    return r;
+  }
+  j->env = build_env(p, &j->pid_slot);
+  j->argv = argv_copy(p->argv);
+  j->fds = calloc(p->n_socks ? p->n_socks : 1, sizeof(int));
+  j->logfd = open_log(p);
+  j->devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  r = j->env == NULL || j->argv == NULL || j->fds == NULL ? -ENOMEM
+      : j->logfd < 0                                      ? j->logfd
+      : j->devnull < 0                                    ? -errno
+                                                          : 0;
+  for (size_t i = 0; r == 0 && i < p->n_socks; i++, j->n_fds++)
+    if ((j->fds[i] = fcntl(p->socks[i].fd, F_DUPFD_CLOEXEC, 3)) < 0)
+      r = -errno;
+  if (r < 0) {
     jitsu_vm_set_reason(vm, "cannot prepare the guest: %s", strerror(-r));
-    goto out;
+    job_free(j);
+    return r;
   }
-  child_args c = {p, path, env, pid_slot, devnull, logfd, &rec};
-  const char *what;
-  pid_t pid;
-  if ((r = jitsu__spawn(child, &c, &pid, &what)) < 0) {
-    if (strcmp(what, "guest record") != 0)
-      unlink(rec.path); /* the child wrote it before it failed */
-    jitsu_vm_set_reason(vm, "%s '%s': %s", what, path, strerror(-r));
-    goto out;
+  if (p->workdir != NULL && (j->workdir = jitsu__strdup(p->workdir)) == NULL) {
+    jitsu_vm_set_reason(vm, "out of memory");
+    job_free(j);
+    return -ENOMEM;
   }
-  p->pid = pid;
-  p->pidfd = jitsu__pidfd_open(pid);
-  if (p->pidfd < 0 && errno != ENOSYS) { /* ENOSYS: watched by a timer */
-    r = -errno;
-    kill(-pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-      ;
-    jitsu_vm_set_reason(vm, "pidfd_open: %s", strerror(-r));
-    goto out;
+  j->set_user = p->set_user, j->set_group = p->set_group;
+  j->uid = p->uid, j->gid = p->gid;
+  j->memory_max = p->memory_max, j->files_max = p->files_max;
+  j->p = p;
+  j->work.data = j;
+  r = uv_queue_work(jitsu_ctx_loop(jitsu_vm_ctx(vm)), &j->work, spawn_work,
+                    spawn_after);
+  if (r < 0) {
+    jitsu_vm_set_reason(vm, "cannot start: %s", uv_strerror(r));
+    job_free(j);
+    return r;
   }
-  /* The child wrote the guest's record before its exec. */
-  jitsu__proc_stat(pid, &p->starttime, NULL);
-  r = 0;
-out:
-  if (devnull >= 0)
-    close(devnull);
-  if (logfd >= 0)
-    close(logfd);
-  free(env);
-  return r;
+  p->job = j;
+  return 0;
+}
+
+void process_spawn_forget(proc *p) {
+  if (p->job != NULL)
+    p->job->p = NULL;
+  p->job = NULL;
 }
 
 static int record_path(proc *p, char *path, size_t size) {

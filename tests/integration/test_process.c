@@ -388,6 +388,36 @@ static void test_child_step_fails(void **state) {
   assert_int_equal(live, 0);
 }
 
+/* A stop that comes while the start is still in the worker thread (the
+ * same turn as the summon) waits for it, then ends the guest: the summon
+ * is cancelled, the stop succeeds, and no process or record is left. */
+static void test_stop_while_spawning(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, "[vm s]\nexec = /bin/sleep 100000\n"
+                                   "[vm t]\nexec = /bin/sleep 100000\n"),
+                   0);
+  jitsu_stop_mode modes[2] = {JITSU_STOP_DESTROY, JITSU_STOP_SHUTDOWN};
+  const char *names[2] = {"s", "t"};
+  for (int i = 0; i < 2; i++) {
+    jitsu_vm *vm = jitsu_vm_find(f->ctx, names[i]);
+    static outcome summoned, stopped;
+    summoned = stopped = (outcome){0};
+    assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &summoned), 0);
+    assert_int_equal(jitsu_vm_stop(vm, modes[i], outcome_cb, &stopped), 0);
+    assert_true(run_until(f, &stopped.done, 5000));
+    assert_true(run_until(f, &summoned.done, 5000));
+    assert_int_equal(summoned.status, JITSU_ECANCELED);
+    assert_int_equal(stopped.status, 0);
+    assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
+    char path[400];
+    snprintf(path, sizeof(path), "%s/state/process/%s.pid", f->dir, names[i]);
+    assert_int_equal(access(path, F_OK), -1);
+  }
+  size_t live;
+  jitsu_ctx_counts(f->ctx, NULL, &live, NULL);
+  assert_int_equal(live, 0);
+}
+
 /* A context that goes away leaves its guests; a new one adopts them. */
 static void test_adopt_after_ctx_free(void **state) {
   fixture *f = *state;
@@ -559,6 +589,7 @@ int main(void) {
       T(test_stale_record_not_adopted),
       T(test_user_and_group),
       T(test_child_step_fails),
+      T(test_stop_while_spawning),
       T(test_resource_limits),
       T(test_udp_ipv6_trigger),
   };
