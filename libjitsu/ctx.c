@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
-#include <sys/file.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,6 +62,7 @@ int jitsu_ctx_new(uv_loop_t *loop, const jitsu_ctx_options *opts,
   jitsu__table_init(&ctx->triggers, jitsu__random32());
   jitsu__list_init(&ctx->all_vms);
   jitsu__list_init(&ctx->live_vms);
+  jitsu__list_init(&ctx->start_queue);
   if (ctx->state_dir == NULL)
     goto error;
   uv_idle_init(loop, &ctx->deferred_idle);
@@ -349,8 +350,46 @@ static int check_state_dir(jitsu_ctx *ctx) {
 }
 
 /* Take the state directory for this context: one controller per
- * directory, or two would adopt the same guests. The lock is an flock on
- * STATE/lock, released by the kernel when we exit, however we exit. */
+ * directory, or two would adopt the same guests. Between processes: a
+ * POSIX record lock on STATE/lock, which the kernel drops when we exit,
+ * however we exit, and which, unlike flock(2), a child does not hold
+ * through the descriptor it inherits for the moment before its exec (a
+ * controller killed while it starts a guest would keep its successor
+ * out). Such locks do not exclude within one process, and any close of
+ * the file would drop them: contexts of this process keep a list of the
+ * directories they hold, and open the file once. */
+typedef struct held_dir {
+  struct held_dir *next;
+  dev_t dev;
+  ino_t ino;
+} held_dir;
+static held_dir *held_dirs;
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool hold_dir(const struct stat *st, bool take) {
+  bool ok = true;
+  pthread_mutex_lock(&held_lock);
+  held_dir **h = &held_dirs;
+  while (*h != NULL && !((*h)->dev == st->st_dev && (*h)->ino == st->st_ino))
+    h = &(*h)->next;
+  if (take && *h != NULL) {
+    ok = false;
+  } else if (take) {
+    held_dir *n = malloc(sizeof(*n));
+    if (n != NULL) {
+      n->dev = st->st_dev, n->ino = st->st_ino, n->next = held_dirs;
+      held_dirs = n;
+    }
+    ok = n != NULL;
+  } else if (*h != NULL) {
+    held_dir *gone = *h;
+    *h = gone->next;
+    free(gone);
+  }
+  pthread_mutex_unlock(&held_lock);
+  return ok;
+}
+
 static int state_dir_lock(jitsu_ctx *ctx) {
   char path[600];
   if (ctx->lock_fd >= 0)
@@ -358,38 +397,53 @@ static int state_dir_lock(jitsu_ctx *ctx) {
   int r = check_state_dir(ctx);
   if (r < 0)
     return r;
+  struct stat st;
+  if (stat(ctx->state_dir, &st) < 0)
+    return jitsu__fail(ctx, -errno, "state directory %s: %s", ctx->state_dir,
+                       strerror(errno));
+  if (!hold_dir(&st, true))
+    return jitsu__fail(ctx, -EBUSY,
+                       "state directory %s is in use by another controller "
+                       "(pid %d), by another context of this process",
+                       ctx->state_dir, (int)getpid());
   snprintf(path, sizeof(path), "%s/lock", ctx->state_dir);
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0)
-    return jitsu__fail(ctx, -errno, "cannot open %s: %s", path,
-                       strerror(errno));
-  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+  if (fd < 0) {
+    r = jitsu__fail(ctx, -errno, "cannot open %s: %s", path, strerror(errno));
+    hold_dir(&st, false);
+    return r;
+  }
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+  if (fcntl(fd, F_SETLK, &fl) < 0) {
     int e = errno;
-    char pid[24] = "";
-    ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
-    pid[n > 0 ? n : 0] = '\0';
-    pid[strcspn(pid, "\n")] = '\0';
+    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    bool known = fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK;
     close(fd);
-    if (e == EWOULDBLOCK)
+    hold_dir(&st, false);
+    if (e == EACCES || e == EAGAIN) {
+      if (known)
+        return jitsu__fail(ctx, -EBUSY,
+                           "state directory %s is in use by another "
+                           "controller (pid %d)",
+                           ctx->state_dir, (int)who.l_pid);
       return jitsu__fail(ctx, -EBUSY,
-                         "state directory %s is in use by another "
-                         "controller%s%s%s",
-                         ctx->state_dir, pid[0] ? " (pid " : "", pid,
-                         pid[0] ? ")" : "");
+                         "state directory %s is in use by another controller",
+                         ctx->state_dir);
+    }
     return jitsu__fail(ctx, -e, "cannot lock %s: %s", path, strerror(e));
   }
-  char text[24];
-  int len = snprintf(text, sizeof(text), "%d\n", (int)getpid());
-  if (ftruncate(fd, 0) == 0 && pwrite(fd, text, (size_t)len, 0) < 0)
-    jitsu__log(ctx, JITSU_LOG_DEBUG, "cannot write %s: %s", path,
-               strerror(errno));
   ctx->lock_fd = fd;
+  ctx->lock_dev = st.st_dev;
+  ctx->lock_ino = st.st_ino;
   return 0;
 }
 
 void jitsu__state_dir_unlock(jitsu_ctx *ctx) {
-  if (ctx->lock_fd >= 0)
+  if (ctx->lock_fd >= 0) {
     close(ctx->lock_fd); /* the file stays: removing it would race */
+    struct stat st = {.st_dev = ctx->lock_dev, .st_ino = ctx->lock_ino};
+    hold_dir(&st, false);
+  }
   ctx->lock_fd = -1;
 }
 

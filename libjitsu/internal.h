@@ -71,6 +71,8 @@ struct jitsu_vm {
   jitsu__hnode node; /* in ctx->vms, keyed by name */
   jitsu__link all;   /* ctx->all_vms, definition order */
   jitsu__link live;  /* ctx->live_vms while not stopped or failed */
+  jitsu__link queue; /* ctx->start_queue while waiting for a start slot */
+  bool queued;
   jitsu_ctx *ctx;
   const jitsu_backend_ops *backend;
   void *backend_data;
@@ -150,6 +152,11 @@ struct jitsu_ctx {
   jitsu__table vms;
   jitsu__link all_vms, live_vms;
   size_t n_live, n_starting;
+  /* Summoned vms waiting for one of the max-starting slots, in order;
+   * (n_queued_new) of them would be new live guests. */
+  jitsu__link start_queue;
+  size_t n_queued, n_queued_new;
+  bool queue_kicked; /* a run of the queue is deferred */
   jitsu__table triggers;
   const jitsu_backend_ops **backends;
   const char **backend_names;
@@ -172,7 +179,9 @@ struct jitsu_ctx {
   jitsu__waiter *deferred, **deferred_tail;
   size_t n_deferred;
   jitsu__idle *idle;
-  int lock_fd;         /* flock on STATE/lock, once the directory is used */
+  int lock_fd;    /* our POSIX lock on STATE/lock, once the directory is used */
+  dev_t lock_dev; /* the directory it locks (ctx.c: hold_dir) */
+  ino_t lock_ino;
   uint32_t notify_tag; /* makes abstract notify socket names unique */
   char last_error[512];
 };
@@ -427,6 +436,11 @@ const char *jitsu__module_dir(void);
  * module and registered now. NULL with a message in (err). */
 const jitsu_backend_ops *jitsu__backend_find(jitsu_ctx *ctx, const char *name,
                                              char *err, size_t size);
+
+/* The start queue (verbs.c): a start slot may have come free; take the
+ * vm out of the queue (undefine). */
+void jitsu__start_queue_kick(jitsu_ctx *ctx);
+void jitsu__start_queue_remove(jitsu_vm *vm);
 
 /* Remove every trigger of (vm) (trigger.c). */
 void jitsu__triggers_drop_vm(jitsu_ctx *ctx, jitsu_vm *vm);

@@ -50,19 +50,93 @@ static int check_defined(jitsu_vm *vm) {
   return jitsu__fail(vm->ctx, -ENOENT, "vm '%s' was undefined", vm->name);
 }
 
-static int check_start_limits(jitsu_vm *vm, bool new_live) {
+/* max-live counts the guests that run and those queued to start. */
+static int check_live_limit(jitsu_vm *vm, bool new_live) {
   jitsu_ctx *ctx = vm->ctx;
-  if (new_live && ctx->n_live >= ctx->max_live)
+  size_t live = ctx->n_live + ctx->n_queued_new;
+  if (new_live && live >= ctx->max_live)
     return jitsu__fail(ctx, JITSU_ELIMIT,
-                       "cannot summon vm '%s': %zu guests live, max-live "
-                       "is %u",
-                       vm->name, ctx->n_live, ctx->max_live);
-  if (ctx->n_starting >= ctx->max_starting)
-    return jitsu__fail(ctx, JITSU_ELIMIT,
-                       "cannot summon vm '%s': %zu guests starting, "
-                       "max-starting is %u",
-                       vm->name, ctx->n_starting, ctx->max_starting);
+                       "cannot summon vm '%s': %zu guests live or queued to "
+                       "start, max-live is %u",
+                       vm->name, live, ctx->max_live);
   return 0;
+}
+
+static bool is_new_live(const jitsu_vm *vm) {
+  return vm->state == JITSU_STATE_STOPPED || vm->state == JITSU_STATE_FAILED;
+}
+
+/* A vm summoned while max-starting guests start waits for a slot, in
+ * order: starts are bounded, never refused for it. The queue holds each
+ * vm once, so it is as long as the vms defined, at most. */
+static void queue_start(jitsu_vm *vm) {
+  jitsu_ctx *ctx = vm->ctx;
+  vm->queued = true;
+  jitsu__list_append(&ctx->start_queue, &vm->queue);
+  ctx->n_queued++;
+  if (is_new_live(vm))
+    ctx->n_queued_new++;
+  jitsu_vm_log(vm, JITSU_LOG_DEBUG,
+               "waiting for a start slot (%zu starting, max-starting %u)",
+               ctx->n_starting, ctx->max_starting);
+}
+
+void jitsu__start_queue_remove(jitsu_vm *vm) {
+  if (!vm->queued)
+    return;
+  jitsu_ctx *ctx = vm->ctx;
+  vm->queued = false;
+  jitsu__list_remove(&vm->queue);
+  ctx->n_queued--;
+  if (is_new_live(vm))
+    ctx->n_queued_new--;
+}
+
+static void vm_start(jitsu_vm *vm);
+static void vm_resume(jitsu_vm *vm);
+
+/* Start queued vms while there are slots. Deferred, so that it never runs
+ * inside the state change of another vm. */
+static void run_queue(jitsu_vm *unused, int status, void *arg) {
+  jitsu_ctx *ctx = arg;
+  ctx->queue_kicked = false;
+  if (status < 0)
+    return; /* the context is going away */
+  while (ctx->n_queued > 0 && ctx->n_starting < ctx->max_starting) {
+    jitsu_vm *vm = JITSU__CONTAINER(ctx->start_queue.next, jitsu_vm, queue);
+    jitsu__start_queue_remove(vm);
+    if (vm->n_summons == 0)
+      continue; /* its summons were cancelled */
+    if (is_new_live(vm) && ctx->n_live >= ctx->max_live) {
+      jitsu_vm_log(vm, JITSU_LOG_WARNING,
+                   "summons refused: %zu guests live, max-live is %u",
+                   ctx->n_live, ctx->max_live);
+      finish_summons(vm, JITSU_ELIMIT);
+    } else if (is_new_live(vm)) {
+      vm_start(vm);
+    } else if (vm->state == JITSU_STATE_SUSPENDED) {
+      vm_resume(vm);
+    }
+  }
+}
+
+/* Start (or resume) (vm) now if a slot is free and nobody waits before
+ * it, else queue it. */
+static void start_or_queue(jitsu_vm *vm) {
+  jitsu_ctx *ctx = vm->ctx;
+  if (ctx->n_starting >= ctx->max_starting || ctx->n_queued > 0)
+    queue_start(vm); /* behind the others: first come, first started */
+  else if (is_new_live(vm))
+    vm_start(vm);
+  else
+    vm_resume(vm);
+}
+
+void jitsu__start_queue_kick(jitsu_ctx *ctx) {
+  if (ctx->queue_kicked)
+    return;
+  if (jitsu__defer(ctx, NULL, run_queue, ctx, 0) == 0)
+    ctx->queue_kicked = true;
 }
 
 /* Enter failed with the backend's reason and fail the summons. */
@@ -135,11 +209,12 @@ int jitsu_vm_summon(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
     return r;
   case JITSU_STATE_STOPPED:
   case JITSU_STATE_FAILED:
-    r = check_start_limits(vm, true);
-    break;
   case JITSU_STATE_SUSPENDED:
-    r = check_start_limits(vm, false);
-    break;
+    if (!vm->queued) {
+      r = check_live_limit(vm, is_new_live(vm));
+      break;
+    }
+    __attribute__((fallthrough)); /* queued: it waits like a starting vm */
   default:
     if (vm->n_summons >= ctx->max_waiters)
       r = jitsu__fail(ctx, JITSU_ELIMIT,
@@ -157,10 +232,9 @@ int jitsu_vm_summon(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
   vm->summons_tail = &w->next;
   vm->n_summons++;
   vm->summons_total++;
-  if (vm->state == JITSU_STATE_STOPPED || vm->state == JITSU_STATE_FAILED)
-    vm_start(vm);
-  else if (vm->state == JITSU_STATE_SUSPENDED)
-    vm_resume(vm);
+  bool startable = is_new_live(vm) || vm->state == JITSU_STATE_SUSPENDED;
+  if (startable && !vm->queued)
+    start_or_queue(vm);
   return 0;
 }
 
@@ -171,6 +245,10 @@ int jitsu_vm_stop(jitsu_vm *vm, jitsu_stop_mode mode, jitsu_vm_cb cb,
     return jitsu__fail(ctx, -EINVAL, "unknown stop mode %d", (int)mode);
   if (vm->undefined)
     return check_defined(vm);
+  if (vm->queued) { /* it has not started: it need not */
+    jitsu__start_queue_remove(vm);
+    finish_summons(vm, JITSU_ECANCELED);
+  }
   if (vm->state == JITSU_STATE_STOPPED || vm->state == JITSU_STATE_FAILED)
     return jitsu__defer(ctx, vm, cb, arg, 0);
   jitsu__waiter *w = waiter_new(vm, cb, arg);
@@ -267,12 +345,16 @@ int jitsu_vm_resume(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
   if (vm->state != JITSU_STATE_SUSPENDED)
     return jitsu__fail(vm->ctx, JITSU_ESTATE, "cannot resume vm '%s': it is %s",
                        vm->name, jitsu_state_name(vm->state));
-  int r = check_start_limits(vm, false);
-  if (r < 0)
-    return r;
+  /* An operator's resume is not queued: it runs now or is refused. */
+  if (vm->ctx->n_starting >= vm->ctx->max_starting)
+    return jitsu__fail(vm->ctx, JITSU_ELIMIT,
+                       "cannot resume vm '%s': %zu guests starting, "
+                       "max-starting is %u",
+                       vm->name, vm->ctx->n_starting, vm->ctx->max_starting);
   jitsu__waiter *w = waiter_new(vm, cb, arg);
   if (w == NULL)
     return -ENOMEM;
+  jitsu__start_queue_remove(vm); /* its summons wait for this resume */
   push(&vm->ops, w);
   vm->last_active_ms = uv_now(vm->ctx->loop);
   vm_resume(vm);
@@ -387,10 +469,10 @@ void jitsu_backend_exited(jitsu_vm *vm, int clean, const char *how) {
   free(keep);
   if (s == JITSU_STATE_STOPPING && vm->summons != NULL) {
     /* Summons that arrived while it was stopping start it again. */
-    if (check_start_limits(vm, true) == 0)
-      vm_start(vm);
-    else
+    if (check_live_limit(vm, true) < 0)
       finish_summons(vm, JITSU_ELIMIT);
+    else
+      start_or_queue(vm);
   } else {
     finish_summons(vm, JITSU_EEXITED);
   }

@@ -57,8 +57,11 @@ static void account(jitsu_vm *vm, jitsu_state s, int sign) {
     else
       jitsu__list_remove(&vm->live);
   }
-  if (state_is_starting(s))
+  if (state_is_starting(s)) {
     ctx->n_starting = (size_t)((long)ctx->n_starting + sign);
+    if (sign < 0 && ctx->n_queued > 0)
+      jitsu__start_queue_kick(ctx); /* a slot came free */
+  }
 }
 
 static void pending_free(struct jitsu__pending_def *p);
@@ -482,6 +485,7 @@ int jitsu_vm_undefine(jitsu_vm *vm) {
                        "cannot undefine vm '%s': it is %s; stop it first",
                        vm->name, jitsu_state_name(vm->state));
   vm->undefined = true; /* from now on the verbs refuse it */
+  jitsu__start_queue_remove(vm);
   jitsu__vm_event(vm, JITSU_VM_UNDEFINING);
   jitsu__ready_cancel(vm);
   jitsu__triggers_drop_vm(ctx, vm);

@@ -98,6 +98,13 @@ expect_exit 0 ctl stop a destroy
 grep -q "^a: stopped (killed by signal 9" "$dir/last.out" || fail "stop destroy"
 ok
 
+# --- a second controller on the same state directory is refused -------------
+"$controller" "$dir/jitsu.conf" </dev/null >"$dir/second.out" 2>"$dir/second.err" &&
+  fail "a second controller started on the same state directory"
+grep -q "is in use by another controller (pid $cpid)" "$dir/second.err" ||
+  fail "second controller: $(cat "$dir/second.err")"
+ok "a second controller is refused, naming the first"
+
 # --- errors --------------------------------------------------------------------
 expect_exit 1 ctl status nosuch
 grep -q "no vm 'nosuch'" "$dir/last.err" || fail "unknown vm message"

@@ -133,14 +133,40 @@ static void test_limits(void **state) {
   static outcome oa, ob;
   oa = ob = (outcome){0};
   assert_int_equal(jitsu_vm_summon(b, outcome_cb, &ob), 0);
-  /* b is starting: max-starting = 1 refuses a at once. */
-  assert_int_equal(jitsu_vm_summon(a, outcome_cb, NULL), JITSU_ELIMIT);
-  assert_non_null(strstr(jitsu_ctx_last_error(f->ctx), "max-starting is 1"));
+  /* b is starting: max-starting = 1 queues a behind it; a starts once b
+   * is ready. */
+  assert_int_equal(jitsu_vm_summon(a, outcome_cb, &oa), 0);
   assert_int_equal(jitsu_vm_state(a), JITSU_STATE_STOPPED);
+  /* b live and a queued count against max-live = 2: c is refused. */
+  assert_int_equal(jitsu_vm_summon(c, outcome_cb, NULL), JITSU_ELIMIT);
+  assert_non_null(strstr(jitsu_ctx_last_error(f->ctx), "max-live is 2"));
+  run_for(f, 100); /* b boots for 300 ms: a still waits */
+  assert_int_equal(jitsu_vm_state(a), JITSU_STATE_STOPPED);
+  assert_int_equal(oa.done, 0);
   assert_true(run_until(f, &ob.done, 5000));
   assert_int_equal(ob.status, 0);
+  assert_true(run_until(f, &oa.done, 5000));
+  assert_int_equal(oa.status, 0);
+  /* A stop of a queued vm cancels its summons; it never starts. */
+  static outcome oq, ost;
+  ost = (outcome){0};
+  assert_int_equal(jitsu_vm_stop(a, JITSU_STOP_DESTROY, outcome_cb, &ost), 0);
+  assert_true(run_until(f, &ost.done, 5000));
+  ost = (outcome){0};
+  assert_int_equal(jitsu_vm_stop(b, JITSU_STOP_DESTROY, outcome_cb, &ost), 0);
+  assert_true(run_until(f, &ost.done, 5000));
+  ob = oq = ost = (outcome){0};
+  assert_int_equal(jitsu_vm_summon(b, outcome_cb, &ob), 0);
+  assert_int_equal(jitsu_vm_summon(a, outcome_cb, &oq), 0);
+  assert_int_equal(jitsu_vm_stop(a, JITSU_STOP_DESTROY, outcome_cb, &ost), 0);
+  assert_true(run_until(f, &oq.done, 1000));
+  assert_int_equal(oq.status, JITSU_ECANCELED);
+  assert_true(run_until(f, &ob.done, 5000));
+  assert_int_equal(ob.status, 0);
+  assert_int_equal(jitsu_vm_state(a), JITSU_STATE_STOPPED);
+  oa = (outcome){0};
   assert_int_equal(jitsu_vm_summon(a, outcome_cb, &oa), 0);
-  assert_true(run_until(f, &oa.done, 2000));
+  assert_true(run_until(f, &oa.done, 5000));
   assert_int_equal(oa.status, 0);
   /* a and b live: max-live = 2 refuses c at once. */
   assert_int_equal(jitsu_vm_summon(c, outcome_cb, NULL), JITSU_ELIMIT);
