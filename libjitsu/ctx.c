@@ -449,6 +449,14 @@ void jitsu__state_dir_unlock(jitsu_ctx *ctx) {
 
 int jitsu__state_dir_ensure(jitsu_ctx *ctx, const char *sub, char *path,
                             size_t size) {
+  /* Held already: one mkdir for the subdirectory (a start calls this
+   * twice, on the loop), the whole path only if the directory went. */
+  if (ctx->lock_fd >= 0 && sub != NULL) {
+    int m = snprintf(path, size, "%s/%s", ctx->state_dir, sub);
+    if (m > 0 && (size_t)m < size &&
+        (mkdir(path, 0700) == 0 || errno == EEXIST))
+      return 0;
+  }
   int n = snprintf(path, size, "%s", ctx->state_dir);
   if (n < 0 || (size_t)n >= size)
     return jitsu__fail(ctx, -ENAMETOOLONG, "state directory path too long");

@@ -16,13 +16,23 @@
 
 #define LOG_ROTATE_BYTES (8 * 1024 * 1024)
 
-static int open_log(proc *p) {
-  char dir[512], path[600], old[620];
+/* The guest's log, STATE/logs/NAME.log: its path, on the loop (the
+ * directory is the context's); 0 or -errno. */
+static int log_path(proc *p, char *path, size_t size) {
+  char dir[512];
   int r =
       jitsu__state_dir_ensure(jitsu_vm_ctx(p->vm), "logs", dir, sizeof(dir));
   if (r < 0)
     return r;
-  snprintf(path, sizeof(path), "%s/%s.log", dir, jitsu_vm_name(p->vm));
+  if (snprintf(path, size, "%s/%s.log", dir, jitsu_vm_name(p->vm)) >= (int)size)
+    return -ENAMETOOLONG;
+  return 0;
+}
+
+/* Open it, rotated past LOG_ROTATE_BYTES; in the worker thread (creating
+ * a file can take a millisecond on a busy file system). */
+static int open_log(const char *path) {
+  char old[620];
   struct stat st;
   if (stat(path, &st) == 0 && st.st_size > LOG_ROTATE_BYTES) {
     snprintf(old, sizeof(old), "%s.1", path);
@@ -112,7 +122,8 @@ typedef struct spawn_job {
   char *workdir;
   int *fds; /* the sockets handed over, our own duplicates */
   size_t n_fds;
-  int devnull, logfd;
+  char log[600];
+  int devnull, logfd; /* opened in the worker thread */
   bool set_user, set_group;
   uid_t uid;
   gid_t gid;
@@ -218,7 +229,23 @@ static void job_free(spawn_job *j) {
  * exec there, not on the loop that every other client shares. */
 static void spawn_work(uv_work_t *w) {
   spawn_job *j = w->data;
-  j->r = jitsu__spawn(child, j, &j->pid, &j->what);
+  j->logfd = open_log(j->log);
+  j->devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (j->logfd < 0 || j->devnull < 0) {
+    j->r = j->logfd < 0 ? j->logfd : -errno;
+    j->what = "log";
+  } else {
+    j->r = jitsu__spawn(child, j, &j->pid, &j->what);
+  }
+  /* Closed here too, not on the loop. */
+  for (size_t i = 0; i < j->n_fds; i++)
+    close(j->fds[i]);
+  j->n_fds = 0;
+  if (j->logfd >= 0)
+    close(j->logfd);
+  if (j->devnull >= 0)
+    close(j->devnull);
+  j->logfd = j->devnull = -1;
 }
 
 static void spawn_after(uv_work_t *w, int status) {
@@ -234,7 +261,10 @@ static void spawn_after(uv_work_t *w, int status) {
   }
   p->job = NULL;
   int r = j->r;
-  if (r < 0)
+  if (r < 0 && strcmp(j->what, "log") == 0)
+    jitsu_vm_set_reason(p->vm, "cannot open the guest's log %s: %s", j->log,
+                        strerror(-r));
+  else if (r < 0)
     jitsu_vm_set_reason(p->vm, "%s '%s': %s", j->what, j->path, strerror(-r));
   else
     p->pid = j->pid;
@@ -297,12 +327,9 @@ int process_spawn(proc *p) {
   j->env = build_env(p, &j->pid_slot);
   j->argv = argv_copy(p->argv);
   j->fds = calloc(p->n_socks ? p->n_socks : 1, sizeof(int));
-  j->logfd = open_log(p);
-  j->devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  r = j->env == NULL || j->argv == NULL || j->fds == NULL ? -ENOMEM
-      : j->logfd < 0                                      ? j->logfd
-      : j->devnull < 0                                    ? -errno
-                                                          : 0;
+  r = j->env == NULL || j->argv == NULL || j->fds == NULL
+          ? -ENOMEM
+          : log_path(p, j->log, sizeof(j->log));
   for (size_t i = 0; r == 0 && i < p->n_socks; i++, j->n_fds++)
     if ((j->fds[i] = fcntl(p->socks[i].fd, F_DUPFD_CLOEXEC, 3)) < 0)
       r = -errno;

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
@@ -369,7 +370,8 @@ static void test_missing_binary(void **state) {
 static void test_child_step_fails(void **state) {
   fixture *f = *state;
   assert_int_equal(fixture_load(f, "[vm w]\nexec = /bin/true\n"
-                                   "workdir = /nonexistent-jitsu-dir\n"),
+                                   "workdir = /nonexistent-jitsu-dir\n"
+                                   "[vm l]\nexec = /bin/true\n"),
                    0);
   jitsu_vm *vm = jitsu_vm_find(f->ctx, "w");
   static outcome o;
@@ -383,6 +385,17 @@ static void test_child_step_fails(void **state) {
   char path[400];
   snprintf(path, sizeof(path), "%s/state/process/w.pid", f->dir);
   assert_int_equal(access(path, F_OK), -1);
+  /* The log cannot be opened (a directory took its name). */
+  vm = jitsu_vm_find(f->ctx, "l");
+  snprintf(path, sizeof(path), "%s/state/logs", f->dir);
+  mkdir(path, 0700);
+  snprintf(path, sizeof(path), "%s/state/logs/l.log", f->dir);
+  assert_int_equal(mkdir(path, 0700), 0);
+  o = (outcome){0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &o), 0);
+  assert_true(run_until(f, &o.done, 2000));
+  assert_int_equal(o.status, -EISDIR);
+  assert_non_null(strstr(vm_reason(vm), "cannot open the guest's log"));
   size_t live;
   jitsu_ctx_counts(f->ctx, NULL, &live, NULL);
   assert_int_equal(live, 0);
