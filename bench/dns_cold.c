@@ -15,28 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static size_t build_query(uint8_t *p, const char *name, uint16_t id) {
-  size_t n = 12;
-  memset(p, 0, 12);
-  p[0] = (uint8_t)(id >> 8), p[1] = (uint8_t)id, p[2] = 1, p[5] = 1;
-  while (*name) {
-    const char *dot = strchr(name, '.');
-    size_t l = dot ? (size_t)(dot - name) : strlen(name);
-    p[n++] = (uint8_t)l;
-    memcpy(p + n, name, l);
-    n += l;
-    name += l + (dot ? 1 : 0);
-  }
-  p[n++] = 0;
-  p[n++] = 0, p[n++] = 1, p[n++] = 0, p[n++] = 1;
-  return n;
-}
+#include "dns_client.h"
 
 static struct sockaddr_in loopback(int port) {
   struct sockaddr_in sin = {.sin_family = AF_INET,
