@@ -68,11 +68,11 @@ typedef struct jitsu__readiness jitsu__readiness;
 typedef struct jitsu__metrics jitsu__metrics;
 
 struct jitsu_vm {
-  jitsu__hnode node; /* in ctx->vms, keyed by name */
-  jitsu__link all;   /* ctx->all_vms, definition order */
-  jitsu__link live;  /* ctx->live_vms while not stopped or failed */
-  jitsu__link queue; /* ctx->start_queue while waiting for a start slot */
-  bool queued;
+  jitsu__hnode node;       /* in ctx->vms, keyed by name */
+  jitsu__link all;         /* ctx->all_vms, definition order */
+  jitsu__link live;        /* ctx->live_vms while not stopped or failed */
+  jitsu__link queue;       /* ctx->start_queue while waiting for a start slot */
+  bool queued, queued_new; /* and whether it was stopped (a new live one) */
   jitsu_ctx *ctx;
   const jitsu_backend_ops *backend;
   void *backend_data;

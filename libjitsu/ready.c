@@ -267,9 +267,8 @@ static int notify_open(jitsu__readiness *r) {
   if (e < 0)
     return e;
   r->notify_poll.data = r;
-  r->notify_open = true;
+  r->notify_open = true; /* read from jitsu__ready_begin() on */
   r->refs++;
-  uv_poll_start(&r->notify_poll, UV_READABLE, notify_readable);
   return 0;
 }
 
@@ -318,6 +317,11 @@ int jitsu__ready_begin(jitsu_vm *vm) {
   jitsu__readiness *r = vm->readiness;
   if (r == NULL)
     return -EINVAL;
+  /* Only now does the backend know the guest's pid: a message that came
+   * earlier (the guest can be quicker than the report of its start) has
+   * waited in the socket, and is read now. */
+  if (r->notify_open)
+    uv_poll_start(&r->notify_poll, UV_READABLE, notify_readable);
   if (vm->ready == JITSU_READY_NONE && !vm->ready_marker) {
     jitsu__vm_became_ready(vm);
     return 0;

@@ -23,6 +23,7 @@ static void push(jitsu__waiter **list, jitsu__waiter *w) {
 
 /* Complete the summons with (status), in the order they came. */
 static void finish_summons(jitsu_vm *vm, int status) {
+  jitsu__start_queue_remove(vm); /* nothing waits for its start now */
   jitsu__waiter *list = vm->summons;
   vm->summons = NULL;
   vm->summons_tail = &vm->summons;
@@ -72,9 +73,10 @@ static bool is_new_live(const jitsu_vm *vm) {
 static void queue_start(jitsu_vm *vm) {
   jitsu_ctx *ctx = vm->ctx;
   vm->queued = true;
+  vm->queued_new = is_new_live(vm);
   jitsu__list_append(&ctx->start_queue, &vm->queue);
   ctx->n_queued++;
-  if (is_new_live(vm))
+  if (vm->queued_new)
     ctx->n_queued_new++;
   jitsu_vm_log(vm, JITSU_LOG_DEBUG,
                "waiting for a start slot (%zu starting, max-starting %u)",
@@ -88,7 +90,7 @@ void jitsu__start_queue_remove(jitsu_vm *vm) {
   vm->queued = false;
   jitsu__list_remove(&vm->queue);
   ctx->n_queued--;
-  if (is_new_live(vm))
+  if (vm->queued_new)
     ctx->n_queued_new--;
 }
 
