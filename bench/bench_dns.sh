@@ -28,6 +28,8 @@ cleanup() {
   sleep 0.2
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   kill_marked "$dir"
+  kill_recorded "$dir/state" # guests whose sh exec'd away the marker
+  kill_recorded "$dir/cold-state"
   pkill -9 -f -- "-c $dir/nsd.conf" 2>/dev/null || true
   rm -rf "$dir"
 }
@@ -146,33 +148,6 @@ run knot "$PK"
 j=$(cat "$dir/qps.jitsu-dns") n=$(cat "$dir/qps.nsd") k=$(cat "$dir/qps.knot")
 awk -v j="$j" -v n="$n" -v k="$k" 'BEGIN {
   printf "ratio jitsu-dns / nsd:  %.2f\nratio jitsu-dns / knot: %.2f\n", j / n, j / k }'
-
-# Warm answers while a burst of cold summons is answered: one warm name
-# asked one query at a time while 100 queries for 100 stopped vms arrive at
-# once (max-starting at its default); three rounds, each with a fresh
-# jitsu-dns and stopped guests.
-PS=$(free_port)
-for round in 1 2 3; do
-  sd="$dir/stall$round"
-  mkdir -p "$sd"
-  {
-    printf '[jitsu]\nstate-dir = %s/state\nmax-live = 200\n' "$sd"
-    printf '[dns]\nzone = stall.test\nforward = no\nrate = 1000000\nrate-burst = 1000000\n'
-    printf '[vm warm]\nexec = /bin/sh -c "sleep 100000" %s\naddress = 127.0.0.1\ndns = warm.stall.test\ndns-idle = 0\n' "$dir"
-    for i in $(seq 0 99); do
-      printf '[vm c%d]\nexec = /bin/sh -c "sleep 100000" %s\naddress = 127.0.0.1\ndns = c%d.stall.test\ndns-idle = 0\n' "$i" "$dir" "$i"
-    done
-  } >"$sd/jitsu.conf"
-  "$build/frontends/dns/jitsu-dns" -c "$sd/jitsu.conf" -l "$PS" 2>"$sd/err" &
-  spid=$!
-  for _ in $(seq 1 100); do grep -q "serving on" "$sd/err" && break; sleep 0.05; done
-  kdig @127.0.0.1 -p "$PS" +time=5 warm.stall.test A +short >/dev/null
-  echo "round $round:"
-  "$build/bench/dns_stall" "$PS" warm.stall.test "c%d.stall.test" 100
-  kill "$spid"
-  wait "$spid" 2>/dev/null || true
-  kill_marked "$dir"
-done
 
 # The cold path: a process guest with socket handoff.
 cat >"$dir/cold.conf" <<CONF

@@ -1,13 +1,25 @@
-#!/bin/sh
+#!/bin/bash
 # ninja -C build bench: what a cold start of a process guest costs, in one
 # run: how many libraries the library and its programs load (ldd), the
 # cold start against systemd-socket-activate and a plain fork/exec (three
-# rounds, bench_spawn.c), and a burst of 1,000 cold starts on one loop
-# with a loop-lag probe (spawn_burst.c).
+# rounds, bench_spawn.c), a burst of 1,000 cold starts on one loop with a
+# loop-lag probe (spawn_burst.c), and warm DNS answers while jitsu-dns
+# answers a burst of 100 cold names (dns_stall.c; three rounds, each with a
+# fresh jitsu-dns and stopped guests). Every guest and server it starts is
+# stopped at the end.
 #
 #   bench/bench_spawn.sh BUILD_DIR
 set -eu
 build=$(cd "${1:-build}" && pwd)
+. "$(dirname "$0")/../tests/integration/lib.sh"
+dir=$(mktemp -d /tmp/jitsu-bench-spawn-XXXXXX)
+spid=0
+cleanup() {
+  [ "$spid" -gt 0 ] && kill "$spid" 2>/dev/null || true
+  for sd in "$dir"/stall*; do kill_recorded "$sd/state"; done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
 echo "libraries each loads (lines of ldd):"
 for f in libjitsu.so frontends/dns/jitsu-dns frontends/http/jitsu-http \
   frontends/ctl/jitsu-ctl libjitsu/backends/qemu.so libjitsu/backends/xl.so \
@@ -17,3 +29,26 @@ done
 "$build/bench/bench_spawn" -n "${RUNS:-100}" -r "${ROUNDS:-3}" \
   "$build/examples/controller" "$build/examples/hello"
 "$build/bench/spawn_burst" -n "${BURST:-1000}"
+[ -x "$build/frontends/dns/jitsu-dns" ] || exit 0
+port=$(free_port)
+for round in 1 2 3; do
+  sd="$dir/stall$round"
+  mkdir -p "$sd"
+  {
+    printf '[jitsu]\nstate-dir = %s/state\nmax-live = 200\n' "$sd"
+    printf '[dns]\nzone = stall.test\nforward = no\nrate = 1000000\nrate-burst = 1000000\n'
+    printf '[vm warm]\nexec = /bin/sh -c "sleep 100000" %s\naddress = 127.0.0.1\ndns = warm.stall.test\ndns-idle = 0\n' "$dir"
+    for i in $(seq 0 99); do
+      printf '[vm c%d]\nexec = /bin/sh -c "sleep 100000" %s\naddress = 127.0.0.1\ndns = c%d.stall.test\ndns-idle = 0\n' "$i" "$dir" "$i"
+    done
+  } >"$sd/jitsu.conf"
+  "$build/frontends/dns/jitsu-dns" -c "$sd/jitsu.conf" -l "$port" 2>"$sd/err" &
+  spid=$!
+  for _ in $(seq 1 100); do grep -q "serving on" "$sd/err" && break; sleep 0.05; done
+  echo "jitsu-dns, round $round:"
+  "$build/bench/dns_stall" "$port" warm.stall.test "c%d.stall.test" 100
+  kill "$spid"
+  wait "$spid" 2>/dev/null || true
+  spid=0
+  kill_recorded "$sd/state" # jitsu-dns leaves its guests for adoption
+done

@@ -20,6 +20,19 @@ kill_marked() {
   done
 }
 
+# Kill (SIGKILL, the whole process group) every process guest recorded in
+# the state directory STATE: a guest whose program exec'd away its marker
+# (sh -c "sleep N" MARK, which dash turns into a bare sleep) is found by
+# its record.
+kill_recorded() { # STATE
+  local r pid rest
+  for r in "$1"/process/*.pid; do
+    [ -f "$r" ] || continue
+    read -r pid rest <"$r" || continue
+    [ "${pid:-0}" -gt 1 ] && kill -9 -- "-$pid" 2>/dev/null || true
+  done
+}
+
 # Whether BIN is an ASan build. (Not `ldd | grep -q`: grep leaves at the
 # first match, ldd dies of SIGPIPE, and under pipefail the test says no.)
 is_asan() {
