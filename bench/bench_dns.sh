@@ -28,8 +28,6 @@ cleanup() {
   sleep 0.2
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   kill_marked "$dir"
-  kill_recorded "$dir/state" # guests whose sh exec'd away the marker
-  kill_recorded "$dir/cold-state"
   pkill -9 -f -- "-c $dir/nsd.conf" 2>/dev/null || true
   rm -rf "$dir"
 }

@@ -14,23 +14,35 @@ free_port() {
 # test's temporary directory), with the process group it leads (guests lead
 # their own).
 kill_marked() {
-  local p
+  local p s
   for p in $(pgrep -f -- "$1" || true); do
     kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true
   done
+  # A directory marker: also the guests recorded in state directories
+  # under it (their programs may have exec'd the marker away).
+  if [ -d "$1" ]; then
+    for s in "$1"/*/process "$1"/*/*/process; do
+      if [ -d "$s" ]; then kill_recorded "${s%/process}"; fi
+    done
+  fi
+  return 0
 }
 
 # Kill (SIGKILL, the whole process group) every process guest recorded in
 # the state directory STATE: a guest whose program exec'd away its marker
-# (sh -c "sleep N" MARK, which dash turns into a bare sleep) is found by
-# its record.
+# (sh -c "sleep N" MARK, which dash turns into a bare sleep; sh -c '...;
+# exec hello' MARK) is found by its record. Only a process that still leads
+# its own session (as a guest does) is killed: a pid reused since is not.
 kill_recorded() { # STATE
   local r pid rest
   for r in "$1"/process/*.pid; do
     [ -f "$r" ] || continue
     read -r pid rest <"$r" || continue
-    [ "${pid:-0}" -gt 1 ] && kill -9 -- "-$pid" 2>/dev/null || true
+    [ "${pid:-0}" -gt 1 ] || continue
+    [ "$(ps -o sid= -p "$pid" 2>/dev/null | tr -d ' ')" = "$pid" ] || continue
+    kill -9 -- "-$pid" 2>/dev/null || true
   done
+  return 0
 }
 
 # Whether BIN is an ASan build. (Not `ldd | grep -q`: grep leaves at the
