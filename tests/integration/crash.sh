@@ -20,7 +20,7 @@ dir=$(mktemp -d /tmp/jitsu-crash-XXXXXX)
 vg_init "$dir"
 cpid=0
 cleanup() {
-  [ "$cpid" -gt 0 ] && kill -9 "$cpid" 2>/dev/null
+  [ "$cpid" -gt 0 ] && kill -9 "$cpid" 2>/dev/null || true
   kill_marked "$dir"
   rm -rf "$dir"
 }
