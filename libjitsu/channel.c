@@ -354,82 +354,86 @@ static void bell_cb(uv_poll_t *h, int status, int events) {
   start_idle(c);
 }
 
-jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
-                            int bell, int role, const jitsu_chan_options *o,
-                            int *err) {
-  uint64_t spin_us = o ? o->spin_us : 0;
+/* The parts of a channel both kinds share: a new one with its read
+ * buffer (NULL with *err), and, once its poll handle is set up, the rest
+ * and the start of its handles. */
+static jitsu_chan *chan_alloc(int *err) {
   jitsu_chan *c = calloc(1, sizeof(*c));
   if (c == NULL || (c->rbuf = malloc(READ_CHUNK)) == NULL) {
     free(c);
     *err = -ENOMEM;
     return NULL;
   }
-  *err = chan_ring_attach(&c->ring, map, map_len, role);
-  if (*err < 0) {
-    free(c->rbuf);
-    free(c);
-    return NULL;
-  }
-  /* The bell must be a descriptor libuv can poll (the peer chose it). */
-  *err = uv_poll_init(loop, &c->poll, bell);
-  if (*err < 0) {
-    free(c->rbuf);
-    free(c);
-    return NULL;
-  }
+  return c;
+}
+
+static void chan_unalloc(jitsu_chan *c) {
+  free(c->rbuf);
+  free(c);
+}
+
+static jitsu_chan *chan_begin(jitsu_chan *c, uv_loop_t *loop,
+                              const jitsu_chan_options *o, int events) {
+  uint64_t spin_us = o ? o->spin_us : 0;
   c->loop = loop;
-  c->map = map;
-  c->map_len = map_len;
-  c->bell = bell;
   c->wq_tail = &c->wq;
-  c->direct = o != NULL && o->direct_read;
   c->spin_ns = spin_us == UINT64_MAX ? 0
                : spin_us == 0        ? DEFAULT_SPIN_NS
                                      : spin_us * 1000;
   uv_idle_init(loop, &c->idle);
   c->idle.data = c->poll.data = c;
   c->handles = 2;
-  uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, bell_cb);
+  uv_poll_start(&c->poll, events, bell_cb);
   start_idle(c);
   return c;
+}
+
+jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
+                            int bell, int role, const jitsu_chan_options *o,
+                            int *err) {
+  jitsu_chan *c = chan_alloc(err);
+  if (c == NULL)
+    return NULL;
+  *err = chan_ring_attach(&c->ring, map, map_len, role);
+  /* The bell must be a descriptor libuv can poll (the peer chose it). */
+  if (*err == 0)
+    *err = uv_poll_init(loop, &c->poll, bell);
+  if (*err < 0) {
+    chan_unalloc(c);
+    return NULL;
+  }
+  c->map = map;
+  c->map_len = map_len;
+  c->bell = bell;
+  c->direct = o != NULL && o->direct_read;
+  return chan_begin(c, loop, o, UV_READABLE | UV_DISCONNECT);
 }
 
 jitsu_chan *jitsu__chan_new_transport(uv_loop_t *loop,
                                       const jitsu__chan_transport *tr,
                                       void *impl, int fd,
                                       const jitsu_chan_options *o, int *err) {
-  uint64_t spin_us = o ? o->spin_us : 0;
-  jitsu_chan *c = calloc(1, sizeof(*c));
-  if (c == NULL || (c->rbuf = malloc(READ_CHUNK)) == NULL) {
-    free(c);
-    *err = -ENOMEM;
+  jitsu_chan *c = chan_alloc(err);
+  if (c != NULL) {
+    /* libuv makes the descriptor non-blocking; the transport reads it as
+     * it set it up. */
+    int flags = fcntl(fd, F_GETFL);
+    *err = uv_poll_init(loop, &c->poll, fd);
+    if (flags >= 0)
+      fcntl(fd, F_SETFL, flags);
+    if (*err < 0) {
+      chan_unalloc(c);
+      c = NULL;
+    }
+  }
+  if (c == NULL) {
+    tr->close(impl); /* ours from the call on, as the header says */
     return NULL;
   }
-  /* libuv makes the descriptor non-blocking; the transport reads it as
-   * it set it up. */
-  int flags = fcntl(fd, F_GETFL);
-  *err = uv_poll_init(loop, &c->poll, fd);
-  if (flags >= 0)
-    fcntl(fd, F_SETFL, flags);
-  if (*err < 0) {
-    free(c->rbuf);
-    free(c);
-    return NULL;
-  }
-  c->loop = loop;
   c->tr = tr;
   c->tr_impl = impl;
   c->bell = -1;
-  c->wq_tail = &c->wq;
-  c->spin_ns = spin_us == UINT64_MAX ? 0
-               : spin_us == 0        ? DEFAULT_SPIN_NS
-                                     : spin_us * 1000;
-  uv_idle_init(loop, &c->idle);
-  c->idle.data = c->poll.data = c;
-  c->handles = 2;
-  uv_poll_start(&c->poll, UV_READABLE, bell_cb);
-  start_idle(c);
-  return c;
+  return chan_begin(c, loop, o, UV_READABLE);
 }
 
 void jitsu__chan_set_peer_watch(jitsu_chan *c, void *w,
