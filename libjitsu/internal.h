@@ -155,7 +155,7 @@ struct jitsu_ctx {
   /* Summoned vms waiting for one of the max-starting slots, in order;
    * (n_queued_new) of them would be new live guests. */
   jitsu__link start_queue;
-  size_t n_queued, n_queued_new;
+  size_t n_queued_new;
   bool queue_kicked; /* a run of the queue is deferred */
   jitsu__table triggers;
   const jitsu_backend_ops **backends;

@@ -75,7 +75,6 @@ static void queue_start(jitsu_vm *vm) {
   vm->queued = true;
   vm->queued_new = is_new_live(vm);
   jitsu__list_append(&ctx->start_queue, &vm->queue);
-  ctx->n_queued++;
   if (vm->queued_new)
     ctx->n_queued_new++;
   jitsu_vm_log(vm, JITSU_LOG_DEBUG,
@@ -89,7 +88,6 @@ void jitsu__start_queue_remove(jitsu_vm *vm) {
   jitsu_ctx *ctx = vm->ctx;
   vm->queued = false;
   jitsu__list_remove(&vm->queue);
-  ctx->n_queued--;
   if (vm->queued_new)
     ctx->n_queued_new--;
 }
@@ -104,7 +102,8 @@ static void run_queue(jitsu_vm *unused, int status, void *arg) {
   ctx->queue_kicked = false;
   if (status < 0)
     return; /* the context is going away */
-  while (ctx->n_queued > 0 && ctx->n_starting < ctx->max_starting) {
+  while (ctx->start_queue.next != &ctx->start_queue &&
+         ctx->n_starting < ctx->max_starting) {
     jitsu_vm *vm = JITSU__CONTAINER(ctx->start_queue.next, jitsu_vm, queue);
     jitsu__start_queue_remove(vm);
     if (vm->n_summons == 0)
@@ -126,7 +125,8 @@ static void run_queue(jitsu_vm *unused, int status, void *arg) {
  * it, else queue it. */
 static void start_or_queue(jitsu_vm *vm) {
   jitsu_ctx *ctx = vm->ctx;
-  if (ctx->n_starting >= ctx->max_starting || ctx->n_queued > 0)
+  if (ctx->n_starting >= ctx->max_starting ||
+      ctx->start_queue.next != &ctx->start_queue)
     queue_start(vm); /* behind the others: first come, first started */
   else if (is_new_live(vm))
     vm_start(vm);
@@ -247,10 +247,8 @@ int jitsu_vm_stop(jitsu_vm *vm, jitsu_stop_mode mode, jitsu_vm_cb cb,
     return jitsu__fail(ctx, -EINVAL, "unknown stop mode %d", (int)mode);
   if (vm->undefined)
     return check_defined(vm);
-  if (vm->queued) { /* it has not started: it need not */
-    jitsu__start_queue_remove(vm);
+  if (vm->queued) /* it has not started: it need not (leaves the queue) */
     finish_summons(vm, JITSU_ECANCELED);
-  }
   if (vm->state == JITSU_STATE_STOPPED || vm->state == JITSU_STATE_FAILED)
     return jitsu__defer(ctx, vm, cb, arg, 0);
   jitsu__waiter *w = waiter_new(vm, cb, arg);

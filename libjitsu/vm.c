@@ -59,7 +59,7 @@ static void account(jitsu_vm *vm, jitsu_state s, int sign) {
   }
   if (state_is_starting(s)) {
     ctx->n_starting = (size_t)((long)ctx->n_starting + sign);
-    if (sign < 0 && ctx->n_queued > 0)
+    if (sign < 0 && ctx->start_queue.next != &ctx->start_queue)
       jitsu__start_queue_kick(ctx); /* a slot came free */
   }
 }
