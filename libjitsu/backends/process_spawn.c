@@ -210,14 +210,22 @@ static int child(void *arg, int *errfd, const char **what) {
   return errno;
 }
 
-static void job_free(spawn_job *j) {
+/* Close the job's descriptors: in the worker once the clone is done, or
+ * when a job that never ran is freed. */
+static void job_close(spawn_job *j) {
   for (size_t i = 0; i < j->n_fds; i++)
     if (j->fds[i] >= 0)
       close(j->fds[i]);
+  j->n_fds = 0;
   if (j->devnull >= 0)
     close(j->devnull);
   if (j->logfd >= 0)
     close(j->logfd);
+  j->logfd = j->devnull = -1;
+}
+
+static void job_free(spawn_job *j) {
+  job_close(j);
   free(j->fds);
   free(j->workdir);
   free(j->env);
@@ -237,15 +245,7 @@ static void spawn_work(uv_work_t *w) {
   } else {
     j->r = jitsu__spawn(child, j, &j->pid, &j->what);
   }
-  /* Closed here too, not on the loop. */
-  for (size_t i = 0; i < j->n_fds; i++)
-    close(j->fds[i]);
-  j->n_fds = 0;
-  if (j->logfd >= 0)
-    close(j->logfd);
-  if (j->devnull >= 0)
-    close(j->devnull);
-  j->logfd = j->devnull = -1;
+  job_close(j); /* here too, not on the loop */
 }
 
 static void spawn_after(uv_work_t *w, int status) {
