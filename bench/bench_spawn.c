@@ -35,13 +35,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEADLINE_S 5.0
+#include "bench_stats.h"
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
+#define DEADLINE_S 5.0
 
 static int free_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -167,17 +163,6 @@ static int controller_do(controller *c, const char *cmd) {
     }
   }
   return -1;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double pct(double *v, int n, double p) {
-  qsort(v, (size_t)n, sizeof(*v), cmp_double);
-  int i = (int)(p * (n - 1) + 0.5);
-  return v[i];
 }
 
 typedef struct round {

@@ -1,10 +1,12 @@
-/* What bench_qemu and bench_xen share: a clock, the median, and verbs run
+/* What bench_qemu and bench_xen share: the median, and verbs run
  * to completion on the benchmark's loop. Header-only (static functions);
  * the including file defines `static uv_loop_t loop`. */
 #ifndef JITSU_BENCH_VM_H
 #define JITSU_BENCH_VM_H
 
 #include <jitsu/jitsu.h>
+
+#include "bench_stats.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,17 +18,6 @@
 #include <unistd.h>
 
 static uv_loop_t loop;
-
-static inline double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static inline int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
 
 /* The library's warnings and errors, on stderr after the program's name. */
 static inline void bench_log(jitsu_log_level level, const char *msg,

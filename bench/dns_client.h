@@ -1,17 +1,13 @@
 /* What the DNS benchmark clients (dns_cold.c, dns_stall.c) share: a
- * monotonic clock in ms and an A query for a name. */
+ * monotonic clock (bench_stats.h) and an A query for a name. */
 #ifndef JITSU_BENCH_DNS_CLIENT_H
 #define JITSU_BENCH_DNS_CLIENT_H
+
+#include "bench_stats.h"
 
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
-
-static inline double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* An A query for (name) with (id), recursion desired, into (p) (at least
  * 12 + strlen(name) + 6 bytes); its length. */

@@ -24,16 +24,6 @@ static struct sockaddr_in loopback(int port) {
   return sin;
 }
 
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double pct(double *v, int n, double p) {
-  qsort(v, (size_t)n, sizeof(*v), cmp);
-  return v[(int)(p * (n - 1) + 0.5)];
-}
-
 int main(int argc, char **argv) {
   if (argc != 8) {
     fprintf(stderr, "usage: dns_cold DNS-PORT NAME HTTP-PORT JITSU-CTL CONFIG "

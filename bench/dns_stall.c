@@ -26,17 +26,12 @@
 #define PHASE_MS 20000.0
 #define WARM_ALONE 300
 
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 static void report(const char *what, double *v, int n) {
   if (n == 0) {
     printf("  %-34s no answers\n", what);
     return;
   }
-  qsort(v, (size_t)n, sizeof(*v), cmp);
+  qsort(v, (size_t)n, sizeof(*v), cmp_double);
   printf("  %-34s %5d queries  p50 %6.3f ms  p99 %6.3f ms  max %6.3f ms\n",
          what, n, v[(n - 1) / 2], v[(int)(0.99 * (n - 1) + 0.5)], v[n - 1]);
 }

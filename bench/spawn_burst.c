@@ -17,6 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench_stats.h"
+
 #define MAX_TICKS 200000
 
 typedef struct probe {
@@ -36,15 +38,10 @@ static void tick(uv_timer_t *t) {
   p->last_ns = now;
 }
 
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 static void report(const char *what, probe *p) {
   if (p->n == 0)
     return;
-  qsort(p->late_ms, (size_t)p->n, sizeof(double), cmp);
+  qsort(p->late_ms, (size_t)p->n, sizeof(double), cmp_double);
   printf("  loop-lag probe (1 ms timer) %-14s %6d ticks  p50 %6.3f ms  p99 "
          "%6.3f ms  max %6.3f ms late\n",
          what, p->n, p->late_ms[(p->n - 1) / 2],
