@@ -79,6 +79,7 @@ struct jitsu_vm {
   char *name;
   jitsu_state state;
   bool adopted;
+  bool adopting;     /* starting: the backend finds out what it adopts */
   bool fail_on_exit; /* a stop that ends in failed (readiness timeout) */
   jitsu_stop_mode pending_stop;
   bool stop_pending; /* a stop requested while suspending or resuming */

@@ -134,6 +134,16 @@ static void start_or_queue(jitsu_vm *vm) {
     vm_resume(vm);
 }
 
+/* Summons that waited while the guest went away start a new one. */
+static void start_again(jitsu_vm *vm) {
+  if (vm->summons == NULL)
+    return;
+  if (check_live_limit(vm, true) < 0)
+    finish_summons(vm, JITSU_ELIMIT);
+  else
+    start_or_queue(vm);
+}
+
 void jitsu__start_queue_kick(jitsu_ctx *ctx) {
   if (ctx->queue_kicked)
     return;
@@ -388,8 +398,8 @@ static void after_transition(jitsu_vm *vm) {
 }
 
 void jitsu_backend_started(jitsu_vm *vm, int err) {
-  if (vm->state != JITSU_STATE_STARTING)
-    return; /* a stop overtook the start */
+  if (vm->state != JITSU_STATE_STARTING || vm->adopting)
+    return; /* a stop overtook the start; an adoption ends otherwise */
   if (err < 0) {
     fail_start(vm, err);
     return;
@@ -440,15 +450,19 @@ void jitsu_backend_exited(jitsu_vm *vm, int clean, const char *how) {
                  jitsu_state_name(s), how);
     return;
   }
-  bool failed = !clean || s == JITSU_STATE_STARTING ||
-                (s == JITSU_STATE_STOPPING && vm->fail_on_exit);
+  /* A guest that ends while its adoption asks it: as if it had ended
+   * just before (its summons start a new one). */
+  bool adopting = vm->adopting;
+  bool starting = s == JITSU_STATE_STARTING && !adopting;
+  bool failed =
+      !clean || starting || (s == JITSU_STATE_STOPPING && vm->fail_on_exit);
   const char *reason = how;
   char text[512];
-  if (s == JITSU_STATE_STARTING)
+  if (starting)
     jitsu__metrics_event(vm, JITSU__M_READY_FAILURE, 0);
   else if (!clean && s != JITSU_STATE_STOPPING)
     jitsu__metrics_event(vm, JITSU__M_CRASH, 0);
-  if (s == JITSU_STATE_STARTING) {
+  if (starting) {
     snprintf(text, sizeof(text), "%s before it was ready", how);
     reason = text;
   } else if (s == JITSU_STATE_STOPPING && vm->fail_on_exit) {
@@ -467,15 +481,32 @@ void jitsu_backend_exited(jitsu_vm *vm, int clean, const char *how) {
   jitsu__vm_set_state(vm, failed ? JITSU_STATE_FAILED : JITSU_STATE_STOPPED,
                       keep ? keep : "");
   free(keep);
-  if (s == JITSU_STATE_STOPPING && vm->summons != NULL) {
-    /* Summons that arrived while it was stopping start it again. */
-    if (check_live_limit(vm, true) < 0)
-      finish_summons(vm, JITSU_ELIMIT);
-    else
-      start_or_queue(vm);
-  } else {
+  if (s == JITSU_STATE_STOPPING || adopting)
+    start_again(vm);
+  else
     finish_summons(vm, JITSU_EEXITED);
+}
+
+void jitsu_backend_adopted(jitsu_vm *vm, jitsu_state state, const char *how) {
+  if (vm->state != JITSU_STATE_STARTING || !vm->adopting)
+    return; /* a stop overtook the adoption */
+  if (state != JITSU_STATE_READY && state != JITSU_STATE_SUSPENDED)
+    state = JITSU_STATE_STOPPED;
+  if (state != JITSU_STATE_STOPPED) {
+    vm->adopted = true;
+    vm->last_active_ms = uv_now(vm->ctx->loop);
   }
+  char text[512];
+  snprintf(text, sizeof(text), "%s%s%s",
+           state == JITSU_STATE_STOPPED ? "nothing to adopt" : "adopted",
+           how != NULL && how[0] ? ": " : "", how != NULL ? how : "");
+  jitsu__vm_set_state(vm, state, text);
+  if (state == JITSU_STATE_READY)
+    finish_summons(vm, 0);
+  else if (state == JITSU_STATE_SUSPENDED && vm->summons != NULL)
+    start_or_queue(vm); /* resumed for them, as a summon would */
+  else if (state == JITSU_STATE_STOPPED)
+    start_again(vm);
 }
 
 void jitsu_backend_suspended(jitsu_vm *vm, int err) {

@@ -20,7 +20,10 @@ const char *jitsu_state_name(jitsu_state state) {
 /* allowed[from] is the set of states reachable from (from). */
 static const unsigned allowed[JITSU_STATE_COUNT] = {
     [JITSU_STATE_STOPPED] = BIT(STARTING),
-    [JITSU_STATE_STARTING] = BIT(READY) | BIT(STOPPING) | BIT(FAILED),
+    /* to suspended or stopped: only when an adoption finds out
+     * (jitsu_backend_adopted) */
+    [JITSU_STATE_STARTING] = BIT(READY) | BIT(SUSPENDED) | BIT(STOPPING) |
+                             BIT(STOPPED) | BIT(FAILED),
     [JITSU_STATE_READY] =
         BIT(SUSPENDING) | BIT(STOPPING) | BIT(STOPPED) | BIT(FAILED),
     [JITSU_STATE_SUSPENDING] =
@@ -94,6 +97,8 @@ int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason) {
   if (!state_is_live(old) && state_is_live(state))
     vm->live_since_ms = now;
   account(vm, old, -1);
+  if (old == JITSU_STATE_STARTING)
+    vm->adopting = false;
   vm->state = state;
   account(vm, state, +1);
   vm->state_since_ms = now;
@@ -265,16 +270,26 @@ int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
   vm->state_since_ms = uv_now(ctx->loop);
   jitsu_state found = JITSU_STATE_STOPPED;
   if (backend->adopt != NULL && backend->adopt(vm, &found) > 0 &&
-      (found == JITSU_STATE_READY || found == JITSU_STATE_SUSPENDED)) {
-    vm->adopted = true;
+      (found == JITSU_STATE_READY || found == JITSU_STATE_SUSPENDED ||
+       found == JITSU_STATE_STARTING)) {
+    /* starting: the backend asks the guest and tells with
+     * jitsu_backend_adopted(), off this call */
+    vm->adopting = found == JITSU_STATE_STARTING;
+    vm->adopted = !vm->adopting;
     vm->live_since_ms = uv_now(ctx->loop);
     vm->state = found;
     account(vm, found, +1);
     vm->last_active_ms = uv_now(ctx->loop);
+    vm->op_begin_ns = uv_hrtime();
     if (backend->describe != NULL)
       backend->describe(vm, vm->instance, sizeof(vm->instance));
-    jitsu_vm_log(vm, JITSU_LOG_INFO, "adopted a %s guest (%s)",
-                 jitsu_state_name(found), vm->instance);
+    if (vm->adopting)
+      jitsu_vm_log(vm, JITSU_LOG_DEBUG, "looking for a guest to adopt%s%s%s",
+                   vm->instance[0] ? " (" : "", vm->instance,
+                   vm->instance[0] ? ")" : "");
+    else
+      jitsu_vm_log(vm, JITSU_LOG_INFO, "adopted a %s guest (%s)",
+                   jitsu_state_name(found), vm->instance);
   }
   if (backend->attach != NULL && (r = backend->attach(vm, err)) < 0) {
     jitsu__vm_forget(vm);

@@ -40,7 +40,10 @@ typedef struct jitsu_backend_ops {
    * failure and the definition is undone. May be NULL. */
   int (*attach)(jitsu_vm *vm, jitsu_error *err);
   /* Look for a live guest of this vm left by an earlier controller.
-   * Return 1 and set (*state) (ready or suspended) if found, else 0. */
+   * Return 1 and set (*state) (ready or suspended) if found, else 0. When
+   * finding out means waiting (asking a monitor or a remote host), do not
+   * wait here: return 1 with (*state) starting, and report within a
+   * bounded time with jitsu_backend_adopted(); summons wait meanwhile. */
   int (*adopt)(jitsu_vm *vm, jitsu_state *state);
   /* Start the guest; report with jitsu_backend_started(). */
   int (*start)(jitsu_vm *vm);
@@ -97,6 +100,12 @@ JITSU_EXTERN const char *jitsu_vm_notify_socket(const jitsu_vm *vm);
 /* The guest is running (err 0; readiness checks begin) or could not be
  * started (err < 0, with a reason set). */
 JITSU_EXTERN void jitsu_backend_started(jitsu_vm *vm, int err);
+/* An adoption that adopt() left starting found the guest (state) ready
+ * or suspended, or nothing to adopt (stopped: summons that wait start a
+ * new guest); (how) says what was found, for the log. If the guest ends
+ * first, report that with jitsu_backend_exited() instead. */
+JITSU_EXTERN void jitsu_backend_adopted(jitsu_vm *vm, jitsu_state state,
+                                        const char *how);
 
 /* The guest has shown its readiness marker (e.g. printed it on its
  * console). It counts only while the vm is starting and its definition

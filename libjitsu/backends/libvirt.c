@@ -675,6 +675,18 @@ static int lv_start(jitsu_vm *vm) {
 
 /* ---- stop --------------------------------------------------------------- */
 
+/* Run (cb) on (v)'s timer after (ms), making the timer at first use. */
+static void timer_start(lvvm *v, uv_timer_cb cb, uint64_t ms) {
+  if (v->timer == NULL) {
+    v->timer = malloc(sizeof(*v->timer));
+    if (v->timer == NULL)
+      return;
+    uv_timer_init(v->ctx->loop, v->timer);
+    v->timer->data = v;
+  }
+  uv_timer_start(v->timer, cb, ms, 0);
+}
+
 static void grace_expired(uv_timer_t *t) {
   lvvm *v = t->data;
   if (v != NULL && live(v) && v->op == LOP_STOP) {
@@ -709,6 +721,12 @@ static void discarded(vjob *vj) {
 
 static int lv_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms) {
   lvvm *v = jitsu_vm_data(vm);
+  if (v->op == LOP_ADOPT) { /* stopped once the domain is found */
+    v->stop_after_adopt = true;
+    v->adopt_stop_mode = mode;
+    v->adopt_stop_grace_ms = grace_ms;
+    return 0;
+  }
   if (v->on != NULL && v->saved) {
     v->op = LOP_STOP;
     vjob *vj = vjob_new(v, run_discard, discarded);
@@ -730,14 +748,7 @@ static int lv_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms) {
     destroy_domain(v);
     return 0;
   }
-  if (v->timer == NULL) {
-    v->timer = malloc(sizeof(*v->timer));
-    if (v->timer == NULL)
-      return 0;
-    uv_timer_init(v->ctx->loop, v->timer);
-    v->timer->data = v;
-  }
-  uv_timer_start(v->timer, grace_expired, grace_ms, 0);
+  timer_start(v, grace_expired, grace_ms);
   return 0;
 }
 
@@ -798,8 +809,10 @@ static int lv_resume(jitsu_vm *vm) {
 
 /* ---- adoption ----------------------------------------------------------- */
 
-/* At definition: look for the vm's domain on each of its hosts, waiting a
- * bounded time (a host that does not answer is marked down). */
+/* At definition: look for the vm's domain on each of its hosts, on a
+ * worker thread; the vm is starting until it is found or not, or until
+ * ADOPT_WAIT_MS have passed (the hosts that did not answer are then
+ * marked down by the job when it ends). */
 static void run_adopt(lvjob *j) {
   vjob *vj = JITSU__CONTAINER(j, vjob, j);
   for (size_t i = 0; i < vj->n_cands && !vj->found; i++) {
@@ -823,62 +836,76 @@ static void run_adopt(lvjob *j) {
   }
 }
 
-static void adopt_free(lvjob *j) {
-  vjob *vj = JITSU__CONTAINER(j, vjob, j);
-  for (size_t i = 0; i < vj->n_cands; i++)
-    lv_host_put(vj->cands[i]);
-  free(vj);
+/* The adoption is over with (state) (stopped: nothing adopted). */
+static void adopt_end(lvvm *v, jitsu_state state, const char *how) {
+  v->op = LOP_NONE;
+  if (v->timer != NULL)
+    uv_timer_stop(v->timer);
+  if (v->stop_after_adopt) { /* the stop asked meanwhile, now */
+    v->stop_after_adopt = false;
+    lv_stop(v->vm, v->adopt_stop_mode, v->adopt_stop_grace_ms);
+    return;
+  }
+  jitsu_backend_adopted(v->vm, state, how);
 }
 
-static void adopt_done(lvjob *j) {}
+static void adopt_timed_out(uv_timer_t *t) {
+  lvvm *v = t->data;
+  if (v == NULL || v->op != LOP_ADOPT)
+    return;
+  char how[96];
+  snprintf(how, sizeof(how), "no answer from its hosts within %d ms",
+           ADOPT_WAIT_MS);
+  jitsu_vm_log(v->vm, JITSU_LOG_WARNING, "%s: not adopting", how);
+  adopt_end(v, JITSU_STATE_STOPPED, how);
+}
+
+static void adopt_found(vjob *vj) {
+  lvvm *v = vj->v;
+  hosts_learn(vj);
+  if (v->op != LOP_ADOPT)
+    return; /* given up on */
+  jitsu_state state = JITSU_STATE_STOPPED;
+  if (vj->found) {
+    lvhost *h = vj->cands[vj->found_at];
+    if (vj->state == VIR_DOMAIN_RUNNING) {
+      state = JITSU_STATE_READY;
+    } else if (vj->state == VIR_DOMAIN_PAUSED) {
+      state = JITSU_STATE_SUSPENDED;
+    } else if (vj->state == VIR_DOMAIN_SHUTOFF && vj->image) {
+      state = JITSU_STATE_SUSPENDED;
+      v->saved = true;
+    }
+    if (state != JITSU_STATE_STOPPED)
+      v->on = h;
+  }
+  char how[300];
+  if (v->on != NULL)
+    snprintf(how, sizeof(how), "domain %s on %s", v->saved ? "saved" : "live",
+             v->on->uri);
+  else
+    snprintf(how, sizeof(how), "no live or saved domain on its hosts");
+  adopt_end(v, state, how);
+}
 
 static int lv_adopt(jitsu_vm *vm, jitsu_state *state) {
   lvvm *v = jitsu_vm_data(vm);
   if (hosts_get(v) < 0)
     return 0;
-  vjob *vj = calloc(1, sizeof(*vj));
+  vjob *vj = vjob_new(v, run_adopt, adopt_found);
   if (vj == NULL)
     return 0;
-  snprintf(vj->name, sizeof(vj->name), "%s", jitsu_vm_name(vm));
-  vj->j.run = run_adopt;
-  vj->j.done = adopt_done;
-  vj->n_cands = v->n_hosts;
+  vj->n_cands = v->n_hosts; /* the hosts live as long as (v) */
   for (size_t i = 0; i < v->n_hosts; i++) {
     vj->cands[i] = v->hosts[i];
-    vj->cands[i]->refs++; /* the job may outlive the vm */
     vj->skip[i] = v->hosts[i]->down;
   }
-  int r = lv_job_wait(v->hosts[0], &vj->j, ADOPT_WAIT_MS, adopt_free);
-  if (r == -ETIMEDOUT) {
-    jitsu_vm_log(vm, JITSU_LOG_WARNING,
-                 "no answer from its hosts within %d ms: not adopting",
-                 ADOPT_WAIT_MS);
+  if (vjob_submit(v->hosts[0], vj) < 0)
     return 0;
-  }
-  if (r < 0) {
-    adopt_free(&vj->j);
-    return 0;
-  }
-  hosts_learn(vj);
-  int found = 0;
-  if (vj->found) {
-    lvhost *h = vj->cands[vj->found_at];
-    if (vj->state == VIR_DOMAIN_RUNNING) {
-      *state = JITSU_STATE_READY;
-      found = 1;
-    } else if (vj->state == VIR_DOMAIN_PAUSED) {
-      *state = JITSU_STATE_SUSPENDED;
-      found = 1;
-    } else if (vj->state == VIR_DOMAIN_SHUTOFF && vj->image) {
-      *state = JITSU_STATE_SUSPENDED;
-      v->saved = true;
-      found = 1;
-    }
-    if (found)
-      v->on = h;
-  }
-  adopt_free(&vj->j);
-  return found;
+  v->op = LOP_ADOPT;
+  timer_start(v, adopt_timed_out, ADOPT_WAIT_MS);
+  *state = JITSU_STATE_STARTING;
+  return 1;
 }
 
 /* ---- the rest ----------------------------------------------------------- */

@@ -83,11 +83,6 @@ struct lvjob {
 /* Queue (j) (its run and done set) for (h). */
 int lv_job_submit(lvhost *h, lvjob *j);
 
-/* Run (j) on a thread of its own and wait up to (ms) for it (at
- * definition, where the core wants an answer); -ETIMEDOUT if it did not
- * finish, and then its (done) is never called and (free_fn) frees it. */
-int lv_job_wait(lvhost *h, lvjob *j, uint64_t ms, void (*free_fn)(lvjob *));
-
 /* On a worker thread: the host's connection (a reference the caller must
  * virConnectClose), opened if need be; NULL with (j->err) filled. */
 virConnectPtr lv_conn(lvjob *j);
@@ -104,6 +99,7 @@ typedef enum lvop {
   LOP_NONE,
   LOP_CREATE, /* a start job runs: its own failures clean up after it */
   LOP_STOP,   /* a stop was asked: the domain's end is clean */
+  LOP_ADOPT,  /* at definition: looking for its domain on the hosts */
 } lvop;
 
 struct lvvm {
@@ -123,7 +119,11 @@ struct lvvm {
   lvhost *on; /* the host of the domain (live or saved), or NULL */
   bool saved; /* inactive, its state in a managed save image on (on) */
   lvop op;
-  uv_timer_t *timer; /* stop grace */
+  uv_timer_t *timer; /* stop grace; the adoption's bound */
+  /* A stop asked while the adoption looks: done once it has found. */
+  bool stop_after_adopt;
+  jitsu_stop_mode adopt_stop_mode;
+  uint64_t adopt_stop_grace_ms;
   char exit_how[96];
   bool exit_clean;
   /* The console, while waiting for the marker. */

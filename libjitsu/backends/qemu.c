@@ -969,9 +969,39 @@ static void qemu_state_changed(jitsu_vm *vm, jitsu_state old_state,
 /* ---- adoption
  * ------------------------------------------------------------------ */
 
+/* The adopted QEMU's answer to query-status. */
+static void adopt_status(void *arg, json_t *ret, const char *error) {
+  qvm *q = arg;
+  if (q->op != QOP_ADOPT)
+    return; /* a stop overtook it */
+  const char *st = json_string_value(json_object_get(ret, "status"));
+  if (st == NULL) {
+    jitsu_vm_log(q->vm, JITSU_LOG_ERROR,
+                 "QEMU (pid %d) is running but its monitor does not answer "
+                 "(%s): killing it",
+                 (int)q->pid, error != NULL ? error : "no status");
+    q->op = QOP_STOP; /* its exit reports: nothing adopted */
+    snprintf(q->shutdown_reason, sizeof(q->shutdown_reason),
+             "killed: its monitor did not answer");
+    kill_now(q);
+    return;
+  }
+  q->op = QOP_NONE;
+  jitsu_vm_log(q->vm, JITSU_LOG_INFO,
+               "adopted QEMU pid %d (%s); its console is not followed",
+               (int)q->pid, st);
+  jitsu_backend_adopted(q->vm,
+                        strcmp(st, "running") == 0 ? JITSU_STATE_READY
+                                                   : JITSU_STATE_SUSPENDED,
+                        st);
+}
+
+/* A live QEMU is asked its status over its monitor on the loop (a hung
+ * one must not hold the definition up): the vm is starting until it
+ * answers, or is killed when it does not within QMP_TIMEOUT_MS. */
 static int qemu_adopt(jitsu_vm *vm, jitsu_state *state) {
   qvm *q = jitsu_vm_data(vm);
-  char path[600], status[32] = "";
+  char path[600];
   if (qemu_record_adopt(q) <= 0) {
     if (suspend_image(q, path, sizeof(path)) == 0 && file_exists(path)) {
       q->suspended_disk = true;
@@ -980,30 +1010,21 @@ static int qemu_adopt(jitsu_vm *vm, jitsu_state *state) {
     }
     return 0;
   }
-  int r = qemu_query_status_sync(q, status, sizeof(status), 3000);
-  int fd = r == 0 ? qemu_connect_qmp(q) : r;
-  if (fd < 0) {
+  int fd = qemu_connect_qmp(q);
+  if (fd < 0 || watch(q, fd, -1) < 0 ||
+      qmp_send(q->qmp, "query-status", NULL, -1, QMP_TIMEOUT_MS, adopt_status,
+               q) < 0) {
     jitsu_vm_log(vm, JITSU_LOG_ERROR,
-                 "QEMU (pid %d) is running but its monitor does not answer "
-                 "(%s): killing it",
-                 (int)q->pid, strerror(-fd));
+                 "QEMU (pid %d) is running but its monitor cannot be "
+                 "reached (%s): killing it",
+                 (int)q->pid, strerror(fd < 0 ? -fd : ENOMEM));
     kill(q->pid, SIGKILL);
-    close(q->pidfd);
-    q->pidfd = -1;
-    q->pid = 0;
+    instance_drop(q);
     qemu_record_remove(q);
     return 0;
   }
-  q->op = QOP_NONE;
-  if (watch(q, fd, -1) < 0) {
-    instance_drop(q);
-    return 0;
-  }
-  *state = strcmp(status, "running") == 0 ? JITSU_STATE_READY
-                                          : JITSU_STATE_SUSPENDED;
-  jitsu_vm_log(vm, JITSU_LOG_INFO,
-               "adopted QEMU pid %d (%s); its console is not followed",
-               (int)q->pid, status);
+  q->op = QOP_ADOPT;
+  *state = JITSU_STATE_STARTING;
   return 1;
 }
 

@@ -50,6 +50,7 @@ typedef enum qop {
   QOP_RESUME_MEM,   /* QMP cont */
   QOP_SUSPEND_DISK, /* stop, migrate to the suspend image, quit */
   QOP_STOP,         /* powerdown / quit / kill */
+  QOP_ADOPT,        /* a live QEMU found at definition: asking its status */
 } qop;
 
 typedef struct qvm {
@@ -89,10 +90,6 @@ int qemu_path(qvm *q, const char *suffix, char *out, size_t size);
 
 /* Connect to the QMP socket of (q); a descriptor or -errno. */
 int qemu_connect_qmp(qvm *q);
-
-/* Ask an adopted QEMU its run state over a fresh QMP connection, within
- * (timeout_ms): "running", "paused", ... into (status); 0 or -errno. */
-int qemu_query_status_sync(qvm *q, char *status, size_t size, int timeout_ms);
 
 /* Spawn QEMU for (q); (image_fd) >= 0 restores from it (-incoming defer,
  * the descriptor becomes fd 6 in QEMU). On success q->pid, q->pidfd are

@@ -7,7 +7,6 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
-#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -520,69 +519,4 @@ int qemu_record_adopt(qvm *q) {
     qemu_record_remove(q); /* and its QMP socket */
   }
   return r > 0;
-}
-
-/* Read one QMP line from (fd) into (buf) by (deadline) (ms, monotonic);
- * skips events. 0, or -errno. */
-static int read_reply(int fd, char *buf, size_t size, uint64_t deadline) {
-  size_t len = 0;
-  for (;;) {
-    char *nl = memchr(buf, '\n', len);
-    if (nl != NULL) {
-      *nl = '\0';
-      if (strstr(buf, "\"event\"") == NULL)
-        return 0;
-      size_t rest = len - (size_t)(nl + 1 - buf);
-      memmove(buf, nl + 1, rest);
-      len = rest;
-      continue;
-    }
-    if (len + 1 >= size)
-      return -EPROTO;
-    uint64_t now = uv_hrtime() / 1000000;
-    if (now >= deadline)
-      return -ETIMEDOUT;
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    int r = poll(&pfd, 1, (int)(deadline - now));
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      return r == 0 ? -ETIMEDOUT : -errno;
-    ssize_t n = read(fd, buf + len, size - len - 1);
-    if (n <= 0)
-      return n == 0 ? -ECONNRESET : -errno;
-    len += (size_t)n;
-    buf[len] = '\0';
-  }
-}
-
-int qemu_query_status_sync(qvm *q, char *status, size_t size, int timeout_ms) {
-  int fd = qemu_connect_qmp(q);
-  if (fd < 0)
-    return fd;
-  uint64_t deadline = uv_hrtime() / 1000000 + (uint64_t)timeout_ms;
-  char buf[4096];
-  static const char caps[] = "{\"execute\":\"qmp_capabilities\"}\n";
-  static const char query[] = "{\"execute\":\"query-status\"}\n";
-  int r = read_reply(fd, buf, sizeof(buf), deadline);
-  if (r == 0 && strstr(buf, "\"QMP\"") == NULL)
-    r = -EPROTO;
-  if (r == 0 && write(fd, caps, sizeof(caps) - 1) != sizeof(caps) - 1)
-    r = -EIO;
-  if (r == 0)
-    r = read_reply(fd, buf, sizeof(buf), deadline);
-  if (r == 0 && write(fd, query, sizeof(query) - 1) != sizeof(query) - 1)
-    r = -EIO;
-  if (r == 0)
-    r = read_reply(fd, buf, sizeof(buf), deadline);
-  close(fd);
-  if (r < 0)
-    return r;
-  json_t *m = json_loads(buf, 0, NULL);
-  const char *st = json_string_value(
-      json_object_get(json_object_get(m, "return"), "status"));
-  if (st != NULL)
-    snprintf(status, size, "%s", st);
-  json_decref(m);
-  return st != NULL ? 0 : -EPROTO;
 }

@@ -54,6 +54,11 @@ c snapshot tiny | grep -q "tiny: ready" || fail "snapshot"
 kill -9 "${cpids[0]}"
 wait "${cpids[0]}" 2>/dev/null || true # its lock on the state directory goes with it
 start_controller
+# The adoption asks QEMU's monitor off the definition: starting until then.
+for _ in $(seq 1 100); do
+  c status tiny | grep -q "tiny: starting" || break
+  sleep 0.1
+done
 c status tiny | grep -q "tiny: ready" || fail "not adopted: $(c status tiny)"
 c status tiny | grep -q "qemu pid $pid" || fail "another QEMU: $(c status tiny)"
 c suspend tiny | grep -q "tiny: suspended" || fail "suspend after adoption"

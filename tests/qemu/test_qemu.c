@@ -177,30 +177,51 @@ static void test_tiny_snapshot_on_demand(void **state) {
 }
 
 /* A controller that goes away leaves QEMU running; the next one adopts it
- * through the record and the QMP socket in the state directory. */
+ * through the record and the QMP socket in the state directory. The
+ * definition does not wait for the monitors: the vms are starting until
+ * each QEMU answers. One QEMU is stopped (SIGSTOP), so its monitor never
+ * answers: it is killed, and the summon that waited starts a new guest. */
 static void test_tiny_adopt(void **state) {
   fixture *f = *state;
-  assert_int_equal(fixture_load(f, TINY("t", "") TINY("p", ""),
-                                env("JITSU_PVH_GUEST"), env("JITSU_PVH_GUEST")),
-                   0);
+  const char *k = env("JITSU_PVH_GUEST");
+  assert_int_equal(
+      fixture_load(f, TINY("t", "") TINY("p", "") TINY("h", ""), k, k, k), 0);
   jitsu_vm *vm = summon_ok(f, "t", 20000);
   int pid = vm_pid(vm);
   jitsu_vm *p = summon_ok(f, "p", 20000);
   verb_ok(f, p, jitsu_vm_suspend, 5000);
   int ppid = vm_pid(p);
+  int hpid = vm_pid(summon_ok(f, "h", 20000));
   jitsu_ctx_free(f->ctx);
   uv_run(&f->loop, UV_RUN_NOWAIT);
   assert_true(pid_alive(pid));
+  assert_int_equal(kill(hpid, SIGSTOP), 0);
   assert_int_equal(fixture_ctx_new(f, &f->ctx), 0);
   assert_int_equal(jitsu_config_load(f->ctx, f->config, &f->err), 0);
   vm = jitsu_vm_find(f->ctx, "t");
-  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
-  assert_int_equal(vm_pid(vm), pid);
   p = jitsu_vm_find(f->ctx, "p");
-  assert_int_equal(jitsu_vm_state(p), JITSU_STATE_SUSPENDED);
+  jitsu_vm *h = jitsu_vm_find(f->ctx, "h");
+  assert_int_equal(jitsu_vm_state(h), JITSU_STATE_STARTING);
+  static outcome o;
+  o = (outcome){0};
+  assert_int_equal(jitsu_vm_summon(h, outcome_cb, &o), 0);
+  assert_true(run_until_state(f, vm, JITSU_STATE_READY, 10000));
+  assert_int_equal(vm_pid(vm), pid);
+  assert_true(run_until_state(f, p, JITSU_STATE_SUSPENDED, 10000));
+  jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+  assert_int_equal(jitsu_vm_info_get(p, &info), 0);
+  assert_true(info.adopted);
   verb_ok(f, p, jitsu_vm_resume, 5000); /* the adopted monitor works */
+  /* The stopped QEMU: killed after the monitor's timeout, then a new one. */
+  assert_true(run_until(f, &o.done, 40000));
+  assert_int_equal(o.status, 0);
+  gone(hpid);
+  assert_true(vm_pid(h) > 0 && vm_pid(h) != hpid);
+  assert_int_equal(jitsu_vm_info_get(h, &info), 0);
+  assert_false(info.adopted);
   stop_ok(f, vm, JITSU_STOP_DESTROY);
   stop_ok(f, p, JITSU_STOP_DESTROY);
+  stop_ok(f, h, JITSU_STOP_DESTROY);
   gone(pid);
   gone(ppid);
 }

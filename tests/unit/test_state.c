@@ -6,14 +6,32 @@
 
 /* Written out independently of the library's table. */
 static const char *const allowed_pairs[] = {
-    "stopped>starting",   "starting>ready",     "starting>stopping",
-    "starting>failed",    "ready>suspending",   "ready>stopping",
-    "ready>stopped",      "ready>failed",       "suspending>suspended",
-    "suspending>ready",   "suspending>stopped", "suspending>failed",
-    "suspended>resuming", "suspended>stopping", "suspended>stopped",
-    "suspended>failed",   "resuming>ready",     "resuming>suspended",
-    "resuming>stopped",   "resuming>failed",    "stopping>stopped",
-    "stopping>failed",    "failed>starting",
+    "stopped>starting",
+    "starting>ready",
+    "starting>stopping",
+    "starting>failed",
+    "ready>suspending",
+    "ready>stopping",
+    "ready>stopped",
+    "ready>failed",
+    "suspending>suspended",
+    "suspending>ready",
+    "suspending>stopped",
+    "suspending>failed",
+    "suspended>resuming",
+    "suspended>stopping",
+    "suspended>stopped",
+    "suspended>failed",
+    "resuming>ready",
+    "resuming>suspended",
+    "resuming>stopped",
+    "resuming>failed",
+    "stopping>stopped",
+    "stopping>failed",
+    "failed>starting",
+    /* only when an adoption finds out (jitsu_backend_adopted) */
+    "starting>suspended",
+    "starting>stopped",
 };
 
 static int expected(jitsu_state from, jitsu_state to) {
@@ -37,7 +55,7 @@ static void test_transition_table(void **state) {
           jitsu_state_transition_allowed((jitsu_state)from, (jitsu_state)to),
           want);
     }
-  assert_int_equal(allowed, 23);
+  assert_int_equal(allowed, 25);
   assert_false(
       jitsu_state_transition_allowed(JITSU_STATE_COUNT, JITSU_STATE_STOPPED));
   assert_string_equal(jitsu_state_name(JITSU_STATE_SUSPENDED), "suspended");
