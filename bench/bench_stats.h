@@ -1,8 +1,9 @@
-/* What every benchmark here shares: a monotonic clock in ms, and sorting
- * samples for their percentiles. Header-only (static functions). */
+/* What every benchmark here shares: a monotonic clock in ms, sorting
+ * samples for their percentiles, and printing them. Header-only. */
 #ifndef JITSU_BENCH_STATS_H
 #define JITSU_BENCH_STATS_H
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -21,6 +22,19 @@ static inline int cmp_double(const void *a, const void *b) {
 static inline double pct(double *v, int n, double p) {
   qsort(v, (size_t)n, sizeof(*v), cmp_double);
   return v[(int)(p * (n - 1) + 0.5)];
+}
+
+/* Print "what: n units, p50, p99, max" of the latencies v[0..n) (ms;
+ * sorts them). */
+static inline void report_latencies(const char *what, const char *unit,
+                                    double *v, int n) {
+  if (n == 0) {
+    printf("  %-34s no answers\n", what);
+    return;
+  }
+  qsort(v, (size_t)n, sizeof(*v), cmp_double);
+  printf("  %-34s %5d %-8s p50 %6.3f ms  p99 %6.3f ms  max %6.3f ms\n", what, n,
+         unit, v[(n - 1) / 2], v[(int)(0.99 * (n - 1) + 0.5)], v[n - 1]);
 }
 
 #endif

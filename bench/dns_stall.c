@@ -26,16 +26,6 @@
 #define PHASE_MS 20000.0
 #define WARM_ALONE 300
 
-static void report(const char *what, double *v, int n) {
-  if (n == 0) {
-    printf("  %-34s no answers\n", what);
-    return;
-  }
-  qsort(v, (size_t)n, sizeof(*v), cmp_double);
-  printf("  %-34s %5d queries  p50 %6.3f ms  p99 %6.3f ms  max %6.3f ms\n",
-         what, n, v[(n - 1) / 2], v[(int)(0.99 * (n - 1) + 0.5)], v[n - 1]);
-}
-
 /* One warm query on (s), timed; -1 when it timed out or was not NOERROR
  * with an answer. */
 static double warm_once(int s, const struct sockaddr_in *d, const char *name,
@@ -112,8 +102,9 @@ int main(int argc, char **argv) {
     }
   }
   printf("warm answers, one query at a time:\n");
-  report("alone", alone, n_alone);
-  report("while the cold burst is answered", during, n_during);
+  report_latencies("alone", "queries", alone, n_alone);
+  report_latencies("while the cold burst is answered", "queries", during,
+                   n_during);
   printf("  cold burst: %d of %d answered (%d not NOERROR) in %.1f ms\n",
          answered, cold, bad, last - t0);
   if (failures > 0)

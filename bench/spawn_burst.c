@@ -12,9 +12,13 @@
  */
 #include <jitsu/jitsu.h>
 
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench_stats.h"
@@ -26,16 +30,41 @@ typedef struct probe {
   uint64_t last_ns;
   double *late_ms;
   int n;
+  /* The loop thread's CPU time and time spent runnable but waiting for a
+   * CPU (schedstat), at the last tick; and for the latest tick. */
+  uint64_t last_run_ns, last_wait_ns;
+  double worst_ms, worst_run_ms, worst_wait_ms;
 } probe;
+
+static int schedstat_fd = -1;
+
+/* The loop thread's time on a CPU and waiting for one (ns). */
+static void schedstat(uint64_t *run, uint64_t *wait) {
+  char buf[128];
+  ssize_t n = pread(schedstat_fd, buf, sizeof(buf) - 1, 0);
+  *run = *wait = 0;
+  if (n > 0) {
+    buf[n] = '\0';
+    sscanf(buf, "%" SCNu64 " %" SCNu64, run, wait);
+  }
+}
 
 static void tick(uv_timer_t *t) {
   probe *p = t->data;
-  uint64_t now = uv_hrtime();
+  uint64_t now = uv_hrtime(), run, wait;
+  schedstat(&run, &wait);
   if (p->last_ns != 0 && p->n < MAX_TICKS) {
     double late = (double)(now - p->last_ns) / 1e6 - 1.0;
     p->late_ms[p->n++] = late > 0 ? late : 0;
+    if (late > p->worst_ms) {
+      p->worst_ms = late;
+      p->worst_run_ms = (double)(run - p->last_run_ns) / 1e6;
+      p->worst_wait_ms = (double)(wait - p->last_wait_ns) / 1e6;
+    }
   }
   p->last_ns = now;
+  p->last_run_ns = run;
+  p->last_wait_ns = wait;
 }
 
 static void report(const char *what, probe *p) {
@@ -46,6 +75,71 @@ static void report(const char *what, probe *p) {
          "%6.3f ms  max %6.3f ms late\n",
          what, p->n, p->late_ms[(p->n - 1) / 2],
          p->late_ms[(int)(0.99 * (p->n - 1) + 0.5)], p->late_ms[p->n - 1]);
+  if (schedstat_fd >= 0)
+    printf("    the latest tick: %.3f ms late; in its interval the loop "
+           "thread ran %.3f ms and waited %.3f ms for a CPU\n",
+           p->worst_ms, p->worst_run_ms, p->worst_wait_ms);
+}
+
+/* A plain process beside the burst, no libjitsu in it: a 1 ms poll()
+ * timeout in a loop, timed like the probe, from a byte on (go) to the
+ * next; then it writes its ticks' lateness (ms, sorted) to (out). What
+ * the machine gives any process meanwhile: the probe's baseline. */
+static pid_t baseline_start(int *go, int *out) {
+  int g[2], o[2];
+  if (pipe(g) < 0 || pipe(o) < 0)
+    return -1;
+  pid_t pid = fork();
+  if (pid != 0) {
+    close(g[0]), close(o[1]);
+    *go = g[1], *out = o[0];
+    return pid;
+  }
+  close(g[1]), close(o[0]);
+  static double late[MAX_TICKS];
+  int n = 0;
+  char c;
+  if (read(g[0], &c, 1) != 1)
+    _exit(1);
+  uint64_t last = uv_hrtime();
+  for (;;) {
+    struct pollfd p = {.fd = g[0], .events = POLLIN};
+    int r = poll(&p, 1, 1);
+    uint64_t now = uv_hrtime();
+    if (r > 0)
+      break;
+    double l = (double)(now - last) / 1e6 - 1.0;
+    if (n < MAX_TICKS)
+      late[n++] = l > 0 ? l : 0;
+    last = now;
+  }
+  qsort(late, (size_t)n, sizeof(double), cmp_double);
+  if (write(o[1], &n, sizeof(n)) != sizeof(n) ||
+      write(o[1], late, sizeof(double) * (size_t)n) < 0)
+    _exit(1);
+  _exit(0);
+}
+
+/* Stop the baseline and print what it saw. */
+static void baseline_report(pid_t pid, int go, int out) {
+  static double late[MAX_TICKS];
+  int n = 0;
+  size_t got = 0;
+  if (write(go, "x", 1) != 1 || read(out, &n, sizeof(n)) != sizeof(n))
+    n = 0;
+  while (got < sizeof(double) * (size_t)n) {
+    ssize_t r = read(out, (char *)late + got, sizeof(double) * (size_t)n - got);
+    if (r <= 0)
+      break;
+    got += (size_t)r;
+  }
+  close(go), close(out);
+  waitpid(pid, NULL, 0);
+  if (n > 0 && got == sizeof(double) * (size_t)n)
+    printf("  a plain process beside it (1 ms poll, no libjitsu) %5d ticks  "
+           "p50 %6.3f ms  p99 %6.3f ms  max %6.3f ms late\n",
+           n, late[(n - 1) / 2], late[(int)(0.99 * (n - 1) + 0.5)],
+           late[n - 1]);
 }
 
 static long rss_kib(const char *field) {
@@ -110,6 +204,7 @@ int main(int argc, char **argv) {
   }
   unsigned ms;
   jitsu_ctx_limits(ctx, NULL, &ms, NULL);
+  schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
   static probe idle, burst;
   idle.late_ms = calloc(MAX_TICKS, sizeof(double));
   burst.late_ms = calloc(MAX_TICKS, sizeof(double));
@@ -123,6 +218,10 @@ int main(int argc, char **argv) {
   long rss0 = rss_kib("VmRSS:");
   uv_timer_init(&loop, &burst.timer);
   burst.timer.data = &burst;
+  int go = -1, out = -1;
+  pid_t base = baseline_start(&go, &out);
+  if (base > 0 && write(go, "x", 1) != 1)
+    return 1;
   uv_timer_start(&burst.timer, tick, 1, 1);
   uint64_t t0 = uv_hrtime();
   remaining = n;
@@ -146,6 +245,8 @@ int main(int argc, char **argv) {
          all_ready, all_ready / n, live, failures + remaining);
   report("idle", &idle);
   report("during burst", &burst);
+  if (base > 0)
+    baseline_report(base, go, out);
   printf("  controller RSS %ld KiB before, %ld KiB after (peak %ld KiB)\n",
          rss0, rss1, hwm);
   /* Destroy them all, then free everything. */

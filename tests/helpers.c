@@ -45,10 +45,20 @@ int fixture_ctx_new(fixture *f, jitsu_ctx **ctx) {
   return r;
 }
 
+/* (arg): the number of live vms, counted up; negative on entry: kill
+ * their guests outright (one that does not answer a destroy, e.g. a
+ * stopped QEMU). */
 static int kill_live(jitsu_vm *vm, void *arg) {
   int *n = arg;
+  bool now = *n < 0;
   jitsu_state s = jitsu_vm_state(vm);
-  if (s != JITSU_STATE_STOPPED && s != JITSU_STATE_FAILED) {
+  if (s == JITSU_STATE_STOPPED || s == JITSU_STATE_FAILED)
+    return 0;
+  if (now && vm_pid(vm) > 0) {
+    kill(-vm_pid(vm), SIGKILL);
+    kill(vm_pid(vm), SIGKILL);
+  }
+  if (!now) {
     (*n)++;
     if (jitsu_vm_stop(vm, JITSU_STOP_DESTROY, NULL, NULL) < 0 && vm_pid(vm) > 0)
       kill(-vm_pid(vm), SIGKILL);
@@ -68,11 +78,15 @@ int fixture_teardown(void **state) {
   if (f == NULL)
     return 0;
   /* End every guest this test left, then the context. */
-  for (int round = 0; round < 200; round++) {
+  for (int round = 0; round < 1000; round++) {
     int live = 0;
     jitsu_vm_foreach(f->ctx, kill_live, &live);
     if (live == 0)
       break;
+    if (round % 100 == 99) { /* a second on: not by asking any more */
+      live = -1;
+      jitsu_vm_foreach(f->ctx, kill_live, &live);
+    }
     run_for(f, 10);
   }
   jitsu_ctx_free(f->ctx);

@@ -347,13 +347,15 @@ static int process_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms);
 void process_spawned(proc *p, int err) {
   jitsu_vm *vm = p->vm;
   if (err == 0) {
-    p->pidfd = jitsu__pidfd_open(p->pid);
-    if (p->pidfd < 0 && errno != ENOSYS) { /* ENOSYS: watched by a timer */
-      err = -errno;
+    /* pidfd (or -errno) and starttime were taken in the worker */
+    if (p->pidfd < 0 && p->pidfd != -ENOSYS) { /* ENOSYS: a timer watches */
+      err = p->pidfd;
+      p->pidfd = -1;
       jitsu_vm_set_reason(vm, "pidfd_open: %s", strerror(-err));
     } else {
+      if (p->pidfd < 0)
+        p->pidfd = -1;
       /* The child wrote the guest's record before its exec. */
-      jitsu__proc_stat(p->pid, &p->starttime, NULL);
       if ((err = watch_exit(p)) < 0)
         jitsu_vm_set_reason(vm, "cannot watch pid %d: %s", (int)p->pid,
                             jitsu_strerror(err));

@@ -71,8 +71,9 @@ void process_sockets_close(proc *p);
  * and process_spawned() hears how it went, on the loop. 0 (p->job set), or
  * a negative errno value with a reason set on the vm. */
 int process_spawn(proc *p);
-/* The start of (p) ended: 0 with p->pid set, or a negative errno value
- * with a reason set (process.c). */
+/* The start of (p) ended: 0 with p->pid, p->pidfd (a pidfd, or -errno
+ * from pidfd_open) and p->starttime set, all taken in the worker; or a
+ * negative errno value with a reason set (process.c). */
 void process_spawned(proc *p, int err);
 /* The vm lets go of (p) while its start is in flight: the job finishes
  * alone (a guest it started is left, with its record, for adoption). */

@@ -129,8 +129,11 @@ typedef struct spawn_job {
   gid_t gid;
   uint64_t memory_max, files_max;
   jitsu__child_record rec;
-  /* The outcome. */
+  /* The outcome; the guest's pidfd (or -errno) and start time, taken in
+   * the worker too. */
   pid_t pid;
+  int pidfd;
+  unsigned long long starttime;
   int r;
   const char *what;
 } spawn_job;
@@ -226,6 +229,8 @@ static void job_close(spawn_job *j) {
 
 static void job_free(spawn_job *j) {
   job_close(j);
+  if (j->pidfd >= 0)
+    close(j->pidfd); /* not handed to a vm */
   free(j->fds);
   free(j->workdir);
   free(j->env);
@@ -244,6 +249,12 @@ static void spawn_work(uv_work_t *w) {
     j->what = "log";
   } else {
     j->r = jitsu__spawn(child, j, &j->pid, &j->what);
+  }
+  if (j->r == 0) {
+    j->pidfd = jitsu__pidfd_open(j->pid);
+    if (j->pidfd < 0)
+      j->pidfd = -errno;
+    jitsu__proc_stat(j->pid, &j->starttime, NULL);
   }
   job_close(j); /* here too, not on the loop */
 }
@@ -266,8 +277,12 @@ static void spawn_after(uv_work_t *w, int status) {
                         strerror(-r));
   else if (r < 0)
     jitsu_vm_set_reason(p->vm, "%s '%s': %s", j->what, j->path, strerror(-r));
-  else
+  if (r == 0) {
     p->pid = j->pid;
+    p->pidfd = j->pidfd; /* or -errno */
+    p->starttime = j->starttime;
+    j->pidfd = -1;
+  }
   job_free(j);
   process_spawned(p, r);
 }
@@ -309,7 +324,7 @@ int process_spawn(proc *p) {
     jitsu_vm_set_reason(vm, "out of memory");
     return -ENOMEM;
   }
-  j->devnull = j->logfd = -1;
+  j->devnull = j->logfd = j->pidfd = -1;
   int r = jitsu__resolve_exec(p->argv[0], p->env, j->path, sizeof(j->path));
   if (r < 0) {
     jitsu_vm_set_reason(vm, "exec '%s': %s", p->argv[0], strerror(-r));
