@@ -11,9 +11,11 @@
 # bounded in time (SECONDS, default 5).
 set -euo pipefail
 . "$(dirname "$0")/../tests/integration/lib.sh"
+. "$(dirname "$0")/bench_lib.sh"
 build=$(cd "${1:-build}" && pwd)
 secs=${SECONDS_PER_RUN:-5}
 names=${NAMES:-100}
+rounds=${ROUNDS:-3}
 for tool in dnsperf nsd knotd taskset; do
   command -v "$tool" >/dev/null || {
     echo "bench_dns: $tool is missing (apt-get install dnsperf nsd knot util-linux)" >&2
@@ -113,7 +115,7 @@ taskset -c 0 "$build/frontends/dns/jitsu-dns" -c "$dir/jitsu.conf" -l "$PJ" 2>"$
 pids+=($!)
 taskset -c 0 nsd -d -c "$dir/nsd.conf" 2>"$dir/nsd.err" &
 pids+=($!)
-taskset -c 0 knotd -c "$dir/knot.conf" 2>"$dir/knot.err" &
+taskset -c 0 knotd -c "$dir/knot.conf" >"$dir/knot.log" 2>&1 &
 pids+=($!)
 wait_port "$PJ"
 wait_port "$PN"
@@ -139,13 +141,19 @@ run() { # NAME PORT: throughput, then latency at a fixed rate
     "$1" "$qps" "$p50" "$p99" "$lost" "$noerror"
   echo "$qps" >"$dir/qps.$1"
 }
-echo "warm path: $names names, ${secs}s of dnsperf per server, each server on one core:"
-run jitsu-dns "$PJ"
-run nsd "$PN"
-run knot "$PK"
-j=$(cat "$dir/qps.jitsu-dns") n=$(cat "$dir/qps.nsd") k=$(cat "$dir/qps.knot")
-awk -v j="$j" -v n="$n" -v k="$k" 'BEGIN {
-  printf "ratio jitsu-dns / nsd:  %.2f\nratio jitsu-dns / knot: %.2f\n", j / n, j / k }'
+echo "warm path: $names names, ${secs}s of dnsperf per server, each server on one core, $rounds rounds taking turns:"
+for round in $(seq 1 "$rounds"); do
+  echo "round $round:"
+  run jitsu-dns "$PJ"
+  run nsd "$PN"
+  run knot "$PK"
+  j=$(cat "$dir/qps.jitsu-dns") n=$(cat "$dir/qps.nsd") k=$(cat "$dir/qps.knot")
+  awk -v j="$j" -v n="$n" -v k="$k" 'BEGIN {
+    printf "  ratio jitsu-dns / nsd %.2f, jitsu-dns / knot %.2f\n", j / n, j / k
+    printf "%.4f %.4f\n", j / n, j / k >>"/dev/stderr" }' 2>>"$dir/ratios"
+done
+median_ratio "$dir/ratios" 1 "jitsu-dns / nsd"
+median_ratio "$dir/ratios" 2 "jitsu-dns / knot"
 
 # The cold path: a process guest with socket handoff.
 cat >"$dir/cold.conf" <<CONF

@@ -11,8 +11,10 @@
 # script does not use). Each load run is bounded (SECONDS_PER_RUN, 5).
 set -euo pipefail
 . "$(dirname "$0")/../tests/integration/lib.sh"
+. "$(dirname "$0")/bench_lib.sh"
 build=$(cd "${1:-build}" && pwd)
 secs=${SECONDS_PER_RUN:-5}
+rounds=${ROUNDS:-3}
 for tool in wrk nginx haproxy taskset curl; do
   command -v "$tool" >/dev/null || {
     echo "bench_http: $tool is missing (apt-get install wrk nginx haproxy)" >&2
@@ -121,13 +123,19 @@ run() { # NAME PORT
   printf '  %-10s %10.0f req/s   p50 %8s   p99 %8s   %s\n' "$1" "$rps" "$p50" "$p99" "$errors"
   echo "$rps" >"$dir/rps.$1"
 }
-echo "warm path: wrk -t1 -c50 for ${secs}s through each proxy (pinned to one core) to one guest:"
-run jitsu-http "$J"
-run nginx "$N"
-run haproxy "$H"
-awk -v j="$(cat "$dir/rps.jitsu-http")" -v n="$(cat "$dir/rps.nginx")" \
-  -v h="$(cat "$dir/rps.haproxy")" 'BEGIN {
-  printf "ratio jitsu-http / haproxy: %.2f\nratio jitsu-http / nginx:   %.2f\n", j / h, j / n }'
+echo "warm path: wrk -t1 -c50 for ${secs}s through each proxy (pinned to one core) to one guest, $rounds rounds taking turns:"
+for round in $(seq 1 "$rounds"); do
+  echo "round $round:"
+  run jitsu-http "$J"
+  run nginx "$N"
+  run haproxy "$H"
+  awk -v j="$(cat "$dir/rps.jitsu-http")" -v n="$(cat "$dir/rps.nginx")" \
+    -v h="$(cat "$dir/rps.haproxy")" 'BEGIN {
+    printf "  ratio jitsu-http / haproxy %.2f, jitsu-http / nginx %.2f\n", j / h, j / n
+    printf "%.4f %.4f\n", j / h, j / n >>"/dev/stderr" }' 2>>"$dir/ratios"
+done
+median_ratio "$dir/ratios" 1 "jitsu-http / haproxy"
+median_ratio "$dir/ratios" 2 "jitsu-http / nginx"
 
 # The cold path: the first request to a socket-activated guest.
 for i in $(seq 1 30); do

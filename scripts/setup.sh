@@ -7,6 +7,10 @@
 #                           plain build, the unit and integration suites
 #                           under valgrind's memcheck, an ASan/UBSan build,
 #                           and a short libFuzzer run of every fuzz target
+#   scripts/setup.sh bench  install the benchmarks' peers too (NSD, Knot,
+#                           nginx, HAProxy, dnsperf, wrk; their services are
+#                           not started), build, run ninja -C build bench,
+#                           bench-dns, bench-http and bench-chan
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -18,6 +22,7 @@ libcmocka-dev curl systemd valgrind \
 qemu-system-x86 busybox-static cpio lz4 xz-utils libxen-dev \
 libvirt-dev libxml2-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"
+BENCH_PACKAGES="dnsperf nsd knot wrk nginx-light haproxy"
 
 install_packages() {
   missing=""
@@ -93,8 +98,25 @@ test)
   done
   echo "setup: all test suites passed"
   ;;
+bench)
+  install_packages $PACKAGES
+  # Debian would start NSD, Knot, nginx and HAProxy as services on ports
+  # 53 and 80: the benchmarks start their own, on loopback ports.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    guard=yes
+  fi
+  status=0
+  (install_packages $BENCH_PACKAGES) || status=$?
+  [ -z "$guard" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$status" -eq 0 ] || exit "$status"
+  configure build
+  ninja -C build bench bench-dns bench-http bench-chan
+  ;;
 *)
-  echo "usage: $0 run|test" >&2
+  echo "usage: $0 run|test|bench" >&2
   exit 2
   ;;
 esac
