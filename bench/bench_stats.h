@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static inline double now_ms(void) {
@@ -35,6 +36,19 @@ static inline void report_latencies(const char *what, const char *unit,
   qsort(v, (size_t)n, sizeof(*v), cmp_double);
   printf("  %-34s %5d %-8s p50 %6.3f ms  p99 %6.3f ms  max %6.3f ms\n", what, n,
          unit, v[(n - 1) / 2], v[(int)(0.99 * (n - 1) + 0.5)], v[n - 1]);
+}
+
+/* A field of /proc/self/status in KiB ("VmRSS:", "VmHWM:"), or -1. */
+static inline long proc_status_kib(const char *field) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long v = -1;
+  while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+    if (strncmp(line, field, strlen(field)) == 0)
+      v = atol(line + strlen(field));
+  if (f != NULL)
+    fclose(f);
+  return v;
 }
 
 #endif

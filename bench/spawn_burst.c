@@ -142,18 +142,6 @@ static void baseline_report(pid_t pid, int go, int out) {
            late[n - 1]);
 }
 
-static long rss_kib(const char *field) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long v = -1;
-  while (f != NULL && fgets(line, sizeof(line), f) != NULL)
-    if (strncmp(line, field, strlen(field)) == 0)
-      v = atol(line + strlen(field));
-  if (f != NULL)
-    fclose(f);
-  return v;
-}
-
 static int remaining, failures;
 static void done_cb(jitsu_vm *vm, int status, void *arg) {
   (void)vm, (void)arg;
@@ -215,7 +203,7 @@ int main(int argc, char **argv) {
   while (uv_hrtime() < idle_end)
     uv_run(&loop, UV_RUN_ONCE);
   uv_timer_stop(&idle.timer);
-  long rss0 = rss_kib("VmRSS:");
+  long rss0 = proc_status_kib("VmRSS:");
   uv_timer_init(&loop, &burst.timer);
   burst.timer.data = &burst;
   int go = -1, out = -1;
@@ -234,7 +222,7 @@ int main(int argc, char **argv) {
   run_until_done(&loop, 120e3);
   double all_ready = (double)(uv_hrtime() - t0) / 1e6;
   uv_timer_stop(&burst.timer);
-  long rss1 = rss_kib("VmRSS:"), hwm = rss_kib("VmHWM:");
+  long rss1 = proc_status_kib("VmRSS:"), hwm = proc_status_kib("VmHWM:");
   size_t live;
   jitsu_ctx_counts(ctx, NULL, &live, NULL);
   printf("burst of %d cold summons, one loop, max-starting %u (process "

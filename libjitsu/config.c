@@ -198,16 +198,17 @@ int jitsu__check_vm_params(jitsu_ctx *ctx, const jitsu_backend_ops *backend,
   return 0;
 }
 
-/* Check entry (i) of (c) against its declaration (k): the value's type,
- * and that a key that does not repeat was not given before. */
-static int check_entry(cfg *c, size_t i, const jitsu_key *k, jitsu_error *err) {
+/* Check entry (i) of section (hd) against its declaration (k): the
+ * value's type, and that a key that does not repeat was not given before
+ * in the section (a section's few entries: not the whole file). */
+static int check_entry(cfg *c, const header *hd, size_t i, const jitsu_key *k,
+                       jitsu_error *err) {
   entry *e = &c->e[i];
   int r = check_value(k, e->value, err);
   if (r < 0 || (k->flags & JITSU_KEY_MULTI))
     return r;
-  for (size_t j = 0; j < i; j++)
-    if (strcmp(c->e[j].section, e->section) == 0 &&
-        strcmp(c->e[j].key, e->key) == 0)
+  for (size_t j = hd->first; j < i; j++)
+    if (strcmp(c->e[j].key, e->key) == 0)
       return jitsu_error_set(err, -EINVAL, e->key,
                              "given more than once (first at line %u)",
                              c->e[j].line);
@@ -216,6 +217,8 @@ static int check_entry(cfg *c, size_t i, const jitsu_key *k, jitsu_error *err) {
 
 /* One [vm NAME] section, gathered. */
 typedef struct vmsec {
+  jitsu__hnode node;   /* in the file's table of vms, keyed by name */
+  const header *hd;    /* its header and entries */
   const char *section; /* "vm NAME" as inih spells it */
   const char *name;
   unsigned line;
@@ -235,7 +238,14 @@ static const char *vm_name_of(const char *section) {
   return p;
 }
 
-static int check_headers(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
+/* A header in the table of names seen (duplicates, in O(1) each). */
+typedef struct hnamed {
+  jitsu__hnode node;
+  const header *hd;
+} hnamed;
+
+static int check_each_header(jitsu_ctx *ctx, cfg *c, jitsu__table *seen,
+                             hnamed *nodes, jitsu_error *err) {
   for (size_t i = 0; i < c->nh; i++) {
     const char *name = c->h[i].name;
     jitsu__err_at(err, c->h[i].line);
@@ -254,16 +264,30 @@ static int check_headers(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
                                  : "unknown section [%s]",
                              name);
     }
-    for (size_t j = 0; j < i; j++)
-      if (strcmp(c->h[j].name, name) == 0)
-        return jitsu_error_set(err, -EINVAL, NULL,
-                               vm ? "duplicate vm '%s' (first defined at "
-                                    "line %u)"
-                                  : "duplicate section [%s] (first at "
-                                    "line %u)",
-                               vm ? vm : name, c->h[j].line);
+    jitsu__hnode *dup = jitsu__table_find(seen, name);
+    if (dup != NULL)
+      return jitsu_error_set(err, -EINVAL, NULL,
+                             vm ? "duplicate vm '%s' (first defined at line %u)"
+                                : "duplicate section [%s] (first at line %u)",
+                             vm ? vm : name,
+                             JITSU__CONTAINER(dup, hnamed, node)->hd->line);
+    nodes[i].node.key = name;
+    nodes[i].hd = &c->h[i];
+    if (jitsu__table_insert(seen, &nodes[i].node) < 0)
+      return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
   }
   return 0;
+}
+
+static int check_headers(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
+  jitsu__table seen;
+  jitsu__table_init(&seen, jitsu__random32());
+  hnamed *nodes = calloc(c->nh ? c->nh : 1, sizeof(*nodes));
+  int r = nodes == NULL ? jitsu_error_set(err, -ENOMEM, NULL, "out of memory")
+                        : check_each_header(ctx, c, &seen, nodes, err);
+  jitsu__table_free(&seen);
+  free(nodes);
+  return r;
 }
 
 static int parse_ready(const char *v, jitsu_vm_def *def, jitsu_error *err) {
@@ -310,12 +334,21 @@ static int parse_idle_action(const char *v, jitsu_vm_def *def,
                          "'%s' is not none, destroy, shutdown or suspend", v);
 }
 
+/* The line of (key) in the section (hd), or (fallback). */
+static unsigned line_in(cfg *c, const header *hd, const char *key,
+                        unsigned fallback) {
+  for (size_t i = hd->first; key && key[0] && i < hd->first + hd->n; i++)
+    if (strcmp(c->e[i].key, key) == 0)
+      return c->e[i].line;
+  return fallback;
+}
+
 /* The line of (key) in (section), or (fallback). */
 static unsigned line_of(cfg *c, const char *section, const char *key,
                         unsigned fallback) {
-  for (size_t i = 0; key && key[0] && i < c->n; i++)
-    if (strcmp(c->e[i].section, section) == 0 && strcmp(c->e[i].key, key) == 0)
-      return c->e[i].line;
+  for (size_t h = 0; h < c->nh; h++)
+    if (strcmp(c->h[h].name, section) == 0)
+      return line_in(c, &c->h[h], key, fallback);
   return fallback;
 }
 
@@ -325,9 +358,9 @@ static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
   vs->def = init;
   vs->def.name = vs->name;
   const char *bname = "process";
-  for (size_t i = 0; i < c->n; i++)
-    if (strcmp(c->e[i].section, vs->section) == 0 &&
-        strcmp(c->e[i].key, "backend") == 0) {
+  size_t first = vs->hd->first, end = first + vs->hd->n;
+  for (size_t i = first; i < end; i++)
+    if (strcmp(c->e[i].key, "backend") == 0) {
       bname = c->e[i].value;
       jitsu__err_at(err, c->e[i].line);
     }
@@ -336,13 +369,11 @@ static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
   if (vs->backend == NULL)
     return jitsu_error_set(err, -EINVAL, "backend", "%s", why);
   vs->def.backend = vs->backend->name;
-  vs->params = calloc(c->n ? c->n : 1, sizeof(*vs->params));
+  vs->params = calloc(vs->hd->n ? vs->hd->n : 1, sizeof(*vs->params));
   if (vs->params == NULL)
     return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
-  for (size_t i = 0; i < c->n; i++) {
+  for (size_t i = first; i < end; i++) {
     entry *e = &c->e[i];
-    if (strcmp(e->section, vs->section) != 0)
-      continue;
     jitsu__err_at(err, e->line);
     const jitsu_key *k =
         find_key(vm_field_keys, JITSU__ARRAY_SIZE(vm_field_keys), e->key);
@@ -351,7 +382,7 @@ static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
       k = vm_key(ctx, vs->backend, e->key);
     if (k == NULL)
       return unknown_vm_key(ctx, vs->backend, e->key, err);
-    int r = check_entry(c, i, k, err);
+    int r = check_entry(c, vs->hd, i, k, err);
     if (r < 0)
       return r;
     if (!field) {
@@ -383,8 +414,7 @@ static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
     return jitsu_error_set(err, -EINVAL, "idle-action",
                            "backend '%s' cannot suspend", vs->backend->name);
   if (vs->def.idle_timeout_ms > 0 && vs->def.idle_action == JITSU_IDLE_NONE &&
-      jitsu__err_at(err, line_of(c, vs->section, "idle-timeout", vs->line)) ==
-          0)
+      jitsu__err_at(err, line_in(c, vs->hd, "idle-timeout", vs->line)) == 0)
     return jitsu_error_set(err, -EINVAL, "idle-timeout",
                            "given without an idle-action");
   return 0;
@@ -424,38 +454,40 @@ static int backend_check(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
 }
 
 static int check_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
-  for (size_t i = 0; i < c->n; i++) {
-    entry *e = &c->e[i];
-    if (vm_name_of(e->section) != NULL)
-      continue;
-    jitsu__err_at(err, e->line);
-    if (e->section[0] == '\0')
-      return jitsu_error_set(err, -EINVAL, e->key,
-                             "outside of any section (start with [jitsu] "
-                             "or [vm NAME])");
-    const jitsu_key *k = find_declared(ctx, e->section, e->key);
-    if (k == NULL)
-      return jitsu_error_set(err, -EINVAL, e->key, "unknown key in [%s]",
-                             e->section);
-    int r = check_entry(c, i, k, err);
-    if (r < 0)
-      return r;
-    if (strcmp(e->section, "jitsu") == 0 && strcmp(e->key, "state-dir") == 0 &&
-        e->value[0] != '/')
-      return jitsu_error_set(err, -EINVAL, e->key,
-                             "'%s' is not an absolute path", e->value);
+  size_t before = c->nh > 0 ? c->h[0].first : c->n;
+  if (before > 0) {
+    jitsu__err_at(err, c->e[0].line);
+    return jitsu_error_set(err, -EINVAL, c->e[0].key,
+                           "outside of any section (start with [jitsu] "
+                           "or [vm NAME])");
   }
-  /* Required keys of declared sections that are present. */
-  for (jitsu__section_keys *s = ctx->keys; s != NULL; s = s->next) {
-    if (strcmp(s->section, "vm") == 0)
+  for (size_t h = 0; h < c->nh; h++) {
+    const header *hd = &c->h[h];
+    if (vm_name_of(hd->name) != NULL)
       continue;
-    for (size_t h = 0; h < c->nh; h++) {
-      if (strcmp(c->h[h].name, s->section) != 0)
+    for (size_t i = hd->first; i < hd->first + hd->n; i++) {
+      entry *e = &c->e[i];
+      jitsu__err_at(err, e->line);
+      const jitsu_key *k = find_declared(ctx, hd->name, e->key);
+      if (k == NULL)
+        return jitsu_error_set(err, -EINVAL, e->key, "unknown key in [%s]",
+                               hd->name);
+      int r = check_entry(c, hd, i, k, err);
+      if (r < 0)
+        return r;
+      if (strcmp(hd->name, "jitsu") == 0 && strcmp(e->key, "state-dir") == 0 &&
+          e->value[0] != '/')
+        return jitsu_error_set(err, -EINVAL, e->key,
+                               "'%s' is not an absolute path", e->value);
+    }
+    /* Required keys of a declared section that is present. */
+    for (jitsu__section_keys *s = ctx->keys; s != NULL; s = s->next) {
+      if (strcmp(s->section, hd->name) != 0)
         continue;
       for (size_t k = 0; k < s->n; k++)
         if ((s->keys[k].flags & JITSU_KEY_REQUIRED) &&
-            line_of(c, s->section, s->keys[k].name, 0) == 0) {
-          jitsu__err_at(err, c->h[h].line);
+            line_in(c, hd, s->keys[k].name, 0) == 0) {
+          jitsu__err_at(err, hd->line);
           return jitsu_error_set(err, -EINVAL, s->keys[k].name,
                                  "missing in [%s]", s->section);
         }
@@ -468,12 +500,14 @@ typedef struct loaded {
   cfg c;
   vmsec *vms;
   size_t n_vms;
+  jitsu__table names; /* of vms[], by name */
 } loaded;
 
 static void loaded_free(loaded *l) {
   for (size_t i = 0; i < l->n_vms; i++)
     free(l->vms[i].params);
   free(l->vms);
+  jitsu__table_free(&l->names);
   jitsu__cfg_free(&l->c);
 }
 
@@ -481,6 +515,7 @@ static int parse_and_check(jitsu_ctx *ctx, FILE *f, loaded *l, bool reload,
                            jitsu_error *err) {
   cfg *c = &l->c;
   c->ctx = ctx;
+  jitsu__table_init(&l->names, jitsu__random32());
   int r = jitsu__cfg_read(f, c, err);
   if (r < 0)
     return r;
@@ -495,6 +530,10 @@ static int parse_and_check(jitsu_ctx *ctx, FILE *f, loaded *l, bool reload,
     if (name == NULL)
       continue;
     vmsec *vs = &l->vms[l->n_vms++];
+    vs->hd = &c->h[h];
+    vs->node.key = name;
+    if (jitsu__table_insert(&l->names, &vs->node) < 0)
+      return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
     vs->section = c->h[h].name;
     vs->name = name;
     vs->line = c->h[h].line;
@@ -708,10 +747,7 @@ typedef struct plan {
 } plan;
 
 static bool in_file(loaded *l, const char *name) {
-  for (size_t i = 0; i < l->n_vms; i++)
-    if (strcmp(l->vms[i].name, name) == 0)
-      return true;
-  return false;
+  return jitsu__table_find(&l->names, name) != NULL;
 }
 
 static void undo_reload(jitsu_ctx *ctx, loaded *l, plan *pl, size_t added,

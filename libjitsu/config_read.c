@@ -35,6 +35,8 @@ static void note_header(cfg *c, const char *line) {
   }
   c->h[c->nh].name = strndup(p + 1, (size_t)(end - p - 1));
   c->h[c->nh].line = c->lineno;
+  c->h[c->nh].first = c->n;
+  c->h[c->nh].n = 0;
   if (c->h[c->nh].name == NULL)
     c->oom = 1;
   else
@@ -93,21 +95,22 @@ static int handler(void *user, const char *section, const char *name,
   entry *e = &c->e[c->n];
   /* Our own header record, not inih's (section), which it truncates. */
   (void)section;
-  e->section = strdup(c->nh ? c->h[c->nh - 1].name : "");
+  e->section = c->nh ? c->h[c->nh - 1].name : "";
   e->key = strdup(name);
   e->value = strdup(value ? value : "");
   e->line = c->lineno;
-  if (!e->section || !e->key || !e->value) {
-    free(e->section), free(e->key), free(e->value);
+  if (!e->key || !e->value) {
+    free(e->key), free(e->value);
     return c->oom = 1, 0;
   }
+  if (c->nh > 0)
+    c->h[c->nh - 1].n++;
   c->n++;
   return 1;
 }
 
 void jitsu__cfg_free(cfg *c) {
   for (size_t i = 0; i < c->n; i++) {
-    free(c->e[i].section);
     free(c->e[i].key);
     free(c->e[i].value);
   }

@@ -302,13 +302,17 @@ void jitsu__control_set_id(jitsu__creq *req, void *id);
 #define JITSU__MAX_LINE 65536 /* bytes of a config line, with its end */
 
 typedef struct entry {
-  char *section, *key, *value;
+  const char *section; /* its header's name (not owned), or "" */
+  char *key, *value;
   unsigned line;
 } entry;
 
+/* A section header; its entries are e[first .. first + n) (inih gives a
+ * section's entries in a row; a header given twice is an error). */
 typedef struct header {
   char *name;
   unsigned line;
+  size_t first, n;
 } header;
 
 typedef struct cfg {

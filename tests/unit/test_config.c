@@ -50,6 +50,12 @@ static void test_errors_have_lines(void **state) {
   expect_error(f, "x = 1\n", 1, "x", "outside of any section");
   expect_error(f, "[vm a]\nexec = /bin/true\nexec = /bin/false\n", 3, "exec",
                "given more than once (first at line 2)");
+  expect_error(f,
+               "[jitsu]\nmax-live = 3\n[vm a]\nexec = /bin/true\n"
+               "[jitsu]\nmax-live = 4\n",
+               5, NULL, "duplicate section [jitsu] (first at line 1)");
+  expect_error(f, "[jitsu]\nmax-live = 3\nmax-live = 4\n[vm a]\n", 3,
+               "max-live", "given more than once (first at line 2)");
   expect_error(f, "[vm a]\nexec = /bin/true\nsocket = tcp nowhere\n", 3,
                "socket", "numeric HOST:PORT");
   expect_error(f, "[vm a]\nexec = /bin/true\nsocket = sctp 1.2.3.4:5\n", 3,
@@ -245,6 +251,38 @@ static void test_backend_modules(void **state) {
   free(saved);
 }
 
+static void count_unchanged(const char *name, jitsu_reload_action act,
+                            void *arg) {
+  (void)name;
+  if (act == JITSU_RELOAD_UNCHANGED)
+    (*(int *)arg)++;
+}
+
+/* 10,000 vms with the same keys load (the same key in two sections is
+ * not a repeat), and reload unchanged; each is found by name. */
+static void test_many_vms(void **state) {
+  fixture *f = *state;
+  FILE *out = fopen(f->config, "w");
+  assert_non_null(out);
+  fprintf(out, "[jitsu]\nmax-live = 5\n");
+  for (int i = 0; i < 10000; i++)
+    fprintf(out, "[vm v%d]\nexec = /bin/true %d\nenv = A=%d\nenv = B=1\n", i, i,
+            i);
+  fclose(out);
+  assert_int_equal(jitsu_config_load(f->ctx, f->config, &f->err), 0);
+  int unchanged = 0;
+  assert_int_equal(
+      jitsu_config_reload(f->ctx, count_unchanged, &unchanged, &f->err), 0);
+  assert_int_equal(unchanged, 10000);
+  size_t defined;
+  jitsu_ctx_counts(f->ctx, &defined, NULL, NULL);
+  assert_int_equal(defined, 10000);
+  assert_non_null(jitsu_vm_find(f->ctx, "v9999"));
+  jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+  assert_int_equal(jitsu_vm_info_get(jitsu_vm_find(f->ctx, "v42"), &info), 0);
+  assert_int_equal(jitsu_config_uint(f->ctx, "jitsu", "max-live", 0), 5);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_errors_have_lines, fixture_setup,
@@ -258,6 +296,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_declared_keys, fixture_setup,
                                       fixture_teardown),
       cmocka_unit_test_setup_teardown(test_backend_modules, fixture_setup,
+                                      fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_many_vms, fixture_setup,
                                       fixture_teardown),
   };
   return cmocka_run_group_tests_name("config", tests, NULL, NULL);
