@@ -90,6 +90,14 @@ static void write_done(uv_write_t *w, int status) {
 static void client_send(client *c, const char *text) {
   if (c->closing)
     return;
+  /* A client that does not read its answers is dropped, not buffered
+   * for: what earlier answers left unread is bounded, not the answer
+   * itself (a list of 100,000 vms is one long line). */
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) >
+      MAX_UNREAD_OUTPUT) {
+    client_close(c);
+    return;
+  }
   size_t len = strlen(text);
   uv_write_t *w = malloc(sizeof(*w) + len + 1);
   if (w == NULL) {
@@ -103,12 +111,7 @@ static void client_send(client *c, const char *text) {
   if (uv_write(w, (uv_stream_t *)&c->pipe, &buf, 1, write_done) < 0) {
     free(w);
     client_close(c);
-    return;
   }
-  /* A client that does not read its answers is dropped, not buffered for. */
-  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) >
-      MAX_UNREAD_OUTPUT)
-    client_close(c);
 }
 
 static void arm_timer(client *c);

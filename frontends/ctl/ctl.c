@@ -22,7 +22,7 @@
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 
-#define RESPONSE_MAX (16 * 1024 * 1024)
+#define RESPONSE_MAX (512 * 1024 * 1024) /* list of 1,000,000 vms */
 
 static const char usage_text[] =
     "usage: jitsu-ctl [-s SOCKET | -c CONFIG] [--json] COMMAND [ARGS]\n"
@@ -95,7 +95,7 @@ static int call(const char *path, json_t *req, double timeout_ms,
   size_t cap = 65536, got = 0;
   char *buf = malloc(cap);
   double deadline = now_ms() + timeout_ms;
-  int status = EXIT_UNREACHABLE;
+  int status = EXIT_FAILED; /* it was reached: whatever fails now */
   for (;;) {
     char *nl = got ? memchr(buf, '\n', got) : NULL;
     if (nl != NULL) {
@@ -124,7 +124,10 @@ static int call(const char *path, json_t *req, double timeout_ms,
     }
     ssize_t n = read(fd, buf + got, cap - got);
     if (n <= 0) {
-      fprintf(stderr, "jitsu-ctl: the daemon closed the connection\n");
+      fprintf(stderr,
+              "jitsu-ctl: the daemon closed the connection before its "
+              "answer was complete (%zu bytes read)\n",
+              got);
       break;
     }
     got += (size_t)n;

@@ -219,6 +219,22 @@ expect_exit 1 ctl status slow
 grep -q "no vm 'slow'" "$dir/last.err" || fail "slow: $(cat "$dir/last.err")"
 ok
 
+# Answers longer than the unread-output bound (1 MiB) reach a client that
+# reads them: 5,000 more vms make a list of about 1.8 MB and longer stats.
+cp "$dir/jitsu.conf" "$dir/small.conf"
+for i in $(seq 1 5000); do
+  printf '[vm many%d]\nexec = /bin/true %s\n' "$i" "$dir"
+done >>"$dir/jitsu.conf"
+expect_exit 0 ctl reload
+expect_exit 0 ctl --json list
+[ "$(stat -c %s "$dir/last.out")" -gt 1100000 ] || fail "list: only $(stat -c %s "$dir/last.out") bytes"
+[ "$(grep -c '"name": "many' "$dir/last.out")" = 5000 ] || fail "list: not every vm"
+expect_exit 0 ctl stats --prometheus
+[ "$(grep -c '^jitsu_.*vm="many' "$dir/last.out")" -ge 5000 ] || fail "stats: not every vm"
+cp "$dir/small.conf" "$dir/jitsu.conf"
+expect_exit 0 ctl reload
+ok "answers of several MB: list and stats of 5,000 more vms"
+
 kill "$cpid"
 wait "$cpid" || fail "the controller exited with an error"
 cpid=0
