@@ -26,6 +26,9 @@ typedef struct dns_vm {
   uint64_t idle_ms;   /* put away after this long without queries; 0: never */
   jitsu_idle_action idle_action;
   bool ours; /* a query summoned it: our idle policy applies */
+  /* An unheld answer's summon waits (from a stopped, failed or suspended
+   * guest until it is ready or ends): more unheld answers need none. */
+  bool coming;
   uint64_t last_query_ms;
 } dns_vm;
 
@@ -104,6 +107,7 @@ typedef struct dns_server_config {
   bool forward;              /* forward at all */
   uint64_t forward_timeout_ms;
   const char *const *allow; /* CIDRs that may use forwarding */
+  uint64_t udp_buffer;      /* SO_RCVBUF asked for each UDP socket */
 } dns_server_config;
 
 /* Create the server on (ctx)'s loop and bind its sockets; 0 or an error

@@ -4,7 +4,9 @@
 #include "dns.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -81,6 +83,7 @@ typedef struct stats {
 struct dns_server {
   jitsu_ctx *ctx;
   uv_loop_t *loop;
+  uint64_t udp_buffer; /* SO_RCVBUF asked for */
   dns_settings set;
   dns_zones zones;
   uv_udp_t **udp;
@@ -438,13 +441,18 @@ static void query_vm(dns_server *srv, origin *to, const dns_query *q,
   if (wakes)
     dv->ours = true; /* a query woke it: our idle policy may put it away */
   if (dv->hold_ms == 0 || srv->n_pending >= srv->set.max_pending) {
-    /* Answer now, and let the guest come up behind the answer. */
-    int r = jitsu_vm_summon(vm, NULL, NULL);
-    if (r < 0) {
-      answer_rcode(srv, to, q, DNS_SERVFAIL, false);
-      return;
+    /* Answer now, and let the guest come up behind the answer: one
+     * summon for all such answers, so that they do not count against
+     * max-waiters. */
+    if (!dv->coming) {
+      int r = jitsu_vm_summon(vm, NULL, NULL);
+      if (r < 0) {
+        answer_rcode(srv, to, q, DNS_SERVFAIL, false);
+        return;
+      }
+      dv->coming = true;
+      srv->st.summons++;
     }
-    srv->st.summons++;
     answer_name(srv, to, q, name, zone, dv->hold_ms ? SHORT_TTL : UINT32_MAX);
     return;
   }
@@ -739,10 +747,13 @@ static void on_state(jitsu_vm *vm, jitsu_state old, jitsu_state new_state,
                      const char *reason, void *arg) {
   dns_server *srv = arg;
   (void)old, (void)reason;
-  if (new_state != JITSU_STATE_STOPPED && new_state != JITSU_STATE_FAILED)
-    return;
   dns_vm *dv = dns_zones_vm(&srv->zones, vm);
-  if (dv != NULL)
+  if (dv == NULL)
+    return;
+  if (new_state == JITSU_STATE_READY || new_state == JITSU_STATE_STOPPED ||
+      new_state == JITSU_STATE_FAILED || new_state == JITSU_STATE_SUSPENDED)
+    dv->coming = false; /* the summon it waited for is over */
+  if (new_state == JITSU_STATE_STOPPED || new_state == JITSU_STATE_FAILED)
     dv->ours = false; /* whoever starts it next decides */
 }
 
@@ -765,6 +776,7 @@ static void rebuild(dns_server *srv, jitsu_vm *skip) {
     dns_vm *old = dns_zones_vm(&srv->zones, dv->vm);
     if (old != NULL) {
       dv->ours = old->ours;
+      dv->coming = old->coming;
       dv->last_query_ms = old->last_query_ms;
     }
   }
@@ -848,6 +860,32 @@ void dns_server_rebuild(dns_server *srv) {
   rebuild(srv, NULL);
 }
 
+/* Give (u) the receive buffer asked for: a burst of queries for cold
+ * names waits there while the loop works (the kernel's default holds
+ * about 250 of them). The kernel caps SO_RCVBUF at net.core.rmem_max;
+ * with CAP_NET_ADMIN, SO_RCVBUFFORCE passes the cap. Says so when it got
+ * less. */
+static void udp_buffer(dns_server *srv, uv_udp_t *u, const char *spec) {
+  uv_os_fd_t fd;
+  if (srv->udp_buffer == 0 || uv_fileno((uv_handle_t *)u, &fd) < 0)
+    return;
+  int want = srv->udp_buffer > INT_MAX / 2 ? INT_MAX / 2 : (int)srv->udp_buffer;
+  int got = 0;
+  socklen_t len = sizeof(got);
+  /* The kernel doubles what it is given (for its own bookkeeping) and
+   * reports the doubled value. */
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want)) < 0 ||
+      getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) < 0 || got < want)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof(want));
+  len = sizeof(got);
+  if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got < want)
+    fprintf(stderr,
+            "jitsu-dns: warning: %s: UDP receive buffer %d bytes, not the "
+            "%d asked for (udp-buffer): the kernel caps it at "
+            "net.core.rmem_max without CAP_NET_ADMIN\n",
+            spec, got / 2, want);
+}
+
 static int bind_one(dns_server *srv, const char *spec, char *why,
                     size_t why_size) {
   struct sockaddr_storage ss;
@@ -885,6 +923,8 @@ static int bind_one(dns_server *srv, const char *spec, char *why,
   unsigned v6only = ss.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0;
   int r = uv_udp_bind(u, (struct sockaddr *)&ss, v6only);
   if (r == 0)
+    udp_buffer(srv, u, spec);
+  if (r == 0)
     r = uv_udp_recv_start(u, udp_alloc, udp_read);
   if (r == 0)
     r = uv_tcp_bind(t, (struct sockaddr *)&ss,
@@ -906,6 +946,7 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
   srv->ctx = ctx;
   srv->loop = jitsu_ctx_loop(ctx);
   srv->set = cfg->settings;
+  srv->udp_buffer = cfg->udp_buffer;
   srv->serial = (uint32_t)time(NULL);
   list_init(&srv->pending);
   uv_timer_init(srv->loop, &srv->idle);

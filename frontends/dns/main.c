@@ -39,6 +39,8 @@ static const jitsu_key dns_section_keys[] = {
     {"rate-burst", JITSU_KEY_UINT, 0, "... and in a burst"},
     {"max-pending", JITSU_KEY_UINT, 0, "held answers at once"},
     {"max-tcp", JITSU_KEY_UINT, 0, "TCP connections at once"},
+    {"udp-buffer", JITSU_KEY_SIZE, 0,
+     "receive buffer of each UDP socket (default 4M)"},
     {"user", JITSU_KEY_STRING, 0, "drop to this user after binding"},
 };
 
@@ -306,6 +308,7 @@ int main(int argc, char **argv) {
       listen[i] = v;
   }
   cfg.listen = listen;
+  cfg.udp_buffer = jitsu_config_size(a.ctx, "dns", "udp-buffer", 4 << 20);
   /* Forwarding: on unless forward = no; upstreams from -f, [dns]
    * forward-to, or resolv.conf; only for allowed clients (loopback). */
   cfg.forward = jitsu_config_bool(a.ctx, "dns", "forward", true);

@@ -169,6 +169,11 @@ q slowfail.example.test A | grep -q "status: SERVFAIL" || fail "hold-expired = s
 # 200 concurrent queries for one cold name: one spawn, 200 answers.
 "$burst" "$P" burst.example.test 200 127.0.0.3 >"$dir/burst.txt" || fail "burst: $(cat "$dir/burst.txt")"
 [ "$(wc -l <"$dir/starts-burst")" -eq 1 ] || fail "the burst spawned $(wc -l <"$dir/starts-burst") guests"
+# Bursts wait in the UDP socket's receive buffer (udp-buffer, 4M): the
+# kernel reports it doubled; a kernel that gave less is said on stderr.
+rb=$(ss -Huamn "sport = :$P" | sed -n 's/.*rb\([0-9]*\).*/\1/p' | head -n 1)
+[ "${rb:-0}" -ge 8388608 ] || grep -q "UDP receive buffer .* not the 4194304 asked for" "$dir/main.err" ||
+  fail "UDP receive buffer $rb bytes, and no word of it"
 ok
 
 # --- forwarding --------------------------------------------------------------
@@ -294,6 +299,33 @@ grep -q REFUSED "$dir/flood.txt" || fail "nothing was refused: $(cat "$dir/flood
 "$ctl_bin" -c "$dir/flood.conf" stats --prometheus | grep -q "^jitsu_dns_summons_total" || fail "dns stats in prometheus"
 [ "$("$ctl_bin" -c "$dir/flood.conf" --json stats | grep -o '"live": [0-9]*' | grep -o '[0-9]*$')" -le 3 ] ||
   fail "max-live exceeded"
+ok
+
+# --- beyond max-pending: answered at once, without more waiters -------------
+# max-pending 1 and max-waiters 2: one answer is held, the other 39 are
+# answered at once with the address; one summon starts the guest behind
+# them all (before, each was a summon of its own: SERVFAIL from the third).
+cat >"$dir/unheld.conf" <<CONF
+[jitsu]
+state-dir = $dir/unheld-state
+max-waiters = 2
+[dns]
+forward = no
+rate = 1000000
+rate-burst = 1000000
+max-pending = 1
+[vm slowboot]
+exec = $hello --name slowboot --record $dir/starts-slowboot --boot-ms 1500
+socket = tcp 127.0.0.1:$(free_port)
+ready = notify
+address = 127.0.0.9
+dns = slowboot.unheld.test
+CONF
+UP=$(free_port)
+start unheld "$dir/unheld.conf" -l "$UP"
+"$burst" "$UP" slowboot.unheld.test 40 127.0.0.9 >"$dir/unheld.txt" ||
+  fail "beyond max-pending: $(cat "$dir/unheld.txt")"
+[ "$(wc -l <"$dir/starts-slowboot")" -eq 1 ] || fail "slowboot spawned $(wc -l <"$dir/starts-slowboot") guests"
 ok
 
 # --- port 53 as root, then privileges dropped -------------------------------
