@@ -245,18 +245,23 @@ static void cmd_stats(jitsu__creq *req, json_t *args) {
   }
   size_t defined, live, starting;
   unsigned ml, ms, mw;
+  uint64_t refused_live, refused_waiters;
   jitsu_ctx_counts(ctx, &defined, &live, &starting);
   jitsu_ctx_limits(ctx, &ml, &ms, &mw);
+  jitsu_ctx_refusals(ctx, &refused_live, &refused_waiters);
   json_t *bounds = json_array();
   for (size_t i = 0; i < JITSU_LATENCY_BUCKETS - 1; i++)
     json_array_append_new(bounds, json_real(jitsu_latency_bounds()[i]));
   jitsu__control_reply(
-      req, json_pack("{s:{s:I, s:I, s:I, s:i, s:i, s:i}, s:o, s:o, s:o}", "ctx",
-                     "defined", (json_int_t)defined, "live", (json_int_t)live,
-                     "starting", (json_int_t)starting, "max_live", (int)ml,
-                     "max_starting", (int)ms, "max_waiters", (int)mw,
-                     "latency_bounds_ms", bounds, "vms", vms, "frontends",
-                     frontend_stats(ctx)));
+      req, json_pack("{s:{s:I, s:I, s:I, s:i, s:i, s:i, s:I, s:I}, s:o, s:o, "
+                     "s:o}",
+                     "ctx", "defined", (json_int_t)defined, "live",
+                     (json_int_t)live, "starting", (json_int_t)starting,
+                     "max_live", (int)ml, "max_starting", (int)ms,
+                     "max_waiters", (int)mw, "refused_max_live",
+                     (json_int_t)refused_live, "refused_max_waiters",
+                     (json_int_t)refused_waiters, "latency_bounds_ms", bounds,
+                     "vms", vms, "frontends", frontend_stats(ctx)));
 }
 
 static void note_change(const char *name, jitsu_reload_action action,

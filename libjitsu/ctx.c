@@ -188,6 +188,14 @@ void jitsu_ctx_counts(jitsu_ctx *ctx, size_t *defined, size_t *live,
     *starting = ctx->n_starting;
 }
 
+void jitsu_ctx_refusals(jitsu_ctx *ctx, uint64_t *max_live,
+                        uint64_t *max_waiters) {
+  if (max_live)
+    *max_live = ctx->refused[JITSU__LIMIT_LIVE];
+  if (max_waiters)
+    *max_waiters = ctx->refused[JITSU__LIMIT_WAITERS];
+}
+
 static void log_va(jitsu_ctx *ctx, jitsu_log_level level, const char *fmt,
                    va_list ap) {
   if (ctx->log_fn == NULL || level > ctx->log_max)

@@ -146,6 +146,14 @@ typedef struct jitsu__stats_src {
   void *arg;
 } jitsu__stats_src;
 
+/* The limits a summon can be refused for (counted per context). */
+typedef enum jitsu__limit {
+  JITSU__LIMIT_LIVE,    /* max-live */
+  JITSU__LIMIT_WAITERS, /* max-waiters */
+  JITSU__N_LIMITS
+} jitsu__limit;
+#define JITSU__REFUSAL_LOG_MS 10000
+
 struct jitsu_ctx {
   uv_loop_t *loop;
   char *state_dir;
@@ -158,6 +166,11 @@ struct jitsu_ctx {
   jitsu__link start_queue;
   size_t n_queued_new;
   bool queue_kicked; /* a run of the queue is deferred */
+  /* Summons refused for a limit (jitsu__refused), and the rate limit of
+   * their log line: one per reason per JITSU__REFUSAL_LOG_MS. */
+  uint64_t refused[JITSU__N_LIMITS];
+  uint64_t refused_logged_ms[JITSU__N_LIMITS];
+  uint64_t refused_unlogged[JITSU__N_LIMITS];
   jitsu__table triggers;
   const jitsu_backend_ops **backends;
   const char **backend_names;

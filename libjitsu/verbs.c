@@ -51,16 +51,41 @@ static int check_defined(jitsu_vm *vm) {
   return jitsu__fail(vm->ctx, -ENOENT, "vm '%s' was undefined", vm->name);
 }
 
+/* A summon of (vm) was refused for (limit), as (ctx)'s last error says:
+ * count it, and log it at most once per reason every
+ * JITSU__REFUSAL_LOG_MS, with how many were not logged since. */
+static int refused(jitsu_vm *vm, jitsu__limit limit) {
+  jitsu_ctx *ctx = vm->ctx;
+  uint64_t now = uv_now(ctx->loop);
+  ctx->refused[limit]++;
+  if (ctx->refused_logged_ms[limit] != 0 &&
+      now - ctx->refused_logged_ms[limit] < JITSU__REFUSAL_LOG_MS) {
+    ctx->refused_unlogged[limit]++;
+    return JITSU_ELIMIT;
+  }
+  uint64_t more = ctx->refused_unlogged[limit];
+  jitsu_vm_log(
+      vm, JITSU_LOG_WARNING, "%s (%llu more refused for it in the last %llu s)",
+      jitsu_ctx_last_error(ctx), (unsigned long long)more,
+      (unsigned long long)(ctx->refused_logged_ms[limit]
+                               ? (now - ctx->refused_logged_ms[limit]) / 1000
+                               : 0));
+  ctx->refused_logged_ms[limit] = now;
+  ctx->refused_unlogged[limit] = 0;
+  return JITSU_ELIMIT;
+}
+
 /* max-live counts the guests that run and those queued to start. */
 static int check_live_limit(jitsu_vm *vm, bool new_live) {
   jitsu_ctx *ctx = vm->ctx;
   size_t live = ctx->n_live + ctx->n_queued_new;
-  if (new_live && live >= ctx->max_live)
-    return jitsu__fail(ctx, JITSU_ELIMIT,
-                       "cannot summon vm '%s': %zu guests live or queued to "
-                       "start, max-live is %u",
-                       vm->name, live, ctx->max_live);
-  return 0;
+  if (!new_live || live < ctx->max_live)
+    return 0;
+  jitsu__fail(ctx, JITSU_ELIMIT,
+              "cannot summon vm '%s': %zu guests live or queued to start, "
+              "max-live is %u",
+              vm->name, live, ctx->max_live);
+  return refused(vm, JITSU__LIMIT_LIVE);
 }
 
 static bool is_new_live(const jitsu_vm *vm) {
@@ -109,10 +134,11 @@ static void run_queue(jitsu_vm *unused, int status, void *arg) {
     if (vm->n_summons == 0)
       continue; /* its summons were cancelled */
     if (is_new_live(vm) && ctx->n_live >= ctx->max_live) {
-      jitsu_vm_log(vm, JITSU_LOG_WARNING,
-                   "summons refused: %zu guests live, max-live is %u",
-                   ctx->n_live, ctx->max_live);
-      finish_summons(vm, JITSU_ELIMIT);
+      jitsu__fail(ctx, JITSU_ELIMIT,
+                  "summons of vm '%s' refused at the head of the start "
+                  "queue: %zu guests live, max-live is %u",
+                  vm->name, ctx->n_live, ctx->max_live);
+      finish_summons(vm, refused(vm, JITSU__LIMIT_LIVE));
     } else if (is_new_live(vm)) {
       vm_start(vm);
     } else if (vm->state == JITSU_STATE_SUSPENDED) {
@@ -228,11 +254,13 @@ int jitsu_vm_summon(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
     }
     __attribute__((fallthrough)); /* queued: it waits like a starting vm */
   default:
-    if (vm->n_summons >= ctx->max_waiters)
-      r = jitsu__fail(ctx, JITSU_ELIMIT,
-                      "cannot summon vm '%s': %u summons already wait, "
-                      "max-waiters is %u",
-                      vm->name, vm->n_summons, ctx->max_waiters);
+    if (vm->n_summons >= ctx->max_waiters) {
+      jitsu__fail(ctx, JITSU_ELIMIT,
+                  "cannot summon vm '%s': %u summons already wait, "
+                  "max-waiters is %u",
+                  vm->name, vm->n_summons, ctx->max_waiters);
+      r = refused(vm, JITSU__LIMIT_WAITERS);
+    }
     break;
   }
   if (r < 0)

@@ -359,14 +359,21 @@ static void print_prometheus(json_t *result) {
   for (size_t g = 0; g < sizeof(gauges) / sizeof(*gauges); g++)
     printf("# HELP %s %s\n# TYPE %s gauge\n%s %.0f\n", gauges[g][1],
            gauges[g][2], gauges[g][1], gauges[g][1], num(ctx, gauges[g][0]));
+  printf("# HELP jitsu_summons_refused_total Summons refused for a limit.\n"
+         "# TYPE jitsu_summons_refused_total counter\n"
+         "jitsu_summons_refused_total{limit=\"max-live\"} %.0f\n"
+         "jitsu_summons_refused_total{limit=\"max-waiters\"} %.0f\n",
+         num(ctx, "refused_max_live"), num(ctx, "refused_max_waiters"));
   print_frontends(result, 1);
 }
 
 static void print_stats(json_t *result) {
   json_t *ctx = json_object_get(result, "ctx");
-  printf("%.0f vms defined, %.0f live (max %.0f), %.0f starting (max %.0f)\n",
+  printf("%.0f vms defined, %.0f live (max %.0f), %.0f starting (max %.0f); "
+         "summons refused: %.0f for max-live, %.0f for max-waiters\n",
          num(ctx, "defined"), num(ctx, "live"), num(ctx, "max_live"),
-         num(ctx, "starting"), num(ctx, "max_starting"));
+         num(ctx, "starting"), num(ctx, "max_starting"),
+         num(ctx, "refused_max_live"), num(ctx, "refused_max_waiters"));
   size_t i;
   json_t *vm;
   json_array_foreach(json_object_get(result, "vms"), i, vm) {

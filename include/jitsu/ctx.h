@@ -93,6 +93,11 @@ JITSU_EXTERN int jitsu_sd_notify(const char *state);
 /* Number of vms defined, guests live (not stopped or failed), starting. */
 JITSU_EXTERN void jitsu_ctx_counts(jitsu_ctx *ctx, size_t *defined,
                                    size_t *live, size_t *starting);
+/* Summons refused since (ctx) began, for max-live and for max-waiters
+ * (either may be NULL); each refusal is also logged, at most once per
+ * limit every 10 s with the number not logged since. */
+JITSU_EXTERN void jitsu_ctx_refusals(jitsu_ctx *ctx, uint64_t *max_live,
+                                     uint64_t *max_waiters);
 
 #ifdef __cplusplus
 }

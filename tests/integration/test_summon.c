@@ -25,6 +25,12 @@ static void many_cb(jitsu_vm *vm, int status, void *arg) {
   m->ok += status == 0;
 }
 
+/* A logger that counts the lines saying a summon was refused. */
+static void count_refusals(jitsu_log_level level, const char *msg, void *arg) {
+  if (level == JITSU_LOG_WARNING && strstr(msg, "cannot summon") != NULL)
+    (*(int *)arg)++;
+}
+
 static void test_thousand_summons_one_spawn(void **state) {
   fixture *f = *state;
   char record[300];
@@ -132,6 +138,10 @@ static void test_limits(void **state) {
                    0);
   jitsu_vm *a = jitsu_vm_find(f->ctx, "a"), *b = jitsu_vm_find(f->ctx, "b"),
            *c = jitsu_vm_find(f->ctx, "c");
+  static int refusal_lines;
+  refusal_lines = 0;
+  jitsu_ctx_set_logger(f->ctx, count_refusals, &refusal_lines,
+                       JITSU_LOG_WARNING);
   static outcome oa, ob;
   oa = ob = (outcome){0};
   assert_int_equal(jitsu_vm_summon(b, outcome_cb, &ob), 0);
@@ -174,6 +184,12 @@ static void test_limits(void **state) {
   assert_int_equal(jitsu_vm_summon(c, outcome_cb, NULL), JITSU_ELIMIT);
   assert_non_null(strstr(jitsu_ctx_last_error(f->ctx), "max-live is 2"));
   assert_int_equal(jitsu_vm_state(c), JITSU_STATE_STOPPED);
+  /* Both refusals counted; logged once (the next line in 10 s at most). */
+  uint64_t refused_live, refused_waiters;
+  jitsu_ctx_refusals(f->ctx, &refused_live, &refused_waiters);
+  assert_int_equal(refused_live, 2);
+  assert_int_equal(refused_waiters, 0);
+  assert_int_equal(refusal_lines, 1);
   size_t live;
   jitsu_ctx_counts(f->ctx, NULL, &live, NULL);
   assert_int_equal(live, 2);
@@ -201,6 +217,9 @@ static void test_max_waiters(void **state) {
   for (int i = 0; i < 3; i++)
     assert_int_equal(jitsu_vm_summon(vm, many_cb, &m), 0);
   assert_int_equal(jitsu_vm_summon(vm, many_cb, &m), JITSU_ELIMIT);
+  uint64_t refused_waiters;
+  jitsu_ctx_refusals(f->ctx, NULL, &refused_waiters);
+  assert_int_equal(refused_waiters, 1);
   for (int i = 0; i < 300 && m.done < 3; i++)
     run_for(f, 10);
   assert_int_equal(m.ok, 3);
