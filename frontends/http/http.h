@@ -104,7 +104,8 @@ struct http_client {
   /* The request being read or forwarded. */
   char *head; /* the head to send upstream, built as it is parsed */
   size_t head_len, head_cap, head_bytes;
-  char field[256]; /* the header name being read */
+  bool head_started; /* a byte of this request came: header-timeout runs */
+  char field[256];   /* the header name being read */
   size_t field_len;
   bool in_value, want_host_value, want_value;
   char host[256];

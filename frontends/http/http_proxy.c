@@ -215,7 +215,7 @@ void http_client_backpressure(http_client *c, bool pause) {
 
 static void head_timeout(uv_timer_t *t) {
   http_client *c = t->data;
-  if (c->state == C_HEAD && (c->head_bytes > 0 || c->stash_len > 0))
+  if (c->state == C_HEAD && (c->head_started || c->stash_len > 0))
     http_client_error(c, 408, "Request Timeout",
                       "the request head did not arrive in time");
   else if (c->state == C_HEAD)
@@ -309,8 +309,12 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     reading(c, false); /* half-closed after its request: answer, then close */
     return;
   }
-  if (c->state == C_HEAD && c->head_bytes == 0)
+  /* header-timeout runs from the request's first byte, whatever comes
+   * after it (a method, empty lines): it is never armed again. */
+  if (c->state == C_HEAD && !c->head_started) {
+    c->head_started = true;
     arm_head_timer(c, true);
+  }
   if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED ||
       (c->parser.upgrade && c->state != C_TUNNEL)) {
     stash(c, buf->base, (size_t)n); /* the parser waits: keep it for later */
@@ -676,8 +680,9 @@ void http_client_response_done(http_client *c, bool keep_alive) {
   c->state = C_HEAD;
   c->up = NULL;
   c->head_bytes = 0;
-  arm_head_timer(c, false);
-  resume(c); /* a pipelined request may already be here */
+  c->head_started = c->stash_len > 0; /* a pipelined request is here */
+  arm_head_timer(c, c->head_started);
+  resume(c);
 }
 
 /* --- connections --- */

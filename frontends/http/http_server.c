@@ -497,7 +497,7 @@ void http_proxy_drain(http_proxy *px, void (*done)(void *arg), void *arg) {
   for (http_link *l = px->clients.next; l != &px->clients;) {
     http_client *c = HTTP_CONTAINER(l, http_client, link);
     l = l->next;
-    if (c->state == C_HEAD && c->head_bytes == 0 && c->stash_len == 0)
+    if (c->state == C_HEAD && !c->head_started && c->stash_len == 0)
       http_client_close(c);
   }
   uv_timer_start(px->drain_timer, drain_expired, px->set.drain_ms, 0);

@@ -212,6 +212,11 @@ read -r t1 _ status _ <"$dir/slow.txt"
 [ "$status" = 408 ] || fail "slowloris: $(cat "$dir/slow.txt")"
 [ $(((t1 - t0) / 1000000)) -lt 5000 ] || fail "408 took $(((t1 - t0) / 1000000)) ms"
 [ "$(get web.test)" = "hello from web" ] || fail "the proxy did not survive"
+# Bytes that are not the URL or a header (empty lines, here) do not move
+# the cut: 408 while the client still sends them (for 6 s).
+(for _ in $(seq 1 20); do printf '\r\n'; sleep 0.3; done) |
+  socat -t 7 - "TCP:127.0.0.1:$P" >"$dir/crlf.txt" 2>&1 || true
+head -n 1 "$dir/crlf.txt" | grep -q "^HTTP/1.1 408" || fail "empty lines held the head open: $(head -c 200 "$dir/crlf.txt")"
 ok
 
 # --- a reload that removes a vm takes its routes away --------------------
