@@ -301,7 +301,13 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n == 0)
     return; /* libuv's EAGAIN; a length of 0 would mean EOF to the parser */
   if (n < 0) {
-    if (c->state == C_HEAD || c->state == C_QUEUED || c->state == C_TUNNEL ||
+    /* One that leaves while its request waits (for its guest, or for a
+     * connection to it) is gone at once; one whose request reached the
+     * guest may have half-closed: it gets its answer. */
+    bool waiting =
+        c->state == C_QUEUED ||
+        (c->state == C_FORWARD && c->up == NULL && c->cwlink.next != NULL);
+    if (c->state == C_HEAD || waiting || c->state == C_TUNNEL ||
         !c->req_complete) {
       http_client_close(c);
       return;

@@ -25,7 +25,7 @@ fail() {
 }
 ok() { tap_ok "$@"; }
 P=$(free_port) W=$(free_port) S=$(free_port) B=$(free_port) WS=$(free_port)
-KA=$(free_port) G=$(free_port)
+KA=$(free_port) G=$(free_port) TP=$(free_port)
 wsecho="$(dirname "$0")/ws_echo.py"
 url() { echo "http://127.0.0.1:$P$1"; }
 get() { curl -s -m 20 -H "Host: $1" "$(url "${2:-/}")"; }
@@ -65,6 +65,11 @@ ready-timeout = 120s
 address = 127.0.0.1:$G
 http-host = gate.test
 http-queue = 2
+[vm tarpit]
+exec = socat TCP-LISTEN:$TP,bind=127.0.0.1,reuseaddr,fork SYSTEM:'sleep 60; echo $dir'
+ready = tcp:127.0.0.1:$TP
+address = 127.0.0.1:$TP
+http-host = tarpit.test
 [vm never]
 exec = /bin/sh -c 'sleep 1000' $dir
 ready = tcp:127.0.0.1:$(free_port)
@@ -217,6 +222,27 @@ read -r t1 _ status _ <"$dir/slow.txt"
 (for _ in $(seq 1 20); do printf '\r\n'; sleep 0.3; done) |
   socat -t 7 - "TCP:127.0.0.1:$P" >"$dir/crlf.txt" 2>&1 || true
 head -n 1 "$dir/crlf.txt" | grep -q "^HTTP/1.1 408" || fail "empty lines held the head open: $(head -c 200 "$dir/crlf.txt")"
+ok
+
+# --- clients that leave while waiting for a connection to their guest ----
+# The tarpit accepts and never answers; a few connections to it are made
+# at a time (QEMU's forwards drop bursts of SYNs), so most of 30 requests
+# wait for a connection. Their clients leave (close) at once: they must be
+# released then, not kept until a connection would carry their requests
+# (each half-open socket holds a slot of max-connections).
+curl -s -m 1 -H "Host: tarpit.test" "$(url /)" >/dev/null || true # ready now
+leavers=()
+for _ in $(seq 1 30); do
+  printf 'GET / HTTP/1.1\r\nHost: tarpit.test\r\n\r\n' |
+    socat -t 0 - "TCP:127.0.0.1:$P" >/dev/null 2>&1 &
+  leavers+=($!)
+done
+wait "${leavers[@]}" || true
+sleep 0.5
+held=$(ss -Htn state close-wait "sport = :$P" | wc -l)
+[ "$held" -le 10 ] || fail "$held clients that left are still held"
+ctl stop tarpit destroy >/dev/null # those whose requests reached it: 502
+wait_connections 0
 ok
 
 # --- a reload that removes a vm takes its routes away --------------------
