@@ -108,6 +108,8 @@ struct http_client {
   char field[256];   /* the header name being read */
   size_t field_len;
   bool in_value, want_host_value, want_value;
+  bool host_seen; /* a Host field came (a second one is an error) */
+  bool counted;   /* this request is in the requests_total count */
   char host[256];
   char url[2048];
   size_t url_len;

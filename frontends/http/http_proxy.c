@@ -173,6 +173,10 @@ void http_client_error(http_client *c, int status, const char *reason,
                   px->set.retry_after);
   n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
   px->st.responses[status / 100]++;
+  if (!c->counted) { /* refused before its head was whole: a request too */
+    px->st.requests++;
+    c->counted = true;
+  }
   if (status == 400 || status == 408 || status == 413 || status == 431)
     px->st.bad_requests++;
   http_client_send(c, head, (size_t)n);
@@ -266,6 +270,20 @@ static void resume(http_client *c) {
 
 static const http_parser_settings *request_settings(void);
 
+/* Whether (data) starts with a token and a space (a method, RFC 9110
+ * 5.6.2 tchar). */
+static bool method_token(const char *data, size_t len) {
+  static const char extra[] = "!#$%&'*+-.^_`|~";
+  size_t i = 0;
+  for (; i < len && data[i] != ' '; i++) {
+    unsigned char ch = (unsigned char)data[i];
+    if (!(ch >= 'A' && ch <= 'Z') && !(ch >= 'a' && ch <= 'z') &&
+        !(ch >= '0' && ch <= '9') && (ch == 0 || !strchr(extra, ch)))
+      return false;
+  }
+  return i > 0 && i < len;
+}
+
 static int feed(http_client *c, const char *data, size_t len) {
   if (c->state == C_TUNNEL) {
     if (c->up != NULL)
@@ -283,7 +301,13 @@ static int feed(http_client *c, const char *data, size_t len) {
     return 1;
   }
   if (e != HPE_OK) {
-    if (c->state == C_HEAD) {
+    if (c->state == C_HEAD && e == HPE_INVALID_METHOD &&
+        method_token(data, len)) {
+      /* A valid method (RFC 9110 9.1: a token) that the parser does not
+       * know: not implemented here, not a bad request. */
+      http_client_error(c, 501, "Not Implemented",
+                        "the request's method is not supported");
+    } else if (c->state == C_HEAD) {
       char body[128];
       snprintf(body, sizeof(body), "malformed request: %s",
                http_errno_description(e));
@@ -355,6 +379,7 @@ static int on_message_begin(http_parser *p) {
   c->field_len = 0;
   c->in_value = false;
   c->host[0] = c->url[0] = c->xff[0] = c->upgrade[0] = '\0';
+  c->host_seen = c->counted = false;
   c->url_len = 0;
   c->req_complete = c->req_upgrade = false;
   c->req_body = 0;
@@ -410,8 +435,24 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
     return -1;
   if (!c->in_value) {
     c->in_value = true;
+    /* RFC 9112 5.1: no whitespace between a field name and its colon. */
+    if (memchr(c->field, ' ', c->field_len) != NULL ||
+        memchr(c->field, '\t', c->field_len) != NULL) {
+      http_client_error(c, 400, "Bad Request",
+                        "whitespace between a field name and its colon");
+      return -1;
+    }
     c->want_host_value =
         c->field_len == 4 && strncasecmp(c->field, "host", 4) == 0;
+    if (c->want_host_value && c->host_seen) { /* RFC 9112 3.2 */
+      http_client_error(c, 400, "Bad Request", "more than one Host field");
+      return -1;
+    }
+    c->host_seen |= c->want_host_value;
+    /* Several X-Forwarded-For fields make one list. */
+    if (c->field_len == 15 &&
+        strncasecmp(c->field, "x-forwarded-for", 15) == 0 && c->xff[0])
+      capture(c->xff, sizeof(c->xff), ", ", 2);
     c->want_value = !http_hop_by_hop(c->field, c->field_len);
     if (c->field_len == 15 && strncasecmp(c->field, "x-forwarded-for", 15) == 0)
       c->want_host_value = false;
@@ -472,6 +513,28 @@ static int finish_head(http_client *c) {
 
 static void dispatch(http_client *c);
 
+/* An absolute-form target (RFC 9112 3.2.2, "GET http://app.test/x"): its
+ * authority replaces Host, and the guest gets the origin form ("/x"). */
+static int absolute_form(http_client *c) {
+  if (strncasecmp(c->url, "http://", 7) != 0)
+    return 0;
+  const char *a = c->url + 7;
+  size_t al = strcspn(a, "/?#");
+  if (al == 0 || al >= sizeof(c->host) || memchr(a, '@', al) != NULL) {
+    http_client_error(c, 400, "Bad Request",
+                      "an absolute-form target needs a host (no userinfo)");
+    return -1;
+  }
+  memcpy(c->host, a, al);
+  c->host[al] = '\0';
+  const char *rest = a + al;
+  char path[sizeof(c->url)];
+  snprintf(path, sizeof(path), "%s%s", rest[0] == '/' ? "" : "/", rest);
+  snprintf(c->url, sizeof(c->url), "%s", path);
+  c->url_len = strlen(c->url);
+  return 0;
+}
+
 static int on_headers_complete(http_parser *p) {
   http_client *c = p->data;
   http_proxy *px = c->px;
@@ -479,6 +542,7 @@ static int on_headers_complete(http_parser *p) {
     return -1;
   c->in_value = false;
   px->st.requests++;
+  c->counted = true;
   c->req_chunked = (p->flags & F_CHUNKED) != 0;
   c->req_upgrade = p->upgrade && c->upgrade[0] != '\0';
   c->req_head_method = p->method == HTTP_HEAD;
@@ -487,6 +551,8 @@ static int on_headers_complete(http_parser *p) {
     http_client_error(c, 400, "Bad Request", "HTTP/1.1 needs a Host header");
     return -1;
   }
+  if (absolute_form(c) < 0)
+    return -1;
   if (px->set.max_body && !c->req_chunked && p->content_length != ULLONG_MAX &&
       p->content_length > px->set.max_body) {
     http_client_error(c, 413, "Content Too Large",

@@ -117,14 +117,8 @@ static size_t host_bucket(const http_proxy *px, const char *host) {
 }
 
 /* The route of (host, url): the longest path prefix of that host. */
-http_vmq *http_route_lookup(http_proxy *px, const char *host, const char *url) {
-  char h[MAX_ROUTE_HOST];
-  size_t i = 0;
-  for (; host[i] && host[i] != ':' && i < sizeof(h) - 1; i++)
-    h[i] = (char)(host[i] >= 'A' && host[i] <= 'Z' ? host[i] + 32 : host[i]);
-  h[i] = '\0';
-  if (i > 0 && h[i - 1] == '.')
-    h[i - 1] = '\0';
+/* The route of host (h) (lower case) with the longest prefix of (url). */
+static http_route *best_route(http_proxy *px, const char *h, const char *url) {
   http_route *best = NULL;
   for (http_route *r = px->route_index ? px->route_index[host_bucket(px, h)]
                                        : NULL;
@@ -133,6 +127,26 @@ http_vmq *http_route_lookup(http_proxy *px, const char *host, const char *url) {
         strncmp(url, r->prefix, r->prefix_len) == 0 &&
         (best == NULL || r->prefix_len > best->prefix_len))
       best = r;
+  return best;
+}
+
+/* Routes match the Host as sent with its port (http-host = app.test:8080),
+ * then without it (http-host = app.test: any port); a final dot of the
+ * name is ignored. */
+http_vmq *http_route_lookup(http_proxy *px, const char *host, const char *url) {
+  char h[MAX_ROUTE_HOST], full[MAX_ROUTE_HOST];
+  size_t i = 0;
+  for (; host[i] && host[i] != ':' && i < sizeof(h) - 1; i++)
+    h[i] = (char)(host[i] >= 'A' && host[i] <= 'Z' ? host[i] + 32 : host[i]);
+  h[i] = '\0';
+  if (i > 0 && h[i - 1] == '.')
+    h[i - 1] = '\0';
+  http_route *best = NULL;
+  if (host[i] == ':' &&
+      snprintf(full, sizeof(full), "%s%s", h, host + i) < (int)sizeof(full))
+    best = best_route(px, full, url);
+  if (best == NULL)
+    best = best_route(px, h, url);
   if (best != NULL)
     return best->q;
   if (px->set.default_vm != NULL)

@@ -204,6 +204,32 @@ code() { socat -t 3 - "TCP:127.0.0.1:$P" | head -n1 | cut -d' ' -f2; }
 [ "$(printf 'GARBAGE\r\n\r\n' | code)" = 400 ] || fail "garbage: not 400"
 [ "$(printf 'GET / HTTP/1.1\r\n\r\n' | code)" = 400 ] || fail "no Host: not 400"
 big=$(head -c 10000 /dev/zero | tr '\0' a)
+# RFC 9112 5.1: whitespace before a field's colon is an error.
+[ "$(printf 'GET / HTTP/1.1\r\nHost: web.test\r\nX-A : 1\r\n\r\n' | code)" = 400 ] ||
+  fail "a space before the colon: not 400"
+# RFC 9112 3.2: two Host fields are an error (not joined into a name).
+[ "$(printf 'GET / HTTP/1.1\r\nHost: evil.example\r\nHost: .test\r\n\r\n' | code)" = 400 ] ||
+  fail "two Host fields: not 400"
+# RFC 9110 9.1: a method the proxy does not know is 501; a method that is
+# not a token is 400.
+[ "$(printf 'FROB / HTTP/1.1\r\nHost: web.test\r\n\r\n' | code)" = 501 ] ||
+  fail "an unknown method: not 501"
+[ "$(printf 'G@T / HTTP/1.1\r\nHost: web.test\r\n\r\n' | code)" = 400 ] ||
+  fail "a method that is not a token: not 400"
+# RFC 9112 3.2.2: an absolute-form target routes by its authority.
+printf 'GET http://web.test/ HTTP/1.1\r\nHost: nowhere.test\r\nConnection: close\r\n\r\n' |
+  socat -t 20 - "TCP:127.0.0.1:$P" >"$dir/abs.txt"
+grep -q "hello from web" "$dir/abs.txt" || fail "absolute-form: $(head -n 1 "$dir/abs.txt")"
+# Requests refused before their head was whole are counted as requests.
+requests() { ctl stats | awk '$1 == "requests_total" {print $2}'; }
+before=$(requests)
+printf 'GARBAGE\r\n\r\n' | code >/dev/null
+printf 'GET / HTTP/1.1\r\nHost: web.test\r\nX-Big: %s\r\n\r\n' "$big" | code >/dev/null
+printf 'FROB / HTTP/1.1\r\nHost: web.test\r\n\r\n' | code >/dev/null
+[ "$(($(requests) - before))" = 3 ] || fail "3 refused requests counted as $(($(requests) - before))"
+[ "$(printf 'GET / HTTP/1.1\r\nHost: web.test:8080\r\n\r\n' | code)" = 200 ] ||
+  fail "a Host with a port does not reach its name"
+big=$(head -c 10000 /dev/zero | tr '\0' a)
 [ "$(printf 'GET / HTTP/1.1\r\nHost: web.test\r\nX-Big: %s\r\n\r\n' "$big" | code)" = 431 ] ||
   fail "a big head: not 431"
 [ "$(printf 'POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 9999999999999\r\n\r\n' | code)" = 413 ] ||
@@ -255,6 +281,12 @@ ctl reload | grep -Eq "^api +removed" || fail "reload did not remove api"
 pids+=($!)
 for _ in $(seq 1 100); do get alias.test | grep -q keep-alive && break; sleep 0.05; done
 [ "$(get alias.test)" = "keep-alive" ] || fail "alias: no answer"
+# What the guest gets (RFC 9110 7.6.1, 7.6.3 and the X-Forwarded-For list):
+# two X-Forwarded-For fields make one list, with ours at its end.
+curl -s -m 20 -H "Host: alias.test" -H "X-Forwarded-For: 192.0.2.1" \
+  -H "X-Forwarded-For: 192.0.2.2" "$(url /headers)" >"$dir/fwd.txt"
+grep -qx "X-Forwarded-For: 192.0.2.1, 192.0.2.2, 127.0.0.1" "$dir/fwd.txt" ||
+  fail "X-Forwarded-For: $(grep -i forwarded-for "$dir/fwd.txt")"
 ctl stop alias destroy >/dev/null
 sed -i '/^\[vm alias\]$/,/^http-host = alias.test$/d' "$dir/http.conf"
 ctl reload | grep -Eq "^alias +removed" || fail "reload did not remove alias"

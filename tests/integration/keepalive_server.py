@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """An HTTP/1.1 origin that keeps connections open (hello closes each), for
 jitsu-http's upstream pool: `keepalive_server.py PORT` serves "keep-alive"
-on 127.0.0.1:PORT until killed."""
+on 127.0.0.1:PORT until killed; /headers answers with the request's header
+fields."""
 import http.server
 import sys
 
@@ -11,6 +12,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         body = b"keep-alive\n"
+        if self.path == "/headers":  # what the proxy forwarded, one per line
+            body = "".join("%s: %s\n" % (k, v) for k, v in self.headers.items()).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
