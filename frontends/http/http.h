@@ -108,6 +108,7 @@ struct http_client {
   char field[256];   /* the header name being read */
   size_t field_len;
   bool in_value, want_host_value, want_value;
+  char conn[256]; /* the Connection fields' tokens, to drop those fields */
   bool host_seen; /* a Host field came (a second one is an error) */
   bool counted;   /* this request is in the requests_total count */
   char host[256];
@@ -145,6 +146,7 @@ struct http_upstream {
   char field[256];
   size_t field_len;
   bool in_value, skip_header;
+  char conn[256]; /* the response's Connection tokens */
   char *head;
   size_t head_len, head_cap;
 };
@@ -218,5 +220,14 @@ void http_proxy_on_connection(uv_stream_t *server, int status);
 /* Whether (name) is a hop-by-hop header that a proxy must not pass on
  * (RFC 9110 7.6.1), or one we set ourselves. */
 bool http_hop_by_hop(const char *name, size_t len);
+/* Append the value of a Connection field (at, n) to (list) (size bytes),
+ * ", " between fields. */
+void http_conn_add(char *list, size_t size, const char *at, size_t n,
+                   bool first);
+/* Remove from the header lines (head, *len) ("Name: value\r\n" each)
+ * those named in (list) (a Connection field's tokens, RFC 9110 7.6.1),
+ * except (keep) (may be NULL). */
+void http_drop_named(char *head, size_t *len, const char *list,
+                     const char *keep);
 
 #endif

@@ -380,6 +380,7 @@ static int on_message_begin(http_parser *p) {
   c->in_value = false;
   c->host[0] = c->url[0] = c->xff[0] = c->upgrade[0] = '\0';
   c->host_seen = c->counted = false;
+  c->conn[0] = '\0';
   c->url_len = 0;
   c->req_complete = c->req_upgrade = false;
   c->req_body = 0;
@@ -433,6 +434,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
   http_client *c = p->data;
   if (too_big(c, n))
     return -1;
+  bool first = !c->in_value;
   if (!c->in_value) {
     c->in_value = true;
     /* RFC 9112 5.1: no whitespace between a field name and its colon. */
@@ -466,6 +468,8 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
     capture(c->xff, sizeof(c->xff), at, n);
   if (c->field_len == 7 && strncasecmp(c->field, "upgrade", 7) == 0)
     capture(c->upgrade, sizeof(c->upgrade), at, n);
+  if (c->field_len == 10 && strncasecmp(c->field, "connection", 10) == 0)
+    http_conn_add(c->conn, sizeof(c->conn), at, n, first);
   if (c->want_value && head_add(c, at, n) < 0)
     return -1;
   return 0;
@@ -483,6 +487,8 @@ static void peer_text(http_client *c, char *out, size_t size) {
 /* Put the request line and our headers around the kept ones. */
 static int finish_head(http_client *c) {
   char ip[64], first[2300], tail[1024];
+  /* Fields the client named in Connection are for us alone. */
+  http_drop_named(c->head, &c->head_len, c->conn, NULL);
   peer_text(c, ip, sizeof(ip));
   bool v6 = c->peer.ss_family == AF_INET6;
   int fn =

@@ -109,6 +109,56 @@ bool http_hop_by_hop(const char *name, size_t len) {
   return false;
 }
 
+void http_conn_add(char *list, size_t size, const char *at, size_t n,
+                   bool first) {
+  size_t l = strlen(list);
+  if (first && l > 0 && l + 2 < size) {
+    memcpy(list + l, ", ", 2);
+    l += 2;
+  }
+  if (l + n >= size)
+    n = size - l - 1;
+  memcpy(list + l, at, n);
+  list[l + n] = '\0';
+}
+
+/* Whether the token (name, len) is in the comma-separated (list). */
+static bool in_token_list(const char *list, const char *name, size_t len) {
+  const char *p = list;
+  while (*p) {
+    while (*p == ' ' || *p == '\t' || *p == ',')
+      p++;
+    size_t t = strcspn(p, ", \t");
+    if (t == len && t > 0 && strncasecmp(p, name, len) == 0)
+      return true;
+    p += t;
+  }
+  return false;
+}
+
+void http_drop_named(char *head, size_t *len, const char *list,
+                     const char *keep) {
+  if (list[0] == '\0')
+    return;
+  size_t in = 0, out = 0;
+  while (in < *len) {
+    const char *line = head + in;
+    const char *end = memchr(line, '\n', *len - in);
+    size_t ll = end ? (size_t)(end - line) + 1 : *len - in;
+    const char *colon = memchr(line, ':', ll);
+    size_t nl = colon ? (size_t)(colon - line) : 0;
+    bool drop = nl > 0 && in_token_list(list, line, nl) &&
+                !(keep != NULL && strlen(keep) == nl &&
+                  strncasecmp(keep, line, nl) == 0);
+    if (!drop) {
+      memmove(head + out, line, ll);
+      out += ll;
+    }
+    in += ll;
+  }
+  *len = out;
+}
+
 static size_t host_bucket(const http_proxy *px, const char *host) {
   uint32_t h = 2166136261u;
   for (const unsigned char *p = (const unsigned char *)host; *p; p++)

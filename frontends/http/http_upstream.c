@@ -199,6 +199,9 @@ static int u_header_field(http_parser *p, const char *at, size_t n) {
 
 static int u_header_value(http_parser *p, const char *at, size_t n) {
   http_upstream *u = p->data;
+  bool first = !u->in_value;
+  if (u->field_len == 10 && strncasecmp(u->field, "connection", 10) == 0)
+    http_conn_add(u->conn, sizeof(u->conn), at, n, first);
   if (!u->in_value) {
     u->in_value = true;
     /* Upgrade stays on a 101: the client must see what it switched to. */
@@ -223,6 +226,11 @@ static int u_headers_complete(http_parser *p) {
   if (c == NULL)
     return -1;
   int status = p->status_code;
+  /* Fields the guest named in Connection are for us alone (a 101 keeps
+   * its Upgrade). */
+  http_drop_named(u->head, &u->head_len, u->conn,
+                  status == 101 ? "upgrade" : NULL);
+  u->conn[0] = '\0';
   u->resp_chunked = (p->flags & F_CHUNKED) != 0;
   bool interim = status >= 100 && status < 200;
   bool no_body =
@@ -403,6 +411,7 @@ static void start_request(http_upstream *u, http_client *c) {
   u->status = 0;
   u->resp_done = false;
   u->head_len = 0;
+  u->conn[0] = '\0';
   http_parser_init(&u->parser, HTTP_RESPONSE);
   u->parser.data = u;
   uv_timer_stop(&u->timer);

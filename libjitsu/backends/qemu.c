@@ -416,7 +416,13 @@ static void serial_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
 }
 
-static int watch(qvm *q, int qmp_fd, int serial_fd) {
+/* QEMU greets on its monitor once it has set its machine up: under TCG
+ * on a busy host that can take several seconds, and a monitor given up on
+ * is lost for the guest's life (no suspend, no clean quit). An adoption
+ * asks a QEMU that is already up: it gets QMP_TIMEOUT_MS. */
+#define QMP_GREETING_MS 30000
+
+static int watch(qvm *q, int qmp_fd, int serial_fd, uint64_t greeting_ms) {
   uv_loop_t *loop = jitsu_ctx_loop(jitsu_vm_ctx(q->vm));
   q->timer = calloc(1, sizeof(*q->timer));
   q->exit_poll = calloc(1, sizeof(*q->exit_poll));
@@ -453,7 +459,7 @@ static int watch(qvm *q, int qmp_fd, int serial_fd) {
       uv_read_start((uv_stream_t *)q->serial, serial_alloc, serial_read);
     }
   }
-  q->qmp = qmp_open(loop, qmp_fd, &handlers, q, QMP_TIMEOUT_MS);
+  q->qmp = qmp_open(loop, qmp_fd, &handlers, q, greeting_ms);
   return q->qmp ? 0 : -ENOMEM;
 }
 
@@ -630,7 +636,7 @@ static int launch(qvm *q, qop op, const char *image) {
     q->op = QOP_NONE;
     return r;
   }
-  r = watch(q, qmp_fd, serial_fd);
+  r = watch(q, qmp_fd, serial_fd, QMP_GREETING_MS);
   if (r < 0) {
     kill_now(q);
     jitsu_vm_set_reason(vm, "cannot watch QEMU: %s", strerror(-r));
@@ -1011,7 +1017,7 @@ static int qemu_adopt(jitsu_vm *vm, jitsu_state *state) {
     return 0;
   }
   int fd = qemu_connect_qmp(q);
-  if (fd < 0 || watch(q, fd, -1) < 0 ||
+  if (fd < 0 || watch(q, fd, -1, QMP_TIMEOUT_MS) < 0 ||
       qmp_send(q->qmp, "query-status", NULL, -1, QMP_TIMEOUT_MS, adopt_status,
                q) < 0) {
     jitsu_vm_log(vm, JITSU_LOG_ERROR,

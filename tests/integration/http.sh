@@ -223,9 +223,10 @@ grep -q "hello from web" "$dir/abs.txt" || fail "absolute-form: $(head -n 1 "$di
 # Requests refused before their head was whole are counted as requests.
 requests() { ctl stats | awk '$1 == "requests_total" {print $2}'; }
 before=$(requests)
-printf 'GARBAGE\r\n\r\n' | code >/dev/null
-printf 'GET / HTTP/1.1\r\nHost: web.test\r\nX-Big: %s\r\n\r\n' "$big" | code >/dev/null
-printf 'FROB / HTTP/1.1\r\nHost: web.test\r\n\r\n' | code >/dev/null
+[ "$(printf 'GARBAGE\r\n\r\n' | code)" = 400 ] || fail "garbage: not 400"
+[ "$(printf 'GET / HTTP/1.1\r\nHost: web.test\r\nX-Big: %s\r\n\r\n' "$big" | code)" = 431 ] ||
+  fail "a big head: not 431"
+[ "$(printf 'FROB / HTTP/1.1\r\nHost: web.test\r\n\r\n' | code)" = 501 ] || fail "FROB: not 501"
 [ "$(($(requests) - before))" = 3 ] || fail "3 refused requests counted as $(($(requests) - before))"
 [ "$(printf 'GET / HTTP/1.1\r\nHost: web.test:8080\r\n\r\n' | code)" = 200 ] ||
   fail "a Host with a port does not reach its name"
@@ -287,6 +288,14 @@ curl -s -m 20 -H "Host: alias.test" -H "X-Forwarded-For: 192.0.2.1" \
   -H "X-Forwarded-For: 192.0.2.2" "$(url /headers)" >"$dir/fwd.txt"
 grep -qx "X-Forwarded-For: 192.0.2.1, 192.0.2.2, 127.0.0.1" "$dir/fwd.txt" ||
   fail "X-Forwarded-For: $(grep -i forwarded-for "$dir/fwd.txt")"
+# Fields named in Connection go no further, either way.
+curl -s -m 20 -H "Host: alias.test" -H "Connection: X-Secret" -H "X-Secret: 1" \
+  -H "X-Kept: 1" "$(url /headers)" >"$dir/conn.txt"
+grep -q "^X-Kept: 1" "$dir/conn.txt" || fail "X-Kept was not forwarded"
+! grep -qi "^X-Secret" "$dir/conn.txt" || fail "a field named in Connection was forwarded"
+curl -s -m 20 -D - -o /dev/null -H "Host: alias.test" "$(url /conn)" >"$dir/conn-resp.txt"
+grep -q "^HTTP/1.1 200" "$dir/conn-resp.txt" || fail "/conn: $(head -n 1 "$dir/conn-resp.txt")"
+! grep -qi "^X-Private" "$dir/conn-resp.txt" || fail "a field the guest named in Connection reached the client"
 ctl stop alias destroy >/dev/null
 sed -i '/^\[vm alias\]$/,/^http-host = alias.test$/d' "$dir/http.conf"
 ctl reload | grep -Eq "^alias +removed" || fail "reload did not remove alias"

@@ -2,7 +2,7 @@
 """An HTTP/1.1 origin that keeps connections open (hello closes each), for
 jitsu-http's upstream pool: `keepalive_server.py PORT` serves "keep-alive"
 on 127.0.0.1:PORT until killed; /headers answers with the request's header
-fields."""
+fields, /conn names a field of its answer in Connection."""
 import http.server
 import sys
 
@@ -15,6 +15,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/headers":  # what the proxy forwarded, one per line
             body = "".join("%s: %s\n" % (k, v) for k, v in self.headers.items()).encode()
         self.send_response(200)
+        if self.path == "/conn":  # a field meant for the proxy alone
+            self.send_header("Connection", "X-Private")
+            self.send_header("X-Private", "1")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

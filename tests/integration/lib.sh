@@ -1,4 +1,7 @@
 # Shared by the integration scripts and the benchmarks: sourced, not run.
+# A command that fails a script under set -e says where.
+trap 'echo "# failed: ${BASH_SOURCE[0]}:$LINENO: $BASH_COMMAND" >&2' ERR
+
 
 # free_port: a TCP and UDP port nothing uses, below the ephemeral range
 # (32768-), so that no outgoing connection takes it before a guest binds it.
