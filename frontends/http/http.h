@@ -15,6 +15,7 @@ typedef struct http_settings {
   uint64_t max_body;       /* bytes of a request body: 413 beyond; 0: none */
   uint64_t header_timeout; /* ms to receive a head: 408 */
   uint64_t idle_timeout;   /* ms an idle keep-alive connection stays */
+  uint64_t body_timeout;   /* ms between two reads of a request body */
   unsigned max_conns;      /* client connections at once */
   unsigned queue;          /* default per-vm queue of waiting requests */
   uint64_t hold_ms;        /* default longest wait in that queue: 503 */

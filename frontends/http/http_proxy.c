@@ -232,6 +232,26 @@ static void arm_head_timer(http_client *c, bool started) {
                  started ? px->set.header_timeout : px->set.idle_timeout, 0);
 }
 
+/* No byte of the request's body came for body-timeout: 408 if the guest
+ * has not answered yet, else the connection ends (the guest's answer is
+ * cut). Either way the guest's connection goes, and with it the hold on
+ * the vm. */
+static void body_timeout(uv_timer_t *t) {
+  http_client *c = t->data;
+  if (c->state != C_FORWARD || c->req_complete)
+    return;
+  if (c->up == NULL || c->up->status == 0)
+    http_client_error(c, 408, "Request Timeout",
+                      "the request body stopped arriving");
+  else
+    http_client_close(c);
+}
+
+static void arm_body_timer(http_client *c) {
+  if (c->state == C_FORWARD && !c->req_complete)
+    uv_timer_start(&c->timer, body_timeout, c->px->set.body_timeout, 0);
+}
+
 #define STASH_MAX (64 * 1024)
 
 /* Keep bytes the parser cannot take yet (the body of a queued request, a
@@ -591,6 +611,7 @@ static int on_body(http_parser *p, const char *at, size_t n) {
   http_client *c = p->data;
   http_proxy *px = c->px;
   c->req_body += n;
+  arm_body_timer(c);
   if (px->set.max_body && c->req_body > px->set.max_body) {
     http_client_error(c, 413, "Content Too Large",
                       "the request body is too large");
@@ -616,6 +637,8 @@ static int on_message_complete(http_parser *p) {
   if (c->req_chunked && c->up != NULL)
     http_upstream_send(c->up, "0\r\n\r\n", 5);
   c->req_complete = true;
+  if (c->state == C_FORWARD)
+    uv_timer_stop(&c->timer); /* the body is in */
   /* One request at a time: the next waits for this response. */
   if (!c->req_upgrade)
     http_parser_pause(p, 1);
@@ -660,6 +683,7 @@ static void forward(http_client *c) {
 /* The upstream connection took the head: let the body flow. */
 void http_client_connected(http_client *c);
 void http_client_connected(http_client *c) {
+  arm_body_timer(c);
   resume(c);
 }
 

@@ -14,6 +14,8 @@ static const jitsu_key http_section_keys[] = {
     {"max-body", JITSU_KEY_SIZE, 0, "bytes of a request body (413); 0: none"},
     {"header-timeout", JITSU_KEY_DURATION, 0, "to receive a head (408)"},
     {"idle-timeout", JITSU_KEY_DURATION, 0, "an idle keep-alive connection"},
+    {"body-timeout", JITSU_KEY_DURATION, 0,
+     "between two reads of a request body (408)"},
     {"max-connections", JITSU_KEY_UINT, 0, "client connections at once"},
     {"queue", JITSU_KEY_UINT, 0, "requests waiting for one vm"},
     {"hold", JITSU_KEY_DURATION, 0, "longest wait for a vm (503)"},

@@ -116,6 +116,7 @@ int main(int argc, char **argv) {
   s->header_timeout =
       jitsu_config_duration(a.ctx, "http", "header-timeout", 10000);
   s->idle_timeout = jitsu_config_duration(a.ctx, "http", "idle-timeout", 60000);
+  s->body_timeout = jitsu_config_duration(a.ctx, "http", "body-timeout", 60000);
   s->max_conns = jitsu_config_uint(a.ctx, "http", "max-connections", 1024);
   s->queue = jitsu_config_uint(a.ctx, "http", "queue", 256);
   s->hold_ms = jitsu_config_duration(a.ctx, "http", "hold", 30000);

@@ -36,6 +36,7 @@ state-dir = $dir/state
 [http]
 listen = 127.0.0.1:$P
 header-timeout = 1s
+body-timeout = 2s
 max-header = 8K
 max-body = 2G
 hold = 3s
@@ -244,6 +245,11 @@ read -r t1 _ status _ <"$dir/slow.txt"
 [ "$status" = 408 ] || fail "slowloris: $(cat "$dir/slow.txt")"
 [ $(((t1 - t0) / 1000000)) -lt 5000 ] || fail "408 took $(((t1 - t0) / 1000000)) ms"
 [ "$(get web.test)" = "hello from web" ] || fail "the proxy did not survive"
+# A body that stops arriving: 408 after body-timeout (2 s here), while the
+# client still holds the connection (10 s).
+(printf 'POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 10\r\n\r\nab'; sleep 10) |
+  socat -t 11 - "TCP:127.0.0.1:$P" >"$dir/body.txt" 2>&1 || true
+head -n 1 "$dir/body.txt" | grep -q "^HTTP/1.1 408" || fail "a stalled body: $(head -c 200 "$dir/body.txt")"
 # Bytes that are not the URL or a header (empty lines, here) do not move
 # the cut: 408 while the client still sends them (for 6 s).
 (for _ in $(seq 1 20); do printf '\r\n'; sleep 0.3; done) |
