@@ -63,7 +63,8 @@ typedef struct http_upstream http_upstream;
 /* What jitsu-http keeps per vm: its queue, its idle upstream connections. */
 typedef struct http_vmq {
   http_link link;
-  jitsu_vm *vm;
+  jitsu_vm *vm;       /* NULL: an upstream that runs by itself */
+  char upstream[300]; /* its name, "HOST[/PREFIX]", when vm is NULL */
   struct sockaddr_storage backend;
   unsigned queue_max;
   uint64_t hold_ms;
@@ -221,6 +222,8 @@ void http_proxy_on_connection(uv_stream_t *server, int status);
 /* Whether (name) is a hop-by-hop header that a proxy must not pass on
  * (RFC 9110 7.6.1), or one we set ourselves. */
 bool http_hop_by_hop(const char *name, size_t len);
+/* The name of what (q) reaches: its vm's, or its upstream's. */
+const char *http_vmq_name(const http_vmq *q);
 /* Append the value of a Connection field (at, n) to (list) (size bytes),
  * ", " between fields. */
 void http_conn_add(char *list, size_t size, const char *at, size_t n,

@@ -672,11 +672,12 @@ static void wait_add(http_proxy *px, uint64_t ms) {
 /* Forward (c) now: its guest is ready. */
 static void forward(http_client *c) {
   c->state = C_FORWARD;
-  if (!c->held) {
+  if (!c->held && c->q->vm != NULL) {
     jitsu_vm_hold(c->q->vm); /* in flight: the idle policy waits */
     c->held = true;
   }
-  jitsu_vm_touch(c->q->vm);
+  if (c->q->vm != NULL)
+    jitsu_vm_touch(c->q->vm);
   http_upstream_attach(c->q, c);
 }
 
@@ -694,7 +695,7 @@ static void hold_expired(uv_timer_t *t) {
   c->px->st.hold_timeouts++;
   char body[256];
   snprintf(body, sizeof(body), "vm '%s' is not ready yet; try again shortly",
-           jitsu_vm_name(c->q->vm));
+           http_vmq_name(c->q));
   http_client_error(c, 503, "Service Unavailable", body);
 }
 
@@ -731,6 +732,10 @@ static void vm_summoned(jitsu_vm *vm, int status, void *arg) {
 static void dispatch(http_client *c) {
   http_proxy *px = c->px;
   http_vmq *q = c->q;
+  if (q->vm == NULL) { /* an upstream that runs by itself */
+    forward(c);
+    return;
+  }
   jitsu_vm_touch(q->vm);
   if (jitsu_vm_state(q->vm) == JITSU_STATE_READY && !q->summoning) {
     forward(c);

@@ -14,6 +14,8 @@ static const jitsu_key http_section_keys[] = {
     {"max-body", JITSU_KEY_SIZE, 0, "bytes of a request body (413); 0: none"},
     {"header-timeout", JITSU_KEY_DURATION, 0, "to receive a head (408)"},
     {"idle-timeout", JITSU_KEY_DURATION, 0, "an idle keep-alive connection"},
+    {"upstream", JITSU_KEY_STRING, JITSU_KEY_MULTI,
+     "HOST[/PREFIX] IP:PORT: a service that runs by itself"},
     {"body-timeout", JITSU_KEY_DURATION, 0,
      "between two reads of a request body (408)"},
     {"max-connections", JITSU_KEY_UINT, 0, "client connections at once"},
@@ -203,7 +205,7 @@ http_vmq *http_route_lookup(http_proxy *px, const char *host, const char *url) {
     return best->q;
   if (px->set.default_vm != NULL)
     for (http_route *r = px->routes; r; r = r->next)
-      if (strcmp(jitsu_vm_name(r->q->vm), px->set.default_vm) == 0)
+      if (strcmp(http_vmq_name(r->q), px->set.default_vm) == 0)
         return r->q;
   return NULL;
 }
@@ -228,16 +230,23 @@ void http_proxy_client_gone(http_proxy *px) {
     drain_finish(px);
 }
 
-static http_vmq *vmq_of(http_proxy *px, jitsu_vm *vm) {
+const char *http_vmq_name(const http_vmq *q) {
+  return q->vm != NULL ? jitsu_vm_name(q->vm) : q->upstream;
+}
+
+/* The queue of (vm), or of the upstream (name) when (vm) is NULL. */
+static http_vmq *vmq_of(http_proxy *px, jitsu_vm *vm, const char *name) {
   for (http_link *l = px->vmqs.next; l != &px->vmqs; l = l->next) {
     http_vmq *q = HTTP_CONTAINER(l, http_vmq, link);
-    if (q->vm == vm)
+    if (q->vm == vm && (vm != NULL || strcmp(q->upstream, name) == 0))
       return q;
   }
   http_vmq *q = calloc(1, sizeof(*q));
   if (q == NULL)
     return NULL;
   q->vm = vm;
+  if (vm == NULL)
+    snprintf(q->upstream, sizeof(q->upstream), "%s", name);
   http_list_init(&q->waiting);
   http_list_init(&q->idle);
   http_list_init(&q->connect_wait);
@@ -274,13 +283,32 @@ typedef struct build {
   int err;
 } build;
 
+/* A route from (host, hl) (lower-cased here) and (prefix) (NULL: "/") to
+ * (q), onto b->routes. */
+static int add_route(build *b, http_vmq *q, const char *host, size_t hl,
+                     const char *prefix) {
+  http_route *r = calloc(1, sizeof(*r));
+  if (r == NULL)
+    return -ENOMEM;
+  size_t k = 0;
+  for (; k < hl && k < sizeof(r->host) - 1; k++)
+    r->host[k] =
+        (char)(host[k] >= 'A' && host[k] <= 'Z' ? host[k] + 32 : host[k]);
+  snprintf(r->prefix, sizeof(r->prefix), "%s", prefix ? prefix : "/");
+  r->prefix_len = strlen(r->prefix);
+  r->q = q;
+  r->next = b->routes;
+  b->routes = r;
+  return 0;
+}
+
 static int add_routes(jitsu_vm *vm, void *arg) {
   build *b = arg;
   http_proxy *px = b->px;
   const char *v, *host;
   if (jitsu_vm_param(vm, "http-host", 0) == NULL)
     return 0;
-  http_vmq *q = vmq_of(px, vm);
+  http_vmq *q = vmq_of(px, vm, NULL);
   if (q == NULL)
     return b->err = -ENOMEM;
   const char *backend = jitsu_vm_param(vm, "http-backend", 0);
@@ -301,19 +329,46 @@ static int add_routes(jitsu_vm *vm, void *arg) {
       jitsu_parse_duration(v, &ms) == 0)
     q->hold_ms = ms;
   const char *prefix = jitsu_vm_param(vm, "http-path", 0);
-  for (size_t i = 0; (host = jitsu_vm_param(vm, "http-host", i)); i++) {
-    http_route *r = calloc(1, sizeof(*r));
-    if (r == NULL)
+  for (size_t i = 0; (host = jitsu_vm_param(vm, "http-host", i)); i++)
+    if (add_route(b, q, host, strlen(host), prefix) < 0)
       return b->err = -ENOMEM;
-    size_t k = 0;
-    for (; host[k] && k < sizeof(r->host) - 1; k++)
-      r->host[k] =
-          (char)(host[k] >= 'A' && host[k] <= 'Z' ? host[k] + 32 : host[k]);
-    snprintf(r->prefix, sizeof(r->prefix), "%s", prefix ? prefix : "/");
-    r->prefix_len = strlen(r->prefix);
-    r->q = q;
-    r->next = b->routes;
-    b->routes = r;
+  return 0;
+}
+
+/* [http] upstream = HOST[/PREFIX] IP:PORT: routes to a service that runs
+ * by itself (nothing to summon, the same proxy path). */
+static int add_upstreams(build *b) {
+  http_proxy *px = b->px;
+  const char *v;
+  for (size_t i = 0; (v = jitsu_config_get(px->ctx, "http", "upstream", i));
+       i++) {
+    const char *sp = strpbrk(v, " \t");
+    const char *addr = sp;
+    while (addr != NULL && (*addr == ' ' || *addr == '\t'))
+      addr++;
+    size_t nl = sp ? (size_t)(sp - v) : 0;
+    const char *slash = sp ? memchr(v, '/', nl) : NULL;
+    size_t hl = slash ? (size_t)(slash - v) : nl;
+    char name[300], prefix[256];
+    struct sockaddr_storage ss;
+    if (sp == NULL || hl == 0 || nl >= sizeof(name) ||
+        (slash && (size_t)(v + nl - slash) >= sizeof(prefix)) ||
+        parse_backend(addr, &ss) < 0) {
+      snprintf(b->why, b->why_size,
+               "upstream '%s': expected HOST[/PREFIX] IP:PORT", v);
+      return b->err = -EINVAL;
+    }
+    snprintf(name, sizeof(name), "%.*s", (int)nl, v);
+    if (slash)
+      snprintf(prefix, sizeof(prefix), "%.*s", (int)(v + nl - slash), slash);
+    http_vmq *q = vmq_of(px, NULL, name);
+    if (q == NULL)
+      return b->err = -ENOMEM;
+    q->backend = ss;
+    q->queue_max = px->set.queue;
+    q->hold_ms = px->set.hold_ms;
+    if (add_route(b, q, v, hl, slash ? prefix : NULL) < 0)
+      return b->err = -ENOMEM;
   }
   return 0;
 }
@@ -343,9 +398,9 @@ static int index_routes(http_route *routes, http_route ***index,
     http_route **head = &idx[host_bucket(&sizing, r->host)];
     for (http_route *o = *head; o; o = o->hnext)
       if (strcmp(o->host, r->host) == 0 && strcmp(o->prefix, r->prefix) == 0) {
-        snprintf(why, why_size, "vm '%s': http-host %s%s is vm '%s''s",
-                 jitsu_vm_name(r->q->vm), r->host, r->prefix,
-                 jitsu_vm_name(o->q->vm));
+        snprintf(why, why_size, "%s '%s': http-host %s%s is %s '%s''s",
+                 r->q->vm ? "vm" : "upstream", http_vmq_name(r->q), r->host,
+                 r->prefix, o->q->vm ? "vm" : "upstream", http_vmq_name(o->q));
         free(idx);
         return -EINVAL;
       }
@@ -362,6 +417,8 @@ static int build_routes(http_proxy *px, char *why, size_t why_size) {
   http_route **index = NULL;
   size_t buckets = 0;
   jitsu_vm_foreach(px->ctx, add_routes, &b);
+  if (b.err == 0)
+    add_upstreams(&b);
   if (b.err < 0 ||
       (b.err = index_routes(b.routes, &index, &buckets, why, why_size)) < 0) {
     free_routes(b.routes);

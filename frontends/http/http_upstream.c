@@ -336,7 +336,7 @@ static void upstream_failed(http_upstream *u, const char *why) {
     if (u->status == 0 && u->head_len == 0) {
       c->px->st.upstream_errors++;
       char body[300];
-      snprintf(body, sizeof(body), "vm '%s': %s", jitsu_vm_name(u->q->vm), why);
+      snprintf(body, sizeof(body), "vm '%s': %s", http_vmq_name(u->q), why);
       http_client_error(c, 502, "Bad Gateway", body);
     } else {
       http_client_close(c); /* mid-response: the client sees it cut */

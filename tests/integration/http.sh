@@ -37,6 +37,8 @@ state-dir = $dir/state
 listen = 127.0.0.1:$P
 header-timeout = 1s
 body-timeout = 2s
+upstream = ext.test 127.0.0.1:$KA
+upstream = web.test/ext 127.0.0.1:$KA
 max-header = 8K
 max-body = 2G
 hold = 3s
@@ -288,6 +290,10 @@ ctl reload | grep -Eq "^api +removed" || fail "reload did not remove api"
 pids+=($!)
 for _ in $(seq 1 100); do get alias.test | grep -q keep-alive && break; sleep 0.05; done
 [ "$(get alias.test)" = "keep-alive" ] || fail "alias: no answer"
+# An upstream that runs by itself: routed like a vm, nothing summoned.
+[ "$(get ext.test)" = "keep-alive" ] || fail "upstream ext.test: $(get ext.test)"
+[ "$(get web.test /ext/x)" = "keep-alive" ] || fail "upstream web.test/ext: $(get web.test /ext/x)"
+[ "$(get web.test /other)" = "hello from web" ] || fail "web.test beside its /ext upstream"
 # What the guest gets (RFC 9110 7.6.1, 7.6.3 and the X-Forwarded-For list):
 # two X-Forwarded-For fields make one list, with ours at its end.
 curl -s -m 20 -H "Host: alias.test" -H "X-Forwarded-For: 192.0.2.1" \
