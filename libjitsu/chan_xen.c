@@ -214,12 +214,18 @@ static void xen_listener_close(void *impl) {
   uv_close((uv_handle_t *)&x->later, xl_handle_closed);
 }
 
+/* A XenStore path: at most 3072 bytes (XENSTORE_ABS_PATH_MAX). A request
+ * whose path was cut to a buffer could never be removed. */
+#define XS_PATH_MAX 3072
+
 /* Set up a vchan for the request of (client) on (port). */
 static void serve_request(xlisten *x, const char *client, const char *port) {
-  char req[200], path[200], name[JITSU_CHAN_NAME_MAX + 1];
-  char p[JITSU_CHAN_PORT_MAX + 1];
+  char req[XS_PATH_MAX + 1], path[XS_PATH_MAX + 1];
+  char name[JITSU_CHAN_NAME_MAX + 1], p[JITSU_CHAN_PORT_MAX + 1];
   unsigned cdom;
-  snprintf(req, sizeof(req), "%s/%s/%s", x->base, client, port);
+  if (snprintf(req, sizeof(req), "%s/%s/%s", x->base, client, port) >=
+      (int)sizeof(req))
+    return; /* longer than XenStore allows: it cannot be there */
   if (jitsu__conduit_parse(req, name, sizeof(name), &cdom, p, sizeof(p)) < 0) {
     xs_rm(x->xs, XBT_NULL, req); /* not a request: drop it */
     return;
@@ -228,7 +234,11 @@ static void serve_request(xlisten *x, const char *client, const char *port) {
     xs_rm(x->xs, XBT_NULL, req); /* over the limit: the client times out */
     return;
   }
-  snprintf(path, sizeof(path), "%s/data/vchan/%u/%s", x->home, cdom, port);
+  if (snprintf(path, sizeof(path), "%s/data/vchan/%u/%s", x->home, cdom,
+               port) >= (int)sizeof(path)) {
+    xs_rm(x->xs, XBT_NULL, req); /* a port too long for a vchan path */
+    return;
+  }
   size_t size = ring_size(&x->opts);
   struct libxenvchan *v =
       libxenvchan_server_init(NULL, (int)cdom, path, size, size);
@@ -249,8 +259,10 @@ static void scan(xlisten *x) {
   unsigned nc = 0;
   char **clients = xs_directory(x->xs, XBT_NULL, x->base, &nc);
   for (unsigned i = 0; clients && i < nc && !x->closing; i++) {
-    char dir[200];
-    snprintf(dir, sizeof(dir), "%s/%s", x->base, clients[i]);
+    char dir[XS_PATH_MAX + 1];
+    if (snprintf(dir, sizeof(dir), "%s/%s", x->base, clients[i]) >=
+        (int)sizeof(dir))
+      continue;
     unsigned np = 0;
     char **ports = xs_directory(x->xs, XBT_NULL, dir, &np);
     for (unsigned j = 0; ports && j < np && !x->closing; j++)
