@@ -126,6 +126,11 @@ struct http_client {
   bool cold;
   http_upstream *up;
   bool held; /* jitsu_vm_hold() is ours */
+  /* A small body is read whole before the request goes anywhere (no
+   * summon, no connection to the guest for a client that trickles it). */
+  bool buffering, expect;
+  char *body;
+  size_t body_len;
   /* Bytes read past a request we are not ready to parse yet. */
   char *stash;
   size_t stash_len;

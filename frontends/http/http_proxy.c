@@ -99,6 +99,7 @@ void http_client_unref(http_client *c) {
     return;
   free(c->head);
   free(c->stash);
+  free(c->body);
   free(c->out);
   free(c);
 }
@@ -238,9 +239,9 @@ static void arm_head_timer(http_client *c, bool started) {
  * the vm. */
 static void body_timeout(uv_timer_t *t) {
   http_client *c = t->data;
-  if (c->state != C_FORWARD || c->req_complete)
+  if ((c->state != C_FORWARD && !c->buffering) || c->req_complete)
     return;
-  if (c->up == NULL || c->up->status == 0)
+  if (c->buffering || c->up == NULL || c->up->status == 0)
     http_client_error(c, 408, "Request Timeout",
                       "the request body stopped arriving");
   else
@@ -248,11 +249,12 @@ static void body_timeout(uv_timer_t *t) {
 }
 
 static void arm_body_timer(http_client *c) {
-  if (c->state == C_FORWARD && !c->req_complete)
+  if ((c->state == C_FORWARD || c->buffering) && !c->req_complete)
     uv_timer_start(&c->timer, body_timeout, c->px->set.body_timeout, 0);
 }
 
 #define STASH_MAX (64 * 1024)
+#define BODY_BUFFER_MAX (64 * 1024)
 
 /* Keep bytes the parser cannot take yet (the body of a queued request, a
  * pipelined request). Reading goes on, so that a client that leaves is
@@ -399,7 +401,10 @@ static int on_message_begin(http_parser *p) {
   c->field_len = 0;
   c->in_value = false;
   c->host[0] = c->url[0] = c->xff[0] = c->upgrade[0] = '\0';
-  c->host_seen = c->counted = false;
+  c->host_seen = c->counted = c->buffering = c->expect = false;
+  free(c->body);
+  c->body = NULL;
+  c->body_len = 0;
   c->conn[0] = '\0';
   c->url_len = 0;
   c->req_complete = c->req_upgrade = false;
@@ -490,6 +495,8 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
     capture(c->upgrade, sizeof(c->upgrade), at, n);
   if (c->field_len == 10 && strncasecmp(c->field, "connection", 10) == 0)
     http_conn_add(c->conn, sizeof(c->conn), at, n, first);
+  if (c->field_len == 6 && strncasecmp(c->field, "expect", 6) == 0)
+    c->expect = true; /* the client waits for 100 before its body */
   if (c->want_value && head_add(c, at, n) < 0)
     return -1;
   return 0;
@@ -597,10 +604,23 @@ static int on_headers_complete(http_parser *p) {
     return -1;
   }
   uv_timer_stop(&c->timer);
-  /* A body waits until the guest is connected. Without one, the message
-   * completes right after this (and pauses there, see below). */
+  /* A body of up to BODY_BUFFER_MAX bytes is read whole first (unless
+   * the client waits for a 100); a larger one waits until the guest is
+   * connected and then streams. Without one, the message completes right
+   * after this (and pauses there, see below). */
   bool has_body = c->req_chunked ||
                   (p->content_length > 0 && p->content_length != ULLONG_MAX);
+  if (has_body && !c->req_chunked && !c->expect && !c->req_upgrade &&
+      p->content_length <= BODY_BUFFER_MAX) {
+    c->body = malloc((size_t)p->content_length);
+    if (c->body == NULL) {
+      http_client_close(c);
+      return -1;
+    }
+    c->buffering = true;
+    arm_body_timer(c);
+    return 0; /* dispatched once the body is in (on_message_complete) */
+  }
   if (has_body)
     http_parser_pause(p, 1);
   dispatch(c);
@@ -612,6 +632,11 @@ static int on_body(http_parser *p, const char *at, size_t n) {
   http_proxy *px = c->px;
   c->req_body += n;
   arm_body_timer(c);
+  if (c->buffering) { /* its length was checked: it fits */
+    memcpy(c->body + c->body_len, at, n);
+    c->body_len += n;
+    return 0;
+  }
   if (px->set.max_body && c->req_body > px->set.max_body) {
     http_client_error(c, 413, "Content Too Large",
                       "the request body is too large");
@@ -637,6 +662,15 @@ static int on_message_complete(http_parser *p) {
   if (c->req_chunked && c->up != NULL)
     http_upstream_send(c->up, "0\r\n\r\n", 5);
   c->req_complete = true;
+  if (c->buffering) { /* the whole body is in: now the request goes */
+    c->buffering = false;
+    uv_timer_stop(&c->timer);
+    dispatch(c);
+    /* One request at a time (a connection from the pool may have resumed
+     * the parser inside dispatch). */
+    http_parser_pause(p, 1);
+    return 0;
+  }
   if (c->state == C_FORWARD)
     uv_timer_stop(&c->timer); /* the body is in */
   /* One request at a time: the next waits for this response. */
@@ -684,6 +718,12 @@ static void forward(http_client *c) {
 /* The upstream connection took the head: let the body flow. */
 void http_client_connected(http_client *c);
 void http_client_connected(http_client *c) {
+  if (c->body != NULL) { /* read whole before: it follows the head */
+    http_upstream_send(c->up, c->body, c->body_len);
+    free(c->body);
+    c->body = NULL;
+    c->body_len = 0;
+  }
   arm_body_timer(c);
   resume(c);
 }

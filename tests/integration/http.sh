@@ -247,6 +247,33 @@ read -r t1 _ status _ <"$dir/slow.txt"
 [ "$status" = 408 ] || fail "slowloris: $(cat "$dir/slow.txt")"
 [ $(((t1 - t0) / 1000000)) -lt 5000 ] || fail "408 took $(((t1 - t0) / 1000000)) ms"
 [ "$(get web.test)" = "hello from web" ] || fail "the proxy did not survive"
+# 100 clients trickling small bodies to web take none of its connections
+# (a small body is read whole first): other clients of web get through.
+python3 - "$P" <<'PY' &
+import socket, sys, time
+socks = []
+for _ in range(100):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(b"POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 100\r\n\r\nx")
+    socks.append(s)
+for _ in range(8):  # a byte a second: under body-timeout (2 s), they stay
+    time.sleep(1)
+    for s in socks:
+        s.sendall(b"x")
+for s in socks:
+    s.close()
+PY
+trickle=$!
+sleep 0.5
+fair=()
+for i in $(seq 1 10); do
+  curl -s -m 5 -H "Host: web.test" "$(url /)" >"$dir/fair.$i" &
+  fair+=($!)
+done
+wait "${fair[@]}" || true
+wait "$trickle" || true
+[ "$(cat "$dir"/fair.* | grep -c "hello from web")" = 10 ] ||
+  fail "beside 100 trickling bodies, $(cat "$dir"/fair.* | grep -c "hello from web") of 10 requests got through"
 # A body that stops arriving: 408 after body-timeout (2 s here), while the
 # client still holds the connection (10 s).
 (printf 'POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 10\r\n\r\nab'; sleep 10) |
