@@ -887,6 +887,7 @@ int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn, void *arg,
     if (fn != NULL)
       fn(gone[i]->name, JITSU_RELOAD_REMOVED, arg);
     gone[i]->removing = true;
+    jitsu__vm_event(gone[i], JITSU_VM_REMOVING);
     undefine_after_stop_cb(gone[i], NULL);
   }
   free(gone);

@@ -65,6 +65,7 @@ typedef struct http_vmq {
   http_link link;
   jitsu_vm *vm;       /* NULL: an upstream that runs by itself */
   char upstream[300]; /* its name, "HOST[/PREFIX]", when vm is NULL */
+  bool removed;       /* a reload removes its vm: no routes to it */
   struct sockaddr_storage backend;
   unsigned queue_max;
   uint64_t hold_ms;

@@ -311,6 +311,8 @@ static int add_routes(jitsu_vm *vm, void *arg) {
   http_vmq *q = vmq_of(px, vm, NULL);
   if (q == NULL)
     return b->err = -ENOMEM;
+  if (q->removed)
+    return 0; /* going: it takes no new requests */
   const char *backend = jitsu_vm_param(vm, "http-backend", 0);
   if (backend == NULL)
     backend = jitsu_vm_param(vm, "address", 0);
@@ -455,6 +457,16 @@ static void rebuild_fired(uv_timer_t *t) {
 
 static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
   http_proxy *px = arg;
+  if (ev == JITSU_VM_REMOVING) {
+    /* Its routes go now (requests in flight finish); the rest when it is
+     * undefined. */
+    http_vmq *q = vmq_of(px, vm, NULL);
+    if (q != NULL) {
+      q->removed = true;
+      http_proxy_rebuild(px);
+    }
+    return;
+  }
   if (ev != JITSU_VM_UNDEFINING) {
     /* A reload defines many: rebuild the routes once, soon. */
     uv_timer_start(px->rebuild_timer, rebuild_fired, 0, 0);

@@ -207,6 +207,8 @@ typedef enum jitsu_vm_event {
   JITSU_VM_DEFINED = 0, /* defined (by a config load, reload or a call) */
   JITSU_VM_CHANGED,     /* its definition changed (a reload) */
   JITSU_VM_UNDEFINING,  /* about to be undefined; its pointer dies next */
+  JITSU_VM_REMOVING,    /* a reload removes it: undefined once stopped, and
+                         * no longer to be routed to from now */
 } jitsu_vm_event;
 
 typedef void (*jitsu_vm_event_fn)(jitsu_vm *vm, jitsu_vm_event event,
