@@ -230,10 +230,13 @@ void http_proxy_on_connection(uv_stream_t *server, int status);
 bool http_hop_by_hop(const char *name, size_t len);
 /* The name of what (q) reaches: its vm's, or its upstream's. */
 const char *http_vmq_name(const http_vmq *q);
-/* Append the value of a Connection field (at, n) to (list) (size bytes),
- * ", " between fields. */
-void http_conn_add(char *list, size_t size, const char *at, size_t n,
-                   bool first);
+/* Append (at, n) to the string (dst) of (size) bytes, cut to fit. */
+void http_capture(char *dst, size_t size, const char *at, size_t n);
+/* Append a piece (at, n) of a field's value to (list), a list of such
+ * fields (Connection, X-Forwarded-For): ", " before the (first) piece of
+ * a field that is not the list's first. */
+void http_field_list_add(char *list, size_t size, const char *at, size_t n,
+                         bool first);
 /* Remove from the header lines (head, *len) ("Name: value\r\n" each)
  * those named in (list) (a Connection field's tokens, RFC 9110 7.6.1),
  * except (keep) (may be NULL). */

@@ -447,14 +447,6 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
   return 0;
 }
 
-static void capture(char *dst, size_t size, const char *at, size_t n) {
-  size_t l = strlen(dst);
-  if (l + n >= size)
-    n = size - l - 1;
-  memcpy(dst + l, at, n);
-  dst[l + n] = '\0';
-}
-
 static int on_header_value(http_parser *p, const char *at, size_t n) {
   http_client *c = p->data;
   if (too_big(c, n))
@@ -476,10 +468,6 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
       return -1;
     }
     c->host_seen |= c->want_host_value;
-    /* Several X-Forwarded-For fields make one list. */
-    if (c->field_len == 15 &&
-        strncasecmp(c->field, "x-forwarded-for", 15) == 0 && c->xff[0])
-      capture(c->xff, sizeof(c->xff), ", ", 2);
     c->want_value = !http_hop_by_hop(c->field, c->field_len);
     if (c->field_len == 15 && strncasecmp(c->field, "x-forwarded-for", 15) == 0)
       c->want_host_value = false;
@@ -488,13 +476,14 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
       return -1;
   }
   if (c->want_host_value)
-    capture(c->host, sizeof(c->host), at, n);
+    http_capture(c->host, sizeof(c->host), at, n);
+  /* Several X-Forwarded-For fields make one list. */
   if (c->field_len == 15 && strncasecmp(c->field, "x-forwarded-for", 15) == 0)
-    capture(c->xff, sizeof(c->xff), at, n);
+    http_field_list_add(c->xff, sizeof(c->xff), at, n, first);
   if (c->field_len == 7 && strncasecmp(c->field, "upgrade", 7) == 0)
-    capture(c->upgrade, sizeof(c->upgrade), at, n);
+    http_capture(c->upgrade, sizeof(c->upgrade), at, n);
   if (c->field_len == 10 && strncasecmp(c->field, "connection", 10) == 0)
-    http_conn_add(c->conn, sizeof(c->conn), at, n, first);
+    http_field_list_add(c->conn, sizeof(c->conn), at, n, first);
   if (c->field_len == 6 && strncasecmp(c->field, "expect", 6) == 0)
     c->expect = true; /* the client waits for 100 before its body */
   if (c->want_value && head_add(c, at, n) < 0)

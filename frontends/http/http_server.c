@@ -113,17 +113,19 @@ bool http_hop_by_hop(const char *name, size_t len) {
   return false;
 }
 
-void http_conn_add(char *list, size_t size, const char *at, size_t n,
-                   bool first) {
-  size_t l = strlen(list);
-  if (first && l > 0 && l + 2 < size) {
-    memcpy(list + l, ", ", 2);
-    l += 2;
-  }
+void http_capture(char *dst, size_t size, const char *at, size_t n) {
+  size_t l = strlen(dst);
   if (l + n >= size)
     n = size - l - 1;
-  memcpy(list + l, at, n);
-  list[l + n] = '\0';
+  memcpy(dst + l, at, n);
+  dst[l + n] = '\0';
+}
+
+void http_field_list_add(char *list, size_t size, const char *at, size_t n,
+                         bool first) {
+  if (first && list[0] != '\0')
+    http_capture(list, size, ", ", 2);
+  http_capture(list, size, at, n);
 }
 
 /* Whether the token (name, len) is in the comma-separated (list). */

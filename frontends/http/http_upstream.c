@@ -201,7 +201,7 @@ static int u_header_value(http_parser *p, const char *at, size_t n) {
   http_upstream *u = p->data;
   bool first = !u->in_value;
   if (u->field_len == 10 && strncasecmp(u->field, "connection", 10) == 0)
-    http_conn_add(u->conn, sizeof(u->conn), at, n, first);
+    http_field_list_add(u->conn, sizeof(u->conn), at, n, first);
   if (!u->in_value) {
     u->in_value = true;
     /* Upgrade stays on a 101: the client must see what it switched to. */
