@@ -1,8 +1,11 @@
 #!/bin/bash
 # bench_http: jitsu-http against nginx and HAProxy proxying to the same
-# running guest (an nginx serving a short answer, started by jitsu-http as
-# a process guest), measured with wrk in the same run; then jitsu-http's
-# cold path for a socket-activated process guest.
+# running guest (an nginx serving a 512-byte answer, started by jitsu-http
+# as a process guest), measured with wrk -t2 -c64 in the same run, rounds
+# taking turns; for each proxy also the CPU time it spent per request
+# (user and system, from /proc, less noisy than req/s on a shared
+# machine). Then jitsu-http's cold path for a socket-activated process
+# guest.
 #
 #   bench/bench_http.sh BUILD_DIR     (ninja -C build bench-http runs it)
 #
@@ -21,6 +24,7 @@ for tool in wrk nginx haproxy taskset curl; do
     exit 1
   }
 done
+body=$(head -c 511 /dev/zero | tr '\0' x) # and a newline: 512 bytes
 dir=$(mktemp -d /tmp/jitsu-bench-http-XXXXXX)
 chmod 755 "$dir"
 pids=()
@@ -43,7 +47,7 @@ http {
   access_log off;
   server {
     listen 127.0.0.1:$G;
-    location / { return 200 "hello from the guest\n"; }
+    location / { return 200 "$body\n"; }
   }
 }
 CONF
@@ -102,40 +106,63 @@ taskset -c 0 "$build/frontends/http/jitsu-http" -c "$dir/jitsu.conf" 2>"$dir/jit
 pids+=($!)
 for _ in $(seq 1 100); do grep -q "serving on" "$dir/jitsu-http.err" && break; sleep 0.05; done
 # The first request starts the guest; the other proxies then reach it too.
-curl -s -m 10 -H "Host: bench.test" "http://127.0.0.1:$J/" | grep -q guest || {
+curl -s -m 10 -H "Host: bench.test" "http://127.0.0.1:$J/" | grep -q xxx || {
   echo "bench_http: the guest did not start" >&2; cat "$dir/jitsu-http.err" >&2; exit 1; }
+jpid=${pids[0]}
 taskset -c 0 nginx -p "$dir/proxy" -c "$dir/proxy/nginx.conf" -g "daemon off;" 2>/dev/null &
-pids+=($!)
+npid=$!
+pids+=($npid)
 taskset -c 0 haproxy -db -f "$dir/haproxy.cfg" 2>"$dir/haproxy.err" &
-pids+=($!)
+hpid=$!
+pids+=($hpid)
 for p in $N $H; do
   for _ in $(seq 1 100); do curl -s -m 1 "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.05; done
 done
 
-run() { # NAME PORT
-  local out
-  out=$(taskset -c 1 wrk -t1 -c50 -d"${secs}s" --latency -H "Host: bench.test" "http://127.0.0.1:$2/")
-  local rps p50 p99 errors
+# CPU ticks (user, system) of a process and its threads, and the
+# processes under it (nginx's worker).
+ticks() {
+  local p all=$1
+  for p in $(pgrep -P "$1"); do all="$all $p"; done
+  for p in $all; do cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null; done |
+    awk '{u += $1; s += $2} END {print u + 0, s + 0}'
+}
+hz=$(getconf CLK_TCK)
+run() { # NAME PORT PID
+  local out t0 t1
+  t0=$(ticks "$3")
+  out=$(taskset -c 1 wrk -t2 -c64 -d"${secs}s" --latency -H "Host: bench.test" "http://127.0.0.1:$2/")
+  t1=$(ticks "$3")
+  local rps p50 p99 errors requests
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  requests=$(echo "$out" | awk '/requests in/ {print $1}')
   p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
   p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
   errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {$1 = $1; print}' | tr '\n' ' ')
-  printf '  %-10s %10.0f req/s   p50 %8s   p99 %8s   %s\n' "$1" "$rps" "$p50" "$p99" "$errors"
+  echo "$t0 $t1" | awk -v n="$requests" -v hz="$hz" '{
+    printf "%.2f %.2f\n", ($3 - $1) * 1e6 / hz / n, ($4 - $2) * 1e6 / hz / n }' >"$dir/cpu.$1"
+  read -r cu cs <"$dir/cpu.$1"
+  printf '  %-10s %10.0f req/s   p50 %8s   p99 %8s   cpu/request %5.1f us user %5.1f us sys   %s\n' \
+    "$1" "$rps" "$p50" "$p99" "$cu" "$cs" "$errors"
   echo "$rps" >"$dir/rps.$1"
 }
-echo "warm path: wrk -t1 -c50 for ${secs}s through each proxy (pinned to one core) to one guest, $rounds rounds taking turns:"
+echo "warm path: wrk -t2 -c64 for ${secs}s through each proxy (pinned to one core) to one guest (512-byte answers), $rounds rounds taking turns:"
 for round in $(seq 1 "$rounds"); do
   echo "round $round:"
-  run jitsu-http "$J"
-  run nginx "$N"
-  run haproxy "$H"
+  run jitsu-http "$J" "$jpid"
+  run nginx "$N" "$npid"
+  run haproxy "$H" "$hpid"
+  cpu() { awk '{print $1 + $2}' "$dir/cpu.$1"; }
   awk -v j="$(cat "$dir/rps.jitsu-http")" -v n="$(cat "$dir/rps.nginx")" \
-    -v h="$(cat "$dir/rps.haproxy")" 'BEGIN {
-    printf "  ratio jitsu-http / haproxy %.2f, jitsu-http / nginx %.2f\n", j / h, j / n
-    printf "%.4f %.4f\n", j / h, j / n >>"/dev/stderr" }' 2>>"$dir/ratios"
+    -v h="$(cat "$dir/rps.haproxy")" -v cj="$(cpu jitsu-http)" \
+    -v cn="$(cpu nginx)" -v ch="$(cpu haproxy)" 'BEGIN {
+    printf "  ratio jitsu-http / haproxy %.2f, jitsu-http / nginx %.2f (req/s); cpu per request haproxy / jitsu-http %.2f, nginx / jitsu-http %.2f\n", j / h, j / n, ch / cj, cn / cj
+    printf "%.4f %.4f %.4f %.4f\n", j / h, j / n, ch / cj, cn / cj >>"/dev/stderr" }' 2>>"$dir/ratios"
 done
-median_ratio "$dir/ratios" 1 "jitsu-http / haproxy"
-median_ratio "$dir/ratios" 2 "jitsu-http / nginx"
+median_ratio "$dir/ratios" 1 "req/s jitsu-http / haproxy"
+median_ratio "$dir/ratios" 2 "req/s jitsu-http / nginx"
+median_ratio "$dir/ratios" 3 "cpu per request haproxy / jitsu-http"
+median_ratio "$dir/ratios" 4 "cpu per request nginx / jitsu-http"
 
 # The cold path: the first request to a socket-activated guest.
 for i in $(seq 1 30); do

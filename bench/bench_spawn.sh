@@ -49,17 +49,6 @@ stall_round() {
   kill_recorded "$sd/state"
 }
 
-# Ports that are free and differ from each other (free_port alone may
-# give one twice in a hundred calls).
-used=" "
-unique_port() {
-  local p
-  while :; do
-    p=$(free_port)
-    case "$used" in *" $p "*) ;; *) used="$used$p "; echo "$p"; return ;; esac
-  done
-}
-
 if [ -x "$build/frontends/dns/jitsu-dns" ]; then
   port=$(free_port)
   for round in 1 2 3; do
@@ -85,12 +74,12 @@ for round in 1 2 3; do
   sd="$dir/hstall$round"
   mkdir -p "$sd"
   used=" "
-  port=$(unique_port)
+  port=$(free_port)
   {
     printf '[jitsu]\nstate-dir = %s/state\nmax-live = 200\n' "$sd"
     printf '[http]\nlisten = 127.0.0.1:%d\n' "$port"
     for i in $(seq 0 100); do
-      p=$(unique_port)
+      p=$(free_port)
       name=c$i
       [ "$i" = 100 ] && name=warm wport=$p
       printf '[vm %s]\nexec = %s --name %s\nsocket = tcp 127.0.0.1:%d\nready = notify\naddress = 127.0.0.1:%d\nhttp-host = %s.stall.test\n' \

@@ -11,17 +11,20 @@ typedef struct http_proxy http_proxy;
 
 /* Limits and defaults, from [http] (documented in jitsu-http(8)). */
 typedef struct http_settings {
-  size_t max_header;       /* bytes of a request head: 431 beyond */
-  uint64_t max_body;       /* bytes of a request body: 413 beyond; 0: none */
-  uint64_t header_timeout; /* ms to receive a head: 408 */
-  uint64_t idle_timeout;   /* ms an idle keep-alive connection stays */
-  uint64_t body_timeout;   /* ms between two reads of a request body */
-  unsigned max_conns;      /* client connections at once */
-  unsigned queue;          /* default per-vm queue of waiting requests */
-  uint64_t hold_ms;        /* default longest wait in that queue: 503 */
-  unsigned retry_after;    /* seconds, in 503 answers */
-  uint64_t drain_ms;       /* on SIGTERM: finish in-flight work this long */
-  const char *default_vm;  /* for unknown hosts, or NULL: 404 */
+  size_t max_header;         /* bytes of a request head: 431 beyond */
+  uint64_t max_body;         /* bytes of a request body: 413 beyond; 0: none */
+  uint64_t header_timeout;   /* ms to receive a head: 408 */
+  uint64_t idle_timeout;     /* ms an idle keep-alive connection stays */
+  uint64_t body_timeout;     /* ms between two reads of a request body */
+  uint64_t body_min_rate;    /* bytes/s a body must average; 0: none */
+  uint64_t response_timeout; /* ms the guest may be silent: 504 */
+  uint64_t send_timeout;     /* ms a client may take nothing sent to it */
+  unsigned max_conns;        /* client connections at once */
+  unsigned queue;            /* default per-vm queue of waiting requests */
+  uint64_t hold_ms;          /* default longest wait in that queue: 503 */
+  unsigned retry_after;      /* seconds, in 503 answers */
+  uint64_t drain_ms;         /* on SIGTERM: finish in-flight work this long */
+  const char *default_vm;    /* for unknown hosts, or NULL: 404 */
 } http_settings;
 
 typedef struct http_config {
@@ -96,7 +99,8 @@ struct http_client {
   http_link qlink;  /* vmq->waiting while queued */
   http_link cwlink; /* vmq->connect_wait while waiting for a connection */
   uv_tcp_t tcp;
-  uv_timer_t timer;
+  uv_timer_t timer;      /* head, body, queue or response: one at a time */
+  uv_timer_t send_timer; /* runs while a write to the client waits */
   http_parser parser;
   client_state state;
   unsigned refs;
@@ -122,6 +126,9 @@ struct http_client {
   bool req_chunked, req_complete, req_upgrade, req_head_method;
   bool keep_alive; /* the client's, from its request */
   uint64_t req_body;
+  uint64_t body_clock;     /* when the body began (less paused time) */
+  uint64_t body_paused_at; /* when the guest stopped taking it, or 0 */
+  uint64_t guest_seen;     /* the guest's last byte (or the request's end) */
   http_vmq *q;
   uint64_t queued_ms, cold_ms;
   bool cold;
@@ -179,6 +186,7 @@ struct http_proxy {
   struct {
     double requests, responses[6], cold, overflows, hold_timeouts;
     double bad_requests, upstream_errors, tunnels;
+    double body_timeouts, response_timeouts, send_timeouts;
     uint32_t wait_us[256];
     unsigned wait_n, wait_pos;
   } st;
@@ -201,6 +209,8 @@ void http_client_error(http_client *c, int status, const char *reason,
  * close it. */
 void http_client_response_done(http_client *c, bool keep_alive);
 void http_client_tunnel(http_client *c);
+/* The guest sent a byte of its answer: response-timeout starts over. */
+void http_client_guest_active(http_client *c);
 void http_client_close(http_client *c);
 void http_client_backpressure(http_client *c, bool pause);
 void http_client_unref(http_client *c);

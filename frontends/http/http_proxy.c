@@ -21,6 +21,14 @@ static void client_written(uv_write_t *w, int status) {
   http_client *c = r->c;
   (void)status;
   free(r);
+  /* A write done: the client takes what we send; send-timeout starts
+   * over while more waits. */
+  if (c->state != C_CLOSING) {
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
+      uv_timer_stop(&c->send_timer);
+    else
+      uv_timer_again(&c->send_timer);
+  }
   if (c->up != NULL && c->up->paused_by_client &&
       uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <
           HTTP_HIGH_WATER / 2)
@@ -34,6 +42,17 @@ void http_client_send(http_client *c, const char *data, size_t len) {
 }
 
 static void write_out(http_client *c, const uv_buf_t *parts, size_t n);
+
+/* The client took nothing of what waits for it for send-timeout (it does
+ * not read): it goes, and with it its guest's connection and hold. */
+static void send_expired(uv_timer_t *t) {
+  http_client *c = t->data;
+  if (c->state == C_CLOSING ||
+      uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
+    return;
+  c->px->st.send_timeouts++;
+  http_client_close(c);
+}
 
 /* While corked, what is sent gathers and goes out in one write at the
  * uncork (a response head and its body: one syscall, one packet). */
@@ -85,6 +104,11 @@ static void write_out(http_client *c, const uv_buf_t *parts, size_t n) {
     http_client_close(c);
     return;
   }
+  /* libuv wrote what it could at once; what is left waits for the client.
+   * (uv_timer_again: its repeat is send-timeout, set in client_new.) */
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0 &&
+      !uv_is_active((uv_handle_t *)&c->send_timer))
+    uv_timer_again(&c->send_timer);
   if (c->up != NULL &&
       uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > HTTP_HIGH_WATER)
     http_upstream_backpressure(c->up, true);
@@ -111,6 +135,17 @@ static void release_hold(http_client *c) {
   }
 }
 
+/* Take the guest's connection from (c): it goes, and with it c's hold. */
+static void drop_upstream(http_client *c) {
+  release_hold(c);
+  if (c->up != NULL) {
+    http_upstream *u = c->up;
+    c->up = NULL;
+    u->c = NULL;
+    http_upstream_release(u, false);
+  }
+}
+
 void http_client_close(http_client *c) {
   if (c->state == C_CLOSING)
     return;
@@ -123,15 +158,10 @@ void http_client_close(http_client *c) {
     c->q->n_waiting--;
   }
   http_list_del(&c->cwlink);
-  release_hold(c);
-  if (c->up != NULL) {
-    http_upstream *u = c->up;
-    c->up = NULL;
-    u->c = NULL;
-    http_upstream_release(u, false);
-  }
+  drop_upstream(c);
   uv_close((uv_handle_t *)&c->tcp, client_closed);
   uv_close((uv_handle_t *)&c->timer, client_closed);
+  uv_close((uv_handle_t *)&c->send_timer, client_closed);
   http_proxy_client_gone(px);
 }
 
@@ -212,10 +242,27 @@ static void reading(http_client *c, bool on) {
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
+static void arm_body_timer(http_client *c);
+
 void http_client_backpressure(http_client *c, bool pause) {
+  bool changed = pause != c->paused_by_upstream;
   c->paused_by_upstream = pause;
   if (c->state == C_FORWARD || c->state == C_TUNNEL)
     reading(c, !pause);
+  /* While the guest does not take the body, its clock stops: the guest
+   * is slow, not the client. */
+  if (changed && c->state == C_FORWARD && !c->req_complete) {
+    uint64_t now = uv_now(c->px->loop);
+    if (pause) {
+      uv_timer_stop(&c->timer);
+      c->body_paused_at = now;
+    } else {
+      if (c->body_paused_at != 0)
+        c->body_clock += now - c->body_paused_at;
+      c->body_paused_at = 0;
+      arm_body_timer(c);
+    }
+  }
 }
 
 static void head_timeout(uv_timer_t *t) {
@@ -233,24 +280,91 @@ static void arm_head_timer(http_client *c, bool started) {
                  started ? px->set.header_timeout : px->set.idle_timeout, 0);
 }
 
-/* No byte of the request's body came for body-timeout: 408 if the guest
- * has not answered yet, else the connection ends (the guest's answer is
- * cut). Either way the guest's connection goes, and with it the hold on
- * the vm. */
+/* The body stopped arriving, or came too slowly: 408 if the guest has not
+ * answered yet, else the connection ends (the guest's answer is cut).
+ * Either way the guest's connection goes, and with it the hold on the
+ * vm. */
 static void body_timeout(uv_timer_t *t) {
   http_client *c = t->data;
   if ((c->state != C_FORWARD && !c->buffering) || c->req_complete)
     return;
-  if (c->buffering || c->up == NULL || c->up->status == 0)
+  c->px->st.body_timeouts++;
+  bool answered = c->up != NULL && c->up->status != 0;
+  drop_upstream(c);
+  if (!answered)
     http_client_error(c, 408, "Request Timeout",
-                      "the request body stopped arriving");
+                      "the request body stopped arriving or came too slowly");
   else
     http_client_close(c);
 }
 
+/* The body's clock starts: see arm_body_timer. */
+static void body_begin(http_client *c) {
+  c->body_clock = uv_now(c->px->loop);
+  c->body_paused_at = 0;
+}
+
+/* A body must come with no gap of body-timeout and, with body-min-rate,
+ * whole within body-timeout plus a second for each body-min-rate bytes
+ * that came (the rule of Apache's mod_reqtimeout): a byte every half
+ * second does not hold a vm for ever. */
 static void arm_body_timer(http_client *c) {
-  if ((c->state == C_FORWARD || c->buffering) && !c->req_complete)
-    uv_timer_start(&c->timer, body_timeout, c->px->set.body_timeout, 0);
+  if ((c->state != C_FORWARD && !c->buffering) || c->req_complete ||
+      c->paused_by_upstream)
+    return;
+  const http_settings *set = &c->px->set;
+  uint64_t now = uv_now(c->px->loop);
+  uint64_t due = now + set->body_timeout;
+  if (set->body_min_rate > 0) {
+    uint64_t by_rate = c->body_clock + set->body_timeout +
+                       c->req_body * 1000 / set->body_min_rate;
+    if (by_rate < due)
+      due = by_rate;
+  }
+  uv_timer_start(&c->timer, body_timeout, due > now ? due - now : 0, 0);
+}
+
+/* The guest said nothing for response-timeout since the request was
+ * whole (or since its last byte): 504 if it has not answered yet, else
+ * the connection ends. A guest we stopped reading (the client does not
+ * take its answer) is not silent: send-timeout is for that. */
+static void response_timeout(uv_timer_t *t) {
+  http_client *c = t->data;
+  http_upstream *u = c->up;
+  if (c->state != C_FORWARD || u == NULL)
+    return;
+  uint64_t now = uv_now(c->px->loop), limit = c->px->set.response_timeout;
+  if (u->paused_by_client)
+    c->guest_seen = now;
+  if (now - c->guest_seen < limit) { /* it spoke since: wait the rest */
+    uv_timer_start(t, response_timeout, limit - (now - c->guest_seen), 0);
+    return;
+  }
+  c->px->st.response_timeouts++;
+  bool answered = u->status != 0;
+  char body[400];
+  snprintf(body, sizeof(body), "vm '%s' did not answer in time",
+           http_vmq_name(u->q));
+  drop_upstream(c);
+  if (!answered) {
+    c->px->st.upstream_errors++;
+    http_client_error(c, 504, "Gateway Timeout", body);
+  } else {
+    http_client_close(c);
+  }
+}
+
+/* The request is whole at the guest's side: response-timeout runs. */
+static void arm_response_timer(http_client *c) {
+  if (c->state != C_FORWARD || c->up == NULL ||
+      c->px->set.response_timeout == 0)
+    return;
+  c->guest_seen = uv_now(c->px->loop);
+  uv_timer_start(&c->timer, response_timeout, c->px->set.response_timeout, 0);
+}
+
+void http_client_guest_active(http_client *c) {
+  c->guest_seen = uv_now(c->px->loop); /* the timer looks at it when due */
 }
 
 #define STASH_MAX (64 * 1024)
@@ -607,6 +721,7 @@ static int on_headers_complete(http_parser *p) {
       return -1;
     }
     c->buffering = true;
+    body_begin(c);
     arm_body_timer(c);
     return 0; /* dispatched once the body is in (on_message_complete) */
   }
@@ -660,8 +775,10 @@ static int on_message_complete(http_parser *p) {
     http_parser_pause(p, 1);
     return 0;
   }
-  if (c->state == C_FORWARD)
-    uv_timer_stop(&c->timer); /* the body is in */
+  if (c->state == C_FORWARD) {
+    uv_timer_stop(&c->timer); /* the body is in: the guest's turn */
+    arm_response_timer(c);
+  }
   /* One request at a time: the next waits for this response. */
   if (!c->req_upgrade)
     http_parser_pause(p, 1);
@@ -713,7 +830,12 @@ void http_client_connected(http_client *c) {
     c->body = NULL;
     c->body_len = 0;
   }
-  arm_body_timer(c);
+  if (c->req_complete) {
+    arm_response_timer(c);
+  } else {
+    body_begin(c);
+    arm_body_timer(c);
+  }
   resume(c);
 }
 
@@ -802,7 +924,8 @@ static void dispatch(http_client *c) {
 void http_client_tunnel(http_client *c) {
   c->state = C_TUNNEL;
   c->px->st.tunnels++;
-  resume(c); /* bytes read after the head go through */
+  uv_timer_stop(&c->timer); /* bytes both ways, as long as they like */
+  resume(c);                /* bytes read after the head go through */
 }
 
 void http_client_response_done(http_client *c, bool keep_alive) {
@@ -828,10 +951,13 @@ static http_client *client_new(http_proxy *px) {
   if (c == NULL)
     return NULL;
   c->px = px;
-  c->refs = 2;
+  c->refs = 3; /* the connection and its two timers */
   uv_tcp_init(px->loop, &c->tcp);
   uv_timer_init(px->loop, &c->timer);
-  c->tcp.data = c->timer.data = c;
+  uv_timer_init(px->loop, &c->send_timer);
+  uv_timer_start(&c->send_timer, send_expired, 0, px->set.send_timeout);
+  uv_timer_stop(&c->send_timer); /* its repeat stays: uv_timer_again */
+  c->tcp.data = c->timer.data = c->send_timer.data = c;
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
   http_list_add(&px->clients, &c->link);

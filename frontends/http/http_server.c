@@ -18,6 +18,12 @@ static const jitsu_key http_section_keys[] = {
      "HOST[/PREFIX] IP:PORT: a service that runs by itself"},
     {"body-timeout", JITSU_KEY_DURATION, 0,
      "between two reads of a request body (408)"},
+    {"body-min-rate", JITSU_KEY_SIZE, 0,
+     "bytes a second a request body must average (408); 0: none"},
+    {"response-timeout", JITSU_KEY_DURATION, 0,
+     "the guest's longest silence in its answer (504)"},
+    {"send-timeout", JITSU_KEY_DURATION, 0,
+     "a client's longest time taking nothing we send"},
     {"max-connections", JITSU_KEY_UINT, 0, "client connections at once"},
     {"queue", JITSU_KEY_UINT, 0, "requests waiting for one vm"},
     {"hold", JITSU_KEY_DURATION, 0, "longest wait for a vm (503)"},
@@ -538,6 +544,9 @@ static void http_stats(jitsu_stat_fn emit, void *emit_arg, void *arg) {
   emit(emit_arg, "bad_requests_total", px->st.bad_requests);
   emit(emit_arg, "upstream_errors_total", px->st.upstream_errors);
   emit(emit_arg, "tunnels_total", px->st.tunnels);
+  emit(emit_arg, "body_timeouts_total", px->st.body_timeouts);
+  emit(emit_arg, "response_timeouts_total", px->st.response_timeouts);
+  emit(emit_arg, "send_timeouts_total", px->st.send_timeouts);
   emit(emit_arg, "connections", px->n_clients);
   emit(emit_arg, "queue_wait_p50_ms", wait_pct(px, 0.5));
   emit(emit_arg, "queue_wait_p90_ms", wait_pct(px, 0.9));

@@ -358,6 +358,7 @@ static void upstream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n > 0)
     connect_over(u);
   http_client *c = u->c;
+  http_client_guest_active(c);
   if (c->state == C_TUNNEL) {
     if (n < 0) {
       http_client_close(c);

@@ -117,6 +117,10 @@ int main(int argc, char **argv) {
       jitsu_config_duration(a.ctx, "http", "header-timeout", 10000);
   s->idle_timeout = jitsu_config_duration(a.ctx, "http", "idle-timeout", 60000);
   s->body_timeout = jitsu_config_duration(a.ctx, "http", "body-timeout", 60000);
+  s->body_min_rate = jitsu_config_size(a.ctx, "http", "body-min-rate", 500);
+  s->response_timeout =
+      jitsu_config_duration(a.ctx, "http", "response-timeout", 60000);
+  s->send_timeout = jitsu_config_duration(a.ctx, "http", "send-timeout", 60000);
   s->max_conns = jitsu_config_uint(a.ctx, "http", "max-connections", 1024);
   s->queue = jitsu_config_uint(a.ctx, "http", "queue", 256);
   s->hold_ms = jitsu_config_duration(a.ctx, "http", "hold", 30000);

@@ -37,6 +37,9 @@ state-dir = $dir/state
 listen = 127.0.0.1:$P
 header-timeout = 1s
 body-timeout = 2s
+body-min-rate = 100
+response-timeout = 2s
+send-timeout = 2s
 upstream = ext.test 127.0.0.1:$KA
 upstream = web.test/ext 127.0.0.1:$KA
 max-header = 8K
@@ -251,10 +254,13 @@ for _ in range(100):
     s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
     s.sendall(b"POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 100\r\n\r\nx")
     socks.append(s)
-for _ in range(8):  # a byte a second: under body-timeout (2 s), they stay
+for _ in range(8):  # a byte a second: under body-timeout (2 s) but too
     time.sleep(1)
     for s in socks:
-        s.sendall(b"x")
+        try:  # slow for body-min-rate: cut after about 2 s
+            s.sendall(b"x")
+        except OSError:
+            pass
 for s in socks:
     s.close()
 PY
@@ -279,6 +285,53 @@ head -n 1 "$dir/body.txt" | grep -q "^HTTP/1.1 408" || fail "a stalled body: $(h
 (for _ in $(seq 1 20); do printf '\r\n'; sleep 0.3; done) |
   socat -t 7 - "TCP:127.0.0.1:$P" >"$dir/crlf.txt" 2>&1 || true
 head -n 1 "$dir/crlf.txt" | grep -q "^HTTP/1.1 408" || fail "empty lines held the head open: $(head -c 200 "$dir/crlf.txt")"
+# A large body (streamed to the guest) that comes a byte every 0.3 s: no
+# gap reaches body-timeout, but it is too slow for body-min-rate: 408
+# while the client is still sending, and the guest is free again.
+python3 - "$P" >"$dir/rate.txt" <<'PY'
+import select, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"POST /upload HTTP/1.1\r\nHost: web.test\r\n"
+          b"Content-Length: 100000\r\n\r\n")
+for i in range(40):  # 12 s of bytes at most
+    if select.select([s], [], [], 0.3)[0]:
+        print("answered after %d bytes: %s" % (i, s.recv(100).split(b"\r\n")[0].decode()))
+        sys.exit(0)
+    try:
+        s.sendall(b"x")
+    except OSError as e:
+        print("cut without an answer after %d bytes: %s" % (i, e))
+        sys.exit(0)
+print("all 40 bytes were taken")
+PY
+grep -q "answered after [0-9]* bytes: HTTP/1.1 408" "$dir/rate.txt" ||
+  fail "a body slower than body-min-rate: $(cat "$dir/rate.txt")"
+ctl --json status web | grep -Eq '"holds": *0' || fail "web is still held: $(ctl --json status web)"
+# A guest that never answers: 504 after response-timeout (2 s here).
+curl -si -m 30 -H "Host: tarpit.test" "$(url /)" >"$dir/r.txt" || true
+head -n 1 "$dir/r.txt" | grep -q "^HTTP/1.1 504" && grep -q "did not answer in time" "$dir/r.txt" ||
+  fail "a silent guest: $(head -c 300 "$dir/r.txt")"
+# A client that asks for 256 MiB and reads none of it: closed after
+# send-timeout (2 s here), and the guest is free again.
+python3 - "$P" <<'PY' &
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.sendall(b"GET /bytes/268435456 HTTP/1.1\r\nHost: web.test\r\n\r\n")
+time.sleep(60)
+PY
+reader=$!
+pids+=($reader)
+for _ in $(seq 1 1200); do
+  [ "$(ctl stats | awk '$1 == "send_timeouts_total" {print $2}')" = 1 ] && break
+  sleep 0.05
+done
+[ "$(ctl stats | awk '$1 == "send_timeouts_total" {print $2}')" = 1 ] ||
+  fail "a client that reads nothing was not closed: $(ctl stats)"
+kill "$reader" 2>/dev/null || true
+wait_connections 0
+ctl --json status web | grep -Eq '"holds": *0' || fail "web is still held: $(ctl --json status web)"
+[ "$(get web.test)" = "hello from web" ] || fail "web after the time-outs"
 ok
 
 # --- clients that leave while waiting for a connection to their guest ----

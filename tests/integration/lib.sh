@@ -5,11 +5,24 @@ trap 'echo "# failed: ${BASH_SOURCE[0]}:$LINENO: $BASH_COMMAND" >&2' ERR
 
 # free_port: a TCP and UDP port nothing uses, below the ephemeral range
 # (32768-), so that no outgoing connection takes it before a guest binds it.
+# The ports free_port gave out in this test, one a line: a port is bound
+# only later, so two calls must never return the same one (two vms on one
+# port: a readiness probe answered by the other). The file is deleted at
+# once and kept open, so that nothing is left behind; calls in $(...)
+# reach it through the test shell's descriptor.
+_jitsu_ports=$(mktemp /tmp/jitsu-ports-XXXXXX)
+exec {_jitsu_ports_fd}<>"$_jitsu_ports"
+rm -f "$_jitsu_ports"
+_jitsu_ports=/proc/$$/fd/$_jitsu_ports_fd
 free_port() {
   local p
   while :; do
     p=$((10000 + RANDOM % 20000))
-    ss -Htuan "sport = :$p" | grep -q . || { echo "$p"; return; }
+    grep -qx "$p" "$_jitsu_ports" && continue
+    ss -Htuan "sport = :$p" | grep -q . && continue
+    echo "$p" >>"$_jitsu_ports"
+    echo "$p"
+    return
   done
 }
 
