@@ -88,13 +88,16 @@ static void write_out(http_client *c, const uv_buf_t *parts, size_t n) {
     len += parts[i].len;
   if (c->state == C_CLOSING || len == 0)
     return;
-  wreq *r = malloc(sizeof(*r) + len);
+  size_t done = http_write_now((uv_stream_t *)&c->tcp, parts, n);
+  if (done == len)
+    return;
+  wreq *r = malloc(sizeof(*r) + len - done);
   if (r == NULL) {
     http_client_close(c);
     return;
   }
-  for (size_t i = 0, o = 0; i < n; o += parts[i].len, i++)
-    memcpy(r->data + o, parts[i].base, parts[i].len);
+  http_copy_rest(r->data, parts, n, done);
+  len -= done;
   r->c = c;
   c->refs++;
   uv_buf_t b = uv_buf_init(r->data, (unsigned)len);
@@ -605,45 +608,65 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
   return 0;
 }
 
-static void peer_text(http_client *c, char *out, size_t size) {
-  char ip[64] = "unknown";
-  if (c->peer.ss_family == AF_INET)
-    uv_ip4_name((struct sockaddr_in *)&c->peer, ip, sizeof(ip));
-  else if (c->peer.ss_family == AF_INET6)
-    uv_ip6_name((struct sockaddr_in6 *)&c->peer, ip, sizeof(ip));
-  snprintf(out, size, "%s", ip);
+static const char *peer_text(http_client *c) {
+  if (c->peer_ip[0] == '\0') {
+    snprintf(c->peer_ip, sizeof(c->peer_ip), "unknown");
+    if (c->peer.ss_family == AF_INET)
+      uv_ip4_name((struct sockaddr_in *)&c->peer, c->peer_ip,
+                  sizeof(c->peer_ip));
+    else if (c->peer.ss_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)&c->peer, c->peer_ip,
+                  sizeof(c->peer_ip));
+  }
+  return c->peer_ip;
 }
 
 /* Put the request line and our headers around the kept ones. */
 static int finish_head(http_client *c) {
-  char ip[64], first[2300], tail[1024];
   /* Fields the client named in Connection are for us alone. */
   http_drop_named(c->head, &c->head_len, c->conn, NULL);
-  peer_text(c, ip, sizeof(ip));
+  const char *ip = peer_text(c);
+  const char *method = http_method_str((enum http_method)c->parser.method);
+  size_t ml = strlen(method), ul = strlen(c->url), il = strlen(ip);
+  size_t xl = strlen(c->xff), gl = strlen(c->upgrade);
   bool v6 = c->peer.ss_family == AF_INET6;
-  int fn =
-      snprintf(first, sizeof(first), "%s %s HTTP/1.1\r\n",
-               http_method_str((enum http_method)c->parser.method), c->url);
-  int tn = snprintf(
-      tail, sizeof(tail),
-      "X-Forwarded-For: %s%s%s\r\nX-Forwarded-Proto: http\r\n"
-      "Forwarded: for=%s%s%s;proto=http\r\n%s%s%s%s%s\r\n",
-      c->xff, c->xff[0] ? ", " : "", ip, v6 ? "\"[" : "", ip, v6 ? "]\"" : "",
-      c->req_upgrade ? "Connection: Upgrade\r\n" : "Connection: keep-alive\r\n",
-      c->req_chunked ? "Transfer-Encoding: chunked\r\n" : "",
-      c->req_upgrade ? "Upgrade: " : "", c->req_upgrade ? c->upgrade : "",
-      c->req_upgrade ? "\r\n" : "");
-  size_t total = (size_t)fn + c->head_len + (size_t)tn;
-  char *h = malloc(total);
+  char *h = malloc(ml + ul + c->head_len + xl + 2 * il + gl + 256);
   if (h == NULL)
     return -1;
-  memcpy(h, first, (size_t)fn);
-  memcpy(h + fn, c->head, c->head_len);
-  memcpy(h + (size_t)fn + c->head_len, tail, (size_t)tn);
+  char *p = http_put(h, method, ml);
+  p = HTTP_PUT(p, " ");
+  p = http_put(p, c->url, ul);
+  p = HTTP_PUT(p, " HTTP/1.1\r\n");
+  p = http_put(p, c->head, c->head_len);
+  p = HTTP_PUT(p, "X-Forwarded-For: ");
+  if (xl > 0) {
+    p = http_put(p, c->xff, xl);
+    p = HTTP_PUT(p, ", ");
+  }
+  p = http_put(p, ip, il);
+  p = HTTP_PUT(p, "\r\nX-Forwarded-Proto: http\r\nForwarded: for=");
+  if (v6)
+    p = HTTP_PUT(p, "\"[");
+  p = http_put(p, ip, il);
+  if (v6)
+    p = HTTP_PUT(p, "]\"");
+  p = HTTP_PUT(p, ";proto=http\r\n");
+  if (c->req_upgrade)
+    p = HTTP_PUT(p, "Connection: Upgrade\r\n");
+  else
+    p = HTTP_PUT(p, "Connection: keep-alive\r\n");
+  if (c->req_chunked)
+    p = HTTP_PUT(p, "Transfer-Encoding: chunked\r\n");
+  if (c->req_upgrade) {
+    p = HTTP_PUT(p, "Upgrade: ");
+    p = http_put(p, c->upgrade, gl);
+    p = HTTP_PUT(p, "\r\n");
+  }
+  p = HTTP_PUT(p, "\r\n");
   free(c->head);
   c->head = h;
-  c->head_len = total;
-  c->head_cap = total;
+  c->head_len = (size_t)(p - h);
+  c->head_cap = c->head_len;
   return 0;
 }
 
@@ -713,6 +736,7 @@ static int on_headers_complete(http_parser *p) {
    * after this (and pauses there, see below). */
   bool has_body = c->req_chunked ||
                   (p->content_length > 0 && p->content_length != ULLONG_MAX);
+  c->req_has_body = has_body;
   if (has_body && !c->req_chunked && !c->expect && !c->req_upgrade &&
       p->content_length <= BODY_BUFFER_MAX) {
     c->body = malloc((size_t)p->content_length);
@@ -832,7 +856,8 @@ void http_client_connected(http_client *c) {
   }
   if (c->req_complete) {
     arm_response_timer(c);
-  } else {
+  } else if (c->req_has_body) { /* (without one, the request completes
+                                 * right after this) */
     body_begin(c);
     arm_body_timer(c);
   }

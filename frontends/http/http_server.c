@@ -97,6 +97,24 @@ int http_buf_add(char **buf, size_t *len, size_t *cap, const char *data,
   return 0;
 }
 
+size_t http_write_now(uv_stream_t *s, const uv_buf_t *parts, size_t n) {
+  int r = uv_try_write(s, parts, (unsigned)n);
+  return r > 0 ? (size_t)r : 0; /* an error: uv_write will report it */
+}
+
+void http_copy_rest(char *dst, const uv_buf_t *parts, size_t n, size_t skip) {
+  for (size_t i = 0; i < n; i++) {
+    size_t l = parts[i].len;
+    if (skip >= l) {
+      skip -= l;
+      continue;
+    }
+    memcpy(dst, parts[i].base + skip, l - skip);
+    dst += l - skip;
+    skip = 0;
+  }
+}
+
 bool http_hop_by_hop(const char *name, size_t len) {
   static const char *const hop[] = {
       "connection",

@@ -79,11 +79,14 @@ void http_upstream_sendv(http_upstream *u, const uv_buf_t *parts, size_t n) {
     len += parts[i].len;
   if (u->closing || len == 0)
     return;
-  uwreq *r = malloc(sizeof(*r) + len);
+  size_t done = http_write_now((uv_stream_t *)&u->tcp, parts, n);
+  if (done == len)
+    return;
+  uwreq *r = malloc(sizeof(*r) + len - done);
   if (r == NULL)
     return;
-  for (size_t i = 0, o = 0; i < n; o += parts[i].len, i++)
-    memcpy(r->data + o, parts[i].base, parts[i].len);
+  http_copy_rest(r->data, parts, n, done);
+  len -= done;
   r->u = u;
   u->refs++;
   uv_buf_t b = uv_buf_init(r->data, (unsigned)len);
@@ -237,28 +240,33 @@ static int u_headers_complete(http_parser *p) {
       c->req_head_method || status == 204 || status == 304 || interim;
   bool framed = no_body || u->resp_chunked || (p->flags & F_CONTENTLENGTH) != 0;
   u->client_keep_alive = framed && c->keep_alive;
-  char extra[256] = "";
-  size_t o = 0;
+  char extra[256];
+  char *e = extra;
   if (c->cold && !interim)
-    o += (size_t)snprintf(extra + o, sizeof(extra) - o,
-                          "X-Jitsu-Cold-Start: %llu\r\n",
-                          (unsigned long long)c->cold_ms);
+    e += snprintf(e, 64, "X-Jitsu-Cold-Start: %llu\r\n",
+                  (unsigned long long)c->cold_ms);
   if (status == 101)
-    o += (size_t)snprintf(extra + o, sizeof(extra) - o,
-                          "Connection: Upgrade\r\n");
+    e = HTTP_PUT(e, "Connection: Upgrade\r\n");
+  else if (!interim && u->client_keep_alive)
+    e = HTTP_PUT(e, "Connection: keep-alive\r\n");
   else if (!interim)
-    o += (size_t)snprintf(extra + o, sizeof(extra) - o, "Connection: %s\r\n",
-                          u->client_keep_alive ? "keep-alive" : "close");
+    e = HTTP_PUT(e, "Connection: close\r\n");
   if (u->resp_chunked && !no_body)
-    o += (size_t)snprintf(extra + o, sizeof(extra) - o,
-                          "Transfer-Encoding: chunked\r\n");
-  /* One write for the whole head: one syscall, one packet. */
-  char line[300];
-  int ln = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status,
-                    u->reason[0] ? u->reason : "Status");
-  uv_buf_t parts[4] = {uv_buf_init(line, (unsigned)ln),
+    e = HTTP_PUT(e, "Transfer-Encoding: chunked\r\n");
+  /* One write for the whole head: one syscall, one packet. The status
+   * has three digits (http-parser takes no more). */
+  char line[sizeof(u->reason) + 16];
+  char *l = HTTP_PUT(line, "HTTP/1.1 ");
+  *l++ = (char)('0' + status / 100 % 10);
+  *l++ = (char)('0' + status / 10 % 10);
+  *l++ = (char)('0' + status % 10);
+  *l++ = ' ';
+  const char *reason = u->reason[0] ? u->reason : "Status";
+  l = http_put(l, reason, strlen(reason));
+  l = HTTP_PUT(l, "\r\n");
+  uv_buf_t parts[4] = {uv_buf_init(line, (unsigned)(l - line)),
                        uv_buf_init(u->head, (unsigned)u->head_len),
-                       uv_buf_init(extra, (unsigned)o),
+                       uv_buf_init(extra, (unsigned)(e - extra)),
                        uv_buf_init((char *)"\r\n", 2)};
   http_client_sendv(c, parts, 4);
   if (!interim)
