@@ -84,7 +84,19 @@ static void command(app *a, char *line) {
     quit(a);
     return;
   }
-  if (strcmp(verb, "status") == 0 && name == NULL) {
+  static const char *const verbs[] = {"status", "summon", "stop", "suspend",
+                                      "resume"};
+  size_t v = 0;
+  while (v < sizeof(verbs) / sizeof(*verbs) && strcmp(verb, verbs[v]) != 0)
+    v++;
+  if (v == sizeof(verbs) / sizeof(*verbs)) {
+    printf("error %s: unknown command (status, summon, stop, suspend, "
+           "resume, quit)\n",
+           verb);
+    fflush(stdout);
+    return;
+  }
+  if (v == 0 && name == NULL) {
     jitsu_vm_foreach(a->ctx, print_status, NULL);
     printf("end\n");
     fflush(stdout);
@@ -96,30 +108,33 @@ static void command(app *a, char *line) {
     fflush(stdout);
     return;
   }
-  if (strcmp(verb, "status") == 0) {
+  if (v == 0) {
     print_status(vm, NULL);
     fflush(stdout);
     return;
   }
   pending *p = calloc(1, sizeof(*p));
+  if (p == NULL) {
+    printf("error %s %s: out of memory\n", verb, name);
+    fflush(stdout);
+    return;
+  }
   snprintf(p->verb, sizeof(p->verb), "%s", verb);
   p->begin = uv_now(a->loop);
   p->a = a;
   int r;
-  if (strcmp(verb, "summon") == 0)
+  if (v == 1)
     r = jitsu_vm_summon(vm, done, p);
-  else if (strcmp(verb, "stop") == 0)
+  else if (v == 2)
     r = jitsu_vm_stop(vm,
                       mode && strcmp(mode, "destroy") == 0
                           ? JITSU_STOP_DESTROY
                           : JITSU_STOP_SHUTDOWN,
                       done, p);
-  else if (strcmp(verb, "suspend") == 0)
+  else if (v == 3)
     r = jitsu_vm_suspend(vm, done, p);
-  else if (strcmp(verb, "resume") == 0)
-    r = jitsu_vm_resume(vm, done, p);
   else
-    r = -EINVAL, snprintf(a->line, sizeof(a->line), "unknown command");
+    r = jitsu_vm_resume(vm, done, p);
   if (r < 0) {
     printf("error %s %s: %s\n", verb, name, jitsu_ctx_last_error(a->ctx));
     fflush(stdout);
@@ -143,7 +158,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   a->len += (size_t)n;
   char *nl;
-  while ((nl = memchr(a->line, '\n', a->len)) != NULL) {
+  while (!a->quitting && (nl = memchr(a->line, '\n', a->len)) != NULL) {
     *nl = '\0';
     command(a, a->line);
     size_t used = (size_t)(nl - a->line) + 1;

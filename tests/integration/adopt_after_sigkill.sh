@@ -62,13 +62,16 @@ wait "${cpids[0]}" 2>/dev/null || true
 [ -d "/proc/$guest" ] || fail "the guest died with its controller"
 
 start_controller second
-echo "status web" >&$fd
+# Pipelined commands, an unknown one first: each gets its own answer.
+printf 'bogus web\nstatus web\n' >&$fd
 wait_for "$dir/second.out" "^status web"
 line=$(grep "^status web" "$dir/second.out")
 case "$line" in
 *"web ready instance='pid $guest' adopted=1 spawns=0"*) ;;
 *) fail "not adopted: $line" ;;
 esac
+grep -qx "error bogus: unknown command (status, summon, stop, suspend, resume, quit)" "$dir/second.out" ||
+  fail "an unknown command: $(head -n 3 "$dir/second.out")"
 body=$(curl -s -m 5 --unix-socket "$dir/web.sock" http://web/)
 [ "$body" = "hello from web" ] || fail "answer after adoption: '$body'"
 [ "$(wc -l <"$dir/starts")" -eq 1 ] || fail "a second guest was spawned"
