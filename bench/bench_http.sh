@@ -91,7 +91,7 @@ state-dir = $dir/state
 [http]
 listen = 127.0.0.1:$J
 [vm guest]
-exec = nginx -p $dir/guest -c $dir/guest/nginx.conf -g "daemon off;"
+exec = taskset -c 0-$(($(nproc) - 1)) nginx -p $dir/guest -c $dir/guest/nginx.conf -g "daemon off;"
 ready = tcp:127.0.0.1:$G
 address = 127.0.0.1:$G
 http-host = bench.test
@@ -102,6 +102,9 @@ ready = notify
 address = 127.0.0.1:$W
 http-host = cold.test
 CONF
+# jitsu-http starts the guest: without its own taskset the guest would
+# inherit jitsu-http's core and take turns with the proxy measured (as it
+# did before 2026-12-02: the proxies then got about half a core).
 taskset -c 0 "$build/frontends/http/jitsu-http" -c "$dir/jitsu.conf" 2>"$dir/jitsu-http.err" &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q "serving on" "$dir/jitsu-http.err" && break; sleep 0.05; done
