@@ -100,8 +100,10 @@ struct http_client {
   http_link qlink;  /* vmq->waiting while queued */
   http_link cwlink; /* vmq->connect_wait while waiting for a connection */
   uv_tcp_t tcp;
-  uv_timer_t timer;      /* head, body, queue or response: one at a time */
-  uv_timer_t send_timer; /* runs while a write to the client waits */
+  uv_timer_t timer;        /* head, body, queue or response: one at a time */
+  uint64_t due, armed_due; /* when it is due; when timer fires */
+  void (*due_fn)(http_client *c); /* what then, or NULL */
+  uv_timer_t send_timer;          /* runs while a write to the client waits */
   http_parser parser;
   client_state state;
   unsigned refs;

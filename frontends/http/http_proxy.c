@@ -176,13 +176,49 @@ static void shutdown_done(uv_shutdown_t *req, int status) {
   http_client_unref(c);
 }
 
+/* --- the client's one timer (head, body, queue or response) ---
+ * Set and cleared on every request, so kept lazy: what is due is noted,
+ * and the libuv timer is restarted only when that comes earlier than
+ * the time it is armed for; when it fires early it is armed for the
+ * rest. (Restarting it four times a request was 3% of our CPU.) */
+
+static void client_timer_fired(uv_timer_t *t) {
+  http_client *c = t->data;
+  uint64_t now = uv_now(c->px->loop);
+  if (c->due_fn == NULL)
+    return;
+  if (now < c->due) {
+    c->armed_due = c->due;
+    uv_timer_start(t, client_timer_fired, c->due - now, 0);
+    return;
+  }
+  void (*fn)(http_client *) = c->due_fn;
+  c->due_fn = NULL;
+  fn(c);
+}
+
+static void client_timer_set(http_client *c, uint64_t ms,
+                             void (*fn)(http_client *)) {
+  uint64_t now = uv_now(c->px->loop);
+  c->due = now + ms;
+  c->due_fn = fn;
+  if (!uv_is_active((uv_handle_t *)&c->timer) || c->due < c->armed_due) {
+    c->armed_due = c->due;
+    uv_timer_start(&c->timer, client_timer_fired, ms, 0);
+  }
+}
+
+static void client_timer_stop(http_client *c) {
+  c->due_fn = NULL; /* the libuv timer, if armed, fires in vain */
+}
+
 /* Close once what was written has gone out. */
 static void client_finish(http_client *c) {
   if (c->state == C_CLOSING)
     return;
   http_client_cork(c, false);
   uv_read_stop((uv_stream_t *)&c->tcp);
-  uv_timer_stop(&c->timer);
+  client_timer_stop(c);
   uv_shutdown_t *req = malloc(sizeof(*req));
   if (req == NULL ||
       uv_shutdown(req, (uv_stream_t *)&c->tcp, shutdown_done) < 0) {
@@ -257,7 +293,7 @@ void http_client_backpressure(http_client *c, bool pause) {
   if (changed && c->state == C_FORWARD && !c->req_complete) {
     uint64_t now = uv_now(c->px->loop);
     if (pause) {
-      uv_timer_stop(&c->timer);
+      client_timer_stop(c);
       c->body_paused_at = now;
     } else {
       if (c->body_paused_at != 0)
@@ -268,8 +304,7 @@ void http_client_backpressure(http_client *c, bool pause) {
   }
 }
 
-static void head_timeout(uv_timer_t *t) {
-  http_client *c = t->data;
+static void head_timeout(http_client *c) {
   if (c->state == C_HEAD && (c->head_started || c->stash_len > 0))
     http_client_error(c, 408, "Request Timeout",
                       "the request head did not arrive in time");
@@ -279,16 +314,15 @@ static void head_timeout(uv_timer_t *t) {
 
 static void arm_head_timer(http_client *c, bool started) {
   http_proxy *px = c->px;
-  uv_timer_start(&c->timer, head_timeout,
-                 started ? px->set.header_timeout : px->set.idle_timeout, 0);
+  client_timer_set(c, started ? px->set.header_timeout : px->set.idle_timeout,
+                   head_timeout);
 }
 
 /* The body stopped arriving, or came too slowly: 408 if the guest has not
  * answered yet, else the connection ends (the guest's answer is cut).
  * Either way the guest's connection goes, and with it the hold on the
  * vm. */
-static void body_timeout(uv_timer_t *t) {
-  http_client *c = t->data;
+static void body_timeout(http_client *c) {
   if ((c->state != C_FORWARD && !c->buffering) || c->req_complete)
     return;
   c->px->st.body_timeouts++;
@@ -324,15 +358,14 @@ static void arm_body_timer(http_client *c) {
     if (by_rate < due)
       due = by_rate;
   }
-  uv_timer_start(&c->timer, body_timeout, due > now ? due - now : 0, 0);
+  client_timer_set(c, due > now ? due - now : 0, body_timeout);
 }
 
 /* The guest said nothing for response-timeout since the request was
  * whole (or since its last byte): 504 if it has not answered yet, else
  * the connection ends. A guest we stopped reading (the client does not
  * take its answer) is not silent: send-timeout is for that. */
-static void response_timeout(uv_timer_t *t) {
-  http_client *c = t->data;
+static void response_timeout(http_client *c) {
   http_upstream *u = c->up;
   if (c->state != C_FORWARD || u == NULL)
     return;
@@ -340,7 +373,7 @@ static void response_timeout(uv_timer_t *t) {
   if (u->paused_by_client)
     c->guest_seen = now;
   if (now - c->guest_seen < limit) { /* it spoke since: wait the rest */
-    uv_timer_start(t, response_timeout, limit - (now - c->guest_seen), 0);
+    client_timer_set(c, limit - (now - c->guest_seen), response_timeout);
     return;
   }
   c->px->st.response_timeouts++;
@@ -363,7 +396,7 @@ static void arm_response_timer(http_client *c) {
       c->px->set.response_timeout == 0)
     return;
   c->guest_seen = uv_now(c->px->loop);
-  uv_timer_start(&c->timer, response_timeout, c->px->set.response_timeout, 0);
+  client_timer_set(c, c->px->set.response_timeout, response_timeout);
 }
 
 void http_client_guest_active(http_client *c) {
@@ -729,7 +762,7 @@ static int on_headers_complete(http_parser *p) {
     http_client_close(c);
     return -1;
   }
-  uv_timer_stop(&c->timer);
+  client_timer_stop(c);
   /* A body of up to BODY_BUFFER_MAX bytes is read whole first (unless
    * the client waits for a 100); a larger one waits until the guest is
    * connected and then streams. Without one, the message completes right
@@ -792,7 +825,7 @@ static int on_message_complete(http_parser *p) {
   c->req_complete = true;
   if (c->buffering) { /* the whole body is in: now the request goes */
     c->buffering = false;
-    uv_timer_stop(&c->timer);
+    client_timer_stop(c);
     dispatch(c);
     /* One request at a time (a connection from the pool may have resumed
      * the parser inside dispatch). */
@@ -800,7 +833,7 @@ static int on_message_complete(http_parser *p) {
     return 0;
   }
   if (c->state == C_FORWARD) {
-    uv_timer_stop(&c->timer); /* the body is in: the guest's turn */
+    client_timer_stop(c); /* the body is in: the guest's turn */
     arm_response_timer(c);
   }
   /* One request at a time: the next waits for this response. */
@@ -864,8 +897,7 @@ void http_client_connected(http_client *c) {
   resume(c);
 }
 
-static void hold_expired(uv_timer_t *t) {
-  http_client *c = t->data;
+static void hold_expired(http_client *c) {
   if (c->state != C_QUEUED)
     return;
   c->px->st.hold_timeouts++;
@@ -893,7 +925,7 @@ static void vm_summoned(jitsu_vm *vm, int status, void *arg) {
     px = c->px;
     http_list_del(&c->qlink);
     q->n_waiting--;
-    uv_timer_stop(&c->timer);
+    client_timer_stop(c);
     if (status < 0) {
       px->st.upstream_errors++;
       http_client_error(c, 502, "Bad Gateway", reason);
@@ -943,14 +975,14 @@ static void dispatch(http_client *c) {
   px->st.cold++;
   http_list_add(&q->waiting, &c->qlink);
   q->n_waiting++;
-  uv_timer_start(&c->timer, hold_expired, q->hold_ms, 0);
+  client_timer_set(c, q->hold_ms, hold_expired);
 }
 
 void http_client_tunnel(http_client *c) {
   c->state = C_TUNNEL;
   c->px->st.tunnels++;
-  uv_timer_stop(&c->timer); /* bytes both ways, as long as they like */
-  resume(c);                /* bytes read after the head go through */
+  client_timer_stop(c); /* bytes both ways, as long as they like */
+  resume(c);            /* bytes read after the head go through */
 }
 
 void http_client_response_done(http_client *c, bool keep_alive) {
