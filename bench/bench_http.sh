@@ -1,11 +1,14 @@
 #!/bin/bash
 # bench_http: jitsu-http against nginx and HAProxy proxying to the same
-# running guest (an nginx serving a 512-byte answer, started by jitsu-http
-# as a process guest), measured with wrk -t2 -c64 in the same run, rounds
-# taking turns; for each proxy also the CPU time it spent per request
-# (user and system, from /proc, less noisy than req/s on a shared
-# machine). Then jitsu-http's cold path for a socket-activated process
-# guest.
+# nginx serving 512-byte answers, measured with wrk -t2 -c64 in the same
+# run, rounds taking turns, with the CPU time each proxy spent per request
+# (user and system, from /proc). Twice: to a service that this script
+# starts (jitsu-http's `upstream`), and to a guest that jitsu-http started
+# (a vm). The two differ in scheduling, not in the proxy's work: a guest
+# leads its own session, and with the kernel's autogroup scheduling (on
+# in Debian) its session shares each core evenly with the session of the
+# load generator and the proxies, so the proxies get less of theirs.
+# Then jitsu-http's cold path for a socket-activated process guest.
 #
 #   bench/bench_http.sh BUILD_DIR     (ninja -C build bench-http runs it)
 #
@@ -36,21 +39,27 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-G=$(free_port) J=$(free_port) N=$(free_port) H=$(free_port) C=$(free_port) W=$(free_port)
-mkdir -p "$dir/guest" "$dir/proxy"
-cat >"$dir/guest/nginx.conf" <<CONF
+G=$(free_port) J=$(free_port) N=$(free_port) H=$(free_port) W=$(free_port)
+G2=$(free_port) N2=$(free_port) H2=$(free_port)
+mkdir -p "$dir/service" "$dir/guest" "$dir/proxy"
+for g in "service $G" "guest $G2"; do
+  set -- $g
+  cat >"$dir/$1/nginx.conf" <<CONF
 worker_processes 1;
-pid $dir/guest/nginx.pid;
-error_log $dir/guest/error.log;
+pid $dir/$1/nginx.pid;
+error_log $dir/$1/error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
   server {
-    listen 127.0.0.1:$G;
+    listen 127.0.0.1:$2;
     location / { return 200 "$body\n"; }
   }
 }
 CONF
+done
+nginx -p "$dir/service" -c "$dir/service/nginx.conf" -g "daemon off;" 2>/dev/null &
+pids+=($!)
 cat >"$dir/proxy/nginx.conf" <<CONF
 worker_processes 1;
 pid $dir/proxy/nginx.pid;
@@ -58,9 +67,18 @@ error_log $dir/proxy/error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream guest { server 127.0.0.1:$G; keepalive 64; }
+  upstream service { server 127.0.0.1:$G; keepalive 64; }
+  upstream guest { server 127.0.0.1:$G2; keepalive 64; }
   server {
     listen 127.0.0.1:$N;
+    location / {
+      proxy_pass http://service;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+  server {
+    listen 127.0.0.1:$N2;
     location / {
       proxy_pass http://guest;
       proxy_http_version 1.1;
@@ -83,18 +101,24 @@ frontend f
   bind 127.0.0.1:$H
   default_backend b
 backend b
-  server guest 127.0.0.1:$G
+  server service 127.0.0.1:$G
+frontend f2
+  bind 127.0.0.1:$H2
+  default_backend b2
+backend b2
+  server guest 127.0.0.1:$G2
 CONF
 cat >"$dir/jitsu.conf" <<CONF
 [jitsu]
 state-dir = $dir/state
 [http]
 listen = 127.0.0.1:$J
+upstream = service.test 127.0.0.1:$G
 [vm guest]
 exec = taskset -c 0-$(($(nproc) - 1)) nginx -p $dir/guest -c $dir/guest/nginx.conf -g "daemon off;"
-ready = tcp:127.0.0.1:$G
-address = 127.0.0.1:$G
-http-host = bench.test
+ready = tcp:127.0.0.1:$G2
+address = 127.0.0.1:$G2
+http-host = vm.test
 [vm cold]
 exec = $build/examples/hello --name cold --record $dir/cold-starts
 socket = tcp 127.0.0.1:$W
@@ -109,16 +133,16 @@ taskset -c 0 "$build/frontends/http/jitsu-http" -c "$dir/jitsu.conf" 2>"$dir/jit
 pids+=($!)
 for _ in $(seq 1 100); do grep -q "serving on" "$dir/jitsu-http.err" && break; sleep 0.05; done
 # The first request starts the guest; the other proxies then reach it too.
-curl -s -m 10 -H "Host: bench.test" "http://127.0.0.1:$J/" | grep -q xxx || {
+curl -s -m 10 -H "Host: vm.test" "http://127.0.0.1:$J/" | grep -q xxx || {
   echo "bench_http: the guest did not start" >&2; cat "$dir/jitsu-http.err" >&2; exit 1; }
-jpid=${pids[0]}
+jpid=${pids[1]}
 taskset -c 0 nginx -p "$dir/proxy" -c "$dir/proxy/nginx.conf" -g "daemon off;" 2>/dev/null &
 npid=$!
 pids+=($npid)
 taskset -c 0 haproxy -db -f "$dir/haproxy.cfg" 2>"$dir/haproxy.err" &
 hpid=$!
 pids+=($hpid)
-for p in $N $H; do
+for p in $N $H $N2 $H2; do
   for _ in $(seq 1 100); do curl -s -m 1 "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.05; done
 done
 
@@ -131,10 +155,10 @@ ticks() {
     awk '{u += $1; s += $2} END {print u + 0, s + 0}'
 }
 hz=$(getconf CLK_TCK)
-run() { # NAME PORT PID
+run() { # NAME PORT PID [HOST]
   local out t0 t1
   t0=$(ticks "$3")
-  out=$(taskset -c 1 wrk -t2 -c64 -d"${secs}s" --latency -H "Host: bench.test" "http://127.0.0.1:$2/")
+  out=$(taskset -c 1 wrk -t2 -c64 -d"${secs}s" --latency -H "Host: ${4:-x}" "http://127.0.0.1:$2/")
   t1=$(ticks "$3")
   local rps p50 p99 errors requests
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -149,23 +173,37 @@ run() { # NAME PORT PID
     "$1" "$rps" "$p50" "$p99" "$cu" "$cs" "$errors"
   echo "$rps" >"$dir/rps.$1"
 }
-echo "warm path: wrk -t2 -c64 for ${secs}s through each proxy (pinned to one core) to one guest (512-byte answers), $rounds rounds taking turns:"
-for round in $(seq 1 "$rounds"); do
-  echo "round $round:"
-  run jitsu-http "$J" "$jpid"
-  run nginx "$N" "$npid"
-  run haproxy "$H" "$hpid"
-  cpu() { awk '{print $1 + $2}' "$dir/cpu.$1"; }
+cpu() { awk '{print $1 + $2}' "$dir/cpu.$1"; }
+ratios() { # FILE
   awk -v j="$(cat "$dir/rps.jitsu-http")" -v n="$(cat "$dir/rps.nginx")" \
     -v h="$(cat "$dir/rps.haproxy")" -v cj="$(cpu jitsu-http)" \
     -v cn="$(cpu nginx)" -v ch="$(cpu haproxy)" 'BEGIN {
     printf "  ratio jitsu-http / haproxy %.2f, jitsu-http / nginx %.2f (req/s); cpu per request haproxy / jitsu-http %.2f, nginx / jitsu-http %.2f\n", j / h, j / n, ch / cj, cn / cj
-    printf "%.4f %.4f %.4f %.4f\n", j / h, j / n, ch / cj, cn / cj >>"/dev/stderr" }' 2>>"$dir/ratios"
+    printf "%.4f %.4f %.4f %.4f\n", j / h, j / n, ch / cj, cn / cj >>"/dev/stderr" }' 2>>"$1"
+}
+medians() { # FILE
+  median_ratio "$1" 1 "req/s jitsu-http / haproxy"
+  median_ratio "$1" 2 "req/s jitsu-http / nginx"
+  median_ratio "$1" 3 "cpu per request haproxy / jitsu-http"
+  median_ratio "$1" 4 "cpu per request nginx / jitsu-http"
+}
+echo "warm path: wrk -t2 -c64 for ${secs}s through each proxy (pinned to one core; 512-byte answers), $rounds rounds taking turns:"
+for round in $(seq 1 "$rounds"); do
+  echo "round $round, to a running service (jitsu-http: upstream):"
+  run jitsu-http "$J" "$jpid" service.test
+  run nginx "$N" "$npid"
+  run haproxy "$H" "$hpid"
+  ratios "$dir/ratios.service"
+  echo "round $round, to a guest that jitsu-http started (a vm):"
+  run jitsu-http "$J" "$jpid" vm.test
+  run nginx "$N2" "$npid"
+  run haproxy "$H2" "$hpid"
+  ratios "$dir/ratios.vm"
 done
-median_ratio "$dir/ratios" 1 "req/s jitsu-http / haproxy"
-median_ratio "$dir/ratios" 2 "req/s jitsu-http / nginx"
-median_ratio "$dir/ratios" 3 "cpu per request haproxy / jitsu-http"
-median_ratio "$dir/ratios" 4 "cpu per request nginx / jitsu-http"
+echo "to a running service:"
+medians "$dir/ratios.service"
+echo "to a guest that jitsu-http started:"
+medians "$dir/ratios.vm"
 
 # The cold path: the first request to a socket-activated guest.
 for i in $(seq 1 30); do
