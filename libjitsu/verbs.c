@@ -324,6 +324,8 @@ int jitsu_vm_suspend(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
     return jitsu__fail(vm->ctx, -ENOTSUP,
                        "cannot suspend vm '%s': backend '%s' cannot suspend",
                        vm->name, vm->backend->name);
+  if (vm->state == JITSU_STATE_SUSPENDED) /* already: done, as stop is */
+    return jitsu__defer(vm->ctx, vm, cb, arg, 0);
   if (vm->state != JITSU_STATE_READY)
     return jitsu__fail(vm->ctx, JITSU_ESTATE,
                        "cannot suspend vm '%s': it is %s", vm->name,
@@ -380,6 +382,8 @@ void jitsu_backend_snapshotted(jitsu_vm *vm, int err) {
 int jitsu_vm_resume(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
   if (vm->undefined)
     return check_defined(vm);
+  if (vm->state == JITSU_STATE_READY) /* already running: done */
+    return jitsu__defer(vm->ctx, vm, cb, arg, 0);
   if (vm->state != JITSU_STATE_SUSPENDED)
     return jitsu__fail(vm->ctx, JITSU_ESTATE, "cannot resume vm '%s': it is %s",
                        vm->name, jitsu_state_name(vm->state));

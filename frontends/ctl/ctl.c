@@ -32,6 +32,7 @@ static const char usage_text[] =
     "  status NAME                   one vm in detail\n"
     "  summon NAME [--wait] [--timeout MS]\n"
     "  stop NAME [shutdown|destroy] [--timeout MS]\n"
+    "  stop --all [shutdown|destroy] every vm that is not stopped\n"
     "  suspend NAME [--timeout MS]\n"
     "  resume NAME [--timeout MS]\n"
     "  snapshot NAME [--timeout MS]  save the image its summons restore\n"
@@ -60,13 +61,13 @@ static double now_ms(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Send (req) to (path) and read one response line, within (timeout_ms). */
-static int call(const char *path, json_t *req, double timeout_ms,
-                json_t **resp) {
+/* Connect to (path) and send (req): the connection, or -(exit status)
+ * after saying why. */
+static int send_request(const char *path, json_t *req) {
   struct sockaddr_un sun = {.sun_family = AF_UNIX};
   if (strlen(path) >= sizeof(sun.sun_path)) {
     fprintf(stderr, "jitsu-ctl: socket path too long: %s\n", path);
-    return EXIT_USAGE;
+    return -EXIT_USAGE;
   }
   memcpy(sun.sun_path, path, strlen(path) + 1);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -78,7 +79,7 @@ static int call(const char *path, json_t *req, double timeout_ms,
             path, strerror(errno));
     if (fd >= 0)
       close(fd);
-    return EXIT_UNREACHABLE;
+    return -EXIT_UNREACHABLE;
   }
   char *text = json_dumps(req, JSON_COMPACT);
   size_t len = strlen(text);
@@ -90,8 +91,15 @@ static int call(const char *path, json_t *req, double timeout_ms,
     fprintf(stderr, "jitsu-ctl: cannot send to %s: %s\n", path,
             strerror(errno));
     close(fd);
-    return EXIT_UNREACHABLE;
+    return -EXIT_UNREACHABLE;
   }
+  return fd;
+}
+
+/* Read one response line from (fd) (connected to (path)) within
+ * (timeout_ms), and close it. */
+static int read_response(int fd, const char *path, double timeout_ms,
+                         json_t **resp) {
   size_t cap = 65536, got = 0;
   char *buf = malloc(cap);
   double deadline = now_ms() + timeout_ms;
@@ -134,6 +142,85 @@ static int call(const char *path, json_t *req, double timeout_ms,
   }
   free(buf);
   close(fd);
+  return status;
+}
+
+/* Send (req) to (path) and read one response line, within (timeout_ms). */
+static int call(const char *path, json_t *req, double timeout_ms,
+                json_t **resp) {
+  int fd = send_request(path, req);
+  return fd < 0 ? -fd : read_response(fd, path, timeout_ms, resp);
+}
+
+/* stop --all: every vm that is not stopped (suspended ones too), up to
+ * 16 at a time (the daemon's limit of requests in flight is per
+ * connection: one connection each). */
+static int stop_all(const char *path, const char *mode, long timeout) {
+  json_t *req = json_pack("{s:i, s:s}", "v", JITSU_CONTROL_PROTOCOL, "cmd",
+                          "list"),
+         *resp = NULL;
+  int status = call(path, req, 30000, &resp);
+  json_decref(req);
+  if (status != EXIT_OK)
+    return status;
+  json_t *vms = json_object_get(json_object_get(resp, "result"), "vms");
+  if (!json_is_true(json_object_get(resp, "ok")) || !json_is_array(vms)) {
+    fprintf(stderr, "jitsu-ctl: list: %s\n",
+            json_string_value(
+                json_object_get(json_object_get(resp, "error"), "message")));
+    json_decref(resp);
+    return EXIT_FAILED;
+  }
+  enum { WINDOW = 16 };
+  struct {
+    int fd;
+    const char *name;
+  } open[WINDOW];
+  size_t n_open = 0, next = 0, n = json_array_size(vms), stopped = 0;
+  double wait_ms = (double)(timeout ? timeout : 30000) + 5000;
+  status = EXIT_OK;
+  while (next < n || n_open > 0) {
+    while (next < n && n_open < WINDOW) {
+      json_t *vm = json_array_get(vms, next++);
+      const char *st = json_string_value(json_object_get(vm, "state"));
+      if (st == NULL || strcmp(st, "stopped") == 0 || strcmp(st, "failed") == 0)
+        continue;
+      const char *name = json_string_value(json_object_get(vm, "name"));
+      json_t *r = json_pack("{s:i, s:s, s:s, s:s}", "v", JITSU_CONTROL_PROTOCOL,
+                            "cmd", "stop", "name", name, "mode", mode);
+      if (timeout > 0)
+        json_object_set_new(r, "timeout_ms", json_integer(timeout));
+      int fd = send_request(path, r);
+      json_decref(r);
+      if (fd < 0) {
+        status = -fd;
+        next = n; /* the daemon is gone: collect what was sent */
+        break;
+      }
+      open[n_open].fd = fd;
+      open[n_open++].name = name;
+    }
+    if (n_open == 0)
+      break;
+    /* The oldest first: each answer comes once its stop is done. */
+    json_t *a = NULL;
+    int s = read_response(open[0].fd, path, wait_ms, &a);
+    if (s == EXIT_OK && json_is_true(json_object_get(a, "ok"))) {
+      stopped++;
+    } else {
+      if (s == EXIT_OK)
+        fprintf(stderr, "jitsu-ctl: stop %s: %s\n", open[0].name,
+                json_string_value(
+                    json_object_get(json_object_get(a, "error"), "message")));
+      if (status == EXIT_OK)
+        status = EXIT_FAILED;
+    }
+    json_decref(a);
+    memmove(&open[0], &open[1], (n_open - 1) * sizeof(open[0]));
+    n_open--;
+  }
+  printf("%zu vm(s) stopped\n", stopped);
+  json_decref(resp);
   return status;
 }
 
@@ -386,6 +473,13 @@ static void print_stats(json_t *result) {
 static const char *default_socket(const char *config, char *buf, size_t size) {
   char dir[512];
   if (config != NULL) {
+    FILE *f = fopen(config, "re"); /* a missing one is an error, not "none" */
+    if (f == NULL) {
+      fprintf(stderr, "jitsu-ctl: cannot read %s: %s\n", config,
+              strerror(errno));
+      return NULL;
+    }
+    fclose(f);
     if (jitsu_config_peek(config, "jitsu", "control-socket", buf, size) == 0)
       return buf;
     int r = jitsu_config_peek(config, "jitsu", "state-dir", dir, sizeof(dir));
@@ -408,6 +502,7 @@ int main(int argc, char **argv) {
       {"socket", required_argument, NULL, 's'},
       {"config", required_argument, NULL, 'c'},
       {"json", no_argument, NULL, 'j'},
+      {"all", no_argument, NULL, 'a'},
       {"wait", no_argument, NULL, 'w'},
       {"timeout", required_argument, NULL, 't'},
       {"prometheus", no_argument, NULL, 'p'},
@@ -416,7 +511,7 @@ int main(int argc, char **argv) {
   };
   signal(SIGPIPE, SIG_IGN); /* a daemon that hangs up: EPIPE, not death */
   const char *sock = NULL, *config = NULL;
-  int json_out = 0, wait = 0, prometheus = 0, opt;
+  int json_out = 0, wait = 0, prometheus = 0, all = 0, opt;
   long timeout = 0;
   while ((opt = getopt_long(argc, argv, "s:c:jwt:ph", longopts, NULL)) != -1) {
     switch (opt) {
@@ -428,6 +523,9 @@ int main(int argc, char **argv) {
       break;
     case 'j':
       json_out = 1;
+      break;
+    case 'a':
+      all = 1;
       break;
     case 'w':
       wait = 1;
@@ -471,6 +569,20 @@ int main(int argc, char **argv) {
              strcmp(cmd, "suspend") == 0 || strcmp(cmd, "resume") == 0 ||
              strcmp(cmd, "snapshot") == 0 || strcmp(cmd, "stop") == 0) {
     int max = strcmp(cmd, "stop") == 0 ? 2 : 1;
+    if (strcmp(cmd, "stop") == 0 && all) {
+      const char *mode = nargs == 1 ? name : "shutdown";
+      json_decref(req);
+      if (nargs > 1 ||
+          (strcmp(mode, "shutdown") != 0 && strcmp(mode, "destroy") != 0))
+        return usage("stop --all takes optionally shutdown or destroy");
+      char path[600];
+      if (wait || prometheus || json_out)
+        return usage("stop --all takes only --timeout");
+      if (sock == NULL &&
+          (sock = default_socket(config, path, sizeof(path))) == NULL)
+        return EXIT_USAGE;
+      return stop_all(sock, mode, timeout);
+    }
     if (nargs < 1 || nargs > max)
       return bad(req, max == 2 ? "stop takes a vm name and optionally "
                                  "shutdown or destroy"
@@ -491,6 +603,8 @@ int main(int argc, char **argv) {
     snprintf(why, sizeof(why), "unknown command '%s'", cmd);
     return bad(req, why);
   }
+  if (all)
+    return bad(req, "--all goes with stop");
   if ((wait && strcmp(cmd, "summon") != 0) ||
       (prometheus && strcmp(cmd, "stats") != 0))
     return bad(req, wait ? "--wait goes with summon"

@@ -169,10 +169,13 @@ JITSU_EXTERN int jitsu_vm_summon(jitsu_vm *vm, jitsu_vm_cb cb, void *arg);
 JITSU_EXTERN int jitsu_vm_stop(jitsu_vm *vm, jitsu_stop_mode mode,
                                jitsu_vm_cb cb, void *arg);
 
-/* Suspend a ready (vm) in memory; JITSU_ESTATE in any other state. */
+/* Suspend a ready (vm) in memory. A suspended one is done already: (cb)
+ * gets 0 (later, as for a stop of a stopped vm); JITSU_ESTATE in any
+ * other state. */
 JITSU_EXTERN int jitsu_vm_suspend(jitsu_vm *vm, jitsu_vm_cb cb, void *arg);
 
-/* Resume a suspended (vm); JITSU_ESTATE in any other state. */
+/* Resume a suspended (vm). A ready one is done already: (cb) gets 0
+ * (later); JITSU_ESTATE in any other state. */
 JITSU_EXTERN int jitsu_vm_resume(jitsu_vm *vm, jitsu_vm_cb cb, void *arg);
 
 /* Save a ready (vm)'s state as the image its later cold starts restore

@@ -137,6 +137,38 @@ static void test_verbs_refused_in_wrong_state(void **state) {
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
 }
 
+/* (r), a verb's return, is 0, and the verb then completes (not from
+ * inside the call) within (ms): its status. */
+static int completes(fixture *f, int r, outcome *o, int ms) {
+  assert_int_equal(r, 0);
+  assert_int_equal(o->calls, 0);
+  assert_true(run_until(f, &o->done, ms));
+  assert_int_equal(o->calls, 1);
+  return o->status;
+}
+
+/* A verb whose state holds already completes, later, with 0: resume of
+ * a ready vm, suspend of a suspended one (as stop of a stopped one). */
+static void test_verbs_already_done(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, "[vm a]\nexec = /bin/sleep 100\n"), 0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "a");
+  static outcome o[5];
+  assert_int_equal(
+      completes(f, jitsu_vm_summon(vm, outcome_cb, &o[0]), &o[0], 5000), 0);
+  assert_int_equal(
+      completes(f, jitsu_vm_resume(vm, outcome_cb, &o[1]), &o[1], 1000), 0);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  assert_int_equal(
+      completes(f, jitsu_vm_suspend(vm, outcome_cb, &o[2]), &o[2], 5000), 0);
+  assert_int_equal(
+      completes(f, jitsu_vm_suspend(vm, outcome_cb, &o[3]), &o[3], 1000), 0);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_SUSPENDED);
+  completes(f, jitsu_vm_stop(vm, JITSU_STOP_DESTROY, outcome_cb, &o[4]), &o[4],
+            5000);
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_STOPPED);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_transition_table),
@@ -144,6 +176,8 @@ int main(void) {
                                       fixture_setup, fixture_teardown),
       cmocka_unit_test_setup_teardown(test_verbs_refused_in_wrong_state,
                                       fixture_setup, fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_verbs_already_done, fixture_setup,
+                                      fixture_teardown),
   };
   return cmocka_run_group_tests_name("state", tests, NULL, NULL);
 }
