@@ -141,7 +141,9 @@ static void answer(jitsu__creq *req, json_t *body) {
     json_object_set_new(body, "v", json_integer(JITSU_CONTROL_PROTOCOL));
     if (req->id != NULL)
       json_object_set(body, "id", req->id);
-    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    /* 15 digits: a latency of 80.231 ms is 80.231, not 80.230999999... */
+    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                      JSON_REAL_PRECISION(15));
     if (text != NULL)
       client_send(req->c, text);
     free(text);
@@ -500,4 +502,15 @@ int jitsu_control_add_stats(jitsu_ctx *ctx, const char *group,
     pp = &(*pp)->next;
   *pp = s;
   return 0;
+}
+
+int jitsu_control_describe_stats(jitsu_ctx *ctx, const char *group,
+                                 const jitsu_stat_help *help, size_t n) {
+  for (jitsu__stats_src *s = ctx->stats_sources; s != NULL; s = s->next)
+    if (strcmp(s->group, group) == 0) {
+      s->help = help;
+      s->n_help = n;
+      return 0;
+    }
+  return -ENOENT;
 }

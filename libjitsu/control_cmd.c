@@ -216,8 +216,16 @@ static int add_stats(jitsu_vm *vm, void *arg) {
   return 0;
 }
 
+/* A whole number as one (a counter stays exact in JSON), else a real. */
+static json_t *json_number(double value) {
+  if (value == (double)(json_int_t)value && value > -9007199254740992.0 &&
+      value < 9007199254740992.0)
+    return json_integer((json_int_t)value);
+  return json_real(value);
+}
+
 static void emit_stat(void *arg, const char *name, double value) {
-  json_object_set_new(arg, name, json_real(value));
+  json_object_set_new(arg, name, json_number(value));
 }
 
 static json_t *frontend_stats(jitsu_ctx *ctx) {
@@ -225,6 +233,18 @@ static json_t *frontend_stats(jitsu_ctx *ctx) {
   for (jitsu__stats_src *s = ctx->stats_sources; s != NULL; s = s->next) {
     json_t *group = json_object();
     s->fn(emit_stat, group, s->arg);
+    json_object_set_new(all, s->group, group);
+  }
+  return all;
+}
+
+/* The frontends' descriptions: {"group": {"name": "help"}}. */
+static json_t *frontend_help(jitsu_ctx *ctx) {
+  json_t *all = json_object();
+  for (jitsu__stats_src *s = ctx->stats_sources; s != NULL; s = s->next) {
+    json_t *group = json_object();
+    for (size_t i = 0; i < s->n_help; i++)
+      json_object_set_new(group, s->help[i].name, json_string(s->help[i].help));
     json_object_set_new(all, s->group, group);
   }
   return all;
@@ -252,16 +272,17 @@ static void cmd_stats(jitsu__creq *req, json_t *args) {
   json_t *bounds = json_array();
   for (size_t i = 0; i < JITSU_LATENCY_BUCKETS - 1; i++)
     json_array_append_new(bounds, json_real(jitsu_latency_bounds()[i]));
-  jitsu__control_reply(
-      req, json_pack("{s:{s:I, s:I, s:I, s:i, s:i, s:i, s:I, s:I}, s:o, s:o, "
-                     "s:o}",
-                     "ctx", "defined", (json_int_t)defined, "live",
-                     (json_int_t)live, "starting", (json_int_t)starting,
-                     "max_live", (int)ml, "max_starting", (int)ms,
-                     "max_waiters", (int)mw, "refused_max_live",
-                     (json_int_t)refused_live, "refused_max_waiters",
-                     (json_int_t)refused_waiters, "latency_bounds_ms", bounds,
-                     "vms", vms, "frontends", frontend_stats(ctx)));
+  json_t *answer = json_pack(
+      "{s:{s:I, s:I, s:I, s:i, s:i, s:i, s:I, s:I}, s:o, s:o, "
+      "s:o}",
+      "ctx", "defined", (json_int_t)defined, "live", (json_int_t)live,
+      "starting", (json_int_t)starting, "max_live", (int)ml, "max_starting",
+      (int)ms, "max_waiters", (int)mw, "refused_max_live",
+      (json_int_t)refused_live, "refused_max_waiters",
+      (json_int_t)refused_waiters, "latency_bounds_ms", bounds, "vms", vms,
+      "frontends", frontend_stats(ctx));
+  json_object_set_new(answer, "frontends_help", frontend_help(ctx));
+  jitsu__control_reply(req, answer);
 }
 
 static void note_change(const char *name, jitsu_reload_action action,

@@ -144,6 +144,8 @@ typedef struct jitsu__stats_src {
   char *group;
   jitsu_stats_source fn;
   void *arg;
+  const jitsu_stat_help *help; /* the embedder's, or NULL */
+  size_t n_help;
 } jitsu__stats_src;
 
 /* The limits a summon can be refused for (counted per context). */

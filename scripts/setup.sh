@@ -22,6 +22,9 @@ libcmocka-dev curl systemd valgrind \
 qemu-system-x86 busybox-static cpio lz4 xz-utils libxen-dev \
 libvirt-dev libxml2-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"
+# Packages that are services in Debian: installed without starting them
+# (the tests use promtool only; the benchmarks start their own servers).
+SERVICE_PACKAGES="prometheus"
 BENCH_PACKAGES="dnsperf nsd knot wrk nginx-light haproxy"
 
 install_packages() {
@@ -37,6 +40,22 @@ install_packages() {
   fi
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+}
+
+# Install packages whose services Debian would start at once (NSD and Knot
+# on port 53, nginx and HAProxy on 80, Prometheus on 9090): the tests and
+# benchmarks start their own, on loopback ports.
+install_services() {
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    guard=yes
+  fi
+  status=0
+  (install_packages "$@") || status=$?
+  [ -z "$guard" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$status" -eq 0 ] || exit "$status"
 }
 
 # libvirt's QEMU driver will not start without the user libvirt-qemu,
@@ -68,6 +87,7 @@ run)
   ;;
 test)
   install_packages $PACKAGES $FUZZ_PACKAGES
+  install_services $SERVICE_PACKAGES
   libvirt_user
   configure build
   meson test -C build --print-errorlogs
@@ -100,18 +120,7 @@ test)
   ;;
 bench)
   install_packages $PACKAGES
-  # Debian would start NSD, Knot, nginx and HAProxy as services on ports
-  # 53 and 80: the benchmarks start their own, on loopback ports.
-  guard=""
-  if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod 755 /usr/sbin/policy-rc.d
-    guard=yes
-  fi
-  status=0
-  (install_packages $BENCH_PACKAGES) || status=$?
-  [ -z "$guard" ] || rm -f /usr/sbin/policy-rc.d
-  [ "$status" -eq 0 ] || exit "$status"
+  install_services $BENCH_PACKAGES
   configure build
   ninja -C build bench bench-dns bench-http bench-chan
   ;;

@@ -332,6 +332,22 @@ static void print_vm(json_t *vm) {
     print_metrics(json_object_get(vm, "metrics"));
 }
 
+/* A number as written: a whole one exactly (a counter of 3963820 is
+ * not 3.96382e+06), else in as few digits as read back the same. */
+static void print_number(double v) {
+  if (v == (double)(long long)v && v > -9e15 && v < 9e15) {
+    printf("%lld", (long long)v);
+    return;
+  }
+  char buf[64];
+  for (int digits = 6; digits <= 17; digits++) {
+    snprintf(buf, sizeof(buf), "%.*g", digits, v);
+    if (strtod(buf, NULL) == v)
+      break;
+  }
+  fputs(buf, stdout);
+}
+
 static void prom_label(const char *v) {
   for (; *v; v++) {
     if (*v == '\\' || *v == '"')
@@ -365,28 +381,66 @@ static void prom_hist(json_t *vms, const char *key, const char *metric,
     }
     printf("%s_sum{vm=\"", metric);
     prom_label(str(vm, "name"));
-    printf("\"} %g\n%s_count{vm=\"", num(l, "sum_ms") / 1000, metric);
+    printf("\"} ");
+    print_number(num(l, "sum_ms") / 1000);
+    printf("\n%s_count{vm=\"", metric);
     prom_label(str(vm, "name"));
     printf("\"} %.0f\n", num(l, "count"));
   }
 }
 
-/* Frontends' own statistics: "group": {"name": value}. */
+/* The description of (name) in (help) (exact, or a "prefix*" entry). */
+static const char *help_of(json_t *help, const char *name) {
+  const char *key;
+  json_t *v;
+  if (json_is_string(json_object_get(help, name)))
+    return json_string_value(json_object_get(help, name));
+  json_object_foreach(help, key, v) {
+    size_t l = strlen(key);
+    if (l > 0 && key[l - 1] == '*' && strncmp(key, name, l - 1) == 0)
+      return json_string_value(v);
+  }
+  return NULL;
+}
+
+/* Frontends' own statistics: "group": {"name": value}; for Prometheus
+ * with HELP and TYPE each, and "_ms" ones in seconds. */
 static void print_frontends(json_t *result, int prometheus) {
   const char *group, *name;
   json_t *stats, *v;
   json_object_foreach(json_object_get(result, "frontends"), group, stats) {
+    json_t *help =
+        json_object_get(json_object_get(result, "frontends_help"), group);
     if (!prometheus)
       printf("%s:\n", group);
     json_object_foreach(stats, name, v) {
+      double value = json_number_value(v);
       if (!prometheus) {
-        printf("  %-24s %g\n", name, json_number_value(v));
+        printf("  %-24s ", name);
+        print_number(value);
+        printf("\n");
         continue;
       }
+      char metric[256];
       size_t n = strlen(name);
       int counter = n > 6 && strcmp(name + n - 6, "_total") == 0;
-      printf("# TYPE jitsu_%s_%s %s\njitsu_%s_%s %g\n", group, name,
-             counter ? "counter" : "gauge", group, name, json_number_value(v));
+      if (n > 3 && strcmp(name + n - 3, "_ms") == 0) {
+        snprintf(metric, sizeof(metric), "jitsu_%s_%.*s_seconds", group,
+                 (int)(n - 3), name);
+        value /= 1000;
+      } else {
+        snprintf(metric, sizeof(metric), "jitsu_%s_%s", group, name);
+      }
+      const char *h = help_of(help, name);
+      printf("# HELP %s ", metric);
+      if (h != NULL)
+        printf("%s\n", h);
+      else
+        printf("The %s statistic %s.\n", group, name);
+      printf("# TYPE %s %s\n%s ", metric, counter ? "counter" : "gauge",
+             metric);
+      print_number(value);
+      printf("\n");
     }
   }
 }
@@ -422,7 +476,9 @@ static void print_prometheus(json_t *result) {
         json_object_get(json_object_get(vm, "metrics"), "state_ms"), state, v) {
       printf("jitsu_state_seconds_total{vm=\"");
       prom_label(str(vm, "name"));
-      printf("\",state=\"%s\"} %g\n", state, json_number_value(v) / 1000);
+      printf("\",state=\"%s\"} ", state);
+      print_number(json_number_value(v) / 1000);
+      printf("\n");
     }
   }
   printf("# HELP jitsu_vm_state The current state (1 for the state it is "
@@ -623,7 +679,9 @@ int main(int argc, char **argv) {
   if (!json_is_true(json_object_get(resp, "ok"))) {
     json_t *err = json_object_get(resp, "error");
     if (json_out) {
-      json_dumpf(resp, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+      json_dumpf(resp, stdout,
+                 JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+                     JSON_REAL_PRECISION(15));
       printf("\n");
     }
     fprintf(stderr, "jitsu-ctl: %s: %s\n", cmd, str(err, "message"));
@@ -631,7 +689,8 @@ int main(int argc, char **argv) {
     return EXIT_FAILED;
   }
   if (json_out) {
-    json_dumpf(result, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_dumpf(result, stdout,
+               JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     printf("\n");
   } else if (strcmp(cmd, "list") == 0) {
     print_list(result);

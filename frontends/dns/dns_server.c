@@ -853,6 +853,27 @@ static void dns_stats(jitsu_stat_fn emit, void *emit_arg, void *arg) {
   emit(emit_arg, "warm_answer_p99_ms", ring_pct(&s->warm, 0.99));
 }
 
+static const jitsu_stat_help dns_stats_help[] = {
+    {"queries_udp_total", "Queries received over UDP."},
+    {"queries_tcp_total", "Queries received over TCP."},
+    {"dropped_total", "Packets dropped unanswered (malformed or limits)."},
+    {"answers_*", "Answers sent with this response code."},
+    {"summons_total", "Summons caused by queries."},
+    {"held_total", "Queries held until their guest was ready."},
+    {"hold_expired_total", "Held queries whose guest was not ready in time."},
+    {"forwarded_total", "Queries forwarded upstream."},
+    {"rate_limited_total", "Summons refused by the rate limit."},
+    {"truncated_total", "UDP answers truncated (TC)."},
+    {"pending", "Queries held or forwarded now."},
+    {"tcp_connections", "TCP connections open now."},
+    {"cold_answers_total", "Answers that waited for a cold start."},
+    {"cold_answer_p50_ms", "Median time to a cold answer (recent ones)."},
+    {"cold_answer_p99_ms", "99th percentile time to a cold answer."},
+    {"warm_answers_total", "Answers about a ready guest."},
+    {"warm_answer_p50_ms", "Median time to a warm answer (recent ones)."},
+    {"warm_answer_p99_ms", "99th percentile time to a warm answer."},
+};
+
 /* --- set-up ----------------------------------------------------------------
  */
 
@@ -987,7 +1008,10 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
   if (jitsu_ctx_on_state(ctx, on_state, srv) < 0 ||
       jitsu_ctx_on_vm(ctx, on_vm, srv) < 0)
     return -ENOMEM;
-  jitsu_control_add_stats(ctx, "dns", dns_stats, srv);
+  if (jitsu_control_add_stats(ctx, "dns", dns_stats, srv) == 0)
+    jitsu_control_describe_stats(ctx, "dns", dns_stats_help,
+                                 sizeof(dns_stats_help) /
+                                     sizeof(*dns_stats_help));
   uv_timer_start(&srv->idle, idle_tick, 500, 500);
   return 0;
 }

@@ -571,6 +571,24 @@ static void http_stats(jitsu_stat_fn emit, void *emit_arg, void *arg) {
   emit(emit_arg, "queue_wait_p99_ms", wait_pct(px, 0.99));
 }
 
+static const jitsu_stat_help http_stats_help[] = {
+    {"requests_total", "Requests received (also those refused)."},
+    {"responses_*", "Responses sent, by status class."},
+    {"cold_requests_total", "Requests that waited for their guest to start."},
+    {"queue_overflows_total", "Requests refused: their vm's queue was full."},
+    {"hold_timeouts_total", "Requests whose guest was not ready in time."},
+    {"bad_requests_total", "Requests refused as malformed or too large."},
+    {"upstream_errors_total", "Requests failed at the guest (502, 504)."},
+    {"tunnels_total", "Upgrade tunnels opened (101)."},
+    {"body_timeouts_total", "Request bodies cut for body-timeout or rate."},
+    {"response_timeouts_total", "Guests silent for response-timeout."},
+    {"send_timeouts_total", "Clients that read nothing for send-timeout."},
+    {"connections", "Client connections open now."},
+    {"queue_wait_p50_ms", "Median wait of requests for their guest."},
+    {"queue_wait_p90_ms", "90th percentile wait for the guest."},
+    {"queue_wait_p99_ms", "99th percentile wait for the guest."},
+};
+
 void http_proxy_count_response(http_proxy *px, int status);
 void http_proxy_count_response(http_proxy *px, int status) {
   if (status >= 100 && status < 600)
@@ -635,7 +653,10 @@ int http_proxy_new(jitsu_ctx *ctx, const http_config *cfg, http_proxy **out,
       return r;
   if (jitsu_ctx_on_vm(ctx, on_vm, px) < 0)
     return -ENOMEM;
-  jitsu_control_add_stats(ctx, "http", http_stats, px);
+  if (jitsu_control_add_stats(ctx, "http", http_stats, px) == 0)
+    jitsu_control_describe_stats(ctx, "http", http_stats_help,
+                                 sizeof(http_stats_help) /
+                                     sizeof(*http_stats_help));
   return 0;
 }
 

@@ -58,6 +58,24 @@ typedef void (*jitsu_stats_source)(jitsu_stat_fn emit, void *emit_arg,
 JITSU_EXTERN int jitsu_control_add_stats(jitsu_ctx *ctx, const char *group,
                                          jitsu_stats_source fn, void *arg);
 
+/* What a statistic is, for the HELP line of Prometheus' text format
+ * (`jitsu-ctl stats --prometheus`). (name) is as emitted, or a prefix
+ * ending in '*' ("answers_*"). A name ending in "_ms" is shown there in
+ * seconds, as "_seconds" (Prometheus' base unit). */
+typedef struct jitsu_stat_help {
+  const char *name;
+  const char *help;
+} jitsu_stat_help;
+
+/*
+ * Describe the statistics of (group) (added with jitsu_control_add_stats)
+ * with (help, n), a table that must outlive the group (a static one).
+ * Returns 0, or -ENOENT if no such group.
+ */
+JITSU_EXTERN int jitsu_control_describe_stats(jitsu_ctx *ctx, const char *group,
+                                              const jitsu_stat_help *help,
+                                              size_t n);
+
 /* Stop serving: close the socket, its clients, and remove the file. */
 JITSU_EXTERN void jitsu_control_close(jitsu_ctx *ctx);
 

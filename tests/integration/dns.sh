@@ -296,7 +296,9 @@ done >"$dir/flood.txt"
 [ "$(grep -c NOERROR "$dir/flood.txt")" -le 3 ] || fail "rate limit: $(cat "$dir/flood.txt")"
 grep -q REFUSED "$dir/flood.txt" || fail "nothing was refused: $(cat "$dir/flood.txt")"
 "$ctl_bin" -c "$dir/flood.conf" stats | grep -Eq "rate_limited_total +[1-9]" || fail "rate_limited not counted"
-"$ctl_bin" -c "$dir/flood.conf" stats --prometheus | grep -q "^jitsu_dns_summons_total" || fail "dns stats in prometheus"
+"$ctl_bin" -c "$dir/flood.conf" stats --prometheus >"$dir/metrics.txt"
+grep -Eq "^jitsu_dns_summons_total [0-9]+$" "$dir/metrics.txt" || fail "dns stats in prometheus"
+prom_check "$dir/metrics.txt"
 [ "$("$ctl_bin" -c "$dir/flood.conf" --json stats | grep -o '"live": [0-9]*' | grep -o '[0-9]*$')" -le 3 ] ||
   fail "max-live exceeded"
 ok

@@ -396,6 +396,12 @@ grep -Eq "requests_total +[1-9]" "$dir/stats.txt" || fail "stats: $(cat "$dir/st
 grep -Eq "queue_overflows_total +[1-9]" "$dir/stats.txt" || fail "overflows not counted"
 grep -Eq "responses_2xx_total +[1-9]" "$dir/stats.txt" || fail "2xx not counted"
 ok
+ctl stats --prometheus >"$dir/metrics.txt"
+grep -Eq '^jitsu_http_requests_total [1-9][0-9]*$' "$dir/metrics.txt" ||
+  fail "requests_total is not a whole number: $(grep requests_total "$dir/metrics.txt")"
+grep -q '^# HELP jitsu_http_queue_wait_p99_seconds ' "$dir/metrics.txt" ||
+  fail "latencies are not in seconds: $(grep queue_wait "$dir/metrics.txt")"
+prom_check "$dir/metrics.txt"
 
 # --- graceful drain: an in-flight request finishes after SIGTERM ----------
 ctl stop slow destroy >/dev/null

@@ -75,6 +75,22 @@ tap_ok() {
   tap_n=$((tap_n + 1))
   echo "ok $tap_n${1:+ - $1}"
 }
+# prom_check FILE: a Prometheus text exposition through Prometheus' own
+# linter (HELP and TYPE for every family, base units, _total counters,
+# the syntax): a TAP line, or exit 1 with its complaints. (scripts/setup.sh
+# installs promtool; without it the check is skipped, saying so.)
+prom_check() {
+  if ! command -v promtool >/dev/null; then
+    tap_skip "promtool is missing (apt-get install prometheus)"
+    return 0
+  fi
+  local out
+  out=$(promtool check metrics <"$1" 2>&1) || {
+    echo "FAIL: promtool check metrics: $out" >&2
+    exit 1
+  }
+  tap_ok "promtool check metrics"
+}
 tap_skip() {
   tap_n=$((tap_n + 1))
   echo "ok $tap_n # SKIP $*"
