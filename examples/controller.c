@@ -41,11 +41,6 @@ static void free_handle(uv_handle_t *h) {
   free(h);
 }
 
-static void log_line(jitsu_log_level level, const char *msg, void *arg) {
-  (void)arg;
-  fprintf(stderr, "jitsu: %s: %s\n", jitsu_log_level_name(level), msg);
-}
-
 static void done(jitsu_vm *vm, int status, void *arg) {
   pending *p = arg;
   jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
@@ -252,7 +247,7 @@ int main(int argc, char **argv) {
   }
   if (jitsu_ctx_new(a.loop, NULL, &a.ctx) < 0)
     return 1;
-  jitsu_ctx_set_logger(a.ctx, log_line, NULL, level);
+  jitsu_ctx_set_logger(a.ctx, jitsu_log_stderr, (void *)"jitsu", level);
   jitsu_error err;
   if (jitsu_config_load(a.ctx, config, &err) < 0) {
     fprintf(stderr, "controller: %s\n", err.message);

@@ -557,8 +557,12 @@ static int apply_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
                strlen(c->e[i].value) + 3;
     }
   jitsu_param *g = malloc(n * sizeof(*g) + bytes + 1);
-  if (g == NULL)
+  unsigned *lines = malloc((n + 1) * sizeof(*lines));
+  if (g == NULL || lines == NULL) {
+    free(g);
+    free(lines);
     return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  }
   char *p = (char *)(g + n);
   size_t k = 0;
   for (size_t i = 0; i < c->n; i++) {
@@ -569,6 +573,7 @@ static int apply_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
     p += sprintf(p, "%s/%s", e->section, e->key) + 1;
     g[k].value = p;
     p += sprintf(p, "%s", e->value) + 1;
+    lines[k] = e->line;
     k++;
     if (strcmp(e->section, "jitsu") != 0)
       continue;
@@ -577,6 +582,7 @@ static int apply_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
       char *dir = jitsu__strdup(e->value);
       if (dir == NULL) {
         free(g);
+        free(lines);
         return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
       }
       if (strcmp(dir, ctx->state_dir) != 0)
@@ -593,7 +599,9 @@ static int apply_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
     }
   }
   free(ctx->globals);
+  free(ctx->global_lines);
   ctx->globals = g;
+  ctx->global_lines = lines;
   ctx->n_globals = n;
   return 0;
 }
@@ -715,6 +723,35 @@ const char *jitsu_config_get(jitsu_ctx *ctx, const char *section,
   return NULL;
 }
 
+int jitsu_config_where(jitsu_ctx *ctx, const char *section, const char *key,
+                       size_t index, char *out, size_t size) {
+  size_t sl = strlen(section);
+  for (size_t i = 0; i < ctx->n_globals && ctx->config_path != NULL; i++) {
+    const char *k = ctx->globals[i].key;
+    if (strncmp(k, section, sl) == 0 && k[sl] == '/' &&
+        strcmp(k + sl + 1, key) == 0 && index-- == 0) {
+      snprintf(out, size, "%s:%u", ctx->config_path, ctx->global_lines[i]);
+      return 0;
+    }
+  }
+  return -ENOENT;
+}
+
+void jitsu_config_blame(jitsu_ctx *ctx, const char *section, const char *key,
+                        const char *value, char *why, size_t size) {
+  const char *v;
+  char where[600];
+  for (size_t i = 0; (v = jitsu_config_get(ctx, section, key, i)) != NULL; i++)
+    if (v == value &&
+        jitsu_config_where(ctx, section, key, i, where, sizeof(where)) == 0) {
+      char *copy = jitsu__strdup(why);
+      if (copy != NULL)
+        snprintf(why, size, "%s: [%s] %s", where, section, copy);
+      free(copy);
+      return;
+    }
+}
+
 const char *jitsu_reload_action_name(jitsu_reload_action a) {
   static const char *const names[] = {"added", "removed", "changed",
                                       "changed-at-stop", "unchanged"};
@@ -736,7 +773,9 @@ static int undefine_after_stop_cb(jitsu_vm *vm, void *arg) {
     jitsu_vm_log(vm, JITSU_LOG_INFO, "removed by a reload");
     return jitsu_vm_undefine(vm);
   }
-  return jitsu_vm_stop(vm, JITSU_STOP_SHUTDOWN, remove_after_stop, NULL);
+  return JITSU__BY(
+      vm->ctx, "a reload",
+      jitsu_vm_stop(vm, JITSU_STOP_SHUTDOWN, remove_after_stop, NULL));
 }
 
 typedef struct plan {

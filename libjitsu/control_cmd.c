@@ -177,8 +177,10 @@ static void run_verb(jitsu__creq *req, json_t *args, verb v, bool wait) {
   jitsu_vm_cb cb = wait ? verb_done : NULL;
   void *arg = wait ? req : NULL;
   int r = v == SUMMON     ? jitsu_vm_summon(vm, cb, arg)
-          : v == STOP     ? jitsu_vm_stop(vm, mode, cb, arg)
-          : v == SUSPEND  ? jitsu_vm_suspend(vm, cb, arg)
+          : v == STOP     ? JITSU__BY(vm->ctx, "an operator (control socket)",
+                                      jitsu_vm_stop(vm, mode, cb, arg))
+          : v == SUSPEND  ? JITSU__BY(vm->ctx, "an operator (control socket)",
+                                      jitsu_vm_suspend(vm, cb, arg))
           : v == SNAPSHOT ? jitsu_vm_snapshot(vm, cb, arg)
                           : jitsu_vm_resume(vm, cb, arg);
   if (r < 0) {

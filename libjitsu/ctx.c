@@ -2,6 +2,8 @@
 #include "channel_int.h"
 #include "internal.h"
 
+#include <dirent.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +113,7 @@ static void ctx_destroy(jitsu_ctx *ctx) {
   }
   jitsu__sub_clear(&ctx->state_subs);
   free(ctx->globals);
+  free(ctx->global_lines);
   free(ctx->backends);
   free(ctx->backend_names);
   free(ctx->state_dir);
@@ -446,7 +449,26 @@ static int state_dir_lock(jitsu_ctx *ctx) {
   return 0;
 }
 
+/* The state directory's subdirectories that hold nothing (made on demand
+ * by jitsu__state_dir_ensure) go, while the lock is still ours: a
+ * controller that failed to start leaves no empty process/ behind. */
+static void remove_empty_subdirs(jitsu_ctx *ctx) {
+  DIR *d = opendir(ctx->state_dir);
+  if (d == NULL)
+    return;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_type != DT_DIR || strcmp(e->d_name, ".") == 0 ||
+        strcmp(e->d_name, "..") == 0)
+      continue;
+    (void)unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR); /* if empty */
+  }
+  closedir(d);
+}
+
 void jitsu__state_dir_unlock(jitsu_ctx *ctx) {
+  if (ctx->lock_fd >= 0)
+    remove_empty_subdirs(ctx);
   if (ctx->lock_fd >= 0) {
     close(ctx->lock_fd); /* the file stays: removing it would race */
     struct stat st = {.st_dev = ctx->lock_dev, .st_ino = ctx->lock_ino};

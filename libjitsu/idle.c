@@ -27,13 +27,14 @@ static void idle_tick(uv_timer_t *t) {
                                                           : "destroying");
     int r;
     if (vm->idle_action == JITSU_IDLE_SUSPEND)
-      r = jitsu_vm_suspend(vm, NULL, NULL);
+      r = JITSU__BY(ctx, "the idle policy", jitsu_vm_suspend(vm, NULL, NULL));
     else
-      r = jitsu_vm_stop(vm,
-                        vm->idle_action == JITSU_IDLE_SHUTDOWN
-                            ? JITSU_STOP_SHUTDOWN
-                            : JITSU_STOP_DESTROY,
-                        NULL, NULL);
+      r = JITSU__BY(ctx, "the idle policy",
+                    jitsu_vm_stop(vm,
+                                  vm->idle_action == JITSU_IDLE_SHUTDOWN
+                                      ? JITSU_STOP_SHUTDOWN
+                                      : JITSU_STOP_DESTROY,
+                                  NULL, NULL));
     if (r < 0)
       jitsu_vm_log(vm, JITSU_LOG_WARNING, "idle action failed: %s",
                    jitsu_ctx_last_error(ctx));

@@ -82,10 +82,11 @@ struct jitsu_vm {
   bool adopting;     /* starting: the backend finds out what it adopts */
   bool fail_on_exit; /* a stop that ends in failed (readiness timeout) */
   jitsu_stop_mode pending_stop;
-  bool stop_pending; /* a stop requested while suspending or resuming */
-  bool removing;     /* a reload removes it once it has stopped */
-  bool undefined;    /* undefined; freed when (refs) drops to 0 */
-  unsigned refs;     /* queued completions and calls in progress */
+  bool stop_pending;   /* a stop requested while suspending or resuming */
+  const char *stop_by; /* who asked for the stop under way (static), or NULL */
+  bool removing;       /* a reload removes it once it has stopped */
+  bool undefined;      /* undefined; freed when (refs) drops to 0 */
+  unsigned refs;       /* queued completions and calls in progress */
   struct jitsu__pending_def *pending; /* a reload's definition, applied
                                        * when the live guest has stopped */
   char *reason;
@@ -158,6 +159,7 @@ typedef enum jitsu__limit {
 
 struct jitsu_ctx {
   uv_loop_t *loop;
+  const char *asking; /* who calls a verb now (jitsu__vm_verb_by), or NULL */
   char *state_dir;
   unsigned max_live, max_starting, max_waiters;
   jitsu__table vms;
@@ -178,7 +180,8 @@ struct jitsu_ctx {
   const char **backend_names;
   size_t n_backends;
   jitsu__section_keys *keys;
-  jitsu_param *globals; /* loaded config: "section\0key" = value */
+  jitsu_param *globals;   /* loaded config: "section\0key" = value */
+  unsigned *global_lines; /* the line of each in config_path */
   size_t n_globals;
   jitsu__sub *state_subs; /* jitsu_state_fn */
   jitsu__sub *vm_subs;    /* jitsu_vm_event_fn */
@@ -288,6 +291,17 @@ jitsu__snapshot *jitsu__snapshot_take(jitsu_vm *vm);
 /* Redefine (vm) from (snap) (it must not be live); logs a failure. */
 void jitsu__snapshot_restore(jitsu_vm *vm, jitsu__snapshot *snap);
 void jitsu__snapshot_free(jitsu__snapshot *snap);
+
+/* Who asks for a stop or a suspend, named in the state change's reason
+ * ("shutdown requested by the idle policy"): (by) is a static text; the
+ * call (verb (vm, ...)) runs with it. */
+#define JITSU__BY(ctx, by, call)                                               \
+  __extension__({                                                              \
+    (ctx)->asking = (by);                                                      \
+    int r_ = (call);                                                           \
+    (ctx)->asking = NULL;                                                      \
+    r_;                                                                        \
+  })
 
 /* The control server (control.c: transport; control_cmd.c: commands). */
 void jitsu__control_free(jitsu_ctx *ctx);

@@ -580,3 +580,33 @@ int jitsu__read_bounded(const char *path, size_t max, char **text, size_t *len,
     close(fd);
   return r;
 }
+
+/* Whether stderr is the journal: $JOURNAL_STREAM is "DEVICE:INODE" of it. */
+static bool stderr_is_journal(void) {
+  const char *js = getenv("JOURNAL_STREAM");
+  unsigned long long dev, ino;
+  struct stat st;
+  return js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
+         fstat(STDERR_FILENO, &st) == 0 &&
+         (unsigned long long)st.st_dev == dev &&
+         (unsigned long long)st.st_ino == ino;
+}
+
+void jitsu_log_stderr(jitsu_log_level level, const char *message, void *arg) {
+  static const int priority[] = {3, 4, 6, 7}; /* syslog's err .. debug */
+  const char *program = arg != NULL ? arg : "jitsu";
+  const char *what = jitsu_log_level_name(level);
+  if (stderr_is_journal()) {
+    fprintf(stderr, "<%d>%s: %s: %s\n",
+            priority[(unsigned)level < 4 ? level : 3], program, what, message);
+    return;
+  }
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  char when[32];
+  strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+  fprintf(stderr, "%s.%03ldZ %s: %s: %s\n", when, ts.tv_nsec / 1000000, program,
+          what, message);
+}

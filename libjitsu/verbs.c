@@ -215,10 +215,14 @@ static void vm_resume(jitsu_vm *vm) {
 
 static void vm_stop(jitsu_vm *vm, jitsu_stop_mode mode) {
   vm->stop_pending = false;
-  if (vm->state != JITSU_STATE_STOPPING)
-    jitsu__vm_set_state(vm, JITSU_STATE_STOPPING,
-                        mode == JITSU_STOP_DESTROY ? "destroy requested"
-                                                   : "shutdown requested");
+  if (vm->state != JITSU_STATE_STOPPING) {
+    char why[160];
+    snprintf(why, sizeof(why), "%s requested%s%s",
+             mode == JITSU_STOP_DESTROY ? "destroy" : "shutdown",
+             vm->stop_by ? " by " : "", vm->stop_by ? vm->stop_by : "");
+    jitsu__vm_set_state(vm, JITSU_STATE_STOPPING, why);
+  }
+  vm->stop_by = NULL;
   int r = vm->backend->stop(vm, mode, vm->stop_grace_ms);
   if (r < 0 && vm->state == JITSU_STATE_STOPPING) {
     if (vm->next_reason == NULL)
@@ -293,6 +297,7 @@ int jitsu_vm_stop(jitsu_vm *vm, jitsu_stop_mode mode, jitsu_vm_cb cb,
   if (w == NULL)
     return -ENOMEM;
   push(&vm->stops, w);
+  vm->stop_by = ctx->asking;
   switch (vm->state) {
   case JITSU_STATE_SUSPENDING:
   case JITSU_STATE_RESUMING:
@@ -334,7 +339,10 @@ int jitsu_vm_suspend(jitsu_vm *vm, jitsu_vm_cb cb, void *arg) {
   if (w == NULL)
     return -ENOMEM;
   push(&vm->ops, w);
-  jitsu__vm_set_state(vm, JITSU_STATE_SUSPENDING, "");
+  char why[160] = "";
+  if (vm->ctx->asking != NULL)
+    snprintf(why, sizeof(why), "suspend requested by %s", vm->ctx->asking);
+  jitsu__vm_set_state(vm, JITSU_STATE_SUSPENDING, why);
   int r = vm->backend->suspend(vm);
   if (r < 0 && vm->state == JITSU_STATE_SUSPENDING)
     jitsu_backend_suspended(vm, r);

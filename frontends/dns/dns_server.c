@@ -1003,8 +1003,10 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
                                              why, why_size)) < 0)
     return r;
   for (size_t i = 0; i < n; i++)
-    if ((r = bind_one(srv, cfg->listen[i], why, why_size)) < 0)
+    if ((r = bind_one(srv, cfg->listen[i], why, why_size)) < 0) {
+      jitsu_config_blame(ctx, "dns", "listen", cfg->listen[i], why, why_size);
       return r;
+    }
   if (jitsu_ctx_on_state(ctx, on_state, srv) < 0 ||
       jitsu_ctx_on_vm(ctx, on_vm, srv) < 0)
     return -ENOMEM;

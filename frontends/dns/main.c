@@ -74,9 +74,15 @@ typedef struct app {
   uv_signal_t sigint, sigterm, sighup;
 } app;
 
-static void log_line(jitsu_log_level level, const char *msg, void *arg) {
-  (void)arg;
-  fprintf(stderr, "jitsu-dns: %s: %s\n", jitsu_log_level_name(level), msg);
+/* A start that fails leaves nothing behind: the control socket and the
+ * state directory's empty subdirectories go with the context (guests
+ * that an earlier run left are not touched). */
+static int give_up(app *a, int status) {
+  jitsu_ctx_free(a->ctx);
+  a->ctx = NULL;
+  for (int i = 0; i < 8 && uv_run(a->loop, UV_RUN_NOWAIT) != 0; i++)
+    ;
+  return status;
 }
 
 static uid_t chown_uid;
@@ -241,7 +247,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (jitsu_ctx_new(a.loop, NULL, &a.ctx) < 0)
     return 1;
-  jitsu_ctx_set_logger(a.ctx, log_line, NULL, level);
+  jitsu_ctx_set_logger(a.ctx, jitsu_log_stderr, (void *)"jitsu-dns", level);
   jitsu_config_declare_keys(a.ctx, "dns", dns_section_keys,
                             sizeof(dns_section_keys) / sizeof(jitsu_key));
   jitsu_config_declare_keys(a.ctx, "vm", dns_vm_keys,
@@ -249,7 +255,7 @@ int main(int argc, char **argv) {
   jitsu_error err;
   if (jitsu_config_load(a.ctx, config, &err) < 0) {
     fprintf(stderr, "jitsu-dns: %s\n", err.message);
-    return 1;
+    return give_up(&a, 1);
   }
   dns_server_config cfg;
   memset(&cfg, 0, sizeof(cfg));
@@ -259,7 +265,7 @@ int main(int argc, char **argv) {
   if (ttl_arg != NULL) {
     if (seconds(ttl_arg, &ms) < 0) {
       fprintf(stderr, "jitsu-dns: --ttl takes seconds\n");
-      return 2;
+      return give_up(&a, 2);
     }
     s->ttl = (uint32_t)(ms / 1000);
   }
@@ -272,7 +278,7 @@ int main(int argc, char **argv) {
   s->delay_ms = jitsu_config_duration(a.ctx, "dns", "delay", 0);
   if (delay_arg != NULL && seconds(delay_arg, &s->delay_ms) < 0) {
     fprintf(stderr, "jitsu-dns: --delay takes seconds\n");
-    return 2;
+    return give_up(&a, 2);
   }
   v = jitsu_config_get(a.ctx, "dns", "idle", 0);
   s->idle_ms = v && jitsu_parse_duration(v, &ms) == 0 ? (int64_t)ms : -1;
@@ -283,7 +289,7 @@ int main(int argc, char **argv) {
             "jitsu-dns: idle action '%s' is not destroy, shutdown, "
             "suspend or none\n",
             v);
-    return 2;
+    return give_up(&a, 2);
   }
   v = jitsu_config_get(a.ctx, "dns", "ns", 0);
   snprintf(s->ns, sizeof(s->ns), "%s", v ? v : "");
@@ -333,20 +339,20 @@ int main(int argc, char **argv) {
   char why[512] = "";
   if (control && jitsu_control_listen(a.ctx, NULL) < 0) {
     fprintf(stderr, "jitsu-dns: %s\n", jitsu_ctx_last_error(a.ctx));
-    return 1;
+    return give_up(&a, 1);
   }
   if (jitsu_rendezvous_from_config(a.ctx) < 0) {
     fprintf(stderr, "jitsu-dns: %s\n", jitsu_ctx_last_error(a.ctx));
-    return 1;
+    return give_up(&a, 1);
   }
   int r = dns_server_new(a.ctx, &cfg, &a.srv, why, sizeof(why));
   if (r < 0) {
     fprintf(stderr, "jitsu-dns: %s\n", why[0] ? why : strerror(-r));
-    return 1;
+    return give_up(&a, 1);
   }
   v = jitsu_config_get(a.ctx, "dns", "user", 0);
   if (v != NULL && geteuid() == 0 && drop_privileges(a.ctx, v) < 0)
-    return 1;
+    return give_up(&a, 1);
   uv_signal_init(a.loop, &a.sigint);
   uv_signal_init(a.loop, &a.sigterm);
   uv_signal_init(a.loop, &a.sighup);

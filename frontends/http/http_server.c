@@ -649,8 +649,10 @@ int http_proxy_new(jitsu_ctx *ctx, const http_config *cfg, http_proxy **out,
   if (r < 0)
     return r;
   for (size_t i = 0; i < n; i++)
-    if ((r = listen_one(px, cfg->listen[i], why, why_size)) < 0)
+    if ((r = listen_one(px, cfg->listen[i], why, why_size)) < 0) {
+      jitsu_config_blame(ctx, "http", "listen", cfg->listen[i], why, why_size);
       return r;
+    }
   if (jitsu_ctx_on_vm(ctx, on_vm, px) < 0)
     return -ENOMEM;
   if (jitsu_control_add_stats(ctx, "http", http_stats, px) == 0)

@@ -24,9 +24,15 @@ typedef struct app {
   int quitting;
 } app;
 
-static void log_line(jitsu_log_level level, const char *msg, void *arg) {
-  (void)arg;
-  fprintf(stderr, "jitsu-http: %s: %s\n", jitsu_log_level_name(level), msg);
+/* A start that fails leaves nothing behind: the control socket and the
+ * state directory's empty subdirectories go with the context (guests
+ * that an earlier run left are not touched). */
+static int give_up(app *a, int status) {
+  jitsu_ctx_free(a->ctx);
+  a->ctx = NULL;
+  for (int i = 0; i < 8 && uv_run(a->loop, UV_RUN_NOWAIT) != 0; i++)
+    ;
+  return status;
 }
 
 static void drained(void *arg) {
@@ -101,12 +107,12 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (jitsu_ctx_new(a.loop, NULL, &a.ctx) < 0)
     return 1;
-  jitsu_ctx_set_logger(a.ctx, log_line, NULL, level);
+  jitsu_ctx_set_logger(a.ctx, jitsu_log_stderr, (void *)"jitsu-http", level);
   http_declare_keys(a.ctx);
   jitsu_error err;
   if (jitsu_config_load(a.ctx, config, &err) < 0) {
     fprintf(stderr, "jitsu-http: %s\n", err.message);
-    return 1;
+    return give_up(&a, 1);
   }
   http_config cfg;
   memset(&cfg, 0, sizeof(cfg));
@@ -142,17 +148,17 @@ int main(int argc, char **argv) {
   cfg.listen = listen;
   if (control && jitsu_control_listen(a.ctx, NULL) < 0) {
     fprintf(stderr, "jitsu-http: %s\n", jitsu_ctx_last_error(a.ctx));
-    return 1;
+    return give_up(&a, 1);
   }
   if (jitsu_rendezvous_from_config(a.ctx) < 0) {
     fprintf(stderr, "jitsu-http: %s\n", jitsu_ctx_last_error(a.ctx));
-    return 1;
+    return give_up(&a, 1);
   }
   char why[512] = "";
   int r = http_proxy_new(a.ctx, &cfg, &a.px, why, sizeof(why));
   if (r < 0) {
     fprintf(stderr, "jitsu-http: %s\n", why[0] ? why : strerror(-r));
-    return 1;
+    return give_up(&a, 1);
   }
   jitsu_idle_attach(a.ctx, NULL);
   uv_signal_init(a.loop, &a.sigint);

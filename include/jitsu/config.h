@@ -81,6 +81,20 @@ JITSU_EXTERN int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn,
 JITSU_EXTERN const char *jitsu_config_get(jitsu_ctx *ctx, const char *section,
                                           const char *key, size_t index);
 
+/* Where the (index)th value of (key) in (section) was read, as
+ * "FILE:LINE" in (out), for errors found after loading ("FILE:LINE:
+ * [dns] listen '...': address already in use"); 0, or -ENOENT. */
+JITSU_EXTERN int jitsu_config_where(jitsu_ctx *ctx, const char *section,
+                                    const char *key, size_t index, char *out,
+                                    size_t size);
+
+/* If (value) is a value of (key) in (section) of the loaded config (the
+ * very pointer jitsu_config_get() gave), put "FILE:LINE: [SECTION] "
+ * before the message (why) (a buffer of (size) bytes). */
+JITSU_EXTERN void jitsu_config_blame(jitsu_ctx *ctx, const char *section,
+                                     const char *key, const char *value,
+                                     char *why, size_t size);
+
 /* The first value of (key) in (section) of the loaded config as a
  * duration in ms, a size in bytes, a whole number or a boolean; (def) when
  * it is absent. Values were checked by their declared type at load. */

@@ -72,6 +72,17 @@ JITSU_EXTERN void jitsu_ctx_set_logger(jitsu_ctx *ctx, jitsu_log_fn fn,
                                        void *arg, jitsu_log_level max_level);
 
 /*
+ * A ready-made logger for jitsu_ctx_set_logger: one line on stderr per
+ * message, "2026-12-02T12:00:00.123Z PROGRAM: LEVEL: MESSAGE" (UTC,
+ * milliseconds), where (arg) is PROGRAM (a const char *, or NULL). Under
+ * systemd (stderr is the journal: $JOURNAL_STREAM names it) the time is
+ * left to the journal and the line starts with the syslog priority
+ * instead ("<4>PROGRAM: warning: ..."), so journalctl -p filters it.
+ */
+JITSU_EXTERN void jitsu_log_stderr(jitsu_log_level level, const char *message,
+                                   void *arg);
+
+/*
  * The detail of the last error that a call on (ctx) returned, e.g.
  * "cannot suspend vm 'web': it is stopped". Valid until the next call.
  */

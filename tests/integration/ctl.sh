@@ -64,9 +64,15 @@ port_a=$(free_port)
 port_b=$(free_port)
 port_c=$(free_port)
 
+port_i=$(free_port)
 write_config "[vm c]
 exec = $hello --name c --record $dir/starts-c --listen 127.0.0.1:$port_b
-ready = tcp:127.0.0.1:$port_b"
+ready = tcp:127.0.0.1:$port_b
+[vm i]
+exec = $hello --name i --listen 127.0.0.1:$port_i
+ready = tcp:127.0.0.1:$port_i
+idle-timeout = 300ms
+idle-action = shutdown"
 start_controller
 
 # --- every command -----------------------------------------------------------
@@ -114,6 +120,19 @@ grep -qx "0 vm(s) stopped" "$dir/last.out" || fail "stop --all of nothing"
 expect_exit 2 ctl stop --all sideways
 expect_exit 0 ctl summon c --wait # the reload below removes a running c
 ok
+# Log lines carry the time, and a stop names who asked for it.
+grep -q "ready -> stopping: destroy requested by an operator" "$dir/controller.err" ||
+  fail "a stop by jitsu-ctl: $(grep stopping "$dir/controller.err")"
+grep -Eq "^20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z jitsu: info: vm a: " "$dir/controller.err" ||
+  fail "log lines without their time: $(head -n 3 "$dir/controller.err")"
+expect_exit 0 ctl summon i --wait
+for _ in $(seq 1 600); do
+  grep -q "vm i: ready -> stopping: shutdown requested by the idle policy" "$dir/controller.err" && break
+  sleep 0.05
+done
+grep -q "vm i: ready -> stopping: shutdown requested by the idle policy" "$dir/controller.err" ||
+  fail "an idle stop: $(grep "vm i" "$dir/controller.err")"
+ok "log lines: times, and who asked for a stop"
 
 # --- a second controller on the same state directory is refused -------------
 "$controller" "$dir/jitsu.conf" </dev/null >"$dir/second.out" 2>"$dir/second.err" &&

@@ -362,5 +362,23 @@ else
   tap_skip "the port 53 test needs root and a free 127.0.0.77:53"
 fi
 
+# --- a start that fails says where, and leaves nothing behind --------------
+# [dns] listen on a port that a running jitsu-dns holds (the flood one).
+cat >"$dir/busy.conf" <<CONF
+[jitsu]
+state-dir = $dir/busy-state
+[dns]
+forward = no
+listen = 127.0.0.1:$FP
+CONF
+if "${VG[@]}" "$jdns" -c "$dir/busy.conf" 2>"$dir/busy.err"; then
+  fail "jitsu-dns started on a port in use"
+fi
+grep -q "$dir/busy.conf:5: \[dns\] listen '127.0.0.1:$FP': address already in use" "$dir/busy.err" ||
+  fail "a port in use: $(cat "$dir/busy.err")"
+[ "$(cd "$dir/busy-state" && echo *)" = lock ] ||
+  fail "a failed start left: $(ls -A "$dir/busy-state")"
+ok
+
 vg_check "$dir" || fail "memcheck found errors in jitsu-dns"
 tap_end
