@@ -578,6 +578,17 @@ static void qmp_closed(void *arg, const char *why) {
     return;
   if (q->quit_sent)
     return; /* it is quitting: its exit follows */
+  /* QEMU closes its monitor as it exits: after the guest powered off
+   * (SHUTDOWN came), or on the way out of a stop we asked for. Its exit
+   * follows and tells how it went; it is killed only if it does not come
+   * (a clean power-off was reported as "killed by signal 9"). */
+  if (q->shutdown_reason[0] != '\0' || q->op == QOP_STOP) {
+    jitsu_vm_log(q->vm, JITSU_LOG_DEBUG, "QMP closed: %s", why);
+    q->quit_sent = true;
+    if (q->timer != NULL)
+      uv_timer_start(q->timer, timer_fired_kill, KILL_AFTER_QUIT_MS, 0);
+    return;
+  }
   jitsu_vm_log(q->vm, JITSU_LOG_WARNING, "QMP: %s", why);
   if (q->op != QOP_NONE) {
     /* Whatever was under way cannot finish: end QEMU, the exit reports. */
