@@ -689,7 +689,8 @@ int jitsu__config_load_stream(jitsu_ctx *ctx, FILE *f, const char *name,
   return load_file(ctx, f, name, apply, err);
 }
 
-int jitsu_config_load(jitsu_ctx *ctx, const char *path, jitsu_error *err) {
+static int open_and_load(jitsu_ctx *ctx, const char *path, bool apply,
+                         jitsu_error *err) {
   FILE *f = fopen(path, "re");
   if (f == NULL) {
     int e = -errno;
@@ -699,9 +700,9 @@ int jitsu_config_load(jitsu_ctx *ctx, const char *path, jitsu_error *err) {
     }
     return jitsu__fail(ctx, e, "%s: cannot open: %s", path, strerror(-e));
   }
-  int r = load_file(ctx, f, path, true, err);
+  int r = load_file(ctx, f, path, apply, err);
   fclose(f);
-  if (r == 0) {
+  if (r == 0 && apply) {
     char *copy = jitsu__strdup(path);
     if (copy != NULL) {
       free(ctx->config_path);
@@ -709,6 +710,14 @@ int jitsu_config_load(jitsu_ctx *ctx, const char *path, jitsu_error *err) {
     }
   }
   return r;
+}
+
+int jitsu_config_load(jitsu_ctx *ctx, const char *path, jitsu_error *err) {
+  return open_and_load(ctx, path, true, err);
+}
+
+int jitsu_config_check(jitsu_ctx *ctx, const char *path, jitsu_error *err) {
+  return open_and_load(ctx, path, false, err);
 }
 
 const char *jitsu_config_get(jitsu_ctx *ctx, const char *section,

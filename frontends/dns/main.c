@@ -65,6 +65,7 @@ static const char usage_text[] =
     "  -m, --mode MODE        idle action: destroy, shutdown, suspend\n"
     "  -d, --delay SECONDS    wait after a guest is ready before answering\n"
     "      --no-control       no control socket\n"
+    "      --check            check the config (and its zones) and exit\n"
     "  -v, --verbose          log debug lines\n";
 
 typedef struct app {
@@ -183,6 +184,7 @@ int main(int argc, char **argv) {
       {"mode", required_argument, NULL, 'm'},
       {"delay", required_argument, NULL, 'd'},
       {"no-control", no_argument, NULL, 'N'},
+      {"check", no_argument, NULL, 'C'},
       {"verbose", no_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -190,7 +192,7 @@ int main(int argc, char **argv) {
   const char *config = NULL, *bind_addr = NULL, *port = NULL, *ttl_arg = NULL,
              *mode_arg = NULL, *delay_arg = NULL;
   char forwarders[1024] = "";
-  int control = 1, opt;
+  int control = 1, check = 0, opt;
   jitsu_log_level level = JITSU_LOG_INFO;
   while ((opt = getopt_long(argc, argv, "c:b:l:f:t:m:d:vh", longopts, NULL)) !=
          -1) {
@@ -225,6 +227,9 @@ int main(int argc, char **argv) {
     case 'N':
       control = 0;
       break;
+    case 'C':
+      check = 1;
+      break;
     case 'v':
       level = JITSU_LOG_DEBUG;
       break;
@@ -253,6 +258,14 @@ int main(int argc, char **argv) {
   jitsu_config_declare_keys(a.ctx, "vm", dns_vm_keys,
                             sizeof(dns_vm_keys) / sizeof(jitsu_key));
   jitsu_error err;
+  if (check) { /* nothing is defined, bound or started */
+    if (jitsu_config_check(a.ctx, config, &err) < 0) {
+      fprintf(stderr, "jitsu-dns: %s\n", err.message);
+      return give_up(&a, 1);
+    }
+    printf("jitsu-dns: %s: ok\n", config);
+    return give_up(&a, 0);
+  }
   if (jitsu_config_load(a.ctx, config, &err) < 0) {
     fprintf(stderr, "jitsu-dns: %s\n", err.message);
     return give_up(&a, 1);

@@ -14,7 +14,8 @@
 #include <unistd.h>
 
 static const char usage_text[] =
-    "usage: jitsu-http -c CONFIG [-l IP:PORT]... [--no-control] [-v]\n";
+    "usage: jitsu-http -c CONFIG [-l IP:PORT]... [--no-control] [-v]\n"
+    "       jitsu-http -c CONFIG --check   (check the config and exit)\n";
 
 typedef struct app {
   uv_loop_t *loop;
@@ -68,12 +69,13 @@ int main(int argc, char **argv) {
       {"config", required_argument, NULL, 'c'},
       {"listen", required_argument, NULL, 'l'},
       {"no-control", no_argument, NULL, 'N'},
+      {"check", no_argument, NULL, 'C'},
       {"verbose", no_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
   const char *config = NULL, *cli_listen[17] = {NULL};
-  int n_cli = 0, control = 1, opt;
+  int n_cli = 0, control = 1, check = 0, opt;
   jitsu_log_level level = JITSU_LOG_INFO;
   while ((opt = getopt_long(argc, argv, "c:l:vh", longopts, NULL)) != -1) {
     switch (opt) {
@@ -86,6 +88,9 @@ int main(int argc, char **argv) {
       break;
     case 'N':
       control = 0;
+      break;
+    case 'C':
+      check = 1;
       break;
     case 'v':
       level = JITSU_LOG_DEBUG;
@@ -110,6 +115,14 @@ int main(int argc, char **argv) {
   jitsu_ctx_set_logger(a.ctx, jitsu_log_stderr, (void *)"jitsu-http", level);
   http_declare_keys(a.ctx);
   jitsu_error err;
+  if (check) { /* nothing is defined, bound or started */
+    if (jitsu_config_check(a.ctx, config, &err) < 0) {
+      fprintf(stderr, "jitsu-http: %s\n", err.message);
+      return give_up(&a, 1);
+    }
+    printf("jitsu-http: %s: ok\n", config);
+    return give_up(&a, 0);
+  }
   if (jitsu_config_load(a.ctx, config, &err) < 0) {
     fprintf(stderr, "jitsu-http: %s\n", err.message);
     return give_up(&a, 1);

@@ -76,6 +76,13 @@ typedef void (*jitsu_reload_fn)(const char *name, jitsu_reload_action action,
 JITSU_EXTERN int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn,
                                      void *arg, jitsu_error *err);
 
+/* Check the config file (path) as jitsu_config_load() would (keys,
+ * values, each backend's check of its vms, the files they need), and
+ * apply nothing: no vm is defined, the state directory is not touched (a
+ * daemon that runs on it keeps it). 0, or as jitsu_config_load(). */
+JITSU_EXTERN int jitsu_config_check(jitsu_ctx *ctx, const char *path,
+                                    jitsu_error *err);
+
 /* The (index)th value of (key) in section (section) of the loaded config
  * ("jitsu" or a declared section of one's own), or NULL. */
 JITSU_EXTERN const char *jitsu_config_get(jitsu_ctx *ctx, const char *section,

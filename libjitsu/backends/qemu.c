@@ -105,10 +105,23 @@ static int check_forward(const char *v) {
   return 0;
 }
 
+/* A file the guest needs must be there when the config loads (a summon
+ * checks again: it may go later). */
+static int readable(jitsu_error *err, const char *key, const char *path) {
+  if (path == NULL || access(path, R_OK) == 0)
+    return 0;
+  int e = errno;
+  return jitsu_error_set(err, -e, key, "cannot read %s: %s", path, strerror(e));
+}
+
 static int configure_values(qvm *q, jitsu_vm *vm, jitsu_error *err) {
   const char *v;
   q->kernel = jitsu_vm_param(vm, "kernel", 0);
   q->initrd = jitsu_vm_param(vm, "initrd", 0);
+  int r;
+  if ((r = readable(err, "kernel", q->kernel)) < 0 ||
+      (r = readable(err, "initrd", q->initrd)) < 0)
+    return r;
   q->cmdline = jitsu_vm_param(vm, "cmdline", 0);
   q->binary = jitsu_vm_param(vm, "qemu", 0);
   if (q->binary == NULL)

@@ -236,6 +236,11 @@ static void fails_with(fixture *f, const char *name, int status,
 static void test_bad_input(void **state) {
   fixture *f = *state;
   const char *k = env("JITSU_PVH_GUEST");
+  /* A kernel that is there when the config loads and gone at the summon
+   * (a link to the tiny guest's, removed after the load). */
+  char gone_kernel[400];
+  snprintf(gone_kernel, sizeof(gone_kernel), "%s/gone-vmlinux", f->dir);
+  assert_int_equal(symlink(k, gone_kernel), 0);
   assert_int_equal(
       fixture_load(
           f,
@@ -249,8 +254,9 @@ static void test_bad_input(void **state) {
                                               "NEVER_PRINTED\n" TINY(
                                                   "noqemu",
                                                   "qemu = /nonexistent/qemu\n"),
-          "/nonexistent/vmlinux", k, k, k),
+          gone_kernel, k, k, k),
       0);
+  assert_int_equal(unlink(gone_kernel), 0);
   fails_with(f, "nokernel", -ENOENT, "cannot read the kernel");
   fails_with(f, "badopt", JITSU_EEXITED,
              "QEMU exited with status 1: qemu-system-x86_64: "
@@ -274,6 +280,9 @@ static void test_bad_input(void **state) {
       {"suspend = sometimes", "suspend", "not memory or disk"},
       {"vcpus = 0", "vcpus", "1 to 255"},
       {"qemu-arg = \"unbalanced", "qemu-arg", "quotes"},
+      /* Files the guest needs are checked when the config loads. */
+      {"initrd = /nonexistent/initrd", "initrd",
+       "cannot read /nonexistent/initrd: No such file"},
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     char text[600];
@@ -295,6 +304,17 @@ static void test_bad_input(void **state) {
     assert_non_null(strstr(err.message, bad[i].words));
     jitsu_ctx_free(ctx);
   }
+  FILE *c = fopen(f->config, "w");
+  fputs("[vm x]\nbackend = qemu\nkernel = /nonexistent/vmlinux\n", c);
+  fclose(c);
+  jitsu_ctx *ctx;
+  assert_int_equal(fixture_ctx_new(f, &ctx), 0);
+  jitsu_error err;
+  assert_int_equal(jitsu_config_load(ctx, f->config, &err), -ENOENT);
+  assert_string_equal(err.key, "kernel");
+  assert_int_equal(err.line, 3);
+  assert_non_null(strstr(err.message, "cannot read /nonexistent/vmlinux"));
+  jitsu_ctx_free(ctx);
 }
 
 /* The Linux guest: boot to HTTP through a forwarded port (marker, then a

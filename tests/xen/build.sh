@@ -34,7 +34,10 @@ if [ -z "$kv" ]; then
 fi
 stamp=$(cat "$here/guest-init" "$here/dom0-init" "$0" | md5sum | cut -c1-12)
 dir=$out/$kv
+# OUTDIR/current names the newest build (examples/xen.conf uses it).
+current() { ln -sfn "$kv" "$out/current.tmp" && mv -T "$out/current.tmp" "$out/current"; }
 if [ "$(cat "$dir/stamp" 2>/dev/null)" = "$stamp" ]; then
+  current
   echo "$dir"
   exit 0
 fi
@@ -124,4 +127,5 @@ rm -rf "$dir"
 mkdir -p "$dir"
 mv xen vmlinuz guest-vmlinux guest.cpio.gz dom0-base.cpio.gz "$dir"/
 echo "$stamp" > "$dir/stamp"
+current
 echo "$dir"

@@ -10,7 +10,9 @@
 # OUTDIR defaults to $JITSU_GUEST_CACHE, else ~/.cache/jitsu/guests/linux.
 # A build is cached per kernel version: a second run prints the paths and
 # does nothing else. Needs: apt-get, dpkg, lz4, cpio, gzip, busybox-static.
-# Prints "KERNEL INITRD" on its last line.
+# Prints "KERNEL INITRD" on its last line. OUTDIR/vmlinux and
+# OUTDIR/initrd.cpio.gz always name the newest build (the examples use
+# them: the kernel's version changes with Debian's updates).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-${JITSU_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jitsu/guests}/linux}
@@ -34,7 +36,14 @@ fi
 kernel=$out/vmlinux-$kv
 initrd=$out/initrd-$kv.cpio.gz
 stamp=$(cat "$here/init" "$0" | md5sum | cut -c1-12)
+# The stable names, replaced at once (a symlink renamed over the old).
+stable() {
+  ln -sfn "vmlinux-$kv" "$out/vmlinux.tmp" && mv -T "$out/vmlinux.tmp" "$out/vmlinux"
+  ln -sfn "initrd-$kv.cpio.gz" "$out/initrd.tmp" &&
+    mv -T "$out/initrd.tmp" "$out/initrd.cpio.gz"
+}
 if [ -s "$kernel" ] && [ -s "$initrd" ] && [ "$(cat "$out/stamp-$kv" 2>/dev/null)" = "$stamp" ]; then
+  stable
   echo "$kernel $initrd"
   exit 0
 fi
@@ -88,4 +97,5 @@ chmod +x $root/init
 mv vmlinux "$kernel.tmp" && mv "$kernel.tmp" "$kernel"
 mv initrd.cpio.gz "$initrd.tmp" && mv "$initrd.tmp" "$initrd"
 echo "$stamp" > "$out/stamp-$kv"
+stable
 echo "$kernel $initrd"
