@@ -145,6 +145,62 @@ static int check_value(const jitsu_key *k, const char *value,
   }
 }
 
+/* Levenshtein's edit distance of (a) and (b) (keys: under 64 bytes; a
+ * longer one is far from everything). */
+static size_t edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b), row[64];
+  if (la >= 64 || lb >= 64)
+    return SIZE_MAX;
+  for (size_t j = 0; j <= lb; j++)
+    row[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best)
+        best = up + 1;
+      if (row[j - 1] + 1 < best)
+        best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[lb];
+}
+
+/* The nearest of (keys) to (key) so far, in (*best) at (*d). */
+static void nearest_in(const jitsu_key *keys, size_t n, const char *key,
+                       const char **best, size_t *d) {
+  for (size_t i = 0; i < n; i++) {
+    size_t e = edit_distance(keys[i].name, key);
+    if (e < *d)
+      *d = e, *best = keys[i].name;
+  }
+}
+
+/* A known key of (section) (and of (b), for a vm) close enough to (key)
+ * to be what was meant (two edits, or one in a short key), or NULL. */
+static const char *did_you_mean(jitsu_ctx *ctx, const jitsu_backend_ops *b,
+                                const char *section, const char *key) {
+  const char *best = NULL;
+  size_t d = SIZE_MAX;
+  if (strcmp(section, "jitsu") == 0)
+    nearest_in(global_keys, JITSU__ARRAY_SIZE(global_keys), key, &best, &d);
+  if (strcmp(section, "vm") == 0) {
+    nearest_in(vm_common_keys, JITSU__ARRAY_SIZE(vm_common_keys), key, &best,
+               &d);
+    nearest_in(vm_field_keys, JITSU__ARRAY_SIZE(vm_field_keys), key, &best, &d);
+  }
+  if (b != NULL)
+    nearest_in(b->keys, b->n_keys, key, &best, &d);
+  for (jitsu__section_keys *s = ctx->keys; s != NULL; s = s->next)
+    if (strcmp(s->section, section) == 0)
+      nearest_in(s->keys, s->n, key, &best, &d);
+  return d <= (strlen(key) > 4 ? 2 : 1) ? best : NULL;
+}
+
 /* The declaration of (key) for a vm of (backend): backend keys first. */
 static const jitsu_key *vm_key(jitsu_ctx *ctx, const jitsu_backend_ops *b,
                                const char *key) {
@@ -154,7 +210,10 @@ static const jitsu_key *vm_key(jitsu_ctx *ctx, const jitsu_backend_ops *b,
 
 static int unknown_vm_key(jitsu_ctx *ctx, const jitsu_backend_ops *b,
                           const char *key, jitsu_error *err) {
-  (void)ctx;
+  const char *near = did_you_mean(ctx, b, "vm", key);
+  if (near != NULL)
+    return jitsu_error_set(err, -EINVAL, key, "unknown key; did you mean '%s'?",
+                           near);
   char list[256] = "";
   size_t o = 0;
   for (size_t i = 0; b && i < b->n_keys && o < sizeof(list) - 1; i++)
@@ -469,6 +528,12 @@ static int check_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
       entry *e = &c->e[i];
       jitsu__err_at(err, e->line);
       const jitsu_key *k = find_declared(ctx, hd->name, e->key);
+      const char *near =
+          k == NULL ? did_you_mean(ctx, NULL, hd->name, e->key) : NULL;
+      if (k == NULL && near != NULL)
+        return jitsu_error_set(err, -EINVAL, e->key,
+                               "unknown key in [%s]; did you mean '%s'?",
+                               hd->name, near);
       if (k == NULL)
         return jitsu_error_set(err, -EINVAL, e->key, "unknown key in [%s]",
                                hd->name);

@@ -36,6 +36,14 @@ static void test_errors_have_lines(void **state) {
   fixture *f = *state;
   expect_error(f, "[vm a]\nexec = /bin/true\nbogus = 1\n", 3, "bogus",
                "unknown key");
+  /* A near miss names the key that was meant (a vm's, a backend's, a
+   * section's). */
+  expect_error(f, "[vm a]\nexec = /bin/true\nidle-timout = 1s\n", 3,
+               "idle-timout", "unknown key; did you mean 'idle-timeout'?");
+  expect_error(f, "[vm a]\nexc = /bin/true\n", 2, "exc",
+               "unknown key; did you mean 'exec'?");
+  expect_error(f, "[jitsu]\nmax-lve = 3\n", 2, "max-lve",
+               "unknown key in [jitsu]; did you mean 'max-live'?");
   expect_error(f, "[jitsu]\nmax-live = lots\n", 2, "max-live",
                "not a whole number");
   expect_error(f, "[vm a]\nexec = /bin/true\nready-timeout = 5\n", 3,
