@@ -42,14 +42,31 @@ int process_socket_parse(const char *spec, psock *s, const char **why) {
   s->fd = -1;
   s->backlog = SOMAXCONN;
   if (jitsu_split_argv(spec, &w, &n) < 0)
-    return *why = "expected 'tcp|udp HOST:PORT' or 'unix /PATH'", -EINVAL;
+    return *why = "expected 'tcp|udp:HOST:PORT' or 'unix:/PATH'", -EINVAL;
   int r = -EINVAL;
-  *why = "expected 'tcp|udp HOST:PORT' or 'unix /PATH'";
-  if (n < 2)
+  *why = "expected 'tcp|udp:HOST:PORT' or 'unix:/PATH'";
+  /* "tcp:HOST:PORT", as ready = and the other address keys write it, or
+   * the older "tcp HOST:PORT". */
+  char proto[8] = "";
+  const char *addr = NULL;
+  int opts = 1;
+  if (n >= 1) {
+    size_t pl = strcspn(w[0], ":");
+    if (w[0][pl] == ':' && pl < sizeof(proto)) {
+      memcpy(proto, w[0], pl);
+      proto[pl] = '\0';
+      addr = w[0] + pl + 1;
+    } else if (n >= 2 && strlen(w[0]) < sizeof(proto)) {
+      snprintf(proto, sizeof(proto), "%s", w[0]);
+      addr = w[1];
+      opts = 2;
+    }
+  }
+  if (addr == NULL || addr[0] == '\0')
     goto out;
-  if (strcmp(w[0], "tcp") == 0 || strcmp(w[0], "udp") == 0) {
-    s->type = w[0][0] == 't' ? SOCK_STREAM : SOCK_DGRAM;
-    if (jitsu__parse_hostport(w[1], &s->addr) < 0) {
+  if (strcmp(proto, "tcp") == 0 || strcmp(proto, "udp") == 0) {
+    s->type = proto[0] == 't' ? SOCK_STREAM : SOCK_DGRAM;
+    if (jitsu__parse_hostport(addr, &s->addr) < 0) {
       *why = "the address must be a numeric HOST:PORT or [IPV6]:PORT";
       goto out;
     }
@@ -57,30 +74,30 @@ int process_socket_parse(const char *spec, psock *s, const char **why) {
                                                : sizeof(struct sockaddr_in6);
     char text[80];
     jitsu__format_sockaddr((struct sockaddr *)&s->addr, text, sizeof(text));
-    snprintf(s->key, sizeof(s->key), "%s:%s", w[0], text);
-  } else if (strcmp(w[0], "unix") == 0) {
+    snprintf(s->key, sizeof(s->key), "%s:%s", proto, text);
+  } else if (strcmp(proto, "unix") == 0) {
     struct sockaddr_un *sun = (struct sockaddr_un *)&s->addr;
-    size_t len = strlen(w[1]);
-    if (w[1][0] != '/' || len >= sizeof(sun->sun_path) ||
+    size_t len = strlen(addr);
+    if (addr[0] != '/' || len >= sizeof(sun->sun_path) ||
         len + 6 > sizeof(s->key)) {
       *why = "a unix socket needs an absolute path under 108 bytes";
       goto out;
     }
     s->type = SOCK_STREAM;
     sun->sun_family = AF_UNIX;
-    memcpy(sun->sun_path, w[1], len + 1);
+    memcpy(sun->sun_path, addr, len + 1);
     s->addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
-    snprintf(s->key, sizeof(s->key), "unix:%s", w[1]);
+    snprintf(s->key, sizeof(s->key), "unix:%s", addr);
   } else {
     goto out;
   }
   if (s->type == SOCK_DGRAM)
     s->backlog = 0;
-  for (int i = 2; i < n; i++)
+  for (int i = opts; i < n; i++)
     if (parse_option(w[i], s, why) < 0)
       goto out;
   if (s->name[0] == '\0')
-    snprintf(s->name, sizeof(s->name), "%s", w[0]);
+    snprintf(s->name, sizeof(s->name), "%s", proto);
   r = 0;
 out:
   free(w);

@@ -141,8 +141,10 @@ static void test_handed_environment(void **state) {
   snprintf(sock, sizeof(sock), "%s/u.sock", f->dir);
   assert_int_equal(fixture_load(f,
                                 "[vm envy]\nexec = /usr/bin/env\n"
-                                "socket = tcp 127.0.0.1:%d name=web\n"
-                                "socket = unix %s name=admin\n"
+                                /* the address as ready = writes it */
+                                "socket = tcp:127.0.0.1:%d name=web\n"
+                                "socket = unix:%s name=admin\n"
+                                /* the older spelling, still read */
                                 "socket = udp 127.0.0.1:%d\n"
                                 "env = GREETING=hi there\n",
                                 port, sock, port),
