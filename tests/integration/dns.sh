@@ -10,17 +10,9 @@ jdns=$1
 hello=$2
 ctl_bin=$3
 burst=$4
-dir=$(mktemp -d /tmp/jitsu-dns-XXXXXX)
+test_dir dns
 vg_init "$dir"
 chmod 755 "$dir" # the port 53 test drops to nobody, who must reach its state
-pids=()
-
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  kill_marked "$dir"
-  rm -rf "$dir"
-}
-trap cleanup EXIT
 fail() {
   echo "FAIL: $*" >&2
   for f in "$dir"/*.err; do echo "--- $f" >&2; tail -n 20 "$f" >&2; done

@@ -10,14 +10,7 @@ set -euo pipefail
 jhttp=$1
 hello=$2
 ctl_bin=$3
-dir=$(mktemp -d /tmp/jitsu-http-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  kill_marked "$dir"
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+test_dir http
 fail() {
   echo "FAIL: $*" >&2
   tail -n 30 "$dir/http.err" >&2 || true

@@ -26,6 +26,20 @@ free_port() {
   done
 }
 
+# test_dir NAME: $dir, a new temporary directory (the mark of everything
+# the test starts), $pids, processes to end, and an EXIT trap that kills
+# them and every process marked with $dir, then removes it.
+test_dir() {
+  dir=$(mktemp -d "/tmp/jitsu-$1-XXXXXX")
+  pids=()
+  trap test_dir_cleanup EXIT
+}
+test_dir_cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  kill_marked "$dir"
+  rm -rf "$dir"
+}
+
 # kill_marked MARK: end every process whose command line holds MARK (the
 # test's temporary directory), with the process group it leads (guests lead
 # their own).
