@@ -61,7 +61,7 @@ static double xl_create(struct xs_handle *xs, const char *cfg,
       free(v);
       double ms = now_ms() - t0;
       snprintf(cmd, sizeof(cmd), "xl destroy %s", name);
-      system(cmd);
+      (void)!system(cmd);
       return ms;
     }
     usleep(1000);
@@ -125,7 +125,7 @@ int main(int argc, char **argv) {
     destroy_vm(vm);
     if ((by_xl[i] = xl_create(xs, path, "bx")) < 0) {
       fprintf(stderr, "bench_xen: xl create failed:\n");
-      system("cat /tmp/xl-create.log >&2");
+      (void)!system("cat /tmp/xl-create.log >&2");
       return 1;
     }
     fprintf(stderr,
@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
   uv_run(&loop, UV_RUN_DEFAULT);
   char rm[100];
   snprintf(rm, sizeof(rm), "rm -rf %s", dir);
-  system(rm);
+  (void)!system(rm);
   xs_close(xs);
   return 0;
 }

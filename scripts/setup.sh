@@ -19,6 +19,7 @@ PACKAGES="meson ninja-build pkg-config gcc libc6-dev libuv1-dev libinih-dev \
 libjansson-dev socat iproute2 util-linux libc-ares-dev knot-dnsutils libhttp-parser-dev \
 bind9-dnsutils python3-websockets \
 libcmocka-dev curl systemd valgrind man-db \
+debhelper dpkg-dev fakeroot lintian build-essential \
 qemu-system-x86 busybox-static cpio lz4 xz-utils libxen-dev \
 libvirt-dev libxml2-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"

@@ -105,8 +105,8 @@ static int teardown(void **state) {
   fixture *f = *state;
   run_for(f, 10);
   int r = fixture_teardown(state);
-  system("xl list | awk 'NR > 2 { print $1 }' | "
-         "while read d; do xl destroy $d; done");
+  (void)!system("xl list | awk 'NR > 2 { print $1 }' | "
+                "while read d; do xl destroy $d; done");
   return r;
 }
 
@@ -288,8 +288,9 @@ static void fails_leaving_nothing(fixture *f, const char *name,
   summon_fails(f, name, words, 120000);
   bool gone = domain_gone(f, name, 10000);
   if (!gone)
-    system("xl list >&2; xenstore-ls -f /local/domain | grep -v '^/local/"
-           "domain/0' | head -n 20 >&2");
+    (void)!system(
+        "xl list >&2; xenstore-ls -f /local/domain | grep -v '^/local/"
+        "domain/0' | head -n 20 >&2");
   assert_true(gone);
 }
 
@@ -427,7 +428,7 @@ static void test_chan_summon_and_destroy(void **state) {
   if (k.err != 0) {
     fprintf(stderr, "connect: %s (vm %s: %s)\n", jitsu_strerror(k.err),
             jitsu_state_name(jitsu_vm_state(vm)), vm_reason(vm));
-    system("tail -n 20 /var/log/xen/console/guest-echo.log >&2");
+    (void)!system("tail -n 20 /var/log/xen/console/guest-echo.log >&2");
   }
   assert_int_equal(k.err, 0);
   assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
@@ -497,7 +498,7 @@ static void hung(int sig) {
   void *frames[32];
   int n = backtrace(frames, 32);
   static const char msg[] = "test_xen: hung; backtrace:\n";
-  write(2, msg, sizeof(msg) - 1);
+  (void)!write(2, msg, sizeof(msg) - 1);
   backtrace_symbols_fd(frames, n, 2);
   signal(sig, SIG_DFL);
   raise(sig);
