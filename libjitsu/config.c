@@ -727,6 +727,7 @@ static int load_file(jitsu_ctx *ctx, FILE *f, const char *name, bool apply,
       reanchor(err, &l.c, &l.vms[i], &why, r);
       break;
     }
+    jitsu_vm_find(ctx, l.vms[i].name)->cfg_line = l.vms[i].line;
   }
   if (r < 0) {
     while (i-- > 0) {
@@ -809,6 +810,15 @@ int jitsu_config_where(jitsu_ctx *ctx, const char *section, const char *key,
     }
   }
   return -ENOENT;
+}
+
+void jitsu_vm_blame(jitsu_vm *vm, char *why, size_t size) {
+  if (vm->cfg_line == 0 || vm->ctx->config_path == NULL)
+    return;
+  char *copy = jitsu__strdup(why);
+  if (copy != NULL)
+    snprintf(why, size, "%s:%u: %s", vm->ctx->config_path, vm->cfg_line, copy);
+  free(copy);
 }
 
 void jitsu_config_blame(jitsu_ctx *ctx, const char *section, const char *key,
@@ -984,6 +994,8 @@ int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn, void *arg,
         jitsu_vm_log(vm, JITSU_LOG_ERROR, "out of memory: definition kept");
       act = JITSU_RELOAD_CHANGED_AT_STOP;
     }
+    if ((vm = jitsu_vm_find(ctx, l.vms[i].name)) != NULL)
+      vm->cfg_line = l.vms[i].line; /* where it is now */
     if (fn != NULL)
       fn(l.vms[i].name, act, arg);
   }

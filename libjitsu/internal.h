@@ -97,6 +97,7 @@ struct jitsu_vm {
   char ready_path[JITSU__READY_PATH_MAX]; /* JITSU_READY_HTTP: "/..." */
   uint64_t ready_timeout_ms, stop_grace_ms, idle_timeout_ms;
   jitsu_idle_action idle_action;
+  unsigned cfg_line;   /* its [vm NAME] line in ctx->config_path, or 0 */
   jitsu_param *params; /* one allocation with the strings */
   size_t n_params;
   jitsu__waiter *summons; /* waiting for ready */

@@ -186,6 +186,7 @@ static int add_vm_names(jitsu_vm *vm, void *arg) {
     if (parse_ip(v, ip, &family) < 0) {
       snprintf(b->why, b->why_size, "vm '%s': address '%s' has no IP address",
                jitsu_vm_name(vm), v);
+      jitsu_vm_blame(vm, b->why, b->why_size);
       return b->err = -EINVAL;
     }
     if (family == AF_INET && dv->n_a < DNS_MAX_ADDRS)
@@ -201,12 +202,14 @@ static int add_vm_names(jitsu_vm *vm, void *arg) {
         dns_name_key(wire, len, key, sizeof(key)) < 0 || key[0] == '\0') {
       snprintf(b->why, b->why_size, "vm '%s': dns '%s' is not a host name",
                jitsu_vm_name(vm), v);
+      jitsu_vm_blame(vm, b->why, b->why_size);
       return b->err = -EINVAL;
     }
     dns_name *n = find(b->z, key);
     if (n != NULL && n->dv != NULL && n->dv != dv) {
       snprintf(b->why, b->why_size, "vm '%s': dns '%s' is already vm '%s''s",
                jitsu_vm_name(vm), v, jitsu_vm_name(n->dv->vm));
+      jitsu_vm_blame(vm, b->why, b->why_size);
       return b->err = -EINVAL;
     }
     /* Without a [dns] zone over it, the name's parent is its zone. */

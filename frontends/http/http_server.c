@@ -346,6 +346,7 @@ static int add_routes(jitsu_vm *vm, void *arg) {
     snprintf(b->why, b->why_size,
              "vm '%s': http-backend (or address) must be IP:PORT, not '%s'",
              jitsu_vm_name(vm), backend ? backend : "");
+    jitsu_vm_blame(vm, b->why, b->why_size);
     return b->err = -EINVAL;
   }
   q->queue_max = px->set.queue;
@@ -384,6 +385,7 @@ static int add_upstreams(build *b) {
         parse_backend(addr, &ss) < 0) {
       snprintf(b->why, b->why_size,
                "upstream '%s': expected HOST[/PREFIX] IP:PORT", v);
+      jitsu_config_blame(px->ctx, "http", "upstream", v, b->why, b->why_size);
       return b->err = -EINVAL;
     }
     snprintf(name, sizeof(name), "%.*s", (int)nl, v);
@@ -429,6 +431,8 @@ static int index_routes(http_route *routes, http_route ***index,
         snprintf(why, why_size, "%s '%s': http-host %s%s is %s '%s''s",
                  r->q->vm ? "vm" : "upstream", http_vmq_name(r->q), r->host,
                  r->prefix, o->q->vm ? "vm" : "upstream", http_vmq_name(o->q));
+        if (r->q->vm != NULL)
+          jitsu_vm_blame(r->q->vm, why, why_size);
         free(idx);
         return -EINVAL;
       }

@@ -95,6 +95,11 @@ JITSU_EXTERN int jitsu_config_where(jitsu_ctx *ctx, const char *section,
                                     const char *key, size_t index, char *out,
                                     size_t size);
 
+/* For a frontend's own checks of a vm's keys: put "FILE:LINE: " (where
+ * its [vm NAME] section was read) before the message (why) (a buffer of
+ * (size) bytes); nothing for a vm defined in code. */
+JITSU_EXTERN void jitsu_vm_blame(jitsu_vm *vm, char *why, size_t size);
+
 /* If (value) is a value of (key) in (section) of the loaded config (the
  * very pointer jitsu_config_get() gave), put "FILE:LINE: [SECTION] "
  * before the message (why) (a buffer of (size) bytes). */

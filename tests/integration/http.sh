@@ -417,7 +417,15 @@ printf '[vm b]\nexec = /bin/true\naddress = 127.0.0.1:2\nhttp-host = X.test\n' >
 if "$jhttp" -c "$dir/dup.conf" --no-control 2>"$dir/dup.err"; then
   fail "two vms with one host were accepted"
 fi
-grep -q "http-host x.test/ is vm" "$dir/dup.err" || fail "dup: $(cat "$dir/dup.err")"
+grep -q "dup.conf:5: vm 'a': http-host x.test/ is vm 'b''s" "$dir/dup.err" || fail "dup: $(cat "$dir/dup.err")"
+# A vm whose guest address is missing: its section's file:line.
+printf '[jitsu]\nstate-dir = %s/noaddr\n[http]\nlisten = 127.0.0.1:%s\n' "$dir" "$(free_port)" >"$dir/noaddr.conf"
+printf '[vm c]\nexec = /bin/true\nhttp-host = c.test\n' >>"$dir/noaddr.conf"
+if "$jhttp" -c "$dir/noaddr.conf" --no-control 2>"$dir/noaddr.err"; then
+  fail "a vm without an address was accepted"
+fi
+grep -q "noaddr.conf:5: vm 'c': http-backend (or address) must be IP:PORT" "$dir/noaddr.err" ||
+  fail "no address: $(cat "$dir/noaddr.err")"
 ok
 
 tap_end
