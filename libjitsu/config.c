@@ -19,7 +19,7 @@ static const jitsu_key vm_field_keys[] = {
     {"ready-timeout", JITSU_KEY_DURATION, 0, "time to become ready"},
     {"stop-grace", JITSU_KEY_DURATION, 0, "shutdown grace before destroy"},
     {"idle-timeout", JITSU_KEY_DURATION, 0, "idle time before idle-action"},
-    {"idle-action", JITSU_KEY_STRING, 0, "destroy | shutdown | suspend"},
+    {"idle-action", JITSU_KEY_ENUM, 0, "none | destroy | shutdown | suspend"},
 };
 
 /* Keys of [vm] sections that go to params, for frontends. */
@@ -46,10 +46,12 @@ static const jitsu_key global_keys[] = {
 int jitsu_config_declare_keys(jitsu_ctx *ctx, const char *section,
                               const jitsu_key *keys, size_t n) {
   if (section == NULL || section[0] == '\0' || (keys == NULL && n > 0))
-    return -EINVAL;
+    return jitsu__fail(ctx, -EINVAL, "declare keys: no section or no keys");
   for (size_t i = 0; i < n; i++) {
-    if (keys[i].name == NULL || (unsigned)keys[i].type > JITSU_KEY_SIZE)
-      return -EINVAL;
+    if (keys[i].name == NULL || (unsigned)keys[i].type > JITSU_KEY_ENUM)
+      return jitsu__fail(ctx, -EINVAL, "declare keys: key %zu of [%s] has %s",
+                         i, section,
+                         keys[i].name ? "an unknown type" : "no name");
     for (jitsu__section_keys *s = ctx->keys; s != NULL; s = s->next)
       if (strcmp(s->section, section) == 0)
         for (size_t j = 0; j < s->n; j++)
@@ -107,12 +109,46 @@ static bool section_declared(jitsu_ctx *ctx, const char *section) {
 }
 
 /* Check (value) against the type of (k). */
+/* Whether (value) is one of the words "a | b | c-*" that (help) lists
+ * before any "(". */
+static bool enum_allows(const char *help, const char *value) {
+  const char *end = strchr(help, '(');
+  if (end == NULL)
+    end = help + strlen(help);
+  size_t vl = strlen(value);
+  for (const char *p = help; p < end;) {
+    while (p < end && (*p == ' ' || *p == '|'))
+      p++;
+    const char *w = p;
+    while (p < end && *p != ' ' && *p != '|')
+      p++;
+    size_t wl = (size_t)(p - w);
+    if (wl > 0 && w[wl - 1] == '*' && vl >= wl - 1 &&
+        strncmp(w, value, wl - 1) == 0)
+      return true;
+    if (wl > 0 && wl == vl && strncmp(w, value, vl) == 0)
+      return true;
+  }
+  return false;
+}
+
 static int check_value(const jitsu_key *k, const char *value,
                        jitsu_error *err) {
   uint64_t ms;
   unsigned u;
   bool b;
   switch (k->type) {
+  case JITSU_KEY_ENUM:
+    if (!enum_allows(k->help ? k->help : "", value)) {
+      const char *h = k->help ? k->help : "";
+      const char *paren = strchr(h, '(');
+      int n = paren ? (int)(paren - h) : (int)strlen(h);
+      while (n > 0 && h[n - 1] == ' ')
+        n--;
+      return jitsu_error_set(err, -EINVAL, k->name, "'%s' is not one of: %.*s",
+                             value, n, h);
+    }
+    return 0;
   case JITSU_KEY_DURATION:
     if (jitsu_parse_duration(value, &ms) < 0)
       return jitsu_error_set(err, -EINVAL, k->name,

@@ -27,10 +27,10 @@ static const jitsu_key dns_section_keys[] = {
     {"ttl", JITSU_KEY_DURATION, 0, "TTL of answers"},
     {"negative-ttl", JITSU_KEY_DURATION, 0, "TTL of NXDOMAIN and NODATA"},
     {"hold", JITSU_KEY_DURATION, 0, "hold answers for cold guests this long"},
-    {"hold-expired", JITSU_KEY_STRING, 0, "answer | servfail"},
+    {"hold-expired", JITSU_KEY_ENUM, 0, "answer | servfail"},
     {"delay", JITSU_KEY_DURATION, 0, "wait after ready before answering"},
     {"idle", JITSU_KEY_DURATION, 0, "put away guests unqueried this long"},
-    {"idle-action", JITSU_KEY_STRING, 0, "destroy | shutdown | suspend | none"},
+    {"idle-action", JITSU_KEY_ENUM, 0, "destroy | shutdown | suspend | none"},
     {"forward", JITSU_KEY_BOOL, 0, "forward other names (default yes)"},
     {"forward-to", JITSU_KEY_STRING, JITSU_KEY_MULTI, "IP[:PORT] upstream"},
     {"forward-allow", JITSU_KEY_STRING, JITSU_KEY_MULTI, "CIDR of clients"},
@@ -48,10 +48,11 @@ static const jitsu_key dns_vm_keys[] = {
     {"dns", JITSU_KEY_STRING, JITSU_KEY_MULTI, "a name that summons the vm"},
     {"dns-ttl", JITSU_KEY_DURATION, 0, "TTL of its answers"},
     {"dns-hold", JITSU_KEY_DURATION, 0, "hold answers while it starts"},
-    {"dns-hold-expired", JITSU_KEY_STRING, 0, "answer | servfail"},
+    {"dns-hold-expired", JITSU_KEY_ENUM, 0, "answer | servfail"},
     {"dns-delay", JITSU_KEY_DURATION, 0, "wait after ready before answering"},
     {"dns-idle", JITSU_KEY_DURATION, 0, "put away when unqueried this long"},
-    {"dns-idle-action", JITSU_KEY_STRING, 0, "destroy | shutdown | suspend"},
+    {"dns-idle-action", JITSU_KEY_ENUM, 0,
+     "destroy | shutdown | suspend | none"},
 };
 
 static const char usage_text[] =
@@ -253,10 +254,15 @@ int main(int argc, char **argv) {
   if (jitsu_ctx_new(a.loop, NULL, &a.ctx) < 0)
     return 1;
   jitsu_ctx_set_logger(a.ctx, jitsu_log_stderr, (void *)"jitsu-dns", level);
-  jitsu_config_declare_keys(a.ctx, "dns", dns_section_keys,
-                            sizeof(dns_section_keys) / sizeof(jitsu_key));
-  jitsu_config_declare_keys(a.ctx, "vm", dns_vm_keys,
-                            sizeof(dns_vm_keys) / sizeof(jitsu_key));
+  if (jitsu_config_declare_keys(a.ctx, "dns", dns_section_keys,
+                                sizeof(dns_section_keys) / sizeof(jitsu_key)) <
+          0 ||
+      jitsu_config_declare_keys(a.ctx, "vm", dns_vm_keys,
+                                sizeof(dns_vm_keys) / sizeof(jitsu_key)) < 0) {
+    fprintf(stderr, "jitsu-dns: cannot declare its keys: %s\n",
+            jitsu_ctx_last_error(a.ctx));
+    return give_up(&a, 1);
+  }
   jitsu_error err;
   if (check) { /* nothing is defined, bound or started */
     if (jitsu_config_check(a.ctx, config, &err) < 0) {

@@ -113,7 +113,11 @@ int main(int argc, char **argv) {
   if (jitsu_ctx_new(a.loop, NULL, &a.ctx) < 0)
     return 1;
   jitsu_ctx_set_logger(a.ctx, jitsu_log_stderr, (void *)"jitsu-http", level);
-  http_declare_keys(a.ctx);
+  if (http_declare_keys(a.ctx) < 0) {
+    fprintf(stderr, "jitsu-http: cannot declare its keys: %s\n",
+            jitsu_ctx_last_error(a.ctx));
+    return give_up(&a, 1);
+  }
   jitsu_error err;
   if (check) { /* nothing is defined, bound or started */
     if (jitsu_config_check(a.ctx, config, &err) < 0) {

@@ -14,6 +14,10 @@ typedef enum jitsu_key_type {
   JITSU_KEY_UINT,     /* decimal, 0 .. 2^32-1 */
   JITSU_KEY_BOOL,     /* yes/no, true/false, on/off, 1/0 */
   JITSU_KEY_SIZE,     /* bytes: "4096", "512K", "64M", "2G" (powers of 2) */
+  /* One of the words that (help) lists before any "(": "answer |
+   * servfail"; a word ending in '*' matches as a prefix ("pc-*"). Anything
+   * else is an error at its line naming the words. */
+  JITSU_KEY_ENUM,
 } jitsu_key_type;
 
 #define JITSU_KEY_MULTI 1u    /* may be given more than once */

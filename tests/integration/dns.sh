@@ -354,6 +354,18 @@ else
   tap_skip "the port 53 test needs root and a free 127.0.0.77:53"
 fi
 
+# --- enumerated keys: a misspelt value is an error naming the allowed ones --
+printf '[jitsu]\nstate-dir = %s/enum\n[dns]\nhold-expired = servfial\n' "$dir" >"$dir/enum1.conf"
+printf '[jitsu]\nstate-dir = %s/enum\n[vm e]\nexec = /bin/true\ndns-idle-action = suspnd\n' "$dir" >"$dir/enum2.conf"
+for c in enum1 enum2; do
+  if "$jdns" -c "$dir/$c.conf" --check 2>"$dir/$c.err"; then fail "$c.conf was accepted"; fi
+done
+grep -q "enum1.conf:4: hold-expired: 'servfial' is not one of: answer | servfail" "$dir/enum1.err" ||
+  fail "hold-expired: $(cat "$dir/enum1.err")"
+grep -q "enum2.conf:5: dns-idle-action: 'suspnd' is not one of: destroy | shutdown | suspend | none" "$dir/enum2.err" ||
+  fail "dns-idle-action: $(cat "$dir/enum2.err")"
+ok
+
 # --- a start that fails says where, and leaves nothing behind --------------
 # [dns] listen on a port that a running jitsu-dns holds (the flood one).
 cat >"$dir/busy.conf" <<CONF

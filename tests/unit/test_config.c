@@ -44,6 +44,10 @@ static void test_errors_have_lines(void **state) {
                "unknown key; did you mean 'exec'?");
   expect_error(f, "[jitsu]\nmax-lve = 3\n", 2, "max-lve",
                "unknown key in [jitsu]; did you mean 'max-live'?");
+  /* An enumerated key takes one of its words, or names them. */
+  expect_error(f, "[vm a]\nexec = /bin/true\nidle-action = suspnd\n", 3,
+               "idle-action",
+               "'suspnd' is not one of: none | destroy | shutdown | suspend");
   expect_error(f, "[jitsu]\nmax-live = lots\n", 2, "max-live",
                "not a whole number");
   expect_error(f, "[vm a]\nexec = /bin/true\nready-timeout = 5\n", 3,
@@ -89,7 +93,7 @@ static void test_errors_have_lines(void **state) {
   expect_error(f, "[vm a]\nexec = /bin/true\nidle-timeout = 1s\n", 3,
                "idle-timeout", "without an idle-action");
   expect_error(f, "[vm a]\nexec = /bin/true\nidle-action = nap\n", 3,
-               "idle-action", "not none, destroy");
+               "idle-action", "'nap' is not one of: none | destroy");
   expect_error(f, "[vm bad/name]\nexec = /bin/true\n", 1, NULL,
                "invalid vm name");
   expect_error(f, "[vm]\nexec = /bin/true\n", 1, NULL, "needs a name");
