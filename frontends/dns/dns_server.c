@@ -290,12 +290,24 @@ static void ring_add(latency_ring *r, uint64_t ns) {
   r->sum_ms += (double)ns / 1e6;
 }
 
+/* An error answer. RA only where recursion was available for this query
+ * (a SERVFAIL on the way to an upstream), never on FORMERR, NOTIMP,
+ * BADVERS or REFUSED. NOTIMP (an opcode we do not know) carries QR and
+ * the opcode alone, with empty sections: its RD and CD meant something
+ * under an opcode we did not read. */
 static void answer_rcode(dns_server *srv, origin *to, const dns_query *q,
                          int rcode, bool aa) {
   uint8_t buf[DNS_UDP_MAX];
   dns_msg m;
+  dns_query bare;
+  if (rcode == DNS_NOTIMP) {
+    memset(&bare, 0, sizeof(bare));
+    bare.id = q->id;
+    bare.opcode = q->opcode;
+    q = &bare;
+  }
   dns_msg_begin(&m, buf, sizeof(buf), limit_for(to, q), q, rcode, aa,
-                may_recurse(srv, to));
+                rcode == DNS_SERVFAIL && may_recurse(srv, to));
   send_answer(srv, to, buf, dns_msg_finish(&m, rcode), rcode);
 }
 
@@ -530,6 +542,18 @@ static void handle_query(dns_server *srv, origin *to, const uint8_t *pkt,
   }
   if (r > 0) {
     answer_rcode(srv, to, &q, r, false);
+    return;
+  }
+  if (q.tsig) {
+    /* No key is known here (RFC 8945 5.2.2): NOTAUTH with BADKEY in an
+     * unsigned TSIG record; nothing is summoned or forwarded. */
+    uint8_t buf[DNS_UDP_MAX];
+    dns_msg m;
+    dns_msg_begin(&m, buf, sizeof(buf), limit_for(to, &q), &q, DNS_NOTAUTH,
+                  false, false);
+    size_t n = dns_msg_finish(&m, DNS_NOTAUTH);
+    n = dns_msg_append_tsig_error(buf, n, sizeof(buf), &q, DNS_TSIG_BADKEY);
+    send_answer(srv, to, buf, n, DNS_NOTAUTH);
     return;
   }
   if (q.qclass != DNS_CLASS_IN) {
@@ -836,6 +860,7 @@ static void dns_stats(jitsu_stat_fn emit, void *emit_arg, void *arg) {
     snprintf(name, sizeof(name), "answers_%s_total", rcode_names[i]);
     emit(emit_arg, name, s->rcodes[i]);
   }
+  emit(emit_arg, "answers_notauth_total", s->rcodes[DNS_NOTAUTH]);
   emit(emit_arg, "answers_badvers_total", s->rcodes[DNS_BADVERS]);
   emit(emit_arg, "summons_total", s->summons);
   emit(emit_arg, "held_total", s->held);

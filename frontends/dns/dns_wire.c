@@ -169,10 +169,25 @@ int dns_parse_query(const uint8_t *pkt, size_t len, dns_query *q) {
   for (uint32_t i = 0; i < total; i++) {
     uint16_t type, klass, rdlen;
     uint32_t ttl;
-    size_t rdata;
+    size_t rdata, owner = off;
     int root = skip_rr(pkt, len, &off, &type, &klass, &ttl, &rdata, &rdlen);
     if (root < 0)
       return DNS_FORMERR;
+    if (type == DNS_TYPE_TSIG) {
+      /* RFC 8945 5.1: the last record, class ANY, or the query is bad. */
+      if (i != total - 1 || i < (uint32_t)an + ns || klass != 255)
+        return DNS_FORMERR;
+      size_t o = owner, a = rdata;
+      if (read_name(pkt, len, &o, q->tsig_key, &q->tsig_key_len) < 0 ||
+          read_name(pkt, rdata + rdlen, &a, q->tsig_alg, &q->tsig_alg_len) <
+              0 ||
+          a + 8 > rdata + rdlen)
+        return DNS_FORMERR;
+      memcpy(q->tsig_time, pkt + a, 6);
+      memcpy(q->tsig_fudge, pkt + a + 6, 2);
+      q->tsig = true;
+      continue;
+    }
     if (type != DNS_TYPE_OPT)
       continue;
     if (i < (uint32_t)an + ns || q->edns || root != 1)
@@ -185,6 +200,32 @@ int dns_parse_query(const uint8_t *pkt, size_t len, dns_query *q) {
   if (q->edns && q->edns_version != 0)
     return DNS_BADVERS;
   return DNS_NOERROR;
+}
+
+size_t dns_msg_append_tsig_error(uint8_t *buf, size_t len, size_t cap,
+                                 const dns_query *q, uint16_t error) {
+  size_t rdlen = q->tsig_alg_len + 6 + 2 + 2 + 2 + 2 + 2;
+  size_t need = q->tsig_key_len + 10 + rdlen;
+  if (!q->tsig || len < DNS_HEADER_LEN || len + need > cap)
+    return len;
+  uint8_t *p = buf + len;
+  memcpy(p, q->tsig_key, q->tsig_key_len);
+  p += q->tsig_key_len;
+  put16(p, DNS_TYPE_TSIG);
+  put16(p + 2, 255);   /* ANY */
+  memset(p + 4, 0, 4); /* TTL */
+  put16(p + 8, (uint16_t)rdlen);
+  p += 10;
+  memcpy(p, q->tsig_alg, q->tsig_alg_len);
+  p += q->tsig_alg_len;
+  memcpy(p, q->tsig_time, 6);
+  memcpy(p + 6, q->tsig_fudge, 2);
+  put16(p + 8, 0); /* no MAC: the answer is unsigned */
+  put16(p + 10, q->id);
+  put16(p + 12, error);
+  put16(p + 14, 0); /* no other data */
+  put16(buf + 10, (uint16_t)(get16(buf + 10) + 1));
+  return len + need;
 }
 
 int dns_msg_begin(dns_msg *m, uint8_t *buf, size_t cap, size_t limit,

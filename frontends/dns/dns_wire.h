@@ -21,6 +21,7 @@ enum {
   DNS_TYPE_SOA = 6,
   DNS_TYPE_AAAA = 28,
   DNS_TYPE_OPT = 41,
+  DNS_TYPE_TSIG = 250,
   DNS_TYPE_ANY = 255,
   DNS_CLASS_IN = 1,
   DNS_CLASS_ANY = 255,
@@ -33,6 +34,7 @@ enum {
   DNS_NXDOMAIN = 3,
   DNS_NOTIMP = 4,
   DNS_REFUSED = 5,
+  DNS_NOTAUTH = 9,
   DNS_BADVERS = 16, /* extended: needs EDNS */
   DNS_RCODE_COUNT = 17,
 };
@@ -48,6 +50,12 @@ typedef struct dns_query {
   uint16_t qtype, qclass;
   bool edns;
   uint16_t edns_size; /* the client's UDP payload size (at least 512) */
+  /* A TSIG record (RFC 8945), the additional section's last: its key and
+   * algorithm names (uncompressed wire form), time signed and fudge. */
+  bool tsig;
+  uint8_t tsig_key[DNS_MAX_NAME], tsig_alg[DNS_MAX_NAME];
+  size_t tsig_key_len, tsig_alg_len;
+  uint8_t tsig_time[6], tsig_fudge[2];
   uint8_t edns_version;
   bool edns_do;
 } dns_query;
@@ -111,6 +119,16 @@ int dns_msg_add_ns(dns_msg *m, int section, const uint8_t *apex,
  * Returns the message length.
  */
 size_t dns_msg_finish(dns_msg *m, int rcode);
+
+/*
+ * Append to the finished response (buf, len) (of at most cap bytes) the
+ * unsigned TSIG record of an error answer to (q)'s TSIG (RFC 8945 5.3.2):
+ * its key and algorithm, time signed and fudge, no MAC, (error) (e.g. 17,
+ * BADKEY). Returns the new length (len when it does not fit).
+ */
+size_t dns_msg_append_tsig_error(uint8_t *buf, size_t len, size_t cap,
+                                 const dns_query *q, uint16_t error);
+#define DNS_TSIG_BADKEY 17
 
 /* Sections for the add functions. */
 enum { DNS_ANSWER = 0, DNS_AUTHORITY = 1, DNS_ADDITIONAL = 2 };

@@ -30,6 +30,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = dns_msg_finish(&m, r);
     if (n > limit)
       abort(); /* a response larger than the client takes */
+    /* The unsigned TSIG of an error answer, after the records. */
+    size_t t = dns_msg_append_tsig_error(buf, n, sizeof(buf), &q, 17);
+    if (t > sizeof(buf) || (t != n && !q.tsig))
+      abort();
   }
   uint8_t *copy = malloc(size ? size : 1);
   if (copy != NULL) {

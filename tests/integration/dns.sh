@@ -229,6 +229,23 @@ udp() { # send the bytes of printf format $1, print the reply's rcode
   fail "two questions: not FORMERR"
 [ "$(udp '\x12\x34\x10\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03web\x00\x00\x01\x00\x01')" = 04 ] ||
   fail "opcode STATUS: not NOTIMP"
+udp_head() { # the reply's flags and its four counts, in hex
+  printf "$1" | socat -t 1 - "UDP:127.0.0.1:$P" | od -An -tx1 -j2 -N10 | tr -d ' \n'
+}
+# NOTIMP (RFC 1035 4.1.1): QR and the opcode only (no RD, CD or RA), and
+# empty sections, whatever the query set.
+h=$(udp_head '\x12\x34\x11\x10\x00\x01\x00\x00\x00\x00\x00\x00\x03web\x00\x00\x01\x00\x01')
+[ "$h" = 90040000000000000000 ] || fail "NOTIMP's header: $h"
+# FORMERR to a client that may recurse: no RA (recursion was not available
+# for this query); RD is echoed.
+h=$(udp_head '\x12\x34\x01\x00\x00\x02\x00\x00\x00\x00\x00\x00\x03web\x00\x00\x01\x00\x01\x03web\x00\x00\x01\x00\x01')
+[ "${h:0:4}" = 8101 ] || fail "FORMERR's flags: ${h:0:4}"
+# A TSIG-signed query with a key this server does not know (RFC 8945
+# 5.2.2): NOTAUTH with TSIG error BADKEY, unsigned, and no answer.
+kdig @127.0.0.1 -p "$P" +time=3 -y hmac-sha256:nokey:c2VjcmV0c2VjcmV0 web.example.test A >"$dir/tsig.txt" 2>&1 || true
+grep -q "status: BADKEY" "$dir/tsig.txt" && grep -q "ANSWER: 0;" "$dir/tsig.txt" &&
+  grep -Eq "^nokey\.[[:space:]]+0[[:space:]]+ANY[[:space:]]+TSIG[[:space:]]+hmac-sha256\. [0-9]+ 300 0 [0-9]+ BADKEY 0" "$dir/tsig.txt" ||
+  fail "TSIG with an unknown key: $(cat "$dir/tsig.txt")"
 [ "$(udp '\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01')" = 01 ] ||
   fail "a compression loop: not FORMERR"
 [ "$(udp '\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x3fweb')" = 01 ] ||
