@@ -328,13 +328,30 @@ int dns_msg_add_addr(dns_msg *m, int section, uint16_t type,
                 type == DNS_TYPE_A ? 4 : 16);
 }
 
+/* (name) compressed into (out) (at least (len) bytes): its longest suffix
+ * that is a suffix of the query name becomes a pointer there ("ns1" and a
+ * pointer to the question's "example.test"). The length written. */
+static size_t compress_name(dns_msg *m, const uint8_t *name, size_t len,
+                            uint8_t *out) {
+  for (size_t at = 0; at < len && name[at] != 0; at += (size_t)name[at] + 1) {
+    uint16_t ptr;
+    if (owner_len(m, name + at, len - at, &ptr) == 2) {
+      memcpy(out, name, at);
+      put16(out + at, ptr);
+      return at + 2;
+    }
+  }
+  memcpy(out, name, len);
+  return len;
+}
+
 int dns_msg_add_soa(dns_msg *m, int section, const uint8_t *apex,
                     size_t apex_len, const uint8_t *ns, size_t ns_len,
                     const uint8_t *mbox, size_t mbox_len, uint32_t serial,
                     uint32_t ttl, uint32_t minimum) {
   uint8_t rdata[2 * DNS_MAX_NAME + 20];
-  memcpy(rdata, ns, ns_len);
-  memcpy(rdata + ns_len, mbox, mbox_len);
+  ns_len = compress_name(m, ns, ns_len, rdata);
+  mbox_len = compress_name(m, mbox, mbox_len, rdata + ns_len);
   uint8_t *t = rdata + ns_len + mbox_len;
   put32(t, serial);
   put32(t + 4, 3600);   /* refresh */
@@ -348,7 +365,9 @@ int dns_msg_add_soa(dns_msg *m, int section, const uint8_t *apex,
 int dns_msg_add_ns(dns_msg *m, int section, const uint8_t *apex,
                    size_t apex_len, const uint8_t *ns, size_t ns_len,
                    uint32_t ttl) {
-  return add_rr(m, section, apex, apex_len, DNS_TYPE_NS, ttl, ns, ns_len);
+  uint8_t rdata[DNS_MAX_NAME];
+  return add_rr(m, section, apex, apex_len, DNS_TYPE_NS, ttl, rdata,
+                compress_name(m, ns, ns_len, rdata));
 }
 
 size_t dns_msg_finish(dns_msg *m, int rcode) {

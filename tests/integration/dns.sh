@@ -141,6 +141,13 @@ q -c CH web.example.test A | grep -q "status: REFUSED" || fail "class CH"
 q quiet.example.test MX | grep -q "status: NOERROR" || fail "MX for quiet"
 q quiet.example.test TXT | grep -q "status: NOERROR" || fail "TXT for quiet"
 ctl list | grep -Eq "^quiet +process +stopped" || fail "an MX query booted quiet"
+# The SOA of a negative answer has its names compressed against the
+# question: 12 (header) + 23 (nope.example.test A IN) + 51 (the SOA: a
+# pointer for its owner, "ns1" and "hostmaster" before pointers) = 86 bytes
+# (uncompressed it was 110; Knot's is as small).
+size=$(printf '\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04nope\x07example\x04test\x00\x00\x01\x00\x01' |
+  socat -t 2 - "UDP:127.0.0.1:$P" | wc -c)
+[ "$size" = 86 ] || fail "NXDOMAIN is $size bytes, not 86"
 ok
 
 # --- EDNS and truncation --------------------------------------------------
