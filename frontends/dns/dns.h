@@ -67,6 +67,7 @@ typedef struct dns_settings {
   uint32_t negative_ttl;
   char ns[DNS_KEY_MAX], hostmaster[DNS_KEY_MAX]; /* "" = derived per zone */
   unsigned rate_per_s, rate_burst;
+  unsigned rate_prefix6; /* IPv6 sources share a bucket per this prefix */
   unsigned max_pending, max_tcp;
 } dns_settings;
 
@@ -106,8 +107,9 @@ typedef struct dns_server_config {
   const char *forwarders;    /* comma-separated "IP[:PORT]", or NULL */
   bool forward;              /* forward at all */
   uint64_t forward_timeout_ms;
-  const char *const *allow; /* CIDRs that may use forwarding */
-  uint64_t udp_buffer;      /* SO_RCVBUF asked for each UDP socket */
+  const char *const *allow;        /* CIDRs that may use forwarding */
+  const char *const *summon_allow; /* CIDRs that may summon; NULL: all */
+  uint64_t udp_buffer;             /* SO_RCVBUF asked for each UDP socket */
 } dns_server_config;
 
 /* Create the server on (ctx)'s loop and bind its sockets; 0 or an error

@@ -6,7 +6,9 @@
 #include <arpa/inet.h>
 #include <limits.h>
 #include <stdio.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -50,11 +52,13 @@ typedef struct cidr {
   unsigned prefix;
 } cidr;
 
+/* A token bucket, shared by the sources whose keyed hash lands on it: a
+ * collision never refills it (two sources taking turns on one bucket
+ * share its rate), and the key is secret, so a collision cannot be aimed. */
 typedef struct rate_slot {
-  uint8_t ip[16];
-  int family;
   double tokens;
   uint64_t at_ms;
+  bool used;
 } rate_slot;
 
 typedef struct tcp_conn tcp_conn;
@@ -77,6 +81,7 @@ typedef struct latency_ring {
 typedef struct stats {
   double queries_udp, queries_tcp, dropped, rcodes[DNS_RCODE_COUNT];
   double summons, forwarded, rate_limited, truncated, held, hold_expired;
+  double not_allowed;
   latency_ring cold, warm;
 } stats;
 
@@ -92,6 +97,9 @@ struct dns_server {
   dns_forwarder *fwd;
   cidr *allow;
   size_t n_allow;
+  cidr *summon_allow; /* NULL: anyone may summon */
+  size_t n_summon_allow;
+  uint64_t rate_key[2]; /* the rate limit's hash key, random */
   link_t pending;
   unsigned n_pending, n_conns;
   rate_slot rate[RATE_SLOTS];
@@ -252,19 +260,48 @@ static int parse_cidr(const char *text, cidr *c) {
   return 0;
 }
 
-/* A token bucket per client address, for queries that summon. */
+/* The rate limit's key of a source: its IPv4 address, or its IPv6
+ * address cut to rate-prefix6 bits (one host holds a whole /64 or more),
+ * hashed with a random key (splitmix64's mixing, keyed). */
+static uint64_t rate_key(const dns_server *srv, int family,
+                         const uint8_t ip[16]) {
+  uint8_t k[16] = {0};
+  unsigned bits = family == AF_INET6 ? srv->set.rate_prefix6 : 32;
+  for (unsigned i = 0; i < 16 && bits > 0; i++, bits = bits > 8 ? bits - 8 : 0)
+    k[i] = (uint8_t)(ip[i] & (bits >= 8 ? 0xFF : (0xFF00 >> bits) & 0xFF));
+  uint64_t h = srv->rate_key[0] ^ (uint64_t)family;
+  for (int half = 0; half < 2; half++) {
+    uint64_t w;
+    memcpy(&w, k + 8 * half, 8);
+    h ^= w + srv->rate_key[1];
+    h += 0x9E3779B97F4A7C15ull;
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
+    h ^= h >> 31;
+  }
+  return h;
+}
+
+/* Whether (to) may cause summons at all ([dns] summon-allow). */
+static bool summon_allowed(const dns_server *srv, const origin *to) {
+  if (srv->summon_allow == NULL)
+    return true;
+  uint8_t ip[16];
+  int family = peer_ip(&to->peer, ip);
+  for (size_t i = 0; i < srv->n_summon_allow; i++)
+    if (cidr_match(&srv->summon_allow[i], family, ip))
+      return true;
+  return false;
+}
+
+/* A token bucket per source (see rate_key), for queries that summon. */
 static bool rate_ok(dns_server *srv, const origin *to) {
   uint8_t ip[16] = {0};
   int family = peer_ip(&to->peer, ip);
-  uint32_t h = 2166136261u;
-  for (int i = 0; i < 16; i++)
-    h = (h ^ ip[i]) * 16777619u;
-  rate_slot *s = &srv->rate[h % RATE_SLOTS];
+  rate_slot *s = &srv->rate[rate_key(srv, family, ip) % RATE_SLOTS];
   uint64_t now = uv_now(srv->loop);
-  if (s->family != family || memcmp(s->ip, ip, 16) != 0) {
-    /* A new client (or a collision: the older one starts over). */
-    s->family = family;
-    memcpy(s->ip, ip, 16);
+  if (!s->used) { /* the first source here starts with a full burst */
+    s->used = true;
     s->tokens = srv->set.rate_burst;
     s->at_ms = now;
   }
@@ -445,6 +482,11 @@ static void query_vm(dns_server *srv, origin *to, const dns_query *q,
    * one that joins a start under way costs nothing. */
   bool wakes = st == JITSU_STATE_STOPPED || st == JITSU_STATE_FAILED ||
                st == JITSU_STATE_SUSPENDED || st == JITSU_STATE_SUSPENDING;
+  if (wakes && !summon_allowed(srv, to)) {
+    srv->st.not_allowed++;
+    answer_rcode(srv, to, q, DNS_REFUSED, false);
+    return;
+  }
   if (wakes && !rate_ok(srv, to)) {
     srv->st.rate_limited++;
     answer_rcode(srv, to, q, DNS_REFUSED, false);
@@ -867,6 +909,7 @@ static void dns_stats(jitsu_stat_fn emit, void *emit_arg, void *arg) {
   emit(emit_arg, "hold_expired_total", s->hold_expired);
   emit(emit_arg, "forwarded_total", s->forwarded);
   emit(emit_arg, "rate_limited_total", s->rate_limited);
+  emit(emit_arg, "summons_not_allowed_total", s->not_allowed);
   emit(emit_arg, "truncated_total", s->truncated);
   emit(emit_arg, "pending", srv->n_pending);
   emit(emit_arg, "tcp_connections", srv->n_conns);
@@ -888,6 +931,7 @@ static const jitsu_stat_help dns_stats_help[] = {
     {"hold_expired_total", "Held queries whose guest was not ready in time."},
     {"forwarded_total", "Queries forwarded upstream."},
     {"rate_limited_total", "Summons refused by the rate limit."},
+    {"summons_not_allowed_total", "Summons refused: not in summon-allow."},
     {"truncated_total", "UDP answers truncated (TC)."},
     {"pending", "Queries held or forwarded now."},
     {"tcp_connections", "TCP connections open now."},
@@ -1020,6 +1064,26 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
                cfg->allow[i]);
       return -EINVAL;
     }
+  size_t ns = 0;
+  while (cfg->summon_allow && cfg->summon_allow[ns])
+    ns++;
+  if (cfg->summon_allow != NULL) {
+    srv->summon_allow = calloc(ns + 1, sizeof(*srv->summon_allow));
+    if (srv->summon_allow == NULL)
+      return -ENOMEM;
+  }
+  for (size_t i = 0; i < ns; i++)
+    if (parse_cidr(cfg->summon_allow[i],
+                   &srv->summon_allow[srv->n_summon_allow++]) < 0) {
+      snprintf(why, why_size, "summon-allow '%s' is not an address or CIDR",
+               cfg->summon_allow[i]);
+      jitsu_config_blame(ctx, "dns", "summon-allow", cfg->summon_allow[i], why,
+                         why_size);
+      return -EINVAL;
+    }
+  if (getrandom(srv->rate_key, sizeof(srv->rate_key), 0) !=
+      (ssize_t)sizeof(srv->rate_key))
+    srv->rate_key[0] = uv_hrtime(), srv->rate_key[1] = (uint64_t)getpid();
   int r = dns_zones_build(&srv->zones, ctx, &srv->set, NULL, why, why_size);
   if (r < 0)
     return r;
@@ -1067,6 +1131,7 @@ void dns_server_free(dns_server *srv) {
   free(srv->udp);
   free(srv->tcp);
   free(srv->allow);
+  free(srv->summon_allow);
 }
 
 void dns_server_destroy(dns_server *srv) {

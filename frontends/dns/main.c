@@ -37,6 +37,10 @@ static const jitsu_key dns_section_keys[] = {
     {"forward-timeout", JITSU_KEY_DURATION, 0, "per upstream try"},
     {"rate", JITSU_KEY_UINT, 0, "summoning queries per second per client"},
     {"rate-burst", JITSU_KEY_UINT, 0, "... and in a burst"},
+    {"rate-prefix6", JITSU_KEY_UINT, 0,
+     "IPv6 sources share a rate per this prefix (default 56)"},
+    {"summon-allow", JITSU_KEY_STRING, JITSU_KEY_MULTI,
+     "CIDR of clients that may summon (default: anyone)"},
     {"max-pending", JITSU_KEY_UINT, 0, "held answers at once"},
     {"max-tcp", JITSU_KEY_UINT, 0, "TCP connections at once"},
     {"udp-buffer", JITSU_KEY_SIZE, 0,
@@ -316,6 +320,17 @@ int main(int argc, char **argv) {
   snprintf(s->hostmaster, sizeof(s->hostmaster), "%s", v ? v : "");
   s->rate_per_s = jitsu_config_uint(a.ctx, "dns", "rate", 10);
   s->rate_burst = jitsu_config_uint(a.ctx, "dns", "rate-burst", 20);
+  s->rate_prefix6 = jitsu_config_uint(a.ctx, "dns", "rate-prefix6", 56);
+  if (s->rate_prefix6 < 1 || s->rate_prefix6 > 128) {
+    char why[600] = "rate-prefix6 takes 1 to 128 (bits)";
+    char where[600];
+    if (jitsu_config_where(a.ctx, "dns", "rate-prefix6", 0, where,
+                           sizeof(where)) == 0)
+      snprintf(why, sizeof(why), "%s: rate-prefix6: takes 1 to 128 (bits)",
+               where);
+    fprintf(stderr, "jitsu-dns: %s\n", why);
+    return give_up(&a, 2);
+  }
   s->max_pending = jitsu_config_uint(a.ctx, "dns", "max-pending", 4096);
   s->max_tcp = jitsu_config_uint(a.ctx, "dns", "max-tcp", 128);
   /* Where to serve: -b/-l, else [dns] listen, else 127.0.0.1:5353. */
@@ -355,6 +370,11 @@ int main(int argc, char **argv) {
        i < 64 && (v = jitsu_config_get(a.ctx, "dns", "forward-allow", i)); i++)
     allow[i] = v;
   cfg.allow = allow[0] ? allow : loopback;
+  const char *summoners[65] = {NULL};
+  for (size_t i = 0;
+       i < 64 && (v = jitsu_config_get(a.ctx, "dns", "summon-allow", i)); i++)
+    summoners[i] = v;
+  cfg.summon_allow = summoners[0] ? summoners : NULL;
   char why[512] = "";
   if (control && jitsu_control_listen(a.ctx, NULL) < 0) {
     fprintf(stderr, "jitsu-dns: %s\n", jitsu_ctx_last_error(a.ctx));

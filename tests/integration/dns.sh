@@ -319,6 +319,30 @@ prom_check "$dir/metrics.txt"
   fail "max-live exceeded"
 ok
 
+# --- summon-allow: who may cause summons at all -----------------------------
+for who in "10.0.0.0/8" "127.0.0.0/8"; do
+  tag=${who%%.*}
+  cat >"$dir/allow$tag.conf" <<CONF
+[jitsu]
+state-dir = $dir/allow$tag-state
+[dns]
+forward = no
+summon-allow = $who
+[vm g$tag]
+exec = /bin/sh -c "sleep 1000" $dir
+address = 192.0.2.9
+dns = g.allow.test
+CONF
+  AP=$(free_port)
+  start "allow$tag" "$dir/allow$tag.conf" -l "$AP"
+  kdig @127.0.0.1 -p "$AP" +time=3 +retry=0 g.allow.test A >"$dir/allow$tag.txt" || true
+done
+grep -q "status: REFUSED" "$dir/allow10.txt" || fail "a summon from outside summon-allow: $(cat "$dir/allow10.txt")"
+"$ctl_bin" -c "$dir/allow10.conf" list | grep -Eq "^g10 +process +stopped" || fail "g10 was summoned"
+"$ctl_bin" -c "$dir/allow10.conf" stats | grep -Eq "summons_not_allowed_total +1$" || fail "not counted"
+grep -q "192.0.2.9" "$dir/allow127.txt" || fail "a summon from inside summon-allow: $(cat "$dir/allow127.txt")"
+ok
+
 # --- beyond max-pending: answered at once, without more waiters -------------
 # max-pending 1 and max-waiters 2: one answer is held, the other 39 are
 # answered at once with the address; one summon starts the guest behind
