@@ -226,15 +226,18 @@ static bool cidr_match(const cidr *c, int family, const uint8_t *ip) {
   return (c->addr[full] & mask) == (ip[full] & mask);
 }
 
-static bool may_recurse(dns_server *srv, const origin *to) {
-  if (srv->fwd == NULL)
-    return false;
+/* Whether (to)'s address is in one of (list, n). */
+static bool in_cidrs(const cidr *list, size_t n, const origin *to) {
   uint8_t ip[16];
   int family = peer_ip(&to->peer, ip);
-  for (size_t i = 0; i < srv->n_allow; i++)
-    if (cidr_match(&srv->allow[i], family, ip))
+  for (size_t i = 0; i < n; i++)
+    if (cidr_match(&list[i], family, ip))
       return true;
   return false;
+}
+
+static bool may_recurse(dns_server *srv, const origin *to) {
+  return srv->fwd != NULL && in_cidrs(srv->allow, srv->n_allow, to);
 }
 
 static int parse_cidr(const char *text, cidr *c) {
@@ -284,14 +287,8 @@ static uint64_t rate_key(const dns_server *srv, int family,
 
 /* Whether (to) may cause summons at all ([dns] summon-allow). */
 static bool summon_allowed(const dns_server *srv, const origin *to) {
-  if (srv->summon_allow == NULL)
-    return true;
-  uint8_t ip[16];
-  int family = peer_ip(&to->peer, ip);
-  for (size_t i = 0; i < srv->n_summon_allow; i++)
-    if (cidr_match(&srv->summon_allow[i], family, ip))
-      return true;
-  return false;
+  return srv->summon_allow == NULL ||
+         in_cidrs(srv->summon_allow, srv->n_summon_allow, to);
 }
 
 /* A token bucket per source (see rate_key), for queries that summon. */
