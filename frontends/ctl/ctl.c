@@ -667,8 +667,10 @@ int main(int argc, char **argv) {
                          : "--prometheus goes with stats");
   char path[600];
   if (sock == NULL &&
-      (sock = default_socket(config, path, sizeof(path))) == NULL)
+      (sock = default_socket(config, path, sizeof(path))) == NULL) {
+    json_decref(req);
     return EXIT_USAGE;
+  }
   json_t *resp = NULL;
   int status =
       call(sock, req, (double)(timeout ? timeout : 30000) + 5000, &resp);

@@ -1,0 +1,62 @@
+#!/bin/sh
+# Line coverage of the code that handles outside input, per fuzz target
+# and file: each target's corpus (committed, or grown by FUZZ_SECONDS of
+# libFuzzer first) is replayed alone through a gcc --coverage build, and
+# gcovr reports the files that target is meant to reach.
+#
+#   scripts/fuzz-coverage.sh                  # the committed corpora
+#   FUZZ_SECONDS=240 scripts/fuzz-coverage.sh # after 4 minutes of fuzzing
+#                                             # each (needs build-fuzz, as
+#                                             # scripts/setup.sh test makes)
+#
+# Needs gcovr (apt-get install gcovr). Builds build-cov; prints a table.
+set -eu
+cd "$(dirname "$0")/.."
+command -v gcovr >/dev/null || { echo "fuzz-coverage: gcovr is missing (apt-get install gcovr)" >&2; exit 1; }
+secs=${FUZZ_SECONDS:-0}
+if [ -f build-cov/build.ninja ]; then
+  meson setup --reconfigure build-cov -Db_coverage=true >/dev/null
+else
+  CC=gcc meson setup build-cov -Db_coverage=true -Dfuzz=disabled >/dev/null
+fi
+# The replays and the modules only (the rest of the tree need not build
+# with --coverage: GCC's object-size analysis then misfires in places).
+ninja -C build-cov $(ninja -C build-cov -t targets all |
+  sed -n 's,^\(tests/fuzz/replay_[a-z_]*\|libjitsu/backends/[a-z]*\.so\):.*,\1,p' |
+  sort -u) >/dev/null
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# target: the files it is meant to reach
+files_of() {
+  case $1 in
+  config) echo "libjitsu/config.c libjitsu/config_read.c" ;;
+  control) echo "libjitsu/control.c libjitsu/control_cmd.c" ;;
+  chan) echo "libjitsu/chan_ring.c libjitsu/channel.c libjitsu/rendezvous.c libjitsu/chan_xen.c" ;;
+  dns) echo "frontends/dns/dns_wire.c frontends/dns/dns_server.c" ;;
+  http) echo "frontends/http/http_proxy.c frontends/http/http_upstream.c frontends/http/http_server.c" ;;
+  qmp) echo "libjitsu/backends/qmp.c libjitsu/backends/qemu_spawn.c" ;;
+  uni_net) echo "examples/guests/unikernel/net.c" ;;
+  esac
+}
+printf '| target | inputs | file | lines | covered |\n| --- | --- | --- | --- | --- |\n'
+for replay in build-cov/tests/fuzz/replay_*; do
+  [ -f "$replay" ] && [ -x "$replay" ] || continue
+  name=${replay##*/replay_}
+  corpus=tests/fuzz/corpus/$name
+  if [ "$secs" -gt 0 ] && [ -x "build-fuzz/tests/fuzz/fuzz_$name" ]; then
+    mkdir "$work/$name"
+    cp "$corpus"/* "$work/$name"/
+    JITSU_BACKEND_DIR=build-fuzz/libjitsu/backends \
+      "build-fuzz/tests/fuzz/fuzz_$name" -max_total_time="$secs" -max_len=8192 \
+      "$work/$name" >"$work/$name.log" 2>&1 || true
+    corpus=$work/$name
+  fi
+  find build-cov -name '*.gcda' -delete
+  JITSU_BACKEND_DIR=build-cov/libjitsu/backends "$replay" "$corpus" >/dev/null 2>&1 || true
+  n=$(find "$corpus" -type f | wc -l)
+  for f in $(files_of "$name"); do
+    line=$(gcovr -r . build-cov --filter "$f" --txt 2>/dev/null | awk -v f="$f" '$1 == f {print $2, $4}')
+    set -- ${line:-0 -}
+    printf '| %s | %s | %s | %s | %s |\n' "$name" "$n" "$f" "$1" "$2"
+  done
+done
