@@ -322,12 +322,10 @@ int main(int argc, char **argv) {
   s->rate_burst = jitsu_config_uint(a.ctx, "dns", "rate-burst", 20);
   s->rate_prefix6 = jitsu_config_uint(a.ctx, "dns", "rate-prefix6", 56);
   if (s->rate_prefix6 < 1 || s->rate_prefix6 > 128) {
-    char why[600] = "rate-prefix6 takes 1 to 128 (bits)";
-    char where[600];
-    if (jitsu_config_where(a.ctx, "dns", "rate-prefix6", 0, where,
-                           sizeof(where)) == 0)
-      snprintf(why, sizeof(why), "%s: rate-prefix6: takes 1 to 128 (bits)",
-               where);
+    char why[600] = "rate-prefix6: takes 1 to 128 (bits)";
+    jitsu_config_blame(a.ctx, "dns", "rate-prefix6",
+                       jitsu_config_get(a.ctx, "dns", "rate-prefix6", 0), why,
+                       sizeof(why));
     fprintf(stderr, "jitsu-dns: %s\n", why);
     return give_up(&a, 2);
   }
