@@ -28,6 +28,13 @@ static const jitsu_key vm_common_keys[] = {
      "an address of the guest's service, for frontends"},
     {"channel", JITSU_KEY_STRING, JITSU_KEY_MULTI,
      "a channel name whose connects summon this vm"},
+    {"socket", JITSU_KEY_STRING, JITSU_KEY_MULTI,
+     "tcp:HOST:PORT [to=HOST:PORT]: connections summon the vm and are "
+     "relayed to the guest"},
+    {"socket-queue", JITSU_KEY_UINT, 0,
+     "connections held while the vm starts (default 256)"},
+    {"socket-max-conns", JITSU_KEY_UINT, 0,
+     "connections held or relayed at once (default 1024)"},
 };
 
 static const jitsu_key global_keys[] = {

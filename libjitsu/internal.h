@@ -114,6 +114,8 @@ struct jitsu_vm {
   uint64_t op_begin_ns;    /* uv_hrtime() when a start or resume began */
   jitsu__metrics *metrics; /* allocated at the first state change */
   uint64_t summons_total, spawns, resumes, failures, last_start_ms;
+  struct jitsu__proxy
+      *proxy; /* its proxying socket triggers (proxy.c), or NULL */
 };
 
 typedef struct jitsu__section_keys {
@@ -263,6 +265,15 @@ void jitsu__vm_forget(jitsu_vm *vm);
 /* Load a config from (f), called (name); (apply) false only checks. */
 int jitsu__config_load_stream(jitsu_ctx *ctx, FILE *f, const char *name,
                               bool apply, jitsu_error *err);
+
+/* Proxying socket triggers (proxy.c): listen on the vm's "socket" keys
+ * that its backend does not take itself; 0 or (err) filled, nothing kept.
+ * Detach closes them and every connection held or relayed. */
+int jitsu__proxy_attach(jitsu_vm *vm, jitsu_error *err);
+void jitsu__proxy_detach(jitsu_vm *vm);
+/* Whether a "socket" value names a guest address (to=): then the library
+ * relays it, whatever the backend. */
+JITSU__API bool jitsu__proxy_spec_has_to(const char *spec);
 
 /* Tell the vm event subscribers about (vm). */
 void jitsu__vm_event(jitsu_vm *vm, jitsu_vm_event ev);

@@ -291,7 +291,8 @@ int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
       jitsu_vm_log(vm, JITSU_LOG_INFO, "adopted a %s guest (%s)",
                    jitsu_state_name(found), vm->instance);
   }
-  if (backend->attach != NULL && (r = backend->attach(vm, err)) < 0) {
+  if ((backend->attach != NULL && (r = backend->attach(vm, err)) < 0) ||
+      (r = jitsu__proxy_attach(vm, err)) < 0) {
     jitsu__vm_forget(vm);
     return r;
   }
@@ -337,8 +338,11 @@ static int take_definition(jitsu_vm *vm, const jitsu_backend_ops *backend,
   vm->params = params;
   vm->n_params = n;
   int r = backend->configure ? backend->configure(vm, err) : 0;
-  if (r == 0 && backend->attach != NULL && (r = backend->attach(vm, err)) < 0 &&
-      backend->release != NULL)
+  if (r == 0 && backend->attach != NULL)
+    r = backend->attach(vm, err);
+  if (r == 0)
+    r = jitsu__proxy_attach(vm, err);
+  if (r < 0 && backend->release != NULL)
     backend->release(vm);
   return r;
 }
@@ -355,6 +359,7 @@ int jitsu__vm_redefine(jitsu_vm *vm, const jitsu_backend_ops *backend,
   jitsu_param *old_params = vm->params;
   size_t old_n = vm->n_params;
   jitsu_vm saved = *vm; /* the settings, to put back on failure */
+  jitsu__proxy_detach(vm);
   if (old_backend->release != NULL)
     old_backend->release(vm);
   vm->params = NULL;
@@ -515,6 +520,7 @@ int jitsu_vm_undefine(jitsu_vm *vm) {
   /* The backend lets go of the name (sockets, files) now, so that it can be
    * defined again at once; its memory and the vm's stay until the callbacks
    * queued for it, and the call that undefined it, have returned. */
+  jitsu__proxy_detach(vm);
   if (vm->backend->release != NULL)
     vm->backend->release(vm);
   jitsu__table_remove(&ctx->vms, &vm->node);

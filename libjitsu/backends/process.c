@@ -21,7 +21,8 @@ static const jitsu_key process_keys[] = {
     {"user", JITSU_KEY_STRING, 0, "run as this user (needs root)"},
     {"group", JITSU_KEY_STRING, 0, "run as this group (needs root)"},
     {"socket", JITSU_KEY_STRING, JITSU_KEY_MULTI,
-     "a socket handed to the guest: tcp|udp HOST:PORT, unix /PATH"},
+     "a socket handed to the guest: tcp|udp:HOST:PORT, unix:/PATH (with "
+     "to=HOST:PORT: relayed by the library instead)"},
     {"memory-max", JITSU_KEY_SIZE, 0, "address space limit (RLIMIT_AS)"},
     {"files-max", JITSU_KEY_UINT, 0, "open files limit (RLIMIT_NOFILE)"},
 };
@@ -131,8 +132,11 @@ static int process_configure(jitsu_vm *vm, jitsu_error *err) {
   size_t n_env = 0, n_socks = 0;
   while (jitsu_vm_param(vm, "env", n_env) != NULL)
     n_env++;
-  while (jitsu_vm_param(vm, "socket", n_socks) != NULL)
-    n_socks++;
+  const char *spec;
+  size_t n_specs = 0;
+  for (; (spec = jitsu_vm_param(vm, "socket", n_specs)) != NULL; n_specs++)
+    if (!jitsu__proxy_spec_has_to(spec)) /* to=: the library relays it */
+      n_socks++;
   p->env = calloc(n_env + 1, sizeof(char *));
   p->socks = n_socks ? calloc(n_socks, sizeof(psock)) : NULL;
   if (p->env == NULL || (n_socks > 0 && p->socks == NULL)) {
@@ -153,9 +157,11 @@ static int process_configure(jitsu_vm *vm, jitsu_error *err) {
       goto fail;
     }
   }
-  for (size_t i = 0; i < n_socks; i++) {
+  for (size_t i = 0, k = 0; i < n_socks; k++) {
     const char *why;
-    const char *spec = jitsu_vm_param(vm, "socket", i);
+    spec = jitsu_vm_param(vm, "socket", k);
+    if (jitsu__proxy_spec_has_to(spec))
+      continue;
     if (process_socket_parse(spec, &p->socks[i], &why) < 0) {
       r = jitsu_error_set(err, -EINVAL, "socket", "'%s': %s", spec, why);
       goto fail;
@@ -166,6 +172,7 @@ static int process_configure(jitsu_vm *vm, jitsu_error *err) {
         r = jitsu_error_set(err, -EINVAL, "socket", "'%s' given twice", spec);
         goto fail;
       }
+    i++;
   }
   p->n_socks = n_socks;
   const char *wd = jitsu_vm_param(vm, "workdir", 0);
