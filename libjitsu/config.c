@@ -35,6 +35,9 @@ static const jitsu_key vm_common_keys[] = {
      "connections held while the vm starts (default 256)"},
     {"socket-max-conns", JITSU_KEY_UINT, 0,
      "connections held or relayed at once (default 1024)"},
+    {"socket-guest-conns", JITSU_KEY_UINT, 0,
+     "connections relayed to the guest at once; the rest wait (default: no "
+     "limit)"},
 };
 
 static const jitsu_key global_keys[] = {

@@ -271,6 +271,9 @@ int jitsu__config_load_stream(jitsu_ctx *ctx, FILE *f, const char *name,
  * Detach closes them and every connection held or relayed. */
 int jitsu__proxy_attach(jitsu_vm *vm, jitsu_error *err);
 void jitsu__proxy_detach(jitsu_vm *vm);
+/* The guest has gone (stopped or failed): its relayed connections are
+ * reset; held ones wait for the next start. */
+void jitsu__proxy_guest_gone(jitsu_vm *vm);
 /* Whether a "socket" value names a guest address (to=): then the library
  * relays it, whatever the backend. */
 JITSU__API bool jitsu__proxy_spec_has_to(const char *spec);

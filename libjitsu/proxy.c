@@ -57,7 +57,9 @@ struct jitsu__proxy {
   jitsu_vm *vm; /* NULL once detached */
   jitsu_ctx *ctx;
   jitsu__link listeners, held, relays;
-  unsigned n_held, n_conns, queue_max, conns_max;
+  unsigned n_held, n_conns, n_relays, queue_max, conns_max;
+  unsigned relays_max; /* relayed at once (0: no limit); the rest wait */
+  bool draining;
   unsigned refs; /* ours, open handles, the summon in flight */
   bool summoning;
   /* After a failed start, connections are refused at once until
@@ -135,6 +137,8 @@ bool jitsu__proxy_spec_has_to(const char *spec) {
 
 /* ---- connections ---- */
 
+static void drain_held(proxy *px);
+
 static void conn_closed(uv_handle_t *h) {
   conn *c = h->data;
   if (--c->handles > 0)
@@ -155,6 +159,8 @@ static void conn_close(conn *c, bool reset) {
   jitsu__list_remove(&c->link);
   if (c->held)
     px->n_held--;
+  else
+    px->n_relays--;
   px->n_conns--;
   if (c->holding && px->vm != NULL)
     jitsu_vm_release(px->vm);
@@ -163,6 +169,8 @@ static void conn_close(conn *c, bool reset) {
     uv_close((uv_handle_t *)&c->client, conn_closed);
   if (c->guest_open)
     uv_close((uv_handle_t *)&c->guest, conn_closed);
+  if (!c->held)
+    drain_held(px); /* a relay slot is free */
 }
 
 static void dir_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
@@ -282,10 +290,9 @@ static void guest_connected(uv_connect_t *req, int status) {
 /* Connect (c), accepted and no longer held, to the guest. */
 static void conn_relay(conn *c) {
   proxy *px = c->px;
-  if (c->held) {
-    c->held = false;
-    px->n_held--;
-  }
+  c->held = false;
+  px->n_held--;
+  px->n_relays++;
   jitsu__list_remove(&c->link);
   jitsu__list_append(&px->relays, &c->link);
   jitsu_vm_hold(px->vm); /* an open connection keeps the guest up */
@@ -308,6 +315,19 @@ static void conn_relay(conn *c) {
   }
 }
 
+/* Relay the held connections, in order, as far as the guest's limit
+ * allows; called when the vm is ready and when a relay ends. */
+static void drain_held(proxy *px) {
+  if (px->draining || px->vm == NULL ||
+      jitsu_vm_state(px->vm) != JITSU_STATE_READY)
+    return;
+  px->draining = true; /* a relay that fails at once comes back here */
+  while (px->held.next != &px->held &&
+         (px->relays_max == 0 || px->n_relays < px->relays_max))
+    conn_relay(JITSU__CONTAINER(px->held.next, conn, link));
+  px->draining = false;
+}
+
 /* ---- summons ---- */
 
 static void summoned(jitsu_vm *vm, int status, void *arg) {
@@ -320,8 +340,7 @@ static void summoned(jitsu_vm *vm, int status, void *arg) {
   }
   if (status == 0) {
     px->backoff_ms = 0;
-    while (px->held.next != &px->held)
-      conn_relay(JITSU__CONTAINER(px->held.next, conn, link));
+    drain_held(px);
   } else {
     jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
     jitsu_vm_info_get(px->vm, &info);
@@ -388,7 +407,7 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   if (jitsu_vm_state(px->vm) == JITSU_STATE_READY)
-    conn_relay(c);
+    drain_held(px);
   else
     summon_kick(px);
 }
@@ -457,6 +476,7 @@ int jitsu__proxy_attach(jitsu_vm *vm, jitsu_error *err) {
       jitsu__list_init(&px->relays);
       px->queue_max = param_uint(vm, "socket-queue", DEFAULT_QUEUE);
       px->conns_max = param_uint(vm, "socket-max-conns", DEFAULT_MAX_CONNS);
+      px->relays_max = param_uint(vm, "socket-guest-conns", 0);
       vm->proxy = px;
     }
     listener *l = calloc(1, sizeof(*l));
@@ -512,4 +532,12 @@ void jitsu__proxy_detach(jitsu_vm *vm) {
   }
   px->vm = NULL;
   proxy_unref(px);
+}
+
+void jitsu__proxy_guest_gone(jitsu_vm *vm) {
+  proxy *px = vm->proxy;
+  px->draining = true; /* no relay starts while the others go */
+  while (px->relays.next != &px->relays)
+    conn_close(JITSU__CONTAINER(px->relays.next, conn, link), true);
+  px->draining = false;
 }

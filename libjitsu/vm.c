@@ -114,6 +114,8 @@ int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason) {
       vm->reason && vm->reason[0] ? ": " : "", vm->reason ? vm->reason : "");
   if (vm->backend->state_changed != NULL)
     vm->backend->state_changed(vm, old, state);
+  if (vm->proxy != NULL && !state_is_live(state))
+    jitsu__proxy_guest_gone(vm);
   if (vm->pending != NULL && !state_is_live(state))
     jitsu__defer(vm->ctx, vm, apply_pending, NULL, 0);
   for (jitsu__sub *s = vm->ctx->state_subs; s != NULL;) {

@@ -137,3 +137,21 @@ vg_check() { # DIR
   done
   return $bad
 }
+
+# steady_then_idle URL VM COUNT-FN: a request to URL every 0.5 s for 6 s
+# (the vm's idle-timeout is shorter) must find VM ready and COUNT-FN (its
+# starts) unchanged; then, once the traffic ends, the idle policy must stop
+# it (within 20 s). Uses the test's ctl and fail.
+steady_then_idle() {
+  local url=$1 vm=$2 count=$3 before
+  before=$($count)
+  for _ in $(seq 1 12); do
+    curl -sS --max-time 10 -o /dev/null "$url" || fail "steady request"
+    sleep 0.5
+  done
+  [ "$($count)" = "$before" ] || fail "$vm was restarted under steady traffic"
+  _vm_state() { ctl list | awk -v vm="$vm" '$1 == vm {print $3}'; }
+  [ "$(_vm_state)" = ready ] || fail "$vm is $(_vm_state) under steady traffic"
+  for _ in $(seq 1 200); do [ "$(_vm_state)" = stopped ] && break; sleep 0.1; done
+  [ "$(_vm_state)" = stopped ] || fail "$vm is $(_vm_state) 20 s after the traffic ended"
+}

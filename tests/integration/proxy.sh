@@ -91,15 +91,7 @@ tap_ok "a vm that cannot start: connections reset at once, back-off, one log lin
 
 # 4. Steady traffic (a request every 0.5 s for 6 s, idle-timeout 3 s) keeps
 # the guest up; once it ends, the idle policy stops it.
-before=$(starts)
-for _ in $(seq 1 12); do
-  curl -sS --max-time 10 -o /dev/null "http://127.0.0.1:$pub/" || fail "steady request"
-  sleep 0.5
-done
-[ "$(starts)" -eq "$before" ] || fail "the guest was restarted under steady traffic"
-[ "$(state h)" = ready ] || fail "h is $(state h) under steady traffic"
-for _ in $(seq 1 200); do [ "$(state h)" = stopped ] && break; sleep 0.1; done
-[ "$(state h)" = stopped ] || fail "h is $(state h) 20 s after the traffic ended"
+steady_then_idle "http://127.0.0.1:$pub/" h starts
 tap_ok "steady traffic keeps the guest past idle-timeout; it stops after"
 
 # 5. Bad sockets are rejected at load with the line.
