@@ -20,6 +20,10 @@ static void idle_tick(uv_timer_t *t) {
         vm->idle_action == JITSU_IDLE_NONE || vm->holds > 0 ||
         now - vm->last_active_ms < vm->idle_timeout_ms)
       continue;
+    if (vm->backend->busy != NULL && vm->backend->busy(vm) > 0) {
+      vm->last_active_ms = now; /* e.g. a connection open on its socket */
+      continue;
+    }
     jitsu_vm_log(vm, JITSU_LOG_INFO, "idle for %llu ms: %s",
                  (unsigned long long)(now - vm->last_active_ms),
                  vm->idle_action == JITSU_IDLE_SUSPEND    ? "suspending"

@@ -66,6 +66,10 @@ typedef struct jitsu_backend_ops {
    * and keep it running; report with jitsu_backend_snapshotted(). NULL:
    * the backend cannot. */
   int (*snapshot)(jitsu_vm *vm);
+  /* Whether the guest has work the core cannot see, e.g. connections open
+   * on sockets handed to it: > 0 counts as activity for the idle policy,
+   * which asks before it acts (may be NULL). */
+  int (*busy)(jitsu_vm *vm);
 } jitsu_backend_ops;
 
 /* Make (ops) available to (ctx) under ops->name; -EEXIST if taken. The

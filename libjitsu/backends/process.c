@@ -240,6 +240,7 @@ static void process_release(jitsu_vm *vm) {
   instance_drop(p); /* a live guest keeps running, for adoption */
   process_spawn_forget(p);
   close_handle(&p->rearm);
+  close_handle(&p->activity);
   jitsu_ctx *ctx = jitsu_vm_ctx(vm);
   for (size_t i = 0; i < p->n_socks; i++)
     if (jitsu_trigger_lookup(ctx, "socket", p->socks[i].key) == vm)
@@ -489,10 +490,16 @@ static int process_attach(jitsu_vm *vm, jitsu_error *err) {
   if (p->n_socks == 0)
     return 0;
   p->rearm = calloc(1, sizeof(*p->rearm));
-  if (p->rearm == NULL)
+  p->activity = calloc(1, sizeof(*p->activity));
+  if (p->rearm == NULL || p->activity == NULL) {
+    free(p->rearm), free(p->activity);
+    p->rearm = p->activity = NULL;
     return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  }
   uv_timer_init(jitsu_ctx_loop(ctx), p->rearm);
   p->rearm->data = p;
+  uv_timer_init(jitsu_ctx_loop(ctx), p->activity);
+  p->activity->data = p;
   for (size_t i = 0; i < p->n_socks; i++) {
     psock *s = &p->socks[i];
     s->poll = calloc(1, sizeof(*s->poll));
@@ -534,6 +541,11 @@ static void process_state_changed(jitsu_vm *vm, jitsu_state old_state,
     process_sockets_arm(p, new_state);
 }
 
+static int process_busy(jitsu_vm *vm) {
+  proc *p = jitsu_vm_data(vm);
+  return p->n_socks > 0 ? process_sockets_busy(p) : 0;
+}
+
 static int process_owns_pid(jitsu_vm *vm, pid_t pid) {
   proc *p = jitsu_vm_data(vm);
   return p->pid > 0 && (pid == p->pid || getpgid(pid) == p->pid);
@@ -563,4 +575,5 @@ const jitsu_backend_ops jitsu_backend_process = {
     .state_changed = process_state_changed,
     .owns_pid = process_owns_pid,
     .describe = process_describe,
+    .busy = process_busy,
 };

@@ -42,6 +42,7 @@ typedef struct proc {
   uv_timer_t *timer;      /* stop grace, suspend/resume confirmation */
   unsigned checks;
   uv_timer_t *rearm;     /* socket trigger back-off after a failure */
+  uv_timer_t *activity;  /* while ready: the sockets are watched again */
   struct spawn_job *job; /* a start in flight */
   bool stop_asked;       /* while it was: stop it once it has started */
   jitsu_stop_mode stop_mode;
@@ -62,6 +63,10 @@ int process_socket_take(psock *s, int pidfd, int target);
 
 /* Start or stop the socket triggers of (p) for the state (state). */
 void process_sockets_arm(proc *p, jitsu_state state);
+
+/* The connections open on the guest's TCP sockets now (the kernel's
+ * socket diagnostics), or a negative errno value. */
+int process_sockets_busy(proc *p);
 
 /* Close the sockets and their poll handles. */
 void process_sockets_close(proc *p);

@@ -4,7 +4,11 @@
 #include "process.h"
 
 #include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +18,11 @@
 #include <unistd.h>
 
 #define REARM_AFTER_FAILURE_MS 1000
+/* While the guest serves its sockets, a connection or datagram arriving is
+ * activity: seen by polling them, then not again for this long (at most a
+ * few wake-ups a second, whatever the traffic). */
+#define ACTIVITY_SAMPLE_MS 250
+#define TIME_WAIT_MS 60000 /* Linux's TCP_TIMEWAIT_LEN */
 
 static int parse_option(const char *word, psock *s, const char **why) {
   if (strncmp(word, "name=", 5) == 0) {
@@ -154,6 +163,27 @@ static void rearm_fired(uv_timer_t *t) {
   process_sockets_arm(p, JITSU_STATE_STOPPED);
 }
 
+static void activity_fired(uv_timer_t *t) {
+  proc *p = t->data;
+  if (p != NULL)
+    process_sockets_arm(p, jitsu_vm_state(p->vm));
+}
+
+/* A connection or datagram for the running guest (which takes it): the
+ * vm is in use. Look again after ACTIVITY_SAMPLE_MS. */
+static void activity_readable(uv_poll_t *h, int status, int events) {
+  psock *s = h->data;
+  proc *p = s->proc;
+  (void)status, (void)events;
+  jitsu_vm_touch(p->vm);
+  for (size_t i = 0; i < p->n_socks; i++)
+    if (p->socks[i].polling) {
+      uv_poll_stop(p->socks[i].poll);
+      p->socks[i].polling = false;
+    }
+  uv_timer_start(p->activity, activity_fired, ACTIVITY_SAMPLE_MS, 0);
+}
+
 void process_sockets_arm(proc *p, jitsu_state state) {
   /* A guest that is not running (or is suspended) is summoned by a
    * connection; a running one serves its sockets itself. After a failure,
@@ -166,6 +196,9 @@ void process_sockets_arm(proc *p, jitsu_state state) {
   } else if (p->rearm != NULL) {
     uv_timer_stop(p->rearm);
   }
+  bool watch = state == JITSU_STATE_READY && p->activity != NULL;
+  if (!watch && p->activity != NULL)
+    uv_timer_stop(p->activity);
   for (size_t i = 0; i < p->n_socks; i++) {
     psock *s = &p->socks[i];
     if (s->fd < 0 && want && state != JITSU_STATE_SUSPENDED) {
@@ -181,12 +214,108 @@ void process_sockets_arm(proc *p, jitsu_state state) {
     }
     if (s->fd < 0)
       continue;
-    if (want && !s->polling)
+    if (want)
       uv_poll_start(s->poll, UV_READABLE, socket_readable);
-    else if (!want && s->polling)
+    else if (watch)
+      uv_poll_start(s->poll, UV_READABLE, activity_readable);
+    else if (s->polling)
       uv_poll_stop(s->poll);
-    s->polling = want;
+    s->polling = want || watch;
   }
+}
+
+/* Whether the established connection (m) is one of the guest's. */
+static bool diag_matches(const proc *p, const struct inet_diag_msg *m) {
+  for (size_t i = 0; i < p->n_socks; i++) {
+    const psock *s = &p->socks[i];
+    if (s->type != SOCK_STREAM || s->addr.ss_family != m->idiag_family)
+      continue;
+    if (s->addr.ss_family == AF_INET) {
+      const struct sockaddr_in *a = (const struct sockaddr_in *)&s->addr;
+      if (a->sin_port == m->id.idiag_sport &&
+          (a->sin_addr.s_addr == INADDR_ANY ||
+           a->sin_addr.s_addr == m->id.idiag_src[0]))
+        return true;
+    } else if (s->addr.ss_family == AF_INET6) {
+      const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&s->addr;
+      if (a->sin6_port == m->id.idiag_sport &&
+          (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) ||
+           memcmp(&a->sin6_addr, m->id.idiag_src, 16) == 0))
+        return true;
+    }
+  }
+  return false;
+}
+
+/* Count the connections of (family) open on the guest's sockets, or
+ * closed by it within its idle time, with one dump of the kernel's TCP
+ * sockets. */
+static int count_family(const proc *p, int family) {
+  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0)
+    return -errno;
+  struct {
+    struct nlmsghdr nlh;
+    struct inet_diag_req_v2 req;
+  } q;
+  memset(&q, 0, sizeof(q));
+  q.nlh.nlmsg_len = sizeof(q);
+  q.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  q.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  q.req.sdiag_family = (uint8_t)family;
+  q.req.sdiag_protocol = IPPROTO_TCP;
+  q.req.idiag_states = (1u << TCP_ESTABLISHED) | (1u << TCP_SYN_RECV) |
+                       (1u << TCP_CLOSE_WAIT) | (1u << TCP_FIN_WAIT1) |
+                       (1u << TCP_FIN_WAIT2) | (1u << TCP_LAST_ACK) |
+                       (1u << TCP_CLOSING) | (1u << TCP_TIME_WAIT);
+  /* A connection the guest closed within the idle time is still there, in
+   * TIME_WAIT (60 s in Linux): the arrivals that sampling missed. */
+  uint64_t window = p->vm->idle_timeout_ms;
+  int n = 0;
+  if (send(fd, &q, sizeof(q), 0) < 0) {
+    n = -errno;
+    close(fd);
+    return n;
+  }
+  static __thread char buf[32768] __attribute__((aligned(8)));
+  for (;;) {
+    ssize_t len = recv(fd, buf, sizeof(buf), 0);
+    if (len <= 0) {
+      n = len < 0 ? -errno : n;
+      break;
+    }
+    size_t left = (size_t)len;
+    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, left);
+         h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR)
+        goto done;
+      if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+        continue;
+      const struct inet_diag_msg *m = NLMSG_DATA(h);
+      if (m->idiag_state == TCP_TIME_WAIT &&
+          TIME_WAIT_MS - (uint64_t)m->idiag_expires >= window)
+        continue; /* closed before the idle time began */
+      if (diag_matches(p, m))
+        n++;
+    }
+  }
+done:
+  close(fd);
+  return n;
+}
+
+int process_sockets_busy(proc *p) {
+  bool v4 = false, v6 = false;
+  for (size_t i = 0; i < p->n_socks; i++)
+    if (p->socks[i].type == SOCK_STREAM) {
+      v4 |= p->socks[i].addr.ss_family == AF_INET;
+      v6 |= p->socks[i].addr.ss_family == AF_INET6;
+    }
+  int n4 = v4 ? count_family(p, AF_INET) : 0;
+  int n6 = v6 ? count_family(p, AF_INET6) : 0;
+  if (n4 < 0 && n6 <= 0)
+    return n4;
+  return (n4 > 0 ? n4 : 0) + (n6 > 0 ? n6 : 0);
 }
 
 static void free_closed(uv_handle_t *h) {

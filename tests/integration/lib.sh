@@ -138,12 +138,13 @@ vg_check() { # DIR
   return $bad
 }
 
-# steady_then_idle URL VM COUNT-FN: a request to URL every 0.5 s for 6 s
-# (the vm's idle-timeout is shorter) must find VM ready and COUNT-FN (its
-# starts) unchanged; then, once the traffic ends, the idle policy must stop
+# steady_then_idle URL VM COUNT-FN: after a first request (which may start
+# it), a request to URL every 0.5 s for 6 s (the vm's idle-timeout is
+# shorter) must find VM ready and COUNT-FN (its starts) unchanged; then, once the traffic ends, the idle policy must stop
 # it (within 20 s). Uses the test's ctl and fail.
 steady_then_idle() {
   local url=$1 vm=$2 count=$3 before
+  curl -sS --max-time 20 -o /dev/null "$url" || fail "first request to $vm"
   before=$($count)
   for _ in $(seq 1 12); do
     curl -sS --max-time 10 -o /dev/null "$url" || fail "steady request"

@@ -21,6 +21,7 @@ done
 test_dir proxy
 vg_init "$dir"
 pub=$(free_port) gport=$(free_port) bad=$(free_port) badg=$(free_port)
+hport=$(free_port)
 cat >"$dir/jitsu.conf" <<CONF
 [jitsu]
 state-dir = $dir/state
@@ -30,6 +31,14 @@ control-socket = $dir/ctl.sock
 exec = $hello --listen 127.0.0.1:$gport --name h --boot-ms 300 --record $dir/starts
 ready = tcp:127.0.0.1:$gport
 socket = tcp:127.0.0.1:$pub to=127.0.0.1:$gport
+stop-grace = 1s
+idle-timeout = 3s
+idle-action = destroy
+
+[vm hand]
+exec = $hello --name hand --record $dir/starts-hand
+socket = tcp:127.0.0.1:$hport
+ready = notify
 stop-grace = 1s
 idle-timeout = 3s
 idle-action = destroy
@@ -94,7 +103,20 @@ tap_ok "a vm that cannot start: connections reset at once, back-off, one log lin
 steady_then_idle "http://127.0.0.1:$pub/" h starts
 tap_ok "steady traffic keeps the guest past idle-timeout; it stops after"
 
-# 5. Bad sockets are rejected at load with the line.
+# 5. The same with fd handoff (the guest serves the socket; the library
+# samples its arrivals and counts its open connections): steady traffic
+# keeps it; a connection left open past idle-timeout holds it.
+starts_hand() { [ -f "$dir/starts-hand" ] && wc -l <"$dir/starts-hand" || echo 0; }
+steady_then_idle "http://127.0.0.1:$hport/" hand starts_hand
+tap_ok "fd handoff: steady traffic keeps the guest past idle-timeout; it stops after"
+curl -sS --max-time 10 -o /dev/null "http://127.0.0.1:$hport/" || fail "summon hand"
+exec {conn}<>"/dev/tcp/127.0.0.1/$hport" # hello waits 5 s for its request
+sleep 4.5
+[ "$(state hand)" = ready ] || fail "hand is $(state hand) with a connection open"
+exec {conn}>&-
+tap_ok "fd handoff: an open connection holds the guest past idle-timeout"
+
+# 6. Bad sockets are rejected at load with the line.
 cat >"$dir/bad.conf" <<CONF
 [jitsu]
 state-dir = $dir/state2
