@@ -35,6 +35,8 @@ static const jitsu_key vm_common_keys[] = {
      "connections held while the vm starts (default 256)"},
     {"socket-max-conns", JITSU_KEY_UINT, 0,
      "connections held or relayed at once (default 1024)"},
+    {"socket-udp-timeout", JITSU_KEY_DURATION, 0,
+     "a udp flow without traffic ends (default 30s)"},
     {"socket-guest-conns", JITSU_KEY_UINT, 0,
      "connections relayed to the guest at once; the rest wait (default: no "
      "limit)"},

@@ -28,7 +28,10 @@ typedef struct jitsu__proxy proxy;
 typedef struct listener {
   jitsu__link link; /* proxy->listeners */
   proxy *px;
-  uv_tcp_t tcp;
+  bool udp;
+  uv_tcp_t tcp; /* or: */
+  uv_udp_t dgram;
+  char *rbuf; /* udp: the datagram being received */
   struct sockaddr_storage to;
   char key[96]; /* "tcp:HOST:PORT", the trigger's key */
   char to_text[80];
@@ -65,6 +68,9 @@ struct jitsu__proxy {
   /* After a failed start, connections are refused at once until
    * (backoff_until); the wait doubles per failure in a row. */
   uint64_t backoff_ms, backoff_until;
+  jitsu__link flows; /* udp */
+  unsigned n_flows;
+  uint64_t flow_timeout_ms;
 };
 
 static void proxy_unref(proxy *px) {
@@ -78,25 +84,23 @@ static int parse_spec(const char *spec, listener *l, int *backlog,
                       bool *to_given, const char **why) {
   char **w;
   int n;
-  *why = "expected 'tcp:HOST:PORT [to=HOST:PORT] [backlog=N]'";
+  *why = "expected 'tcp|udp:HOST:PORT [to=HOST:PORT] [backlog=N]'";
   if (jitsu_split_argv(spec, &w, &n) < 0)
     return -EINVAL;
   int r = -EINVAL;
   struct sockaddr_storage pub;
   *to_given = false;
   *backlog = SOMAXCONN;
-  if (n < 1 || strncmp(w[0], "tcp:", 4) != 0) {
-    if (n >= 1 && strncmp(w[0], "udp:", 4) == 0)
-      *why = "udp: sockets are relayed by the process backend only";
+  if (n < 1 || (strncmp(w[0], "tcp:", 4) != 0 && strncmp(w[0], "udp:", 4)))
     goto out;
-  }
+  l->udp = w[0][0] == 'u';
   if (jitsu__parse_hostport(w[0] + 4, &pub) < 0) {
     *why = "the address must be a numeric HOST:PORT or [IPV6]:PORT";
     goto out;
   }
   char text[80];
   jitsu__format_sockaddr((struct sockaddr *)&pub, text, sizeof(text));
-  snprintf(l->key, sizeof(l->key), "tcp:%s", text);
+  snprintf(l->key, sizeof(l->key), "%s:%s", l->udp ? "udp" : "tcp", text);
   for (int i = 1; i < n; i++) {
     if (strncmp(w[i], "to=", 3) == 0) {
       if (jitsu__parse_hostport(w[i] + 3, &l->to) < 0) {
@@ -330,6 +334,9 @@ static void drain_held(proxy *px) {
 
 /* ---- summons ---- */
 
+static void flows_flush(proxy *px);
+static void flows_close_all(proxy *px);
+
 static void summoned(jitsu_vm *vm, int status, void *arg) {
   proxy *px = arg;
   (void)vm;
@@ -341,6 +348,7 @@ static void summoned(jitsu_vm *vm, int status, void *arg) {
   if (status == 0) {
     px->backoff_ms = 0;
     drain_held(px);
+    flows_flush(px);
   } else {
     jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
     jitsu_vm_info_get(px->vm, &info);
@@ -356,6 +364,7 @@ static void summoned(jitsu_vm *vm, int status, void *arg) {
                  px->n_held, (unsigned long long)px->backoff_ms);
     while (px->held.next != &px->held)
       conn_close(JITSU__CONTAINER(px->held.next, conn, link), true);
+    flows_close_all(px);
   }
   proxy_unref(px);
 }
@@ -375,6 +384,7 @@ static void summon_kick(proxy *px) {
                jitsu_ctx_last_error(px->ctx), px->n_held);
   while (px->held.next != &px->held)
     conn_close(JITSU__CONTAINER(px->held.next, conn, link), true);
+  flows_close_all(px);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -412,11 +422,207 @@ static void on_connection(uv_stream_t *server, int status) {
     summon_kick(px);
 }
 
+/* ---- udp: flows ---- */
+
+#define FLOW_QUEUE_MAX 16             /* datagrams held per flow */
+#define FLOW_QUEUE_BYTES (64 * 1024)  /* and their bytes */
+#define DEFAULT_FLOW_TIMEOUT_MS 30000 /* a flow without traffic ends */
+
+typedef struct held_dgram {
+  struct held_dgram *next;
+  size_t len;
+  char data[];
+} held_dgram;
+
+/* The datagrams of one client address on one udp socket, relayed through
+ * a socket of its own connected to the guest (so that answers find their
+ * way back), until FLOW timeout without traffic. */
+typedef struct flow {
+  jitsu__link link; /* proxy->flows */
+  proxy *px;
+  listener *l;
+  struct sockaddr_storage client;
+  uv_udp_t up;
+  uv_timer_t timer;
+  held_dgram *queue, **tail;
+  unsigned n_queued, handles;
+  size_t queued_bytes;
+  char buf[2048]; /* an answer from the guest, while it is passed on */
+  bool closing;
+} flow;
+
+static void flow_closed(uv_handle_t *h) {
+  flow *f = h->data;
+  if (--f->handles > 0)
+    return;
+  proxy *px = f->px;
+  free(f);
+  proxy_unref(px);
+}
+
+static void flow_drop_queue(flow *f) {
+  while (f->queue != NULL) {
+    held_dgram *d = f->queue;
+    f->queue = d->next;
+    free(d);
+  }
+  f->tail = &f->queue;
+  f->n_queued = 0;
+  f->queued_bytes = 0;
+}
+
+static void flow_close(flow *f) {
+  if (f->closing)
+    return;
+  f->closing = true;
+  f->px->n_flows--;
+  jitsu__list_remove(&f->link);
+  flow_drop_queue(f);
+  uv_close((uv_handle_t *)&f->up, flow_closed);
+  uv_close((uv_handle_t *)&f->timer, flow_closed);
+}
+
+static void flow_expired(uv_timer_t *t) {
+  flow_close(t->data);
+}
+
+static void flow_touch(flow *f) {
+  uv_timer_start(&f->timer, flow_expired, f->px->flow_timeout_ms, 0);
+  if (f->px->vm != NULL)
+    jitsu_vm_touch(f->px->vm);
+}
+
+static void flow_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+  flow *f = h->data;
+  (void)hint;
+  *b = uv_buf_init(f->buf, sizeof(f->buf));
+}
+
+/* An answer from the guest: back to the client, from the public socket. */
+static void flow_answer(uv_udp_t *h, ssize_t n, const uv_buf_t *b,
+                        const struct sockaddr *from, unsigned flags) {
+  flow *f = h->data;
+  (void)from, (void)flags;
+  if (n <= 0 || f->closing)
+    return; /* nothing, or an error (the guest's port is closed): retried */
+  uv_buf_t out = uv_buf_init(b->base, (unsigned)n);
+  uv_udp_try_send(&f->l->dgram, &out, 1, (struct sockaddr *)&f->client);
+  flow_touch(f);
+}
+
+static void flow_send(flow *f, const char *data, size_t len) {
+  uv_buf_t out = uv_buf_init((char *)data, (unsigned)len);
+  uv_udp_try_send(&f->up, &out, 1, NULL); /* a full buffer drops it: udp */
+}
+
+/* The guest is ready: pass on what each flow holds. */
+static void flows_flush(proxy *px) {
+  for (jitsu__link *k = px->flows.next; k != &px->flows; k = k->next) {
+    flow *f = JITSU__CONTAINER(k, flow, link);
+    for (held_dgram *d = f->queue; d != NULL; d = d->next)
+      flow_send(f, d->data, d->len);
+    flow_drop_queue(f);
+  }
+}
+
+static flow *flow_find(proxy *px, listener *l, const struct sockaddr *a) {
+  socklen_t len = a->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                          : sizeof(struct sockaddr_in6);
+  for (jitsu__link *k = px->flows.next; k != &px->flows; k = k->next) {
+    flow *f = JITSU__CONTAINER(k, flow, link);
+    if (f->l == l && memcmp(&f->client, a, len) == 0)
+      return f;
+  }
+  return NULL;
+}
+
+static flow *flow_new(proxy *px, listener *l, const struct sockaddr *a) {
+  if (px->n_flows + px->n_conns >= px->conns_max)
+    return NULL;
+  flow *f = calloc(1, sizeof(*f));
+  if (f == NULL)
+    return NULL;
+  f->px = px;
+  f->l = l;
+  memcpy(&f->client, a,
+         a->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                 : sizeof(struct sockaddr_in6));
+  f->tail = &f->queue;
+  uv_loop_t *loop = jitsu_ctx_loop(px->ctx);
+  uv_udp_init(loop, &f->up);
+  uv_timer_init(loop, &f->timer);
+  f->up.data = f->timer.data = f;
+  f->handles = 2;
+  px->refs++;
+  px->n_flows++;
+  jitsu__list_append(&px->flows, &f->link);
+  int r = uv_udp_connect(&f->up, (struct sockaddr *)&l->to);
+  if (r == 0)
+    r = uv_udp_recv_start(&f->up, flow_alloc, flow_answer);
+  if (r < 0) {
+    jitsu_vm_log(px->vm, JITSU_LOG_WARNING, "%s: cannot relay to %s: %s",
+                 l->key, l->to_text, uv_strerror(r));
+    flow_close(f);
+    return NULL;
+  }
+  return f;
+}
+
+static void dgram_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+  listener *l = h->data;
+  (void)hint;
+  if (l->rbuf == NULL)
+    l->rbuf = malloc(65536);
+  *b = uv_buf_init(l->rbuf, l->rbuf ? 65536 : 0);
+}
+
+/* A datagram from a client: relayed now if the guest is ready, else held
+ * (bounded) and the vm summoned. */
+static void dgram_in(uv_udp_t *h, ssize_t n, const uv_buf_t *b,
+                     const struct sockaddr *from, unsigned flags) {
+  listener *l = h->data;
+  proxy *px = l->px;
+  (void)flags;
+  if (n < 0 || from == NULL || px->vm == NULL ||
+      (from->sa_family != AF_INET && from->sa_family != AF_INET6))
+    return;
+  if (uv_now(jitsu_ctx_loop(px->ctx)) < px->backoff_until)
+    return; /* dropped: the vm failed to start a moment ago */
+  flow *f = flow_find(px, l, from);
+  if (f == NULL && (f = flow_new(px, l, from)) == NULL)
+    return; /* too many flows: dropped */
+  flow_touch(f);
+  if (jitsu_vm_state(px->vm) == JITSU_STATE_READY) {
+    flow_send(f, b->base, (size_t)n);
+    return;
+  }
+  if (f->n_queued < FLOW_QUEUE_MAX &&
+      f->queued_bytes + (size_t)n <= FLOW_QUEUE_BYTES) {
+    held_dgram *d = malloc(sizeof(*d) + (size_t)n);
+    if (d != NULL) {
+      d->next = NULL;
+      d->len = (size_t)n;
+      memcpy(d->data, b->base, (size_t)n);
+      *f->tail = d;
+      f->tail = &d->next;
+      f->n_queued++;
+      f->queued_bytes += (size_t)n;
+    }
+  }
+  summon_kick(px);
+}
+
+static void flows_close_all(proxy *px) {
+  while (px->flows.next != &px->flows)
+    flow_close(JITSU__CONTAINER(px->flows.next, flow, link));
+}
+
 /* ---- attach / detach ---- */
 
 static void listener_closed(uv_handle_t *h) {
   listener *l = h->data;
   proxy *px = l->px;
+  free(l->rbuf);
   free(l);
   proxy_unref(px);
 }
@@ -426,14 +632,24 @@ static int open_listener(proxy *px, listener *l, int backlog, jitsu_error *err,
   jitsu_ctx *ctx = px->ctx;
   struct sockaddr_storage pub;
   jitsu__parse_hostport(l->key + 4, &pub);
-  uv_tcp_init(jitsu_ctx_loop(ctx), &l->tcp);
-  l->tcp.data = l;
+  int r;
   px->refs++;
   jitsu__list_append(&px->listeners, &l->link);
-  int r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&pub,
-                      pub.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
-  if (r == 0)
-    r = uv_listen((uv_stream_t *)&l->tcp, backlog, on_connection);
+  if (l->udp) {
+    uv_udp_init(jitsu_ctx_loop(ctx), &l->dgram);
+    l->dgram.data = l;
+    r = uv_udp_bind(&l->dgram, (struct sockaddr *)&pub,
+                    pub.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
+    if (r == 0)
+      r = uv_udp_recv_start(&l->dgram, dgram_alloc, dgram_in);
+  } else {
+    uv_tcp_init(jitsu_ctx_loop(ctx), &l->tcp);
+    l->tcp.data = l;
+    r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&pub,
+                    pub.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+    if (r == 0)
+      r = uv_listen((uv_stream_t *)&l->tcp, backlog, on_connection);
+  }
   if (r < 0)
     return jitsu_error_set(err, r, "socket", "'%s': cannot listen on %s: %s",
                            spec, l->key + 4, uv_strerror(r));
@@ -474,6 +690,11 @@ int jitsu__proxy_attach(jitsu_vm *vm, jitsu_error *err) {
       jitsu__list_init(&px->listeners);
       jitsu__list_init(&px->held);
       jitsu__list_init(&px->relays);
+      jitsu__list_init(&px->flows);
+      const char *t = jitsu_vm_param(vm, "socket-udp-timeout", 0);
+      if (t == NULL || jitsu_parse_duration(t, &px->flow_timeout_ms) < 0 ||
+          px->flow_timeout_ms == 0)
+        px->flow_timeout_ms = DEFAULT_FLOW_TIMEOUT_MS;
       px->queue_max = param_uint(vm, "socket-queue", DEFAULT_QUEUE);
       px->conns_max = param_uint(vm, "socket-max-conns", DEFAULT_MAX_CONNS);
       px->relays_max = param_uint(vm, "socket-guest-conns", 0);
@@ -523,12 +744,14 @@ void jitsu__proxy_detach(jitsu_vm *vm) {
     conn_close(JITSU__CONTAINER(px->held.next, conn, link), true);
   while (px->relays.next != &px->relays)
     conn_close(JITSU__CONTAINER(px->relays.next, conn, link), true);
+  flows_close_all(px);
   while (px->listeners.next != &px->listeners) {
     listener *l = JITSU__CONTAINER(px->listeners.next, listener, link);
     jitsu__list_remove(&l->link);
     if (jitsu_trigger_lookup(px->ctx, "socket", l->key) == vm)
       jitsu_trigger_remove(px->ctx, "socket", l->key);
-    uv_close((uv_handle_t *)&l->tcp, listener_closed);
+    uv_close(l->udp ? (uv_handle_t *)&l->dgram : (uv_handle_t *)&l->tcp,
+             listener_closed);
   }
   px->vm = NULL;
   proxy_unref(px);
@@ -540,4 +763,11 @@ void jitsu__proxy_guest_gone(jitsu_vm *vm) {
   while (px->relays.next != &px->relays)
     conn_close(JITSU__CONTAINER(px->relays.next, conn, link), true);
   px->draining = false;
+  /* Flows that relayed to it end; those holding datagrams wait on. */
+  for (jitsu__link *k = px->flows.next; k != &px->flows;) {
+    flow *f = JITSU__CONTAINER(k, flow, link);
+    k = k->next;
+    if (f->n_queued == 0)
+      flow_close(f);
+  }
 }

@@ -8,7 +8,7 @@
  * it is ready with READY=1 on $NOTIFY_SOCKET. Only libc: it is meant to
  * be read as well as run.
  *
- *   hello [--listen IPV4:PORT] [--name NAME] [--boot-ms MS]
+ *   hello [--listen [udp:]IPV4:PORT] [--name NAME] [--boot-ms MS]
  *         [--record FILE] [--exit-after-ready CODE]
  */
 #ifndef _GNU_SOURCE
@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <stddef.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,9 @@ static void sleep_ms(long ms) {
 
 static int listen_on(const char *spec) {
   char host[64];
+  bool udp = strncmp(spec, "udp:", 4) == 0;
+  if (udp)
+    spec += 4;
   const char *colon = strrchr(spec, ':');
   if (colon == NULL || (size_t)(colon - spec) >= sizeof(host))
     return -1;
@@ -57,10 +61,11 @@ static int listen_on(const char *spec) {
                             .sin_port = htons((uint16_t)atoi(colon + 1))};
   if (inet_pton(AF_INET, host, &sin.sin_addr) != 1)
     return -1;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+  int fd = socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+  int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
-      listen(fd, SOMAXCONN) < 0)
+      (!udp && listen(fd, SOMAXCONN) < 0))
     return -1;
   return fd;
 }
@@ -281,9 +286,10 @@ int main(int argc, char **argv) {
     else if (v != NULL && strcmp(a, "--exit-after-ready") == 0)
       exit_code = atoi(v), i++;
     else {
-      fprintf(stderr,
-              "usage: hello [--listen IPV4:PORT] [--name NAME] [--boot-ms MS]"
-              " [--record FILE] [--exit-after-ready CODE]\n");
+      fprintf(
+          stderr,
+          "usage: hello [--listen [udp:]IPV4:PORT] [--name NAME] [--boot-ms MS]"
+          " [--record FILE] [--exit-after-ready CODE]\n");
       return 2;
     }
   }

@@ -21,7 +21,7 @@ done
 test_dir proxy
 vg_init "$dir"
 pub=$(free_port) gport=$(free_port) bad=$(free_port) badg=$(free_port)
-hport=$(free_port)
+hport=$(free_port) upub=$(free_port) ug=$(free_port)
 cat >"$dir/jitsu.conf" <<CONF
 [jitsu]
 state-dir = $dir/state
@@ -42,6 +42,11 @@ ready = notify
 stop-grace = 1s
 idle-timeout = 3s
 idle-action = destroy
+
+[vm echo]
+exec = $hello --listen udp:127.0.0.1:$ug --name u --boot-ms 300 --record $dir/starts-u
+ready = notify
+socket = udp:127.0.0.1:$upub to=127.0.0.1:$ug
 
 [vm broken]
 exec = /bin/false
@@ -116,7 +121,26 @@ sleep 4.5
 exec {conn}>&-
 tap_ok "fd handoff: an open connection holds the guest past idle-timeout"
 
-# 6. Bad sockets are rejected at load with the line.
+# 6. UDP: the first datagram summons the guest, is held while it starts
+# (300 ms), and is answered; the flow's next datagrams go straight on.
+udp_ask() {
+  python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(20)
+answers = []
+for i in range(3):
+    s.sendto(b"ping %d" % i, ("127.0.0.1", int(sys.argv[1])))
+    answers.append(s.recvfrom(512)[0].decode().strip())
+print(" / ".join(answers))
+PY
+}
+out=$(udp_ask "$upub") || fail "no answer through the udp trigger"
+[ "$out" = "hello from u / hello from u / hello from u" ] || fail "udp answers: $out"
+[ "$(wc -l <"$dir/starts-u")" -eq 1 ] || fail "$(wc -l <"$dir/starts-u") spawns for one flow"
+tap_ok "udp: the first datagram summons the guest, is not lost, and is answered"
+
+# 7. Bad sockets are rejected at load with the line.
 cat >"$dir/bad.conf" <<CONF
 [jitsu]
 state-dir = $dir/state2
