@@ -10,7 +10,9 @@
  *   floor   the same command with jitsu.exit: the guest ends QEMU at its
  *           first C statement (spawn to exit: QEMU's own start-up)
  * The unikernel (examples/guests/unikernel), summon to first HTTP byte
- * through a forwarded port: libjitsu, by hand, and its floor.
+ * through a forwarded port: libjitsu, by hand, and its floor; and a client
+ * connecting to a proxying socket trigger (socket =) of the stopped vm,
+ * connect to first byte, against the same QEMU by hand.
  * Linux guest (examples/guests/linux/build.sh), summon to first HTTP
  * response through the forwarded port: cold boot, restore from a snapshot
  * image, resume from pause; and a cold boot by hand.
@@ -22,6 +24,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,7 +181,66 @@ static char **exit_at_once(char **v) {
   return exit_at_once_device(v);
 }
 
-static double linux_cold_p50, uni_p50;
+static double linux_cold_p50, uni_p50, uni_hand_p50;
+
+/* A client in a thread of its own (the trigger runs on this loop): connect
+ * to first byte, in ms, or -1. */
+typedef struct probe {
+  int port;
+  double ms;
+  bool done;
+  uv_async_t async;
+} probe;
+
+static void *probe_main(void *arg) {
+  probe *p = arg;
+  double t0 = now_ms();
+  p->ms = http_first_byte(p->port, t0 + 30000) == 0 ? now_ms() - t0 : -1;
+  uv_async_send(&p->async);
+  return NULL;
+}
+
+static void probe_done(uv_async_t *a) {
+  probe *p = a->data;
+  p->done = true;
+  uv_close((uv_handle_t *)a, NULL);
+}
+
+static double probe_once(int port) {
+  probe p = {.port = port, .ms = -1};
+  uv_async_init(&loop, &p.async, probe_done);
+  p.async.data = &p;
+  pthread_t t;
+  if (pthread_create(&t, NULL, probe_main, &p) != 0)
+    return -1;
+  while (!p.done)
+    uv_run(&loop, UV_RUN_ONCE);
+  uv_run(&loop, UV_RUN_NOWAIT); /* the async's close */
+  pthread_join(t, NULL);
+  return p.ms;
+}
+
+/* The unikernel behind a proxying socket trigger: a client's connect to
+ * its first HTTP byte with the vm stopped, against QEMU by hand. */
+static void through_trigger(int port, int n) {
+  jitsu_vm *vm = jitsu_vm_find(ctx, "unip");
+  double *t = calloc((size_t)n, sizeof(double));
+  for (int i = 0; i < n; i++) {
+    if ((t[i] = probe_once(port)) < 0) {
+      fprintf(stderr, "bench_qemu: no answer through the socket trigger\n");
+      return;
+    }
+    destroy_vm(vm);
+  }
+  double pt = p50(t, n);
+  printf("unikernel behind a proxying socket trigger, client connect to "
+         "first HTTP byte, %d runs, p50 (ms):\n",
+         n);
+  printf("  through the trigger         %7.1f\n", pt);
+  printf("  QEMU by hand (above)        %7.1f\n", uni_hand_p50);
+  printf("  toolstack's own share: %+.1f ms (ratio %.2f)\n", pt - uni_hand_p50,
+         pt / uni_hand_p50);
+}
 
 /* Summons of (name) against the same QEMU command by hand and its floor
  * (the guest exits at once), (n) of each; with (port), to the first HTTP
@@ -210,6 +272,8 @@ static double against_hand(const char *name, const char *title, int port,
     fl[i] = run_by_hand(exit_argv, NULL, 0);
   }
   double pj = p50(j, n), ph = p50(h, n), pf = p50(fl, n);
+  if (strcmp(name, "uni") == 0)
+    uni_hand_p50 = ph;
   printf("%s, %d runs each, p50 (ms):\n", title, n);
   printf("  libjitsu                    %7.1f\n", pj);
   printf("  QEMU by hand                %7.1f\n", ph);
@@ -292,8 +356,13 @@ int main(int argc, char **argv) {
                      "ready = marker\n"
                      "[vm uni]\nbackend = qemu\nkernel = %s\nmemory = 16M\n"
                      "tsc-hint = yes\nforward = tcp:127.0.0.1:%d-:80\n"
-                     "ready = marker+http:127.0.0.1:%d/\n",
-                     argv[optind], argv[optind + 1], port + 1, port + 1);
+                     "ready = marker+http:127.0.0.1:%d/\n"
+                     "[vm unip]\nbackend = qemu\nkernel = %s\nmemory = 16M\n"
+                     "tsc-hint = yes\nforward = tcp:127.0.0.1:%d-:80\n"
+                     "ready = marker+http:127.0.0.1:%d/\n"
+                     "address = 127.0.0.1:%d\nsocket = tcp:127.0.0.1:%d\n",
+                     argv[optind], argv[optind + 1], port + 1, port + 1,
+                     argv[optind + 1], port + 2, port + 2, port + 2, port + 3);
   if (optind + 3 < argc)
     snprintf(conf + len, sizeof(conf) - (size_t)len,
              "[vm web]\nbackend = qemu\nkernel = %s\ninitrd = %s\n"
@@ -307,6 +376,8 @@ int main(int argc, char **argv) {
   against_hand("tiny", "tiny PVH guest, summon to its marker", 0, n);
   uni_p50 =
       against_hand("uni", "unikernel, summon to first HTTP byte", port + 1, n);
+  if (uni_p50 > 0)
+    through_trigger(port + 3, n);
   if (optind + 3 < argc) {
     linux_guest(port, n < 5 ? n : 5);
     printf("unikernel against the Linux guest, summon to first HTTP byte "

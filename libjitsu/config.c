@@ -529,8 +529,6 @@ static int gather_vm(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
 
 /* A backend's own check of a vm, without side effects. */
 static int backend_check(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
-  if (vs->backend->configure == NULL)
-    return 0;
   jitsu_vm probe;
   memset(&probe, 0, sizeof(probe));
   probe.ctx = ctx;
@@ -544,12 +542,14 @@ static int backend_check(jitsu_ctx *ctx, cfg *c, vmsec *vs, jitsu_error *err) {
     err->key[0] = '\0';
   jitsu_error local;
   memset(&local, 0, sizeof(local));
-  int r = vs->backend->configure(&probe, &local);
+  int r = vs->backend->configure ? vs->backend->configure(&probe, &local) : 0;
   if (r >= 0) {
-    if (vs->backend->release != NULL)
+    if (vs->backend->configure != NULL && vs->backend->release != NULL)
       vs->backend->release(&probe);
-    return 0;
+    r = jitsu__proxy_check(&probe, &local); /* the sockets we relay */
   }
+  if (r >= 0)
+    return 0;
   jitsu__err_at(err, line_of(c, vs->section, local.key, vs->line));
   /* (local) says "KEY: TEXT"; the key is said again with the line. */
   const char *text = local.message[0] ? local.message : jitsu_strerror(r);

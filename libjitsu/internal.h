@@ -271,6 +271,8 @@ int jitsu__config_load_stream(jitsu_ctx *ctx, FILE *f, const char *name,
  * Detach closes them and every connection held or relayed. */
 int jitsu__proxy_attach(jitsu_vm *vm, jitsu_error *err);
 void jitsu__proxy_detach(jitsu_vm *vm);
+/* Check the vm's relayed "socket" values without binding anything. */
+int jitsu__proxy_check(jitsu_vm *vm, jitsu_error *err);
 /* The guest has gone (stopped or failed): its relayed connections are
  * reset; held ones wait for the next start. */
 void jitsu__proxy_guest_gone(jitsu_vm *vm);

@@ -673,14 +673,55 @@ static unsigned param_uint(jitsu_vm *vm, const char *key, unsigned dflt) {
   return v != NULL && jitsu__parse_uint(v, &u) == 0 ? u : dflt;
 }
 
-int jitsu__proxy_attach(jitsu_vm *vm, jitsu_error *err) {
+/* Fill (l) from (spec), a socket of (vm): its address, and the guest's
+ * (to=, else the vm's first address); 0 or (err) filled. */
+static int listener_spec(jitsu_vm *vm, const char *spec, listener *l,
+                         int *backlog, jitsu_error *err) {
+  bool to_given;
+  const char *why;
+  if (parse_spec(spec, l, backlog, &to_given, &why) < 0)
+    return jitsu_error_set(err, -EINVAL, "socket", "'%s': %s", spec, why);
+  if (!to_given) {
+    const char *a = jitsu_vm_param(vm, "address", 0);
+    if (a == NULL || jitsu__parse_hostport(a, &l->to) < 0)
+      return jitsu_error_set(err, -EINVAL, "socket",
+                             "'%s': no guest address to relay to: add "
+                             "to=HOST:PORT, or an address = HOST:PORT key",
+                             spec);
+  }
+  jitsu__format_sockaddr((struct sockaddr *)&l->to, l->to_text,
+                         sizeof(l->to_text));
+  return 0;
+}
+
+/* The next socket of (vm) that the library relays, at index (*k) or
+ * later (moved past it); NULL when there is no other. */
+static const char *next_spec(jitsu_vm *vm, size_t *k) {
   bool takes = backend_takes_sockets(vm);
+  const char *spec;
+  while ((spec = jitsu_vm_param(vm, "socket", (*k)++)) != NULL)
+    if (!takes || jitsu__proxy_spec_has_to(spec))
+      return spec; /* else handed to the guest by the backend */
+  return NULL;
+}
+
+int jitsu__proxy_check(jitsu_vm *vm, jitsu_error *err) {
+  const char *spec;
+  listener l;
+  int backlog, r;
+  for (size_t k = 0; (spec = next_spec(vm, &k)) != NULL;) {
+    memset(&l, 0, sizeof(l));
+    if ((r = listener_spec(vm, spec, &l, &backlog, err)) < 0)
+      return r;
+  }
+  return 0;
+}
+
+int jitsu__proxy_attach(jitsu_vm *vm, jitsu_error *err) {
   const char *spec;
   proxy *px = NULL;
   int r = 0;
-  for (size_t i = 0; (spec = jitsu_vm_param(vm, "socket", i)) != NULL; i++) {
-    if (takes && !jitsu__proxy_spec_has_to(spec))
-      continue; /* handed to the guest by the backend */
+  for (size_t k = 0; (spec = next_spec(vm, &k)) != NULL;) {
     if (px == NULL) {
       if ((px = calloc(1, sizeof(*px))) == NULL)
         return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
@@ -707,26 +748,10 @@ int jitsu__proxy_attach(jitsu_vm *vm, jitsu_error *err) {
     }
     l->px = px;
     int backlog;
-    bool to_given;
-    const char *why;
-    if (parse_spec(spec, l, &backlog, &to_given, &why) < 0) {
+    if ((r = listener_spec(vm, spec, l, &backlog, err)) < 0) {
       free(l);
-      r = jitsu_error_set(err, -EINVAL, "socket", "'%s': %s", spec, why);
       break;
     }
-    if (!to_given) {
-      const char *a = jitsu_vm_param(vm, "address", 0);
-      if (a == NULL || jitsu__parse_hostport(a, &l->to) < 0) {
-        free(l);
-        r = jitsu_error_set(err, -EINVAL, "socket",
-                            "'%s': no guest address to relay to: add "
-                            "to=HOST:PORT, or an address = HOST:PORT key",
-                            spec);
-        break;
-      }
-    }
-    jitsu__format_sockaddr((struct sockaddr *)&l->to, l->to_text,
-                           sizeof(l->to_text));
     if ((r = open_listener(px, l, backlog, err, spec)) < 0)
       break;
   }
