@@ -41,10 +41,11 @@ typedef struct proc {
   uv_timer_t *exit_timer; /* without pidfd_open(2): looks every 20 ms */
   uv_timer_t *timer;      /* stop grace, suspend/resume confirmation */
   unsigned checks;
-  uv_timer_t *rearm;     /* socket trigger back-off after a failure */
-  uv_timer_t *activity;  /* while ready: the sockets are watched again */
-  struct spawn_job *job; /* a start in flight */
-  bool stop_asked;       /* while it was: stop it once it has started */
+  uv_timer_t *rearm;        /* socket trigger back-off after a failure */
+  unsigned failures_in_row; /* failed starts since the last ready */
+  uv_timer_t *activity;     /* while ready: the sockets are watched again */
+  struct spawn_job *job;    /* a start in flight */
+  bool stop_asked;          /* while it was: stop it once it has started */
   jitsu_stop_mode stop_mode;
   uint64_t stop_grace_ms;
 } proc;

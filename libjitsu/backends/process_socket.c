@@ -9,6 +9,7 @@
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* After a failed start the sockets summon again only after a back-off,
+ * doubling with each failure in a row. */
 #define REARM_AFTER_FAILURE_MS 1000
+#define REARM_MAX_MS 60000
+#define RESET_MAX 4096 /* waiting connections reset after a failure */
 /* While the guest serves its sockets, a connection or datagram arriving is
  * activity: seen by polling them, then not again for this long (at most a
  * few wake-ups a second, whatever the traffic). */
@@ -184,14 +189,55 @@ static void activity_readable(uv_poll_t *h, int status, int events) {
   uv_timer_start(p->activity, activity_fired, ACTIVITY_SAMPLE_MS, 0);
 }
 
+/* The guest failed to start: the connections waiting in the kernel's
+ * queue are reset (and datagrams dropped) now, not left to their clients'
+ * time-outs. Returns how many. */
+static unsigned reset_waiting(proc *p) {
+  unsigned n = 0;
+  for (size_t i = 0; i < p->n_socks; i++) {
+    psock *s = &p->socks[i];
+    for (unsigned k = 0; s->fd >= 0 && k < RESET_MAX; k++) {
+      struct pollfd pf = {.fd = s->fd, .events = POLLIN};
+      if (poll(&pf, 1, 0) != 1) /* our copy blocks: look first */
+        break;
+      if (s->type == SOCK_DGRAM) {
+        char c;
+        if (recv(s->fd, &c, 1, MSG_DONTWAIT | MSG_TRUNC) < 0)
+          break;
+      } else {
+        int c = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (c < 0)
+          break;
+        struct linger lg = {1, 0}; /* a reset, not an orderly close */
+        setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close(c);
+      }
+      n++;
+    }
+  }
+  return n;
+}
+
 void process_sockets_arm(proc *p, jitsu_state state) {
   /* A guest that is not running (or is suspended) is summoned by a
    * connection; a running one serves its sockets itself. After a failure,
-   * wait a little: the connection that failed may still be queued. */
+   * the waiting connections are reset and the sockets rest a while. */
   bool want = state == JITSU_STATE_STOPPED || state == JITSU_STATE_SUSPENDED ||
               state == JITSU_STATE_FAILED;
+  if (state == JITSU_STATE_READY)
+    p->failures_in_row = 0;
   if (state == JITSU_STATE_FAILED && p->rearm != NULL) {
-    uv_timer_start(p->rearm, rearm_fired, REARM_AFTER_FAILURE_MS, 0);
+    unsigned shift = p->failures_in_row < 6 ? p->failures_in_row : 6;
+    uint64_t wait = (uint64_t)REARM_AFTER_FAILURE_MS << shift;
+    if (wait > REARM_MAX_MS)
+      wait = REARM_MAX_MS;
+    p->failures_in_row++;
+    unsigned n = reset_waiting(p);
+    jitsu_vm_log(p->vm, JITSU_LOG_WARNING,
+                 "not started: %u waiting connection(s) or datagram(s) "
+                 "refused; its sockets summon it again in %llu ms",
+                 n, (unsigned long long)wait);
+    uv_timer_start(p->rearm, rearm_fired, wait, 0);
     want = false;
   } else if (p->rearm != NULL) {
     uv_timer_stop(p->rearm);

@@ -21,7 +21,7 @@ done
 test_dir proxy
 vg_init "$dir"
 pub=$(free_port) gport=$(free_port) bad=$(free_port) badg=$(free_port)
-hport=$(free_port) upub=$(free_port) ug=$(free_port)
+hport=$(free_port) upub=$(free_port) ug=$(free_port) hb=$(free_port)
 cat >"$dir/jitsu.conf" <<CONF
 [jitsu]
 state-dir = $dir/state
@@ -47,6 +47,11 @@ idle-action = destroy
 exec = $hello --listen udp:127.0.0.1:$ug --name u --boot-ms 300 --record $dir/starts-u
 ready = notify
 socket = udp:127.0.0.1:$upub to=127.0.0.1:$ug
+
+[vm handbroken]
+exec = /bin/false
+socket = tcp:127.0.0.1:$hb
+ready = notify
 
 [vm broken]
 exec = /bin/false
@@ -102,6 +107,18 @@ sleep 2
 n=$(grep -c "vm broken: failed -> starting" "$dir/controller.err" || true)
 [ "$n" -eq 0 ] || fail "the failing vm is retried without connections ($n)"
 tap_ok "a vm that cannot start: connections reset at once, back-off, one log line"
+
+# The same with fd handoff: the connection waiting in the kernel's queue
+# is reset, not left to the client's time-out, and nothing loops.
+s=0
+curl -sS --max-time 20 "http://127.0.0.1:$hb/" >/dev/null 2>"$dir/bad.err" || s=$?
+[ "$s" -ne 0 ] && [ "$s" -ne 28 ] || fail "handed socket of a failing vm: curl exit $s: $(cat "$dir/bad.err")"
+sleep 3
+n=$(grep -c "vm handbroken: stopped -> starting\|vm handbroken: failed -> starting" "$dir/controller.err" || true)
+[ "$n" -eq 1 ] || fail "$n starts of the failing vm for one connection"
+grep -q "vm handbroken: not started: 1 waiting connection" "$dir/controller.err" ||
+  fail "the reset is not logged"
+tap_ok "fd handoff, a vm that cannot start: the waiting connection is reset, no retry loop"
 
 # 4. Steady traffic (a request every 0.5 s for 6 s, idle-timeout 3 s) keeps
 # the guest up; once it ends, the idle policy stops it.
