@@ -337,6 +337,8 @@ static void drain_held(proxy *px) {
 static void flows_flush(proxy *px);
 static void flows_close_all(proxy *px);
 
+static void summon_kick(proxy *px);
+
 static void summoned(jitsu_vm *vm, int status, void *arg) {
   proxy *px = arg;
   (void)vm;
@@ -349,6 +351,9 @@ static void summoned(jitsu_vm *vm, int status, void *arg) {
     px->backoff_ms = 0;
     drain_held(px);
     flows_flush(px);
+    if (px->held.next != &px->held &&
+        jitsu_vm_state(px->vm) != JITSU_STATE_READY)
+      summon_kick(px); /* it went away again before they got their turn */
   } else {
     jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
     jitsu_vm_info_get(px->vm, &info);
@@ -788,6 +793,9 @@ void jitsu__proxy_guest_gone(jitsu_vm *vm) {
   while (px->relays.next != &px->relays)
     conn_close(JITSU__CONTAINER(px->relays.next, conn, link), true);
   px->draining = false;
+  /* Connections waiting for a relay slot have no summon to wait for. */
+  while (!px->summoning && px->held.next != &px->held)
+    conn_close(JITSU__CONTAINER(px->held.next, conn, link), true);
   /* Flows that relayed to it end; those holding datagrams wait on. */
   for (jitsu__link *k = px->flows.next; k != &px->flows;) {
     flow *f = JITSU__CONTAINER(k, flow, link);

@@ -59,6 +59,15 @@ ready = tcp:127.0.0.1:$badg
 ready-timeout = 5s
 socket = tcp:127.0.0.1:$bad to=127.0.0.1:$badg
 CONF
+cp "$dir/jitsu.conf" "$dir/base.conf"
+sp=$(free_port) sg=$(free_port)
+cat >>"$dir/jitsu.conf" <<CONF
+
+[vm slow]
+exec = $hello --listen 127.0.0.1:$sg --name slow --boot-ms 3000
+ready = tcp:127.0.0.1:$sg
+socket = tcp:127.0.0.1:$sp to=127.0.0.1:$sg
+CONF
 ctl() { "$ctl_bin" -c "$dir/jitsu.conf" "$@"; }
 fail() {
   echo "FAIL: $*" >&2
@@ -169,9 +178,28 @@ out=$("$controller" "$dir/bad.conf" 2>&1 </dev/null) && fail "to=nowhere loaded"
 echo "$out" | grep -q "bad.conf:5: .*to= needs a numeric HOST:PORT" || fail "no file:line: $out"
 tap_ok "a bad to= is an error with its file and line"
 
+# 8. Lifetimes: a reload that removes a vm while a connection waits for
+# it resets that connection; a controller that ends with a connection
+# relayed lets go of everything (memcheck and ASan watch both).
+curl -sS --max-time 20 -o /dev/null "http://127.0.0.1:$sp/" 2>"$dir/slow.err" &
+cpid=$!
+sleep 0.5
+cp "$dir/base.conf" "$dir/jitsu.conf"
+ctl reload >/dev/null || fail "reload"
+s=0
+wait "$cpid" || s=$?
+[ "$s" -ne 0 ] && [ "$s" -ne 28 ] || fail "a connection to a removed vm: curl exit $s"
+for _ in $(seq 1 100); do ctl list | grep -q "^slow " || break; sleep 0.1; done
+! ctl list | grep -q "^slow " || fail "slow is still defined after the reload"
+exec {c2}<>"/dev/tcp/127.0.0.1/$pub"
+sleep 0.5
+[ "$(state h)" = ready ] || fail "h is $(state h) with a connection relayed"
+tap_ok "a reload resets a waiting connection; relays are let go at exit"
+
 grep -v "^$" "$dir/controller.err" | sed "s/^/# /" | grep -i "broken\|idle" >&2 || true
 kill "${pids[0]}"
 wait "${pids[0]}" || fail "the controller exited with an error"
 pids=()
+exec {c2}>&-
 vg_check "$dir" || fail "memcheck found errors in the controller"
 tap_end
