@@ -4,7 +4,8 @@
 # relaying to the same warm guest (nginx with 512-byte answers, started by
 # the controller as a vm), measured with wrk -t2 -c64 in the same run,
 # rounds taking turns, with the CPU time each relay spent per request
-# (from /proc). The relays are pinned to core 0, wrk to core 1.
+# (from /proc). The relays are pinned to core 0, wrk to core 1. Then
+# relay_copy: read/write against splice(2) for a bulk transfer.
 #
 #   bench/bench_tcp.sh BUILD_DIR     (ninja -C build bench-tcp runs it)
 #
@@ -141,3 +142,7 @@ done
 median_ratio "$dir/ratios" 1 "req/s jitsu / haproxy (mode tcp)"
 median_ratio "$dir/ratios" 2 "req/s jitsu / socat"
 median_ratio "$dir/ratios" 3 "cpu per request haproxy / jitsu"
+
+# Whether splice(2) would pay for the relay's copy (bulk transfer, one
+# connection): see doc/decisions.md.
+"$build/bench/relay_copy" -m 512 -r "$rounds"
