@@ -105,7 +105,7 @@ done
 ticks() {
   local p all=$1
   for p in $(pgrep -P "$1"); do all="$all $p"; done
-  for p in $all; do cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null; done |
+  for p in $all; do cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null || true; done |
     awk '{u += $1; s += $2} END {print u + 0, s + 0}'
 }
 hz=$(getconf CLK_TCK)
