@@ -32,7 +32,8 @@ files_of() {
   config) echo "libjitsu/config.c libjitsu/config_read.c" ;;
   control) echo "libjitsu/control.c libjitsu/control_cmd.c" ;;
   chan) echo "libjitsu/chan_ring.c libjitsu/channel.c libjitsu/rendezvous.c libjitsu/chan_xen.c" ;;
-  dns) echo "frontends/dns/dns_wire.c frontends/dns/dns_server.c" ;;
+  dns) echo "frontends/dns/dns_wire.c" ;;
+  dns_server) echo "frontends/dns/dns_server.c frontends/dns/dns_zones.c frontends/dns/dns_forward.c" ;;
   http) echo "frontends/http/http_proxy.c frontends/http/http_upstream.c frontends/http/http_server.c" ;;
   qmp) echo "libjitsu/backends/qmp.c libjitsu/backends/qemu_spawn.c" ;;
   uni_net) echo "examples/guests/unikernel/net.c" ;;

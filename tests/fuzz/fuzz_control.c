@@ -3,8 +3,8 @@
  * context has one vm whose program cannot start, so no verb can leave a
  * process behind. */
 #include "internal.h"
+#include "fuzz_util.h"
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -15,17 +15,11 @@ static uv_loop_t loop;
 static jitsu_ctx *ctx;
 static char dir[64];
 
-static int remove_entry(const char *path, const struct stat *st, int type,
-                        struct FTW *ftw) {
-  (void)st, (void)type, (void)ftw;
-  return remove(path);
-}
-
 /* Leave nothing behind: the socket, logs and the state directory. */
 static void cleanup(void) {
   jitsu_ctx_free(ctx);
   uv_run(&loop, UV_RUN_DEFAULT);
-  nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+  fuzz_rmtree(dir);
 }
 
 static jitsu_ctx *fuzz_ctx(void) {

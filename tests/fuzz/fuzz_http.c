@@ -3,9 +3,9 @@
  * proxy serves as a client; the loop runs until the proxy is done with it.
  * The one vm's program cannot start, so no process is left behind. */
 #include "http.h"
+#include "fuzz_util.h"
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,17 +19,11 @@ static jitsu_ctx *ctx;
 static http_proxy *px;
 static char dir[64];
 
-static int remove_entry(const char *path, const struct stat *st, int type,
-                        struct FTW *ftw) {
-  (void)st, (void)type, (void)ftw;
-  return remove(path);
-}
-
 static void cleanup(void) {
   http_proxy_destroy(px);
   jitsu_ctx_free(ctx);
   uv_run(&loop, UV_RUN_DEFAULT);
-  nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+  fuzz_rmtree(dir);
 }
 
 static void setup(void) {
