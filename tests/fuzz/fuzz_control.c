@@ -1,12 +1,18 @@
-/* libFuzzer target: a control protocol request line, through the JSON
- * parser and the command dispatcher of the real control server. The
+/* libFuzzer target: control protocol requests, through the JSON parser
+ * and the command dispatcher of the real control server, then the same
+ * bytes through a real connection to its socket (the transport). The
  * context has one vm whose program cannot start, so no verb can leave a
  * process behind. */
 #include "internal.h"
 #include "fuzz_util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -42,9 +48,54 @@ static jitsu_ctx *fuzz_ctx(void) {
   return ctx;
 }
 
+/* The same bytes through a real connection to the control socket: line
+ * splitting, over-long lines, pipelining and half-close in the server's
+ * transport. Until the server closes the connection, bounded. */
+static void through_socket(const uint8_t *data, size_t size) {
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  const char *path = jitsu_control_path(ctx);
+  if (path == NULL || strlen(path) >= sizeof(sun.sun_path))
+    return;
+  memcpy(sun.sun_path, path, strlen(path) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return;
+  if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+    close(fd);
+    return;
+  }
+  fcntl(fd, F_SETFL, O_NONBLOCK);
+  size_t off = 0;
+  bool shut = false;
+  char sink[65536];
+  for (int turn = 0; turn < 2000; turn++) {
+    if (off < size) {
+      ssize_t w = write(fd, data + off, size - off);
+      if (w > 0)
+        off += (size_t)w;
+    }
+    if (off == size && !shut) {
+      shutdown(fd, SHUT_WR);
+      shut = true;
+    }
+    uv_run(&loop, UV_RUN_NOWAIT);
+    ssize_t n;
+    while ((n = read(fd, sink, sizeof(sink))) > 0)
+      ;
+    if (n == 0 || (n < 0 && errno != EAGAIN))
+      break; /* the server is done with us */
+    if (turn > 4)
+      usleep(200);
+  }
+  close(fd);
+  uv_run(&loop, UV_RUN_NOWAIT);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   jitsu__control_feed(fuzz_ctx(), (const char *)data, size);
   /* Let deferred completions and time-outs of this input run out. */
   uv_run(&loop, UV_RUN_NOWAIT);
+  if (size <= 1 << 20)
+    through_socket(data, size);
   return 0;
 }
