@@ -200,7 +200,8 @@ struct http_proxy {
 /* Copy (n) bytes of (s) to (p); the end of the copy. (Heads are built
  * with these, not snprintf: it was a tenth of our CPU per request.) */
 static inline char *http_put(char *p, const char *s, size_t n) {
-  memcpy(p, s, n);
+  if (n > 0) /* (s) may be NULL then: an empty field */
+    memcpy(p, s, n);
   return p + n;
 }
 #define HTTP_PUT(p, lit) http_put((p), (lit), sizeof(lit) - 1)

@@ -889,8 +889,16 @@ void http_client_connected(http_client *c) {
   }
   if (c->req_complete) {
     arm_response_timer(c);
-  } else if (c->req_has_body) { /* (without one, the request completes
-                                 * right after this) */
+    /* A request pipelined behind this one stays stashed, its parser
+     * paused, until this answer is over (http_client_response_done):
+     * parsed now, it would take the guest connection from under this
+     * request, which would be left open and unanswered. */
+    if (!c->paused_by_upstream)
+      reading(c, true);
+    return;
+  }
+  if (c->req_has_body) { /* (without one, the request completes right
+                          * after this) */
     body_begin(c);
     arm_body_timer(c);
   }

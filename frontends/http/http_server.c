@@ -80,6 +80,8 @@ void http_list_del(http_link *l) {
 
 int http_buf_add(char **buf, size_t *len, size_t *cap, const char *data,
                  size_t n, size_t max) {
+  if (n == 0)
+    return 0; /* (data) may be NULL then: an empty header value */
   if (*len + n > max)
     return -1;
   if (*len + n > *cap) {
