@@ -3,10 +3,11 @@
  * ordered per-vm queue while it starts, then connects each to the guest's
  * address and relays both ways, with backpressure and half-close.
  *
- * "socket = tcp:HOST:PORT [to=HOST:PORT] [backlog=N]" in a [vm] section:
- * for a backend that does not take sockets itself (every backend but
- * process), or with to= for any backend. The guest's address is to=, or
- * else the vm's first address key.
+ * "socket = tcp|udp:HOST:PORT [to=HOST:PORT] [backlog=N]" in a [vm]
+ * section: for a backend that does not take sockets itself (every backend
+ * but process), or with to= for any backend. The guest's address is to=,
+ * or else the vm's first address key. UDP is relayed per flow (a client
+ * address), each with a socket of its own connected to the guest.
  *
  * Lifetimes: a vm has one jitsu__proxy while it is defined. The proxy's
  * memory lives until its last handle has closed and its summon has called
