@@ -340,7 +340,9 @@ static int take_definition(jitsu_vm *vm, const jitsu_backend_ops *backend,
   vm->params = params;
   vm->n_params = n;
   int r = backend->configure ? backend->configure(vm, err) : 0;
-  if (r == 0 && backend->attach != NULL)
+  if (r < 0)
+    return r; /* configure keeps nothing when it fails */
+  if (backend->attach != NULL)
     r = backend->attach(vm, err);
   if (r == 0)
     r = jitsu__proxy_attach(vm, err);
