@@ -146,14 +146,6 @@ for p in $N $H $N2 $H2; do
   for _ in $(seq 1 100); do curl -s -m 1 "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.05; done
 done
 
-# CPU ticks (user, system) of a process and its threads, and the
-# processes under it (nginx's worker).
-ticks() {
-  local p all=$1
-  for p in $(pgrep -P "$1"); do all="$all $p"; done
-  for p in $all; do cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null; done |
-    awk '{u += $1; s += $2} END {print u + 0, s + 0}'
-}
 hz=$(getconf CLK_TCK)
 run() { # NAME PORT PID [HOST]
   local out t0 t1

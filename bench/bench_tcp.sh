@@ -99,15 +99,8 @@ for p in $H $S; do
   for _ in $(seq 1 100); do curl -s -m 1 "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.05; done
 done
 
-# CPU ticks (user, system) of a process and its threads, and of the
-# processes under it (socat's children, one per connection, are gone by
-# the time the run ends: socat is measured by throughput only).
-ticks() {
-  local p all=$1
-  for p in $(pgrep -P "$1"); do all="$all $p"; done
-  for p in $all; do cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null || true; done |
-    awk '{u += $1; s += $2} END {print u + 0, s + 0}'
-}
+# socat's children (one per connection) are gone when a run ends: socat
+# is measured by throughput only.
 hz=$(getconf CLK_TCK)
 run() { # NAME PORT PID
   local out t0 t1 rps p50 p99 errors requests cu cs

@@ -111,22 +111,12 @@ static void setup(void) {
       jitsu_config_declare_keys(ctx, "dns", dns_keys, 1) < 0 ||
       jitsu_config_declare_keys(ctx, "vm", vm_keys, 2) < 0)
     abort();
-  char path[128];
-  snprintf(path, sizeof(path), "%s/fuzz.conf", dir);
-  FILE *f = fopen(path, "w");
-  if (f == NULL)
-    abort();
-  fputs("[dns]\nzone = test\n"
-        "[vm a]\nexec = /nonexistent/jitsu-fuzz-guest\ndns = a.test\n"
-        "dns = b.w.test\naddress = 192.0.2.1\naddress = 2001:db8::1\n"
-        "dns-hold = 20ms\n",
-        f);
-  fclose(f);
-  jitsu_error err;
-  if (jitsu_config_load(ctx, path, &err) < 0) {
-    fprintf(stderr, "fuzz_dns_server: %s\n", err.message);
-    abort();
-  }
+  fuzz_load_config(ctx, dir,
+                   "[dns]\nzone = test\n"
+                   "[vm a]\nexec = /nonexistent/jitsu-fuzz-guest\n"
+                   "dns = a.test\ndns = b.w.test\naddress = 192.0.2.1\n"
+                   "address = 2001:db8::1\ndns-hold = 20ms\n",
+                   "fuzz_dns_server");
   /* The upstream, on a port of its own. */
   uv_udp_init(&loop, &upstream);
   struct sockaddr_in up = {.sin_family = AF_INET};

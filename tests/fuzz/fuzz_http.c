@@ -120,22 +120,13 @@ static void setup(void) {
       uv_listen((uv_stream_t *)&upstream, 64, up_connection) < 0 ||
       uv_tcp_getsockname(&upstream, (struct sockaddr *)&sin, &len) < 0)
     abort();
-  char path[128];
-  snprintf(path, sizeof(path), "%s/fuzz.conf", dir);
-  FILE *f = fopen(path, "w");
-  if (f == NULL)
-    abort();
-  fprintf(f,
-          "[http]\nupstream = u.test 127.0.0.1:%d\n"
-          "[vm a]\nexec = /nonexistent/jitsu-fuzz-guest\nhttp-host = a.test\n"
-          "http-backend = 127.0.0.1:9\nhttp-hold = 50ms\n",
-          ntohs(sin.sin_port));
-  fclose(f);
-  jitsu_error err;
-  if (jitsu_config_load(ctx, path, &err) < 0) {
-    fprintf(stderr, "fuzz_http: %s\n", err.message);
-    abort();
-  }
+  char conf[512];
+  snprintf(conf, sizeof(conf),
+           "[http]\nupstream = u.test 127.0.0.1:%d\n"
+           "[vm a]\nexec = /nonexistent/jitsu-fuzz-guest\nhttp-host = a.test\n"
+           "http-backend = 127.0.0.1:9\nhttp-hold = 50ms\n",
+           ntohs(sin.sin_port));
+  fuzz_load_config(ctx, dir, conf, "fuzz_http");
   static const char *const none[] = {NULL};
   http_config cfg;
   memset(&cfg, 0, sizeof(cfg));

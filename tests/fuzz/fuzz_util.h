@@ -4,6 +4,9 @@
 
 #include <ftw.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+#include <jitsu/jitsu.h>
 
 static int fuzz_remove_entry(const char *path, const struct stat *st, int type,
                              struct FTW *ftw) {
@@ -14,6 +17,24 @@ static int fuzz_remove_entry(const char *path, const struct stat *st, int type,
 /* Remove (dir) and everything under it: a target leaves nothing behind. */
 static inline void fuzz_rmtree(const char *dir) {
   nftw(dir, fuzz_remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Write (text) to DIR/fuzz.conf and load it into (ctx); a target that
+ * cannot set up aborts, naming (who). */
+static inline void fuzz_load_config(jitsu_ctx *ctx, const char *dir,
+                                    const char *text, const char *who) {
+  char path[128];
+  snprintf(path, sizeof(path), "%s/fuzz.conf", dir);
+  FILE *f = fopen(path, "w");
+  if (f == NULL)
+    abort();
+  fputs(text, f);
+  fclose(f);
+  jitsu_error err;
+  if (jitsu_config_load(ctx, path, &err) < 0) {
+    fprintf(stderr, "%s: %s\n", who, err.message);
+    abort();
+  }
 }
 
 #endif
