@@ -103,7 +103,7 @@ CONF
 
 wait_port() {
   for _ in $(seq 1 100); do
-    kdig @127.0.0.1 -p "$1" +time=1 +retry=0 vm0.bench.test A +short 2>/dev/null | grep -q 127.0.0.1 && return 0
+    kdig @127.0.0.1 -p "$1" +time=1 +retry=0 vm0.bench.test A +short 2>/dev/null | grep 127.0.0.1 >/dev/null && return 0
     sleep 0.1
   done
   echo "bench_dns: nothing answers on port $1" >&2

@@ -133,7 +133,7 @@ taskset -c 0 "$build/frontends/http/jitsu-http" -c "$dir/jitsu.conf" 2>"$dir/jit
 pids+=($!)
 for _ in $(seq 1 100); do grep -q "serving on" "$dir/jitsu-http.err" && break; sleep 0.05; done
 # The first request starts the guest; the other proxies then reach it too.
-curl -s -m 10 -H "Host: vm.test" "http://127.0.0.1:$J/" | grep -q xxx || {
+curl -s -m 10 -H "Host: vm.test" "http://127.0.0.1:$J/" | grep xxx >/dev/null || {
   echo "bench_http: the guest did not start" >&2; cat "$dir/jitsu-http.err" >&2; exit 1; }
 jpid=${pids[1]}
 taskset -c 0 nginx -p "$dir/proxy" -c "$dir/proxy/nginx.conf" -g "daemon off;" 2>/dev/null &

@@ -83,7 +83,7 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 # The first connection starts the guest; the other relays then reach it.
-curl -s -m 10 "http://127.0.0.1:$J/" | grep -q xxx || {
+curl -s -m 10 "http://127.0.0.1:$J/" | grep xxx >/dev/null || {
   echo "bench_tcp: the guest did not start" >&2
   cat "$dir/controller.err" >&2
   exit 1

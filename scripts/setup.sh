@@ -31,7 +31,7 @@ BENCH_PACKAGES="dnsperf nsd knot wrk nginx-light haproxy"
 install_packages() {
   missing=""
   for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "ok installed" >/dev/null ||
       missing="$missing $p"
   done
   [ -z "$missing" ] && return 0

@@ -119,7 +119,7 @@ check() {
     if [ "$n" -eq 0 ]; then
       phantoms=$((phantoms + 1))
       echo "# cycle $cycle: g is $state but no guest runs" >&2
-    elif ! echo "$live" | grep -qx "$pid"; then
+    elif ! echo "$live" | grep -x "$pid" >/dev/null; then
       orphans=$((orphans + 1))
       echo "# cycle $cycle: g is $state as pid $pid, but $(echo $live) runs" >&2
     else

@@ -100,7 +100,7 @@ ctl() { "$ctl_bin" -c "$dir/http.conf" "$@"; }
 # Wait (up to 60 s) until jitsu-http holds N client connections.
 wait_connections() {
   for _ in $(seq 1 1200); do
-    ctl stats | grep -Eq "connections +$1$" && return 0
+    ctl stats | grep -E "connections +$1$" >/dev/null && return 0
     sleep 0.05
   done
   fail "jitsu-http did not reach $1 connections: $(ctl stats | grep connections)"
@@ -111,9 +111,9 @@ curl -si -m 10 -H "Host: web.test" "$(url /)" >"$dir/r.txt"
 grep -q "^HTTP/1.1 200" "$dir/r.txt" || fail "cold: $(cat "$dir/r.txt")"
 grep -q "^X-Jitsu-Cold-Start: [0-9]" "$dir/r.txt" || fail "no cold-start header"
 grep -q "hello from web" "$dir/r.txt" || fail "cold body"
-curl -si -m 10 -H "Host: web.test" "$(url /)" | grep -q "X-Jitsu-Cold-Start" && fail "a warm answer claims a cold start"
+curl -si -m 10 -H "Host: web.test" "$(url /)" | grep "X-Jitsu-Cold-Start" >/dev/null && fail "a warm answer claims a cold start"
 [ "$(get web.test /api/v1)" = "hello from api" ] || fail "path prefix route"
-curl -s -o /dev/null -w '%{http_code}' -H "Host: nope.test" "$(url /)" | grep -q 404 || fail "unknown host"
+curl -s -o /dev/null -w '%{http_code}' -H "Host: nope.test" "$(url /)" | grep 404 >/dev/null || fail "unknown host"
 ok
 
 # --- 200 concurrent requests to a cold vm: one spawn, 200 answers ---------
@@ -190,8 +190,8 @@ out=$( (printf 'GET /ws HTTP/1.1\r\nHost: web.test\r\nConnection: Upgrade\r\nUpg
   sleep 1
   printf 'ping\n'
   sleep 1) | socat -t 5 - "TCP:127.0.0.1:$P")
-echo "$out" | grep -q "^HTTP/1.1 101" || fail "no 101: $out"
-echo "$out" | grep -q "^ping" || fail "the tunnel did not echo: $out"
+echo "$out" | grep "^HTTP/1.1 101" >/dev/null || fail "no 101: $out"
+echo "$out" | grep "^ping" >/dev/null || fail "the tunnel did not echo: $out"
 # A real WebSocket client and server (python3-websockets), through a cold
 # start: the handshake, then framed messages both ways.
 /usr/bin/python3 "$wsecho" ask 127.0.0.1 "$P" ws.test >"$dir/ws.txt" 2>&1 ||
@@ -272,12 +272,12 @@ wait "$trickle" || true
 # client still holds the connection (10 s).
 (printf 'POST / HTTP/1.1\r\nHost: web.test\r\nContent-Length: 10\r\n\r\nab'; sleep 10) |
   socat -t 11 - "TCP:127.0.0.1:$P" >"$dir/body.txt" 2>&1 || true
-head -n 1 "$dir/body.txt" | grep -q "^HTTP/1.1 408" || fail "a stalled body: $(head -c 200 "$dir/body.txt")"
+head -n 1 "$dir/body.txt" | grep "^HTTP/1.1 408" >/dev/null || fail "a stalled body: $(head -c 200 "$dir/body.txt")"
 # Bytes that are not the URL or a header (empty lines, here) do not move
 # the cut: 408 while the client still sends them (for 6 s).
 (for _ in $(seq 1 20); do printf '\r\n'; sleep 0.3; done) |
   socat -t 7 - "TCP:127.0.0.1:$P" >"$dir/crlf.txt" 2>&1 || true
-head -n 1 "$dir/crlf.txt" | grep -q "^HTTP/1.1 408" || fail "empty lines held the head open: $(head -c 200 "$dir/crlf.txt")"
+head -n 1 "$dir/crlf.txt" | grep "^HTTP/1.1 408" >/dev/null || fail "empty lines held the head open: $(head -c 200 "$dir/crlf.txt")"
 # A large body (streamed to the guest) that comes a byte every 0.3 s: no
 # gap reaches body-timeout, but it is too slow for body-min-rate: 408
 # while the client is still sending, and the guest is free again.
@@ -299,10 +299,10 @@ print("all 40 bytes were taken")
 PY
 grep -q "answered after [0-9]* bytes: HTTP/1.1 408" "$dir/rate.txt" ||
   fail "a body slower than body-min-rate: $(cat "$dir/rate.txt")"
-ctl --json status web | grep -Eq '"holds": *0' || fail "web is still held: $(ctl --json status web)"
+ctl --json status web | grep -E '"holds": *0' >/dev/null || fail "web is still held: $(ctl --json status web)"
 # A guest that never answers: 504 after response-timeout (2 s here).
 curl -si -m 30 -H "Host: tarpit.test" "$(url /)" >"$dir/r.txt" || true
-head -n 1 "$dir/r.txt" | grep -q "^HTTP/1.1 504" && grep -q "did not answer in time" "$dir/r.txt" ||
+head -n 1 "$dir/r.txt" | grep "^HTTP/1.1 504" >/dev/null && grep -q "did not answer in time" "$dir/r.txt" ||
   fail "a silent guest: $(head -c 300 "$dir/r.txt")"
 # A request pipelined behind one its guest does not answer waits its turn:
 # parsed when the first reached the guest, it took the guest connection
@@ -348,7 +348,7 @@ done
   fail "a client that reads nothing was not closed: $(ctl stats)"
 kill "$reader" 2>/dev/null || true
 wait_connections 0
-ctl --json status web | grep -Eq '"holds": *0' || fail "web is still held: $(ctl --json status web)"
+ctl --json status web | grep -E '"holds": *0' >/dev/null || fail "web is still held: $(ctl --json status web)"
 [ "$(get web.test)" = "hello from web" ] || fail "web after the time-outs"
 ok
 
@@ -375,13 +375,13 @@ ok
 
 # --- a reload that removes a vm takes its routes away --------------------
 sed -i '/^\[vm api\]$/,/^http-path = \/api$/d' "$dir/http.conf"
-ctl reload | grep -Eq "^api +removed" || fail "reload did not remove api"
+ctl reload | grep -E "^api +removed" >/dev/null || fail "reload did not remove api"
 [ "$(get web.test /api/v1)" = "hello from web" ] || fail "/api still goes to the removed vm"
 # ...also one whose pool holds an idle connection (alias's address is an
 # HTTP/1.1 server that keeps connections and outlives alias's own guest).
 /usr/bin/python3 "$(dirname "$0")/keepalive_server.py" "$KA" &
 pids+=($!)
-for _ in $(seq 1 100); do get alias.test | grep -q keep-alive && break; sleep 0.05; done
+for _ in $(seq 1 100); do get alias.test | grep keep-alive >/dev/null && break; sleep 0.05; done
 [ "$(get alias.test)" = "keep-alive" ] || fail "alias: no answer"
 # An upstream that runs by itself: routed like a vm, nothing summoned.
 [ "$(get ext.test)" = "keep-alive" ] || fail "upstream ext.test: $(get ext.test)"
@@ -403,7 +403,7 @@ grep -q "^HTTP/1.1 200" "$dir/conn-resp.txt" || fail "/conn: $(head -n 1 "$dir/c
 ! grep -qi "^X-Private" "$dir/conn-resp.txt" || fail "a field the guest named in Connection reached the client"
 ctl stop alias destroy >/dev/null
 sed -i '/^\[vm alias\]$/,/^http-host = alias.test$/d' "$dir/http.conf"
-ctl reload | grep -Eq "^alias +removed" || fail "reload did not remove alias"
+ctl reload | grep -E "^alias +removed" >/dev/null || fail "reload did not remove alias"
 kill -0 "$hpid" 2>/dev/null || fail "jitsu-http died removing a vm with a pooled connection"
 [ "$(get web.test)" = "hello from web" ] || fail "the proxy did not survive removing alias"
 ok

@@ -8,7 +8,7 @@ set -euo pipefail
 src=$1
 cd "$src/man"
 for page in *.[358]; do
-  if head -n 1 "$page" | grep -q '^\.so '; then
+  if head -n 1 "$page" | grep '^\.so ' >/dev/null; then
     target=$(head -n 1 "$page" | sed 's|^\.so man[0-9]/||')
     [ -f "$target" ] || { echo "FAIL: $page points at a missing $target" >&2; exit 1; }
     grep -q "man/$page'" "$src/meson.build" ||

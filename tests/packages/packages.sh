@@ -52,7 +52,7 @@ if [ "$(id -u)" -ne 0 ]; then
   tap_end
   exit 0
 fi
-if dpkg-query -W -f='${Status}\n' libjitsu1 jitsu-dns 2>/dev/null | grep -q "ok installed"; then
+if dpkg-query -W -f='${Status}\n' libjitsu1 jitsu-dns 2>/dev/null | grep "ok installed" >/dev/null; then
   tap_skip "jitsu packages are installed on this machine already: not replaced"
   tap_end
   exit 0
@@ -86,7 +86,7 @@ pids+=($!)
 for _ in $(seq 1 200); do grep -q "serving on" "$dir/dns.err" && break; sleep 0.05; done
 answer=$(kdig @127.0.0.1 -p "$port" +time=5 +short web.pkg.test A)
 [ "$answer" = 192.0.2.7 ] || fail "the installed jitsu-dns answered '$answer': $(cat "$dir/dns.err")"
-/usr/bin/jitsu-ctl -c "$dir/dns.conf" list | grep -Eq "^web +process +ready" ||
+/usr/bin/jitsu-ctl -c "$dir/dns.conf" list | grep -E "^web +process +ready" >/dev/null ||
   fail "the installed jitsu-ctl: $(/usr/bin/jitsu-ctl -c "$dir/dns.conf" list 2>&1)"
 /usr/bin/jitsu-ctl -c "$dir/dns.conf" stop --all >/dev/null
 tap_ok "installed: jitsu-dns from /usr/sbin answers, jitsu-ctl lists and stops"

@@ -45,10 +45,10 @@ start_controller() {
 
 start_controller
 out=$(c snapshot tiny 2>&1) && fail "snapshot of a stopped vm worked"
-echo "$out" | grep -q "it is stopped" || fail "snapshot error: $out"
-c summon tiny --wait | grep -q "tiny: ready" || fail "summon"
+echo "$out" | grep "it is stopped" >/dev/null || fail "snapshot error: $out"
+c summon tiny --wait | grep "tiny: ready" >/dev/null || fail "summon"
 pid=$(pgrep -f -- "$dir/tiny.elf")
-c snapshot tiny | grep -q "tiny: ready" || fail "snapshot"
+c snapshot tiny | grep "tiny: ready" >/dev/null || fail "snapshot"
 [ -s "$dir/tiny.img" ] && [ -s "$dir/tiny.img.args" ] || fail "no image"
 
 kill -9 "${cpids[0]}"
@@ -56,20 +56,20 @@ wait "${cpids[0]}" 2>/dev/null || true # its lock on the state directory goes wi
 start_controller
 # The adoption asks QEMU's monitor off the definition: starting until then.
 for _ in $(seq 1 100); do
-  c status tiny | grep -q "tiny: starting" || break
+  c status tiny | grep "tiny: starting" >/dev/null || break
   sleep 0.1
 done
-c status tiny | grep -q "tiny: ready" || fail "not adopted: $(c status tiny)"
-c status tiny | grep -q "qemu pid $pid" || fail "another QEMU: $(c status tiny)"
-c suspend tiny | grep -q "tiny: suspended" || fail "suspend after adoption"
-c resume tiny | grep -q "tiny: ready" || fail "resume after adoption"
-c stop tiny destroy | grep -q "tiny: stopped" || fail "destroy"
+c status tiny | grep "tiny: ready" >/dev/null || fail "not adopted: $(c status tiny)"
+c status tiny | grep "qemu pid $pid" >/dev/null || fail "another QEMU: $(c status tiny)"
+c suspend tiny | grep "tiny: suspended" >/dev/null || fail "suspend after adoption"
+c resume tiny | grep "tiny: ready" >/dev/null || fail "resume after adoption"
+c stop tiny destroy | grep "tiny: stopped" >/dev/null || fail "destroy"
 ! pgrep -f -- "$dir/tiny.elf" >/dev/null || fail "QEMU left after destroy"
 
 # Later summons restore the image: the guest does not boot (or print its
 # marker) again.
 for _ in 1 2; do
-  c summon tiny --wait | grep -q "tiny: ready" || fail "summon from image"
+  c summon tiny --wait | grep "tiny: ready" >/dev/null || fail "summon from image"
   c stop tiny destroy >/dev/null
 done
 [ "$(grep -c JITSU_READY "$dir/state/qemu/tiny.console")" = 1 ] ||

@@ -62,8 +62,8 @@ for _ in $(seq 1 100); do c version >/dev/null 2>&1 && break; sleep 0.05; done
 
 get() { curl -s -m 10 -H "Host: $1" "http://127.0.0.1:$hp${2:-/}"; }
 headers=$(curl -s -m 20 -D - -o "$dir/body" -H "Host: uni.test" "http://127.0.0.1:$hp/")
-echo "$headers" | grep -q "^HTTP/1.1 200" || fail "cold request: $headers"
-echo "$headers" | grep -qi "^X-Jitsu-Cold-Start:" || fail "no cold-start header"
+echo "$headers" | grep "^HTTP/1.1 200" >/dev/null || fail "cold request: $headers"
+echo "$headers" | grep -i "^X-Jitsu-Cold-Start:" >/dev/null || fail "no cold-start header"
 [ "$(cat "$dir/body")" = "unikernel page" ] || fail "body: $(cat "$dir/body")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: uni.test' "http://127.0.0.1:$hp/nope")" = 404 ] ||
   fail "no 404 for another path"
@@ -81,19 +81,19 @@ codes=$(curl -s -m 20 -Z --parallel-immediate --parallel-max 20 -H "Host: uni.te
 n=$(echo "$codes" | grep -c "^200$" || true)
 [ "$n" = 20 ] || fail "$n of 20 concurrent requests answered: $(echo $codes)"
 
-c suspend uni | grep -q "uni: suspended" || fail "pause"
+c suspend uni | grep "uni: suspended" >/dev/null || fail "pause"
 [ "$(get uni.test)" = "unikernel page" ] || fail "request after pause"
-c status uni | grep -q "uni: ready" || fail "not resumed"
-c stop uni | grep -q "uni: stopped" || fail "stop"
+c status uni | grep "uni: ready" >/dev/null || fail "not resumed"
+c stop uni | grep "uni: stopped" >/dev/null || fail "stop"
 [ "$(get uni.test)" = "unikernel page" ] || fail "request after stop"
 
 # Saved to disk: QEMU goes away; the next request restores it.
 [ "$(get disk.test)" = "saved page" ] || fail "disk vm"
-c suspend unidisk | grep -q "unidisk: suspended" || fail "save to disk"
+c suspend unidisk | grep "unidisk: suspended" >/dev/null || fail "save to disk"
 ! pgrep -f -- "guest=unidisk" >/dev/null || fail "QEMU still runs after the save"
 [ -s "$dir/state/qemu/unidisk.suspend" ] || fail "no saved state"
 [ "$(get disk.test)" = "saved page" ] || fail "request after the restore"
-c status unidisk | grep -q "unidisk: ready" || fail "not restored"
+c status unidisk | grep "unidisk: ready" >/dev/null || fail "not restored"
 c stop unidisk destroy >/dev/null
 c stop uni destroy >/dev/null
 ! pgrep -f -- "$dir/uni.elf" >/dev/null || fail "QEMU left behind"

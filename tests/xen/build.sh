@@ -62,7 +62,7 @@ cp "pkg/boot/vmlinuz-$kv" vmlinuz
 off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' vmlinuz | head -n 1 | cut -d: -f1)
 [ -n "$off" ] || { echo "build.sh: no XZ stream in the kernel image" >&2; exit 1; }
 tail -c +$((off + 1)) vmlinuz | xz -dc --single-stream > guest-vmlinux 2>/dev/null || true
-od -A n -t x1 -N 4 guest-vmlinux | grep -q '7f 45 4c 46' ||
+od -A n -t x1 -N 4 guest-vmlinux | grep '7f 45 4c 46' >/dev/null ||
   { echo "build.sh: the kernel did not unpack to an ELF" >&2; exit 1; }
 
 # Copy the libraries (and the loader) that the given binaries need.
