@@ -8,6 +8,7 @@
 #   FUZZ_SECONDS=240 scripts/fuzz-coverage.sh # after 4 minutes of fuzzing
 #                                             # each (needs build-fuzz, as
 #                                             # scripts/setup.sh test makes)
+#   scripts/fuzz-coverage.sh chan http        # only these targets
 #
 # Needs gcovr (apt-get install gcovr). Builds build-cov; prints a table.
 set -eu
@@ -43,6 +44,9 @@ printf '| target | inputs | file | lines | covered |\n| --- | --- | --- | --- | 
 for replay in build-cov/tests/fuzz/replay_*; do
   [ -f "$replay" ] && [ -x "$replay" ] || continue
   name=${replay##*/replay_}
+  if [ $# -gt 0 ]; then
+    case " $* " in *" $name "*) ;; *) continue ;; esac
+  fi
   corpus=tests/fuzz/corpus/$name
   if [ "$secs" -gt 0 ] && [ -x "build-fuzz/tests/fuzz/fuzz_$name" ]; then
     mkdir "$work/$name"
@@ -57,7 +61,7 @@ for replay in build-cov/tests/fuzz/replay_*; do
   n=$(find "$corpus" -type f | wc -l)
   for f in $(files_of "$name"); do
     line=$(gcovr -r . build-cov --filter "$f" --txt 2>/dev/null | awk -v f="$f" '$1 == f {print $2, $4}')
-    set -- ${line:-0 -}
-    printf '| %s | %s | %s | %s | %s |\n' "$name" "$n" "$f" "$1" "$2"
+    lines=${line%% *} cov=${line#* }
+    printf '| %s | %s | %s | %s | %s |\n' "$name" "$n" "$f" "${lines:-0}" "${cov:--}"
   done
 done

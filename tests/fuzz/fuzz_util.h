@@ -5,6 +5,8 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <jitsu/jitsu.h>
 
@@ -35,6 +37,26 @@ static inline void fuzz_load_config(jitsu_ctx *ctx, const char *dir,
     fprintf(stderr, "%s: %s\n", who, err.message);
     abort();
   }
+}
+
+/* For coverage builds (gcc --coverage, scripts/fuzz-coverage.sh): GCC
+ * turns execve() and execv() into libgcov calls that write the profile
+ * first and mark it written. The process backend execs in a child that
+ * shares our memory until the exec, so that mark is ours too, and the
+ * profile of the whole run was never written (a target that spawned a
+ * guest showed only its set-up covered). These plain ones take their
+ * place (the system call: GCC would redirect a call to execve() here as
+ * well); elsewhere nothing calls them. */
+__attribute__((weak)) int __gcov_execve(const char *path, char *const argv[],
+                                        char *const envp[]);
+__attribute__((weak)) int __gcov_execve(const char *path, char *const argv[],
+                                        char *const envp[]) {
+  return (int)syscall(SYS_execve, path, argv, envp);
+}
+__attribute__((weak)) int __gcov_execv(const char *path, char *const argv[]);
+__attribute__((weak)) int __gcov_execv(const char *path, char *const argv[]) {
+  extern char **environ;
+  return (int)syscall(SYS_execve, path, argv, environ);
 }
 
 #endif
