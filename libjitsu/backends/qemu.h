@@ -97,6 +97,11 @@ int qemu_connect_qmp(qvm *q);
  * errno value with the vm's reason set. */
 int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd);
 
+/* QEMU's argument vector for (q), as a start (or, with (incoming), a
+ * restore) passes it; NULL when out of memory. */
+char **qemu_argv(qvm *q, bool incoming);
+void qemu_argv_free(char **v);
+
 /* The argument vector without the per-run descriptors' words, as text,
  * for the snapshot image's fingerprint; malloc'd or NULL. */
 char *qemu_describe_args(qvm *q);

@@ -218,6 +218,14 @@ static char **build_argv(qvm *q, bool incoming, bool with_fds) {
   return a.v;
 }
 
+char **qemu_argv(qvm *q, bool incoming) {
+  return build_argv(q, incoming, true);
+}
+
+void qemu_argv_free(char **v) {
+  argv_free(v);
+}
+
 char *qemu_describe_args(qvm *q) {
   char **v = build_argv(q, false, false);
   if (v == NULL)

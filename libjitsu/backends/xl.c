@@ -415,7 +415,7 @@ static int launch(xvm *x, xop op) {
   x->dc = calloc(1, sizeof(*x->dc));
   if (x->dc == NULL)
     return -ENOMEM;
-  r = xl_build_config(x, x->host->lx, x->dc, why, sizeof(why));
+  r = xl_build_config(x, x->dc, why, sizeof(why));
   if (r < 0) {
     free(x->dc);
     x->dc = NULL;

@@ -105,9 +105,9 @@ struct xvm {
 };
 
 /* Fill (*dc) for (x) from its keys or its xl config file; on failure a
- * negative errno value with (why) filled. */
-int xl_build_config(xvm *x, libxl_ctx *lx, libxl_domain_config *dc, char *why,
-                    size_t size);
+ * negative errno value with (why) filled, and (*dc) holds nothing. Needs
+ * no libxl context (the fuzz target builds it on any host). */
+int xl_build_config(xvm *x, libxl_domain_config *dc, char *why, size_t size);
 
 /* Check the keys of (vm) (and read its xl config file once, so that a bad
  * file is a config error); fill (err). */

@@ -262,9 +262,9 @@ static int spec_check(const xspec *s, char *why, size_t size) {
   return 0;
 }
 
-int xl_build_config(xvm *x, libxl_ctx *lx, libxl_domain_config *dc, char *why,
-                    size_t size) {
+int xl_build_config(xvm *x, libxl_domain_config *dc, char *why, size_t size) {
   xspec s = {0};
+  bool inited = false;
   why[0] = '\0';
   int r =
       x->file ? spec_from_file(x->file, &s, why, size) : spec_from_keys(x, &s);
@@ -280,6 +280,7 @@ int xl_build_config(xvm *x, libxl_ctx *lx, libxl_domain_config *dc, char *why,
     goto out;
   }
   libxl_domain_config_init(dc);
+  inited = true;
   dc->c_info.type = s.type;
   dc->c_info.name = strdup(jitsu_vm_name(x->vm));
   libxl_domain_build_info *b = &dc->b_info;
@@ -288,7 +289,12 @@ int xl_build_config(xvm *x, libxl_ctx *lx, libxl_domain_config *dc, char *why,
   b->max_memkb =
       (uint64_t)(s.maxmem_mb > s.memory_mb ? s.maxmem_mb : s.memory_mb) * 1024;
   b->max_vcpus = (int)s.vcpus;
-  if (libxl_cpu_bitmap_alloc(lx, &b->avail_vcpus, (int)s.vcpus) != 0) {
+  /* libxl_cpu_bitmap_alloc() would want a libxl context only for its
+   * allocator: the bitmap is bytes from calloc(), freed by
+   * libxl_bitmap_dispose(). */
+  b->avail_vcpus.size = (uint32_t)((s.vcpus + 7) / 8);
+  b->avail_vcpus.map = calloc(b->avail_vcpus.size, 1);
+  if (b->avail_vcpus.map == NULL) {
     snprintf(why, size, "out of memory");
     r = -ENOMEM;
     goto out;
@@ -330,6 +336,8 @@ int xl_build_config(xvm *x, libxl_ctx *lx, libxl_domain_config *dc, char *why,
   }
 out:
   spec_free(&s);
+  if (r < 0 && inited) /* a vif or disk of the file that does not parse */
+    libxl_domain_config_dispose(dc);
   if (r < 0 && why[0] == '\0')
     snprintf(why, size, "%s", strerror(-r));
   return r;
