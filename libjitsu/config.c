@@ -913,7 +913,9 @@ static int undefine_after_stop_cb(jitsu_vm *vm, void *arg) {
 typedef struct plan {
   jitsu_vm *vm;   /* existing vm, or NULL for an added one */
   int differs;    /* 0, 1 or 2 (see jitsu__vm_def_differs) */
-  bool redefined; /* phase B done: (undo) restores it */
+  bool todo;      /* to define, or to redefine now (phase A) */
+  bool added;     /* phase A defined it: undo forgets it */
+  bool redefined; /* phase A redefined it: (undo) restores it */
   jitsu__snapshot *undo;
 } plan;
 
@@ -921,20 +923,33 @@ static bool in_file(loaded *l, const char *name) {
   return jitsu__table_find(&l->names, name) != NULL;
 }
 
-static void undo_reload(jitsu_ctx *ctx, loaded *l, plan *pl, size_t added,
-                        size_t redefined) {
-  for (size_t i = 0; i < l->n_vms && added > 0; i++)
-    if (pl[i].vm == NULL) {
+static void undo_reload(jitsu_ctx *ctx, loaded *l, plan *pl) {
+  for (size_t i = 0; i < l->n_vms; i++)
+    if (pl[i].added) {
       jitsu_vm *vm = jitsu_vm_find(ctx, l->vms[i].name);
       if (vm != NULL)
         jitsu__vm_forget(vm);
-      added--;
     }
-  for (size_t i = 0; i < l->n_vms && redefined > 0; i++)
-    if (pl[i].redefined) {
+  for (size_t i = 0; i < l->n_vms; i++)
+    if (pl[i].redefined)
       jitsu__snapshot_restore(pl[i].vm, pl[i].undo);
-      redefined--;
-    }
+}
+
+/* Define (i) or redefine it now; 0, or why not in (why). */
+static int define_planned(jitsu_ctx *ctx, loaded *l, plan *p, size_t i,
+                          jitsu_error *why) {
+  vmsec *vs = &l->vms[i];
+  memset(why, 0, sizeof(*why));
+  if (p->vm == NULL) {
+    int r = jitsu_vm_define(ctx, &vs->def, NULL, why);
+    p->added = r == 0;
+    return r;
+  }
+  if (p->undo == NULL && (p->undo = jitsu__snapshot_take(p->vm)) == NULL)
+    return jitsu_error_set(why, -ENOMEM, NULL, "out of memory");
+  int r = jitsu__vm_redefine(p->vm, vs->backend, &vs->def, why);
+  p->redefined = r == 0;
+  return r;
 }
 
 int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn, void *arg,
@@ -954,7 +969,6 @@ int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn, void *arg,
   loaded l;
   memset(&l, 0, sizeof(l));
   plan *pl = NULL;
-  size_t added = 0, redefined = 0;
   int r = parse_and_check(ctx, f, &l, true, err);
   fclose(f);
   if (r < 0)
@@ -975,43 +989,47 @@ int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn, void *arg,
     r = jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
     goto done;
   }
-  /* Phase A: define the new vms. Phase B: redefine changed vms that do not
-   * run. Both can fail (a socket that cannot be bound) and are undone. */
+  /* Phase A: define the new vms and redefine changed vms that do not run.
+   * This can fail (a socket that cannot be bound, or that another vm
+   * holds) and is undone. A vm may take a socket that another one gives
+   * up in the same file, so those that fail are tried again after the
+   * others, as long as each round gets one more done. */
+  size_t todo = 0;
   for (size_t i = 0; i < l.n_vms; i++) {
     vmsec *vs = &l.vms[i];
-    pl[i].vm = jitsu_vm_find(ctx, vs->name);
-    if (pl[i].vm != NULL) {
-      pl[i].differs = jitsu__vm_def_differs(pl[i].vm, vs->backend, &vs->def);
-      continue;
-    }
-    jitsu_error why;
-    memset(&why, 0, sizeof(why));
-    if ((r = jitsu_vm_define(ctx, &vs->def, NULL, &why)) < 0) {
-      reanchor(err, &l.c, vs, &why, r);
-      goto undo;
-    }
-    added++;
-  }
-  for (size_t i = 0; i < l.n_vms; i++) {
-    jitsu_vm *vm = pl[i].vm;
+    jitsu_vm *vm = pl[i].vm = jitsu_vm_find(ctx, vs->name);
+    if (vm != NULL)
+      pl[i].differs = jitsu__vm_def_differs(vm, vs->backend, &vs->def);
     jitsu_state st = vm ? jitsu_vm_state(vm) : JITSU_STATE_STOPPED;
-    if (vm == NULL || pl[i].differs != 2 ||
-        (st != JITSU_STATE_STOPPED && st != JITSU_STATE_FAILED))
-      continue;
-    jitsu_error why;
-    memset(&why, 0, sizeof(why));
-    pl[i].undo = jitsu__snapshot_take(vm);
-    if (pl[i].undo == NULL) {
-      r = jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+    pl[i].todo =
+        vm == NULL || (pl[i].differs == 2 &&
+                       (st == JITSU_STATE_STOPPED || st == JITSU_STATE_FAILED));
+    todo += pl[i].todo;
+  }
+  for (size_t done = 1; todo > 0 && done > 0;) {
+    jitsu_error why, first;
+    size_t first_i = 0;
+    int first_r = 0;
+    done = 0;
+    for (size_t i = 0; i < l.n_vms; i++) {
+      if (!pl[i].todo)
+        continue;
+      if ((r = define_planned(ctx, &l, &pl[i], i, &why)) < 0) {
+        if (first_r == 0 || r == -ENOMEM)
+          first = why, first_i = i, first_r = r;
+        if (r == -ENOMEM)
+          break;
+        continue;
+      }
+      pl[i].todo = false;
+      todo--;
+      done++;
+    }
+    if (first_r == -ENOMEM || (todo > 0 && done == 0)) {
+      r = first_r; /* the first that failed this round says why */
+      reanchor(err, &l.c, &l.vms[first_i], &first, r);
       goto undo;
     }
-    if ((r = jitsu__vm_redefine(vm, l.vms[i].backend, &l.vms[i].def, &why)) <
-        0) {
-      reanchor(err, &l.c, &l.vms[i], &why, r);
-      goto undo;
-    }
-    pl[i].redefined = true;
-    redefined++;
   }
   /* Phase C cannot fail: limits and sections, settings of running vms,
    * stashed definitions, removals. */
@@ -1067,7 +1085,7 @@ int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn, void *arg,
   r = 0;
   goto done;
 undo:
-  undo_reload(ctx, &l, pl, added, redefined);
+  undo_reload(ctx, &l, pl);
 done:
   for (size_t i = 0; pl != NULL && i < l.n_vms; i++)
     jitsu__snapshot_free(pl[i].undo);

@@ -227,10 +227,11 @@ static void fuzz_reload(const uint8_t *data, size_t size) {
   write_conf(text);
   free(text);
   if (jitsu_config_reload(live, NULL, NULL, &err) < 0) {
-    /* A reload redefines vms one by one, so one that takes a socket trigger
-     * another vm gives up in the same file is refused ("already summons
-     * vm ..."): an input that moved the original's socket to another vm
-     * is undone in two steps, the file without the socket first. */
+    /* A reload cannot apply a file in which vms exchange sockets (each
+     * waits for the other to let go: "already summons vm ..."), and an
+     * input that moved the original's socket to another vm may make the
+     * original such a file: it is then undone in two steps, the file
+     * without that socket first. */
     text = substitute((const uint8_t *)base_conf, strlen(base_conf));
     char *sock = strstr(text, "socket = ");
     memset(sock, ' ', strcspn(sock, "\n"));

@@ -145,12 +145,60 @@ static void test_bad_reload_changes_nothing(void **state) {
   run_for(f, 1); /* the handle lives on this stack: finish closing it */
 }
 
+/* A socket that one stopped vm gives up and another takes in the same
+ * file moves, whatever the order of the sections; two vms that exchange
+ * their sockets cannot (each waits for the other) and change nothing. */
+static void test_socket_moves(void **state) {
+  fixture *f = *state;
+  int p1 = free_port(), p2 = free_port(), p3 = free_port();
+  assert_int_equal(fixture_load(f,
+                                "[vm a]\nexec = /bin/true\n"
+                                "socket = tcp 127.0.0.1:%d\n"
+                                "[vm b]\nexec = /bin/true\n"
+                                "socket = tcp 127.0.0.1:%d\n",
+                                p2, p3),
+                   0);
+  jitsu_vm *a = jitsu_vm_find(f->ctx, "a"), *b = jitsu_vm_find(f->ctx, "b");
+  /* a (first) takes b's port, which b (second) gives up for p1. */
+  FILE *out = fopen(f->config, "w");
+  fprintf(out,
+          "[vm a]\nexec = /bin/true\nsocket = tcp 127.0.0.1:%d\n"
+          "[vm b]\nexec = /bin/true\nsocket = tcp 127.0.0.1:%d\n",
+          p3, p1);
+  fclose(out);
+  assert_int_equal(jitsu_config_reload(f->ctx, NULL, NULL, &f->err), 0);
+  char key[64];
+  snprintf(key, sizeof(key), "tcp:127.0.0.1:%d", p3);
+  assert_ptr_equal(jitsu_trigger_lookup(f->ctx, "socket", key), a);
+  snprintf(key, sizeof(key), "tcp:127.0.0.1:%d", p1);
+  assert_ptr_equal(jitsu_trigger_lookup(f->ctx, "socket", key), b);
+  /* A swap: refused with the first vm's reason, and undone. */
+  out = fopen(f->config, "w");
+  fprintf(out,
+          "[vm a]\nexec = /bin/true\nsocket = tcp 127.0.0.1:%d\n"
+          "[vm b]\nexec = /bin/true\nsocket = tcp 127.0.0.1:%d\n"
+          "[vm c]\nexec = /bin/true\nsocket = tcp 127.0.0.1:%d\n",
+          p1, p3, p2);
+  fclose(out);
+  assert_true(jitsu_config_reload(f->ctx, NULL, NULL, &f->err) < 0);
+  assert_int_equal(f->err.line, 3);
+  assert_non_null(strstr(f->err.message, "vm 'a'"));
+  assert_null(jitsu_vm_find(f->ctx, "c"));
+  snprintf(key, sizeof(key), "tcp:127.0.0.1:%d", p3);
+  assert_ptr_equal(jitsu_trigger_lookup(f->ctx, "socket", key), a);
+  snprintf(key, sizeof(key), "tcp:127.0.0.1:%d", p1);
+  assert_ptr_equal(jitsu_trigger_lookup(f->ctx, "socket", key), b);
+  snprintf(key, sizeof(key), "tcp:127.0.0.1:%d", p2);
+  assert_null(jitsu_trigger_lookup(f->ctx, "socket", key));
+}
+
 int main(void) {
 #define T(fn)                                                                  \
   cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
   const struct CMUnitTest tests[] = {
       T(test_reload),
       T(test_bad_reload_changes_nothing),
+      T(test_socket_moves),
   };
   return cmocka_run_group_tests_name("reload", tests, NULL, NULL);
 }
