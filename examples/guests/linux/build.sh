@@ -51,7 +51,7 @@ for tool in lz4 cpio gzip dpkg apt-get; do
   command -v $tool >/dev/null || { echo "build.sh: $tool is missing" >&2; exit 1; }
 done
 [ -x /bin/busybox ] || { echo "build.sh: /bin/busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
-/bin/busybox --list | grep -qx httpd || { echo "build.sh: /bin/busybox has no httpd (install busybox-static)" >&2; exit 1; }
+/bin/busybox --list | grep -x httpd >/dev/null || { echo "build.sh: /bin/busybox has no httpd (install busybox-static)" >&2; exit 1; }
 
 work=$(mktemp -d "$out/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
@@ -66,8 +66,8 @@ dpkg -x linux-image-"$kv"_*.deb pkg
 off=$(grep -obUaP '\x02\x21\x4c\x18' "pkg/boot/vmlinuz-$kv" | head -n 1 | cut -d: -f1)
 [ -n "$off" ] || { echo "build.sh: no LZ4 stream in the kernel image" >&2; exit 1; }
 tail -c +$((off + 1)) "pkg/boot/vmlinuz-$kv" | lz4 -dc > vmlinux 2>/dev/null || true
-readelf -n vmlinux 2>/dev/null | grep -q 0x00000012 || \
-  od -A n -t x1 -N 4 vmlinux | grep -q '7f 45 4c 46' || \
+readelf -n vmlinux 2>/dev/null | grep 0x00000012 >/dev/null || \
+  od -A n -t x1 -N 4 vmlinux | grep '7f 45 4c 46' >/dev/null || \
   { echo "build.sh: the kernel did not unpack to an ELF" >&2; exit 1; }
 
 root=initramfs
