@@ -1082,6 +1082,11 @@ int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn, void *arg,
     undefine_after_stop_cb(gone[i], NULL);
   }
   free(gone);
+  for (jitsu__sub *s = ctx->reload_subs; s != NULL;) {
+    jitsu__sub *next = s->next; /* fn may unsubscribe itself */
+    ((jitsu_reloaded_fn)s->fn)(ctx, s->arg);
+    s = next;
+  }
   r = 0;
   goto done;
 undo:
@@ -1094,6 +1099,14 @@ done:
   if (r < 0)
     jitsu__fail(ctx, r, "%s", err->message);
   return r;
+}
+
+int jitsu_ctx_on_reloaded(jitsu_ctx *ctx, jitsu_reloaded_fn fn, void *arg) {
+  return jitsu__sub_add(&ctx->reload_subs, (jitsu__any_fn)fn, arg);
+}
+
+int jitsu_ctx_off_reloaded(jitsu_ctx *ctx, jitsu_reloaded_fn fn, void *arg) {
+  return jitsu__sub_remove(&ctx->reload_subs, (jitsu__any_fn)fn, arg);
 }
 
 uint64_t jitsu_config_duration(jitsu_ctx *ctx, const char *section,

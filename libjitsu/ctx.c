@@ -104,6 +104,7 @@ static void ctx_destroy(jitsu_ctx *ctx) {
     free(k);
   }
   jitsu__sub_clear(&ctx->vm_subs);
+  jitsu__sub_clear(&ctx->reload_subs);
   free(ctx->config_path);
   while (ctx->stats_sources != NULL) {
     jitsu__stats_src *src = ctx->stats_sources;

@@ -186,9 +186,10 @@ struct jitsu_ctx {
   jitsu_param *globals;   /* loaded config: "section\0key" = value */
   unsigned *global_lines; /* the line of each in config_path */
   size_t n_globals;
-  jitsu__sub *state_subs; /* jitsu_state_fn */
-  jitsu__sub *vm_subs;    /* jitsu_vm_event_fn */
-  char *config_path;      /* the file jitsu_config_load() read, for reloads */
+  jitsu__sub *state_subs;  /* jitsu_state_fn */
+  jitsu__sub *vm_subs;     /* jitsu_vm_event_fn */
+  jitsu__sub *reload_subs; /* jitsu_reloaded_fn */
+  char *config_path;       /* the file jitsu_config_load() read, for reloads */
   jitsu__control *control;
   struct jitsu__rendezvous *rendezvous;
   jitsu__stats_src *stats_sources;

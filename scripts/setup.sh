@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 # Build and test dependencies, all from Debian's archive.
 PACKAGES="meson ninja-build pkg-config gcc libc6-dev libuv1-dev libinih-dev \
-libjansson-dev socat iproute2 util-linux libc-ares-dev knot-dnsutils libhttp-parser-dev \
+libjansson-dev socat iproute2 util-linux libc-ares-dev libknot-dev knot-dnsutils libhttp-parser-dev \
 bind9-dnsutils python3-websockets \
 libcmocka-dev curl systemd valgrind man-db \
 debhelper dpkg-dev fakeroot lintian build-essential \

@@ -32,21 +32,43 @@ typedef struct dns_vm {
   uint64_t last_query_ms;
 } dns_vm;
 
+/* A static record of a zone file, as read (uncompressed wire rdata). */
+typedef struct dns_rr {
+  struct dns_rr *next;
+  uint16_t type;
+  uint16_t rdlen;
+  uint32_t ttl;
+  uint8_t rdata[];
+} dns_rr;
+
 /* A zone we are authoritative for. */
 typedef struct dns_zone {
   struct dns_zone *next;
   char key[DNS_KEY_MAX];
   uint8_t apex[DNS_MAX_NAME], ns[DNS_MAX_NAME], mbox[DNS_MAX_NAME];
   size_t apex_len, ns_len, mbox_len;
+  char *file;    /* its zone file, or NULL */
+  dns_rr *soa;   /* the file's SOA (else one is made up), at the apex */
+  bool has_ns;   /* the file has NS records at the apex */
+  bool has_cuts; /* and NS records below it: delegations */
 } dns_zone;
 
-/* The names: (key) -> vm (or NULL for a name that only has children). */
+/* The names: (key) -> vm, and the static records of a zone file (none of
+ * either: a name that only has children). */
 typedef struct dns_name {
   struct dns_name *next;
-  dns_vm *dv; /* NULL: an empty non-terminal */
+  dns_vm *dv; /* NULL: no vm */
   dns_zone *zone;
+  dns_rr *rrs;   /* static records, in file order */
+  uint8_t *wire; /* the owner in wire form, when it has static records */
+  size_t wire_len;
+  unsigned line; /* the line of its first static record */
+  bool cut;      /* NS records below the apex: a delegation point */
   char key[];
 } dns_name;
+
+/* The largest zone file read (bytes). */
+#define DNS_ZONE_FILE_MAX (16u << 20)
 
 typedef struct dns_zones {
   dns_name **buckets;
@@ -81,6 +103,10 @@ void dns_zones_free(dns_zones *z);
  * is inside a zone of ours but does not exist, -1 when it is not ours. */
 int dns_zones_lookup(const dns_zones *z, const char *key, dns_name **name,
                      dns_zone **zone);
+
+/* The delegation point that (key) of (zone) is at or under, or NULL. */
+dns_name *dns_zones_cut(const dns_zones *z, const dns_zone *zone,
+                        const char *key);
 
 /* The dns_vm of (vm), or NULL; O(1). */
 dns_vm *dns_zones_vm(const dns_zones *z, const jitsu_vm *vm);

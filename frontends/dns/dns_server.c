@@ -81,6 +81,7 @@ typedef struct latency_ring {
 typedef struct stats {
   double queries_udp, queries_tcp, dropped, rcodes[DNS_RCODE_COUNT];
   double summons, forwarded, rate_limited, truncated, held, hold_expired;
+  double referrals;
   double not_allowed;
   latency_ring cold, warm;
 } stats;
@@ -345,10 +346,91 @@ static void answer_rcode(dns_server *srv, origin *to, const dns_query *q,
   send_answer(srv, to, buf, dns_msg_finish(&m, rcode), rcode);
 }
 
+/* The zone's SOA: its file's, or one made up. In a negative answer its
+ * TTL is the lesser of its own and its minimum (RFC 2308 3). */
 static void add_soa(dns_server *srv, dns_msg *m, const dns_zone *z, int sec,
-                    uint32_t ttl) {
-  dns_msg_add_soa(m, sec, z->apex, z->apex_len, z->ns, z->ns_len, z->mbox,
-                  z->mbox_len, srv->serial, ttl, srv->set.negative_ttl);
+                    uint32_t ttl, bool negative) {
+  const dns_rr *soa = z->soa;
+  if (soa == NULL) {
+    dns_msg_add_soa(m, sec, z->apex, z->apex_len, z->ns, z->ns_len, z->mbox,
+                    z->mbox_len, srv->serial, ttl, srv->set.negative_ttl);
+    return;
+  }
+  ttl = soa->ttl;
+  if (negative && soa->rdlen >= 4) {
+    const uint8_t *mn = soa->rdata + soa->rdlen - 4;
+    uint32_t minimum = (uint32_t)mn[0] << 24 | (uint32_t)mn[1] << 16 |
+                       (uint32_t)mn[2] << 8 | mn[3];
+    ttl = minimum < ttl ? minimum : ttl;
+  }
+  dns_msg_add_rr(m, sec, z->apex, z->apex_len, DNS_TYPE_SOA, ttl, soa->rdata,
+                 soa->rdlen);
+}
+
+/* (name)'s static records of (type) into (sec); how many. */
+static unsigned add_static(dns_msg *m, int sec, const dns_name *name,
+                           uint16_t type) {
+  unsigned n = 0;
+  for (const dns_rr *rr = name->rrs; rr; rr = rr->next)
+    if (rr->type == type) {
+      dns_msg_add_rr(m, sec, name->wire, name->wire_len, type, rr->ttl,
+                     rr->rdata, rr->rdlen);
+      n++;
+    }
+  return n;
+}
+
+/* The static answer for (q) at (name): its records of the type (ANY: its
+ * first RRset, RFC 8482), or its CNAME and, while the chain stays in our
+ * zone files, what the target has (eight links at most). */
+static void answer_static(dns_server *srv, dns_msg *m, const dns_query *q,
+                          const dns_name *name) {
+  uint16_t t = q->qtype == DNS_TYPE_ANY ? name->rrs->type : q->qtype;
+  const dns_name *seen[8];
+  for (int hops = 0; name != NULL && hops < 8; hops++) {
+    for (int i = 0; i < hops; i++)
+      if (seen[i] == name)
+        return; /* a loop: each link once */
+    seen[hops] = name;
+    if (add_static(m, DNS_ANSWER, name, t) > 0 || t == DNS_TYPE_CNAME)
+      return;
+    const dns_rr *cn = name->rrs;
+    if (cn == NULL || cn->type != DNS_TYPE_CNAME)
+      return;
+    add_static(m, DNS_ANSWER, name, DNS_TYPE_CNAME);
+    char key[DNS_KEY_MAX];
+    dns_name *next;
+    dns_zone *zone;
+    if (dns_name_key(cn->rdata, cn->rdlen, key, sizeof(key)) < 0 ||
+        dns_zones_lookup(&srv->zones, key, &next, &zone) <= 0 ||
+        dns_zones_cut(&srv->zones, zone, key) != NULL || next->rrs == NULL)
+      return; /* the resolver follows it from here */
+    name = next;
+  }
+}
+
+/* A referral to the delegation (cut): its NS records, not authoritative,
+ * with the addresses we have of the servers named under it (glue). */
+static void answer_referral(dns_server *srv, origin *to, const dns_query *q,
+                            const dns_name *cut) {
+  uint8_t buf[DNS_TCP_MAX];
+  dns_msg m;
+  dns_msg_begin(&m, buf, sizeof(buf), limit_for(to, q), q, DNS_NOERROR, false,
+                may_recurse(srv, to));
+  add_static(&m, DNS_AUTHORITY, cut, DNS_TYPE_NS);
+  for (const dns_rr *rr = cut->rrs; rr; rr = rr->next) {
+    char key[DNS_KEY_MAX];
+    dns_name *ns;
+    dns_zone *zone;
+    if (rr->type != DNS_TYPE_NS ||
+        dns_name_key(rr->rdata, rr->rdlen, key, sizeof(key)) < 0 ||
+        dns_zones_lookup(&srv->zones, key, &ns, &zone) <= 0)
+      continue;
+    add_static(&m, DNS_ADDITIONAL, ns, DNS_TYPE_A);
+    add_static(&m, DNS_ADDITIONAL, ns, DNS_TYPE_AAAA);
+  }
+  srv->st.referrals++;
+  send_answer(srv, to, buf, dns_msg_finish(&m, DNS_NOERROR), DNS_NOERROR);
 }
 
 /* The authoritative answer for (q) about (name) in (zone); (ttl_cap) caps
@@ -371,16 +453,21 @@ static void answer_name(dns_server *srv, origin *to, const dns_query *q,
     else
       for (unsigned i = 0; i < dv->n_aaaa; i++)
         dns_msg_add_addr(&m, DNS_ANSWER, DNS_TYPE_AAAA, dv->aaaa[i], ttl);
-  } else if (zone != NULL && name != NULL && name->zone == zone &&
-             strcmp(name->key, zone->key) == 0) {
-    if (t == DNS_TYPE_SOA || t == DNS_TYPE_ANY)
-      add_soa(srv, &m, zone, DNS_ANSWER, srv->set.ttl);
-    else if (t == DNS_TYPE_NS)
+  } else if (name != NULL && name->rrs != NULL) {
+    answer_static(srv, &m, q, name);
+  }
+  if (m.counts[DNS_ANSWER] == 0 && zone != NULL && name != NULL &&
+      name->zone == zone && strcmp(name->key, zone->key) == 0) {
+    /* The apex: what the file does not give is made up. */
+    if ((t == DNS_TYPE_SOA || t == DNS_TYPE_ANY) && zone->soa == NULL)
+      add_soa(srv, &m, zone, DNS_ANSWER, srv->set.ttl, false);
+    else if (t == DNS_TYPE_NS && !zone->has_ns)
       dns_msg_add_ns(&m, DNS_ANSWER, zone->apex, zone->apex_len, zone->ns,
                      zone->ns_len, srv->set.ttl);
   }
   if (m.counts[DNS_ANSWER] == 0 && !m.overflow && zone != NULL)
-    add_soa(srv, &m, zone, DNS_AUTHORITY, srv->set.negative_ttl); /* NODATA */
+    add_soa(srv, &m, zone, DNS_AUTHORITY, srv->set.negative_ttl,
+            true); /* NODATA */
   send_answer(srv, to, buf, dns_msg_finish(&m, DNS_NOERROR), DNS_NOERROR);
 }
 
@@ -622,12 +709,17 @@ static void handle_query(dns_server *srv, origin *to, const uint8_t *pkt,
     dns_forward(srv->fwd, pkt, len, forwarded, a);
     return;
   }
+  dns_name *cut = dns_zones_cut(&srv->zones, zone, q.key);
+  if (cut != NULL && !(q.qtype == DNS_TYPE_DS && cut == name)) {
+    answer_referral(srv, to, &q, cut); /* (DS is the parent's to answer) */
+    return;
+  }
   if (found == 0) {
     uint8_t buf[DNS_UDP_MAX];
     dns_msg m;
     dns_msg_begin(&m, buf, sizeof(buf), limit_for(to, &q), &q, DNS_NXDOMAIN,
                   true, may_recurse(srv, to));
-    add_soa(srv, &m, zone, DNS_AUTHORITY, srv->set.negative_ttl);
+    add_soa(srv, &m, zone, DNS_AUTHORITY, srv->set.negative_ttl, true);
     send_answer(srv, to, buf, dns_msg_finish(&m, DNS_NXDOMAIN), DNS_NXDOMAIN);
     return;
   }
@@ -826,7 +918,7 @@ static void rebuild_fired(uv_timer_t *t) {
 
 static void rebuild(dns_server *srv, jitsu_vm *skip) {
   dns_zones fresh;
-  char why[256] = "";
+  char why[1024] = "";
   int r = dns_zones_build(&fresh, srv->ctx, &srv->set, skip, why, sizeof(why));
   if (r < 0) {
     fprintf(stderr, "jitsu-dns: names not rebuilt, the old ones stay: %s\n",
@@ -845,6 +937,14 @@ static void rebuild(dns_server *srv, jitsu_vm *skip) {
   }
   dns_zones_free(&srv->zones);
   srv->zones = fresh;
+}
+
+/* A reload applied: [dns] zones and their files may have changed even if
+ * no vm did. */
+static void on_reloaded(jitsu_ctx *ctx, void *arg) {
+  dns_server *srv = arg;
+  (void)ctx;
+  uv_timer_start(srv->rebuild_timer, rebuild_fired, 0, 0);
 }
 
 static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
@@ -908,6 +1008,7 @@ static void dns_stats(jitsu_stat_fn emit, void *emit_arg, void *arg) {
   emit(emit_arg, "rate_limited_total", s->rate_limited);
   emit(emit_arg, "summons_not_allowed_total", s->not_allowed);
   emit(emit_arg, "truncated_total", s->truncated);
+  emit(emit_arg, "referrals_total", s->referrals);
   emit(emit_arg, "pending", srv->n_pending);
   emit(emit_arg, "tcp_connections", srv->n_conns);
   emit(emit_arg, "cold_answers_total", (double)s->cold.count);
@@ -930,6 +1031,7 @@ static const jitsu_stat_help dns_stats_help[] = {
     {"rate_limited_total", "Summons refused by the rate limit."},
     {"summons_not_allowed_total", "Summons refused: not in summon-allow."},
     {"truncated_total", "UDP answers truncated (TC)."},
+    {"referrals_total", "Referrals to a delegation of a zone file."},
     {"pending", "Queries held or forwarded now."},
     {"tcp_connections", "TCP connections open now."},
     {"cold_answers_total", "Answers that waited for a cold start."},
@@ -1094,7 +1196,8 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
       return r;
     }
   if (jitsu_ctx_on_state(ctx, on_state, srv) < 0 ||
-      jitsu_ctx_on_vm(ctx, on_vm, srv) < 0)
+      jitsu_ctx_on_vm(ctx, on_vm, srv) < 0 ||
+      jitsu_ctx_on_reloaded(ctx, on_reloaded, srv) < 0)
     return -ENOMEM;
   if (jitsu_control_add_stats(ctx, "dns", dns_stats, srv) == 0)
     jitsu_control_describe_stats(ctx, "dns", dns_stats_help,
@@ -1113,6 +1216,7 @@ void dns_server_free(dns_server *srv) {
     return;
   jitsu_ctx_off_state(srv->ctx, on_state, srv);
   jitsu_ctx_off_vm(srv->ctx, on_vm, srv);
+  jitsu_ctx_off_reloaded(srv->ctx, on_reloaded, srv);
   for (size_t i = 0; i < srv->n_udp; i++)
     uv_close((uv_handle_t *)srv->udp[i], free_handle);
   for (size_t i = 0; i < srv->n_tcp; i++)

@@ -322,6 +322,12 @@ static int add_rr(dns_msg *m, int section, const uint8_t *owner,
   return 0;
 }
 
+int dns_msg_add_rr(dns_msg *m, int section, const uint8_t *owner,
+                   size_t owner_len, uint16_t type, uint32_t ttl,
+                   const uint8_t *rdata, size_t rdlen) {
+  return add_rr(m, section, owner, owner_len, type, ttl, rdata, rdlen);
+}
+
 int dns_msg_add_addr(dns_msg *m, int section, uint16_t type,
                      const uint8_t *addr, uint32_t ttl) {
   return add_rr(m, section, m->q->qname, m->q->qname_len, type, ttl, addr,

@@ -18,7 +18,9 @@
 enum {
   DNS_TYPE_A = 1,
   DNS_TYPE_NS = 2,
+  DNS_TYPE_CNAME = 5,
   DNS_TYPE_SOA = 6,
+  DNS_TYPE_DS = 43,
   DNS_TYPE_AAAA = 28,
   DNS_TYPE_OPT = 41,
   DNS_TYPE_TSIG = 250,
@@ -107,6 +109,11 @@ int dns_msg_add_soa(dns_msg *m, int section, const uint8_t *apex,
                     size_t apex_len, const uint8_t *ns, size_t ns_len,
                     const uint8_t *mbox, size_t mbox_len, uint32_t serial,
                     uint32_t ttl, uint32_t minimum);
+
+/* Add a record of (owner) (wire form) with (rdata) as it is. */
+int dns_msg_add_rr(dns_msg *m, int section, const uint8_t *owner,
+                   size_t owner_len, uint16_t type, uint32_t ttl,
+                   const uint8_t *rdata, size_t rdlen);
 
 /* Add an NS record of (apex) naming (ns). */
 int dns_msg_add_ns(dns_msg *m, int section, const uint8_t *apex,

@@ -3,9 +3,12 @@
 #include "dns.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <libzscanner/scanner.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static uint32_t hash(const char *key) {
   uint32_t h = 2166136261u;
@@ -41,6 +44,8 @@ static dns_name *add(dns_zones *z, const char *key) {
   z->buckets[b] = n;
   return n;
 }
+
+static const char *parent(const char *key);
 
 static dns_zone *zone_of(const dns_zones *z, const char *key) {
   /* The longest zone apex that (key) is, or is under. */
@@ -79,20 +84,49 @@ static int parse_ip(const char *text, uint8_t *out, int *family) {
   return -1;
 }
 
-static int add_zone(dns_zones *z, const char *text, const dns_settings *s,
+static int load_zone_file(dns_zones *z, dns_zone *zn, char *why,
+                          size_t why_size);
+
+static int add_zone(dns_zones *z, const char *value, const dns_settings *s,
                     char *why, size_t why_size) {
+  /* "NAME" or "NAME file=PATH" */
+  char text[DNS_KEY_MAX];
+  const char *file = NULL, *sp = strchr(value, ' ');
+  if (sp != NULL) {
+    const char *f = sp;
+    while (*f == ' ')
+      f++;
+    if (strncmp(f, "file=", 5) != 0 || f[5] == '\0' || strchr(f, ' ')) {
+      snprintf(why, why_size, "zone '%s': expected NAME [file=PATH]", value);
+      return -EINVAL;
+    }
+    file = f + 5;
+  }
+  snprintf(text, sizeof(text), "%.*s",
+           (int)(sp ? sp - value : (long)strlen(value)), value);
   dns_zone *zn = calloc(1, sizeof(*zn));
   if (zn == NULL)
     return -ENOMEM;
+  if (file != NULL && (zn->file = strdup(file)) == NULL) {
+    free(zn);
+    return -ENOMEM;
+  }
   char ns[DNS_KEY_MAX + 8], mbox[DNS_KEY_MAX + 16];
   if (dns_name_from_text(text, zn->apex, &zn->apex_len) < 0 ||
       dns_name_key(zn->apex, zn->apex_len, zn->key, sizeof(zn->key)) < 0) {
     snprintf(why, why_size, "zone '%s' is not a valid name", text);
+    free(zn->file);
     free(zn);
     return -EINVAL;
   }
   for (dns_zone *o = z->zones; o; o = o->next)
     if (strcmp(o->key, zn->key) == 0) {
+      if (file != NULL) {
+        snprintf(why, why_size, "zone '%s' is given twice", text);
+        free(zn->file);
+        free(zn);
+        return -EINVAL;
+      }
       free(zn);
       return 0;
     }
@@ -109,6 +143,7 @@ static int add_zone(dns_zones *z, const char *text, const dns_settings *s,
              "zone '%s': its name server or hostmaster name "
              "is too long",
              text);
+    free(zn->file);
     free(zn);
     return -EINVAL;
   }
@@ -118,7 +153,156 @@ static int add_zone(dns_zones *z, const char *text, const dns_settings *s,
   if (apex == NULL)
     return -ENOMEM;
   apex->zone = zn;
+  return zn->file ? load_zone_file(z, zn, why, why_size) : 0;
+}
+
+/* ---- zone files (Knot's zone scanner) ----------------------------------- */
+
+typedef struct zload {
+  dns_zones *z;
+  dns_zone *zn;
+  char *why;
+  size_t why_size;
+} zload;
+
+static int zfail(zload *l, unsigned long long line, const char *fmt,
+                 const char *arg) {
+  char msg[300];
+  snprintf(msg, sizeof(msg), fmt, arg);
+  snprintf(l->why, l->why_size, "%s:%llu: %s", l->zn->file, line, msg);
+  return -EINVAL;
+}
+
+/* Whether the wire name (w, len) is (apex) or under it. */
+static bool in_zone(const char *key, const dns_zone *zn) {
+  size_t kl = strlen(key), al = strlen(zn->key);
+  if (al == 0)
+    return true;
+  return kl == al ? strcmp(key, zn->key) == 0
+                  : kl > al && key[kl - al - 1] == '.' &&
+                        strcmp(key + kl - al, zn->key) == 0;
+}
+
+static int take_record(zload *l, const zs_scanner_t *sc) {
+  unsigned long long line = sc->line_counter;
+  char key[DNS_KEY_MAX];
+  if (sc->r_class != DNS_CLASS_IN)
+    return zfail(l, line, "%s", "only class IN is served");
+  if (sc->r_owner_length > DNS_MAX_NAME || sc->r_data_length > 0xFFFF ||
+      dns_name_key(sc->r_owner, sc->r_owner_length, key, sizeof(key)) < 0)
+    return zfail(l, line, "%s", "the owner name is too long");
+  if (!in_zone(key, l->zn))
+    return zfail(l, line, "'%s' is outside the zone", key);
+  bool apex = strcmp(key, l->zn->key) == 0;
+  if (sc->r_type == DNS_TYPE_SOA && (!apex || l->zn->soa != NULL))
+    return zfail(l, line, "%s",
+                 apex ? "a second SOA record" : "an SOA record below the apex");
+  dns_name *n = add(l->z, key);
+  dns_rr *rr = calloc(1, sizeof(*rr) + sc->r_data_length);
+  if (n == NULL || rr == NULL) {
+    free(rr);
+    return -ENOMEM;
+  }
+  if (n->wire == NULL) {
+    if ((n->wire = malloc(sc->r_owner_length)) == NULL) {
+      free(rr);
+      return -ENOMEM;
+    }
+    memcpy(n->wire, sc->r_owner, sc->r_owner_length);
+    n->wire_len = sc->r_owner_length;
+    n->line = (unsigned)line;
+  }
+  /* RFC 1034 3.6.2: a CNAME is the only data of its name. */
+  bool cname = sc->r_type == DNS_TYPE_CNAME;
+  for (dns_rr *o = n->rrs; o; o = o->next)
+    if (cname || o->type == DNS_TYPE_CNAME) {
+      free(rr);
+      return zfail(l, line, "'%s' has a CNAME and other data", key);
+    }
+  rr->type = sc->r_type;
+  rr->ttl = sc->r_ttl;
+  rr->rdlen = (uint16_t)sc->r_data_length;
+  memcpy(rr->rdata, sc->r_data, sc->r_data_length);
+  dns_rr **tail = &n->rrs;
+  while (*tail)
+    tail = &(*tail)->next;
+  *tail = rr;
+  if (rr->type == DNS_TYPE_SOA)
+    l->zn->soa = rr;
+  if (rr->type == DNS_TYPE_NS && apex)
+    l->zn->has_ns = true;
+  if (rr->type == DNS_TYPE_NS && !apex)
+    n->cut = l->zn->has_cuts = true;
   return 0;
+}
+
+/* Read (zn)'s file: bounded, a regular file, no $INCLUDE; the first error
+ * is FILE:LINE: reason. */
+static int load_zone_file(dns_zones *z, dns_zone *zn, char *why,
+                          size_t why_size) {
+  zload l = {z, zn, why, why_size};
+  FILE *f = fopen(zn->file, "re");
+  struct stat st;
+  if (f == NULL || fstat(fileno(f), &st) < 0) {
+    int e = errno;
+    if (f != NULL)
+      fclose(f);
+    snprintf(why, why_size, "zone '%s': cannot read %s: %s", zn->key, zn->file,
+             strerror(e));
+    return -EINVAL;
+  }
+  if (!S_ISREG(st.st_mode) || st.st_size > (off_t)DNS_ZONE_FILE_MAX) {
+    fclose(f);
+    snprintf(why, why_size, "zone '%s': %s is %s", zn->key, zn->file,
+             S_ISREG(st.st_mode) ? "larger than 16 MiB" : "not a regular file");
+    return -EINVAL;
+  }
+  char *text = malloc((size_t)st.st_size + 1);
+  size_t len = text ? fread(text, 1, (size_t)st.st_size, f) : 0;
+  fclose(f);
+  zs_scanner_t *sc = malloc(sizeof(*sc));
+  char origin[DNS_KEY_MAX + 2];
+  snprintf(origin, sizeof(origin), "%s.", zn->key);
+  int r = 0;
+  if (text == NULL || sc == NULL || zs_init(sc, origin, DNS_CLASS_IN, 3600)) {
+    free(text);
+    free(sc);
+    return -ENOMEM;
+  }
+  if (zs_set_input_string(sc, text, len) != 0)
+    r = zfail(&l, 0, "%s", zs_strerror(sc->error.code));
+  while (r == 0 && zs_parse_record(sc) == 0) {
+    if (sc->state == ZS_STATE_DATA)
+      r = take_record(&l, sc);
+    else if (sc->state == ZS_STATE_ERROR)
+      r = zfail(&l, sc->line_counter, "%s", zs_strerror(sc->error.code));
+    else if (sc->state == ZS_STATE_INCLUDE)
+      r = zfail(&l, sc->line_counter, "%s is not supported", "$INCLUDE");
+    else
+      break; /* ZS_STATE_EOF, ZS_STATE_STOP */
+  }
+  if (r == 0 && sc->state == ZS_STATE_ERROR)
+    r = zfail(&l, sc->line_counter, "%s", zs_strerror(sc->error.code));
+  zs_deinit(sc);
+  free(sc);
+  free(text);
+  return r;
+}
+
+dns_name *dns_zones_cut(const dns_zones *z, const dns_zone *zone,
+                        const char *key) {
+  if (zone == NULL || !zone->has_cuts)
+    return NULL;
+  /* From the apex down: the highest cut wins (what is under it is not
+   * ours). */
+  dns_name *cut = NULL;
+  for (const char *p = key; p != NULL && strcmp(p, zone->key) != 0;
+       p = parent(p)) {
+    dns_name *n = find(z, p);
+    if (n != NULL && n->cut)
+      cut = n;
+  }
+  return cut;
 }
 
 typedef struct build {
@@ -206,6 +390,23 @@ static int add_vm_names(jitsu_vm *vm, void *arg) {
       return b->err = -EINVAL;
     }
     dns_name *n = find(b->z, key);
+    const char *clash = NULL;
+    unsigned line = n ? n->line : 0;
+    for (dns_rr *rr = n ? n->rrs : NULL; rr && !clash; rr = rr->next)
+      clash = rr->type == DNS_TYPE_CNAME ? "a CNAME"
+              : rr->type == DNS_TYPE_A || rr->type == DNS_TYPE_AAAA
+                  ? "an address record"
+                  : NULL;
+    dns_zone *zn = zone_of(b->z, key);
+    dns_name *cut = dns_zones_cut(b->z, zn, key);
+    if (clash == NULL && cut != NULL)
+      clash = "delegated", line = cut->line;
+    if (clash != NULL) {
+      snprintf(b->why, b->why_size, "vm '%s': dns '%s' is %s in %s:%u",
+               jitsu_vm_name(vm), v, clash, zn->file, line);
+      jitsu_vm_blame(vm, b->why, b->why_size);
+      return b->err = -EINVAL;
+    }
     if (n != NULL && n->dv != NULL && n->dv != dv) {
       snprintf(b->why, b->why_size, "vm '%s': dns '%s' is already vm '%s''s",
                jitsu_vm_name(vm), v, jitsu_vm_name(n->dv->vm));
@@ -252,7 +453,7 @@ int dns_zones_build(dns_zones *z, jitsu_ctx *ctx, const dns_settings *s,
   for (size_t i = 0; i < z->n_buckets; i++)
     for (dns_name *n = z->buckets[i]; n; n = n->next) {
       n->zone = zone_of(z, n->key);
-      if (n->dv == NULL)
+      if (n->dv == NULL && n->rrs == NULL)
         continue;
       for (const char *p = parent(n->key); p && n->zone; p = parent(p)) {
         if (strcmp(p, n->zone->key) == 0)
@@ -272,6 +473,12 @@ void dns_zones_free(dns_zones *z) {
     while (z->buckets[i]) {
       dns_name *n = z->buckets[i];
       z->buckets[i] = n->next;
+      while (n->rrs) {
+        dns_rr *rr = n->rrs;
+        n->rrs = rr->next;
+        free(rr);
+      }
+      free(n->wire);
       free(n);
     }
   free(z->buckets);
@@ -279,6 +486,7 @@ void dns_zones_free(dns_zones *z) {
   while (z->zones) {
     dns_zone *zn = z->zones;
     z->zones = zn->next;
+    free(zn->file);
     free(zn);
   }
   while (z->vms) {

@@ -151,8 +151,7 @@ static void reload(uv_signal_t *s, int signum) {
   jitsu_sd_notify("RELOADING=1");
   if (jitsu_config_reload(a->ctx, NULL, NULL, &err) < 0)
     fprintf(stderr, "jitsu-dns: reload refused: %s\n", err.message);
-  else
-    dns_server_rebuild(a->srv); /* [dns] zones may have changed too */
+  /* (the server rebuilds its names from the reload's event) */
   jitsu_sd_notify("READY=1");
 }
 

@@ -80,6 +80,17 @@ typedef void (*jitsu_reload_fn)(const char *name, jitsu_reload_action action,
 JITSU_EXTERN int jitsu_config_reload(jitsu_ctx *ctx, jitsu_reload_fn fn,
                                      void *arg, jitsu_error *err);
 
+/* Called after every reload that was applied, whoever asked for it (the
+ * control socket's "reload", a signal, a call), once the vms are as the
+ * file says: a frontend re-reads its own sections here. */
+typedef void (*jitsu_reloaded_fn)(jitsu_ctx *ctx, void *arg);
+/* Subscribe (fn, arg); -ENOMEM or 0. */
+JITSU_EXTERN int jitsu_ctx_on_reloaded(jitsu_ctx *ctx, jitsu_reloaded_fn fn,
+                                       void *arg);
+/* Unsubscribe (fn, arg); -ENOENT if it was not subscribed. */
+JITSU_EXTERN int jitsu_ctx_off_reloaded(jitsu_ctx *ctx, jitsu_reloaded_fn fn,
+                                        void *arg);
+
 /* Check the config file (path) as jitsu_config_load() would (keys,
  * values, each backend's check of its vms, the files they need), and
  * apply nothing: no vm is defined, the state directory is not touched (a

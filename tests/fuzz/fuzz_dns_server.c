@@ -111,12 +111,35 @@ static void setup(void) {
       jitsu_config_declare_keys(ctx, "dns", dns_keys, 1) < 0 ||
       jitsu_config_declare_keys(ctx, "vm", vm_keys, 2) < 0)
     abort();
-  fuzz_load_config(ctx, dir,
-                   "[dns]\nzone = test\n"
-                   "[vm a]\nexec = /nonexistent/jitsu-fuzz-guest\n"
-                   "dns = a.test\ndns = b.w.test\naddress = 192.0.2.1\n"
-                   "address = 2001:db8::1\ndns-hold = 20ms\n",
-                   "fuzz_dns_server");
+  /* The zone's static records: the answer paths of a zone file. */
+  char zone[128], conf[512];
+  snprintf(zone, sizeof(zone), "%s/test.zone", dir);
+  FILE *zf = fopen(zone, "w");
+  if (zf == NULL)
+    abort();
+  fputs("$TTL 60\n@ SOA ns h 1 2 3 4 5\n NS ns\n MX 10 m\n TXT \"t\"\n"
+        "ns A 192.0.2.53\nm A 192.0.2.25\n AAAA 2001:db8::25\n"
+        "c CNAME d\nd CNAME m\nloop CNAME loop\nw CNAME a\n"
+        "x CNAME www.example.org.\ns SRV 0 5 80 m\nsub NS ns.sub\n"
+        "sub NS ns.other.\nns.sub A 192.0.2.54\nns.sub AAAA ::1\n"
+        "big TXT \"0123456789012345678901234567890123456789012345678901234"
+        "5678901234567890123456789012345678901234567890123456789012345678"
+        "901234567890123456789012345678901234567890123456789\" \"0123456"
+        "7890123456789012345678901234567890123456789012345678901234567890"
+        "1234567890123456789012345678901234567890123456789012345678901234"
+        "56789012345678901234567890123456789\"\n",
+        zf);
+  fclose(zf);
+  snprintf(conf, sizeof(conf), "[dns]\nzone = test file=%s\n", zone);
+  char *text = malloc(strlen(conf) + 512);
+  if (text == NULL)
+    abort();
+  strcpy(text, conf);
+  strcat(text, "[vm a]\nexec = /nonexistent/jitsu-fuzz-guest\n"
+               "dns = a.test\ndns = b.w2.test\naddress = 192.0.2.1\n"
+               "address = 2001:db8::1\ndns-hold = 20ms\n");
+  fuzz_load_config(ctx, dir, text, "fuzz_dns_server");
+  free(text);
   /* The upstream, on a port of its own. */
   uv_udp_init(&loop, &upstream);
   struct sockaddr_in up = {.sin_family = AF_INET};

@@ -43,4 +43,22 @@ for conf in examples/*.conf; do
   exit 1
 done
 [ "$n" -ge 7 ] || { echo "FAIL: only $n configs in examples/" >&2; exit 1; }
+
+# --check does not read zone files: zone.conf's is served for real (with a
+# state directory of the test's own), and asked what its comments promise.
+sed "s|^state-dir = .*|state-dir = $dir/zone-state|" examples/zone.conf >zone-test.conf
+P=$(free_port)
+"$jdns" -c zone-test.conf -l "$P" --no-control >"$dir/zone.out" 2>"$dir/zone.err" &
+zpid=$!
+trap 'kill "$zpid" 2>/dev/null || true; rm -rf "$dir"' EXIT
+for _ in $(seq 1 200); do grep -q "serving on" "$dir/zone.err" && break; sleep 0.05; done
+mx=$(kdig @127.0.0.1 -p "$P" +time=3 +retry=0 example.test MX +short)
+www=$(kdig @127.0.0.1 -p "$P" +time=3 +retry=0 www.example.test A +short)
+kill "$zpid"
+wait "$zpid" 2>/dev/null || true
+[ "$mx" = "10 mail.example.test." ] && [ "$www" = "hello.example.test." ] || {
+  echo "FAIL: zone.conf answers MX '$mx', www '$www': $(cat "$dir/zone.err")" >&2
+  exit 1
+}
+tap_ok "zone.conf: its zone file is served"
 tap_end
