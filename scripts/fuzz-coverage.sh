@@ -32,11 +32,13 @@ files_of() {
   case $1 in
   config) echo "libjitsu/config.c libjitsu/config_read.c" ;;
   control) echo "libjitsu/control.c libjitsu/control_cmd.c" ;;
-  chan) echo "libjitsu/chan_ring.c libjitsu/channel.c libjitsu/rendezvous.c libjitsu/chan_xen.c" ;;
+  chan) echo "libjitsu/chan_ring.c libjitsu/channel.c libjitsu/rendezvous.c libjitsu/chan_connect.c" ;;
   dns) echo "frontends/dns/dns_wire.c" ;;
   dns_server) echo "frontends/dns/dns_server.c frontends/dns/dns_zones.c frontends/dns/dns_forward.c" ;;
   http) echo "frontends/http/http_proxy.c frontends/http/http_upstream.c frontends/http/http_server.c" ;;
-  qmp) echo "libjitsu/backends/qmp.c libjitsu/backends/qemu_spawn.c" ;;
+  qmp) echo "libjitsu/backends/qmp.c" ;;
+  qemu_args) echo "libjitsu/backends/qemu_spawn.c:build_argv libjitsu/backends/qemu.c" ;;
+  xl_args) echo "libjitsu/backends/xl_config.c:xl_build_config libjitsu/backends/xl_config.c" ;;
   uni_net) echo "examples/guests/unikernel/net.c" ;;
   esac
 }
@@ -60,7 +62,24 @@ for replay in build-cov/tests/fuzz/replay_*; do
   JITSU_BACKEND_DIR=build-cov/libjitsu/backends "$replay" "$corpus" >/dev/null 2>&1 || true
   n=$(find "$corpus" -type f | wc -l)
   for f in $(files_of "$name"); do
-    line=$(gcovr -r . build-cov --filter "$f" --txt 2>/dev/null | awk -v f="$f" '$1 == f {print $2, $4}')
+    case $f in
+    *:*) # FILE:FUNCTION, the lines of that function only
+      line=$(gcovr -r . build-cov --filter "${f%%:*}" --json 2>/dev/null |
+        python3 -c '
+import json, re, sys
+path, fn = sys.argv[1].split(":")
+src = open(path).read().split("\n")
+start = next(i for i, l in enumerate(src) if re.match(r"^\S.*\b%s\(" % fn, l)) + 1
+end = next(i for i in range(start, len(src)) if src[i] == "}") + 1
+lines = [l for f in json.load(sys.stdin)["files"] if f["file"] == path
+         for l in f["lines"] if start <= l["line_number"] <= end and not l.get("gcovr/noncode")]
+hit = sum(1 for l in lines if l["count"] > 0)
+print(len(lines), "%d%%" % (100 * hit // len(lines)) if lines else "-")' "$f")
+      ;;
+    *)
+      line=$(gcovr -r . build-cov --filter "$f" --txt 2>/dev/null | awk -v f="$f" '$1 == f {print $2, $4}')
+      ;;
+    esac
     lines=${line%% *} cov=${line#* }
     printf '| %s | %s | %s | %s | %s |\n' "$name" "$n" "$f" "${lines:-0}" "${cov:--}"
   done
