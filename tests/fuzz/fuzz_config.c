@@ -106,7 +106,7 @@ static char *substitute(const uint8_t *in, size_t n) {
   out[o] = '\0';
   for (const char *p = out; (p = strstr(p, "unix:")) != NULL; p++)
     if (strncmp(p + 5, live_dir, strlen(live_dir)) != 0 ||
-        strstr(p, "..") != NULL)
+        p[5 + strlen(live_dir)] != '/' || strstr(p, "..") != NULL)
       goto refuse;
   for (const char *p = out; (p = strstr(p, "backend")) != NULL; p++) {
     const char *v = p + 7;
