@@ -125,35 +125,60 @@ for i in $(seq 0 $((names - 1))); do
   kdig @127.0.0.1 -p "$PJ" +time=5 "vm$i.bench.test" A +short >/dev/null
 done
 
-run() { # NAME PORT: throughput, then latency at a fixed rate
-  local out qps p50 p99
-  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$2" -d "$dir/queries" -l "$secs" -q 200 2>&1)
+hz=$(getconf CLK_TCK)
+run() { # NAME PORT PID MODE: throughput (q/s and the server's CPU per
+  # query), then latency at a fixed rate (UDP only)
+  local out qps p50 p99 t0 t1 n
+  t0=$(ticks "$3")
+  out=$(taskset -c 1 dnsperf -m "$4" -s 127.0.0.1 -p "$2" -d "$dir/queries" -l "$secs" -q 200 2>&1)
+  t1=$(ticks "$3")
   qps=$(echo "$out" | awk '/Queries per second/ {print $4}')
   lost=$(echo "$out" | awk '/Queries lost/ {print $3}')
   noerror=$(echo "$out" | awk '/Response codes/ {$1 = $2 = ""; print}' | sed 's/^ *//')
-  taskset -c 1 dnsperf -s 127.0.0.1 -p "$2" -d "$dir/queries" -l 2 -Q 5000 -v 2>/dev/null |
+  n=$(echo "$out" | awk '/Queries completed/ {print $3}')
+  echo "$t0 $t1" | awk -v n="$n" -v hz="$hz" '{
+    printf "%.3f\n", ($3 + $4 - $1 - $2) * 1e6 / hz / n }' >"$dir/cpu.$1.$4"
+  echo "$qps" >"$dir/qps.$1.$4"
+  if [ "$4" = tcp ]; then
+    printf '  %-10s tcp %10.0f q/s   cpu/query %5.2f us   lost %s, %s\n' \
+      "$1" "$qps" "$(cat "$dir/cpu.$1.$4")" "$lost" "$noerror"
+    return
+  fi
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "$2" -d "$dir/queries" -l 2 -Q "$fixed_qps" -v 2>/dev/null |
     awk '$1 == ">" {print $NF * 1000}' | sort -n >"$dir/lat"
-  local n
   n=$(wc -l <"$dir/lat")
   p50=$(sed -n "$(((n + 1) / 2))p" "$dir/lat")
   p99=$(sed -n "$(((n * 99 + 99) / 100))p" "$dir/lat")
-  printf '  %-10s %10.0f q/s   p50 %6.3f ms   p99 %6.3f ms   lost %s, %s\n' \
-    "$1" "$qps" "$p50" "$p99" "$lost" "$noerror"
-  echo "$qps" >"$dir/qps.$1"
+  echo "$p99" >"$dir/p99.$1"
+  printf '  %-10s udp %10.0f q/s   cpu/query %5.2f us   at %d q/s: p50 %6.3f ms p99 %6.3f ms   lost %s, %s\n' \
+    "$1" "$qps" "$(cat "$dir/cpu.$1.$4")" "$fixed_qps" "$p50" "$p99" "$lost" "$noerror"
 }
-echo "warm path: $names names, ${secs}s of dnsperf per server, each server on one core, $rounds rounds taking turns:"
+fixed_qps=${FIXED_QPS:-10000}
+v() { cat "$dir/$1"; }
+echo "warm path: $names names, ${secs}s of dnsperf (-q 200) per server and protocol, each server on one core, dnsperf on the other, $rounds rounds taking turns:"
 for round in $(seq 1 "$rounds"); do
   echo "round $round:"
-  run jitsu-dns "$PJ"
-  run nsd "$PN"
-  run knot "$PK"
-  j=$(cat "$dir/qps.jitsu-dns") n=$(cat "$dir/qps.nsd") k=$(cat "$dir/qps.knot")
-  awk -v j="$j" -v n="$n" -v k="$k" 'BEGIN {
-    printf "  ratio jitsu-dns / nsd %.2f, jitsu-dns / knot %.2f\n", j / n, j / k
-    printf "%.4f %.4f\n", j / n, j / k >>"/dev/stderr" }' 2>>"$dir/ratios"
+  for mode in udp tcp; do
+    run jitsu-dns "$PJ" "${pids[0]}" $mode
+    run nsd "$PN" "${pids[1]}" $mode
+    run knot "$PK" "${pids[2]}" $mode
+  done
+  awk -v j="$(v qps.jitsu-dns.udp)" -v n="$(v qps.nsd.udp)" -v k="$(v qps.knot.udp)" \
+    -v cj="$(v cpu.jitsu-dns.udp)" -v cn="$(v cpu.nsd.udp)" -v ck="$(v cpu.knot.udp)" \
+    -v tj="$(v qps.jitsu-dns.tcp)" -v tk="$(v qps.knot.tcp)" \
+    -v pj="$(v p99.jitsu-dns)" -v pk="$(v p99.knot)" 'BEGIN {
+    printf "  ratios (jitsu-dns over the other): udp q/s nsd %.2f knot %.2f; udp cpu/query nsd %.2f knot %.2f; tcp q/s knot %.2f; p99 knot / jitsu-dns %.2f\n", j / n, j / k, cn / cj, ck / cj, tj / tk, pk / pj
+    printf "%.4f %.4f %.4f %.4f %.4f %.4f\n", j / n, j / k, cn / cj, ck / cj, tj / tk, pk / pj >>"/dev/stderr" }' 2>>"$dir/ratios"
 done
-median_ratio "$dir/ratios" 1 "jitsu-dns / nsd"
-median_ratio "$dir/ratios" 2 "jitsu-dns / knot"
+median_ratio "$dir/ratios" 1 "udp q/s jitsu-dns / nsd"
+median_ratio "$dir/ratios" 2 "udp q/s jitsu-dns / knot"
+median_ratio "$dir/ratios" 3 "udp cpu per query nsd / jitsu-dns"
+median_ratio "$dir/ratios" 4 "udp cpu per query knot / jitsu-dns"
+median_ratio "$dir/ratios" 5 "tcp q/s jitsu-dns / knot"
+median_ratio "$dir/ratios" 6 "p99 at $fixed_qps q/s knot / jitsu-dns"
+echo "the client's own CPU (dnsperf, one core) in the last UDP run against jitsu-dns, to see whether it was the limit:"
+TIMEFORMAT='  dnsperf: %U s user, %S s system in %R s'
+time taskset -c 1 dnsperf -s 127.0.0.1 -p "$PJ" -d "$dir/queries" -l "$secs" -q 200 >/dev/null 2>&1
 
 # The cold path: a process guest with socket handoff.
 cat >"$dir/cold.conf" <<CONF

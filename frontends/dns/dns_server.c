@@ -4,6 +4,7 @@
 #include "dns.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <sys/random.h>
@@ -23,6 +24,12 @@
 #define RATE_SLOTS 4096
 #define SHORT_TTL 1
 #define RING 256
+/* UDP in batches: libuv reads up to 20 datagrams with one recvmmsg(2)
+ * into slots of 64 KiB each; the answers built while they are handled go
+ * out with one sendmmsg(2) when the batch ends. */
+#define UDP_SLOT (64 * 1024)
+#define UDP_SLOTS 20
+#define UDP_BATCH 32
 
 typedef struct link {
   struct link *prev, *next;
@@ -78,6 +85,16 @@ typedef struct latency_ring {
   double sum_ms;
 } latency_ring;
 
+/* Answers to the datagrams of the batch being handled, sent together. */
+typedef struct udp_batch {
+  uv_udp_t *udp; /* the socket whose batch this is; NULL between batches */
+  unsigned n;
+  struct mmsghdr msg[UDP_BATCH];
+  struct iovec iov[UDP_BATCH];
+  struct sockaddr_storage peer[UDP_BATCH];
+  uint8_t data[UDP_BATCH][DNS_UDP_MAX];
+} udp_batch;
+
 typedef struct stats {
   double queries_udp, queries_tcp, dropped, rcodes[DNS_RCODE_COUNT];
   double summons, forwarded, rate_limited, truncated, held, hold_expired;
@@ -107,6 +124,8 @@ struct dns_server {
   uv_timer_t idle;
   uv_timer_t *rebuild_timer;
   uint32_t serial;
+  uint8_t *udp_in; /* UDP_SLOTS slots for recvmmsg */
+  udp_batch *out;
   stats st;
 };
 
@@ -158,6 +177,63 @@ static void tcp_sent(uv_write_t *w, int status) {
   free(r);
 }
 
+/* One datagram now, or queued by libuv (a copy) if the socket is full. */
+static void udp_send_now(uv_udp_t *u, const uint8_t *msg, size_t len,
+                         const struct sockaddr *peer) {
+  uv_buf_t b = uv_buf_init((char *)msg, (unsigned)len);
+  if (uv_udp_try_send(u, &b, 1, peer) >= 0)
+    return;
+  send_req *r = malloc(sizeof(*r) + len);
+  if (r == NULL)
+    return;
+  memcpy(r->data, msg, len);
+  b = uv_buf_init((char *)r->data, (unsigned)len);
+  if (uv_udp_send(&r->udp, u, &b, 1, peer, udp_sent) < 0)
+    free(r);
+}
+
+static socklen_t peer_len(const struct sockaddr_storage *ss) {
+  return ss->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                  : sizeof(struct sockaddr_in6);
+}
+
+/* Sends the batch's answers: one sendmmsg(2) while the socket takes them;
+ * an answer it refuses (an unreachable peer) is dropped, as a single send
+ * would drop it; when the socket is full, libuv queues the rest. */
+static void udp_flush(dns_server *srv) {
+  udp_batch *o = srv->out;
+  uv_os_fd_t fd;
+  unsigned i = 0;
+  if (o->n == 0 || uv_fileno((uv_handle_t *)o->udp, &fd) < 0) {
+    o->n = 0;
+    return;
+  }
+  for (unsigned k = 0; k < o->n; k++) {
+    o->iov[k].iov_base = o->data[k];
+    o->msg[k].msg_hdr = (struct msghdr){
+        .msg_name = &o->peer[k],
+        .msg_namelen = peer_len(&o->peer[k]),
+        .msg_iov = &o->iov[k],
+        .msg_iovlen = 1,
+    };
+  }
+  while (i < o->n) {
+    int r = sendmmsg(fd, o->msg + i, o->n - i, MSG_DONTWAIT);
+    if (r > 0) {
+      i += (unsigned)r;
+    } else if (r < 0 && errno == EINTR) {
+      continue;
+    } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      for (; i < o->n; i++)
+        udp_send_now(o->udp, o->data[i], o->iov[i].iov_len,
+                     (struct sockaddr *)&o->peer[i]);
+    } else {
+      i++;
+    }
+  }
+  o->n = 0;
+}
+
 static void send_answer(dns_server *srv, origin *to, const uint8_t *msg,
                         size_t len, int rcode) {
   if ((unsigned)rcode < DNS_RCODE_COUNT)
@@ -165,17 +241,17 @@ static void send_answer(dns_server *srv, origin *to, const uint8_t *msg,
   if (len >= 3 && (msg[2] & 0x02))
     srv->st.truncated++;
   if (!to->tcp) {
-    uv_buf_t b = uv_buf_init((char *)msg, (unsigned)len);
-    if (uv_udp_try_send(to->udp, &b, 1, (struct sockaddr *)&to->peer) >= 0)
+    udp_batch *o = srv->out;
+    if (o->udp == to->udp && len <= DNS_UDP_MAX) {
+      if (o->n == UDP_BATCH)
+        udp_flush(srv);
+      memcpy(o->data[o->n], msg, len);
+      memcpy(&o->peer[o->n], &to->peer, sizeof(to->peer));
+      o->iov[o->n].iov_len = len;
+      o->n++;
       return;
-    send_req *r = malloc(sizeof(*r) + len);
-    if (r == NULL)
-      return;
-    memcpy(r->data, msg, len);
-    b = uv_buf_init((char *)r->data, (unsigned)len);
-    if (uv_udp_send(&r->udp, to->udp, &b, 1, (struct sockaddr *)&to->peer,
-                    udp_sent) < 0)
-      free(r);
+    }
+    udp_send_now(to->udp, msg, len, (struct sockaddr *)&to->peer);
     return;
   }
   tcp_conn *c = to->conn;
@@ -732,21 +808,34 @@ static void handle_query(dns_server *srv, origin *to, const uint8_t *pkt,
 
 /* --- UDP --- */
 
+/* One buffer per server for libuv's recvmmsg: the loop handles one
+ * socket's batch at a time, and a batch ends (UV_UDP_MMSG_FREE, or a read
+ * of nothing) before the next read begins. */
 static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  static uint8_t slab[DNS_TCP_MAX];
-  (void)h, (void)suggested;
-  *buf = uv_buf_init((char *)slab, sizeof(slab));
+  dns_server *srv = h->data;
+  (void)suggested;
+  *buf = uv_buf_init((char *)srv->udp_in, UDP_SLOT * UDP_SLOTS);
 }
 
 static void udp_read(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
                      const struct sockaddr *addr, unsigned flags) {
-  if (n <= 0 || addr == NULL || (flags & UV_UDP_PARTIAL))
+  dns_server *srv = h->data;
+  (void)buf;
+  if (addr == NULL) { /* the end of a batch, or nothing to read */
+    if (srv->out->udp == h)
+      udp_flush(srv);
+    srv->out->udp = NULL;
     return;
+  }
+  if (n <= 0 || (flags & UV_UDP_PARTIAL))
+    return;
+  if (flags & UV_UDP_MMSG_CHUNK)
+    srv->out->udp = h;
   origin to = {.tcp = false, .udp = h};
   memcpy(&to.peer, addr,
          addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
                                     : sizeof(struct sockaddr_in6));
-  handle_query(h->data, &to, (const uint8_t *)buf->base, (size_t)n);
+  handle_query(srv, &to, (const uint8_t *)buf->base, (size_t)n);
 }
 
 /* --- TCP --- */
@@ -1104,7 +1193,7 @@ static int bind_one(dns_server *srv, const char *spec, char *why,
     free(u), free(t);
     return -ENOMEM;
   }
-  uv_udp_init(srv->loop, u);
+  uv_udp_init_ex(srv->loop, u, UV_UDP_RECVMMSG);
   uv_tcp_init(srv->loop, t);
   u->data = t->data = srv;
   srv->udp[srv->n_udp++] = u;
@@ -1132,6 +1221,14 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
   dns_server *srv = calloc(1, sizeof(*srv));
   if (srv == NULL)
     return -ENOMEM;
+  srv->rebuild_timer = malloc(sizeof(*srv->rebuild_timer));
+  srv->udp_in = malloc(UDP_SLOT * UDP_SLOTS);
+  srv->out = calloc(1, sizeof(*srv->out));
+  if (srv->rebuild_timer == NULL || srv->udp_in == NULL || srv->out == NULL) {
+    free(srv->rebuild_timer), free(srv->udp_in), free(srv->out);
+    free(srv);
+    return -ENOMEM;
+  }
   srv->ctx = ctx;
   srv->loop = jitsu_ctx_loop(ctx);
   srv->set = cfg->settings;
@@ -1140,9 +1237,6 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
   list_init(&srv->pending);
   uv_timer_init(srv->loop, &srv->idle);
   srv->idle.data = srv;
-  srv->rebuild_timer = malloc(sizeof(*srv->rebuild_timer));
-  if (srv->rebuild_timer == NULL)
-    return -ENOMEM;
   uv_timer_init(srv->loop, srv->rebuild_timer);
   srv->rebuild_timer->data = srv;
   *out = srv;
@@ -1241,5 +1335,7 @@ void dns_server_destroy(dns_server *srv) {
   while (srv->pending.next != &srv->pending)
     pending_free(CONTAINER(srv->pending.next, pending, link));
   dns_zones_free(&srv->zones);
+  free(srv->udp_in);
+  free(srv->out);
   free(srv);
 }
