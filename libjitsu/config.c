@@ -55,6 +55,17 @@ static const jitsu_key global_keys[] = {
      "its path (default STATE/rendezvous.sock)"},
 };
 
+/* A copy of (e) at the head of the context's declarations. */
+static int add_section_entry(jitsu_ctx *ctx, const jitsu__section_keys *e) {
+  jitsu__section_keys *s = malloc(sizeof(*s));
+  if (s == NULL)
+    return -ENOMEM;
+  *s = *e;
+  s->next = ctx->keys;
+  ctx->keys = s;
+  return 0;
+}
+
 int jitsu_config_declare_keys(jitsu_ctx *ctx, const char *section,
                               const jitsu_key *keys, size_t n) {
   if (section == NULL || section[0] == '\0' || (keys == NULL && n > 0))
@@ -71,14 +82,38 @@ int jitsu_config_declare_keys(jitsu_ctx *ctx, const char *section,
             return jitsu__fail(ctx, -EEXIST, "key '%s' of [%s] declared twice",
                                keys[i].name, section);
   }
-  jitsu__section_keys *s = malloc(sizeof(*s));
-  if (s == NULL)
-    return -ENOMEM;
-  s->section = section;
-  s->keys = keys;
-  s->n = n;
-  s->next = ctx->keys;
-  ctx->keys = s;
+  jitsu__section_keys add = {.section = section, .keys = keys, .n = n};
+  return add_section_entry(ctx, &add);
+}
+
+static bool section_declared(jitsu_ctx *ctx, const char *section);
+
+int jitsu_config_check_values(jitsu_ctx *ctx, const char *section,
+                              jitsu_value_check_fn fn, void *arg) {
+  if (section == NULL || fn == NULL || strcmp(section, "vm") == 0 ||
+      strcmp(section, "jitsu") == 0)
+    return jitsu__fail(ctx, -EINVAL,
+                       "check values: a section of the caller's own, and a "
+                       "check");
+  if (!section_declared(ctx, section))
+    return jitsu__fail(ctx, -ENOENT, "check values: [%s] has no keys", section);
+  jitsu__section_keys add = {.section = section, .check = fn, .check_arg = arg};
+  return add_section_entry(ctx, &add);
+}
+
+/* The caller's checks of entry (e) of section (name). */
+static int run_value_checks(jitsu_ctx *ctx, const char *name, const entry *e,
+                            jitsu_error *err) {
+  for (jitsu__section_keys *s = ctx->keys; s != NULL; s = s->next) {
+    if (s->check == NULL || strcmp(s->section, name) != 0)
+      continue;
+    char why[sizeof(err->message)] = "";
+    int r =
+        s->check(ctx, name, e->key, e->value, why, sizeof(why), s->check_arg);
+    if (r < 0)
+      return jitsu_error_set(err, r, e->key, "%s",
+                             why[0] ? why : jitsu_strerror(r));
+  }
   return 0;
 }
 
@@ -586,7 +621,7 @@ static int check_globals(jitsu_ctx *ctx, cfg *c, jitsu_error *err) {
         return jitsu_error_set(err, -EINVAL, e->key, "unknown key in [%s]",
                                hd->name);
       int r = check_entry(c, hd, i, k, err);
-      if (r < 0)
+      if (r < 0 || (r = run_value_checks(ctx, hd->name, e, err)) < 0)
         return r;
       if (strcmp(hd->name, "jitsu") == 0 && strcmp(e->key, "state-dir") == 0 &&
           e->value[0] != '/')

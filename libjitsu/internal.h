@@ -121,8 +121,10 @@ struct jitsu_vm {
 typedef struct jitsu__section_keys {
   struct jitsu__section_keys *next;
   const char *section;
-  const jitsu_key *keys;
+  const jitsu_key *keys; /* NULL for a value check alone */
   size_t n;
+  jitsu_value_check_fn check; /* NULL for keys */
+  void *check_arg;
 } jitsu__section_keys;
 
 /* A subscriber (fn, arg) in a list; (fn) is cast back by the caller. */

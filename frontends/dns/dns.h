@@ -71,11 +71,12 @@ typedef struct dns_name {
 #define DNS_ZONE_FILE_MAX (16u << 20)
 
 typedef struct dns_zones {
-  dns_name **buckets;
-  size_t n_buckets;
+  dns_name **buckets; /* doubled when the names outnumber them twice */
+  size_t n_buckets, n_names;
   dns_zone *zones;
   dns_vm *vms;
-  dns_vm **by_vm; /* n_buckets buckets, keyed by the jitsu_vm pointer */
+  dns_vm **by_vm; /* n_vm_buckets buckets, keyed by the jitsu_vm pointer */
+  size_t n_vm_buckets;
 } dns_zones;
 
 /* Defaults and global settings, from [dns] and the command line. */
@@ -98,6 +99,11 @@ typedef struct dns_settings {
 int dns_zones_build(dns_zones *z, jitsu_ctx *ctx, const dns_settings *s,
                     jitsu_vm *skip, char *why, size_t why_size);
 void dns_zones_free(dns_zones *z);
+
+/* Check one [dns] zone value ("NAME" or "NAME file=PATH") as
+ * dns_zones_build() takes it, its zone file read and parsed; nothing is
+ * kept. 0, or a negative errno value with (why) set. */
+int dns_zone_check(const char *value, char *why, size_t why_size);
 
 /* Look (key) up: 1 with (*name) when it exists, 0 with (*zone) set when it
  * is inside a zone of ours but does not exist, -1 when it is not ours. */

@@ -19,7 +19,7 @@ static uint32_t hash(const char *key) {
 
 static size_t vm_bucket(const dns_zones *z, const jitsu_vm *vm) {
   uintptr_t v = (uintptr_t)vm;
-  return (size_t)((v >> 4) ^ (v >> 12)) % z->n_buckets;
+  return (size_t)((v >> 4) ^ (v >> 12)) % z->n_vm_buckets;
 }
 
 static dns_name *find(const dns_zones *z, const char *key) {
@@ -29,6 +29,27 @@ static dns_name *find(const dns_zones *z, const char *key) {
     if (strcmp(n->key, key) == 0)
       return n;
   return NULL;
+}
+
+/* Twice the buckets, when the names outnumber them twice (a zone file of
+ * 100,000 names would otherwise make chains of thousands). A failed
+ * allocation keeps the old table: slower, still right. */
+static void grow(dns_zones *z) {
+  size_t nb = z->n_buckets * 2;
+  dns_name **b = calloc(nb, sizeof(*b));
+  if (b == NULL)
+    return;
+  for (size_t i = 0; i < z->n_buckets; i++)
+    while (z->buckets[i]) {
+      dns_name *n = z->buckets[i];
+      z->buckets[i] = n->next;
+      size_t h = hash(n->key) % nb;
+      n->next = b[h];
+      b[h] = n;
+    }
+  free(z->buckets);
+  z->buckets = b;
+  z->n_buckets = nb;
 }
 
 static dns_name *add(dns_zones *z, const char *key) {
@@ -42,7 +63,21 @@ static dns_name *add(dns_zones *z, const char *key) {
   size_t b = hash(key) % z->n_buckets;
   n->next = z->buckets[b];
   z->buckets[b] = n;
+  if (++z->n_names > 2 * z->n_buckets)
+    grow(z);
   return n;
+}
+
+/* An empty table of names: 64 buckets, or about 4 per vm of (ctx). */
+static int zones_init(dns_zones *z, size_t vms) {
+  memset(z, 0, sizeof(*z));
+  z->n_buckets = 64;
+  while (z->n_buckets < vms * 4)
+    z->n_buckets *= 2;
+  z->n_vm_buckets = z->n_buckets;
+  z->buckets = calloc(z->n_buckets, sizeof(*z->buckets));
+  z->by_vm = calloc(z->n_vm_buckets, sizeof(*z->by_vm));
+  return z->buckets == NULL || z->by_vm == NULL ? -ENOMEM : 0;
 }
 
 static const char *parent(const char *key);
@@ -429,15 +464,9 @@ static int add_vm_names(jitsu_vm *vm, void *arg) {
 
 int dns_zones_build(dns_zones *z, jitsu_ctx *ctx, const dns_settings *s,
                     jitsu_vm *skip, char *why, size_t why_size) {
-  memset(z, 0, sizeof(*z));
   size_t defined;
   jitsu_ctx_counts(ctx, &defined, NULL, NULL);
-  z->n_buckets = 64;
-  while (z->n_buckets < defined * 4)
-    z->n_buckets *= 2;
-  z->buckets = calloc(z->n_buckets, sizeof(*z->buckets));
-  z->by_vm = calloc(z->n_buckets, sizeof(*z->by_vm));
-  if (z->buckets == NULL || z->by_vm == NULL)
+  if (zones_init(z, defined) < 0)
     return -ENOMEM;
   const char *v;
   for (size_t i = 0; (v = jitsu_config_get(ctx, "dns", "zone", i)); i++) {
@@ -449,19 +478,30 @@ int dns_zones_build(dns_zones *z, jitsu_ctx *ctx, const dns_settings *s,
   jitsu_vm_foreach(ctx, add_vm_names, &b);
   if (b.err < 0)
     return b.err;
-  /* Names between a zone apex and a vm's name exist, with no data. */
+  /* Names between a zone apex and a vm's name or a record's owner exist,
+   * with no data. Adding them may grow the table: walk a list of the names
+   * with data, not the table. */
+  size_t n_data = 0;
+  dns_name **data = malloc((z->n_names + 1) * sizeof(*data));
+  if (data == NULL)
+    return -ENOMEM;
   for (size_t i = 0; i < z->n_buckets; i++)
-    for (dns_name *n = z->buckets[i]; n; n = n->next) {
-      n->zone = zone_of(z, n->key);
-      if (n->dv == NULL && n->rrs == NULL)
-        continue;
-      for (const char *p = parent(n->key); p && n->zone; p = parent(p)) {
-        if (strcmp(p, n->zone->key) == 0)
-          break;
-        if (find(z, p) == NULL && add(z, p) == NULL)
-          return -ENOMEM;
+    for (dns_name *n = z->buckets[i]; n; n = n->next)
+      if (n->dv != NULL || n->rrs != NULL)
+        data[n_data++] = n;
+  for (size_t i = 0; i < n_data; i++) {
+    dns_name *n = data[i];
+    dns_zone *zn = zone_of(z, n->key);
+    for (const char *p = parent(n->key); p && zn; p = parent(p)) {
+      if (strcmp(p, zn->key) == 0)
+        break;
+      if (find(z, p) == NULL && add(z, p) == NULL) {
+        free(data);
+        return -ENOMEM;
       }
     }
+  }
+  free(data);
   for (size_t i = 0; i < z->n_buckets; i++)
     for (dns_name *n = z->buckets[i]; n; n = n->next)
       n->zone = zone_of(z, n->key);
@@ -497,6 +537,17 @@ void dns_zones_free(dns_zones *z) {
   memset(z, 0, sizeof(*z));
 }
 
+int dns_zone_check(const char *value, char *why, size_t why_size) {
+  dns_zones z;
+  dns_settings s;
+  memset(&s, 0, sizeof(s));
+  int r = zones_init(&z, 0);
+  if (r == 0)
+    r = add_zone(&z, value, &s, why, why_size);
+  dns_zones_free(&z);
+  return r;
+}
+
 int dns_zones_lookup(const dns_zones *z, const char *key, dns_name **name,
                      dns_zone **zone) {
   *name = find(z, key);
@@ -509,7 +560,7 @@ int dns_zones_lookup(const dns_zones *z, const char *key, dns_name **name,
 }
 
 dns_vm *dns_zones_vm(const dns_zones *z, const jitsu_vm *vm) {
-  if (z->n_buckets == 0)
+  if (z->n_vm_buckets == 0)
     return NULL;
   for (dns_vm *dv = z->by_vm[vm_bucket(z, vm)]; dv; dv = dv->by_vm_next)
     if (dv->vm == vm)

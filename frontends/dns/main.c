@@ -178,6 +178,16 @@ static int seconds(const char *text, uint64_t *ms) {
   return 0;
 }
 
+/* [dns] values beyond their type: a zone's file is read and parsed when
+ * the config is loaded, checked (--check) or reloaded, so a broken one
+ * refuses the file at its line and changes nothing. */
+static int check_dns_value(jitsu_ctx *ctx, const char *section, const char *key,
+                           const char *value, char *why, size_t size,
+                           void *arg) {
+  (void)ctx, (void)section, (void)arg;
+  return strcmp(key, "zone") == 0 ? dns_zone_check(value, why, size) : 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
       {"config", required_argument, NULL, 'c'},
@@ -264,6 +274,10 @@ int main(int argc, char **argv) {
                                 sizeof(dns_vm_keys) / sizeof(jitsu_key)) < 0) {
     fprintf(stderr, "jitsu-dns: cannot declare its keys: %s\n",
             jitsu_ctx_last_error(a.ctx));
+    return give_up(&a, 1);
+  }
+  if (jitsu_config_check_values(a.ctx, "dns", check_dns_value, NULL) < 0) {
+    fprintf(stderr, "jitsu-dns: %s\n", jitsu_ctx_last_error(a.ctx));
     return give_up(&a, 1);
   }
   jitsu_error err;

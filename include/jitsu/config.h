@@ -42,6 +42,23 @@ JITSU_EXTERN int jitsu_config_declare_keys(jitsu_ctx *ctx, const char *section,
                                            const jitsu_key *keys, size_t n);
 
 /*
+ * A caller's own check of the values of a section it declared, beyond
+ * their type (jitsu-dns parses the zone file that a [dns] zone names):
+ * (fn) is called for every value of every key of (section) wherever a
+ * file's values are checked, by jitsu_config_load(), jitsu_config_check()
+ * and jitsu_config_reload(), before anything is applied. It returns 0, or
+ * a negative errno value with the reason in (why) (a buffer of (size)
+ * bytes); the file is then refused with "FILE:LINE: KEY: why" at that
+ * value's line, and nothing changes. (section) is one of the caller's
+ * own (not "jitsu" or "vm"); -ENOENT if it was not declared.
+ */
+typedef int (*jitsu_value_check_fn)(jitsu_ctx *ctx, const char *section,
+                                    const char *key, const char *value,
+                                    char *why, size_t size, void *arg);
+JITSU_EXTERN int jitsu_config_check_values(jitsu_ctx *ctx, const char *section,
+                                           jitsu_value_check_fn fn, void *arg);
+
+/*
  * Load the configuration file (path) into (ctx): apply [jitsu], remember
  * other declared sections and define one vm per [vm NAME] section. The
  * whole file is checked first; on any error nothing is applied, (err)

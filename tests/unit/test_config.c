@@ -263,6 +263,57 @@ static void test_backend_modules(void **state) {
   free(saved);
 }
 
+/* A [dns] value check of the caller's own: "zone" values must not start
+ * with "bad"; it counts its calls. */
+static int no_bad_zone(jitsu_ctx *ctx, const char *section, const char *key,
+                       const char *value, char *why, size_t size, void *arg) {
+  (void)ctx;
+  assert_string_equal(section, "dns");
+  (*(int *)arg)++;
+  if (strcmp(key, "listen") == 0 || strncmp(value, "bad", 3) != 0)
+    return 0;
+  snprintf(why, size, "zone '%s' is bad", value);
+  return -EINVAL;
+}
+
+static void write_config(fixture *f, const char *text) {
+  FILE *out = fopen(f->config, "w");
+  assert_non_null(out);
+  fputs(text, out);
+  fclose(out);
+}
+
+/* The check refuses a load, a check and a reload at the value's line, and
+ * a refused reload changes nothing. */
+static void test_value_checks(void **state) {
+  fixture *f = *state;
+  int calls = 0;
+  assert_int_equal(jitsu_config_check_values(f->ctx, "dns", no_bad_zone, NULL),
+                   -ENOENT);
+  assert_int_equal(jitsu_config_declare_keys(f->ctx, "dns", dns_keys, 2), 0);
+  static const jitsu_key zone_key[] = {
+      {"zone", JITSU_KEY_STRING, JITSU_KEY_MULTI, "a zone"}};
+  assert_int_equal(jitsu_config_declare_keys(f->ctx, "dns", zone_key, 1), 0);
+  assert_int_equal(jitsu_config_check_values(f->ctx, "vm", no_bad_zone, NULL),
+                   -EINVAL);
+  assert_int_equal(
+      jitsu_config_check_values(f->ctx, "dns", no_bad_zone, &calls), 0);
+  expect_error(f, "[dns]\nlisten = x\nzone = good\nzone = bad.test\n", 4,
+               "zone", "zone 'bad.test' is bad");
+  assert_int_equal(calls, 3);
+  write_config(f, "[dns]\nlisten = x\nzone = bad\n");
+  assert_int_equal(jitsu_config_check(f->ctx, f->config, &f->err), -EINVAL);
+  assert_non_null(strstr(f->err.message, ":3: zone: zone 'bad' is bad"));
+  write_config(f, "[dns]\nlisten = x\nzone = good\n[vm a]\nexec = /bin/true\n");
+  assert_int_equal(jitsu_config_load(f->ctx, f->config, &f->err), 0);
+  write_config(f, "[dns]\nlisten = x\nzone = bad\n[vm b]\nexec = /bin/true\n");
+  assert_int_equal(jitsu_config_reload(f->ctx, NULL, NULL, &f->err), -EINVAL);
+  assert_non_null(strstr(f->err.message, ":3: zone: zone 'bad' is bad"));
+  assert_string_equal(jitsu_config_get(f->ctx, "dns", "zone", 0), "good");
+  assert_non_null(jitsu_vm_find(f->ctx, "a"));
+  assert_null(jitsu_vm_find(f->ctx, "b"));
+}
+
 static void count_unchanged(const char *name, jitsu_reload_action act,
                             void *arg) {
   (void)name;
@@ -308,6 +359,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_declared_keys, fixture_setup,
                                       fixture_teardown),
       cmocka_unit_test_setup_teardown(test_backend_modules, fixture_setup,
+                                      fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_value_checks, fixture_setup,
                                       fixture_teardown),
       cmocka_unit_test_setup_teardown(test_many_vms, fixture_setup,
                                       fixture_teardown),
