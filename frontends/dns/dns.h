@@ -5,11 +5,13 @@
 #include <jitsu/jitsu.h>
 
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "dns_wire.h"
 
 #define DNS_MAX_ADDRS 64
+#define DNS_WORKERS_MAX 64 /* workers = N: at most this many */
 
 /* What jitsu-dns knows of one vm with names. */
 typedef struct dns_vm {
@@ -30,6 +32,10 @@ typedef struct dns_vm {
    * guest until it is ready or ends): more unheld answers need none. */
   bool coming;
   uint64_t last_query_ms;
+  /* Shared with the workers: the main loop sets (ready) as the guest's
+   * state changes; a worker answers from it and notes when it did. */
+  atomic_bool ready;
+  _Atomic uint64_t worker_query_ms;
 } dns_vm;
 
 /* A static record of a zone file, as read (uncompressed wire rdata). */
@@ -142,6 +148,7 @@ typedef struct dns_server_config {
   const char *const *allow;        /* CIDRs that may use forwarding */
   const char *const *summon_allow; /* CIDRs that may summon; NULL: all */
   uint64_t udp_buffer;             /* SO_RCVBUF asked for each UDP socket */
+  unsigned workers; /* loops answering UDP (0 or 1: the main loop alone) */
 } dns_server_config;
 
 /* Create the server on (ctx)'s loop and bind its sockets; 0 or an error

@@ -4,6 +4,8 @@
 #include "dns.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -30,6 +32,9 @@
 #define UDP_SLOT (64 * 1024)
 #define UDP_SLOTS 20
 #define UDP_BATCH 32
+/* Queries the workers have handed to the main loop that it has not yet
+ * taken; beyond, they are dropped (and counted). */
+#define DNS_HANDOFF_MAX 4096
 
 typedef struct link {
   struct link *prev, *next;
@@ -103,12 +108,29 @@ typedef struct stats {
   latency_ring cold, warm;
 } stats;
 
+/* One loop's share of the server: the main loop's, which owns every vm
+ * and does all that changes them, or a worker's (workers = N), which
+ * answers over UDP what needs no change: warm vm names, static records,
+ * negative answers. */
+typedef struct dns_thread {
+  dns_server *srv;
+  uv_loop_t *loop;
+  dns_zones *zones; /* the names this loop answers from now */
+  uint8_t *udp_in;  /* UDP_SLOTS slots for recvmmsg */
+  udp_batch *out;
+  stats st;
+  bool worker;
+} dns_thread;
+
+typedef struct dns_worker dns_worker;
+
 struct dns_server {
   jitsu_ctx *ctx;
   uv_loop_t *loop;
   uint64_t udp_buffer; /* SO_RCVBUF asked for */
   dns_settings set;
-  dns_zones zones;
+  dns_thread main; /* main.zones: the names (the main loop swaps them under
+                    * zones_lock; workers read them under it) */
   uv_udp_t **udp;
   uv_tcp_t **tcp;
   size_t n_udp, n_tcp;
@@ -124,9 +146,18 @@ struct dns_server {
   uv_timer_t idle;
   uv_timer_t *rebuild_timer;
   uint32_t serial;
-  uint8_t *udp_in; /* UDP_SLOTS slots for recvmmsg */
-  udp_batch *out;
-  stats st;
+  /* workers = N: N - 1 threads with UDP sockets of their own on the same
+   * addresses (SO_REUSEPORT), and what they hand to the main loop. */
+  dns_worker **workers;
+  unsigned n_workers;             /* threads besides the main loop */
+  struct sockaddr_storage *addrs; /* of the listen addresses */
+  pthread_rwlock_t zones_lock;
+  bool zones_lock_made;
+  uv_async_t *handoff_async;
+  uv_mutex_t handoff_mu;
+  link_t handoff; /* handoff_msg, oldest first */
+  unsigned n_handoff;
+  double handed_over; /* main loop only */
 };
 
 struct tcp_conn {
@@ -200,8 +231,8 @@ static socklen_t peer_len(const struct sockaddr_storage *ss) {
 /* Sends the batch's answers: one sendmmsg(2) while the socket takes them;
  * an answer it refuses (an unreachable peer) is dropped, as a single send
  * would drop it; when the socket is full, libuv queues the rest. */
-static void udp_flush(dns_server *srv) {
-  udp_batch *o = srv->out;
+static void udp_flush(dns_thread *t) {
+  udp_batch *o = t->out;
   uv_os_fd_t fd;
   unsigned i = 0;
   if (o->n == 0 || uv_fileno((uv_handle_t *)o->udp, &fd) < 0) {
@@ -234,17 +265,17 @@ static void udp_flush(dns_server *srv) {
   o->n = 0;
 }
 
-static void send_answer(dns_server *srv, origin *to, const uint8_t *msg,
+static void send_answer(dns_thread *t, origin *to, const uint8_t *msg,
                         size_t len, int rcode) {
   if ((unsigned)rcode < DNS_RCODE_COUNT)
-    srv->st.rcodes[rcode]++;
+    t->st.rcodes[rcode]++;
   if (len >= 3 && (msg[2] & 0x02))
-    srv->st.truncated++;
+    t->st.truncated++;
   if (!to->tcp) {
-    udp_batch *o = srv->out;
+    udp_batch *o = t->out;
     if (o->udp == to->udp && len <= DNS_UDP_MAX) {
       if (o->n == UDP_BATCH)
-        udp_flush(srv);
+        udp_flush(t);
       memcpy(o->data[o->n], msg, len);
       memcpy(&o->peer[o->n], &to->peer, sizeof(to->peer));
       o->iov[o->n].iov_len = len;
@@ -406,7 +437,7 @@ static void ring_add(latency_ring *r, uint64_t ns) {
  * BADVERS or REFUSED. NOTIMP (an opcode we do not know) carries QR and
  * the opcode alone, with empty sections: its RD and CD meant something
  * under an opcode we did not read. */
-static void answer_rcode(dns_server *srv, origin *to, const dns_query *q,
+static void answer_rcode(dns_thread *t, origin *to, const dns_query *q,
                          int rcode, bool aa) {
   uint8_t buf[DNS_UDP_MAX];
   dns_msg m;
@@ -418,14 +449,15 @@ static void answer_rcode(dns_server *srv, origin *to, const dns_query *q,
     q = &bare;
   }
   dns_msg_begin(&m, buf, sizeof(buf), limit_for(to, q), q, rcode, aa,
-                rcode == DNS_SERVFAIL && may_recurse(srv, to));
-  send_answer(srv, to, buf, dns_msg_finish(&m, rcode), rcode);
+                rcode == DNS_SERVFAIL && may_recurse(t->srv, to));
+  send_answer(t, to, buf, dns_msg_finish(&m, rcode), rcode);
 }
 
 /* The zone's SOA: its file's, or one made up. In a negative answer its
  * TTL is the lesser of its own and its minimum (RFC 2308 3). */
-static void add_soa(dns_server *srv, dns_msg *m, const dns_zone *z, int sec,
+static void add_soa(dns_thread *t, dns_msg *m, const dns_zone *z, int sec,
                     uint32_t ttl, bool negative) {
+  const dns_server *srv = t->srv;
   const dns_rr *soa = z->soa;
   if (soa == NULL) {
     dns_msg_add_soa(m, sec, z->apex, z->apex_len, z->ns, z->ns_len, z->mbox,
@@ -459,7 +491,7 @@ static unsigned add_static(dns_msg *m, int sec, const dns_name *name,
 /* The static answer for (q) at (name): its records of the type (ANY: its
  * first RRset, RFC 8482), or its CNAME and, while the chain stays in our
  * zone files, what the target has (eight links at most). */
-static void answer_static(dns_server *srv, dns_msg *m, const dns_query *q,
+static void answer_static(dns_thread *th, dns_msg *m, const dns_query *q,
                           const dns_name *name) {
   uint16_t t = q->qtype == DNS_TYPE_ANY ? name->rrs->type : q->qtype;
   const dns_name *seen[8];
@@ -478,8 +510,8 @@ static void answer_static(dns_server *srv, dns_msg *m, const dns_query *q,
     dns_name *next;
     dns_zone *zone;
     if (dns_name_key(cn->rdata, cn->rdlen, key, sizeof(key)) < 0 ||
-        dns_zones_lookup(&srv->zones, key, &next, &zone) <= 0 ||
-        dns_zones_cut(&srv->zones, zone, key) != NULL || next->rrs == NULL)
+        dns_zones_lookup(th->zones, key, &next, &zone) <= 0 ||
+        dns_zones_cut(th->zones, zone, key) != NULL || next->rrs == NULL)
       return; /* the resolver follows it from here */
     name = next;
   }
@@ -487,12 +519,12 @@ static void answer_static(dns_server *srv, dns_msg *m, const dns_query *q,
 
 /* A referral to the delegation (cut): its NS records, not authoritative,
  * with the addresses we have of the servers named under it (glue). */
-static void answer_referral(dns_server *srv, origin *to, const dns_query *q,
+static void answer_referral(dns_thread *t, origin *to, const dns_query *q,
                             const dns_name *cut) {
   uint8_t buf[DNS_TCP_MAX];
   dns_msg m;
   dns_msg_begin(&m, buf, sizeof(buf), limit_for(to, q), q, DNS_NOERROR, false,
-                may_recurse(srv, to));
+                may_recurse(t->srv, to));
   add_static(&m, DNS_AUTHORITY, cut, DNS_TYPE_NS);
   for (const dns_rr *rr = cut->rrs; rr; rr = rr->next) {
     char key[DNS_KEY_MAX];
@@ -500,23 +532,23 @@ static void answer_referral(dns_server *srv, origin *to, const dns_query *q,
     dns_zone *zone;
     if (rr->type != DNS_TYPE_NS ||
         dns_name_key(rr->rdata, rr->rdlen, key, sizeof(key)) < 0 ||
-        dns_zones_lookup(&srv->zones, key, &ns, &zone) <= 0)
+        dns_zones_lookup(t->zones, key, &ns, &zone) <= 0)
       continue;
     add_static(&m, DNS_ADDITIONAL, ns, DNS_TYPE_A);
     add_static(&m, DNS_ADDITIONAL, ns, DNS_TYPE_AAAA);
   }
-  srv->st.referrals++;
-  send_answer(srv, to, buf, dns_msg_finish(&m, DNS_NOERROR), DNS_NOERROR);
+  t->st.referrals++;
+  send_answer(t, to, buf, dns_msg_finish(&m, DNS_NOERROR), DNS_NOERROR);
 }
 
 /* The authoritative answer for (q) about (name) in (zone); (ttl_cap) caps
  * the TTL of address records (a short answer at a hold's limit). */
-static void answer_name(dns_server *srv, origin *to, const dns_query *q,
+static void answer_name(dns_thread *th, origin *to, const dns_query *q,
                         dns_name *name, dns_zone *zone, uint32_t ttl_cap) {
   uint8_t buf[DNS_TCP_MAX];
   dns_msg m;
   dns_msg_begin(&m, buf, sizeof(buf), limit_for(to, q), q, DNS_NOERROR, true,
-                may_recurse(srv, to));
+                may_recurse(th->srv, to));
   dns_vm *dv = name ? name->dv : NULL;
   uint16_t t = q->qtype;
   if (dv != NULL &&
@@ -530,21 +562,21 @@ static void answer_name(dns_server *srv, origin *to, const dns_query *q,
       for (unsigned i = 0; i < dv->n_aaaa; i++)
         dns_msg_add_addr(&m, DNS_ANSWER, DNS_TYPE_AAAA, dv->aaaa[i], ttl);
   } else if (name != NULL && name->rrs != NULL) {
-    answer_static(srv, &m, q, name);
+    answer_static(th, &m, q, name);
   }
   if (m.counts[DNS_ANSWER] == 0 && zone != NULL && name != NULL &&
       name->zone == zone && strcmp(name->key, zone->key) == 0) {
     /* The apex: what the file does not give is made up. */
     if ((t == DNS_TYPE_SOA || t == DNS_TYPE_ANY) && zone->soa == NULL)
-      add_soa(srv, &m, zone, DNS_ANSWER, srv->set.ttl, false);
+      add_soa(th, &m, zone, DNS_ANSWER, th->srv->set.ttl, false);
     else if (t == DNS_TYPE_NS && !zone->has_ns)
       dns_msg_add_ns(&m, DNS_ANSWER, zone->apex, zone->apex_len, zone->ns,
-                     zone->ns_len, srv->set.ttl);
+                     zone->ns_len, th->srv->set.ttl);
   }
   if (m.counts[DNS_ANSWER] == 0 && !m.overflow && zone != NULL)
-    add_soa(srv, &m, zone, DNS_AUTHORITY, srv->set.negative_ttl,
+    add_soa(th, &m, zone, DNS_AUTHORITY, th->srv->set.negative_ttl,
             true); /* NODATA */
-  send_answer(srv, to, buf, dns_msg_finish(&m, DNS_NOERROR), DNS_NOERROR);
+  send_answer(th, to, buf, dns_msg_finish(&m, DNS_NOERROR), DNS_NOERROR);
 }
 
 /* Answer (p) now from the current names (a reload may have moved them). */
@@ -552,13 +584,13 @@ static void answer_pending(pending *p, uint32_t ttl_cap, bool cold) {
   dns_server *srv = p->srv;
   dns_name *name;
   dns_zone *zone;
-  int r = dns_zones_lookup(&srv->zones, p->q.key, &name, &zone);
+  int r = dns_zones_lookup(srv->main.zones, p->q.key, &name, &zone);
   if (r > 0 && name->dv != NULL && name->dv->vm == p->vm)
-    answer_name(srv, &p->to, &p->q, name, zone, ttl_cap);
+    answer_name(&srv->main, &p->to, &p->q, name, zone, ttl_cap);
   else
-    answer_rcode(srv, &p->to, &p->q, DNS_SERVFAIL, false);
+    answer_rcode(&srv->main, &p->to, &p->q, DNS_SERVFAIL, false);
   if (cold)
-    ring_add(&srv->st.cold, uv_hrtime() - p->begin_ns);
+    ring_add(&srv->main.st.cold, uv_hrtime() - p->begin_ns);
   p->answered = true;
 }
 
@@ -590,7 +622,7 @@ static void summoned(jitsu_vm *vm, int status, void *arg) {
   p->held = false;
   dns_server *srv = p->srv;
   if (!p->answered) {
-    dns_vm *dv = dns_zones_vm(&srv->zones, vm);
+    dns_vm *dv = dns_zones_vm(srv->main.zones, vm);
     if (status == 0 && dv != NULL && dv->delay_ms > 0 && p->timer != NULL) {
       /* Mask the guest's own warm-up, as the original's --delay did. */
       uv_timer_start(p->timer, delay_done, dv->delay_ms, 0);
@@ -599,7 +631,7 @@ static void summoned(jitsu_vm *vm, int status, void *arg) {
     if (status == 0)
       answer_pending(p, UINT32_MAX, true);
     else {
-      answer_rcode(srv, &p->to, &p->q, DNS_SERVFAIL, false);
+      answer_rcode(&srv->main, &p->to, &p->q, DNS_SERVFAIL, false);
       p->answered = true;
     }
   }
@@ -611,10 +643,10 @@ static void hold_expired(uv_timer_t *t) {
   if (p->answered)
     return;
   dns_server *srv = p->srv;
-  srv->st.hold_expired++;
-  dns_vm *dv = dns_zones_vm(&srv->zones, p->vm);
+  srv->main.st.hold_expired++;
+  dns_vm *dv = dns_zones_vm(srv->main.zones, p->vm);
   if (dv == NULL || dv->hold_servfail) {
-    answer_rcode(srv, &p->to, &p->q, DNS_SERVFAIL, false);
+    answer_rcode(&srv->main, &p->to, &p->q, DNS_SERVFAIL, false);
     p->answered = true;
   } else {
     answer_pending(p, SHORT_TTL, true);
@@ -634,8 +666,8 @@ static void query_vm(dns_server *srv, origin *to, const dns_query *q,
   jitsu_vm_touch(vm);
   jitsu_state st = jitsu_vm_state(vm);
   if (st == JITSU_STATE_READY) {
-    answer_name(srv, to, q, name, zone, UINT32_MAX);
-    ring_add(&srv->st.warm, uv_hrtime() - begin);
+    answer_name(&srv->main, to, q, name, zone, UINT32_MAX);
+    ring_add(&srv->main.st.warm, uv_hrtime() - begin);
     return;
   }
   /* A query that starts or resumes the guest costs its client a token;
@@ -643,13 +675,13 @@ static void query_vm(dns_server *srv, origin *to, const dns_query *q,
   bool wakes = st == JITSU_STATE_STOPPED || st == JITSU_STATE_FAILED ||
                st == JITSU_STATE_SUSPENDED || st == JITSU_STATE_SUSPENDING;
   if (wakes && !summon_allowed(srv, to)) {
-    srv->st.not_allowed++;
-    answer_rcode(srv, to, q, DNS_REFUSED, false);
+    srv->main.st.not_allowed++;
+    answer_rcode(&srv->main, to, q, DNS_REFUSED, false);
     return;
   }
   if (wakes && !rate_ok(srv, to)) {
-    srv->st.rate_limited++;
-    answer_rcode(srv, to, q, DNS_REFUSED, false);
+    srv->main.st.rate_limited++;
+    answer_rcode(&srv->main, to, q, DNS_REFUSED, false);
     return;
   }
   if (wakes)
@@ -661,18 +693,19 @@ static void query_vm(dns_server *srv, origin *to, const dns_query *q,
     if (!dv->coming) {
       int r = jitsu_vm_summon(vm, NULL, NULL);
       if (r < 0) {
-        answer_rcode(srv, to, q, DNS_SERVFAIL, false);
+        answer_rcode(&srv->main, to, q, DNS_SERVFAIL, false);
         return;
       }
       dv->coming = true;
-      srv->st.summons++;
+      srv->main.st.summons++;
     }
-    answer_name(srv, to, q, name, zone, dv->hold_ms ? SHORT_TTL : UINT32_MAX);
+    answer_name(&srv->main, to, q, name, zone,
+                dv->hold_ms ? SHORT_TTL : UINT32_MAX);
     return;
   }
   pending *p = calloc(1, sizeof(*p));
   if (p == NULL) {
-    answer_rcode(srv, to, q, DNS_SERVFAIL, false);
+    answer_rcode(&srv->main, to, q, DNS_SERVFAIL, false);
     return;
   }
   p->srv = srv;
@@ -683,11 +716,11 @@ static void query_vm(dns_server *srv, origin *to, const dns_query *q,
   int r = jitsu_vm_summon(vm, summoned, p);
   if (r < 0) {
     free(p);
-    answer_rcode(srv, to, q, DNS_SERVFAIL, false);
+    answer_rcode(&srv->main, to, q, DNS_SERVFAIL, false);
     return;
   }
-  srv->st.summons++;
-  srv->st.held++;
+  srv->main.st.summons++;
+  srv->main.st.held++;
   p->held = true;
   if (to->conn != NULL)
     to->conn->refs++;
@@ -720,31 +753,69 @@ static void forwarded(void *arg, const uint8_t *answer, size_t len) {
   if (srv->fwd == NULL) {
     /* Shutting down: no answer. */
   } else if (n > 0) {
-    send_answer(srv, &a->to, buf, n, buf[3] & 0xF);
+    send_answer(&srv->main, &a->to, buf, n, buf[3] & 0xF);
   } else {
     /* Upstream failed or sent nonsense: SERVFAIL, promptly. */
-    answer_rcode(srv, &a->to, &a->q, DNS_SERVFAIL, false);
+    answer_rcode(&srv->main, &a->to, &a->q, DNS_SERVFAIL, false);
   }
   if (a->to.conn != NULL)
     conn_unref(a->to.conn);
   free(a);
 }
 
-static void handle_query(dns_server *srv, origin *to, const uint8_t *pkt,
+static bool addr_query(const dns_query *q) {
+  return q->qtype == DNS_TYPE_A || q->qtype == DNS_TYPE_AAAA ||
+         q->qtype == DNS_TYPE_ANY;
+}
+
+/* Whether only the main loop may answer (q): a forward, or a vm's name
+ * whose guest is not ready (summons and held answers are the main loop's).
+ * A worker hands such a query over. */
+static bool main_only(dns_thread *t, const origin *to, const dns_query *q,
+                      int found, const dns_name *name) {
+  if (found < 0)
+    return may_recurse(t->srv, to);
+  return found > 0 && name->dv != NULL && addr_query(q) &&
+         !atomic_load_explicit(&name->dv->ready, memory_order_acquire);
+}
+
+/* A worker's answer about a ready guest; the main loop's idle tick passes
+ * the query's time on to the vm (jitsu_vm_touch). */
+static void worker_warm(dns_thread *t, origin *to, const dns_query *q,
+                        dns_name *name, dns_zone *zone) {
+  uint64_t begin = uv_hrtime();
+  atomic_store_explicit(&name->dv->worker_query_ms, uv_now(t->loop),
+                        memory_order_relaxed);
+  answer_name(t, to, q, name, zone, UINT32_MAX);
+  ring_add(&t->st.warm, uv_hrtime() - begin);
+}
+
+/* Answer (pkt) on loop (t). False, with nothing done, when a worker must
+ * hand it to the main loop (main_only). */
+static bool handle_query(dns_thread *t, origin *to, const uint8_t *pkt,
                          size_t len) {
+  dns_server *srv = t->srv;
   dns_query q;
+  dns_name *name = NULL;
+  dns_zone *zone = NULL;
+  int found = -1;
   int r = dns_parse_query(pkt, len, &q);
+  if (r == 0 && !q.tsig && q.qclass == DNS_CLASS_IN) {
+    found = dns_zones_lookup(t->zones, q.key, &name, &zone);
+    if (t->worker && main_only(t, to, &q, found, name))
+      return false;
+  }
   if (to->tcp)
-    srv->st.queries_tcp++;
+    t->st.queries_tcp++;
   else
-    srv->st.queries_udp++;
+    t->st.queries_udp++;
   if (r < 0) {
-    srv->st.dropped++;
-    return;
+    t->st.dropped++;
+    return true;
   }
   if (r > 0) {
-    answer_rcode(srv, to, &q, r, false);
-    return;
+    answer_rcode(t, to, &q, r, false);
+    return true;
   }
   if (q.tsig) {
     /* No key is known here (RFC 8945 5.2.2): NOTAUTH with BADKEY in an
@@ -755,25 +826,22 @@ static void handle_query(dns_server *srv, origin *to, const uint8_t *pkt,
                   false, false);
     size_t n = dns_msg_finish(&m, DNS_NOTAUTH);
     n = dns_msg_append_tsig_error(buf, n, sizeof(buf), &q, DNS_TSIG_BADKEY);
-    send_answer(srv, to, buf, n, DNS_NOTAUTH);
-    return;
+    send_answer(t, to, buf, n, DNS_NOTAUTH);
+    return true;
   }
   if (q.qclass != DNS_CLASS_IN) {
-    answer_rcode(srv, to, &q, DNS_REFUSED, false);
-    return;
+    answer_rcode(t, to, &q, DNS_REFUSED, false);
+    return true;
   }
-  dns_name *name;
-  dns_zone *zone;
-  int found = dns_zones_lookup(&srv->zones, q.key, &name, &zone);
   if (found < 0) {
     if (!may_recurse(srv, to)) {
-      answer_rcode(srv, to, &q, DNS_REFUSED, false);
-      return;
+      answer_rcode(t, to, &q, DNS_REFUSED, false);
+      return true;
     }
     fwd_arg *a = malloc(sizeof(*a));
     if (a == NULL) {
-      answer_rcode(srv, to, &q, DNS_SERVFAIL, false);
-      return;
+      answer_rcode(t, to, &q, DNS_SERVFAIL, false);
+      return true;
     }
     a->srv = srv;
     a->to = *to;
@@ -781,61 +849,163 @@ static void handle_query(dns_server *srv, origin *to, const uint8_t *pkt,
     a->limit = limit_for(to, &q);
     if (to->conn != NULL)
       to->conn->refs++;
-    srv->st.forwarded++;
+    t->st.forwarded++;
     dns_forward(srv->fwd, pkt, len, forwarded, a);
-    return;
+    return true;
   }
-  dns_name *cut = dns_zones_cut(&srv->zones, zone, q.key);
+  dns_name *cut = dns_zones_cut(t->zones, zone, q.key);
   if (cut != NULL && !(q.qtype == DNS_TYPE_DS && cut == name)) {
-    answer_referral(srv, to, &q, cut); /* (DS is the parent's to answer) */
-    return;
+    answer_referral(t, to, &q, cut); /* (DS is the parent's to answer) */
+    return true;
   }
   if (found == 0) {
     uint8_t buf[DNS_UDP_MAX];
     dns_msg m;
     dns_msg_begin(&m, buf, sizeof(buf), limit_for(to, &q), &q, DNS_NXDOMAIN,
                   true, may_recurse(srv, to));
-    add_soa(srv, &m, zone, DNS_AUTHORITY, srv->set.negative_ttl, true);
-    send_answer(srv, to, buf, dns_msg_finish(&m, DNS_NXDOMAIN), DNS_NXDOMAIN);
-    return;
+    add_soa(t, &m, zone, DNS_AUTHORITY, srv->set.negative_ttl, true);
+    send_answer(t, to, buf, dns_msg_finish(&m, DNS_NXDOMAIN), DNS_NXDOMAIN);
+    return true;
   }
-  if (name->dv != NULL && (q.qtype == DNS_TYPE_A || q.qtype == DNS_TYPE_AAAA ||
-                           q.qtype == DNS_TYPE_ANY))
-    query_vm(srv, to, &q, name, zone);
-  else
-    answer_name(srv, to, &q, name, zone, UINT32_MAX);
+  if (name->dv != NULL && addr_query(&q)) {
+    if (t->worker)
+      worker_warm(t, to, &q, name, zone);
+    else
+      query_vm(srv, to, &q, name, zone);
+  } else {
+    answer_name(t, to, &q, name, zone, UINT32_MAX);
+  }
+  return true;
 }
 
 /* --- UDP --- */
 
-/* One buffer per server for libuv's recvmmsg: the loop handles one
- * socket's batch at a time, and a batch ends (UV_UDP_MMSG_FREE, or a read
- * of nothing) before the next read begins. */
+/* A query a worker hands to the main loop. */
+typedef struct handoff_msg {
+  link_t link;
+  size_t sock; /* the listen address it came to */
+  struct sockaddr_storage peer;
+  size_t len;
+  uint8_t pkt[];
+} handoff_msg;
+
+struct dns_worker {
+  dns_thread t;
+  uv_loop_t loop;
+  uv_thread_t thread;
+  bool started;
+  uv_async_t stop;
+  uv_timer_t publish; /* copies t.st to pub for the stats */
+  uv_udp_t **udp;     /* one per listen address, as srv->udp */
+  size_t n_udp;
+  uv_mutex_t mu; /* guards pub */
+  stats pub;
+};
+
+static void handoff_push(dns_thread *t, uv_udp_t *h, const uint8_t *pkt,
+                         size_t len, const struct sockaddr_storage *peer) {
+  dns_server *srv = t->srv;
+  dns_worker *w = CONTAINER(t, dns_worker, t);
+  size_t sock = 0;
+  while (sock + 1 < w->n_udp && w->udp[sock] != h)
+    sock++;
+  handoff_msg *m = malloc(sizeof(*m) + len);
+  if (m == NULL) {
+    t->st.dropped++;
+    return;
+  }
+  m->sock = sock;
+  m->peer = *peer;
+  m->len = len;
+  memcpy(m->pkt, pkt, len);
+  uv_mutex_lock(&srv->handoff_mu);
+  bool full = srv->n_handoff >= DNS_HANDOFF_MAX;
+  if (!full) {
+    list_add(&srv->handoff, &m->link);
+    srv->n_handoff++;
+  }
+  uv_mutex_unlock(&srv->handoff_mu);
+  if (full) {
+    free(m);
+    t->st.dropped++;
+    return;
+  }
+  uv_async_send(srv->handoff_async);
+}
+
+/* The main loop answers what the workers handed over, from its own socket
+ * on the same address. */
+static void handoff_run(uv_async_t *a) {
+  dns_server *srv = a->data;
+  link_t got;
+  list_init(&got);
+  uv_mutex_lock(&srv->handoff_mu);
+  if (srv->handoff.next != &srv->handoff) {
+    got.next = srv->handoff.next;
+    got.prev = srv->handoff.prev;
+    got.next->prev = got.prev->next = &got;
+    list_init(&srv->handoff);
+  }
+  srv->n_handoff = 0;
+  uv_mutex_unlock(&srv->handoff_mu);
+  while (got.next != &got) {
+    handoff_msg *m = CONTAINER(got.next, handoff_msg, link);
+    list_del(&m->link);
+    origin to = {.tcp = false, .udp = srv->udp[m->sock], .peer = m->peer};
+    srv->handed_over++;
+    handle_query(&srv->main, &to, m->pkt, m->len);
+    free(m);
+  }
+}
+
+/* One buffer per loop for libuv's recvmmsg: a loop handles one socket's
+ * batch at a time, and a batch ends (UV_UDP_MMSG_FREE, or a read of
+ * nothing) before the next read begins. */
 static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  dns_server *srv = h->data;
+  dns_thread *t = h->data;
   (void)suggested;
-  *buf = uv_buf_init((char *)srv->udp_in, UDP_SLOT * UDP_SLOTS);
+  *buf = uv_buf_init((char *)t->udp_in, UDP_SLOT * UDP_SLOTS);
+}
+
+/* A worker reads the names under the lock for a whole batch: the main
+ * loop swaps them (a rebuild) only between batches. */
+static void batch_begin(dns_thread *t, uv_udp_t *h) {
+  t->out->udp = h;
+  if (t->worker) {
+    pthread_rwlock_rdlock(&t->srv->zones_lock);
+    t->zones = t->srv->main.zones;
+  }
+}
+
+static void batch_end(dns_thread *t) {
+  if (t->worker) {
+    t->zones = NULL;
+    pthread_rwlock_unlock(&t->srv->zones_lock);
+  }
+  udp_flush(t);
+  t->out->udp = NULL;
 }
 
 static void udp_read(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
                      const struct sockaddr *addr, unsigned flags) {
-  dns_server *srv = h->data;
-  (void)buf;
+  dns_thread *t = h->data;
   if (addr == NULL) { /* the end of a batch, or nothing to read */
-    if (srv->out->udp == h)
-      udp_flush(srv);
-    srv->out->udp = NULL;
+    if (t->out->udp == h)
+      batch_end(t);
     return;
   }
   if (n <= 0 || (flags & UV_UDP_PARTIAL))
     return;
-  if (flags & UV_UDP_MMSG_CHUNK)
-    srv->out->udp = h;
+  if (t->out->udp != h)
+    batch_begin(t, h);
   origin to = {.tcp = false, .udp = h};
   memcpy(&to.peer, addr,
          addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
                                     : sizeof(struct sockaddr_in6));
-  handle_query(srv, &to, (const uint8_t *)buf->base, (size_t)n);
+  if (!handle_query(t, &to, (const uint8_t *)buf->base, (size_t)n))
+    handoff_push(t, h, (const uint8_t *)buf->base, (size_t)n, &to.peer);
+  if (!(flags & UV_UDP_MMSG_CHUNK)) /* read alone, not in a batch */
+    batch_end(t);
 }
 
 /* --- TCP --- */
@@ -910,7 +1080,7 @@ static void conn_process(tcp_conn *c) {
     origin to = {.tcp = true, .conn = c};
     int len = sizeof(to.peer);
     uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&to.peer, &len);
-    handle_query(c->srv, &to, c->buf + at + 2, mlen);
+    handle_query(&c->srv->main, &to, c->buf + at + 2, mlen);
     at += 2 + mlen;
   }
   if (!c->closing) {
@@ -967,7 +1137,14 @@ static void tcp_accept(uv_stream_t *server, int status) {
 static void idle_tick(uv_timer_t *t) {
   dns_server *srv = t->data;
   uint64_t now = uv_now(srv->loop);
-  for (dns_vm *dv = srv->zones.vms; dv; dv = dv->next) {
+  for (dns_vm *dv = srv->main.zones->vms; dv; dv = dv->next) {
+    /* Queries that workers answered count as activity here. */
+    uint64_t w =
+        atomic_load_explicit(&dv->worker_query_ms, memory_order_relaxed);
+    if (w > dv->last_query_ms) {
+      dv->last_query_ms = w;
+      jitsu_vm_touch(dv->vm);
+    }
     if (!dv->ours || dv->idle_ms == 0 || dv->idle_action == JITSU_IDLE_NONE ||
         jitsu_vm_state(dv->vm) != JITSU_STATE_READY ||
         now - dv->last_query_ms < dv->idle_ms)
@@ -991,9 +1168,11 @@ static void on_state(jitsu_vm *vm, jitsu_state old, jitsu_state new_state,
                      const char *reason, void *arg) {
   dns_server *srv = arg;
   (void)old, (void)reason;
-  dns_vm *dv = dns_zones_vm(&srv->zones, vm);
+  dns_vm *dv = dns_zones_vm(srv->main.zones, vm);
   if (dv == NULL)
     return;
+  atomic_store_explicit(&dv->ready, new_state == JITSU_STATE_READY,
+                        memory_order_release);
   if (new_state == JITSU_STATE_READY || new_state == JITSU_STATE_STOPPED ||
       new_state == JITSU_STATE_FAILED || new_state == JITSU_STATE_SUSPENDED)
     dv->coming = false; /* the summon it waited for is over */
@@ -1005,27 +1184,56 @@ static void rebuild_fired(uv_timer_t *t) {
   dns_server_rebuild(t->data);
 }
 
-static void rebuild(dns_server *srv, jitsu_vm *skip) {
-  dns_zones fresh;
+/* New names for the vms and zones as they are now (skipping (skip)), with
+ * what is known of each guest; NULL, logged, if they cannot be built. */
+static dns_zones *build_names(dns_server *srv, jitsu_vm *skip) {
+  dns_zones *fresh = malloc(sizeof(*fresh));
   char why[1024] = "";
-  int r = dns_zones_build(&fresh, srv->ctx, &srv->set, skip, why, sizeof(why));
+  int r = fresh ? dns_zones_build(fresh, srv->ctx, &srv->set, skip, why,
+                                  sizeof(why))
+                : -ENOMEM;
   if (r < 0) {
-    fprintf(stderr, "jitsu-dns: names not rebuilt, the old ones stay: %s\n",
+    fprintf(stderr, "jitsu-dns: names not built: %s\n",
             why[0] ? why : strerror(-r));
-    dns_zones_free(&fresh);
-    return;
+    if (fresh != NULL)
+      dns_zones_free(fresh);
+    free(fresh);
+    return NULL;
   }
-  /* Carry over what we know of each guest. */
-  for (dns_vm *dv = fresh.vms; dv; dv = dv->next) {
-    dns_vm *old = dns_zones_vm(&srv->zones, dv->vm);
+  for (dns_vm *dv = fresh->vms; dv; dv = dv->next) {
+    dns_vm *old =
+        srv->main.zones ? dns_zones_vm(srv->main.zones, dv->vm) : NULL;
     if (old != NULL) {
       dv->ours = old->ours;
       dv->coming = old->coming;
       dv->last_query_ms = old->last_query_ms;
+      atomic_store(&dv->worker_query_ms, atomic_load(&old->worker_query_ms));
     }
+    atomic_store(&dv->ready, jitsu_vm_state(dv->vm) == JITSU_STATE_READY);
   }
-  dns_zones_free(&srv->zones);
-  srv->zones = fresh;
+  return fresh;
+}
+
+/* Put (fresh) in force; the workers see it from their next batch. */
+static void swap_names(dns_server *srv, dns_zones *fresh) {
+  dns_zones *old = srv->main.zones;
+  if (srv->zones_lock_made)
+    pthread_rwlock_wrlock(&srv->zones_lock);
+  srv->main.zones = fresh;
+  if (srv->zones_lock_made)
+    pthread_rwlock_unlock(&srv->zones_lock);
+  if (old != NULL)
+    dns_zones_free(old);
+  free(old);
+}
+
+static void rebuild(dns_server *srv, jitsu_vm *skip) {
+  dns_zones *fresh = build_names(srv, skip);
+  if (fresh == NULL) {
+    fprintf(stderr, "jitsu-dns: the old names stay\n");
+    return;
+  }
+  swap_names(srv, fresh);
 }
 
 /* A reload applied: [dns] zones and their files may have changed even if
@@ -1052,7 +1260,7 @@ static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
       if (p->vm != vm)
         continue;
       if (!p->answered)
-        answer_rcode(srv, &p->to, &p->q, DNS_SERVFAIL, false);
+        answer_rcode(&srv->main, &p->to, &p->q, DNS_SERVFAIL, false);
       pending_free(p);
     }
     /* Its names go now: nothing may reach the vm after this. */
@@ -1060,24 +1268,59 @@ static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
   }
 }
 
-static double ring_pct(const latency_ring *r, double pct) {
-  if (r->n == 0)
+static int cmp_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The (pct) percentile (ms) of the recent samples of rings (r[0..n)). */
+static double rings_pct(const latency_ring *const *r, size_t n, double pct) {
+  uint32_t all[RING * (DNS_WORKERS_MAX + 1)];
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    memcpy(all + k, r[i]->us, r[i]->n * sizeof(uint32_t));
+    k += r[i]->n;
+  }
+  if (k == 0)
     return 0;
-  uint32_t sorted[RING];
-  memcpy(sorted, r->us, r->n * sizeof(uint32_t));
-  for (unsigned i = 1; i < r->n; i++) /* small: insertion sort */
-    for (unsigned j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
-      uint32_t x = sorted[j];
-      sorted[j] = sorted[j - 1];
-      sorted[j - 1] = x;
-    }
-  size_t rank = (size_t)(pct * r->n + 0.999999);
-  return sorted[rank ? rank - 1 : 0] / 1000.0;
+  qsort(all, k, sizeof(*all), cmp_u32);
+  size_t rank = (size_t)(pct * (double)k + 0.999999);
+  return all[rank ? rank - 1 : 0] / 1000.0;
+}
+
+/* (sum) += the counters of (s). */
+static void stats_add(stats *sum, const stats *s) {
+  sum->queries_udp += s->queries_udp;
+  sum->queries_tcp += s->queries_tcp;
+  sum->dropped += s->dropped;
+  for (int i = 0; i < DNS_RCODE_COUNT; i++)
+    sum->rcodes[i] += s->rcodes[i];
+  sum->truncated += s->truncated;
+  sum->referrals += s->referrals;
+  sum->warm.count += s->warm.count;
 }
 
 static void dns_stats(jitsu_stat_fn emit, void *emit_arg, void *arg) {
   dns_server *srv = arg;
-  stats *s = &srv->st;
+  /* The main loop's counters, and the workers' as they last published
+   * them (every 200 ms). */
+  stats *pub = calloc(srv->n_workers + 1, sizeof(*pub));
+  const latency_ring *warm[DNS_WORKERS_MAX + 1] = {&srv->main.st.warm};
+  stats total = srv->main.st, *s = &total;
+  size_t n_warm = 1;
+  double by_workers = 0;
+  for (unsigned i = 0; pub != NULL && i < srv->n_workers; i++) {
+    dns_worker *w = srv->workers[i];
+    if (w == NULL || !w->started)
+      continue;
+    uv_mutex_lock(&w->mu);
+    pub[i] = w->pub;
+    uv_mutex_unlock(&w->mu);
+    stats_add(&total, &pub[i]);
+    by_workers += pub[i].queries_udp;
+    warm[n_warm++] = &pub[i].warm;
+  }
+  const latency_ring *cold[1] = {&srv->main.st.cold};
   static const char *const rcode_names[] = {"noerror",  "formerr", "servfail",
                                             "nxdomain", "notimp",  "refused"};
   emit(emit_arg, "queries_udp_total", s->queries_udp);
@@ -1101,11 +1344,15 @@ static void dns_stats(jitsu_stat_fn emit, void *emit_arg, void *arg) {
   emit(emit_arg, "pending", srv->n_pending);
   emit(emit_arg, "tcp_connections", srv->n_conns);
   emit(emit_arg, "cold_answers_total", (double)s->cold.count);
-  emit(emit_arg, "cold_answer_p50_ms", ring_pct(&s->cold, 0.5));
-  emit(emit_arg, "cold_answer_p99_ms", ring_pct(&s->cold, 0.99));
+  emit(emit_arg, "cold_answer_p50_ms", rings_pct(cold, 1, 0.5));
+  emit(emit_arg, "cold_answer_p99_ms", rings_pct(cold, 1, 0.99));
   emit(emit_arg, "warm_answers_total", (double)s->warm.count);
-  emit(emit_arg, "warm_answer_p50_ms", ring_pct(&s->warm, 0.5));
-  emit(emit_arg, "warm_answer_p99_ms", ring_pct(&s->warm, 0.99));
+  emit(emit_arg, "warm_answer_p50_ms", rings_pct(warm, n_warm, 0.5));
+  emit(emit_arg, "warm_answer_p99_ms", rings_pct(warm, n_warm, 0.99));
+  emit(emit_arg, "workers", srv->n_workers + 1);
+  emit(emit_arg, "worker_queries_udp_total", by_workers);
+  emit(emit_arg, "handed_over_total", srv->handed_over);
+  free(pub);
 }
 
 static const jitsu_stat_help dns_stats_help[] = {
@@ -1129,6 +1376,11 @@ static const jitsu_stat_help dns_stats_help[] = {
     {"warm_answers_total", "Answers about a ready guest."},
     {"warm_answer_p50_ms", "Median time to a warm answer (recent ones)."},
     {"warm_answer_p99_ms", "99th percentile time to a warm answer."},
+    {"workers", "Loops answering UDP (workers = N)."},
+    {"worker_queries_udp_total",
+     "UDP queries that the worker threads answered (published every 200 ms)."},
+    {"handed_over_total",
+     "UDP queries a worker handed to the main loop (summons, forwards)."},
 };
 
 /* --- set-up ----------------------------------------------------------------
@@ -1164,6 +1416,49 @@ static void udp_buffer(dns_server *srv, uv_udp_t *u, const char *spec) {
             spec, got / 2, want);
 }
 
+/* A UDP socket on (ss) for loop (t), reading in batches, in (*out) (also
+ * on failure, for the caller to close; NULL only if none was made). With
+ * workers, all sockets of an address are one SO_REUSEPORT group: the
+ * kernel spreads the clients over them by their address and port. */
+static int udp_listen(dns_server *srv, dns_thread *t,
+                      const struct sockaddr_storage *ss, const char *spec,
+                      uv_udp_t **out) {
+  uv_udp_t *u = calloc(1, sizeof(*u));
+  *out = u;
+  if (u == NULL)
+    return -ENOMEM;
+  uv_udp_init_ex(t->loop, u, UV_UDP_RECVMMSG);
+  u->data = t;
+  int r;
+  if (srv->n_workers > 0) {
+    int fd =
+        socket(ss->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0)
+      return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        (ss->ss_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+        bind(fd, (const struct sockaddr *)ss, peer_len(ss)) < 0) {
+      r = -errno;
+      close(fd);
+      return r;
+    }
+    if ((r = uv_udp_open(u, fd)) < 0) {
+      close(fd);
+      return r;
+    }
+  } else {
+    r = uv_udp_bind(u, (const struct sockaddr *)ss,
+                    ss->ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
+  }
+  if (r == 0)
+    udp_buffer(srv, u, spec);
+  if (r == 0)
+    r = uv_udp_recv_start(u, udp_alloc, udp_read);
+  return r;
+}
+
 static int bind_one(dns_server *srv, const char *spec, char *why,
                     size_t why_size) {
   struct sockaddr_storage ss;
@@ -1187,23 +1482,16 @@ static int bind_one(dns_server *srv, const char *spec, char *why,
     snprintf(why, why_size, "listen '%s': not a numeric address", spec);
     return -EINVAL;
   }
-  uv_udp_t *u = calloc(1, sizeof(*u));
   uv_tcp_t *t = calloc(1, sizeof(*t));
-  if (u == NULL || t == NULL) {
-    free(u), free(t);
+  if (t == NULL)
     return -ENOMEM;
-  }
-  uv_udp_init_ex(srv->loop, u, UV_UDP_RECVMMSG);
   uv_tcp_init(srv->loop, t);
-  u->data = t->data = srv;
-  srv->udp[srv->n_udp++] = u;
+  t->data = srv;
   srv->tcp[srv->n_tcp++] = t;
-  unsigned v6only = ss.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0;
-  int r = uv_udp_bind(u, (struct sockaddr *)&ss, v6only);
-  if (r == 0)
-    udp_buffer(srv, u, spec);
-  if (r == 0)
-    r = uv_udp_recv_start(u, udp_alloc, udp_read);
+  srv->addrs[srv->n_udp] = ss;
+  int r = udp_listen(srv, &srv->main, &ss, spec, &srv->udp[srv->n_udp]);
+  if (srv->udp[srv->n_udp] != NULL)
+    srv->n_udp++;
   if (r == 0)
     r = uv_tcp_bind(t, (struct sockaddr *)&ss,
                     ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
@@ -1216,21 +1504,138 @@ static int bind_one(dns_server *srv, const char *spec, char *why,
   return 0;
 }
 
+/* --- workers --- */
+
+static void free_handle(uv_handle_t *h) {
+  free(h);
+}
+
+static void worker_publish(uv_timer_t *timer) {
+  dns_worker *w = timer->data;
+  uv_mutex_lock(&w->mu);
+  w->pub = w->t.st;
+  uv_mutex_unlock(&w->mu);
+}
+
+static void worker_stop(uv_async_t *a) {
+  dns_worker *w = a->data;
+  worker_publish(&w->publish);
+  for (size_t i = 0; i < w->n_udp; i++)
+    uv_close((uv_handle_t *)w->udp[i], free_handle);
+  uv_close((uv_handle_t *)&w->stop, NULL);
+  uv_close((uv_handle_t *)&w->publish, NULL);
+}
+
+static void worker_run(void *arg) {
+  dns_worker *w = arg;
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+/* Ends worker (w) (its loop closes its sockets and returns) and frees it. */
+static void worker_free(dns_worker *w) {
+  if (w->started) {
+    uv_async_send(&w->stop);
+    uv_thread_join(&w->thread);
+  } else {
+    worker_stop(&w->stop);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+  }
+  uv_loop_close(&w->loop);
+  uv_mutex_destroy(&w->mu);
+  free(w->udp);
+  free(w->t.udp_in);
+  free(w->t.out);
+  free(w);
+}
+
+/* A worker with sockets on every listen address, running. */
+static int worker_new(dns_server *srv, const char *const *listen,
+                      dns_worker **out, char *why, size_t why_size) {
+  dns_worker *w = calloc(1, sizeof(*w));
+  *out = w;
+  if (w == NULL || uv_loop_init(&w->loop) < 0) {
+    free(w);
+    *out = NULL;
+    return -ENOMEM;
+  }
+  uv_mutex_init(&w->mu);
+  uv_async_init(&w->loop, &w->stop, worker_stop);
+  uv_timer_init(&w->loop, &w->publish);
+  w->stop.data = w->publish.data = w;
+  w->t = (dns_thread){.srv = srv, .loop = &w->loop, .worker = true};
+  w->t.udp_in = malloc(UDP_SLOT * UDP_SLOTS);
+  w->t.out = calloc(1, sizeof(*w->t.out));
+  w->udp = calloc(srv->n_udp + 1, sizeof(*w->udp));
+  if (w->t.udp_in == NULL || w->t.out == NULL || w->udp == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < srv->n_udp; i++) {
+    int r = udp_listen(srv, &w->t, &srv->addrs[i], listen[i], &w->udp[i]);
+    if (w->udp[i] != NULL)
+      w->n_udp++;
+    if (r < 0) {
+      snprintf(why, why_size, "listen '%s' (a worker's socket): %s", listen[i],
+               uv_strerror(r));
+      return r;
+    }
+  }
+  uv_timer_start(&w->publish, worker_publish, 200, 200);
+  int r = uv_thread_create(&w->thread, worker_run, w);
+  if (r < 0) {
+    snprintf(why, why_size, "workers: cannot start a thread: %s",
+             uv_strerror(r));
+    return r;
+  }
+  w->started = true;
+  return 0;
+}
+
+static int workers_start(dns_server *srv, const char *const *listen, unsigned n,
+                         char *why, size_t why_size) {
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  /* A rebuild must not wait behind a stream of readers. */
+  pthread_rwlockattr_setkind_np(&attr,
+                                PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  int r = pthread_rwlock_init(&srv->zones_lock, &attr);
+  pthread_rwlockattr_destroy(&attr);
+  if (r != 0)
+    return -r;
+  srv->zones_lock_made = true;
+  uv_mutex_init(&srv->handoff_mu);
+  srv->handoff_async = malloc(sizeof(*srv->handoff_async));
+  srv->workers = calloc(n, sizeof(*srv->workers));
+  if (srv->handoff_async == NULL || srv->workers == NULL)
+    return -ENOMEM;
+  uv_async_init(srv->loop, srv->handoff_async, handoff_run);
+  srv->handoff_async->data = srv;
+  for (unsigned i = 0; i < n; i++) {
+    r = worker_new(srv, listen, &srv->workers[i], why, why_size);
+    if (r < 0)
+      return r;
+  }
+  return 0;
+}
+
 int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
                    dns_server **out, char *why, size_t why_size) {
   dns_server *srv = calloc(1, sizeof(*srv));
   if (srv == NULL)
     return -ENOMEM;
   srv->rebuild_timer = malloc(sizeof(*srv->rebuild_timer));
-  srv->udp_in = malloc(UDP_SLOT * UDP_SLOTS);
-  srv->out = calloc(1, sizeof(*srv->out));
-  if (srv->rebuild_timer == NULL || srv->udp_in == NULL || srv->out == NULL) {
-    free(srv->rebuild_timer), free(srv->udp_in), free(srv->out);
+  srv->main.udp_in = malloc(UDP_SLOT * UDP_SLOTS);
+  srv->main.out = calloc(1, sizeof(*srv->main.out));
+  if (srv->rebuild_timer == NULL || srv->main.udp_in == NULL ||
+      srv->main.out == NULL) {
+    free(srv->rebuild_timer), free(srv->main.udp_in), free(srv->main.out);
     free(srv);
     return -ENOMEM;
   }
   srv->ctx = ctx;
   srv->loop = jitsu_ctx_loop(ctx);
+  srv->main.srv = srv;
+  srv->main.loop = srv->loop;
+  srv->n_workers = cfg->workers > 1 ? cfg->workers - 1 : 0;
+  list_init(&srv->handoff);
   srv->set = cfg->settings;
   srv->udp_buffer = cfg->udp_buffer;
   srv->serial = (uint32_t)time(NULL);
@@ -1245,6 +1650,9 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
     n++;
   srv->udp = calloc(n + 1, sizeof(*srv->udp));
   srv->tcp = calloc(n + 1, sizeof(*srv->tcp));
+  srv->addrs = calloc(n + 1, sizeof(*srv->addrs));
+  if (srv->udp == NULL || srv->tcp == NULL || srv->addrs == NULL)
+    return -ENOMEM;
   size_t na = 0;
   while (cfg->allow && cfg->allow[na])
     na++;
@@ -1277,9 +1685,14 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
   if (getrandom(srv->rate_key, sizeof(srv->rate_key), 0) !=
       (ssize_t)sizeof(srv->rate_key))
     srv->rate_key[0] = uv_hrtime(), srv->rate_key[1] = (uint64_t)getpid();
-  int r = dns_zones_build(&srv->zones, ctx, &srv->set, NULL, why, why_size);
+  srv->main.zones = calloc(1, sizeof(*srv->main.zones));
+  if (srv->main.zones == NULL)
+    return -ENOMEM;
+  int r = dns_zones_build(srv->main.zones, ctx, &srv->set, NULL, why, why_size);
   if (r < 0)
     return r;
+  for (dns_vm *dv = srv->main.zones->vms; dv; dv = dv->next)
+    atomic_store(&dv->ready, jitsu_vm_state(dv->vm) == JITSU_STATE_READY);
   if (cfg->forward && (r = dns_forwarder_new(srv->loop, cfg->forwarders,
                                              cfg->forward_timeout_ms, &srv->fwd,
                                              why, why_size)) < 0)
@@ -1289,6 +1702,9 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
       jitsu_config_blame(ctx, "dns", "listen", cfg->listen[i], why, why_size);
       return r;
     }
+  if (srv->n_workers > 0 &&
+      (r = workers_start(srv, cfg->listen, srv->n_workers, why, why_size)) < 0)
+    return r;
   if (jitsu_ctx_on_state(ctx, on_state, srv) < 0 ||
       jitsu_ctx_on_vm(ctx, on_vm, srv) < 0 ||
       jitsu_ctx_on_reloaded(ctx, on_reloaded, srv) < 0)
@@ -1301,16 +1717,20 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
   return 0;
 }
 
-static void free_handle(uv_handle_t *h) {
-  free(h);
-}
-
 void dns_server_free(dns_server *srv) {
   if (srv == NULL)
     return;
   jitsu_ctx_off_state(srv->ctx, on_state, srv);
   jitsu_ctx_off_vm(srv->ctx, on_vm, srv);
   jitsu_ctx_off_reloaded(srv->ctx, on_reloaded, srv);
+  /* The workers first: they hand queries over and read the names. */
+  for (unsigned i = 0; srv->workers != NULL && i < srv->n_workers; i++)
+    if (srv->workers[i] != NULL)
+      worker_free(srv->workers[i]);
+  free(srv->workers);
+  srv->workers = NULL;
+  if (srv->handoff_async != NULL)
+    uv_close((uv_handle_t *)srv->handoff_async, free_handle);
   for (size_t i = 0; i < srv->n_udp; i++)
     uv_close((uv_handle_t *)srv->udp[i], free_handle);
   for (size_t i = 0; i < srv->n_tcp; i++)
@@ -1325,6 +1745,7 @@ void dns_server_free(dns_server *srv) {
   uv_close((uv_handle_t *)srv->rebuild_timer, free_handle);
   free(srv->udp);
   free(srv->tcp);
+  free(srv->addrs);
   free(srv->allow);
   free(srv->summon_allow);
 }
@@ -1334,8 +1755,19 @@ void dns_server_destroy(dns_server *srv) {
     return;
   while (srv->pending.next != &srv->pending)
     pending_free(CONTAINER(srv->pending.next, pending, link));
-  dns_zones_free(&srv->zones);
-  free(srv->udp_in);
-  free(srv->out);
+  while (srv->handoff.next != &srv->handoff && srv->handoff.next != NULL) {
+    link_t *l = srv->handoff.next;
+    list_del(l);
+    free(CONTAINER(l, handoff_msg, link));
+  }
+  if (srv->zones_lock_made) {
+    pthread_rwlock_destroy(&srv->zones_lock);
+    uv_mutex_destroy(&srv->handoff_mu);
+  }
+  if (srv->main.zones != NULL)
+    dns_zones_free(srv->main.zones);
+  free(srv->main.zones);
+  free(srv->main.udp_in);
+  free(srv->main.out);
   free(srv);
 }

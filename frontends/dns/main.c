@@ -46,6 +46,8 @@ static const jitsu_key dns_section_keys[] = {
     {"udp-buffer", JITSU_KEY_SIZE, 0,
      "receive buffer of each UDP socket (default 4M)"},
     {"user", JITSU_KEY_STRING, 0, "drop to this user after binding"},
+    {"workers", JITSU_KEY_UINT, 0,
+     "loops answering UDP, a thread each (default 1, at most 64)"},
 };
 
 static const jitsu_key dns_vm_keys[] = {
@@ -178,13 +180,22 @@ static int seconds(const char *text, uint64_t *ms) {
   return 0;
 }
 
-/* [dns] values beyond their type: a zone's file is read and parsed when
- * the config is loaded, checked (--check) or reloaded, so a broken one
- * refuses the file at its line and changes nothing. */
+/* [dns] values beyond their type, when the config is loaded, checked
+ * (--check) or reloaded: a zone's file is read and parsed (a broken one
+ * refuses the file at its line and changes nothing); workers in range. */
 static int check_dns_value(jitsu_ctx *ctx, const char *section, const char *key,
                            const char *value, char *why, size_t size,
                            void *arg) {
   (void)ctx, (void)section, (void)arg;
+  if (strcmp(key, "workers") == 0) {
+    unsigned long n = strtoul(value, NULL, 10); /* a number: checked */
+    if (n < 1 || n > DNS_WORKERS_MAX) {
+      snprintf(why, size, "takes 1 to %d (threads answering UDP)",
+               DNS_WORKERS_MAX);
+      return -EINVAL;
+    }
+    return 0;
+  }
   return strcmp(key, "zone") == 0 ? dns_zone_check(value, why, size) : 0;
 }
 
@@ -360,6 +371,7 @@ int main(int argc, char **argv) {
   }
   cfg.listen = listen;
   cfg.udp_buffer = jitsu_config_size(a.ctx, "dns", "udp-buffer", 4 << 20);
+  cfg.workers = jitsu_config_uint(a.ctx, "dns", "workers", 1);
   /* Forwarding: on unless forward = no; upstreams from -f, [dns]
    * forward-to, or resolv.conf; only for allowed clients (loopback). */
   cfg.forward = jitsu_config_bool(a.ctx, "dns", "forward", true);

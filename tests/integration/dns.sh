@@ -13,11 +13,7 @@ burst=$4
 test_dir dns
 vg_init "$dir"
 chmod 755 "$dir" # the port 53 test drops to nobody, who must reach its state
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$dir"/*.err; do echo "--- $f" >&2; tail -n 20 "$f" >&2; done
-  exit 1
-}
+fail() { fail_with_logs "$@"; }
 ok() { tap_ok "$@"; }
 
 P=$(free_port) U=$(free_port) F=$(free_port) W=$(free_port) B=$(free_port)
@@ -28,11 +24,7 @@ start() { # NAME CONFIG ARGS...: start a jitsu-dns, wait until it serves
   shift 2
   "${VG[@]}" "$jdns" -c "$conf" "$@" >"$dir/$name.out" 2>"$dir/$name.err" &
   pids+=($!)
-  for _ in $(seq 1 1200); do
-    grep -q "serving on" "$dir/$name.err" && return 0
-    sleep 0.05
-  done
-  fail "$name did not start"
+  wait_serving "$dir/$name.err" || fail "$name did not start"
 }
 
 # The upstream: a second jitsu-dns, authoritative for upstream.test.

@@ -12,11 +12,7 @@ hello=$2
 ctl_bin=$3
 test_dir dns-zone
 vg_init "$dir"
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$dir"/*.err; do echo "--- $f" >&2; tail -n 20 "$f" >&2; done
-  exit 1
-}
+fail() { fail_with_logs "$@"; }
 ok() { tap_ok "$@"; }
 
 P=$(free_port) W=$(free_port)
@@ -63,11 +59,7 @@ dns = web.example.test
 CONF
 "${VG[@]}" "$jdns" -c "$dir/main.conf" -l "$P" >"$dir/main.out" 2>"$dir/main.err" &
 pids+=($!)
-for _ in $(seq 1 1200); do
-  grep -q "serving on" "$dir/main.err" && break
-  sleep 0.05
-done
-grep -q "serving on" "$dir/main.err" || fail "jitsu-dns did not start"
+wait_serving "$dir/main.err" || fail "jitsu-dns did not start"
 ctl() { "$ctl_bin" -c "$dir/main.conf" "$@"; }
 
 # --- every type as written; SOA and NS from the file ----------------------

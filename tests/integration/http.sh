@@ -94,8 +94,7 @@ vg_init "$dir"
 "${VG[@]}" "$jhttp" -c "$dir/http.conf" >"$dir/http.out" 2>"$dir/http.err" &
 hpid=$!
 pids+=($hpid)
-for _ in $(seq 1 1200); do grep -q "serving on" "$dir/http.err" && break; sleep 0.05; done
-grep -q "serving on" "$dir/http.err" || fail "jitsu-http did not start"
+wait_serving "$dir/http.err" || fail "jitsu-http did not start"
 ctl() { "$ctl_bin" -c "$dir/http.conf" "$@"; }
 # Wait (up to 60 s) until jitsu-http holds N client connections.
 wait_connections() {

@@ -161,3 +161,20 @@ steady_then_idle() {
   for _ in $(seq 1 200); do [ "$(_vm_state)" = stopped ] && break; sleep 0.1; done
   [ "$(_vm_state)" = stopped ] || fail "$vm is $(_vm_state) 20 s after the traffic ended"
 }
+
+# fail_with_logs MESSAGE: say FAIL, show the tail of every $dir/*.err (the
+# daemons' logs), exit 1.
+fail_with_logs() {
+  echo "FAIL: $*" >&2
+  for f in "$dir"/*.err; do echo "--- $f" >&2; tail -n 20 "$f" >&2; done
+  exit 1
+}
+
+# wait_serving FILE: up to 60 s for a daemon's "serving on" line in FILE.
+wait_serving() {
+  for _ in $(seq 1 1200); do
+    grep -q "serving on" "$1" && return 0
+    sleep 0.05
+  done
+  return 1
+}
