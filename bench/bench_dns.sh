@@ -180,6 +180,10 @@ echo "the client's own CPU (dnsperf, one core) in the last UDP run against jitsu
 TIMEFORMAT='  dnsperf: %U s user, %S s system in %R s'
 time taskset -c 1 dnsperf -s 127.0.0.1 -p "$PJ" -d "$dir/queries" -l "$secs" -q 200 >/dev/null 2>&1
 
+# The wire code alone, against libknot's packet functions.
+echo "parse a query and write its answer, jitsu-dns's wire code against libknot's knot_pkt_*:"
+"$build/bench/dns_wire_cmp" 2000000 "$rounds" | sed 's/^/  /'
+
 # The cold path: a process guest with socket handoff.
 cat >"$dir/cold.conf" <<CONF
 [jitsu]
