@@ -179,6 +179,7 @@ median_ratio "$dir/ratios" 6 "p99 at $fixed_qps q/s knot / jitsu-dns"
 echo "the client's own CPU (dnsperf, one core) in the last UDP run against jitsu-dns, to see whether it was the limit:"
 TIMEFORMAT='  dnsperf: %U s user, %S s system in %R s'
 time taskset -c 1 dnsperf -s 127.0.0.1 -p "$PJ" -d "$dir/queries" -l "$secs" -q 200 >/dev/null 2>&1
+echo "  the cores meanwhile, in a second such run: $(cores_busy taskset -c 1 dnsperf -s 127.0.0.1 -p "$PJ" -d "$dir/queries" -l "$secs" -q 200)"
 
 # The wire code alone, against libknot's packet functions.
 echo "parse a query and write its answer, jitsu-dns's wire code against libknot's knot_pkt_*:"

@@ -192,6 +192,8 @@ for round in $(seq 1 "$rounds"); do
   run haproxy "$H2" "$hpid"
   ratios "$dir/ratios.vm"
 done
+echo "how busy the cores were during one more run through jitsu-http (to the guest; the proxy on cpu0, wrk on cpu1, the guest on either):"
+echo "  $(cores_busy taskset -c 1 wrk -t2 -c64 -d"${secs}s" -H "Host: vm.test" "http://127.0.0.1:$J/")"
 echo "to a running service:"
 medians "$dir/ratios.service"
 echo "to a guest that jitsu-http started:"

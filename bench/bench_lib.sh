@@ -27,3 +27,22 @@ ticks() {
   for p in $(descendants "$1"); do sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f12,13 || true; done |
     awk '{u += $1; s += $2} END {print u + 0, s + 0}'
 }
+
+# cores_busy CMD...: run CMD (its output dropped), then say how busy each
+# core was meanwhile, from /proc/stat: all but idle and iowait, so time
+# stolen by the hypervisor counts as busy ("cpu0 99%, cpu1 98%"). A
+# benchmark whose load generator and server fill their cores measures the
+# machine, not the server.
+cores_busy() {
+  local before after
+  before=$(grep '^cpu[0-9]' /proc/stat)
+  "$@" >/dev/null 2>&1 || true
+  after=$(grep '^cpu[0-9]' /proc/stat)
+  paste -d' ' <(echo "$before") <(echo "$after") | awk '{
+    n = NF / 2; b = 0; a = 0
+    for (i = 2; i <= n; i++) { b += $i; a += $(i + n) }
+    idle = $(n + 5) + $(n + 6) - $5 - $6
+    busy = (a > b) ? 100 * (1 - idle / (a - b)) : 0
+    printf "%s%s %.0f%%", sep, $1, busy
+    sep = ", " } END { print "" }'
+}

@@ -132,6 +132,8 @@ for round in $(seq 1 "$rounds"); do
     printf "  ratio jitsu / haproxy %.2f, jitsu / socat %.2f (req/s); cpu per request haproxy / jitsu %.2f\n", j / h, j / s, ch / cj
     printf "%.4f %.4f %.4f\n", j / h, j / s, ch / cj >>"/dev/stderr" }' 2>>"$dir/ratios"
 done
+echo "how busy the cores were during one more run through jitsu (the relay on cpu0, wrk on cpu1, the guest on either):"
+echo "  $(cores_busy taskset -c 1 wrk -t2 -c64 -d"${secs}s" "http://127.0.0.1:$J/")"
 median_ratio "$dir/ratios" 1 "req/s jitsu / haproxy (mode tcp)"
 median_ratio "$dir/ratios" 2 "req/s jitsu / socat"
 median_ratio "$dir/ratios" 3 "cpu per request haproxy / jitsu"
