@@ -10,22 +10,26 @@ median_ratio() {
           NR, what, v[int((NR + 1) / 2)], v[1], v[NR] }'
 }
 
-# descendants PID: the PID and every process under it, at any depth.
+# descendants PID DEPTH: the PID and the processes under it, DEPTH
+# levels down.
 descendants() {
   local p
   echo "$1"
-  for p in $(pgrep -P "$1"); do descendants "$p"; done
+  [ "$2" -gt 0 ] || return 0
+  for p in $(pgrep -P "$1"); do descendants "$p" $(($2 - 1)); done
 }
 
-# ticks PID: the CPU ticks (user system) of a process and its threads, and
-# of the processes under it at any depth (nginx's worker; NSD's server,
-# two levels down). A child gone between pgrep and /proc (socat's, one per
-# connection) is not an error. Fields are counted after the command name,
-# which may hold spaces ("nsd: server 1").
+# ticks PID [DEPTH]: the CPU ticks (user system) of a process and its
+# threads, and of the processes DEPTH levels under it (default 0): the
+# ones that do a server's work (nginx's worker: 1; NSD's server, under its
+# xfrd and main: 2; socat's child per connection: 1), never a controller's
+# guests. A child gone between pgrep and /proc is not an error. Fields are
+# counted after the command name, which may hold spaces ("nsd: server 1").
 ticks() {
   local p
-  for p in $(descendants "$1"); do sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f12,13 || true; done |
-    awk '{u += $1; s += $2} END {print u + 0, s + 0}'
+  for p in $(descendants "$1" "${2:-0}"); do
+    sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f12,13 || true
+  done | awk '{u += $1; s += $2} END {print u + 0, s + 0}'
 }
 
 # cores_busy CMD...: run CMD (its output dropped), then say how busy each
