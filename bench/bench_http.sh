@@ -166,20 +166,23 @@ run() { # NAME PORT PID [HOST]
   printf '  %-10s %10.0f req/s   p50 %8s   p99 %8s   cpu/request %5.1f us user %5.1f us sys   %s\n' \
     "$1" "$rps" "$p50" "$p99" "$cu" "$cs" "$errors"
   echo "$rps" >"$dir/rps.$1"
+  echo "$p99" | awk '/us$/ {print $1 / 1000; next} /ms$/ {print $1 + 0; next} /s$/ {print $1 * 1000}' >"$dir/p99.$1"
 }
 cpu() { awk '{print $1 + $2}' "$dir/cpu.$1"; }
 ratios() { # FILE
   awk -v j="$(cat "$dir/rps.jitsu-http")" -v n="$(cat "$dir/rps.nginx")" \
     -v h="$(cat "$dir/rps.haproxy")" -v cj="$(cpu jitsu-http)" \
-    -v cn="$(cpu nginx)" -v ch="$(cpu haproxy)" 'BEGIN {
-    printf "  ratio jitsu-http / haproxy %.2f, jitsu-http / nginx %.2f (req/s); cpu per request haproxy / jitsu-http %.2f, nginx / jitsu-http %.2f\n", j / h, j / n, ch / cj, cn / cj
-    printf "%.4f %.4f %.4f %.4f\n", j / h, j / n, ch / cj, cn / cj >>"/dev/stderr" }' 2>>"$1"
+    -v cn="$(cpu nginx)" -v ch="$(cpu haproxy)" \
+    -v pj="$(cat "$dir/p99.jitsu-http")" -v ph="$(cat "$dir/p99.haproxy")" 'BEGIN {
+    printf "  ratio jitsu-http / haproxy %.2f, jitsu-http / nginx %.2f (req/s); cpu per request haproxy / jitsu-http %.2f, nginx / jitsu-http %.2f; p99 haproxy / jitsu-http %.2f\n", j / h, j / n, ch / cj, cn / cj, ph / pj
+    printf "%.4f %.4f %.4f %.4f %.4f\n", j / h, j / n, ch / cj, cn / cj, ph / pj >>"/dev/stderr" }' 2>>"$1"
 }
 medians() { # FILE
   median_ratio "$1" 1 "req/s jitsu-http / haproxy"
   median_ratio "$1" 2 "req/s jitsu-http / nginx"
   median_ratio "$1" 3 "cpu per request haproxy / jitsu-http"
   median_ratio "$1" 4 "cpu per request nginx / jitsu-http"
+  median_ratio "$1" 5 "p99 haproxy / jitsu-http (above 1: jitsu-http's is lower)"
 }
 echo "warm path: wrk -t2 -c64 for ${secs}s through each proxy (pinned to one core; 512-byte answers), $rounds rounds taking turns:"
 for round in $(seq 1 "$rounds"); do
