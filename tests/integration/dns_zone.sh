@@ -128,6 +128,27 @@ q b.c.example.test A >"$dir/ent.txt" # between the apex and a.b.c: exists
 grep -q "status: NOERROR" "$dir/ent.txt" || fail "an empty non-terminal: $(cat "$dir/ent.txt")"
 ok "negative answers"
 
+# --- a large zone: 5,000 names under two levels (the table grows) --------
+{
+  cat "$dir/example.test.zone"
+  for i in $(seq 1 5000); do echo "h$i.g$((i % 50)) IN A 10.$((i / 256 % 256)).$((i % 256)).1"; done
+} >"$dir/big.zone"
+sed "s|file=$dir/example.test.zone|file=$dir/big.zone|" "$dir/main.conf" >"$dir/big.conf"
+cp "$dir/main.conf" "$dir/main.conf.keep"
+cp "$dir/big.conf" "$dir/main.conf"
+ctl reload >/dev/null || fail "the large zone did not load"
+for i in 1 2500 5000; do
+  [ "$(short "h$i.g$((i % 50)).example.test" A)" = "10.$((i / 256 % 256)).$((i % 256)).1" ] ||
+    fail "h$i in the large zone: $(q "h$i.g$((i % 50)).example.test" A)"
+done
+q g7.example.test A | grep "status: NOERROR" >/dev/null || fail "an empty non-terminal of the large zone"
+q h1.g2.example.test A | grep "status: NXDOMAIN" >/dev/null || fail "a name the large zone lacks"
+[ "$(short example.test MX)" = "10 mail.example.test." ] || fail "the large zone's MX"
+cp "$dir/main.conf.keep" "$dir/main.conf"
+ctl reload >/dev/null || fail "back to the small zone"
+q h1.g1.example.test A | grep "status: NXDOMAIN" >/dev/null || fail "the large zone's names stayed"
+ok "a large zone"
+
 # --- reload: the file is read again; a broken one changes nothing ---------
 printf 'new IN A 192.0.2.77\n' >>"$dir/example.test.zone"
 ctl reload >/dev/null
