@@ -17,10 +17,6 @@
 
 #define X(s) ((const xmlChar *)(s))
 
-static int fail(jitsu_error *err, int code, const char *key, const char *msg) {
-  return jitsu_error_set(err, code, key, "%s", msg);
-}
-
 /* "[ADDR:]HOSTPORT:GUESTPORT" -> "tcp:ADDR:HOSTPORT-:GUESTPORT", ADDR an
  * IPv4 address (default 127.0.0.1). */
 static int parse_forward(const char *v, char *out, size_t size) {
@@ -104,10 +100,11 @@ static int dump(xmlDocPtr doc, lvvm *v, jitsu_error *err) {
   int len = 0;
   xmlDocDumpFormatMemory(doc, &out, &len, 1);
   if (out == NULL)
-    return fail(err, -ENOMEM, NULL, "out of memory");
+    return jitsu_error_set(err, -ENOMEM, NULL, "%s", "out of memory");
   v->xml = strdup((const char *)out);
   xmlFree(out);
-  return v->xml ? 0 : fail(err, -ENOMEM, NULL, "out of memory");
+  return v->xml ? 0
+                : jitsu_error_set(err, -ENOMEM, NULL, "%s", "out of memory");
 }
 
 static int from_file(lvvm *v, jitsu_vm *vm, const char *path,
@@ -116,7 +113,7 @@ static int from_file(lvvm *v, jitsu_vm *vm, const char *path,
   size_t len = 0;
   int r = jitsu__read_bounded(path, LV_XML_MAX, &text, &len, why, sizeof(why));
   if (r < 0)
-    return fail(err, r, "xml", why);
+    return jitsu_error_set(err, r, "xml", "%s", why);
   xmlResetLastError();
   xmlDocPtr doc =
       xmlReadMemory(text, (int)len, path, NULL,
@@ -166,28 +163,32 @@ static int from_keys(lvvm *v, jitsu_vm *vm, jitsu_error *err) {
   if (type == NULL)
     type = "kvm";
   if (strcmp(type, "kvm") != 0 && strcmp(type, "qemu") != 0)
-    return fail(err, -EINVAL, "type", "type: expected kvm or qemu");
+    return jitsu_error_set(err, -EINVAL, "type", "%s",
+                           "type: expected kvm or qemu");
   if (kernel == NULL)
-    return fail(err, -EINVAL, "kernel",
-                "kernel: a libvirt vm needs kernel (or xml)");
+    return jitsu_error_set(err, -EINVAL, "kernel", "%s",
+                           "kernel: a libvirt vm needs kernel (or xml)");
   if (kernel[0] != '/' || (initrd != NULL && initrd[0] != '/'))
-    return fail(err, -EINVAL, initrd && initrd[0] != '/' ? "initrd" : "kernel",
-                "an absolute path on the host is expected");
+    return jitsu_error_set(err, -EINVAL,
+                           initrd && initrd[0] != '/' ? "initrd" : "kernel",
+                           "%s", "an absolute path on the host is expected");
   if (machine == NULL)
     machine = "pc";
   if (strcmp(machine, "pc") != 0 && strcmp(machine, "q35") != 0 &&
       strncmp(machine, "pc-", 3) != 0)
-    return fail(err, -EINVAL, "machine",
-                "machine: expected pc, q35 or a versioned pc-* type");
+    return jitsu_error_set(
+        err, -EINVAL, "machine", "%s",
+        "machine: expected pc, q35 or a versioned pc-* type");
   uint64_t mem = 128ull << 20;
   if ((val = jitsu_vm_param(vm, "memory", 0)) != NULL &&
       jitsu__parse_mib(val, &mem) < 0)
-    return fail(err, -EINVAL, "memory",
-                "memory: expected whole MiB, at least 1M");
+    return jitsu_error_set(err, -EINVAL, "memory", "%s",
+                           "memory: expected whole MiB, at least 1M");
   unsigned vcpus = 1;
   if ((val = jitsu_vm_param(vm, "vcpus", 0)) != NULL &&
       jitsu__parse_vcpus(val, &vcpus) < 0)
-    return fail(err, -EINVAL, "vcpus", "vcpus: expected 1 to 255");
+    return jitsu_error_set(err, -EINVAL, "vcpus", "%s",
+                           "vcpus: expected 1 to 255");
   if (net == NULL)
     net = "none";
   bool user = strcmp(net, "user") == 0;
@@ -197,15 +198,18 @@ static int from_keys(lvvm *v, jitsu_vm *vm, jitsu_error *err) {
   else if (strncmp(net, "bridge:", 7) == 0 && net[7])
     net_kind = "bridge", net_name = net + 7;
   else if (!user && strcmp(net, "none") != 0)
-    return fail(err, -EINVAL, "network",
-                "network: expected none, user, network:NAME or bridge:NAME");
+    return jitsu_error_set(
+        err, -EINVAL, "network", "%s",
+        "network: expected none, user, network:NAME or bridge:NAME");
   char fwd[LV_FORWARDS_MAX][96];
   size_t n_fwd = 0;
   for (size_t i = 0; (val = jitsu_vm_param(vm, "forward", i)) != NULL; i++) {
     if (!user)
-      return fail(err, -EINVAL, "forward", "forward: only with network = user");
+      return jitsu_error_set(err, -EINVAL, "forward", "%s",
+                             "forward: only with network = user");
     if (n_fwd == LV_FORWARDS_MAX)
-      return fail(err, -E2BIG, "forward", "forward: at most 8");
+      return jitsu_error_set(err, -E2BIG, "forward", "%s",
+                             "forward: at most 8");
     if (parse_forward(val, fwd[n_fwd], sizeof(fwd[0])) < 0)
       return jitsu_error_set(err, -EINVAL, "forward",
                              "forward: '%s' is not [ADDR:]HOSTPORT:GUESTPORT",
@@ -282,7 +286,8 @@ int lv_configure_settings(lvvm *v, jitsu_vm *vm, jitsu_error *err) {
   const char *val;
   for (size_t i = 0; (val = jitsu_vm_param(vm, "host", i)) != NULL; i++) {
     if (v->n_hosts == LV_HOSTS_MAX)
-      return fail(err, -E2BIG, "host", "host: at most 8 per vm");
+      return jitsu_error_set(err, -E2BIG, "host", "%s",
+                             "host: at most 8 per vm");
     if (strchr(val, ':') == NULL || strstr(val, "://") == NULL)
       return jitsu_error_set(err, -EINVAL, "host",
                              "host: '%s' is not a libvirt URI "
@@ -294,33 +299,35 @@ int lv_configure_settings(lvvm *v, jitsu_vm *vm, jitsu_error *err) {
     v->uris[v->n_hosts++] = val;
   }
   if (v->n_hosts == 0)
-    return fail(err, -EINVAL, "host",
-                "host: a libvirt vm needs at least one host URI");
+    return jitsu_error_set(err, -EINVAL, "host", "%s",
+                           "host: a libvirt vm needs at least one host URI");
   if ((val = jitsu_vm_param(vm, "placement", 0)) != NULL) {
     if (strcmp(val, "least-loaded") == 0)
       v->least_loaded = true;
     else if (strcmp(val, "first") != 0)
-      return fail(err, -EINVAL, "placement",
-                  "placement: expected first or least-loaded");
+      return jitsu_error_set(err, -EINVAL, "placement", "%s",
+                             "placement: expected first or least-loaded");
   }
   if ((val = jitsu_vm_param(vm, "max-guests-per-host", 0)) != NULL) {
     if (jitsu__parse_uint(val, &v->max_per_host) < 0 ||
         v->max_per_host > 100000)
-      return fail(err, -EINVAL, "max-guests-per-host",
-                  "max-guests-per-host: expected a number (0: no limit)");
+      return jitsu_error_set(
+          err, -EINVAL, "max-guests-per-host", "%s",
+          "max-guests-per-host: expected a number (0: no limit)");
   }
   if ((val = jitsu_vm_param(vm, "suspend", 0)) != NULL) {
     if (strcmp(val, "disk") == 0)
       v->suspend_disk = true;
     else if (strcmp(val, "memory") != 0)
-      return fail(err, -EINVAL, "suspend", "suspend: expected memory or disk");
+      return jitsu_error_set(err, -EINVAL, "suspend", "%s",
+                             "suspend: expected memory or disk");
   }
   v->marker = jitsu_vm_param(vm, "console-marker", 0);
   if (v->marker == NULL)
     v->marker = "JITSU_READY";
   else if (v->marker[0] == '\0' || strlen(v->marker) >= sizeof(v->line) / 2)
-    return fail(err, -EINVAL, "console-marker",
-                "console-marker: 1 to 127 characters");
+    return jitsu_error_set(err, -EINVAL, "console-marker", "%s",
+                           "console-marker: 1 to 127 characters");
   static const char *const only_keys[] = {"type",    "kernel",  "initrd",
                                           "cmdline", "memory",  "vcpus",
                                           "machine", "network", "forward"};

@@ -76,11 +76,6 @@ static void qvm_free(qvm *q) {
   free(q);
 }
 
-static int fail(jitsu_error *err, const char *key, const char *fmt,
-                const char *v) {
-  return jitsu_error_set(err, -EINVAL, key, fmt, v);
-}
-
 /* "tcp:[ADDR]:PORT-[ADDR]:PORT" as QEMU's hostfwd wants it; no commas. */
 static int check_forward(const char *v) {
   if (strncmp(v, "tcp:", 4) != 0 && strncmp(v, "udp:", 4) != 0)
@@ -134,8 +129,8 @@ static int configure_values(qvm *q, jitsu_vm *vm, jitsu_error *err) {
   if (q->marker == NULL)
     q->marker = "JITSU_READY";
   if (q->marker[0] == '\0' || strlen(q->marker) > 128)
-    return fail(err, "console-marker", "'%s' is empty or over 128 bytes",
-                q->marker);
+    return jitsu_error_set(err, -EINVAL, "console-marker",
+                           "'%s' is empty or over 128 bytes", q->marker);
   q->accel = QACCEL_AUTO;
   if ((v = jitsu_vm_param(vm, "accel", 0)) != NULL) {
     if (strcmp(v, "kvm") == 0)
@@ -143,16 +138,18 @@ static int configure_values(qvm *q, jitsu_vm *vm, jitsu_error *err) {
     else if (strcmp(v, "tcg") == 0)
       q->accel = QACCEL_TCG;
     else if (strcmp(v, "auto") != 0)
-      return fail(err, "accel", "'%s' is not auto, kvm or tcg", v);
+      return jitsu_error_set(err, -EINVAL, "accel",
+                             "'%s' is not auto, kvm or tcg", v);
   }
   q->memory = 128ull << 20;
   if ((v = jitsu_vm_param(vm, "memory", 0)) != NULL &&
       jitsu__parse_mib(v, &q->memory) < 0)
-    return fail(err, "memory", "'%s' is not a whole number of MiB (>= 1M)", v);
+    return jitsu_error_set(err, -EINVAL, "memory",
+                           "'%s' is not a whole number of MiB (>= 1M)", v);
   q->vcpus = 1;
   if ((v = jitsu_vm_param(vm, "vcpus", 0)) != NULL &&
       jitsu__parse_vcpus(v, &q->vcpus) < 0)
-    return fail(err, "vcpus", "'%s' is not 1 to 255", v);
+    return jitsu_error_set(err, -EINVAL, "vcpus", "'%s' is not 1 to 255", v);
   bool b = false;
   if ((v = jitsu_vm_param(vm, "tsc-hint", 0)) != NULL)
     jitsu_parse_bool(v, &b);
@@ -163,15 +160,18 @@ static int configure_values(qvm *q, jitsu_vm *vm, jitsu_error *err) {
   q->snapshot_auto = b;
   q->snapshot = jitsu_vm_param(vm, "snapshot", 0);
   if (q->snapshot_auto && q->snapshot == NULL)
-    return fail(err, "snapshot-auto", "%s needs a snapshot path", "yes");
+    return jitsu_error_set(err, -EINVAL, "snapshot-auto",
+                           "%s needs a snapshot path", "yes");
   if (q->snapshot != NULL && q->snapshot[0] != '/')
-    return fail(err, "snapshot", "'%s' is not an absolute path", q->snapshot);
+    return jitsu_error_set(err, -EINVAL, "snapshot",
+                           "'%s' is not an absolute path", q->snapshot);
   q->suspend_disk = false;
   if ((v = jitsu_vm_param(vm, "suspend", 0)) != NULL) {
     if (strcmp(v, "disk") == 0)
       q->suspend_disk = true;
     else if (strcmp(v, "memory") != 0)
-      return fail(err, "suspend", "'%s' is not memory or disk", v);
+      return jitsu_error_set(err, -EINVAL, "suspend",
+                             "'%s' is not memory or disk", v);
   }
   return 0;
 }
@@ -185,29 +185,36 @@ static int configure_net(qvm *q, jitsu_vm *vm, jitsu_error *err) {
     else if (strcmp(v, "none") == 0)
       q->net = QNET_NONE;
     else if (strcmp(v, "user") != 0)
-      return fail(err, "net", "'%s' is not user, tap or none", v);
+      return jitsu_error_set(err, -EINVAL, "net",
+                             "'%s' is not user, tap or none", v);
   }
   for (size_t i = 0; (v = jitsu_vm_param(vm, "forward", i)) != NULL; i++) {
     if (q->net != QNET_USER)
-      return fail(err, "forward", "'%s': forwards need net = user", v);
+      return jitsu_error_set(err, -EINVAL, "forward",
+                             "'%s': forwards need net = user", v);
     if (check_forward(v) < 0)
-      return fail(err, "forward",
-                  "'%s' is not tcp:HOSTADDR:PORT-:GUESTPORT (or udp:)", v);
+      return jitsu_error_set(
+          err, -EINVAL, "forward",
+          "'%s' is not tcp:HOSTADDR:PORT-:GUESTPORT (or udp:)", v);
   }
   q->bridge = jitsu_vm_param(vm, "bridge", 0);
   q->netns = jitsu_vm_param(vm, "netns", 0);
   if ((q->bridge || q->netns) && q->net != QNET_TAP)
-    return fail(err, q->bridge ? "bridge" : "netns", "'%s' needs net = tap",
-                q->bridge ? q->bridge : q->netns);
+    return jitsu_error_set(err, -EINVAL, q->bridge ? "bridge" : "netns",
+                           "'%s' needs net = tap",
+                           q->bridge ? q->bridge : q->netns);
   if (q->bridge && (strlen(q->bridge) >= 16 || strchr(q->bridge, '/')))
-    return fail(err, "bridge", "'%s' is not an interface name", q->bridge);
+    return jitsu_error_set(err, -EINVAL, "bridge",
+                           "'%s' is not an interface name", q->bridge);
   if (q->netns && (q->netns[0] == '\0' || strchr(q->netns, '/') ||
                    strcmp(q->netns, "..") == 0 || strcmp(q->netns, ".") == 0))
-    return fail(err, "netns", "'%s' is not a namespace name", q->netns);
+    return jitsu_error_set(err, -EINVAL, "netns",
+                           "'%s' is not a namespace name", q->netns);
   q->mac = jitsu_vm_param(vm, "mac", 0);
   if (q->mac && jitsu__parse_mac(q->mac, NULL) < 0)
-    return fail(err, "mac", "'%s' is not a unicast MAC as xx:xx:xx:xx:xx:xx",
-                q->mac);
+    return jitsu_error_set(err, -EINVAL, "mac",
+                           "'%s' is not a unicast MAC as xx:xx:xx:xx:xx:xx",
+                           q->mac);
   return 0;
 }
 
@@ -219,7 +226,8 @@ static int configure_extra(qvm *q, jitsu_vm *vm, jitsu_error *err) {
     char **words;
     int argc;
     if (jitsu_split_argv(v, &words, &argc) < 0)
-      return fail(err, "qemu-arg", "'%s' is empty or has unbalanced quotes", v);
+      return jitsu_error_set(err, -EINVAL, "qemu-arg",
+                             "'%s' is empty or has unbalanced quotes", v);
     char **all = realloc(q->extra, (n + (size_t)argc + 1) * sizeof(*all));
     if (all != NULL) {
       q->extra = all;

@@ -345,11 +345,6 @@ out:
 
 /* ---- configure ---------------------------------------------------------- */
 
-static int fail(jitsu_error *err, const char *key, const char *fmt,
-                const char *v) {
-  return jitsu_error_set(err, -EINVAL, key, fmt, v);
-}
-
 int xl_configure_settings(xvm *x, jitsu_vm *vm, jitsu_error *err) {
   const char *v;
   char why[512] = "";
@@ -363,23 +358,25 @@ int xl_configure_settings(xvm *x, jitsu_vm *vm, jitsu_error *err) {
   if (x->marker == NULL)
     x->marker = "JITSU_READY";
   if (x->marker[0] == '\0' || strlen(x->marker) > 128)
-    return fail(err, "console-marker", "'%s' is empty or over 128 bytes",
-                x->marker);
+    return jitsu_error_set(err, -EINVAL, "console-marker",
+                           "'%s' is empty or over 128 bytes", x->marker);
   if (x->ready_key != NULL &&
       (x->ready_key[0] == '\0' || x->ready_key[0] == '/' ||
        strlen(x->ready_key) > 128 || strstr(x->ready_key, "..") != NULL ||
        strspn(x->ready_key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU"
                             "VWXYZ0123456789-_/@") != strlen(x->ready_key)))
-    return fail(err, "ready-key",
-                "'%s' is not a XenStore path relative to the domain's home "
-                "(e.g. data/ready)",
-                x->ready_key);
+    return jitsu_error_set(
+        err, -EINVAL, "ready-key",
+        "'%s' is not a XenStore path relative to the domain's home "
+        "(e.g. data/ready)",
+        x->ready_key);
   bool disk = false;
   if ((v = jitsu_vm_param(vm, "suspend", 0)) != NULL) {
     if (strcmp(v, "disk") == 0)
       disk = true;
     else if (strcmp(v, "memory") != 0)
-      return fail(err, "suspend", "'%s' is not memory or disk", v);
+      return jitsu_error_set(err, -EINVAL, "suspend",
+                             "'%s' is not memory or disk", v);
   }
   x->suspend_disk = disk;
   if (x->file != NULL) {
@@ -406,31 +403,34 @@ int xl_configure_settings(xvm *x, jitsu_vm *vm, jitsu_error *err) {
                            "an xl vm needs a kernel (or config = an xl file)");
   libxl_domain_type t;
   if (x->type != NULL && parse_type(x->type, &t) < 0)
-    return fail(err, "type", "'%s' is not pv or pvh", x->type);
+    return jitsu_error_set(err, -EINVAL, "type", "'%s' is not pv or pvh",
+                           x->type);
   x->memory = 128ull << 20;
   if ((v = jitsu_vm_param(vm, "memory", 0)) != NULL &&
       (jitsu__parse_mib(v, &x->memory) < 0 || x->memory > (1ull << 44)))
-    return fail(err, "memory", "'%s' is not a whole number of MiB (>= 1M)", v);
+    return jitsu_error_set(err, -EINVAL, "memory",
+                           "'%s' is not a whole number of MiB (>= 1M)", v);
   x->maxmem = 0;
   if ((v = jitsu_vm_param(vm, "maxmem", 0)) != NULL &&
       (jitsu__parse_mib(v, &x->maxmem) < 0 || x->maxmem < x->memory ||
        x->maxmem > (1ull << 44)))
-    return fail(err, "maxmem", "'%s' is not whole MiB, at least memory", v);
+    return jitsu_error_set(err, -EINVAL, "maxmem",
+                           "'%s' is not whole MiB, at least memory", v);
   x->vcpus = 1;
   if ((v = jitsu_vm_param(vm, "vcpus", 0)) != NULL &&
       jitsu__parse_vcpus(v, &x->vcpus) < 0)
-    return fail(err, "vcpus", "'%s' is not 1 to 255", v);
+    return jitsu_error_set(err, -EINVAL, "vcpus", "'%s' is not 1 to 255", v);
   x->n_nics = x->n_disks = 0;
   for (size_t i = 0; (v = jitsu_vm_param(vm, "vif", i)) != NULL; i++) {
     if (i >= XL_NET_MAX)
-      return fail(err, "vif", "'%s': at most 8 vifs", v);
+      return jitsu_error_set(err, -EINVAL, "vif", "'%s': at most 8 vifs", v);
     if (parse_vif(v, NULL, why, sizeof(why)) < 0)
       return jitsu_error_set(err, -EINVAL, "vif", "%s", why);
     x->nics[x->n_nics++] = v;
   }
   for (size_t i = 0; (v = jitsu_vm_param(vm, "disk", i)) != NULL; i++) {
     if (i >= XL_DISK_MAX)
-      return fail(err, "disk", "'%s': at most 8 disks", v);
+      return jitsu_error_set(err, -EINVAL, "disk", "'%s': at most 8 disks", v);
     if (parse_disk(v, NULL, why, sizeof(why)) < 0)
       return jitsu_error_set(err, -EINVAL, "disk", "%s", why);
     x->disks[x->n_disks++] = v;
