@@ -223,8 +223,8 @@ static void udp_send_now(uv_udp_t *u, const uint8_t *msg, size_t len,
     free(r);
 }
 
-static socklen_t peer_len(const struct sockaddr_storage *ss) {
-  return ss->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+static socklen_t peer_len(const struct sockaddr *sa) {
+  return sa->sa_family == AF_INET ? sizeof(struct sockaddr_in)
                                   : sizeof(struct sockaddr_in6);
 }
 
@@ -243,7 +243,7 @@ static void udp_flush(dns_thread *t) {
     o->iov[k].iov_base = o->data[k];
     o->msg[k].msg_hdr = (struct msghdr){
         .msg_name = &o->peer[k],
-        .msg_namelen = peer_len(&o->peer[k]),
+        .msg_namelen = peer_len((const struct sockaddr *)&o->peer[k]),
         .msg_iov = &o->iov[k],
         .msg_iovlen = 1,
     };
@@ -999,9 +999,7 @@ static void udp_read(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
   if (t->out->udp != h)
     batch_begin(t, h);
   origin to = {.tcp = false, .udp = h};
-  memcpy(&to.peer, addr,
-         addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
-                                    : sizeof(struct sockaddr_in6));
+  memcpy(&to.peer, addr, peer_len(addr));
   if (!handle_query(t, &to, (const uint8_t *)buf->base, (size_t)n))
     handoff_push(t, h, (const uint8_t *)buf->base, (size_t)n, &to.peer);
   if (!(flags & UV_UDP_MMSG_CHUNK)) /* read alone, not in a batch */
@@ -1184,21 +1182,20 @@ static void rebuild_fired(uv_timer_t *t) {
   dns_server_rebuild(t->data);
 }
 
-/* New names for the vms and zones as they are now (skipping (skip)), with
- * what is known of each guest; NULL, logged, if they cannot be built. */
-static dns_zones *build_names(dns_server *srv, jitsu_vm *skip) {
+/* New names for the vms and zones as they are now (skipping (skip)) in
+ * (*out), with what is known of each guest (none at start-up); 0, or an
+ * error with (why) set. */
+static int build_names(dns_server *srv, jitsu_vm *skip, dns_zones **out,
+                       char *why, size_t why_size) {
   dns_zones *fresh = malloc(sizeof(*fresh));
-  char why[1024] = "";
-  int r = fresh ? dns_zones_build(fresh, srv->ctx, &srv->set, skip, why,
-                                  sizeof(why))
-                : -ENOMEM;
+  int r = fresh
+              ? dns_zones_build(fresh, srv->ctx, &srv->set, skip, why, why_size)
+              : -ENOMEM;
   if (r < 0) {
-    fprintf(stderr, "jitsu-dns: names not built: %s\n",
-            why[0] ? why : strerror(-r));
     if (fresh != NULL)
       dns_zones_free(fresh);
     free(fresh);
-    return NULL;
+    return r;
   }
   for (dns_vm *dv = fresh->vms; dv; dv = dv->next) {
     dns_vm *old =
@@ -1211,7 +1208,8 @@ static dns_zones *build_names(dns_server *srv, jitsu_vm *skip) {
     }
     atomic_store(&dv->ready, jitsu_vm_state(dv->vm) == JITSU_STATE_READY);
   }
-  return fresh;
+  *out = fresh;
+  return 0;
 }
 
 /* Put (fresh) in force; the workers see it from their next batch. */
@@ -1228,9 +1226,12 @@ static void swap_names(dns_server *srv, dns_zones *fresh) {
 }
 
 static void rebuild(dns_server *srv, jitsu_vm *skip) {
-  dns_zones *fresh = build_names(srv, skip);
-  if (fresh == NULL) {
-    fprintf(stderr, "jitsu-dns: the old names stay\n");
+  dns_zones *fresh;
+  char why[1024] = "";
+  int r = build_names(srv, skip, &fresh, why, sizeof(why));
+  if (r < 0) {
+    fprintf(stderr, "jitsu-dns: names not rebuilt, the old ones stay: %s\n",
+            why[0] ? why : strerror(-r));
     return;
   }
   swap_names(srv, fresh);
@@ -1439,7 +1440,8 @@ static int udp_listen(dns_server *srv, dns_thread *t,
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         (ss->ss_family == AF_INET6 &&
          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
-        bind(fd, (const struct sockaddr *)ss, peer_len(ss)) < 0) {
+        bind(fd, (const struct sockaddr *)ss,
+             peer_len((const struct sockaddr *)ss)) < 0) {
       r = -errno;
       close(fd);
       return r;
@@ -1685,14 +1687,9 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
   if (getrandom(srv->rate_key, sizeof(srv->rate_key), 0) !=
       (ssize_t)sizeof(srv->rate_key))
     srv->rate_key[0] = uv_hrtime(), srv->rate_key[1] = (uint64_t)getpid();
-  srv->main.zones = calloc(1, sizeof(*srv->main.zones));
-  if (srv->main.zones == NULL)
-    return -ENOMEM;
-  int r = dns_zones_build(srv->main.zones, ctx, &srv->set, NULL, why, why_size);
+  int r = build_names(srv, NULL, &srv->main.zones, why, why_size);
   if (r < 0)
     return r;
-  for (dns_vm *dv = srv->main.zones->vms; dv; dv = dv->next)
-    atomic_store(&dv->ready, jitsu_vm_state(dv->vm) == JITSU_STATE_READY);
   if (cfg->forward && (r = dns_forwarder_new(srv->loop, cfg->forwarders,
                                              cfg->forward_timeout_ms, &srv->fwd,
                                              why, why_size)) < 0)
