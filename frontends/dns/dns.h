@@ -79,6 +79,7 @@ typedef struct dns_name {
 typedef struct dns_zones {
   dns_name **buckets; /* doubled when the names outnumber them twice */
   size_t n_buckets, n_names;
+  jitsu_hash_key key; /* of the names' hash */
   dns_zone *zones;
   dns_vm *vms;
   dns_vm **by_vm; /* n_vm_buckets buckets, keyed by the jitsu_vm pointer */

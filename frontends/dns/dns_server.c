@@ -36,28 +36,6 @@
  * taken; beyond, they are dropped (and counted). */
 #define DNS_HANDOFF_MAX 4096
 
-typedef struct link {
-  struct link *prev, *next;
-} link_t;
-
-static void list_init(link_t *h) {
-  h->prev = h->next = h;
-}
-static void list_add(link_t *h, link_t *l) {
-  l->prev = h->prev;
-  l->next = h;
-  h->prev->next = l;
-  h->prev = l;
-}
-static void list_del(link_t *l) {
-  if (l->next == NULL)
-    return;
-  l->prev->next = l->next;
-  l->next->prev = l->prev;
-  l->next = l->prev = NULL;
-}
-#define CONTAINER(p, type, m) ((type *)((char *)(p)-offsetof(type, m)))
-
 typedef struct cidr {
   int family;
   uint8_t addr[16];
@@ -140,7 +118,7 @@ struct dns_server {
   cidr *summon_allow; /* NULL: anyone may summon */
   size_t n_summon_allow;
   uint64_t rate_key[2]; /* the rate limit's hash key, random */
-  link_t pending;
+  jitsu_list pending;
   unsigned n_pending, n_conns;
   rate_slot rate[RATE_SLOTS];
   uv_timer_t idle;
@@ -155,7 +133,7 @@ struct dns_server {
   bool zones_lock_made;
   uv_async_t *handoff_async;
   uv_mutex_t handoff_mu;
-  link_t handoff; /* handoff_msg, oldest first */
+  jitsu_list handoff; /* handoff_msg, oldest first */
   unsigned n_handoff;
   double handed_over; /* main loop only */
 };
@@ -174,7 +152,7 @@ struct tcp_conn {
 
 /* A query whose answer waits for its guest. */
 typedef struct pending {
-  link_t link;
+  jitsu_list link;
   dns_server *srv;
   origin to;
   dns_query q;
@@ -198,12 +176,12 @@ static void conn_unref(tcp_conn *c);
 
 static void udp_sent(uv_udp_send_t *r, int status) {
   (void)status;
-  free(CONTAINER(r, send_req, udp));
+  free(JITSU_CONTAINER_OF(r, send_req, udp));
 }
 
 static void tcp_sent(uv_write_t *w, int status) {
   (void)status;
-  send_req *r = CONTAINER(w, send_req, tcp);
+  send_req *r = JITSU_CONTAINER_OF(w, send_req, tcp);
   conn_unref(r->conn);
   free(r);
 }
@@ -599,7 +577,7 @@ static void pending_timer_closed(uv_handle_t *h) {
 }
 
 static void pending_free(pending *p) {
-  list_del(&p->link);
+  jitsu_list_remove(&p->link);
   p->srv->n_pending--;
   if (p->timer != NULL)
     uv_close((uv_handle_t *)p->timer, pending_timer_closed);
@@ -724,7 +702,7 @@ static void query_vm(dns_server *srv, origin *to, const dns_query *q,
   p->held = true;
   if (to->conn != NULL)
     to->conn->refs++;
-  list_add(&srv->pending, &p->link);
+  jitsu_list_append(&srv->pending, &p->link);
   srv->n_pending++;
   p->timer = malloc(sizeof(*p->timer));
   if (p->timer != NULL) {
@@ -882,7 +860,7 @@ static bool handle_query(dns_thread *t, origin *to, const uint8_t *pkt,
 
 /* A query a worker hands to the main loop. */
 typedef struct handoff_msg {
-  link_t link;
+  jitsu_list link;
   size_t sock; /* the listen address it came to */
   struct sockaddr_storage peer;
   size_t len;
@@ -905,7 +883,7 @@ struct dns_worker {
 static void handoff_push(dns_thread *t, uv_udp_t *h, const uint8_t *pkt,
                          size_t len, const struct sockaddr_storage *peer) {
   dns_server *srv = t->srv;
-  dns_worker *w = CONTAINER(t, dns_worker, t);
+  dns_worker *w = JITSU_CONTAINER_OF(t, dns_worker, t);
   size_t sock = 0;
   while (sock + 1 < w->n_udp && w->udp[sock] != h)
     sock++;
@@ -921,7 +899,7 @@ static void handoff_push(dns_thread *t, uv_udp_t *h, const uint8_t *pkt,
   uv_mutex_lock(&srv->handoff_mu);
   bool full = srv->n_handoff >= DNS_HANDOFF_MAX;
   if (!full) {
-    list_add(&srv->handoff, &m->link);
+    jitsu_list_append(&srv->handoff, &m->link);
     srv->n_handoff++;
   }
   uv_mutex_unlock(&srv->handoff_mu);
@@ -937,20 +915,20 @@ static void handoff_push(dns_thread *t, uv_udp_t *h, const uint8_t *pkt,
  * on the same address. */
 static void handoff_run(uv_async_t *a) {
   dns_server *srv = a->data;
-  link_t got;
-  list_init(&got);
+  jitsu_list got;
+  jitsu_list_init(&got);
   uv_mutex_lock(&srv->handoff_mu);
   if (srv->handoff.next != &srv->handoff) {
     got.next = srv->handoff.next;
     got.prev = srv->handoff.prev;
     got.next->prev = got.prev->next = &got;
-    list_init(&srv->handoff);
+    jitsu_list_init(&srv->handoff);
   }
   srv->n_handoff = 0;
   uv_mutex_unlock(&srv->handoff_mu);
   while (got.next != &got) {
-    handoff_msg *m = CONTAINER(got.next, handoff_msg, link);
-    list_del(&m->link);
+    handoff_msg *m = JITSU_CONTAINER_OF(got.next, handoff_msg, link);
+    jitsu_list_remove(&m->link);
     origin to = {.tcp = false, .udp = srv->udp[m->sock], .peer = m->peer};
     srv->handed_over++;
     handle_query(&srv->main, &to, m->pkt, m->len);
@@ -1254,9 +1232,9 @@ static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
   }
   if (ev == JITSU_VM_UNDEFINING) {
     /* Its summon callbacks will never come: answer and free them. */
-    link_t *l = srv->pending.next;
+    jitsu_list *l = srv->pending.next;
     while (l != &srv->pending) {
-      pending *p = CONTAINER(l, pending, link);
+      pending *p = JITSU_CONTAINER_OF(l, pending, link);
       l = l->next;
       if (p->vm != vm)
         continue;
@@ -1637,11 +1615,11 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
   srv->main.srv = srv;
   srv->main.loop = srv->loop;
   srv->n_workers = cfg->workers > 1 ? cfg->workers - 1 : 0;
-  list_init(&srv->handoff);
+  jitsu_list_init(&srv->handoff);
   srv->set = cfg->settings;
   srv->udp_buffer = cfg->udp_buffer;
   srv->serial = (uint32_t)time(NULL);
-  list_init(&srv->pending);
+  jitsu_list_init(&srv->pending);
   uv_timer_init(srv->loop, &srv->idle);
   srv->idle.data = srv;
   uv_timer_init(srv->loop, srv->rebuild_timer);
@@ -1733,8 +1711,8 @@ void dns_server_free(dns_server *srv) {
   for (size_t i = 0; i < srv->n_tcp; i++)
     uv_close((uv_handle_t *)srv->tcp[i], free_handle);
   /* Held queries: their summons go on; the callbacks still need them. */
-  for (link_t *l = srv->pending.next; l != &srv->pending; l = l->next)
-    CONTAINER(l, pending, link)->answered = true;
+  for (jitsu_list *l = srv->pending.next; l != &srv->pending; l = l->next)
+    JITSU_CONTAINER_OF(l, pending, link)->answered = true;
   dns_forwarder *fwd = srv->fwd;
   srv->fwd = NULL; /* its failing callbacks now answer nothing */
   dns_forwarder_free(fwd);
@@ -1751,11 +1729,11 @@ void dns_server_destroy(dns_server *srv) {
   if (srv == NULL)
     return;
   while (srv->pending.next != &srv->pending)
-    pending_free(CONTAINER(srv->pending.next, pending, link));
+    pending_free(JITSU_CONTAINER_OF(srv->pending.next, pending, link));
   while (srv->handoff.next != &srv->handoff && srv->handoff.next != NULL) {
-    link_t *l = srv->handoff.next;
-    list_del(l);
-    free(CONTAINER(l, handoff_msg, link));
+    jitsu_list *l = srv->handoff.next;
+    jitsu_list_remove(l);
+    free(JITSU_CONTAINER_OF(l, handoff_msg, link));
   }
   if (srv->zones_lock_made) {
     pthread_rwlock_destroy(&srv->zones_lock);

@@ -10,11 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static uint32_t hash(const char *key) {
-  uint32_t h = 2166136261u;
-  for (const unsigned char *p = (const unsigned char *)key; *p; p++)
-    h = (h ^ *p) * 16777619u;
-  return h;
+static size_t bucket_of(const dns_zones *z, const char *key, size_t nb) {
+  return (size_t)(jitsu_hash(&z->key, key, strlen(key)) % nb);
 }
 
 static size_t vm_bucket(const dns_zones *z, const jitsu_vm *vm) {
@@ -25,7 +22,8 @@ static size_t vm_bucket(const dns_zones *z, const jitsu_vm *vm) {
 static dns_name *find(const dns_zones *z, const char *key) {
   if (z->n_buckets == 0)
     return NULL;
-  for (dns_name *n = z->buckets[hash(key) % z->n_buckets]; n; n = n->next)
+  for (dns_name *n = z->buckets[bucket_of(z, key, z->n_buckets)]; n;
+       n = n->next)
     if (strcmp(n->key, key) == 0)
       return n;
   return NULL;
@@ -43,7 +41,7 @@ static void grow(dns_zones *z) {
     while (z->buckets[i]) {
       dns_name *n = z->buckets[i];
       z->buckets[i] = n->next;
-      size_t h = hash(n->key) % nb;
+      size_t h = bucket_of(z, n->key, nb);
       n->next = b[h];
       b[h] = n;
     }
@@ -60,7 +58,7 @@ static dns_name *add(dns_zones *z, const char *key) {
   if (n == NULL)
     return NULL;
   strcpy(n->key, key);
-  size_t b = hash(key) % z->n_buckets;
+  size_t b = bucket_of(z, key, z->n_buckets);
   n->next = z->buckets[b];
   z->buckets[b] = n;
   if (++z->n_names > 2 * z->n_buckets)
@@ -71,6 +69,7 @@ static dns_name *add(dns_zones *z, const char *key) {
 /* An empty table of names: 64 buckets, or about 4 per vm of (ctx). */
 static int zones_init(dns_zones *z, size_t vms) {
   memset(z, 0, sizeof(*z));
+  jitsu_hash_key_random(&z->key); /* queries choose the names looked up */
   z->n_buckets = 64;
   while (z->n_buckets < vms * 4)
     z->n_buckets *= 2;

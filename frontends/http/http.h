@@ -53,37 +53,29 @@ void http_proxy_destroy(http_proxy *px);
 
 /* --- internals shared by the files of jitsu-http --- */
 
-typedef struct http_link {
-  struct http_link *prev, *next;
-} http_link;
-void http_list_init(http_link *h);
-void http_list_add(http_link *h, http_link *l);
-void http_list_del(http_link *l);
-#define HTTP_CONTAINER(p, type, m) ((type *)((char *)(p)-offsetof(type, m)))
-
 typedef struct http_client http_client;
 typedef struct http_upstream http_upstream;
 
 /* What jitsu-http keeps per vm: its queue, its idle upstream connections. */
 typedef struct http_vmq {
-  http_link link;
+  jitsu_list link;
   jitsu_vm *vm;       /* NULL: an upstream that runs by itself */
   char upstream[300]; /* its name, "HOST[/PREFIX]", when vm is NULL */
   bool removed;       /* a reload removes its vm: no routes to it */
   struct sockaddr_storage backend;
   unsigned queue_max;
   uint64_t hold_ms;
-  http_link waiting; /* http_client.qlink, oldest first */
+  jitsu_list waiting; /* http_client.qlink, oldest first */
   unsigned n_waiting;
   bool summoning;
-  http_link idle; /* http_upstream.plink */
+  jitsu_list idle; /* http_upstream.plink */
   unsigned n_idle;
   /* New connections to the guest not yet answered on, and requests
    * waiting for one: a few at a time, as a guest behind QEMU's user
    * networking (its forward listens with a backlog of 1) has the SYNs of
    * a burst dropped, each costing a 1 s retransmission. */
   unsigned n_connecting;
-  http_link connect_wait; /* http_client.cwlink */
+  jitsu_list connect_wait; /* http_client.cwlink */
 } http_vmq;
 
 typedef enum client_state {
@@ -96,9 +88,9 @@ typedef enum client_state {
 
 struct http_client {
   http_proxy *px;
-  http_link link;   /* px->clients */
-  http_link qlink;  /* vmq->waiting while queued */
-  http_link cwlink; /* vmq->connect_wait while waiting for a connection */
+  jitsu_list link;   /* px->clients */
+  jitsu_list qlink;  /* vmq->waiting while queued */
+  jitsu_list cwlink; /* vmq->connect_wait while waiting for a connection */
   uv_tcp_t tcp;
   uv_timer_t timer;        /* head, body, queue or response: one at a time */
   uint64_t due, armed_due; /* when it is due; when timer fires */
@@ -151,7 +143,7 @@ struct http_client {
 
 struct http_upstream {
   http_vmq *q;
-  http_link plink; /* q->idle while idle */
+  jitsu_list plink; /* q->idle while idle */
   uv_tcp_t tcp;
   uv_connect_t connect;
   uv_timer_t timer;
@@ -177,12 +169,13 @@ struct http_proxy {
   http_settings set;
   uv_tcp_t **listeners;
   size_t n_listeners;
-  http_link clients;
+  jitsu_list clients;
   unsigned n_clients;
-  http_link vmqs;
+  jitsu_list vmqs;
   struct http_route *routes;
   struct http_route **route_index; /* by host */
   size_t route_buckets;            /* a power of two */
+  jitsu_hash_key route_key;        /* of the hosts' hash */
   bool draining;
   uv_timer_t *drain_timer;
   uv_timer_t *rebuild_timer;

@@ -17,7 +17,7 @@ typedef struct wreq {
 } wreq;
 
 static void client_written(uv_write_t *w, int status) {
-  wreq *r = HTTP_CONTAINER(w, wreq, w);
+  wreq *r = JITSU_CONTAINER_OF(w, wreq, w);
   http_client *c = r->c;
   (void)status;
   free(r);
@@ -154,13 +154,13 @@ void http_client_close(http_client *c) {
     return;
   c->state = C_CLOSING;
   http_proxy *px = c->px;
-  http_list_del(&c->link);
+  jitsu_list_remove(&c->link);
   px->n_clients--;
   if (c->qlink.next != NULL) {
-    http_list_del(&c->qlink); /* it gave up waiting: out of the queue */
+    jitsu_list_remove(&c->qlink); /* it gave up waiting: out of the queue */
     c->q->n_waiting--;
   }
-  http_list_del(&c->cwlink);
+  jitsu_list_remove(&c->cwlink);
   drop_upstream(c);
   uv_close((uv_handle_t *)&c->tcp, client_closed);
   uv_close((uv_handle_t *)&c->timer, client_closed);
@@ -253,7 +253,7 @@ void http_client_error(http_client *c, int status, const char *reason,
   http_client_send(c, body, strlen(body));
   http_client_send(c, "\n", 1);
   if (c->qlink.next != NULL) {
-    http_list_del(&c->qlink);
+    jitsu_list_remove(&c->qlink);
     c->q->n_waiting--;
   }
   client_finish(c);
@@ -929,9 +929,9 @@ static void vm_summoned(jitsu_vm *vm, int status, void *arg) {
   }
   /* In order: the oldest first. */
   while (q->waiting.next != &q->waiting) {
-    http_client *c = HTTP_CONTAINER(q->waiting.next, http_client, qlink);
+    http_client *c = JITSU_CONTAINER_OF(q->waiting.next, http_client, qlink);
     px = c->px;
-    http_list_del(&c->qlink);
+    jitsu_list_remove(&c->qlink);
     q->n_waiting--;
     client_timer_stop(c);
     if (status < 0) {
@@ -981,7 +981,7 @@ static void dispatch(http_client *c) {
   c->cold = true;
   c->queued_ms = uv_now(px->loop);
   px->st.cold++;
-  http_list_add(&q->waiting, &c->qlink);
+  jitsu_list_append(&q->waiting, &c->qlink);
   q->n_waiting++;
   client_timer_set(c, q->hold_ms, hold_expired);
 }
@@ -1025,7 +1025,7 @@ static http_client *client_new(http_proxy *px) {
   c->tcp.data = c->timer.data = c->send_timer.data = c;
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
-  http_list_add(&px->clients, &c->link);
+  jitsu_list_append(&px->clients, &c->link);
   px->n_clients++;
   return c;
 }

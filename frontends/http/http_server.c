@@ -61,23 +61,6 @@ typedef struct http_route {
   http_vmq *q;
 } http_route;
 
-void http_list_init(http_link *h) {
-  h->prev = h->next = h;
-}
-void http_list_add(http_link *h, http_link *l) {
-  l->prev = h->prev;
-  l->next = h;
-  h->prev->next = l;
-  h->prev = l;
-}
-void http_list_del(http_link *l) {
-  if (l->next == NULL)
-    return;
-  l->prev->next = l->next;
-  l->next->prev = l->prev;
-  l->next = l->prev = NULL;
-}
-
 int http_buf_add(char **buf, size_t *len, size_t *cap, const char *data,
                  size_t n, size_t max) {
   if (n == 0)
@@ -191,19 +174,19 @@ void http_drop_named(char *head, size_t *len, const char *list,
   *len = out;
 }
 
-static size_t host_bucket(const http_proxy *px, const char *host) {
-  uint32_t h = 2166136261u;
-  for (const unsigned char *p = (const unsigned char *)host; *p; p++)
-    h = (h ^ *p) * 16777619u;
-  return h & (px->route_buckets - 1);
+static size_t host_bucket(const jitsu_hash_key *key, size_t buckets,
+                          const char *host) {
+  return (size_t)jitsu_hash(key, host, strlen(host)) & (buckets - 1);
 }
 
 /* The route of (host, url): the longest path prefix of that host. */
 /* The route of host (h) (lower case) with the longest prefix of (url). */
 static http_route *best_route(http_proxy *px, const char *h, const char *url) {
   http_route *best = NULL;
-  for (http_route *r = px->route_index ? px->route_index[host_bucket(px, h)]
-                                       : NULL;
+  for (http_route *r = px->route_index
+                           ? px->route_index[host_bucket(&px->route_key,
+                                                         px->route_buckets, h)]
+                           : NULL;
        r; r = r->hnext)
     if (strcmp(r->host, h) == 0 &&
         strncmp(url, r->prefix, r->prefix_len) == 0 &&
@@ -264,8 +247,8 @@ const char *http_vmq_name(const http_vmq *q) {
 
 /* The queue of (vm), or of the upstream (name) when (vm) is NULL. */
 static http_vmq *vmq_of(http_proxy *px, jitsu_vm *vm, const char *name) {
-  for (http_link *l = px->vmqs.next; l != &px->vmqs; l = l->next) {
-    http_vmq *q = HTTP_CONTAINER(l, http_vmq, link);
+  for (jitsu_list *l = px->vmqs.next; l != &px->vmqs; l = l->next) {
+    http_vmq *q = JITSU_CONTAINER_OF(l, http_vmq, link);
     if (q->vm == vm && (vm != NULL || strcmp(q->upstream, name) == 0))
       return q;
   }
@@ -275,10 +258,10 @@ static http_vmq *vmq_of(http_proxy *px, jitsu_vm *vm, const char *name) {
   q->vm = vm;
   if (vm == NULL)
     snprintf(q->upstream, sizeof(q->upstream), "%s", name);
-  http_list_init(&q->waiting);
-  http_list_init(&q->idle);
-  http_list_init(&q->connect_wait);
-  http_list_add(&px->vmqs, &q->link);
+  jitsu_list_init(&q->waiting);
+  jitsu_list_init(&q->idle);
+  jitsu_list_init(&q->connect_wait);
+  jitsu_list_append(&px->vmqs, &q->link);
   return q;
 }
 
@@ -415,19 +398,20 @@ static void free_routes(http_route *r) {
 
 /* Index (routes) by host into (*index, *buckets): lookups in O(1). Two
  * routes with the same host and prefix are an error in (why). */
-static int index_routes(http_route *routes, http_route ***index,
-                        size_t *buckets, char *why, size_t why_size) {
+static int index_routes(const jitsu_hash_key *key, http_route *routes,
+                        http_route ***index, size_t *buckets, char *why,
+                        size_t why_size) {
   size_t n = 0;
   for (http_route *r = routes; r; r = r->next)
     n++;
-  http_proxy sizing = {.route_buckets = 16};
-  while (sizing.route_buckets < 2 * n)
-    sizing.route_buckets *= 2;
-  http_route **idx = calloc(sizing.route_buckets, sizeof(*idx));
+  size_t nb = 16;
+  while (nb < 2 * n)
+    nb *= 2;
+  http_route **idx = calloc(nb, sizeof(*idx));
   if (idx == NULL)
     return -ENOMEM;
   for (http_route *r = routes; r; r = r->next) {
-    http_route **head = &idx[host_bucket(&sizing, r->host)];
+    http_route **head = &idx[host_bucket(key, nb, r->host)];
     for (http_route *o = *head; o; o = o->hnext)
       if (strcmp(o->host, r->host) == 0 && strcmp(o->prefix, r->prefix) == 0) {
         snprintf(why, why_size, "%s '%s': http-host %s%s is %s '%s''s",
@@ -442,7 +426,7 @@ static int index_routes(http_route *routes, http_route ***index,
     *head = r;
   }
   *index = idx;
-  *buckets = sizing.route_buckets;
+  *buckets = nb;
   return 0;
 }
 
@@ -453,8 +437,8 @@ static int build_routes(http_proxy *px, char *why, size_t why_size) {
   jitsu_vm_foreach(px->ctx, add_routes, &b);
   if (b.err == 0)
     add_upstreams(&b);
-  if (b.err < 0 ||
-      (b.err = index_routes(b.routes, &index, &buckets, why, why_size)) < 0) {
+  if (b.err < 0 || (b.err = index_routes(&px->route_key, b.routes, &index,
+                                         &buckets, why, why_size)) < 0) {
     free_routes(b.routes);
     return b.err;
   }
@@ -468,8 +452,8 @@ static int build_routes(http_proxy *px, char *why, size_t why_size) {
 
 /* Take (r) out of the host index. */
 static void unindex_route(http_proxy *px, http_route *r) {
-  for (http_route **pp = &px->route_index[host_bucket(px, r->host)]; *pp;
-       pp = &(*pp)->hnext)
+  size_t b = host_bucket(&px->route_key, px->route_buckets, r->host);
+  for (http_route **pp = &px->route_index[b]; *pp; pp = &(*pp)->hnext)
     if (*pp == r) {
       *pp = r->hnext;
       return;
@@ -505,16 +489,16 @@ static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
     return;
   }
   /* The vm goes: its waiting requests get 502, its routes and pool go. */
-  for (http_link *l = px->vmqs.next; l != &px->vmqs; l = l->next) {
-    http_vmq *q = HTTP_CONTAINER(l, http_vmq, link);
+  for (jitsu_list *l = px->vmqs.next; l != &px->vmqs; l = l->next) {
+    http_vmq *q = JITSU_CONTAINER_OF(l, http_vmq, link);
     if (q->vm != vm)
       continue;
     while (q->waiting.next != &q->waiting) {
-      http_client *c = HTTP_CONTAINER(q->waiting.next, http_client, qlink);
+      http_client *c = JITSU_CONTAINER_OF(q->waiting.next, http_client, qlink);
       http_client_error(c, 502, "Bad Gateway", "the vm was removed");
     }
-    for (http_link *k = px->clients.next; k != &px->clients;) {
-      http_client *c = HTTP_CONTAINER(k, http_client, link);
+    for (jitsu_list *k = px->clients.next; k != &px->clients;) {
+      http_client *c = JITSU_CONTAINER_OF(k, http_client, link);
       k = k->next;
       if (c->q == q)
         http_client_close(c);
@@ -531,7 +515,7 @@ static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
       }
     }
     http_vmq_close_idle(q);
-    http_list_del(&q->link);
+    jitsu_list_remove(&q->link);
     free(q);
     return;
   }
@@ -633,10 +617,11 @@ int http_proxy_new(jitsu_ctx *ctx, const http_config *cfg, http_proxy **out,
     return -ENOMEM;
   *out = px;
   px->ctx = ctx;
+  jitsu_hash_key_random(&px->route_key); /* requests choose the hosts */
   px->loop = jitsu_ctx_loop(ctx);
   px->set = cfg->settings;
-  http_list_init(&px->clients);
-  http_list_init(&px->vmqs);
+  jitsu_list_init(&px->clients);
+  jitsu_list_init(&px->vmqs);
   px->drain_timer = calloc(1, sizeof(*px->drain_timer));
   px->rebuild_timer = calloc(1, sizeof(*px->rebuild_timer));
   if (px->drain_timer == NULL || px->rebuild_timer == NULL)
@@ -675,7 +660,7 @@ static void free_handle(uv_handle_t *h) {
 static void drain_expired(uv_timer_t *t) {
   http_proxy *px = t->data;
   while (px->clients.next != &px->clients)
-    http_client_close(HTTP_CONTAINER(px->clients.next, http_client, link));
+    http_client_close(JITSU_CONTAINER_OF(px->clients.next, http_client, link));
   drain_finish(px);
 }
 
@@ -687,8 +672,8 @@ void http_proxy_drain(http_proxy *px, void (*done)(void *arg), void *arg) {
   px->drain_done = done;
   px->drain_arg = arg;
   /* Idle keep-alive connections go now; the others once answered. */
-  for (http_link *l = px->clients.next; l != &px->clients;) {
-    http_client *c = HTTP_CONTAINER(l, http_client, link);
+  for (jitsu_list *l = px->clients.next; l != &px->clients;) {
+    http_client *c = JITSU_CONTAINER_OF(l, http_client, link);
     l = l->next;
     if (c->state == C_HEAD && !c->head_started && c->stash_len == 0)
       http_client_close(c);
@@ -706,9 +691,9 @@ void http_proxy_destroy(http_proxy *px) {
   uv_close((uv_handle_t *)px->drain_timer, free_handle);
   uv_close((uv_handle_t *)px->rebuild_timer, free_handle);
   while (px->vmqs.next != &px->vmqs) {
-    http_vmq *q = HTTP_CONTAINER(px->vmqs.next, http_vmq, link);
+    http_vmq *q = JITSU_CONTAINER_OF(px->vmqs.next, http_vmq, link);
     http_vmq_close_idle(q);
-    http_list_del(&q->link);
+    jitsu_list_remove(&q->link);
     free(q);
   }
   free_routes(px->routes);

@@ -45,7 +45,7 @@ static void upstream_close(http_upstream *u) {
     return;
   connect_over(u);
   u->closing = true;
-  http_list_del(&u->plink);
+  jitsu_list_remove(&u->plink);
   if (u->plink_counted) {
     u->q->n_idle--;
     u->plink_counted = false;
@@ -55,7 +55,7 @@ static void upstream_close(http_upstream *u) {
 }
 
 static void upstream_written(uv_write_t *w, int status) {
-  uwreq *r = HTTP_CONTAINER(w, uwreq, w);
+  uwreq *r = JITSU_CONTAINER_OF(w, uwreq, w);
   http_upstream *u = r->u;
   free(r);
   if (status == 0 && u->c != NULL && u->c->paused_by_upstream &&
@@ -118,8 +118,9 @@ static void idle_expired(uv_timer_t *t) {
 static void serve_connect_waiters(http_vmq *q) {
   while (q->connect_wait.next != &q->connect_wait &&
          (q->idle.next != &q->idle || q->n_connecting < CONNECTS_MAX)) {
-    http_client *c = HTTP_CONTAINER(q->connect_wait.next, http_client, cwlink);
-    http_list_del(&c->cwlink);
+    http_client *c =
+        JITSU_CONTAINER_OF(q->connect_wait.next, http_client, cwlink);
+    jitsu_list_remove(&c->cwlink);
     http_upstream_attach(q, c);
   }
 }
@@ -142,7 +143,7 @@ void http_upstream_release(http_upstream *u, bool reuse) {
     return;
   }
   /* Keep it for the next request to this guest. */
-  http_list_add(&q->idle, &u->plink);
+  jitsu_list_append(&q->idle, &u->plink);
   q->n_idle++;
   u->plink_counted = true;
   u->paused_by_client = false;
@@ -153,7 +154,7 @@ void http_upstream_release(http_upstream *u, bool reuse) {
 
 void http_vmq_close_idle(http_vmq *q) {
   while (q->idle.next != &q->idle) {
-    http_upstream *u = HTTP_CONTAINER(q->idle.next, http_upstream, plink);
+    http_upstream *u = JITSU_CONTAINER_OF(q->idle.next, http_upstream, plink);
     upstream_close(u); /* takes it off q's list and counts; then q goes */
     u->q = NULL;
   }
@@ -454,16 +455,16 @@ static void connected(uv_connect_t *req, int status) {
 
 void http_upstream_attach(http_vmq *q, http_client *c) {
   if (q->idle.next != &q->idle) {
-    http_upstream *u = HTTP_CONTAINER(q->idle.next, http_upstream, plink);
-    http_list_del(&u->plink);
+    http_upstream *u = JITSU_CONTAINER_OF(q->idle.next, http_upstream, plink);
+    jitsu_list_remove(&u->plink);
     q->n_idle--;
     u->plink_counted = false;
     start_request(u, c);
     return;
   }
   if (q->n_connecting >= CONNECTS_MAX) {
-    http_list_add(&q->connect_wait, &c->cwlink); /* a connect slot or an
-                                                  * idle connection soon */
+    jitsu_list_append(&q->connect_wait, &c->cwlink); /* a connect slot or an
+                                                      * idle connection soon */
     return;
   }
   http_upstream *u = calloc(1, sizeof(*u));

@@ -90,6 +90,14 @@ JITSU_EXTERN void jitsu_vm_set_reason(jitsu_vm *vm, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Log on behalf of (vm): the line is prefixed with "vm NAME: ". */
+/* Whether the "socket" value (spec) names a guest address (to=): then the
+ * library relays its connections, whatever the backend; a backend that
+ * hands sockets to its guests takes only the others. */
+JITSU_EXTERN bool jitsu_backend_socket_relayed(const char *spec);
+
+/* The backend that runs (vm) (its ops, to tell one's own vms apart). */
+JITSU_EXTERN const jitsu_backend_ops *jitsu_vm_backend(const jitsu_vm *vm);
+
 JITSU_EXTERN void jitsu_vm_log(jitsu_vm *vm, jitsu_log_level level,
                                const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -159,30 +159,6 @@ JITSU_EXTERN bool jitsu_config_bool(jitsu_ctx *ctx, const char *section,
 JITSU_EXTERN int jitsu_config_peek(const char *path, const char *section,
                                    const char *key, char *out, size_t size);
 
-/* The state directory used when none is configured: /run/jitsu for root,
- * else $XDG_RUNTIME_DIR/jitsu, else /tmp/jitsu-UID. */
-JITSU_EXTERN void jitsu_default_state_dir(char *out, size_t size);
-
-/* Parse a duration ("250ms", "5s", "2m", "1h", "0") into (*ms): 0 or
- * -EINVAL. */
-JITSU_EXTERN int jitsu_parse_duration(const char *text, uint64_t *ms);
-
-/* Parse a size in bytes ("4096", "512K", "64M", "2G", "1T"; powers of
- * 1024) into (*bytes): 0 or -EINVAL. */
-JITSU_EXTERN int jitsu_parse_size(const char *text, uint64_t *bytes);
-
-/* Parse a boolean (yes/no, true/false, on/off, 1/0): 0 or -EINVAL. */
-JITSU_EXTERN int jitsu_parse_bool(const char *text, bool *value);
-
-/*
- * Split (text) into an argv array the way a POSIX shell splits words, with
- * '...' and "..." quoting and backslash escapes, but no expansion of any
- * kind. On success (*argv) is a NULL-terminated array in one allocation
- * (free() it) and (*argc) its length. -EINVAL (unbalanced quote, empty)
- * or -ENOMEM.
- */
-JITSU_EXTERN int jitsu_split_argv(const char *text, char ***argv, int *argc);
-
 #ifdef __cplusplus
 }
 #endif

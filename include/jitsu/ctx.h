@@ -72,15 +72,23 @@ JITSU_EXTERN void jitsu_ctx_set_logger(jitsu_ctx *ctx, jitsu_log_fn fn,
                                        void *arg, jitsu_log_level max_level);
 
 /*
- * A ready-made logger for jitsu_ctx_set_logger: one line on stderr per
- * message, "2026-12-02T12:00:00.123Z PROGRAM: LEVEL: MESSAGE" (UTC,
- * milliseconds), where (arg) is PROGRAM (a const char *, or NULL). Under
- * systemd (stderr is the journal: $JOURNAL_STREAM names it) the time is
- * left to the journal and the line starts with the syslog priority
- * instead ("<4>PROGRAM: warning: ..."), so journalctl -p filters it.
+ * Log (fmt, ...) at (level) through the context's logger (nothing when none
+ * is set or (level) is above its maximum). jitsu_vm_log() prefixes a vm.
  */
-JITSU_EXTERN void jitsu_log_stderr(jitsu_log_level level, const char *message,
-                                   void *arg);
+JITSU_EXTERN void jitsu_ctx_log(jitsu_ctx *ctx, jitsu_log_level level,
+                                const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Create the state directory and its subdirectory (sub) (NULL: none),
+ * writing the path into (path); the first call checks that the directory
+ * is ours (owner, mode, no symlink) and takes its lock, so that one
+ * controller at a time uses it (-EBUSY: another has it). 0, or a negative
+ * errno value with jitsu_ctx_last_error() saying why. For backends and
+ * embedders that keep files beside the guests' records.
+ */
+JITSU_EXTERN int jitsu_ctx_state_subdir(jitsu_ctx *ctx, const char *sub,
+                                        char *path, size_t size);
 
 /*
  * The detail of the last error that a call on (ctx) returned, e.g.
@@ -92,14 +100,6 @@ JITSU_EXTERN const char *jitsu_ctx_last_error(jitsu_ctx *ctx);
 JITSU_EXTERN void jitsu_ctx_limits(jitsu_ctx *ctx, unsigned *max_live,
                                    unsigned *max_starting,
                                    unsigned *max_waiters);
-
-/*
- * Tell systemd (or any supervisor speaking its notify protocol) (state),
- * e.g. "READY=1": one datagram to $NOTIFY_SOCKET (a path, or "@name" for
- * an abstract socket). 0 when sent or when there is no $NOTIFY_SOCKET,
- * else a negative errno value.
- */
-JITSU_EXTERN int jitsu_sd_notify(const char *state);
 
 /* Number of vms defined, guests live (not stopped or failed), starting. */
 JITSU_EXTERN void jitsu_ctx_counts(jitsu_ctx *ctx, size_t *defined,

@@ -13,4 +13,8 @@
 #include "channel.h"
 #include "backend.h"
 
+/* Not about guests: value parsers, argv splitting, sd_notify, a logger, a
+ * list and a hash (helpers.h). */
+#include "helpers.h"
+
 #endif

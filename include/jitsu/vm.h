@@ -122,6 +122,9 @@ JITSU_EXTERN jitsu_ctx *jitsu_vm_ctx(const jitsu_vm *vm);
 JITSU_EXTERN const char *jitsu_vm_param(const jitsu_vm *vm, const char *key,
                                         size_t index);
 
+/* (vm)'s idle-timeout in milliseconds (0: never idle). */
+JITSU_EXTERN uint64_t jitsu_vm_idle_timeout_ms(const jitsu_vm *vm);
+
 #define JITSU_VM_INFO_VERSION 2
 typedef struct jitsu_vm_info {
   unsigned version; /* set by the caller: JITSU_VM_INFO_VERSION */

@@ -86,7 +86,7 @@ lvvm *lv_vm_on(lvhost *h, const char *name) {
   if (h->ctx == NULL)
     return NULL;
   jitsu_vm *vm = jitsu_vm_find(h->ctx, name);
-  if (vm == NULL || vm->backend != &jitsu_backend_libvirt)
+  if (vm == NULL || jitsu_vm_backend(vm) != &jitsu_backend_libvirt)
     return NULL;
   lvvm *v = jitsu_vm_data(vm);
   return v != NULL && v->on == h ? v : NULL;
@@ -123,7 +123,7 @@ struct vjob {
 static void stream_release(lvhost *h, virStreamPtr st);
 
 static void vjob_done(lvjob *j) {
-  vjob *vj = JITSU__CONTAINER(j, vjob, j);
+  vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);
   lvvm *v = vj->v;
   if (v->released && vj->stream != NULL) {
     /* A start that ended after its vm was released: the domain lives on
@@ -183,7 +183,7 @@ static virDomainPtr lookup(vjob *vj, virConnectPtr *conn) {
 /* A job of one call on the vm's domain: (call) returns < 0 on failure. */
 #define DOMAIN_JOB(fn, call)                                                   \
   static void fn(lvjob *j) {                                                   \
-    vjob *vj = JITSU__CONTAINER(j, vjob, j);                                   \
+    vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);                                 \
     virConnectPtr c;                                                           \
     virDomainPtr d = lookup(vj, &c);                                           \
     if (d != NULL) {                                                           \
@@ -214,7 +214,7 @@ DOMAIN_JOB(run_shutdown, shutdown_domain(d))
  * from the running domain's own XML (same uuid); if the save fails the
  * domain is made transient again. */
 static void run_save(lvjob *j) {
-  vjob *vj = JITSU__CONTAINER(j, vjob, j);
+  vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);
   virConnectPtr c;
   virDomainPtr d = lookup(vj, &c);
   if (d == NULL)
@@ -250,7 +250,7 @@ static int restore_domain(virDomainPtr d) {
 DOMAIN_JOB(run_restore, restore_domain(d))
 
 static void run_state(lvjob *j) {
-  vjob *vj = JITSU__CONTAINER(j, vjob, j);
+  vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);
   virConnectPtr c;
   virDomainPtr d = lookup(vj, &c);
   if (d != NULL) {
@@ -274,14 +274,14 @@ typedef struct sjob {
 } sjob;
 
 static void run_stream_close(lvjob *j) {
-  sjob *s = JITSU__CONTAINER(j, sjob, j);
+  sjob *s = JITSU_CONTAINER_OF(j, sjob, j);
   if (virStreamAbort(s->st) < 0)
     virResetLastError();
   virStreamFree(s->st);
 }
 
 static void stream_closed(lvjob *j) {
-  free(JITSU__CONTAINER(j, sjob, j));
+  free(JITSU_CONTAINER_OF(j, sjob, j));
 }
 
 /* Stop watching (st) now and close it off the loop (closing talks to the
@@ -444,7 +444,7 @@ static void resynced(vjob *vj) {
 
 static int host_vm(jitsu_vm *vm, void *arg) {
   foreach_arg *fa = arg;
-  if (vm->backend != &jitsu_backend_libvirt)
+  if (jitsu_vm_backend(vm) != &jitsu_backend_libvirt)
     return 0;
   lvvm *v = jitsu_vm_data(vm);
   if (v == NULL || v->on != fa->h)
@@ -547,7 +547,7 @@ static bool create_on(vjob *vj, size_t i, virConnectPtr c) {
 }
 
 static void run_start(lvjob *j) {
-  vjob *vj = JITSU__CONTAINER(j, vjob, j);
+  vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);
   size_t order[LV_HOSTS_MAX];
   int load[LV_HOSTS_MAX];
   virConnectPtr conns[LV_HOSTS_MAX] = {0};
@@ -681,7 +681,7 @@ static void timer_start(lvvm *v, uv_timer_cb cb, uint64_t ms) {
     v->timer = malloc(sizeof(*v->timer));
     if (v->timer == NULL)
       return;
-    uv_timer_init(v->ctx->loop, v->timer);
+    uv_timer_init(jitsu_ctx_loop(v->ctx), v->timer);
     v->timer->data = v;
   }
   uv_timer_start(v->timer, cb, ms, 0);
@@ -814,7 +814,7 @@ static int lv_resume(jitsu_vm *vm) {
  * ADOPT_WAIT_MS have passed (the hosts that did not answer are then
  * marked down by the job when it ends). */
 static void run_adopt(lvjob *j) {
-  vjob *vj = JITSU__CONTAINER(j, vjob, j);
+  vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);
   for (size_t i = 0; i < vj->n_cands && !vj->found; i++) {
     if (vj->skip[i])
       continue;

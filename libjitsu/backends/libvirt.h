@@ -2,7 +2,7 @@
 #ifndef JITSU_BACKEND_LIBVIRT_H
 #define JITSU_BACKEND_LIBVIRT_H
 
-#include "../internal.h"
+#include "base.h"
 
 #include <libvirt/libvirt.h>
 #include <pthread.h>
@@ -41,7 +41,7 @@ typedef struct lvhost lvhost;
 typedef struct lvvm lvvm;
 
 struct lvhost {
-  jitsu__link link; /* in the process's list of hosts */
+  jitsu_list link; /* in the process's list of hosts */
   jitsu_ctx *ctx;
   lvloop *l;
   char *uri;

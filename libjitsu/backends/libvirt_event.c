@@ -15,7 +15,7 @@
 typedef struct lvfd lvfd;
 
 typedef struct lvitem {
-  jitsu__link link; /* in the loop's items */
+  jitsu_list link; /* in the loop's items */
   lvloop *l;
   int id;
   bool timer;
@@ -35,7 +35,7 @@ typedef struct lvitem {
 
 /* One uv_poll per fd, shared by the watches on it. */
 struct lvfd {
-  jitsu__link link; /* in the loop's fds */
+  jitsu_list link; /* in the loop's fds */
   lvloop *l;
   int fd;
   uv_poll_t poll;
@@ -44,24 +44,24 @@ struct lvfd {
 };
 
 typedef struct lvmsg {
-  jitsu__link link;
+  jitsu_list link;
   void (*fn)(void *);
   void *arg;
   const void *tag;
 } lvmsg;
 
 struct lvloop {
-  jitsu__link link; /* in loops */
+  jitsu_list link; /* in loops */
   uv_loop_t *loop;
   uv_async_t *async;
-  unsigned refs;     /* users (hosts) and items; under mu */
-  jitsu__link items; /* under mu */
-  jitsu__link msgs;  /* under mu */
-  jitsu__link fds;   /* loop thread only */
+  unsigned refs;    /* users (hosts) and items; under mu */
+  jitsu_list items; /* under mu */
+  jitsu_list msgs;  /* under mu */
+  jitsu_list fds;   /* loop thread only */
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static jitsu__link loops = {&loops, &loops};
+static jitsu_list loops = {&loops, &loops};
 static int next_id = 1;
 static __thread lvloop *current;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -75,15 +75,15 @@ static lvloop *owner(void) {
   if (current != NULL)
     return current;
   if (loops.next != &loops)
-    return JITSU__CONTAINER(loops.next, lvloop, link);
+    return JITSU_CONTAINER_OF(loops.next, lvloop, link);
   return NULL;
 }
 
 static lvitem *find(int id) {
-  for (jitsu__link *ll = loops.next; ll != &loops; ll = ll->next) {
-    lvloop *l = JITSU__CONTAINER(ll, lvloop, link);
-    for (jitsu__link *i = l->items.next; i != &l->items; i = i->next) {
-      lvitem *it = JITSU__CONTAINER(i, lvitem, link);
+  for (jitsu_list *ll = loops.next; ll != &loops; ll = ll->next) {
+    lvloop *l = JITSU_CONTAINER_OF(ll, lvloop, link);
+    for (jitsu_list *i = l->items.next; i != &l->items; i = i->next) {
+      lvitem *it = JITSU_CONTAINER_OF(i, lvitem, link);
       if (it->id == id && !it->removed)
         return it;
     }
@@ -111,7 +111,7 @@ static int add_item(lvitem *proto) {
   it->l = l;
   it->id = next_id++;
   l->refs++;
-  jitsu__list_append(&l->items, &it->link);
+  jitsu_list_append(&l->items, &it->link);
   int id = it->id;
   touch(it);
   pthread_mutex_unlock(&mu);
@@ -227,8 +227,8 @@ static void fd_ready(uv_poll_t *p, int status, int uvev) {
   size_t n = 0;
   pthread_mutex_lock(&mu);
   lvloop *l = f->l;
-  for (jitsu__link *i = l->items.next; i != &l->items && n < 8; i = i->next) {
-    lvitem *it = JITSU__CONTAINER(i, lvitem, link);
+  for (jitsu_list *i = l->items.next; i != &l->items && n < 8; i = i->next) {
+    lvitem *it = JITSU_CONTAINER_OF(i, lvitem, link);
     if (it->timer || it->removed || it->pfd != f)
       continue;
     int ev =
@@ -283,15 +283,15 @@ static void fd_closed(uv_handle_t *h) {
 static void fd_release(lvfd *f) {
   if (--f->users > 0)
     return;
-  jitsu__list_remove(&f->link);
+  jitsu_list_remove(&f->link);
   uv_poll_stop(&f->poll);
   f->poll.data = f;
   uv_close((uv_handle_t *)&f->poll, fd_closed);
 }
 
 static lvfd *fd_get(lvloop *l, int fd) {
-  for (jitsu__link *i = l->fds.next; i != &l->fds; i = i->next) {
-    lvfd *f = JITSU__CONTAINER(i, lvfd, link);
+  for (jitsu_list *i = l->fds.next; i != &l->fds; i = i->next) {
+    lvfd *f = JITSU_CONTAINER_OF(i, lvfd, link);
     if (f->fd == fd) {
       f->users++;
       return f;
@@ -308,15 +308,15 @@ static lvfd *fd_get(lvloop *l, int fd) {
   f->fd = fd;
   f->users = 1;
   f->poll.data = f;
-  jitsu__list_append(&l->fds, &f->link);
+  jitsu_list_append(&l->fds, &f->link);
   return f;
 }
 
 /* Arm (f)'s poll for the union of its watches' events. Under mu. */
 static void fd_rearm(lvloop *l, lvfd *f) {
   int want = 0;
-  for (jitsu__link *i = l->items.next; i != &l->items; i = i->next) {
-    lvitem *it = JITSU__CONTAINER(i, lvitem, link);
+  for (jitsu_list *i = l->items.next; i != &l->items; i = i->next) {
+    lvitem *it = JITSU_CONTAINER_OF(i, lvitem, link);
     if (!it->timer && !it->removed && it->pfd == f)
       want |= to_uv(it->events);
   }
@@ -350,16 +350,16 @@ static void apply(uv_async_t *a) {
   bool again = false;
   pthread_mutex_lock(&mu);
   /* Removals first: an fd number libvirt closed may come back at once. */
-  for (jitsu__link *i = l->items.next, *next; i != &l->items; i = next) {
+  for (jitsu_list *i = l->items.next, *next; i != &l->items; i = next) {
     next = i->next;
-    lvitem *it = JITSU__CONTAINER(i, lvitem, link);
+    lvitem *it = JITSU_CONTAINER_OF(i, lvitem, link);
     if (!it->removed)
       continue;
     if (n_done == sizeof(done) / sizeof(done[0])) {
       again = true;
       break;
     }
-    jitsu__list_remove(&it->link);
+    jitsu_list_remove(&it->link);
     if (it->pfd != NULL) {
       lvfd *f = it->pfd;
       it->pfd = NULL;
@@ -376,8 +376,8 @@ static void apply(uv_async_t *a) {
     l->refs--;
     free(it);
   }
-  for (jitsu__link *i = l->items.next; i != &l->items; i = i->next) {
-    lvitem *it = JITSU__CONTAINER(i, lvitem, link);
+  for (jitsu_list *i = l->items.next; i != &l->items; i = i->next) {
+    lvitem *it = JITSU_CONTAINER_OF(i, lvitem, link);
     if (!it->dirty || it->removed)
       continue;
     it->dirty = false;
@@ -401,18 +401,18 @@ static void apply(uv_async_t *a) {
     }
   }
   /* Calls posted from other threads. */
-  jitsu__link msgs;
-  jitsu__list_init(&msgs);
+  jitsu_list msgs;
+  jitsu_list_init(&msgs);
   if (l->msgs.next != &l->msgs) {
     msgs.next = l->msgs.next;
     msgs.prev = l->msgs.prev;
     msgs.next->prev = &msgs;
     msgs.prev->next = &msgs;
-    jitsu__list_init(&l->msgs);
+    jitsu_list_init(&l->msgs);
   }
   bool last = l->refs == 0;
   if (last)
-    jitsu__list_remove(&l->link);
+    jitsu_list_remove(&l->link);
   pthread_mutex_unlock(&mu);
 
   /* libvirt wants its free callbacks called after the removal returned,
@@ -421,8 +421,8 @@ static void apply(uv_async_t *a) {
     if (done[k].ff != NULL)
       done[k].ff(done[k].opaque);
   while (msgs.next != &msgs) {
-    lvmsg *m = JITSU__CONTAINER(msgs.next, lvmsg, link);
-    jitsu__list_remove(&m->link);
+    lvmsg *m = JITSU_CONTAINER_OF(msgs.next, lvmsg, link);
+    jitsu_list_remove(&m->link);
     lvloop *saved = current;
     current = l;
     m->fn(m->arg);
@@ -442,8 +442,8 @@ static void apply(uv_async_t *a) {
 lvloop *lv_loop_get(uv_loop_t *loop) {
   pthread_once(&once, register_impl);
   pthread_mutex_lock(&mu);
-  for (jitsu__link *i = loops.next; i != &loops; i = i->next) {
-    lvloop *l = JITSU__CONTAINER(i, lvloop, link);
+  for (jitsu_list *i = loops.next; i != &loops; i = i->next) {
+    lvloop *l = JITSU_CONTAINER_OF(i, lvloop, link);
     if (l->loop == loop) {
       l->refs++;
       pthread_mutex_unlock(&mu);
@@ -463,11 +463,11 @@ lvloop *lv_loop_get(uv_loop_t *loop) {
   l->loop = loop;
   l->async = a;
   l->refs = 1;
-  jitsu__list_init(&l->items);
-  jitsu__list_init(&l->msgs);
-  jitsu__list_init(&l->fds);
+  jitsu_list_init(&l->items);
+  jitsu_list_init(&l->msgs);
+  jitsu_list_init(&l->fds);
   pthread_mutex_lock(&mu);
-  jitsu__list_append(&loops, &l->link);
+  jitsu_list_append(&loops, &l->link);
   pthread_mutex_unlock(&mu);
   current = l; /* this is the loop's thread */
   return l;
@@ -496,18 +496,18 @@ void lv_loop_post(lvloop *l, void (*fn)(void *), void *arg, const void *tag) {
   m->arg = arg;
   m->tag = tag;
   pthread_mutex_lock(&mu);
-  jitsu__list_append(&l->msgs, &m->link);
+  jitsu_list_append(&l->msgs, &m->link);
   uv_async_send(l->async);
   pthread_mutex_unlock(&mu);
 }
 
 void lv_loop_purge(lvloop *l, const void *tag) {
   pthread_mutex_lock(&mu);
-  for (jitsu__link *i = l->msgs.next, *next; i != &l->msgs; i = next) {
+  for (jitsu_list *i = l->msgs.next, *next; i != &l->msgs; i = next) {
     next = i->next;
-    lvmsg *m = JITSU__CONTAINER(i, lvmsg, link);
+    lvmsg *m = JITSU_CONTAINER_OF(i, lvmsg, link);
     if (m->tag == tag) {
-      jitsu__list_remove(&m->link);
+      jitsu_list_remove(&m->link);
       free(m->arg == tag ? NULL : m->arg);
       free(m);
     }

@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <libvirt/virterror.h>
 
-static jitsu__link hosts = {&hosts, &hosts}; /* loop threads only */
+static jitsu_list hosts = {&hosts, &hosts}; /* loop threads only */
 
 enum { KEEPALIVE_INTERVAL_S = 5, KEEPALIVE_COUNT = 3 };
 enum { RETRY_FIRST_MS = 250, RETRY_MAX_MS = 30000 };
@@ -197,7 +197,7 @@ virConnectPtr lv_conn(lvjob *j) {
 /* ---- jobs --------------------------------------------------------------- */
 
 static void job_run(uv_work_t *w) {
-  lvjob *j = JITSU__CONTAINER(w, lvjob, work);
+  lvjob *j = JITSU_CONTAINER_OF(w, lvjob, work);
   lv_loop_enter(j->host->l);
   j->rc = 0;
   j->err[0] = '\0';
@@ -205,7 +205,7 @@ static void job_run(uv_work_t *w) {
 }
 
 static void job_done(uv_work_t *w, int status) {
-  lvjob *j = JITSU__CONTAINER(w, lvjob, work);
+  lvjob *j = JITSU_CONTAINER_OF(w, lvjob, work);
   lvhost *h = j->host;
   if (status == UV_ECANCELED && j->rc == 0) {
     j->rc = -ECANCELED;
@@ -247,9 +247,9 @@ static void reconnect_done(lvjob *j) {
   if (h->ctx == NULL)
     return; /* the ctx is gone */
   if (rc == 0) {
-    jitsu__log(h->ctx, JITSU_LOG_INFO,
-               "libvirt: host %s: reconnected after %u attempt%s", h->uri,
-               h->tries, h->tries == 1 ? "" : "s");
+    jitsu_ctx_log(h->ctx, JITSU_LOG_INFO,
+                  "libvirt: host %s: reconnected after %u attempt%s", h->uri,
+                  h->tries, h->tries == 1 ? "" : "s");
     h->down = false;
     h->tries = 0;
     h->why[0] = '\0';
@@ -258,9 +258,9 @@ static void reconnect_done(lvjob *j) {
   }
   snprintf(h->why, sizeof(h->why), "%s", err);
   if (h->tries == 1 || h->tries % 10 == 0)
-    jitsu__log(h->ctx, JITSU_LOG_WARNING,
-               "libvirt: host %s is down (%s); retrying (attempt %u)", h->uri,
-               err, h->tries);
+    jitsu_ctx_log(h->ctx, JITSU_LOG_WARNING,
+                  "libvirt: host %s is down (%s); retrying (attempt %u)",
+                  h->uri, err, h->tries);
   retry_schedule(h);
 }
 
@@ -303,8 +303,8 @@ void lv_host_lost(lvhost *h, const char *why) {
   h->down = true;
   snprintf(h->why, sizeof(h->why), "%s", why);
   if (h->ctx != NULL) {
-    jitsu__log(h->ctx, JITSU_LOG_WARNING, "libvirt: host %s: %s; reconnecting",
-               h->uri, h->why);
+    jitsu_ctx_log(h->ctx, JITSU_LOG_WARNING,
+                  "libvirt: host %s: %s; reconnecting", h->uri, h->why);
     h->tries = 0;
     lv_vms_report(h);
     retry_schedule(h);
@@ -314,8 +314,8 @@ void lv_host_lost(lvhost *h, const char *why) {
 /* ---- hosts -------------------------------------------------------------- */
 
 lvhost *lv_host_get(jitsu_ctx *ctx, const char *uri) {
-  for (jitsu__link *i = hosts.next; i != &hosts; i = i->next) {
-    lvhost *h = JITSU__CONTAINER(i, lvhost, link);
+  for (jitsu_list *i = hosts.next; i != &hosts; i = i->next) {
+    lvhost *h = JITSU_CONTAINER_OF(i, lvhost, link);
     if (h->ctx == ctx && strcmp(h->uri, uri) == 0) {
       h->refs++;
       h->users++;
@@ -324,7 +324,7 @@ lvhost *lv_host_get(jitsu_ctx *ctx, const char *uri) {
   }
   lvhost *h = calloc(1, sizeof(*h));
   if (h == NULL || (h->uri = strdup(uri)) == NULL ||
-      (h->l = lv_loop_get(ctx->loop)) == NULL) {
+      (h->l = lv_loop_get(jitsu_ctx_loop(ctx))) == NULL) {
     if (h != NULL)
       free(h->uri);
     free(h);
@@ -335,7 +335,7 @@ lvhost *lv_host_get(jitsu_ctx *ctx, const char *uri) {
   h->refs = 1;
   h->users = 1;
   pthread_mutex_init(&h->mu, NULL);
-  jitsu__list_append(&hosts, &h->link);
+  jitsu_list_append(&hosts, &h->link);
   return h;
 }
 
@@ -367,7 +367,7 @@ void lv_host_unuse(lvhost *h) {
     return;
   /* No vm of the ctx uses it: it leaves the ctx, which may be freed now;
    * its jobs finish without it and a later vm gets a new host. */
-  jitsu__list_remove(&h->link);
+  jitsu_list_remove(&h->link);
   h->ctx = NULL;
   if (h->retry != NULL)
     uv_timer_stop(h->retry);
@@ -377,7 +377,7 @@ void lv_host_put(lvhost *h) {
   if (--h->refs > 0)
     return;
   if (h->ctx != NULL) {
-    jitsu__list_remove(&h->link);
+    jitsu_list_remove(&h->link);
     h->ctx = NULL;
   }
   if (h->retry != NULL) {

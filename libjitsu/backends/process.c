@@ -135,7 +135,7 @@ static int process_configure(jitsu_vm *vm, jitsu_error *err) {
   const char *spec;
   size_t n_specs = 0;
   for (; (spec = jitsu_vm_param(vm, "socket", n_specs)) != NULL; n_specs++)
-    if (!jitsu__proxy_spec_has_to(spec)) /* to=: the library relays it */
+    if (!jitsu_backend_socket_relayed(spec)) /* to=: the library relays it */
       n_socks++;
   p->env = calloc(n_env + 1, sizeof(char *));
   p->socks = n_socks ? calloc(n_socks, sizeof(psock)) : NULL;
@@ -160,7 +160,7 @@ static int process_configure(jitsu_vm *vm, jitsu_error *err) {
   for (size_t i = 0, k = 0; i < n_socks; k++) {
     const char *why;
     spec = jitsu_vm_param(vm, "socket", k);
-    if (jitsu__proxy_spec_has_to(spec))
+    if (jitsu_backend_socket_relayed(spec))
       continue;
     if (process_socket_parse(spec, &p->socks[i], &why) < 0) {
       r = jitsu_error_set(err, -EINVAL, "socket", "'%s': %s", spec, why);

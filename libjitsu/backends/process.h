@@ -2,7 +2,7 @@
 #ifndef JITSU_BACKEND_PROCESS_H
 #define JITSU_BACKEND_PROCESS_H
 
-#include "../internal.h"
+#include "base.h"
 
 #include <sys/types.h>
 

@@ -316,7 +316,7 @@ static int count_family(const proc *p, int family) {
                        (1u << TCP_CLOSING) | (1u << TCP_TIME_WAIT);
   /* A connection the guest closed within the idle time is still there, in
    * TIME_WAIT (60 s in Linux): the arrivals that sampling missed. */
-  uint64_t window = p->vm->idle_timeout_ms;
+  uint64_t window = jitsu_vm_idle_timeout_ms(p->vm);
   int n = 0;
   if (send(fd, &q, sizeof(q), 0) < 0) {
     n = -errno;

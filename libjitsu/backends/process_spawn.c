@@ -20,8 +20,7 @@
  * directory is the context's); 0 or -errno. */
 static int log_path(proc *p, char *path, size_t size) {
   char dir[512];
-  int r =
-      jitsu__state_dir_ensure(jitsu_vm_ctx(p->vm), "logs", dir, sizeof(dir));
+  int r = jitsu_ctx_state_subdir(jitsu_vm_ctx(p->vm), "logs", dir, sizeof(dir));
   if (r < 0)
     return r;
   if (snprintf(path, size, "%s/%s.log", dir, jitsu_vm_name(p->vm)) >= (int)size)
@@ -383,7 +382,7 @@ void process_spawn_forget(proc *p) {
 static int record_path(proc *p, char *path, size_t size) {
   char dir[512];
   int r =
-      jitsu__state_dir_ensure(jitsu_vm_ctx(p->vm), "process", dir, sizeof(dir));
+      jitsu_ctx_state_subdir(jitsu_vm_ctx(p->vm), "process", dir, sizeof(dir));
   if (r < 0)
     return r;
   if (snprintf(path, size, "%s/%s.pid", dir, jitsu_vm_name(p->vm)) >= (int)size)

@@ -2,7 +2,7 @@
 #ifndef JITSU_BACKEND_QEMU_H
 #define JITSU_BACKEND_QEMU_H
 
-#include "../internal.h"
+#include "base.h"
 
 #include <jansson.h>
 #include <limits.h>

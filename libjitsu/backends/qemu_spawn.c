@@ -27,8 +27,7 @@ enum { FD_QMP = 3, FD_SERIAL = 4, FD_TAP = 5, FD_IMAGE = 6, FD_ERR = 7 };
 
 int qemu_path(qvm *q, const char *suffix, char *out, size_t size) {
   char dir[512];
-  int r =
-      jitsu__state_dir_ensure(jitsu_vm_ctx(q->vm), "qemu", dir, sizeof(dir));
+  int r = jitsu_ctx_state_subdir(jitsu_vm_ctx(q->vm), "qemu", dir, sizeof(dir));
   if (r < 0)
     return r;
   if (snprintf(out, size, "%s/%s.%s", dir, jitsu_vm_name(q->vm), suffix) >=
@@ -120,9 +119,9 @@ static bool use_kvm(const qvm *q) {
 
 /* A stable locally administered MAC from the vm's name. */
 static void default_mac(const qvm *q, char out[18]) {
-  uint32_t h = 2166136261u;
-  for (const char *c = jitsu_vm_name(q->vm); *c; c++)
-    h = (h ^ (unsigned char)*c) * 16777619u;
+  static const jitsu_hash_key fixed = {0, 0}; /* the same on every host */
+  const char *name = jitsu_vm_name(q->vm);
+  unsigned h = (unsigned)jitsu_hash(&fixed, name, strlen(name));
   snprintf(out, 18, "52:54:00:%02x:%02x:%02x", (h >> 16) & 0xff,
            (h >> 8) & 0xff, h & 0xff);
 }
@@ -353,8 +352,9 @@ static int qmp_listen(qvm *q, char *path, size_t size) {
   int r = qemu_path(q, "qmp", path, size);
   if (r < 0)
     return r;
-  return jitsu__listen_unix(jitsu_vm_ctx(q->vm), "QMP socket", path,
-                            SOCK_STREAM, 4, 0, false);
+  char why[700];
+  return jitsu__listen_unix("QMP socket", path, SOCK_STREAM, 4, 0, false, why,
+                            sizeof(why));
 }
 
 int qemu_connect_qmp(qvm *q) {

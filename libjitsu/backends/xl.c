@@ -54,7 +54,7 @@ static int ensure_host(xvm *x) {
     jitsu_vm_set_reason(x->vm, "xl: %s", why);
     return -ENODEV;
   }
-  jitsu__list_append(&x->host->vms, &x->link);
+  jitsu_list_append(&x->host->vms, &x->link);
   return 0;
 }
 
@@ -648,7 +648,7 @@ static int xl_configure(jitsu_vm *vm, jitsu_error *err) {
   x->vm = vm;
   x->save_fd = -1;
   x->console_fd = -1;
-  jitsu__list_init(&x->link);
+  jitsu_list_init(&x->link);
   int r = xl_configure_settings(x, vm, err);
   if (r < 0) {
     free(x);
@@ -694,7 +694,7 @@ static int xl_adopt(jitsu_vm *vm, jitsu_state *state) {
 
 static void xvm_free(xvm *x) {
   xlhost *h = x->host;
-  jitsu__list_remove(&x->link);
+  jitsu_list_remove(&x->link);
   free(x);
   xl_host_put(h);
 }

@@ -2,7 +2,7 @@
 #ifndef JITSU_BACKEND_XL_H
 #define JITSU_BACKEND_XL_H
 
-#include "../internal.h"
+#include "base.h"
 
 #include <libxl.h>
 #include <libxl_utils.h>
@@ -18,7 +18,7 @@ typedef struct xvm xvm;
  * reaped on SIGCHLD from the loop (libxl_sigchld_owner_mainloop).
  */
 typedef struct xlhost {
-  jitsu__link link; /* in the process's list of hosts */
+  jitsu_list link; /* in the process's list of hosts */
   jitsu_ctx *ctx;
   uv_loop_t *loop;
   libxl_ctx *lx;
@@ -27,7 +27,7 @@ typedef struct xlhost {
   uv_signal_t *sigchld;
   struct xllogger *logger;
   char error[512]; /* libxl's first error since xl_host_clear_error() */
-  jitsu__link fds, timeouts, vms;
+  jitsu_list fds, timeouts, vms;
   unsigned refs;
 } xlhost;
 
@@ -68,7 +68,7 @@ typedef enum xop {
 } xop;
 
 struct xvm {
-  jitsu__link link; /* in host->vms */
+  jitsu_list link; /* in host->vms */
   jitsu_vm *vm;
   xlhost *host;
   /* Settings (strings point into the vm's params). */

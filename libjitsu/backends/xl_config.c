@@ -440,7 +440,7 @@ int xl_configure_settings(xvm *x, jitsu_vm *vm, jitsu_error *err) {
 
 int xl_path(xvm *x, const char *suffix, char *out, size_t size) {
   char dir[512];
-  int r = jitsu__state_dir_ensure(jitsu_vm_ctx(x->vm), "xl", dir, sizeof(dir));
+  int r = jitsu_ctx_state_subdir(jitsu_vm_ctx(x->vm), "xl", dir, sizeof(dir));
   if (r < 0)
     return r;
   if (snprintf(out, size, "%s/%s.%s", dir, jitsu_vm_name(x->vm), suffix) >=

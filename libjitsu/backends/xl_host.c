@@ -6,7 +6,7 @@
  */
 #include "xl.h"
 
-#include "../channel_int.h"
+#include "chan_int.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -19,7 +19,7 @@
 #include <xentoollog.h>
 
 static pthread_mutex_t hosts_lock = PTHREAD_MUTEX_INITIALIZER;
-static jitsu__link hosts = {&hosts, &hosts};
+static jitsu_list hosts = {&hosts, &hosts};
 
 /* ---- libxl's log, into the ctx's log ------------------------------------
  */
@@ -38,8 +38,6 @@ static void log_vmessage(xentoollog_logger *lg, xentoollog_level level,
   jitsu_log_level as = level >= XTL_ERROR  ? JITSU_LOG_ERROR
                        : level >= XTL_WARN ? JITSU_LOG_WARNING
                                            : JITSU_LOG_DEBUG;
-  if (level < XTL_ERROR && (h->ctx->log_fn == NULL || as > h->ctx->log_max))
-    return; /* nobody reads it: libxl's debug output is plentiful */
   char msg[512];
   vsnprintf(msg, sizeof(msg), fmt, al);
   size_t n = strlen(msg);
@@ -49,7 +47,7 @@ static void log_vmessage(xentoollog_logger *lg, xentoollog_level level,
    * allocate 0x1000000 pages"); later ones only say that it failed. */
   if (level >= XTL_ERROR && h->error[0] == '\0')
     snprintf(h->error, sizeof(h->error), "%s", msg);
-  jitsu__log(h->ctx, as, "%s: %s", context ? context : "libxl", msg);
+  jitsu_ctx_log(h->ctx, as, "%s: %s", context ? context : "libxl", msg);
 }
 
 static void log_progress(xentoollog_logger *lg, const char *context,
@@ -78,7 +76,7 @@ typedef struct xlreg {
 /* A regular file cannot be polled by epoll (libuv refuses it) but poll()
  * says it is always ready: an idle handle delivers that while wanted. */
 struct xlfd {
-  jitsu__link link;
+  jitsu_list link;
   xlhost *h;
   int fd;
   uv_poll_t *poll; /* or, for a regular file: */
@@ -102,7 +100,7 @@ static int to_uv(short events) {
 static void fd_close_if_unused(xlfd *f) {
   if (f->regs != NULL || f->dispatching)
     return;
-  jitsu__list_remove(&f->link);
+  jitsu_list_remove(&f->link);
   uv_handle_t *hd = f->poll ? (uv_handle_t *)f->poll : (uv_handle_t *)f->idle;
   hd->data = NULL;
   uv_close(hd, jitsu__free_handle);
@@ -212,8 +210,8 @@ static int fd_register(void *user, int fd, void **reg_out, short events,
                        void *for_libxl) {
   xlhost *h = user;
   xlfd *f = NULL;
-  for (jitsu__link *l = h->fds.next; l != &h->fds; l = l->next) {
-    xlfd *c = JITSU__CONTAINER(l, xlfd, link);
+  for (jitsu_list *l = h->fds.next; l != &h->fds; l = l->next) {
+    xlfd *c = JITSU_CONTAINER_OF(l, xlfd, link);
     if (c->fd == fd) {
       f = c;
       break;
@@ -228,7 +226,7 @@ static int fd_register(void *user, int fd, void **reg_out, short events,
     }
     f->h = h;
     f->fd = fd;
-    jitsu__list_append(&h->fds, &f->link);
+    jitsu_list_append(&h->fds, &f->link);
   }
   xlreg *r = calloc(1, sizeof(*r));
   if (r == NULL) {
@@ -274,7 +272,7 @@ static void fd_deregister(void *user, int fd, void *reg) {
 }
 
 typedef struct xlto {
-  jitsu__link link;
+  jitsu_list link;
   xlhost *h;
   uv_timer_t timer;
   void *for_libxl;
@@ -289,7 +287,7 @@ static uint64_t ms_until(struct timeval abs) {
 }
 
 static void timeout_closed(uv_handle_t *t) {
-  free(JITSU__CONTAINER(t, xlto, timer));
+  free(JITSU_CONTAINER_OF(t, xlto, timer));
 }
 
 static void timeout_fired(uv_timer_t *t) {
@@ -297,7 +295,7 @@ static void timeout_fired(uv_timer_t *t) {
   xlhost *h = to->h;
   void *for_libxl = to->for_libxl;
   /* libxl forgets a timeout once it has occurred. */
-  jitsu__list_remove(&to->link);
+  jitsu_list_remove(&to->link);
   uv_close((uv_handle_t *)&to->timer, timeout_closed);
   libxl_osevent_occurred_timeout(h->lx, for_libxl);
 }
@@ -313,7 +311,7 @@ static int timeout_register(void *user, void **reg_out, struct timeval abs,
   to->h = h;
   to->for_libxl = for_libxl;
   uv_timer_start(&to->timer, timeout_fired, ms_until(abs), 0);
-  jitsu__list_append(&h->timeouts, &to->link);
+  jitsu_list_append(&h->timeouts, &to->link);
   *reg_out = to;
   return 0;
 }
@@ -342,8 +340,8 @@ static void sigchld(uv_signal_t *s, int signum) {
 }
 
 static xvm *vm_by_domid(xlhost *h, uint32_t domid) {
-  for (jitsu__link *l = h->vms.next; l != &h->vms; l = l->next) {
-    xvm *x = JITSU__CONTAINER(l, xvm, link);
+  for (jitsu_list *l = h->vms.next; l != &h->vms; l = l->next) {
+    xvm *x = JITSU_CONTAINER_OF(l, xvm, link);
     if (x->live && x->domid == domid)
       return x;
   }
@@ -362,9 +360,9 @@ static void event_disaster(void *user, libxl_event_type type, const char *msg,
                            int errnoval) {
   xlhost *h = user;
   if (h->ctx != NULL)
-    jitsu__log(h->ctx, JITSU_LOG_ERROR,
-               "xl: libxl reports a disaster in its event handling: %s (%s)",
-               msg, strerror(errnoval));
+    jitsu_ctx_log(h->ctx, JITSU_LOG_ERROR,
+                  "xl: libxl reports a disaster in its event handling: %s (%s)",
+                  msg, strerror(errnoval));
 }
 
 static const libxl_event_hooks event_hooks = {
@@ -396,9 +394,9 @@ static void conduit_request(xlhost *h, const char *path) {
   jitsu_state st = jitsu_vm_state(vm);
   if (st == JITSU_STATE_STOPPED || st == JITSU_STATE_FAILED ||
       st == JITSU_STATE_SUSPENDED) {
-    jitsu__log(h->ctx, JITSU_LOG_INFO,
-               "xl: channel request %s: summoning vm '%s'", path,
-               jitsu_vm_name(vm));
+    jitsu_ctx_log(h->ctx, JITSU_LOG_INFO,
+                  "xl: channel request %s: summoning vm '%s'", path,
+                  jitsu_vm_name(vm));
     jitsu_vm_summon(vm, NULL, NULL);
   }
 }
@@ -435,8 +433,8 @@ static void xs_readable(uv_poll_t *p, int status, int events) {
     }
     const char *slash = strchr(token, '/');
     if (slash != NULL) {
-      for (jitsu__link *l = h->vms.next; l != &h->vms; l = l->next) {
-        xvm *x = JITSU__CONTAINER(l, xvm, link);
+      for (jitsu_list *l = h->vms.next; l != &h->vms; l = l->next) {
+        xvm *x = JITSU_CONTAINER_OF(l, xvm, link);
         const char *name = x->released ? "" : jitsu_vm_name(x->vm);
         if (!x->released && strlen(name) == (size_t)(slash - token) &&
             strncmp(name, token, (size_t)(slash - token)) == 0) {
@@ -468,7 +466,7 @@ static void host_free(xlhost *h) {
     libxl_ctx_free(h->lx);
   /* What libxl left registered goes with the context. */
   while (h->fds.next != &h->fds) {
-    xlfd *f = JITSU__CONTAINER(h->fds.next, xlfd, link);
+    xlfd *f = JITSU_CONTAINER_OF(h->fds.next, xlfd, link);
     while (f->regs) {
       xlreg *r = f->regs;
       f->regs = r->next;
@@ -478,8 +476,8 @@ static void host_free(xlhost *h) {
     fd_close_if_unused(f);
   }
   while (h->timeouts.next != &h->timeouts) {
-    xlto *to = JITSU__CONTAINER(h->timeouts.next, xlto, link);
-    jitsu__list_remove(&to->link);
+    xlto *to = JITSU_CONTAINER_OF(h->timeouts.next, xlto, link);
+    jitsu_list_remove(&to->link);
     uv_close((uv_handle_t *)&to->timer, timeout_closed);
   }
   if (h->xs_poll != NULL) {
@@ -502,9 +500,9 @@ static xlhost *host_new(jitsu_ctx *ctx, char *why, size_t size) {
   }
   h->ctx = ctx;
   h->loop = jitsu_ctx_loop(ctx);
-  jitsu__list_init(&h->fds);
-  jitsu__list_init(&h->timeouts);
-  jitsu__list_init(&h->vms);
+  jitsu_list_init(&h->fds);
+  jitsu_list_init(&h->timeouts);
+  jitsu_list_init(&h->vms);
   if (access("/proc/xen/capabilities", F_OK) != 0 &&
       access("/dev/xen/privcmd", F_OK) != 0) {
     snprintf(why, size,
@@ -560,10 +558,10 @@ static xlhost *host_new(jitsu_ctx *ctx, char *why, size_t size) {
    * them. */
   if (!jitsu__conduit_root(h->xs) ||
       !xs_watch(h->xs, "/conduit", CONDUIT_TOKEN))
-    jitsu__log(ctx, JITSU_LOG_WARNING,
-               "xl: cannot set up /conduit in XenStore (%s): channels to "
-               "stopped vms will not summon them",
-               strerror(errno));
+    jitsu_ctx_log(ctx, JITSU_LOG_WARNING,
+                  "xl: cannot set up /conduit in XenStore (%s): channels to "
+                  "stopped vms will not summon them",
+                  strerror(errno));
 #endif
   return h;
 }
@@ -571,15 +569,15 @@ static xlhost *host_new(jitsu_ctx *ctx, char *why, size_t size) {
 xlhost *xl_host_get(jitsu_ctx *ctx, char *why, size_t size) {
   pthread_mutex_lock(&hosts_lock);
   xlhost *h = NULL;
-  for (jitsu__link *l = hosts.next; l != &hosts; l = l->next) {
-    xlhost *c = JITSU__CONTAINER(l, xlhost, link);
+  for (jitsu_list *l = hosts.next; l != &hosts; l = l->next) {
+    xlhost *c = JITSU_CONTAINER_OF(l, xlhost, link);
     if (c->ctx == ctx) {
       h = c;
       break;
     }
   }
   if (h == NULL && (h = host_new(ctx, why, size)) != NULL)
-    jitsu__list_append(&hosts, &h->link);
+    jitsu_list_append(&hosts, &h->link);
   if (h != NULL)
     h->refs++;
   pthread_mutex_unlock(&hosts_lock);
@@ -602,7 +600,7 @@ void xl_host_put(xlhost *h) {
   pthread_mutex_lock(&hosts_lock);
   bool last = --h->refs == 0;
   if (last)
-    jitsu__list_remove(&h->link);
+    jitsu_list_remove(&h->link);
   pthread_mutex_unlock(&hosts_lock);
   if (!last)
     return;
@@ -620,8 +618,8 @@ void xl_host_put(xlhost *h) {
 }
 
 void xl_host_orphan(xlhost *h) {
-  for (jitsu__link *l = h->vms.next; l != &h->vms; l = l->next)
-    if (!JITSU__CONTAINER(l, xvm, link)->released)
+  for (jitsu_list *l = h->vms.next; l != &h->vms; l = l->next)
+    if (!JITSU_CONTAINER_OF(l, xvm, link)->released)
       return;
   h->ctx = NULL;
 }

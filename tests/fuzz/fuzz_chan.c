@@ -7,7 +7,7 @@
  * script channels through a real rendezvous (below), and are parsed as
  * Xen connect requests. */
 #include "chan_ring.h"
-#include "channel_int.h"
+#include "chan_int.h"
 #include "fuzz_util.h"
 
 #include <fcntl.h>

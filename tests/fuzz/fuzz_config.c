@@ -7,7 +7,7 @@
  * (its undo); one that succeeds is followed by a reload of the original
  * file, which must succeed. */
 #include "fuzz_util.h"
-#include "internal.h"
+#include "config_int.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -176,8 +176,8 @@ static char *live_state(void) {
     abort();
   fprintf(f, "limits %u %u %u\n", live->max_live, live->max_starting,
           live->max_waiters);
-  for (jitsu__link *k = live->all_vms.next; k != &live->all_vms; k = k->next) {
-    jitsu_vm *vm = JITSU__CONTAINER(k, jitsu_vm, all);
+  for (jitsu_list *k = live->all_vms.next; k != &live->all_vms; k = k->next) {
+    jitsu_vm *vm = JITSU_CONTAINER_OF(k, jitsu_vm, all);
     fprintf(f, "vm %s %s %d %d %d %llu %llu %llu %d %s\n", vm->name,
             vm->backend->name, vm->removing, vm->ready, vm->ready_marker,
             (unsigned long long)vm->ready_timeout_ms,

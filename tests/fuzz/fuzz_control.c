@@ -3,7 +3,7 @@
  * bytes through a real connection to its socket (the transport). The
  * context has one vm whose program cannot start, so no verb can leave a
  * process behind. */
-#include "internal.h"
+#include "control_int.h"
 #include "fuzz_util.h"
 
 #include <errno.h>

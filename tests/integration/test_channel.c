@@ -2,7 +2,7 @@
  * (summoned by the connect), 1 GiB with a checksum, a peer killed mid
  * transfer, many channels at once, and the errors. */
 #include "chan_ring.h"
-#include "channel_int.h"
+#include "chan_int.h"
 #include "helpers.h"
 
 #include <errno.h>

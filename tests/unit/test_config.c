@@ -2,6 +2,7 @@
  * unless the whole file is right. */
 #include "helpers.h"
 #include "internal.h"
+#include "module_names.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,8 @@ static void expect_error(fixture *f, const char *text, unsigned line,
   }
   assert_memory_equal(f->err.message, prefix, strlen(prefix));
   assert_non_null(strstr(f->err.message, words));
+  /* One place for the detail: the context's last error says the same. */
+  assert_string_equal(jitsu_ctx_last_error(f->ctx), f->err.message);
   size_t defined;
   jitsu_ctx_counts(f->ctx, &defined, NULL, NULL);
   assert_int_equal(defined, 0);
@@ -227,13 +230,33 @@ static void test_declared_keys(void **state) {
   assert_int_equal(fixture_load(f, "[vm web]\nexec = /bin/true\n"), -EEXIST);
 }
 
+/* Without a jitsu_error, a definition's detail is still in the one place
+ * for it: the context's last error. */
+static void test_define_error_detail(void **state) {
+  fixture *f = *state;
+  jitsu_param p[] = {{"exec", "/bin/true"}, {"idle-timout", "1s"}};
+  jitsu_vm_def def = JITSU_VM_DEF_INIT;
+  def.name = "a";
+  def.params = p;
+  def.n_params = 2;
+  assert_int_equal(jitsu_vm_define(f->ctx, &def, NULL, NULL), -EINVAL);
+  assert_string_equal(jitsu_ctx_last_error(f->ctx),
+                      "idle-timout: unknown key; did you mean "
+                      "'idle-timeout'?");
+  def.name = "bad name!";
+  def.n_params = 1;
+  assert_true(jitsu_vm_define(f->ctx, &def, NULL, NULL) < 0);
+  assert_non_null(strstr(jitsu_ctx_last_error(f->ctx), "bad name!"));
+}
+
 /* A VM backend is a module, loaded when a vm names it: one that is not
  * there, or not a module, is a clear error on the backend line. */
 static void test_backend_modules(void **state) {
   fixture *f = *state;
   expect_error(f, "[vm a]\nexec = /bin/true\nbackend = warp\n", 3, "backend",
                "unknown backend 'warp' (known: process");
-  const char *m = jitsu__module_names[0];
+  static const char *const names[] = {JITSU__MODULE_NAMES NULL};
+  const char *m = names[0];
   if (m == NULL) {
     skip_because("no backend module in this build");
     return;
@@ -348,6 +371,8 @@ static void test_many_vms(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_define_error_detail, fixture_setup,
+                                      fixture_teardown),
       cmocka_unit_test_setup_teardown(test_errors_have_lines, fixture_setup,
                                       fixture_teardown),
       cmocka_unit_test_setup_teardown(test_nul_byte_and_long_line,

@@ -118,11 +118,33 @@ static void test_notify_parse(void **state) {
   assert_false(jitsu__notify_says_ready("", 0));
 }
 
+/* SipHash against the reference: the 2-4 vector of the SipHash paper
+ * (key 00..0f, message 00..0e), and the 1-3 that CPython 3.11 computes
+ * for hash(b"abc") with PYTHONHASHSEED=0 (a zero key). */
+static void test_hash(void **state) {
+  (void)state;
+  jitsu_hash_key key = {0x0706050403020100ull, 0x0f0e0d0c0b0a0908ull};
+  uint8_t msg[15];
+  for (int i = 0; i < 15; i++)
+    msg[i] = (uint8_t)i;
+  assert_true(jitsu__siphash(&key, msg, sizeof(msg), 2, 4) ==
+              0xa129ca6149be45e5ull);
+  jitsu_hash_key zero = {0, 0};
+  assert_true(jitsu_hash(&zero, "abc", 3) == 0xc03bc3a0042630f2ull);
+  assert_true(jitsu_hash(&zero, "hello, world!", 13) == 0x5592ee19cc36fcd2ull);
+  /* Another key, another hash; two random keys differ. */
+  assert_true(jitsu_hash(&key, "abc", 3) != jitsu_hash(&zero, "abc", 3));
+  jitsu_hash_key a, b;
+  jitsu_hash_key_random(&a);
+  jitsu_hash_key_random(&b);
+  assert_true(a.k0 != b.k0 || a.k1 != b.k1);
+}
+
 static void test_table(void **state) {
   (void)state;
   enum { N = 20000 };
   jitsu__table t;
-  jitsu__table_init(&t, 42);
+  jitsu__table_init(&t);
   jitsu__hnode *nodes = calloc(N, sizeof(*nodes));
   char(*keys)[16] = calloc(N, 16);
   for (int i = 0; i < N; i++) {
@@ -179,6 +201,7 @@ int main(void) {
       cmocka_unit_test(test_split_argv),
       cmocka_unit_test(test_hostport),
       cmocka_unit_test(test_notify_parse),
+      cmocka_unit_test(test_hash),
       cmocka_unit_test(test_table),
       cmocka_unit_test_setup_teardown(test_bytes_per_vm, fixture_setup,
                                       fixture_teardown),

@@ -107,7 +107,7 @@ static void test_set_state_refuses_illegal(void **state) {
         assert_non_null(strstr(jitsu_ctx_last_error(f->ctx), "illegal"));
       }
       /* Undo the live accounting before the next placement. */
-      jitsu__list_remove(&vm->live);
+      jitsu_list_remove(&vm->live);
       f->ctx->n_live = 0;
       f->ctx->n_starting = 0;
       vm->state = JITSU_STATE_STOPPED;

@@ -7,7 +7,8 @@
  * with [memfd, bell].
  */
 #include "chan_ring.h"
-#include "channel_int.h"
+#include "chan_int.h"
+#include "internal.h"
 
 #include <fcntl.h>
 #include <stdio.h>

@@ -18,7 +18,8 @@
 
 struct jitsu__readiness {
   jitsu_vm *vm; /* NULL once canceled */
-  int refs;     /* open handles + probes in flight */
+  jitsu__ready_fn done;
+  int refs; /* open handles + probes in flight */
   uv_timer_t deadline;
   uv_timer_t retry;
   uint64_t backoff_ms;
@@ -86,7 +87,7 @@ static void probe_end(probe *p, bool ok) {
   if (r->vm == NULL)
     return;
   if (ok) {
-    jitsu__vm_became_ready(r->vm);
+    r->done(r->vm, 0);
     return;
   }
   uv_timer_start(&r->retry, retry_fired, r->backoff_ms, 0);
@@ -239,7 +240,7 @@ static void notify_readable(uv_poll_t *h, int status, int events) {
         r->notified = true; /* ready once the marker comes */
         continue;
       }
-      jitsu__vm_became_ready(vm);
+      r->done(vm, 0);
       return;
     }
   }
@@ -272,12 +273,13 @@ static int notify_open(jitsu__readiness *r) {
   return 0;
 }
 
-int jitsu__ready_prepare(jitsu_vm *vm) {
+int jitsu__ready_prepare(jitsu_vm *vm, jitsu__ready_fn done) {
   jitsu__ready_cancel(vm);
   jitsu__readiness *r = calloc(1, sizeof(*r));
   if (r == NULL)
     return -ENOMEM;
   r->vm = vm;
+  r->done = done;
   r->notify_fd = -1;
   r->refs = 3; /* ours until canceled, and the two timers */
   r->backoff_ms = PROBE_FIRST_MS;
@@ -299,7 +301,7 @@ int jitsu__ready_prepare(jitsu_vm *vm) {
 static void deadline_fired(uv_timer_t *t) {
   jitsu__readiness *r = t->data;
   if (r->vm != NULL)
-    jitsu__vm_ready_timeout(r->vm);
+    r->done(r->vm, JITSU_ETIMEDOUT);
 }
 
 /* The marker (if any) has been seen: run the method. */
@@ -307,7 +309,7 @@ static int begin_method(jitsu__readiness *r) {
   jitsu_vm *vm = r->vm;
   if (vm->ready == JITSU_READY_NONE ||
       (vm->ready == JITSU_READY_NOTIFY && r->notified))
-    jitsu__vm_became_ready(vm);
+    r->done(vm, 0);
   else if (vm->ready == JITSU_READY_TCP || vm->ready == JITSU_READY_HTTP)
     probe_start(r);
   return 0;
@@ -323,7 +325,7 @@ int jitsu__ready_begin(jitsu_vm *vm) {
   if (r->notify_open)
     uv_poll_start(&r->notify_poll, UV_READABLE, notify_readable);
   if (vm->ready == JITSU_READY_NONE && !vm->ready_marker) {
-    jitsu__vm_became_ready(vm);
+    r->done(vm, 0);
     return 0;
   }
   uv_timer_start(&r->deadline, deadline_fired, vm->ready_timeout_ms, 0);

@@ -8,7 +8,7 @@
  * every handler back to the default (a handler of ours must never run in
  * it), and it makes only system calls: no malloc, no stdio, and no glibc
  * set*id() wrapper (those signal every thread of the parent). */
-#include "internal.h"
+#include "base.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -12,9 +12,9 @@ static void idle_tick(uv_timer_t *t) {
   jitsu__idle *idle = t->data;
   jitsu_ctx *ctx = idle->ctx;
   uint64_t now = uv_now(ctx->loop);
-  jitsu__link *l = ctx->live_vms.next;
+  jitsu_list *l = ctx->live_vms.next;
   while (l != &ctx->live_vms) {
-    jitsu_vm *vm = JITSU__CONTAINER(l, jitsu_vm, live);
+    jitsu_vm *vm = JITSU_CONTAINER_OF(l, jitsu_vm, live);
     l = l->next; /* the action may move vm off the live list */
     if (vm->state != JITSU_STATE_READY || vm->idle_timeout_ms == 0 ||
         vm->idle_action == JITSU_IDLE_NONE || vm->holds > 0 ||

@@ -99,7 +99,7 @@ static void queue_start(jitsu_vm *vm) {
   jitsu_ctx *ctx = vm->ctx;
   vm->queued = true;
   vm->queued_new = is_new_live(vm);
-  jitsu__list_append(&ctx->start_queue, &vm->queue);
+  jitsu_list_append(&ctx->start_queue, &vm->queue);
   if (vm->queued_new)
     ctx->n_queued_new++;
   jitsu_vm_log(vm, JITSU_LOG_DEBUG,
@@ -112,13 +112,23 @@ void jitsu__start_queue_remove(jitsu_vm *vm) {
     return;
   jitsu_ctx *ctx = vm->ctx;
   vm->queued = false;
-  jitsu__list_remove(&vm->queue);
+  jitsu_list_remove(&vm->queue);
   if (vm->queued_new)
     ctx->n_queued_new--;
 }
 
 static void vm_start(jitsu_vm *vm);
 static void vm_resume(jitsu_vm *vm);
+static void vm_became_ready(jitsu_vm *vm);
+static void vm_ready_timeout(jitsu_vm *vm);
+
+/* What the readiness checks (ready.c) found. */
+static void ready_outcome(jitsu_vm *vm, int status) {
+  if (status == 0)
+    vm_became_ready(vm);
+  else
+    vm_ready_timeout(vm);
+}
 
 /* Start queued vms while there are slots. Deferred, so that it never runs
  * inside the state change of another vm. */
@@ -129,7 +139,7 @@ static void run_queue(jitsu_vm *unused, int status, void *arg) {
     return; /* the context is going away */
   while (ctx->start_queue.next != &ctx->start_queue &&
          ctx->n_starting < ctx->max_starting) {
-    jitsu_vm *vm = JITSU__CONTAINER(ctx->start_queue.next, jitsu_vm, queue);
+    jitsu_vm *vm = JITSU_CONTAINER_OF(ctx->start_queue.next, jitsu_vm, queue);
     jitsu__start_queue_remove(vm);
     if (vm->n_summons == 0)
       continue; /* its summons were cancelled */
@@ -194,7 +204,7 @@ static void vm_start(jitsu_vm *vm) {
   vm->op_begin_ns = uv_hrtime();
   vm->last_active_ms = vm->start_begin_ms;
   jitsu__vm_set_state(vm, JITSU_STATE_STARTING, "");
-  int r = jitsu__ready_prepare(vm);
+  int r = jitsu__ready_prepare(vm, ready_outcome);
   if (r < 0) {
     fail_start(vm, r);
     return;
@@ -449,11 +459,11 @@ void jitsu_backend_started(jitsu_vm *vm, int err) {
   err = jitsu__ready_begin(vm);
   if (err < 0) {
     jitsu_vm_set_reason(vm, "readiness check failed: %s", jitsu_strerror(err));
-    jitsu__vm_ready_timeout(vm);
+    vm_ready_timeout(vm);
   }
 }
 
-void jitsu__vm_became_ready(jitsu_vm *vm) {
+static void vm_became_ready(jitsu_vm *vm) {
   jitsu__ready_cancel(vm);
   if (vm->state != JITSU_STATE_STARTING)
     return;
@@ -465,7 +475,7 @@ void jitsu__vm_became_ready(jitsu_vm *vm) {
   finish_summons(vm, 0);
 }
 
-void jitsu__vm_ready_timeout(jitsu_vm *vm) {
+static void vm_ready_timeout(jitsu_vm *vm) {
   jitsu__ready_cancel(vm);
   if (vm->state != JITSU_STATE_STARTING)
     return;

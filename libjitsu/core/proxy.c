@@ -27,7 +27,7 @@
 typedef struct jitsu__proxy proxy;
 
 typedef struct listener {
-  jitsu__link link; /* proxy->listeners */
+  jitsu_list link; /* proxy->listeners */
   proxy *px;
   bool udp;
   uv_tcp_t tcp; /* or: */
@@ -47,7 +47,7 @@ typedef struct dir {
 } dir;
 
 typedef struct conn {
-  jitsu__link link; /* proxy->held or proxy->relays */
+  jitsu_list link; /* proxy->held or proxy->relays */
   proxy *px;
   listener *l;
   uv_tcp_t client, guest;
@@ -60,7 +60,7 @@ typedef struct conn {
 struct jitsu__proxy {
   jitsu_vm *vm; /* NULL once detached */
   jitsu_ctx *ctx;
-  jitsu__link listeners, held, relays;
+  jitsu_list listeners, held, relays;
   unsigned n_held, n_conns, n_relays, queue_max, conns_max;
   unsigned relays_max; /* relayed at once (0: no limit); the rest wait */
   bool draining;
@@ -69,7 +69,7 @@ struct jitsu__proxy {
   /* After a failed start, connections are refused at once until
    * (backoff_until); the wait doubles per failure in a row. */
   uint64_t backoff_ms, backoff_until;
-  jitsu__link flows; /* udp */
+  jitsu_list flows; /* udp */
   unsigned n_flows;
   uint64_t flow_timeout_ms;
 };
@@ -127,7 +127,7 @@ out:
   return r;
 }
 
-bool jitsu__proxy_spec_has_to(const char *spec) {
+bool jitsu_backend_socket_relayed(const char *spec) {
   char **w;
   int n;
   bool found = false;
@@ -161,7 +161,7 @@ static void conn_close(conn *c, bool reset) {
     return;
   c->closing = true;
   proxy *px = c->px;
-  jitsu__list_remove(&c->link);
+  jitsu_list_remove(&c->link);
   if (c->held)
     px->n_held--;
   else
@@ -298,8 +298,8 @@ static void conn_relay(conn *c) {
   c->held = false;
   px->n_held--;
   px->n_relays++;
-  jitsu__list_remove(&c->link);
-  jitsu__list_append(&px->relays, &c->link);
+  jitsu_list_remove(&c->link);
+  jitsu_list_append(&px->relays, &c->link);
   jitsu_vm_hold(px->vm); /* an open connection keeps the guest up */
   c->holding = true;
   jitsu_vm_touch(px->vm);
@@ -329,7 +329,7 @@ static void drain_held(proxy *px) {
   px->draining = true; /* a relay that fails at once comes back here */
   while (px->held.next != &px->held &&
          (px->relays_max == 0 || px->n_relays < px->relays_max))
-    conn_relay(JITSU__CONTAINER(px->held.next, conn, link));
+    conn_relay(JITSU_CONTAINER_OF(px->held.next, conn, link));
   px->draining = false;
 }
 
@@ -369,7 +369,7 @@ static void summoned(jitsu_vm *vm, int status, void *arg) {
                  info.reason[0] ? info.reason : jitsu_strerror(status),
                  px->n_held, (unsigned long long)px->backoff_ms);
     while (px->held.next != &px->held)
-      conn_close(JITSU__CONTAINER(px->held.next, conn, link), true);
+      conn_close(JITSU_CONTAINER_OF(px->held.next, conn, link), true);
     flows_close_all(px);
   }
   proxy_unref(px);
@@ -389,7 +389,7 @@ static void summon_kick(proxy *px) {
                "connection(s) closed",
                jitsu_ctx_last_error(px->ctx), px->n_held);
   while (px->held.next != &px->held)
-    conn_close(JITSU__CONTAINER(px->held.next, conn, link), true);
+    conn_close(JITSU_CONTAINER_OF(px->held.next, conn, link), true);
   flows_close_all(px);
 }
 
@@ -408,7 +408,7 @@ static void on_connection(uv_stream_t *server, int status) {
   c->handles = 1;
   px->refs++;
   px->n_conns++;
-  jitsu__list_append(&px->held, &c->link);
+  jitsu_list_append(&px->held, &c->link);
   c->held = true;
   px->n_held++;
   if (uv_accept(server, (uv_stream_t *)&c->client) < 0) {
@@ -444,7 +444,7 @@ typedef struct held_dgram {
  * a socket of its own connected to the guest (so that answers find their
  * way back), until FLOW timeout without traffic. */
 typedef struct flow {
-  jitsu__link link; /* proxy->flows */
+  jitsu_list link; /* proxy->flows */
   proxy *px;
   listener *l;
   struct sockaddr_storage client;
@@ -482,7 +482,7 @@ static void flow_close(flow *f) {
     return;
   f->closing = true;
   f->px->n_flows--;
-  jitsu__list_remove(&f->link);
+  jitsu_list_remove(&f->link);
   flow_drop_queue(f);
   uv_close((uv_handle_t *)&f->up, flow_closed);
   uv_close((uv_handle_t *)&f->timer, flow_closed);
@@ -523,8 +523,8 @@ static void flow_send(flow *f, const char *data, size_t len) {
 
 /* The guest is ready: pass on what each flow holds. */
 static void flows_flush(proxy *px) {
-  for (jitsu__link *k = px->flows.next; k != &px->flows; k = k->next) {
-    flow *f = JITSU__CONTAINER(k, flow, link);
+  for (jitsu_list *k = px->flows.next; k != &px->flows; k = k->next) {
+    flow *f = JITSU_CONTAINER_OF(k, flow, link);
     for (held_dgram *d = f->queue; d != NULL; d = d->next)
       flow_send(f, d->data, d->len);
     flow_drop_queue(f);
@@ -534,8 +534,8 @@ static void flows_flush(proxy *px) {
 static flow *flow_find(proxy *px, listener *l, const struct sockaddr *a) {
   socklen_t len = a->sa_family == AF_INET ? sizeof(struct sockaddr_in)
                                           : sizeof(struct sockaddr_in6);
-  for (jitsu__link *k = px->flows.next; k != &px->flows; k = k->next) {
-    flow *f = JITSU__CONTAINER(k, flow, link);
+  for (jitsu_list *k = px->flows.next; k != &px->flows; k = k->next) {
+    flow *f = JITSU_CONTAINER_OF(k, flow, link);
     if (f->l == l && memcmp(&f->client, a, len) == 0)
       return f;
   }
@@ -561,7 +561,7 @@ static flow *flow_new(proxy *px, listener *l, const struct sockaddr *a) {
   f->handles = 2;
   px->refs++;
   px->n_flows++;
-  jitsu__list_append(&px->flows, &f->link);
+  jitsu_list_append(&px->flows, &f->link);
   int r = uv_udp_connect(&f->up, (struct sockaddr *)&l->to);
   if (r == 0)
     r = uv_udp_recv_start(&f->up, flow_alloc, flow_answer);
@@ -620,7 +620,7 @@ static void dgram_in(uv_udp_t *h, ssize_t n, const uv_buf_t *b,
 
 static void flows_close_all(proxy *px) {
   while (px->flows.next != &px->flows)
-    flow_close(JITSU__CONTAINER(px->flows.next, flow, link));
+    flow_close(JITSU_CONTAINER_OF(px->flows.next, flow, link));
 }
 
 /* ---- attach / detach ---- */
@@ -640,7 +640,7 @@ static int open_listener(proxy *px, listener *l, int backlog, jitsu_error *err,
   jitsu__parse_hostport(l->key + 4, &pub);
   int r;
   px->refs++;
-  jitsu__list_append(&px->listeners, &l->link);
+  jitsu_list_append(&px->listeners, &l->link);
   if (l->udp) {
     uv_udp_init(jitsu_ctx_loop(ctx), &l->dgram);
     l->dgram.data = l;
@@ -706,7 +706,7 @@ static const char *next_spec(jitsu_vm *vm, size_t *k) {
   bool takes = backend_takes_sockets(vm);
   const char *spec;
   while ((spec = jitsu_vm_param(vm, "socket", (*k)++)) != NULL)
-    if (!takes || jitsu__proxy_spec_has_to(spec))
+    if (!takes || jitsu_backend_socket_relayed(spec))
       return spec; /* else handed to the guest by the backend */
   return NULL;
 }
@@ -734,10 +734,10 @@ int jitsu__proxy_attach(jitsu_vm *vm, jitsu_error *err) {
       px->vm = vm;
       px->ctx = vm->ctx;
       px->refs = 1;
-      jitsu__list_init(&px->listeners);
-      jitsu__list_init(&px->held);
-      jitsu__list_init(&px->relays);
-      jitsu__list_init(&px->flows);
+      jitsu_list_init(&px->listeners);
+      jitsu_list_init(&px->held);
+      jitsu_list_init(&px->relays);
+      jitsu_list_init(&px->flows);
       const char *t = jitsu_vm_param(vm, "socket-udp-timeout", 0);
       if (t == NULL || jitsu_parse_duration(t, &px->flow_timeout_ms) < 0 ||
           px->flow_timeout_ms == 0)
@@ -772,13 +772,13 @@ void jitsu__proxy_detach(jitsu_vm *vm) {
     return;
   vm->proxy = NULL;
   while (px->held.next != &px->held)
-    conn_close(JITSU__CONTAINER(px->held.next, conn, link), true);
+    conn_close(JITSU_CONTAINER_OF(px->held.next, conn, link), true);
   while (px->relays.next != &px->relays)
-    conn_close(JITSU__CONTAINER(px->relays.next, conn, link), true);
+    conn_close(JITSU_CONTAINER_OF(px->relays.next, conn, link), true);
   flows_close_all(px);
   while (px->listeners.next != &px->listeners) {
-    listener *l = JITSU__CONTAINER(px->listeners.next, listener, link);
-    jitsu__list_remove(&l->link);
+    listener *l = JITSU_CONTAINER_OF(px->listeners.next, listener, link);
+    jitsu_list_remove(&l->link);
     if (jitsu_trigger_lookup(px->ctx, "socket", l->key) == vm)
       jitsu_trigger_remove(px->ctx, "socket", l->key);
     uv_close(l->udp ? (uv_handle_t *)&l->dgram : (uv_handle_t *)&l->tcp,
@@ -792,14 +792,14 @@ void jitsu__proxy_guest_gone(jitsu_vm *vm) {
   proxy *px = vm->proxy;
   px->draining = true; /* no relay starts while the others go */
   while (px->relays.next != &px->relays)
-    conn_close(JITSU__CONTAINER(px->relays.next, conn, link), true);
+    conn_close(JITSU_CONTAINER_OF(px->relays.next, conn, link), true);
   px->draining = false;
   /* Connections waiting for a relay slot have no summon to wait for. */
   while (!px->summoning && px->held.next != &px->held)
-    conn_close(JITSU__CONTAINER(px->held.next, conn, link), true);
+    conn_close(JITSU_CONTAINER_OF(px->held.next, conn, link), true);
   /* Flows that relayed to it end; those holding datagrams wait on. */
-  for (jitsu__link *k = px->flows.next; k != &px->flows;) {
-    flow *f = JITSU__CONTAINER(k, flow, link);
+  for (jitsu_list *k = px->flows.next; k != &px->flows;) {
+    flow *f = JITSU_CONTAINER_OF(k, flow, link);
     k = k->next;
     if (f->n_queued == 0)
       flow_close(f);

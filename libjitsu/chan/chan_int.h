@@ -3,7 +3,7 @@
 #ifndef JITSU_CHANNEL_INT_H
 #define JITSU_CHANNEL_INT_H
 
-#include "internal.h"
+#include "base.h"
 
 #include <jitsu/channel.h>
 

@@ -1,7 +1,7 @@
 /* Reading a configuration file: inih parses it, we count its lines and
  * note its section headers (inih gives neither), and keep every entry
  * with its line for the checks of config.c. */
-#include "internal.h"
+#include "config_int.h"
 
 #include <ini.h>
 #include <stdio.h>

@@ -1,141 +1,18 @@
-/* vms: definition, the state machine, parameters and information. */
+/* vm definitions: define, redefine (reloads), undefine. */
 #include "internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const state_names[JITSU_STATE_COUNT] = {
-    "stopped",   "starting", "ready",    "suspending",
-    "suspended", "resuming", "stopping", "failed",
+#define state_is_live jitsu__state_is_live
+
+struct jitsu__pending_def {
+  const jitsu_backend_ops *backend;
+  jitsu_vm_def def;
+  char *ready_address;
+  jitsu_vm holder; /* its params hold a copy of def's */
 };
-
-const char *jitsu_state_name(jitsu_state state) {
-  if ((unsigned)state < JITSU_STATE_COUNT)
-    return state_names[state];
-  return "invalid";
-}
-
-#define BIT(s) (1u << JITSU_STATE_##s)
-/* allowed[from] is the set of states reachable from (from). */
-static const unsigned allowed[JITSU_STATE_COUNT] = {
-    [JITSU_STATE_STOPPED] = BIT(STARTING),
-    /* to suspended or stopped: only when an adoption finds out
-     * (jitsu_backend_adopted) */
-    [JITSU_STATE_STARTING] = BIT(READY) | BIT(SUSPENDED) | BIT(STOPPING) |
-                             BIT(STOPPED) | BIT(FAILED),
-    [JITSU_STATE_READY] =
-        BIT(SUSPENDING) | BIT(STOPPING) | BIT(STOPPED) | BIT(FAILED),
-    [JITSU_STATE_SUSPENDING] =
-        BIT(SUSPENDED) | BIT(READY) | BIT(STOPPED) | BIT(FAILED),
-    [JITSU_STATE_SUSPENDED] =
-        BIT(RESUMING) | BIT(STOPPING) | BIT(STOPPED) | BIT(FAILED),
-    [JITSU_STATE_RESUMING] =
-        BIT(READY) | BIT(SUSPENDED) | BIT(STOPPED) | BIT(FAILED),
-    [JITSU_STATE_STOPPING] = BIT(STOPPED) | BIT(FAILED),
-    [JITSU_STATE_FAILED] = BIT(STARTING),
-};
-#undef BIT
-
-bool jitsu_state_transition_allowed(jitsu_state from, jitsu_state to) {
-  if ((unsigned)from >= JITSU_STATE_COUNT || (unsigned)to >= JITSU_STATE_COUNT)
-    return false;
-  return (allowed[from] & (1u << to)) != 0;
-}
-
-static bool state_is_live(jitsu_state s) {
-  return s != JITSU_STATE_STOPPED && s != JITSU_STATE_FAILED;
-}
-
-static bool state_is_starting(jitsu_state s) {
-  return s == JITSU_STATE_STARTING || s == JITSU_STATE_RESUMING;
-}
-
-static void account(jitsu_vm *vm, jitsu_state s, int sign) {
-  jitsu_ctx *ctx = vm->ctx;
-  if (state_is_live(s)) {
-    ctx->n_live = (size_t)((long)ctx->n_live + sign);
-    if (sign > 0)
-      jitsu__list_append(&ctx->live_vms, &vm->live);
-    else
-      jitsu__list_remove(&vm->live);
-  }
-  if (state_is_starting(s)) {
-    ctx->n_starting = (size_t)((long)ctx->n_starting + sign);
-    if (sign < 0 && ctx->start_queue.next != &ctx->start_queue)
-      jitsu__start_queue_kick(ctx); /* a slot came free */
-  }
-}
-
-static void pending_free(struct jitsu__pending_def *p);
-static void apply_pending(jitsu_vm *vm, int status, void *arg);
-
-int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason) {
-  jitsu_state old = vm->state;
-  if (!jitsu_state_transition_allowed(old, state)) {
-    jitsu_vm_log(vm, JITSU_LOG_ERROR, "refused illegal transition %s -> %s",
-                 jitsu_state_name(old), jitsu_state_name(state));
-    return jitsu__fail(vm->ctx, JITSU_ESTATE,
-                       "vm '%s': illegal transition %s -> %s", vm->name,
-                       jitsu_state_name(old), jitsu_state_name(state));
-  }
-  char *text = NULL;
-  if (reason != NULL)
-    text = jitsu__strdup(reason);
-  else if (vm->next_reason != NULL)
-    text = vm->next_reason, vm->next_reason = NULL;
-  else
-    text = jitsu__strdup("");
-  free(vm->next_reason);
-  vm->next_reason = NULL;
-  if (text != NULL) {
-    free(vm->reason);
-    vm->reason = text;
-  }
-  uint64_t now = uv_now(vm->ctx->loop);
-  jitsu__metrics_state(vm, old, now - vm->state_since_ms);
-  if (!state_is_live(old) && state_is_live(state))
-    vm->live_since_ms = now;
-  account(vm, old, -1);
-  if (old == JITSU_STATE_STARTING)
-    vm->adopting = false;
-  vm->state = state;
-  account(vm, state, +1);
-  vm->state_since_ms = now;
-  if (state == JITSU_STATE_FAILED)
-    vm->failures++;
-  if (!state_is_live(state))
-    vm->instance[0] = '\0';
-  else if (vm->backend->describe != NULL)
-    vm->backend->describe(vm, vm->instance, sizeof(vm->instance));
-  jitsu_vm_log(
-      vm, state == JITSU_STATE_FAILED ? JITSU_LOG_WARNING : JITSU_LOG_INFO,
-      "%s -> %s%s%s", jitsu_state_name(old), jitsu_state_name(state),
-      vm->reason && vm->reason[0] ? ": " : "", vm->reason ? vm->reason : "");
-  if (vm->backend->state_changed != NULL)
-    vm->backend->state_changed(vm, old, state);
-  if (vm->proxy != NULL && !state_is_live(state))
-    jitsu__proxy_guest_gone(vm);
-  if (vm->pending != NULL && !state_is_live(state))
-    jitsu__defer(vm->ctx, vm, apply_pending, NULL, 0);
-  for (jitsu__sub *s = vm->ctx->state_subs; s != NULL;) {
-    jitsu__sub *next = s->next; /* fn may unsubscribe itself */
-    ((jitsu_state_fn)s->fn)(vm, old, state, vm->reason ? vm->reason : "",
-                            s->arg);
-    s = next;
-  }
-  return 0;
-}
-
-void jitsu_vm_set_reason(jitsu_vm *vm, const char *fmt, ...) {
-  char text[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(text, sizeof(text), fmt, ap);
-  va_end(ap);
-  free(vm->next_reason);
-  vm->next_reason = jitsu__strdup(text);
-}
 
 static int copy_params(jitsu_vm *vm, const jitsu_param *params, size_t n) {
   size_t bytes = n * sizeof(jitsu_param);
@@ -158,16 +35,6 @@ static int copy_params(jitsu_vm *vm, const jitsu_param *params, size_t n) {
   }
   vm->n_params = n;
   return 0;
-}
-
-static void vm_free(jitsu_vm *vm) {
-  jitsu__metrics_free(vm);
-  pending_free(vm->pending);
-  free(vm->params);
-  free(vm->reason);
-  free(vm->next_reason);
-  free(vm->name);
-  free(vm);
 }
 
 static int check_def(jitsu_ctx *ctx, const jitsu_vm_def *def,
@@ -233,8 +100,8 @@ static int check_ready_address(const jitsu_vm_def *def, jitsu_error *err) {
   return 0;
 }
 
-int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
-                    jitsu_error *err) {
+static int define_vm(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
+                     jitsu_error *err) {
   const jitsu_backend_ops *backend = NULL;
   char dir[600];
   if (ctx->closing)
@@ -243,7 +110,7 @@ int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
   if (r < 0 || (r = check_ready_address(def, err)) < 0)
     return r;
   /* Adoption reads the state directory: it must be ours alone. */
-  if ((r = jitsu__state_dir_ensure(ctx, NULL, dir, sizeof(dir))) < 0)
+  if ((r = jitsu_ctx_state_subdir(ctx, NULL, dir, sizeof(dir))) < 0)
     return jitsu_error_set(err, r, NULL, "%s", jitsu_ctx_last_error(ctx));
   jitsu_vm *vm = calloc(1, sizeof(*vm));
   if (vm == NULL)
@@ -254,21 +121,21 @@ int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
   jitsu__vm_apply_settings(vm, def);
   vm->summons_tail = &vm->summons;
   if (vm->name == NULL || copy_params(vm, def->params, def->n_params) < 0) {
-    vm_free(vm);
+    jitsu__vm_free(vm);
     return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
   }
   if (backend->configure != NULL && (r = backend->configure(vm, err)) < 0) {
-    vm_free(vm);
+    jitsu__vm_free(vm);
     return r;
   }
   vm->node.key = vm->name;
   if (jitsu__table_insert(&ctx->vms, &vm->node) < 0) {
     if (backend->release != NULL)
       backend->release(vm);
-    vm_free(vm);
+    jitsu__vm_free(vm);
     return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
   }
-  jitsu__list_append(&ctx->all_vms, &vm->all);
+  jitsu_list_append(&ctx->all_vms, &vm->all);
   vm->state_since_ms = uv_now(ctx->loop);
   jitsu_state found = JITSU_STATE_STOPPED;
   if (backend->adopt != NULL && backend->adopt(vm, &found) > 0 &&
@@ -280,7 +147,7 @@ int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
     vm->adopted = !vm->adopting;
     vm->live_since_ms = uv_now(ctx->loop);
     vm->state = found;
-    account(vm, found, +1);
+    jitsu__vm_account(vm, found, +1);
     vm->last_active_ms = uv_now(ctx->loop);
     vm->op_begin_ns = uv_hrtime();
     if (backend->describe != NULL)
@@ -397,13 +264,6 @@ int jitsu__vm_redefine(jitsu_vm *vm, const jitsu_backend_ops *backend,
   return 0;
 }
 
-struct jitsu__pending_def {
-  const jitsu_backend_ops *backend;
-  jitsu_vm_def def;
-  char *ready_address;
-  jitsu_vm holder; /* its params hold a copy of def's */
-};
-
 static void pending_free(struct jitsu__pending_def *p) {
   if (p == NULL)
     return;
@@ -491,15 +351,6 @@ static void apply_pending(jitsu_vm *vm, int status, void *arg) {
   pending_free(p);
 }
 
-void jitsu__vm_ref(jitsu_vm *vm) {
-  vm->refs++;
-}
-
-void jitsu__vm_unref(jitsu_vm *vm) {
-  if (--vm->refs == 0 && vm->undefined)
-    vm_free(vm);
-}
-
 int jitsu_vm_undefine(jitsu_vm *vm) {
   jitsu_ctx *ctx = vm->ctx;
   if (vm->undefined)
@@ -527,9 +378,11 @@ int jitsu_vm_undefine(jitsu_vm *vm) {
   jitsu__proxy_detach(vm);
   if (vm->backend->release != NULL)
     vm->backend->release(vm);
+  pending_free(vm->pending); /* a reload's definition for a next stop */
+  vm->pending = NULL;
   jitsu__table_remove(&ctx->vms, &vm->node);
-  jitsu__list_remove(&vm->all);
-  jitsu__list_remove(&vm->live);
+  jitsu_list_remove(&vm->all);
+  jitsu_list_remove(&vm->live);
   jitsu__defer(ctx, vm, NULL, NULL, 0); /* the last reference, if none other */
   return 0;
 }
@@ -537,99 +390,25 @@ int jitsu_vm_undefine(jitsu_vm *vm) {
 void jitsu__vm_forget(jitsu_vm *vm) {
   if (vm->undefined)
     return;
-  account(vm, vm->state, -1);
+  jitsu__vm_account(vm, vm->state, -1);
   vm->state = JITSU_STATE_STOPPED;
   jitsu_vm_undefine(vm);
 }
 
-void jitsu__vm_event(jitsu_vm *vm, jitsu_vm_event ev) {
-  for (jitsu__sub *s = vm->ctx->vm_subs; s != NULL;) {
-    jitsu__sub *next = s->next; /* fn may unsubscribe itself */
-    ((jitsu_vm_event_fn)s->fn)(vm, ev, s->arg);
-    s = next;
+void jitsu__define_guest_gone(jitsu_vm *vm) {
+  if (vm->proxy != NULL)
+    jitsu__proxy_guest_gone(vm);
+  if (vm->pending != NULL)
+    jitsu__defer(vm->ctx, vm, apply_pending, NULL, 0);
+}
+
+int jitsu_vm_define(jitsu_ctx *ctx, const jitsu_vm_def *def, jitsu_vm **out,
+                    jitsu_error *err) {
+  jitsu_error local;
+  if (err == NULL) {
+    memset(&local, 0, sizeof(local));
+    err = &local;
   }
-}
-
-int jitsu_ctx_on_vm(jitsu_ctx *ctx, jitsu_vm_event_fn fn, void *arg) {
-  return jitsu__sub_add(&ctx->vm_subs, (jitsu__any_fn)fn, arg);
-}
-
-int jitsu_ctx_off_vm(jitsu_ctx *ctx, jitsu_vm_event_fn fn, void *arg) {
-  return jitsu__sub_remove(&ctx->vm_subs, (jitsu__any_fn)fn, arg);
-}
-
-jitsu_vm *jitsu_vm_find(jitsu_ctx *ctx, const char *name) {
-  jitsu__hnode *n = jitsu__table_find(&ctx->vms, name);
-  return n ? JITSU__CONTAINER(n, jitsu_vm, node) : NULL;
-}
-
-int jitsu_vm_foreach(jitsu_ctx *ctx, int (*fn)(jitsu_vm *vm, void *arg),
-                     void *arg) {
-  for (jitsu__link *l = ctx->all_vms.next; l != &ctx->all_vms; l = l->next) {
-    int r = fn(JITSU__CONTAINER(l, jitsu_vm, all), arg);
-    if (r != 0)
-      return r;
-  }
-  return 0;
-}
-
-const char *jitsu_vm_name(const jitsu_vm *vm) {
-  return vm->name;
-}
-
-jitsu_state jitsu_vm_state(const jitsu_vm *vm) {
-  return vm->state;
-}
-
-jitsu_ctx *jitsu_vm_ctx(const jitsu_vm *vm) {
-  return vm->ctx;
-}
-
-const char *jitsu_vm_param(const jitsu_vm *vm, const char *key, size_t index) {
-  for (size_t i = 0; i < vm->n_params; i++)
-    if (strcmp(vm->params[i].key, key) == 0 && index-- == 0)
-      return vm->params[i].value;
-  return NULL;
-}
-
-void jitsu_vm_set_data(jitsu_vm *vm, void *data) {
-  vm->backend_data = data;
-}
-
-void *jitsu_vm_data(const jitsu_vm *vm) {
-  return vm->backend_data;
-}
-
-jitsu_ready_method jitsu_vm_ready_method(const jitsu_vm *vm) {
-  return vm->ready;
-}
-
-int jitsu_vm_info_get(const jitsu_vm *vm, jitsu_vm_info *info) {
-  if (info->version != JITSU_VM_INFO_VERSION)
-    return -EINVAL;
-  memset(info, 0, sizeof(*info));
-  info->version = JITSU_VM_INFO_VERSION;
-  info->name = vm->name;
-  info->backend = vm->backend->name;
-  info->state = vm->state;
-  info->reason = vm->reason ? vm->reason : "";
-  /* A live guest's description may change without a state change (e.g.
-   * its host became unreachable): ask the backend again (describe only
-   * reads the vm). */
-  if (state_is_live(vm->state) && vm->backend->describe != NULL)
-    vm->backend->describe((jitsu_vm *)vm, info->instance,
-                          sizeof(info->instance));
-  else
-    snprintf(info->instance, sizeof(info->instance), "%s", vm->instance);
-  info->adopted = vm->adopted;
-  info->holds = vm->holds;
-  info->state_since_ms = vm->state_since_ms;
-  info->last_active_ms = vm->last_active_ms;
-  info->summons = vm->summons_total;
-  info->spawns = vm->spawns;
-  info->resumes = vm->resumes;
-  info->failures = vm->failures;
-  info->last_start_ms = vm->last_start_ms;
-  info->live_since_ms = vm->live_since_ms;
-  return 0;
+  ctx->last_error[0] = '\0';
+  return jitsu__fail_error(ctx, define_vm(ctx, def, out, err), err);
 }

@@ -1,6 +1,6 @@
 /* Values of the configuration: durations, sizes, booleans, whole numbers,
  * and argv splitting. Public helpers, also for frontends' own keys. */
-#include "internal.h"
+#include "base.h"
 
 #include <limits.h>
 #include <stdio.h>

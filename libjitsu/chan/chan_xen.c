@@ -15,7 +15,7 @@
  * request anyway: a controller in dom0 summons the vm of that name (the xl
  * backend watches /conduit), whose listener then finds the request.
  */
-#include "channel_int.h"
+#include "chan_int.h"
 
 #include <fcntl.h>
 #include <libxenvchan.h>

@@ -6,7 +6,7 @@
  * system call), then both sides ask to be woken and sleep on the socket.
  */
 #include "chan_ring.h"
-#include "channel_int.h"
+#include "chan_int.h"
 
 #include <fcntl.h>
 #include <stddef.h>

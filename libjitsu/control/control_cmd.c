@@ -1,5 +1,5 @@
 /* The control protocol's commands (doc/control-protocol.md). */
-#include "internal.h"
+#include "control_int.h"
 
 #include <jansson.h>
 #include <stdio.h>

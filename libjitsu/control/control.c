@@ -1,7 +1,7 @@
 /* The control server's transport: a Unix stream socket, one JSON request
  * per line, bounded in request size, clients, requests in flight, time
  * and unread output. The commands are in control_cmd.c. */
-#include "internal.h"
+#include "control_int.h"
 
 #include <grp.h>
 #include <jansson.h>
@@ -23,13 +23,13 @@ struct jitsu__control {
   size_t max_request;
   unsigned max_clients, n_clients;
   uint64_t timeout_ms;
-  jitsu__link clients;
-  jitsu__link pending; /* requests whose vm callback is outstanding */
+  jitsu_list clients;
+  jitsu_list pending; /* requests whose vm callback is outstanding */
 };
 
 typedef struct client {
   jitsu__control *srv;
-  jitsu__link link;
+  jitsu_list link;
   uv_pipe_t pipe;
   uv_timer_t timer; /* a request line that takes too long; idleness */
   char *buf;
@@ -44,7 +44,7 @@ typedef struct client {
 struct jitsu__creq {
   client *c;
   jitsu__control *srv;
-  jitsu__link link; /* in srv->pending while held */
+  jitsu_list link; /* in srv->pending while held */
   jitsu_vm *vm;
   json_t *id;
   uv_timer_t *timer;
@@ -75,7 +75,7 @@ static void client_close(client *c) {
   c->closing = true;
   if (c->srv != NULL) {
     c->srv->n_clients--;
-    jitsu__list_remove(&c->link);
+    jitsu_list_remove(&c->link);
   }
   uv_close((uv_handle_t *)&c->pipe, client_handle_closed);
   uv_close((uv_handle_t *)&c->timer, client_handle_closed);
@@ -162,7 +162,7 @@ void jitsu__control_reply(jitsu__creq *req, void *result) {
     return; /* the vm's callback is still to come: it frees the request */
   if (req->held) {
     req->held = false;
-    jitsu__list_remove(&req->link);
+    jitsu_list_remove(&req->link);
   }
   req_free(req);
 }
@@ -184,7 +184,7 @@ void jitsu__control_fail(jitsu__creq *req, int err, const char *fmt, ...) {
     return;
   if (req->held) {
     req->held = false;
-    jitsu__list_remove(&req->link);
+    jitsu_list_remove(&req->link);
   }
   req_free(req);
 }
@@ -218,7 +218,7 @@ void jitsu__control_wait(jitsu__creq *req, jitsu_vm *vm, uint64_t timeout_ms,
   req->vm = vm;
   req->held = true;
   req->on_timeout = on_timeout;
-  jitsu__list_append(&req->srv->pending, &req->link);
+  jitsu_list_append(&req->srv->pending, &req->link);
   req->timer = malloc(sizeof(*req->timer));
   if (req->timer != NULL) {
     uv_timer_init(req->srv->ctx->loop, req->timer);
@@ -343,7 +343,7 @@ static void on_connection(uv_stream_t *server, int status) {
   c->pipe.data = c->timer.data = c;
   c->handles = 2;
   srv->n_clients++;
-  jitsu__list_append(&srv->clients, &c->link);
+  jitsu_list_append(&srv->clients, &c->link);
   if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0 || c->buf == NULL) {
     client_close(c);
     return;
@@ -379,7 +379,7 @@ int jitsu_control_listen(jitsu_ctx *ctx, const jitsu_control_options *opts) {
     group = jitsu_config_get(ctx, "jitsu", "control-group", 0);
   if (path == NULL) {
     char dir[512];
-    int r = jitsu__state_dir_ensure(ctx, NULL, dir, sizeof(dir));
+    int r = jitsu_ctx_state_subdir(ctx, NULL, dir, sizeof(dir));
     if (r < 0)
       return r;
     snprintf(buf, sizeof(buf), "%s/control.sock", dir);
@@ -399,8 +399,8 @@ int jitsu_control_listen(jitsu_ctx *ctx, const jitsu_control_options *opts) {
     if (srv == NULL)
       return -ENOMEM;
     srv->ctx = ctx;
-    jitsu__list_init(&srv->clients);
-    jitsu__list_init(&srv->pending);
+    jitsu_list_init(&srv->clients);
+    jitsu_list_init(&srv->pending);
     ctx->control = srv;
   }
   srv->max_request =
@@ -409,10 +409,11 @@ int jitsu_control_listen(jitsu_ctx *ctx, const jitsu_control_options *opts) {
       opts->max_clients ? opts->max_clients : JITSU_CONTROL_DEFAULT_MAX_CLIENTS;
   srv->timeout_ms = opts->request_timeout_ms ? opts->request_timeout_ms
                                              : JITSU_CONTROL_DEFAULT_TIMEOUT_MS;
-  int fd = jitsu__listen_unix(ctx, "control socket", path, SOCK_STREAM, 64, gid,
-                              group != NULL);
+  char why[700];
+  int fd = jitsu__listen_unix("control socket", path, SOCK_STREAM, 64, gid,
+                              group != NULL, why, sizeof(why));
   if (fd < 0)
-    return fd;
+    return jitsu__fail(ctx, fd, "%s", why);
   free(srv->path);
   srv->path = jitsu__strdup(path);
   srv->server = malloc(sizeof(*srv->server));
@@ -434,7 +435,7 @@ int jitsu_control_listen(jitsu_ctx *ctx, const jitsu_control_options *opts) {
     unlink(path);
     return jitsu__fail(ctx, r, "control socket %s: %s", path, uv_strerror(r));
   }
-  jitsu__log(ctx, JITSU_LOG_INFO, "control socket on %s", path);
+  jitsu_ctx_log(ctx, JITSU_LOG_INFO, "control socket on %s", path);
   return 0;
 }
 
@@ -451,7 +452,7 @@ void jitsu_control_close(jitsu_ctx *ctx) {
   if (srv->path != NULL)
     unlink(srv->path);
   while (srv->clients.next != &srv->clients) {
-    client *c = JITSU__CONTAINER(srv->clients.next, client, link);
+    client *c = JITSU_CONTAINER_OF(srv->clients.next, client, link);
     client_close(c);
     c->srv = NULL;
   }
@@ -466,8 +467,8 @@ void jitsu__control_free(jitsu_ctx *ctx) {
   /* Requests waiting on a vm stay until its callback comes (every one
    * does, -ECANCELED as the context goes): they only leave our list. */
   while (srv->pending.next != &srv->pending) {
-    jitsu__creq *req = JITSU__CONTAINER(srv->pending.next, jitsu__creq, link);
-    jitsu__list_remove(&req->link);
+    jitsu__creq *req = JITSU_CONTAINER_OF(srv->pending.next, jitsu__creq, link);
+    jitsu_list_remove(&req->link);
     req->srv = NULL;
   }
   free(srv->path);

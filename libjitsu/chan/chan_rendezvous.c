@@ -5,7 +5,8 @@
  * connect to a name nobody listens on summons the vm of that name (or of
  * a "channel" trigger) and waits, bounded in number and in time.
  */
-#include "channel_int.h"
+#include "chan_int.h"
+#include "internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -381,17 +382,18 @@ int jitsu_rendezvous_listen(jitsu_ctx *ctx, const char *path) {
     path = jitsu_config_get(ctx, "jitsu", "rendezvous-socket", 0);
   if (path == NULL) {
     char dir[512];
-    int r = jitsu__state_dir_ensure(ctx, NULL, dir, sizeof(dir));
+    int r = jitsu_ctx_state_subdir(ctx, NULL, dir, sizeof(dir));
     if (r < 0)
       return r;
     snprintf(buf, sizeof(buf), "%s/rendezvous.sock", dir);
     path = buf;
   }
-  int fd =
-      jitsu__listen_unix(ctx, "rendezvous socket", path,
-                         SOCK_SEQPACKET | SOCK_NONBLOCK, SOMAXCONN, 0, false);
+  char why[700];
+  int fd = jitsu__listen_unix("rendezvous socket", path,
+                              SOCK_SEQPACKET | SOCK_NONBLOCK, SOMAXCONN, 0,
+                              false, why, sizeof(why));
   if (fd < 0)
-    return fd;
+    return jitsu__fail(ctx, fd, "%s", why);
   jitsu__rendezvous *rv = calloc(1, sizeof(*rv));
   if (rv == NULL || (rv->path = jitsu__strdup(path)) == NULL) {
     free(rv);

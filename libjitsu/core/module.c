@@ -4,6 +4,7 @@
  * loaded the first time a vm names one. A module is never unloaded: the
  * libraries behind a backend start threads and register handlers. */
 #include "internal.h"
+#include "module_names.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -70,21 +71,23 @@ const jitsu__module *jitsu__module_load(const char *name, char *err,
   return m;
 }
 
+static const char *const module_names[] = {JITSU__MODULE_NAMES NULL};
+
 const jitsu_backend_ops *jitsu__backend_find(jitsu_ctx *ctx, const char *name,
                                              char *err, size_t size) {
   for (size_t i = 0; i < ctx->n_backends; i++)
     if (strcmp(ctx->backends[i]->name, name) == 0)
       return ctx->backends[i];
   bool known = false;
-  for (size_t i = 0; jitsu__module_names[i] != NULL; i++)
-    known |= strcmp(jitsu__module_names[i], name) == 0;
+  for (size_t i = 0; module_names[i] != NULL; i++)
+    known |= strcmp(module_names[i], name) == 0;
   if (!known) {
     size_t o =
         (size_t)snprintf(err, size, "unknown backend '%s' (known:", name);
     for (size_t i = 0; i < ctx->n_backends && o < size; i++)
       o += (size_t)snprintf(err + o, size - o, " %s", ctx->backends[i]->name);
-    for (size_t i = 0; jitsu__module_names[i] != NULL && o < size; i++)
-      o += (size_t)snprintf(err + o, size - o, " %s", jitsu__module_names[i]);
+    for (size_t i = 0; module_names[i] != NULL && o < size; i++)
+      o += (size_t)snprintf(err + o, size - o, " %s", module_names[i]);
     if (o < size)
       snprintf(err + o, size - o, ")");
     return NULL;
@@ -102,4 +105,32 @@ const jitsu_backend_ops *jitsu__backend_find(jitsu_ctx *ctx, const char *name,
     return NULL;
   }
   return m->backend;
+}
+
+int jitsu_backend_register(jitsu_ctx *ctx, const jitsu_backend_ops *ops) {
+  if (ops == NULL || ops->version != JITSU_BACKEND_OPS_VERSION ||
+      ops->name == NULL || ops->start == NULL || ops->stop == NULL)
+    return -EINVAL;
+  for (size_t i = 0; i < ctx->n_backends; i++)
+    if (strcmp(ctx->backends[i]->name, ops->name) == 0)
+      return -EEXIST;
+  const jitsu_backend_ops **b =
+      realloc(ctx->backends, (ctx->n_backends + 1) * sizeof(*b));
+  if (b == NULL)
+    return -ENOMEM;
+  ctx->backends = b;
+  const char **names =
+      realloc(ctx->backend_names, (ctx->n_backends + 2) * sizeof(*names));
+  if (names == NULL)
+    return -ENOMEM;
+  ctx->backend_names = names;
+  ctx->backends[ctx->n_backends] = ops;
+  names[ctx->n_backends] = ops->name;
+  names[ctx->n_backends + 1] = NULL;
+  ctx->n_backends++;
+  return 0;
+}
+
+const char *const *jitsu_backend_names(jitsu_ctx *ctx) {
+  return ctx->backend_names;
 }

@@ -1,5 +1,5 @@
-/* Small shared helpers: hash table, list, strings, addresses, errors. */
-#include "internal.h"
+/* Small shared helpers: hash table, strings, addresses, errors. */
+#include "base.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -20,20 +20,12 @@
 #include <time.h>
 
 static uint32_t table_hash(const jitsu__table *t, const char *key) {
-  /* FNV-1a with a per-table seed. Keys come from trusted configuration, so
-   * chains cannot be stuffed from the network; lookups of hostile keys only
-   * walk chains of trusted keys. */
-  uint32_t h = 2166136261u ^ t->seed;
-  for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
-    h ^= *p;
-    h *= 16777619u;
-  }
-  return h;
+  return (uint32_t)jitsu_hash(&t->key, key, strlen(key));
 }
 
-void jitsu__table_init(jitsu__table *t, uint32_t seed) {
+void jitsu__table_init(jitsu__table *t) {
   memset(t, 0, sizeof(*t));
-  t->seed = seed;
+  jitsu_hash_key_random(&t->key);
 }
 
 void jitsu__table_free(jitsu__table *t) {
@@ -98,25 +90,6 @@ void jitsu__table_remove(jitsu__table *t, jitsu__hnode *node) {
   }
 }
 
-void jitsu__list_init(jitsu__link *head) {
-  head->prev = head->next = head;
-}
-
-void jitsu__list_append(jitsu__link *head, jitsu__link *link) {
-  link->prev = head->prev;
-  link->next = head;
-  head->prev->next = link;
-  head->prev = link;
-}
-
-void jitsu__list_remove(jitsu__link *link) {
-  if (link->next == NULL)
-    return;
-  link->prev->next = link->next;
-  link->next->prev = link->prev;
-  link->prev = link->next = NULL;
-}
-
 void jitsu__free_handle(uv_handle_t *h) {
   free(h);
 }
@@ -127,15 +100,6 @@ char *jitsu__strdup(const char *s) {
   if (d != NULL)
     memcpy(d, s, n);
   return d;
-}
-
-uint32_t jitsu__random32(void) {
-  uint32_t v;
-  if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t)sizeof(v))
-    return v;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint32_t)ts.tv_nsec ^ (uint32_t)ts.tv_sec;
 }
 
 int jitsu__parse_hostport(const char *text, struct sockaddr_storage *ss) {
@@ -520,20 +484,21 @@ static int bind_with_mode(int fd, const char *path, mode_t mode, gid_t gid,
   return r;
 }
 
-int jitsu__listen_unix(jitsu_ctx *ctx, const char *what, const char *path,
-                       int type, int backlog, gid_t gid, bool group) {
+int jitsu__listen_unix(const char *what, const char *path, int type,
+                       int backlog, gid_t gid, bool group, char *why,
+                       size_t size) {
   int r = jitsu__unix_claim(path, type & ~SOCK_NONBLOCK);
   if (r == -ENAMETOOLONG)
-    return jitsu__fail(ctx, r, "%s path too long: %s", what, path);
+    return snprintf(why, size, "%s path too long: %s", what, path), r;
   if (r == -EEXIST)
-    return jitsu__fail(ctx, r, "%s exists and is not a socket", path);
+    return snprintf(why, size, "%s exists and is not a socket", path), r;
   if (r == -EADDRINUSE)
-    return jitsu__fail(ctx, r, "another controller answers on %s", path);
+    return snprintf(why, size, "another controller answers on %s", path), r;
   if (r < 0)
-    return jitsu__fail(ctx, r, "%s %s: %s", what, path, strerror(-r));
+    return snprintf(why, size, "%s %s: %s", what, path, strerror(-r)), r;
   int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
   if (fd < 0)
-    return -errno;
+    return snprintf(why, size, "%s: %s", what, strerror(errno)), -errno;
   r = bind_with_mode(fd, path, group ? 0660 : 0600, gid, group);
   if (r == 0 && listen(fd, backlog) < 0) {
     r = -errno;
@@ -541,7 +506,7 @@ int jitsu__listen_unix(jitsu_ctx *ctx, const char *what, const char *path,
   }
   if (r < 0) {
     close(fd);
-    return jitsu__fail(ctx, r, "%s %s: %s", what, path, strerror(-r));
+    return snprintf(why, size, "%s %s: %s", what, path, strerror(-r)), r;
   }
   return fd;
 }

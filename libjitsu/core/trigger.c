@@ -35,7 +35,7 @@ static trigger *find(jitsu_ctx *ctx, const char *kind, const char *key) {
   jitsu__hnode *n = jitsu__table_find(&ctx->triggers, k);
   if (k != buf)
     free(k);
-  return n ? JITSU__CONTAINER(n, trigger, node) : NULL;
+  return n ? JITSU_CONTAINER_OF(n, trigger, node) : NULL;
 }
 
 int jitsu_trigger_add(jitsu_ctx *ctx, const char *kind, const char *key,
@@ -96,7 +96,7 @@ void jitsu__triggers_drop_vm(jitsu_ctx *ctx, jitsu_vm *vm) {
     jitsu__hnode *n = t->buckets[i];
     while (n != NULL) {
       jitsu__hnode *next = n->next;
-      trigger *tr = JITSU__CONTAINER(n, trigger, node);
+      trigger *tr = JITSU_CONTAINER_OF(n, trigger, node);
       if (tr->vm == vm) {
         jitsu__table_remove(t, n);
         free(tr);
