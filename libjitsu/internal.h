@@ -156,7 +156,7 @@ struct jitsu_ctx {
   size_t n_deferred;
   jitsu__idle *idle;
   int lock_fd;    /* our POSIX lock on STATE/lock, once the directory is used */
-  dev_t lock_dev; /* the directory it locks (ctx.c: hold_dir) */
+  dev_t lock_dev; /* the directory it locks (state_dir.c: hold_dir) */
   ino_t lock_ino;
   uint32_t notify_tag; /* makes abstract notify socket names unique */
   char last_error[512];

@@ -30,9 +30,9 @@ trap 'rm -rf "$work"' EXIT
 # target: the files it is meant to reach
 files_of() {
   case $1 in
-  config) echo "libjitsu/config.c libjitsu/config_read.c" ;;
-  control) echo "libjitsu/control.c libjitsu/control_cmd.c" ;;
-  chan) echo "libjitsu/chan_ring.c libjitsu/channel.c libjitsu/rendezvous.c libjitsu/chan_connect.c" ;;
+  config) echo "libjitsu/config/config.c libjitsu/config/config_read.c libjitsu/core/keys.c" ;;
+  control) echo "libjitsu/control/control.c libjitsu/control/control_cmd.c" ;;
+  chan) echo "libjitsu/chan/chan_ring.c libjitsu/chan/chan.c libjitsu/chan/chan_rendezvous.c libjitsu/chan/chan_connect.c" ;;
   dns) echo "frontends/dns/dns_wire.c" ;;
   dns_server) echo "frontends/dns/dns_server.c frontends/dns/dns_zones.c frontends/dns/dns_forward.c" ;;
   http) echo "frontends/http/http_proxy.c frontends/http/http_upstream.c frontends/http/http_server.c" ;;

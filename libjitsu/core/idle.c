@@ -50,12 +50,13 @@ int jitsu_idle_attach(jitsu_ctx *ctx, const jitsu_idle_options *opts) {
   if (opts == NULL)
     opts = &defaults;
   if (opts->version != JITSU_IDLE_OPTIONS_VERSION)
-    return -EINVAL;
+    return jitsu__fail(ctx, -EINVAL, "idle options of version %u, not %u",
+                       opts->version, JITSU_IDLE_OPTIONS_VERSION);
   if (ctx->idle != NULL)
-    return -EEXIST;
+    return jitsu__fail(ctx, -EEXIST, "the idle policy is attached already");
   jitsu__idle *idle = calloc(1, sizeof(*idle));
   if (idle == NULL)
-    return -ENOMEM;
+    return jitsu__fail(ctx, -ENOMEM, "out of memory");
   idle->ctx = ctx;
   uv_timer_init(ctx->loop, &idle->timer);
   idle->timer.data = idle;

@@ -110,19 +110,21 @@ const jitsu_backend_ops *jitsu__backend_find(jitsu_ctx *ctx, const char *name,
 int jitsu_backend_register(jitsu_ctx *ctx, const jitsu_backend_ops *ops) {
   if (ops == NULL || ops->version != JITSU_BACKEND_OPS_VERSION ||
       ops->name == NULL || ops->start == NULL || ops->stop == NULL)
-    return -EINVAL;
+    return jitsu__fail(ctx, -EINVAL,
+                       "a backend needs its version, a name, start and stop");
   for (size_t i = 0; i < ctx->n_backends; i++)
     if (strcmp(ctx->backends[i]->name, ops->name) == 0)
-      return -EEXIST;
+      return jitsu__fail(ctx, -EEXIST, "backend '%s' is registered already",
+                         ops->name);
   const jitsu_backend_ops **b =
       realloc(ctx->backends, (ctx->n_backends + 1) * sizeof(*b));
   if (b == NULL)
-    return -ENOMEM;
+    return jitsu__fail(ctx, -ENOMEM, "out of memory");
   ctx->backends = b;
   const char **names =
       realloc(ctx->backend_names, (ctx->n_backends + 2) * sizeof(*names));
   if (names == NULL)
-    return -ENOMEM;
+    return jitsu__fail(ctx, -ENOMEM, "out of memory");
   ctx->backend_names = names;
   ctx->backends[ctx->n_backends] = ops;
   names[ctx->n_backends] = ops->name;

@@ -50,13 +50,13 @@ int jitsu_trigger_add(jitsu_ctx *ctx, const char *kind, const char *key,
   size_t len = strlen(kind) + strlen(key) + 2;
   trigger *t = malloc(sizeof(*t) + len);
   if (t == NULL)
-    return -ENOMEM;
+    return jitsu__fail(ctx, -ENOMEM, "out of memory");
   compose(kind, key, t->text, len);
   t->node.key = t->text;
   t->vm = vm;
   if (jitsu__table_insert(&ctx->triggers, &t->node) < 0) {
     free(t);
-    return -ENOMEM;
+    return jitsu__fail(ctx, -ENOMEM, "out of memory");
   }
   return 0;
 }
@@ -64,7 +64,7 @@ int jitsu_trigger_add(jitsu_ctx *ctx, const char *kind, const char *key,
 int jitsu_trigger_remove(jitsu_ctx *ctx, const char *kind, const char *key) {
   trigger *t = find(ctx, kind, key);
   if (t == NULL)
-    return -ENOENT;
+    return jitsu__fail(ctx, -ENOENT, "no %s trigger '%s'", kind, key);
   jitsu__table_remove(&ctx->triggers, &t->node);
   free(t);
   return 0;
