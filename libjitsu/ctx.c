@@ -4,13 +4,7 @@
 #include "control_int.h"
 #include "internal.h"
 
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* The one backend built in (backends/process.c). */
 extern const jitsu_backend_ops jitsu_backend_process;

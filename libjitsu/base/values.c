@@ -7,16 +7,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The decimal digits at (*p) into (*v), (*p) moved past them; -EINVAL
+ * without a digit or beyond 64 bits. */
+static int leading_number(const char **p, uint64_t *v) {
+  if (**p < '0' || **p > '9')
+    return -EINVAL;
+  *v = 0;
+  for (; **p >= '0' && **p <= '9'; (*p)++) {
+    if (*v > (UINT64_MAX - 9) / 10)
+      return -EINVAL;
+    *v = *v * 10 + (uint64_t)(**p - '0');
+  }
+  return 0;
+}
+
 int jitsu_parse_duration(const char *text, uint64_t *ms) {
   const char *p = text;
-  if (*p < '0' || *p > '9')
+  uint64_t v;
+  if (leading_number(&p, &v) < 0)
     return -EINVAL;
-  uint64_t v = 0;
-  for (; *p >= '0' && *p <= '9'; p++) {
-    if (v > (UINT64_MAX - 9) / 10)
-      return -EINVAL;
-    v = v * 10 + (uint64_t)(*p - '0');
-  }
   uint64_t mul;
   if (strcmp(p, "ms") == 0)
     mul = 1;
@@ -39,14 +48,9 @@ int jitsu_parse_duration(const char *text, uint64_t *ms) {
 int jitsu_parse_size(const char *text, uint64_t *bytes) {
   static const char units[] = "KMGT";
   const char *p = text;
-  if (*p < '0' || *p > '9')
+  uint64_t v;
+  if (leading_number(&p, &v) < 0)
     return -EINVAL;
-  uint64_t v = 0;
-  for (; *p >= '0' && *p <= '9'; p++) {
-    if (v > (UINT64_MAX - 9) / 10)
-      return -EINVAL;
-    v = v * 10 + (uint64_t)(*p - '0');
-  }
   if (*p != '\0') {
     const char *u = strchr(units, *p);
     if (u == NULL || p[1] != '\0')

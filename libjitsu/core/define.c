@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define state_is_live jitsu__state_is_live
-
 struct jitsu__pending_def {
   const jitsu_backend_ops *backend;
   jitsu_vm_def def;
@@ -220,7 +218,7 @@ static int take_definition(jitsu_vm *vm, const jitsu_backend_ops *backend,
 
 int jitsu__vm_redefine(jitsu_vm *vm, const jitsu_backend_ops *backend,
                        const jitsu_vm_def *def, jitsu_error *err) {
-  if (state_is_live(vm->state))
+  if (jitsu__state_is_live(vm->state))
     return jitsu_error_set(err, JITSU_ESTATE, NULL, "vm '%s' is %s", vm->name,
                            jitsu_state_name(vm->state));
   int r = check_ready_address(def, err);
@@ -337,7 +335,7 @@ void jitsu__snapshot_free(jitsu__snapshot *snap) {
 static void apply_pending(jitsu_vm *vm, int status, void *arg) {
   (void)status, (void)arg;
   struct jitsu__pending_def *p = vm->pending;
-  if (p == NULL || vm->undefined || state_is_live(vm->state))
+  if (p == NULL || vm->undefined || jitsu__state_is_live(vm->state))
     return; /* started again meanwhile: wait for the next stop */
   vm->pending = NULL;
   jitsu_error err;
@@ -355,7 +353,7 @@ int jitsu_vm_undefine(jitsu_vm *vm) {
   jitsu_ctx *ctx = vm->ctx;
   if (vm->undefined)
     return jitsu__fail(ctx, -ENOENT, "vm '%s' is undefined already", vm->name);
-  if (state_is_live(vm->state))
+  if (jitsu__state_is_live(vm->state))
     return jitsu__fail(ctx, JITSU_ESTATE,
                        "cannot undefine vm '%s': it is %s; stop it first",
                        vm->name, jitsu_state_name(vm->state));

@@ -54,11 +54,9 @@ static bool state_is_starting(jitsu_state s) {
   return s == JITSU_STATE_STARTING || s == JITSU_STATE_RESUMING;
 }
 
-#define state_is_live jitsu__state_is_live
-
 void jitsu__vm_account(jitsu_vm *vm, jitsu_state s, int sign) {
   jitsu_ctx *ctx = vm->ctx;
-  if (state_is_live(s)) {
+  if (jitsu__state_is_live(s)) {
     ctx->n_live = (size_t)((long)ctx->n_live + sign);
     if (sign > 0)
       jitsu_list_append(&ctx->live_vms, &vm->live);
@@ -96,7 +94,7 @@ int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason) {
   }
   uint64_t now = uv_now(vm->ctx->loop);
   jitsu__metrics_state(vm, old, now - vm->state_since_ms);
-  if (!state_is_live(old) && state_is_live(state))
+  if (!jitsu__state_is_live(old) && jitsu__state_is_live(state))
     vm->live_since_ms = now;
   jitsu__vm_account(vm, old, -1);
   if (old == JITSU_STATE_STARTING)
@@ -106,7 +104,7 @@ int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason) {
   vm->state_since_ms = now;
   if (state == JITSU_STATE_FAILED)
     vm->failures++;
-  if (!state_is_live(state))
+  if (!jitsu__state_is_live(state))
     vm->instance[0] = '\0';
   else if (vm->backend->describe != NULL)
     vm->backend->describe(vm, vm->instance, sizeof(vm->instance));
@@ -116,7 +114,7 @@ int jitsu__vm_set_state(jitsu_vm *vm, jitsu_state state, const char *reason) {
       vm->reason && vm->reason[0] ? ": " : "", vm->reason ? vm->reason : "");
   if (vm->backend->state_changed != NULL)
     vm->backend->state_changed(vm, old, state);
-  if (!state_is_live(state))
+  if (!jitsu__state_is_live(state))
     vm->ctx->hooks.guest_gone(vm);
   for (jitsu__sub *s = vm->ctx->state_subs; s != NULL;) {
     jitsu__sub *next = s->next; /* fn may unsubscribe itself */
@@ -229,7 +227,7 @@ int jitsu_vm_info_get(const jitsu_vm *vm, jitsu_vm_info *info) {
   /* A live guest's description may change without a state change (e.g.
    * its host became unreachable): ask the backend again (describe only
    * reads the vm). */
-  if (state_is_live(vm->state) && vm->backend->describe != NULL)
+  if (jitsu__state_is_live(vm->state) && vm->backend->describe != NULL)
     vm->backend->describe((jitsu_vm *)vm, info->instance,
                           sizeof(info->instance));
   else
