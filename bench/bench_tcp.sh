@@ -4,8 +4,11 @@
 # relaying to the same warm guest (nginx with 512-byte answers, started by
 # the controller as a vm), measured with wrk -t2 -c64 in the same run,
 # rounds taking turns, with the CPU time each relay spent per request
-# (from /proc). The relays are pinned to core 0, wrk to core 1. Then
-# relay_copy: read/write against splice(2) for a bulk transfer.
+# (from /proc). The relays are pinned to core 0; wrk and the guest share
+# core 1, so that a relay's core holds the relay alone (with the guest free
+# to run on either, whichever relay shared a core with it in a round lost
+# that round: the ratio swung from 0.67 to 1.07). Then relay_copy:
+# read/write against splice(2) for a bulk transfer.
 #
 #   bench/bench_tcp.sh BUILD_DIR     (ninja -C build bench-tcp runs it)
 #
@@ -56,7 +59,7 @@ cat >"$dir/jitsu.conf" <<CONF
 state-dir = $dir/state
 control-socket = $dir/ctl.sock
 [vm guest]
-exec = taskset -c 0-$(($(nproc) - 1)) nginx -p $dir/guest -c $dir/guest/nginx.conf -g "daemon off;"
+exec = taskset -c 1 nginx -p $dir/guest -c $dir/guest/nginx.conf -g "daemon off;"
 ready = tcp:127.0.0.1:$G
 socket = tcp:127.0.0.1:$J to=127.0.0.1:$G
 CONF
@@ -99,6 +102,9 @@ for p in $H $S; do
   for _ in $(seq 1 100); do curl -s -m 1 "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.05; done
 done
 
+# A wrk latency ("678.00us", "4.51ms", "1.02s") in milliseconds.
+ms() { echo "$1" | awk '/us$/ { print $1 / 1000; next } /ms$/ { print $1 + 0; next }
+  /s$/ { print $1 * 1000 }'; }
 # socat's children (one per connection) are gone when a run ends: socat
 # is measured by throughput only.
 hz=$(getconf CLK_TCK)
@@ -119,6 +125,7 @@ run() { # NAME PORT PID
   printf '  %-8s %10.0f req/s   p50 %8s   p99 %8s   cpu/request %5.1f us user %5.1f us sys   %s\n' \
     "$1" "$rps" "$p50" "$p99" "$cu" "$cs" "$errors"
   echo "$rps" >"$dir/rps.$1"
+  ms "$p99" >"$dir/p99.$1"
   echo "$cu $cs" >"$dir/cpu.$1"
 }
 echo "relay to a warm guest: wrk -t2 -c64 for ${secs}s through each (pinned to one core; 512-byte answers), $rounds rounds taking turns:"
@@ -130,15 +137,17 @@ for round in $(seq 1 "$rounds"); do
   awk -v j="$(cat "$dir/rps.jitsu")" -v h="$(cat "$dir/rps.haproxy")" \
     -v s="$(cat "$dir/rps.socat")" \
     -v cj="$(awk '{print $1 + $2}' "$dir/cpu.jitsu")" \
-    -v ch="$(awk '{print $1 + $2}' "$dir/cpu.haproxy")" 'BEGIN {
-    printf "  ratio jitsu / haproxy %.2f, jitsu / socat %.2f (req/s); cpu per request haproxy / jitsu %.2f\n", j / h, j / s, ch / cj
-    printf "%.4f %.4f %.4f\n", j / h, j / s, ch / cj >>"/dev/stderr" }' 2>>"$dir/ratios"
+    -v ch="$(awk '{print $1 + $2}' "$dir/cpu.haproxy")" \
+    -v pj="$(cat "$dir/p99.jitsu")" -v ph="$(cat "$dir/p99.haproxy")" 'BEGIN {
+    printf "  ratio jitsu / haproxy %.2f, jitsu / socat %.2f (req/s); cpu per request haproxy / jitsu %.2f; p99 haproxy / jitsu %.2f\n", j / h, j / s, ch / cj, ph / pj
+    printf "%.4f %.4f %.4f %.4f\n", j / h, j / s, ch / cj, ph / pj >>"/dev/stderr" }' 2>>"$dir/ratios"
 done
-echo "how busy the cores were during one more run through jitsu (the relay on cpu0, wrk on cpu1, the guest on either):"
+echo "how busy the cores were during one more run through jitsu (the relay on cpu0, wrk and the guest on cpu1):"
 echo "  $(cores_busy taskset -c 1 wrk -t2 -c64 -d"${secs}s" "http://127.0.0.1:$J/")"
 median_ratio "$dir/ratios" 1 "req/s jitsu / haproxy (mode tcp)"
 median_ratio "$dir/ratios" 2 "req/s jitsu / socat"
 median_ratio "$dir/ratios" 3 "cpu per request haproxy / jitsu"
+median_ratio "$dir/ratios" 4 "p99 haproxy / jitsu"
 
 # Whether splice(2) would pay for the relay's copy (bulk transfer, one
 # connection): see doc/decisions.md.
