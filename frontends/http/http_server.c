@@ -230,6 +230,10 @@ static void drain_finish(http_proxy *px) {
   void (*done)(void *) = px->drain_done;
   px->drain_done = NULL;
   uv_timer_stop(px->drain_timer);
+  /* Idle upstream connections go too: their idle timers (POOL_IDLE_MS)
+   * would hold the loop, and the exit, for up to 30 s. */
+  for (jitsu_list *l = px->vmqs.next; l != &px->vmqs; l = l->next)
+    http_vmq_close_idle(JITSU_CONTAINER_OF(l, http_vmq, link));
   /* (done) may free the context: let go of it first. */
   jitsu_ctx_off_vm(px->ctx, on_vm, px);
   px->ctx = NULL;
