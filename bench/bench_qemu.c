@@ -13,6 +13,9 @@
  * through a forwarded port: libjitsu, by hand, and its floor; and a client
  * connecting to a proxying socket trigger (socket =) of the stopped vm,
  * connect to first byte, against the same QEMU by hand.
+ * The unikernel from a pool of spare QEMUs (pool = 1, paused at their
+ * marker), summon to first HTTP byte, p50 and p90, against its cold boot
+ * in the same run; and the memory (RSS) of one pooled QEMU.
  * Linux guest (examples/guests/linux/build.sh), summon to first HTTP
  * response through the forwarded port: cold boot, restore from a snapshot
  * image, resume from pause; and a cold boot by hand.
@@ -289,6 +292,81 @@ static double against_hand(const char *name, const char *title, int port,
   return pj;
 }
 
+/* Run the loop for (ms): the pool refills meanwhile. */
+static void settle(double ms) {
+  double end = now_ms() + ms;
+  while (now_ms() < end) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(2000);
+  }
+}
+
+static unsigned long long pool_takes(jitsu_vm *vm) {
+  jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
+  jitsu_vm_info_get(vm, &info);
+  const char *t = strstr(info.instance, "ready, ");
+  return t ? strtoull(t + 7, NULL, 10) : 0;
+}
+
+/* The RSS in kB of the QEMU a spare's record names, or 0. */
+static long spare_rss_kb(const char *name) {
+  char path[400], line[128];
+  snprintf(path, sizeof(path), "%s/state/qemu/%s.spare1.pid", dir, name);
+  FILE *f = fopen(path, "r");
+  int pid = 0;
+  if (f != NULL) {
+    if (fscanf(f, "%d", &pid) != 1)
+      pid = 0;
+    fclose(f);
+  }
+  snprintf(path, sizeof(path), "/proc/%d/status", pid);
+  long kb = 0;
+  if (pid > 0 && (f = fopen(path, "r")) != NULL) {
+    while (fgets(line, sizeof(line), f) != NULL)
+      if (sscanf(line, "VmRSS: %ld", &kb) == 1)
+        break;
+    fclose(f);
+  }
+  return kb;
+}
+
+/* Summons of the pooled unikernel (name): each waits 500 ms first for the
+ * pool to refill, and counts only if a spare served it. */
+static void from_pool(const char *name, const char *ready, int port, int n) {
+  jitsu_vm *vm = jitsu_vm_find(ctx, name);
+  double *t = calloc((size_t)n, sizeof(double));
+  int k = 0, cold = 0;
+  long rss = 0;
+  for (int i = 0; i < n; i++) {
+    settle(500);
+    if (rss == 0)
+      rss = spare_rss_kb(name);
+    unsigned long long before = pool_takes(vm);
+    double t0 = now_ms();
+    if (wait_verb(jitsu_vm_summon, vm) < 0 ||
+        http_first_byte(port, now_ms() + 30000) < 0) {
+      fprintf(stderr, "bench_qemu: %s failed\n", name);
+      return;
+    }
+    double ms = now_ms() - t0;
+    if (pool_takes(vm) > before)
+      t[k++] = ms;
+    else
+      cold++;
+    destroy_vm(vm);
+  }
+  if (k == 0) {
+    fprintf(stderr, "bench_qemu: no summon of %s came from its pool\n", name);
+    return;
+  }
+  double p = p50(t, k), p9 = t[(k * 9) / 10 < k ? (k * 9) / 10 : k - 1];
+  printf("unikernel from a pool (pool = 1, ready = %s), summon to first HTTP "
+         "byte, %d runs (%d cold: the pool had not refilled), p50 %.1f ms, "
+         "p90 %.1f ms; its cold boot p50 %.1f ms (%.1fx); one pooled QEMU's "
+         "RSS %ld kB\n",
+         ready, k, cold, p, p9, uni_p50, uni_p50 / p, rss);
+}
+
 static void linux_guest(int port, int n) {
   jitsu_vm *vm = jitsu_vm_find(ctx, "web");
   double cold[8], hand[8], restore[32], resume[32];
@@ -353,25 +431,35 @@ int main(int argc, char **argv) {
   if (bench_ctx(dir, &ctx) < 0)
     return 1;
   int port = 20000 + (int)(getpid() % 5000);
-  char conf[4096];
-  int len = snprintf(conf, sizeof(conf),
-                     "[vm tiny]\nbackend = qemu\n"
-                     "kernel = %s\nmemory = 16M\nnet = none\n"
-                     "ready = marker\n"
-                     "[vm uni]\nbackend = qemu\nkernel = %s\nmemory = 16M\n"
-                     "tsc-hint = yes\nforward = tcp:127.0.0.1:%d-:80\n"
-                     "ready = marker+http:127.0.0.1:%d/\n"
-                     "[vm unip]\nbackend = qemu\nkernel = %s\nmemory = 16M\n"
-                     "tsc-hint = yes\nforward = tcp:127.0.0.1:%d-:80\n"
-                     "ready = marker+http:127.0.0.1:%d/\n"
-                     "address = 127.0.0.1:%d\nsocket = tcp:127.0.0.1:%d\n"
-                     "[vm unim]\nbackend = qemu\nkernel = %s\nmemory = 16M\n"
-                     "tsc-hint = yes\nforward = tcp:127.0.0.1:%d-:80\n"
-                     "ready = marker\n"
-                     "address = 127.0.0.1:%d\nsocket = tcp:127.0.0.1:%d\n",
-                     argv[optind], argv[optind + 1], port + 1, port + 1,
-                     argv[optind + 1], port + 2, port + 2, port + 2, port + 3,
-                     argv[optind + 1], port + 4, port + 4, port + 5);
+  char conf[8192];
+  int len =
+      snprintf(conf, sizeof(conf),
+               "[vm tiny]\nbackend = qemu\n"
+               "kernel = %s\nmemory = 16M\nnet = none\n"
+               "ready = marker\n"
+               "[vm uni]\nbackend = qemu\nkernel = %s\nmemory = 16M\n"
+               "tsc-hint = yes\nforward = tcp:127.0.0.1:%d-:80\n"
+               "ready = marker+http:127.0.0.1:%d/\n"
+               "[vm unip]\nbackend = qemu\nkernel = %s\nmemory = 16M\n"
+               "tsc-hint = yes\nforward = tcp:127.0.0.1:%d-:80\n"
+               "ready = marker+http:127.0.0.1:%d/\n"
+               "address = 127.0.0.1:%d\nsocket = tcp:127.0.0.1:%d\n"
+               "[vm unim]\nbackend = qemu\nkernel = %s\nmemory = 16M\n"
+               "tsc-hint = yes\nforward = tcp:127.0.0.1:%d-:80\n"
+               "ready = marker\n"
+               "address = 127.0.0.1:%d\nsocket = tcp:127.0.0.1:%d\n"
+               "[vm unipool]\nbackend = qemu\nkernel = %s\n"
+               "memory = 16M\ntsc-hint = yes\n"
+               "forward = tcp:127.0.0.1:%d-:80\nready = marker\n"
+               "pool = 1\n"
+               "[vm unipoolh]\nbackend = qemu\nkernel = %s\n"
+               "memory = 16M\ntsc-hint = yes\n"
+               "forward = tcp:127.0.0.1:%d-:80\n"
+               "ready = marker+http:127.0.0.1:%d/\npool = 1\n",
+               argv[optind], argv[optind + 1], port + 1, port + 1,
+               argv[optind + 1], port + 2, port + 2, port + 2, port + 3,
+               argv[optind + 1], port + 4, port + 4, port + 5, argv[optind + 1],
+               port + 6, argv[optind + 1], port + 7, port + 7);
   if (optind + 3 < argc)
     snprintf(conf + len, sizeof(conf) - (size_t)len,
              "[vm web]\nbackend = qemu\nkernel = %s\ninitrd = %s\n"
@@ -391,6 +479,8 @@ int main(int argc, char **argv) {
      * up), the client's request is the first. */
     through_trigger("unip", "marker+http", port + 3, port + 2, n);
     through_trigger("unim", "marker", port + 5, port + 4, n);
+    from_pool("unipool", "marker", port + 6, n);
+    from_pool("unipoolh", "marker+http", port + 7, n);
   }
   if (optind + 3 < argc) {
     linux_guest(port, n < 5 ? n : 5);

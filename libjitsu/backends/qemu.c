@@ -49,6 +49,8 @@ static const jitsu_key qemu_keys[] = {
      "save the snapshot image after the first boot (no)"},
     {"qemu-arg", JITSU_KEY_STRING, JITSU_KEY_MULTI,
      "more QEMU arguments, split like a shell"},
+    {"pool", JITSU_KEY_UINT, 0,
+     "spare QEMUs kept paused at the ready point, 0 to 8 (0)"},
 };
 
 static void qmp_opened(void *arg);
@@ -67,7 +69,7 @@ static void close_handle(void *hp) {
 
 /* ---- configuration ---------------------------------------------------- */
 
-static void qvm_free(qvm *q) {
+void qemu_free(qvm *q) {
   if (q == NULL)
     return;
   for (size_t i = 0; q->extra && q->extra[i]; i++)
@@ -246,10 +248,7 @@ static int configure_extra(qvm *q, jitsu_vm *vm, jitsu_error *err) {
   return 0;
 }
 
-static int qemu_configure(jitsu_vm *vm, jitsu_error *err) {
-  qvm *q = calloc(1, sizeof(*q));
-  if (q == NULL)
-    return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+int qemu_configure_copy(qvm *q, jitsu_vm *vm, jitsu_error *err) {
   q->vm = vm;
   q->pidfd = -1;
   q->console_fd = -1;
@@ -258,8 +257,18 @@ static int qemu_configure(jitsu_vm *vm, jitsu_error *err) {
     r = configure_net(q, vm, err);
   if (r == 0)
     r = configure_extra(q, vm, err);
+  return r;
+}
+
+static int qemu_configure(jitsu_vm *vm, jitsu_error *err) {
+  qvm *q = calloc(1, sizeof(*q));
+  if (q == NULL)
+    return jitsu_error_set(err, -ENOMEM, NULL, "out of memory");
+  int r = qemu_configure_copy(q, vm, err);
+  if (r == 0)
+    r = qemu_pool_configure(q, vm, err);
   if (r < 0) {
-    qvm_free(q);
+    qemu_free(q);
     return r;
   }
   jitsu_vm_set_data(vm, q);
@@ -277,7 +286,7 @@ static int suspend_image(qvm *q, char *path, size_t size) {
 }
 
 /* Forget the live QEMU (it exited, or we are going away). */
-static void instance_drop(qvm *q) {
+void qemu_instance_drop(qvm *q) {
   qmp_close(q->qmp);
   q->qmp = NULL;
   close_handle(&q->serial);
@@ -299,13 +308,14 @@ static void qemu_release(jitsu_vm *vm) {
   qvm *q = jitsu_vm_data(vm);
   if (q == NULL)
     return;
-  instance_drop(q); /* a live QEMU keeps running, for adoption */
+  qemu_pool_drain(q);
+  qemu_instance_drop(q); /* a live QEMU keeps running, for adoption */
   save_free(q);
-  qvm_free(q);
+  qemu_free(q);
   jitsu_vm_set_data(vm, NULL);
 }
 
-static void kill_now(qvm *q) {
+void qemu_kill_now(qvm *q) {
   if (q->pid > 0)
     kill(q->pid, SIGKILL);
 }
@@ -315,7 +325,7 @@ static void timer_fired_kill(uv_timer_t *t) {
   if (q == NULL || q->pid <= 0)
     return;
   jitsu_vm_log(q->vm, JITSU_LOG_WARNING, "QEMU did not quit: killing it");
-  kill_now(q);
+  qemu_kill_now(q);
 }
 
 static void quit_replied(void *arg, json_t *ret, const char *error) {
@@ -329,7 +339,7 @@ static void quit_then_kill(qvm *q) {
   q->quit_sent = true;
   if (q->qmp == NULL ||
       qmp_send(q->qmp, "quit", NULL, -1, QMP_TIMEOUT_MS, quit_replied, q) < 0)
-    kill_now(q);
+    qemu_kill_now(q);
   if (q->timer != NULL)
     uv_timer_start(q->timer, timer_fired_kill, KILL_AFTER_QUIT_MS, 0);
 }
@@ -376,13 +386,17 @@ static void exit_readable(uv_poll_t *h, int status, int events) {
   (void)status, (void)events;
   if (q == NULL)
     return;
+  if (q->spare != QSPARE_NO) {
+    qemu_pool_spare_exited(q);
+    return;
+  }
   char how[300];
   int clean = 0;
   describe_exit(q, how, sizeof(how), &clean);
   qop op = q->op;
   q->op = QOP_NONE;
   qemu_record_remove(q);
-  instance_drop(q);
+  qemu_instance_drop(q);
   save_free(q); /* an unfinished image is removed */
   q->shutdown_reason[0] = '\0';
   jitsu_vm *vm = q->vm;
@@ -408,8 +422,12 @@ static void serial_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 
 static void serial_line(qvm *q) {
   q->line[q->line_len] = '\0';
-  if (strstr(q->line, q->marker) != NULL)
-    jitsu_backend_marker(q->vm);
+  if (strstr(q->line, q->marker) != NULL) {
+    if (q->spare != QSPARE_NO)
+      qemu_pool_spare_marker(q);
+    else
+      jitsu_backend_marker(q->vm);
+  }
   q->line_len = 0;
 }
 
@@ -488,9 +506,15 @@ static int watch(qvm *q, int qmp_fd, int serial_fd, uint64_t greeting_ms) {
  */
 
 /* A QMP command of ours failed in (op): say why, and end QEMU. */
-static void op_failed(qvm *q, const char *what, const char *error) {
+void qemu_op_failed(qvm *q, const char *what, const char *error) {
   jitsu_vm *vm = q->vm;
   qop op = q->op;
+  if (q->spare != QSPARE_NO) { /* not the vm's guest: its exit refills */
+    jitsu_vm_log(vm, JITSU_LOG_WARNING, "pool: %s: %s: %s", q->tag, what,
+                 error);
+    quit_then_kill(q);
+    return;
+  }
   jitsu_vm_log(vm, JITSU_LOG_ERROR, "%s: %s", what, error);
   if (op == QOP_SUSPEND_MEM || op == QOP_RESUME_MEM) {
     q->op = QOP_NONE;
@@ -517,7 +541,7 @@ static void op_failed(qvm *q, const char *what, const char *error) {
 static void restored_running(void *arg, json_t *ret, const char *error) {
   qvm *q = arg;
   if (ret == NULL) {
-    op_failed(q, "cannot continue the restored guest", error);
+    qemu_op_failed(q, "cannot continue the restored guest", error);
     return;
   }
   char path[600];
@@ -549,12 +573,16 @@ static void incoming_status(void *arg, json_t *ret, const char *error) {
   if (q->op != QOP_START && q->op != QOP_RESUME_DISK)
     return;
   if (ret == NULL) {
-    op_failed(q, "cannot read QEMU's status", error);
+    qemu_op_failed(q, "cannot read QEMU's status", error);
     return;
   }
   const char *st = json_string_value(json_object_get(ret, "status"));
   if (st != NULL && strcmp(st, "inmigrate") == 0) {
     uv_timer_start(q->timer, poll_incoming, MIGRATE_POLL_MS, 0);
+    return;
+  }
+  if (q->spare != QSPARE_NO) {
+    qemu_pool_spare_restored(q); /* it waits, paused, to be taken */
     return;
   }
   qmp_send(q->qmp, "cont", NULL, -1, QMP_TIMEOUT_MS, restored_running, q);
@@ -565,7 +593,7 @@ static void incoming_begun(void *arg, json_t *ret, const char *error) {
   if (q->op != QOP_START && q->op != QOP_RESUME_DISK)
     return;
   if (ret == NULL) {
-    op_failed(q, "cannot restore the saved state", error);
+    qemu_op_failed(q, "cannot restore the saved state", error);
     return;
   }
   poll_incoming(q->timer);
@@ -573,7 +601,7 @@ static void incoming_begun(void *arg, json_t *ret, const char *error) {
 
 static void qmp_opened(void *arg) {
   qvm *q = arg;
-  if (q->op == QOP_START || q->op == QOP_RESUME_DISK) {
+  if ((q->op == QOP_START && q->from_image) || q->op == QOP_RESUME_DISK) {
     json_t *a = json_pack("{s:s}", "uri", "fd:6");
     qmp_send(q->qmp, "migrate-incoming", a, -1, QMP_TIMEOUT_MS, incoming_begun,
              q);
@@ -617,7 +645,7 @@ static void qmp_closed(void *arg, const char *why) {
       snprintf(q->shutdown_reason, sizeof(q->shutdown_reason),
                "monitor lost: %s", why);
     jitsu_vm_set_reason(q->vm, "QEMU's monitor: %s", why);
-    kill_now(q);
+    qemu_kill_now(q);
   }
 }
 
@@ -625,7 +653,7 @@ static void qmp_closed(void *arg, const char *why) {
  */
 
 /* The snapshot image fits this configuration (its fingerprint matches). */
-static bool image_fits(qvm *q) {
+bool qemu_image_fits(qvm *q) {
   char meta[PATH_MAX + 8];
   snprintf(meta, sizeof(meta), "%s.args", q->snapshot);
   char *want = qemu_describe_args(q);
@@ -649,7 +677,7 @@ static bool image_fits(qvm *q) {
   return ok;
 }
 
-static int launch(qvm *q, qop op, const char *image) {
+int qemu_launch(qvm *q, qop op, const char *image) {
   jitsu_vm *vm = q->vm;
   int image_fd = -1, qmp_fd = -1, serial_fd = -1;
   if (image != NULL && (image_fd = open(image, O_RDONLY | O_CLOEXEC)) < 0) {
@@ -670,7 +698,7 @@ static int launch(qvm *q, qop op, const char *image) {
   }
   r = watch(q, qmp_fd, serial_fd, QMP_GREETING_MS);
   if (r < 0) {
-    kill_now(q);
+    qemu_kill_now(q);
     jitsu_vm_set_reason(vm, "cannot watch QEMU: %s", strerror(-r));
     return r; /* the exit is still watched when the poll exists */
   }
@@ -679,6 +707,8 @@ static int launch(qvm *q, qop op, const char *image) {
 
 static int qemu_start(jitsu_vm *vm) {
   qvm *q = jitsu_vm_data(vm);
+  if (qemu_pool_take(q))
+    return 0; /* a spare runs on: started is reported when it does */
   if (access(q->kernel, R_OK) < 0) {
     int e = -errno;
     jitsu_vm_set_reason(vm, "cannot read the kernel %s: %s", q->kernel,
@@ -691,8 +721,8 @@ static int qemu_start(jitsu_vm *vm) {
                         strerror(-e));
     return e;
   }
-  q->from_image = file_exists(q->snapshot) && image_fits(q);
-  int r = launch(q, QOP_START, q->from_image ? q->snapshot : NULL);
+  q->from_image = file_exists(q->snapshot) && qemu_image_fits(q);
+  int r = qemu_launch(q, QOP_START, q->from_image ? q->snapshot : NULL);
   if (r == 0 && !q->from_image) {
     /* A boot needs nothing from QMP before it is ready: readiness checks
      * begin now (commands queue until the handshake is done). */
@@ -744,8 +774,9 @@ static void toggled(void *arg, json_t *ret, const char *error) {
   if (op != QOP_SUSPEND_MEM && op != QOP_RESUME_MEM)
     return; /* a stop overtook it */
   if (ret == NULL) {
-    op_failed(q, op == QOP_SUSPEND_MEM ? "QMP stop failed" : "QMP cont failed",
-              error);
+    qemu_op_failed(
+        q, op == QOP_SUSPEND_MEM ? "QMP stop failed" : "QMP cont failed",
+        error);
     return;
   }
   q->op = QOP_NONE;
@@ -762,7 +793,7 @@ static int qemu_resume(jitsu_vm *vm) {
   if (q->suspended_disk) {
     char path[600];
     int r = suspend_image(q, path, sizeof(path));
-    return r < 0 ? r : launch(q, QOP_RESUME_DISK, path);
+    return r < 0 ? r : qemu_launch(q, QOP_RESUME_DISK, path);
   }
   if (q->qmp == NULL)
     return -ENOTCONN;
@@ -851,7 +882,7 @@ static void save_done(qvm *q, const char *error) {
     return;
   }
   if (error != NULL) {
-    op_failed(q, "cannot save the guest", error);
+    qemu_op_failed(q, "cannot save the guest", error);
     return;
   }
   q->suspended_disk = true; /* the exit completes the suspend */
@@ -996,6 +1027,8 @@ static void qemu_state_changed(jitsu_vm *vm, jitsu_state old_state,
                                jitsu_state new_state) {
   qvm *q = jitsu_vm_data(vm);
   (void)old_state;
+  if (new_state == JITSU_STATE_STOPPED || new_state == JITSU_STATE_FAILED)
+    qemu_pool_fill(q); /* the next summon takes a spare again */
   /* The first boot that reaches ready makes the image, when asked. */
   if (new_state == JITSU_STATE_READY && q->snapshot_auto && !q->from_image &&
       q->save == NULL && !file_exists(q->snapshot) &&
@@ -1021,7 +1054,7 @@ static void adopt_status(void *arg, json_t *ret, const char *error) {
     q->op = QOP_STOP; /* its exit reports: nothing adopted */
     snprintf(q->shutdown_reason, sizeof(q->shutdown_reason),
              "killed: its monitor did not answer");
-    kill_now(q);
+    qemu_kill_now(q);
     return;
   }
   q->op = QOP_NONE;
@@ -1040,6 +1073,7 @@ static void adopt_status(void *arg, json_t *ret, const char *error) {
 static int qemu_adopt(jitsu_vm *vm, jitsu_state *state) {
   qvm *q = jitsu_vm_data(vm);
   char path[600];
+  qemu_pool_clear_stale(q);
   if (qemu_record_adopt(q) <= 0) {
     if (suspend_image(q, path, sizeof(path)) == 0 && file_exists(path)) {
       q->suspended_disk = true;
@@ -1057,7 +1091,7 @@ static int qemu_adopt(jitsu_vm *vm, jitsu_state *state) {
                  "reached (%s): killing it",
                  (int)q->pid, strerror(fd < 0 ? -fd : ENOMEM));
     kill(q->pid, SIGKILL);
-    instance_drop(q);
+    qemu_instance_drop(q);
     qemu_record_remove(q);
     return 0;
   }
@@ -1066,9 +1100,22 @@ static int qemu_adopt(jitsu_vm *vm, jitsu_state *state) {
   return 1;
 }
 
+/* A definition, or a reload's, is in place: its pool fills from the loop. */
+static int qemu_attach(jitsu_vm *vm, jitsu_error *err) {
+  (void)err;
+  qemu_pool_fill(jitsu_vm_data(vm));
+  return 0;
+}
+
 static void qemu_describe(jitsu_vm *vm, char *buf, size_t size) {
   qvm *q = jitsu_vm_data(vm);
-  if (q->pid > 0)
+  unsigned ready = 0;
+  for (unsigned i = 0; i < q->pool; i++)
+    ready += q->spares[i] != NULL && q->spares[i]->spare == QSPARE_READY;
+  if (q->pid > 0 && q->pool > 0)
+    snprintf(buf, size, "qemu pid %d, pool %u/%u ready, %llu taken",
+             (int)q->pid, ready, q->pool, (unsigned long long)q->pool_takes);
+  else if (q->pid > 0)
     snprintf(buf, size, "qemu pid %d", (int)q->pid);
   else if (q->suspended_disk)
     snprintf(buf, size, "saved to disk");
@@ -1081,6 +1128,7 @@ const jitsu_backend_ops jitsu_backend_qemu = {
     .n_keys = JITSU__ARRAY_SIZE(qemu_keys),
     .configure = qemu_configure,
     .release = qemu_release,
+    .attach = qemu_attach,
     .adopt = qemu_adopt,
     .start = qemu_start,
     .stop = qemu_stop,

@@ -53,6 +53,11 @@ typedef enum qop {
   QOP_ADOPT,        /* a live QEMU found at definition: asking its status */
 } qop;
 
+/* A pool member (qemu_pool.c): a qvm of its own whose QEMU waits, paused,
+ * at the guest's ready point (its console marker, or a restored image). */
+#define QEMU_POOL_MAX 8
+typedef enum qspare { QSPARE_NO = 0, QSPARE_FILLING, QSPARE_READY } qspare;
+
 typedef struct qvm {
   jitsu_vm *vm;
   /* Settings (strings point into the vm's params). */
@@ -83,9 +88,21 @@ typedef struct qvm {
   bool quit_sent;
   char shutdown_reason[64]; /* from QEMU's SHUTDOWN event */
   off_t qemu_log_start;     /* where this QEMU's messages begin in its log */
+  /* Pools. The vm's own qvm holds the spares; a spare's files carry its
+   * tag ("<vm>.spare2.pid"), the vm's none. */
+  qspare spare;   /* QSPARE_NO: the vm's own qvm */
+  char tag[16];   /* "spareN" for a spare, else "" */
+  struct qvm *of; /* a spare's vm's own qvm */
+  unsigned pool;  /* pool = N */
+  struct qvm *spares[QEMU_POOL_MAX];
+  unsigned pool_fails;    /* fills that failed in a row */
+  uv_timer_t *pool_timer; /* the next fill, after a failure's back-off */
+  uint64_t pool_takes;    /* starts served by a spare */
 } qvm;
 
-/* Files of (q) in the state directory: "<state>/qemu/<vm>.<suffix>". */
+/* Files of (q) in the state directory: "<state>/qemu/<vm>.<suffix>", or
+ * "<vm>.<tag>.<suffix>" for a spare's record and monitor (its console and
+ * QEMU's messages go to the vm's files). */
 int qemu_path(qvm *q, const char *suffix, char *out, size_t size);
 
 /* Connect to the QMP socket of (q); a descriptor or -errno. */
@@ -113,6 +130,36 @@ int qemu_record_adopt(qvm *q);
 
 /* The last line QEMU wrote to its log since this start, for reasons. */
 void qemu_last_message(qvm *q, char *out, size_t size);
+
+/* qemu.c's pieces that the pool uses. */
+int qemu_launch(qvm *q, qop op, const char *image);
+void qemu_instance_drop(qvm *q);
+void qemu_kill_now(qvm *q);
+int qemu_configure_copy(qvm *q, jitsu_vm *vm, jitsu_error *err);
+void qemu_free(qvm *q);
+/* The snapshot image fits (q)'s configuration (its fingerprint matches). */
+bool qemu_image_fits(qvm *q);
+/* A QMP command of (q) failed in (what): say why and end QEMU. */
+void qemu_op_failed(qvm *q, const char *what, const char *error);
+
+/* Pools (qemu_pool.c). Read "pool" (0 to QEMU_POOL_MAX) into (q). */
+int qemu_pool_configure(qvm *q, jitsu_vm *vm, jitsu_error *err);
+/* Start filling the pool of (q), the vm's qvm, up to its size (one
+ * spare at a time). */
+void qemu_pool_fill(qvm *q);
+/* Start the vm from a ready spare, which becomes the vm's qvm: 1 (the
+ * start is reported later), or 0 when no spare is ready. */
+int qemu_pool_take(qvm *q);
+/* A spare's console showed the marker / its image is restored / its QEMU
+ * exited. */
+void qemu_pool_spare_marker(qvm *s);
+void qemu_pool_spare_restored(qvm *s);
+void qemu_pool_spare_exited(qvm *s);
+/* End every spare of (q) and free them (undefine, release). */
+void qemu_pool_drain(qvm *q);
+/* Remove the records of spares a controller before us left (their QEMUs
+ * are killed: a pool is refilled, never adopted). */
+void qemu_pool_clear_stale(qvm *q);
 
 /* Whether a hardware KVM module (kvm_intel, kvm_amd) is loaded and
  * /dev/kvm is usable. */

@@ -30,8 +30,10 @@ int qemu_path(qvm *q, const char *suffix, char *out, size_t size) {
   int r = jitsu_ctx_state_subdir(jitsu_vm_ctx(q->vm), "qemu", dir, sizeof(dir));
   if (r < 0)
     return r;
-  if (snprintf(out, size, "%s/%s.%s", dir, jitsu_vm_name(q->vm), suffix) >=
-      (int)size)
+  bool own = q->tag[0] != '\0' &&
+             (strcmp(suffix, "pid") == 0 || strcmp(suffix, "qmp") == 0);
+  if (snprintf(out, size, "%s/%s%s%s.%s", dir, jitsu_vm_name(q->vm),
+               own ? "." : "", own ? q->tag : "", suffix) >= (int)size)
     return -ENAMETOOLONG;
   return 0;
 }
@@ -181,8 +183,8 @@ static char **build_argv(qvm *q, bool incoming, bool with_fds) {
     add(&a, "-netdev");
     if (q->net == QNET_TAP) {
       add(&a, "tap,id=jitsu-net,fd=%d", FD_TAP);
-    } else if (!with_fds) {
-      add(&a, "user,id=jitsu-net");
+    } else if (!with_fds || q->spare != QSPARE_NO) {
+      add(&a, "user,id=jitsu-net"); /* a spare's forwards come when taken */
     } else {
       size_t len = strlen("user,id=jitsu-net") + 1;
       const char *fw;

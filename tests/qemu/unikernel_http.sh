@@ -4,57 +4,16 @@
 # save to disk with a request answered after the restore.
 # usage: unikernel_http.sh JITSU_HTTP JITSU_CTL UNIKERNEL
 set -euo pipefail
-http=$1
-ctl=$2
-dir=$(mktemp -d /tmp/jitsu-unihttp-XXXXXX)
 . "$(dirname "$0")/../integration/lib.sh"
-hpid=0
-
-cleanup() {
-  [ "$hpid" -gt 0 ] && kill -9 "$hpid" 2>/dev/null || true
-  kill_marked "$dir" # QEMU's command line holds the kernel's path in $dir
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  tail -n 30 "$dir/http.log" >&2 || true
-  exit 1
-}
-
-cp "$3" "$dir/uni.elf"
-hp=$(free_port)
+. "$(dirname "$0")/uni_lib.sh"
+uni_begin unihttp "$@"
 gp=$(free_port)
 dp=$(free_port)
-cat >"$dir/jitsu.conf" <<CONF
-[jitsu]
-state-dir = $dir/state
-[http]
-listen = 127.0.0.1:$hp
-[vm uni]
-backend = qemu
-kernel = $dir/uni.elf
-cmdline = jitsu.body=unikernel%20page%0A
-memory = 16M
-tsc-hint = yes
-forward = tcp:127.0.0.1:$gp-:80
-ready = marker+http:127.0.0.1:$gp/
-stop-grace = 200ms
-address = 127.0.0.1:$gp
-http-host = uni.test
-[vm unidisk]
-backend = qemu
-kernel = $dir/uni.elf
-cmdline = jitsu.body=saved%20page%0A
-memory = 16M
-tsc-hint = yes
-forward = tcp:127.0.0.1:$dp-:80
-ready = marker+http:127.0.0.1:$dp/
-suspend = disk
-stop-grace = 200ms
-address = 127.0.0.1:$dp
-http-host = disk.test
-CONF
+{
+  printf '[jitsu]\nstate-dir = %s/state\n[http]\nlisten = 127.0.0.1:%s\n' "$dir" "$hp"
+  uni_vm uni unikernel%20page%0A "$gp" uni.test
+  uni_vm unidisk saved%20page%0A "$dp" disk.test "suspend = disk"
+} >"$dir/jitsu.conf"
 "$http" -c "$dir/jitsu.conf" >"$dir/http.log" 2>&1 &
 hpid=$!
 c() { "$ctl" -s "$dir/state/control.sock" "$@"; }

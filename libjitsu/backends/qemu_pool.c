@@ -1,0 +1,323 @@
+/* Pools of spare QEMUs (pool = N): each spare is a QEMU of the vm's
+ * command line, booted to the guest's ready point (its console marker) or
+ * restored from the vm's snapshot image, then paused. A start takes a
+ * ready spare: its record and monitor become the vm's, the vm's host
+ * forwards are added to it (so that spares need no ports of their own),
+ * and it continues. The pool refills one spare at a time, in the
+ * background; a spare that dies is replaced after a back-off. */
+#include "qemu.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define POOL_QMP_MS 5000
+#define POOL_BACKOFF_MS 200 /* after a spare failed, doubling */
+#define POOL_BACKOFF_MAX_MS 60000
+
+int qemu_pool_configure(qvm *q, jitsu_vm *vm, jitsu_error *err) {
+  const char *v = jitsu_vm_param(vm, "pool", 0);
+  q->pool = 0;
+  if (v == NULL)
+    return 0;
+  if (jitsu__parse_uint(v, &q->pool) < 0 || q->pool > QEMU_POOL_MAX)
+    return jitsu_error_set(err, -EINVAL, "pool", "'%s' is not 0 to %d", v,
+                           QEMU_POOL_MAX);
+  if (q->pool > 0 && q->net == QNET_TAP)
+    return jitsu_error_set(err, -EINVAL, "pool",
+                           "a pool needs net = user or none (spares would "
+                           "share the tap's address)");
+  if (q->pool > 0 && !jitsu_vm_wants_marker(vm) && q->snapshot == NULL)
+    return jitsu_error_set(err, -EINVAL, "pool",
+                           "a pool needs a point to pause its spares at: "
+                           "ready = marker+... or a snapshot image");
+  return 0;
+}
+
+/* ---- filling ------------------------------------------------------------ */
+
+static void fill_one(qvm *q);
+
+static void fill_fired(uv_timer_t *t) {
+  qvm *q = t->data;
+  if (q != NULL)
+    fill_one(q);
+}
+
+/* Try again after a back-off that doubles with each failure in a row. */
+static void fill_later(qvm *q) {
+  if (q->pool_timer == NULL)
+    return;
+  uint64_t ms = POOL_BACKOFF_MS;
+  for (unsigned i = 1; i < q->pool_fails && ms < POOL_BACKOFF_MAX_MS; i++)
+    ms *= 2;
+  if (ms > POOL_BACKOFF_MAX_MS)
+    ms = POOL_BACKOFF_MAX_MS;
+  uv_timer_start(q->pool_timer, fill_fired, ms, 0);
+}
+
+/* End spare (s)'s QEMU at once and reap it. Its pidfd does not block:
+ * wait for it to turn readable (SIGKILL takes milliseconds; at most
+ * SPARE_REAP_MS, after which init reaps it once we are gone). */
+#define SPARE_REAP_MS 2000
+static void spare_kill(qvm *s) {
+  if (s->pid > 0) {
+    kill(s->pid, SIGKILL);
+    siginfo_t si;
+    if (s->pidfd >= 0) {
+      struct pollfd p = {.fd = s->pidfd, .events = POLLIN};
+      (void)poll(&p, 1, SPARE_REAP_MS);
+      (void)waitid((idtype_t)P_PIDFD, (id_t)s->pidfd, &si, WEXITED | WNOHANG);
+    } else {
+      (void)waitpid(s->pid, NULL, 0);
+    }
+  }
+  qemu_record_remove(s);
+  qemu_instance_drop(s);
+}
+
+static void fill_one(qvm *q) {
+  unsigned slot = q->pool;
+  for (unsigned i = 0; i < q->pool; i++) {
+    if (q->spares[i] != NULL && q->spares[i]->spare == QSPARE_FILLING)
+      return; /* one at a time */
+    if (q->spares[i] == NULL && slot == q->pool)
+      slot = i;
+  }
+  if (slot == q->pool)
+    return; /* full */
+  jitsu_vm *vm = q->vm;
+  bool image = q->snapshot != NULL && access(q->snapshot, R_OK) == 0 &&
+               qemu_image_fits(q);
+  if (!image && !jitsu_vm_wants_marker(vm))
+    return; /* no point to pause at until the snapshot image exists */
+  qvm *s = calloc(1, sizeof(*s));
+  jitsu_error e;
+  memset(&e, 0, sizeof(e));
+  if (s == NULL || qemu_configure_copy(s, vm, &e) < 0) {
+    jitsu_vm_log(vm, JITSU_LOG_ERROR, "pool: %s",
+                 s ? e.message : "out of memory");
+    qemu_free(s);
+    return;
+  }
+  s->spare = QSPARE_FILLING;
+  s->of = q;
+  s->from_image = image;
+  snprintf(s->tag, sizeof(s->tag), "spare%u", slot + 1);
+  int r = qemu_launch(s, QOP_START, image ? q->snapshot : NULL);
+  if (r < 0) {
+    jitsu_vm_log(vm, JITSU_LOG_WARNING, "pool: %s: QEMU did not start: %s",
+                 s->tag, strerror(-r));
+    spare_kill(s);
+    qemu_free(s);
+    q->pool_fails++;
+    fill_later(q);
+    return;
+  }
+  q->spares[slot] = s;
+  jitsu_vm_log(vm, JITSU_LOG_DEBUG, "pool: %s filling (QEMU pid %d)", s->tag,
+               (int)s->pid);
+}
+
+void qemu_pool_fill(qvm *q) {
+  if (q == NULL || q->pool == 0 || q->spare != QSPARE_NO)
+    return;
+  if (q->pool_timer == NULL) {
+    q->pool_timer = malloc(sizeof(*q->pool_timer));
+    if (q->pool_timer == NULL)
+      return;
+    uv_timer_init(jitsu_ctx_loop(jitsu_vm_ctx(q->vm)), q->pool_timer);
+    q->pool_timer->data = q;
+  }
+  /* From the loop, never inside the call that asked (a definition, a state
+   * change); a back-off under way is kept. */
+  if (!uv_is_active((uv_handle_t *)q->pool_timer))
+    uv_timer_start(q->pool_timer, fill_fired, 0, 0);
+}
+
+/* The spare has reached its ready point and is paused. */
+static void spare_ready(qvm *s) {
+  qvm *q = s->of;
+  s->spare = QSPARE_READY;
+  s->op = QOP_NONE;
+  q->pool_fails = 0;
+  jitsu_vm_log(s->vm, JITSU_LOG_INFO, "pool: %s ready (QEMU pid %d)", s->tag,
+               (int)s->pid);
+  qemu_pool_fill(q); /* the next one */
+}
+
+static void spare_paused(void *arg, json_t *ret, const char *error) {
+  qvm *s = arg;
+  if (s->spare != QSPARE_FILLING)
+    return;
+  if (ret == NULL) {
+    qemu_op_failed(s, "cannot pause", error);
+    return;
+  }
+  spare_ready(s);
+}
+
+void qemu_pool_spare_marker(qvm *s) {
+  if (s->spare != QSPARE_FILLING || s->op != QOP_START || s->quit_sent)
+    return;
+  if (qmp_send(s->qmp, "stop", NULL, -1, POOL_QMP_MS, spare_paused, s) < 0)
+    qemu_op_failed(s, "cannot pause", "out of memory");
+}
+
+void qemu_pool_spare_restored(qvm *s) {
+  if (s->spare == QSPARE_FILLING && !s->quit_sent)
+    spare_ready(s); /* a restored guest waits paused (-incoming) */
+}
+
+void qemu_pool_spare_exited(qvm *s) {
+  qvm *q = s->of;
+  siginfo_t si;
+  if (s->pidfd >= 0) /* reap our child */
+    (void)waitid((idtype_t)P_PIDFD, (id_t)s->pidfd, &si, WEXITED | WNOHANG);
+  jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
+               "pool: %s (QEMU pid %d) exited while %s; replacing it", s->tag,
+               (int)s->pid, s->spare == QSPARE_READY ? "ready" : "filling");
+  for (unsigned i = 0; i < QEMU_POOL_MAX; i++)
+    if (q->spares[i] == s)
+      q->spares[i] = NULL;
+  qemu_record_remove(s);
+  qemu_instance_drop(s);
+  qemu_free(s);
+  q->pool_fails++;
+  fill_later(q);
+}
+
+/* ---- taking a spare ----------------------------------------------------- */
+
+static void forward_added(void *arg, json_t *ret, const char *error) {
+  qvm *s = arg;
+  if (s->op != QOP_START || s->quit_sent)
+    return;
+  const char *out = ret ? json_string_value(ret) : NULL;
+  if (ret == NULL)
+    qemu_op_failed(s, "cannot add a host forward", error);
+  else if (out != NULL && out[0] != '\0')
+    qemu_op_failed(s, "cannot add a host forward", out); /* HMP's words */
+}
+
+static void taken_running(void *arg, json_t *ret, const char *error) {
+  qvm *s = arg;
+  if (s->op != QOP_START || s->quit_sent)
+    return;
+  if (ret == NULL) {
+    qemu_op_failed(s, "cannot continue the spare", error);
+    return;
+  }
+  s->op = QOP_NONE;
+  jitsu_backend_started(s->vm, 0);
+  jitsu_backend_marker(s->vm); /* shown before it was paused */
+}
+
+/* Make the spare (s) in (slot) of (q) the vm's qvm; (q) goes. */
+static int adopt_spare(qvm *q, qvm *s, unsigned slot) {
+  char from[600], to[600];
+  const char *files[] = {"pid", "qmp"};
+  for (size_t i = 0; i < 2; i++)
+    if (qemu_path(s, files[i], from, sizeof(from)) < 0 ||
+        qemu_path(q, files[i], to, sizeof(to)) < 0 || rename(from, to) < 0) {
+      jitsu_vm_log(q->vm, JITSU_LOG_WARNING,
+                   "pool: cannot take %s (its %s file: %s): a cold start",
+                   s->tag, files[i], strerror(errno));
+      return -1;
+    }
+  s->spare = QSPARE_NO;
+  s->tag[0] = '\0';
+  s->of = NULL;
+  s->pool = q->pool;
+  memcpy(s->spares, q->spares, sizeof(s->spares));
+  s->spares[slot] = NULL;
+  for (unsigned i = 0; i < QEMU_POOL_MAX; i++)
+    if (s->spares[i] != NULL)
+      s->spares[i]->of = s;
+  s->pool_fails = q->pool_fails;
+  s->pool_takes = q->pool_takes + 1;
+  s->pool_timer = q->pool_timer;
+  if (s->pool_timer != NULL)
+    s->pool_timer->data = s;
+  q->pool_timer = NULL;
+  memset(q->spares, 0, sizeof(q->spares));
+  jitsu_vm_set_data(q->vm, s);
+  qemu_free(q); /* nothing of it is live: a start comes from stopped */
+  return 0;
+}
+
+int qemu_pool_take(qvm *q) {
+  if (q->pool == 0)
+    return 0;
+  unsigned slot = 0;
+  while (slot < q->pool &&
+         (q->spares[slot] == NULL || q->spares[slot]->spare != QSPARE_READY))
+    slot++;
+  if (slot == q->pool) {
+    jitsu_vm_log(q->vm, JITSU_LOG_INFO, "pool: no spare ready: a cold start");
+    return 0;
+  }
+  qvm *s = q->spares[slot];
+  jitsu_vm *vm = q->vm;
+  if (adopt_spare(q, s, slot) < 0)
+    return 0;
+  s->op = QOP_START;
+  const char *fw;
+  for (size_t i = 0; (fw = jitsu_vm_param(vm, "forward", i)) != NULL; i++) {
+    char line[300];
+    snprintf(line, sizeof(line), "hostfwd_add jitsu-net %s", fw);
+    json_t *a = json_pack("{s:s}", "command-line", line);
+    qmp_send(s->qmp, "human-monitor-command", a, -1, POOL_QMP_MS, forward_added,
+             s);
+    json_decref(a);
+  }
+  if (qmp_send(s->qmp, "cont", NULL, -1, POOL_QMP_MS, taken_running, s) < 0)
+    qemu_op_failed(s, "cannot continue the spare", "out of memory");
+  qemu_pool_fill(s);
+  return 1;
+}
+
+/* ---- the end ------------------------------------------------------------ */
+
+void qemu_pool_drain(qvm *q) {
+  if (q->pool_timer != NULL) {
+    q->pool_timer->data = NULL;
+    uv_close((uv_handle_t *)q->pool_timer, jitsu__free_handle);
+    q->pool_timer = NULL;
+  }
+  for (unsigned i = 0; i < QEMU_POOL_MAX; i++) {
+    qvm *s = q->spares[i];
+    if (s == NULL)
+      continue;
+    spare_kill(s);
+    qemu_free(s);
+    q->spares[i] = NULL;
+  }
+}
+
+void qemu_pool_clear_stale(qvm *q) {
+  for (unsigned i = 1; i <= QEMU_POOL_MAX; i++) {
+    qvm t = {.vm = q->vm};
+    snprintf(t.tag, sizeof(t.tag), "spare%u", i);
+    char path[600];
+    if (qemu_path(&t, "pid", path, sizeof(path)) < 0)
+      return;
+    pid_t pid;
+    int pidfd;
+    unsigned long long start;
+    if (jitsu__record_adopt(path, &pid, &pidfd, &start) > 0) {
+      jitsu_vm_log(q->vm, JITSU_LOG_INFO,
+                   "pool: ending %s (QEMU pid %d), left by an earlier "
+                   "controller",
+                   t.tag, (int)pid);
+      kill(pid, SIGKILL);
+      if (pidfd >= 0)
+        close(pidfd);
+    }
+    qemu_record_remove(&t);
+  }
+}

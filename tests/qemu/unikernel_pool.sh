@@ -1,0 +1,129 @@
+#!/bin/bash
+# Pools of spare QEMUs (pool = N): the unikernel behind jitsu-http with a
+# pool of 2. Summons take spares (their QEMUs become the vm's) and the
+# pool refills; a spare that dies is replaced; a reload replaces the pool; a vm whose spares cannot
+# be made falls back to a cold start; a controller killed with SIGKILL
+# leaves spares that the next one ends (never hands out); a controller
+# that exits ends its spares and leaves only the vm's guest.
+# usage: unikernel_pool.sh JITSU_HTTP JITSU_CTL UNIKERNEL
+set -euo pipefail
+. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/uni_lib.sh"
+uni_begin unipool "$@"
+gp=$(free_port)
+cp_=$(free_port)
+{
+  printf '[jitsu]\nstate-dir = %s/state\n[http]\nlisten = 127.0.0.1:%s\n' "$dir" "$hp"
+  uni_vm uni pooled%20page%0A "$gp" uni.test "pool = 2"
+  # No marker in its readiness and no snapshot image yet: no spares.
+  uni_vm cold cold%20page%0A "$cp_" cold.test "pool = 1" \
+    "snapshot = $dir/not-made-yet.img"
+} >"$dir/jitsu.conf"
+sed -i "s|^ready = marker+http:127.0.0.1:$cp_/|ready = http:127.0.0.1:$cp_/|" "$dir/jitsu.conf"
+start_http() {
+  "$http" -c "$dir/jitsu.conf" >>"$dir/http.log" 2>&1 &
+  hpid=$!
+  for _ in $(seq 1 100); do c version >/dev/null 2>&1 && break; sleep 0.05; done
+}
+c() { "$ctl" -s "$dir/state/control.sock" "$@"; }
+get() { curl -s -m 20 -H "Host: $1" "http://127.0.0.1:$hp/"; }
+# wait_log N TEXT: until TEXT is in the log N times (30 s at most).
+wait_log() {
+  for _ in $(seq 1 300); do
+    [ "$(grep -c -- "$2" "$dir/http.log" || true)" -ge "$1" ] && return 0
+    kill -0 "$hpid" 2>/dev/null || fail "jitsu-http exited"
+    sleep 0.1
+  done
+  fail "waited for $1 x '$2'"
+}
+spare_pid() { head -n 1 "$dir/state/qemu/uni.spare$1.pid" 2>/dev/null | awk '{print $1}'; }
+taken() { c status uni | grep -o "[0-9]* taken" | awk '{print $1}'; }
+
+start_http
+wait_log 1 "uni: pool: spare1 ready"
+wait_log 1 "uni: pool: spare2 ready"
+tap_ok "two spares filled and paused"
+
+# A summon takes a spare: no cold start, and the spare's QEMU is the vm's.
+s1=$(spare_pid 1)
+[ "$(get uni.test)" = "pooled page" ] || fail "the first summon was not answered"
+grep -q "uni: pool: no spare ready" "$dir/http.log" && fail "a cold start with spares ready"
+[ "$(taken)" = 1 ] || fail "status says $(taken) taken, not 1"
+c status uni | grep "qemu pid $s1," >/dev/null || fail "the vm's QEMU is not spare1's ($s1): $(c status uni)"
+[ "$(awk '{print $1}' "$dir/state/qemu/uni.pid")" = "$s1" ] ||
+  fail "spare1's record did not become the vm's"
+tap_ok "a summon took spare1 (QEMU pid $s1)"
+
+# The pool refills; a second summon after a stop takes a spare again.
+wait_log 3 "uni: pool: spare[12] ready"
+c stop uni >/dev/null
+for _ in $(seq 1 100); do
+  [ "$(c status uni | awk 'NR == 1 {print $2}')" = stopped ] && break
+  sleep 0.1
+done
+[ "$(get uni.test)" = "pooled page" ] || fail "the second summon was not answered"
+[ "$(taken)" = 2 ] || fail "status says $(taken) taken, not 2"
+grep -q "uni: pool: no spare ready" "$dir/http.log" && fail "a cold start with spares ready"
+tap_ok "the pool refilled and served a second summon"
+
+# A spare that dies is replaced.
+wait_log 4 "uni: pool: spare[12] ready"
+for n in 1 2; do victim=$(spare_pid $n) && [ -n "$victim" ] && break; done
+[ -n "$victim" ] || fail "no spare record"
+kill -9 "$victim"
+wait_log 1 "exited while ready; replacing it"
+wait_log 5 "uni: pool: spare[12] ready"
+tap_ok "a killed spare (pid $victim) was replaced"
+
+# Spares need a point to pause at: without the snapshot image (and with
+# no marker) there are none, and a summon is a cold start.
+[ "$(get cold.test)" = "cold page" ] || fail "the cold vm was not answered"
+wait_log 1 "cold: pool: no spare ready: a cold start"
+tap_ok "no spare: a cold start"
+
+# A reload that changes the vm replaces its pool: the old spares end, new
+# ones serve the new definition.
+c stop uni >/dev/null
+old=$(for n in 1 2; do spare_pid $n; done | tr '\n' ' ')
+readies=$(grep -c "uni: pool: spare[12] ready" "$dir/http.log")
+sed -i 's/jitsu.body=pooled%20page/jitsu.body=reloaded%20page/' "$dir/jitsu.conf"
+c reload >/dev/null || fail "reload refused"
+wait_log $((readies + 2)) "uni: pool: spare[12] ready"
+for p in $old; do
+  kill -0 "$p" 2>/dev/null && fail "spare $p of the old definition still runs"
+done
+[ "$(get uni.test)" = "reloaded page" ] || fail "the new definition's spare did not answer"
+tap_ok "a reload replaced the pool (old spares $old ended)"
+
+# SIGKILL: the next controller ends the spares left behind, adopts the
+# vm's guest, and fills a new pool.
+left=$(for n in 1 2; do spare_pid $n; done | tr '\n' ' ')
+guest=$(c status uni | grep -o "qemu pid [0-9]*" | awk '{print $3}')
+kill -9 "$hpid"
+wait "$hpid" 2>/dev/null || true
+start_http
+wait_log 2 "left by an earlier controller"
+for p in $left; do
+  for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$p" 2>/dev/null && fail "spare $p of the killed controller still runs"
+done
+c status uni | grep "qemu pid $guest" >/dev/null || fail "the vm's guest $guest was not adopted"
+wait_log 7 "uni: pool: spare[12] ready"
+[ "$(get uni.test)" = "reloaded page" ] || fail "the adopted guest did not answer"
+tap_ok "after SIGKILL: old spares ended ($left), guest $guest adopted, pool refilled"
+
+# An exit ends the spares; the vm's guest stays for adoption.
+left=$(for n in 1 2; do spare_pid $n; done | tr '\n' ' ')
+kill -TERM "$hpid"
+st=0
+wait "$hpid" || st=$?
+hpid=0
+[ "$st" = 0 ] || fail "jitsu-http exited with status $st after SIGTERM"
+for p in $left; do
+  kill -0 "$p" 2>/dev/null && fail "spare $p outlived its controller"
+done
+kill -0 "$guest" 2>/dev/null || fail "the vm's guest $guest did not stay"
+ls "$dir/state/qemu/" | grep "spare" >/dev/null && fail "spare records left: $(ls "$dir/state/qemu")"
+tap_ok "an exit ended the spares and left the guest"
+kill "$guest"
+tap_end
