@@ -60,11 +60,13 @@ static void fill_later(qvm *q) {
   uv_timer_start(q->pool_timer, fill_fired, ms, 0);
 }
 
-/* End spare (s)'s QEMU at once and reap it. Its pidfd does not block:
- * wait for it to turn readable (SIGKILL takes milliseconds; at most
- * SPARE_REAP_MS, after which init reaps it once we are gone). */
+/* End spare (s)'s QEMU (at once, if it still runs: a QEMU that exited is
+ * our unreaped child, so its pid names nobody else), reap it and drop its
+ * record and handles. Its pidfd does not block: wait for it to turn
+ * readable (SIGKILL takes milliseconds; at most SPARE_REAP_MS, after which
+ * init reaps it once we are gone). */
 #define SPARE_REAP_MS 2000
-static void spare_kill(qvm *s) {
+static void spare_end(qvm *s) {
   if (s->pid > 0) {
     kill(s->pid, SIGKILL);
     siginfo_t si;
@@ -112,7 +114,7 @@ static void fill_one(qvm *q) {
   if (r < 0) {
     jitsu_vm_log(vm, JITSU_LOG_WARNING, "pool: %s: QEMU did not start: %s",
                  s->tag, strerror(-r));
-    spare_kill(s);
+    spare_end(s);
     qemu_free(s);
     q->pool_fails++;
     fill_later(q);
@@ -175,17 +177,13 @@ void qemu_pool_spare_restored(qvm *s) {
 
 void qemu_pool_spare_exited(qvm *s) {
   qvm *q = s->of;
-  siginfo_t si;
-  if (s->pidfd >= 0) /* reap our child */
-    (void)waitid((idtype_t)P_PIDFD, (id_t)s->pidfd, &si, WEXITED | WNOHANG);
   jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
                "pool: %s (QEMU pid %d) exited while %s; replacing it", s->tag,
                (int)s->pid, s->spare == QSPARE_READY ? "ready" : "filling");
   for (unsigned i = 0; i < QEMU_POOL_MAX; i++)
     if (q->spares[i] == s)
       q->spares[i] = NULL;
-  qemu_record_remove(s);
-  qemu_instance_drop(s);
+  spare_end(s);
   qemu_free(s);
   q->pool_fails++;
   fill_later(q);
@@ -293,7 +291,7 @@ void qemu_pool_drain(qvm *q) {
     qvm *s = q->spares[i];
     if (s == NULL)
       continue;
-    spare_kill(s);
+    spare_end(s);
     qemu_free(s);
     q->spares[i] = NULL;
   }
