@@ -372,6 +372,7 @@ static void went_live(xvm *x) {
     jitsu_vm_log(x->vm, JITSU_LOG_WARNING,
                  "cannot follow domain %u's death: %s", x->domid,
                  libxl_why(x, "libxl_evenable_domain_death failed"));
+  xl_conduit_grant(x->host, x->vm, x->domid); /* its "channel" names */
 }
 
 static void created(xvm *x, int rc) {
@@ -665,6 +666,7 @@ static int xl_adopt(jitsu_vm *vm, jitsu_state *state) {
     jitsu_vm_log(vm, JITSU_LOG_DEBUG, "nothing to adopt: no Xen here");
     return 0;
   }
+  xl_conduit_declare(x->host, vm); /* requests may come before it runs */
   uint32_t domid;
   if (libxl_name_to_domid(x->host->lx, jitsu_vm_name(vm), &domid) == 0) {
     libxl_dominfo info;

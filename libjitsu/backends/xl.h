@@ -39,8 +39,11 @@ void xl_host_put(xlhost *h);
  * using the ctx (its log). */
 void xl_host_orphan(xlhost *h);
 
-/* A domain died: unregister its channel listeners in /conduit (the
- * requests waiting for them stay) and drop its own requests. */
+/* Channels (conduit.h): make the names (vm) declares ("channel = NAME"),
+ * unheld; hand them to its new domain (domid); a domain died: take its
+ * names back and drop its requests. */
+void xl_conduit_declare(xlhost *h, jitsu_vm *vm);
+void xl_conduit_grant(xlhost *h, jitsu_vm *vm, uint32_t domid);
 void xl_conduit_forget(xlhost *h, uint32_t domid);
 
 /* Forget the remembered libxl error before an operation. */

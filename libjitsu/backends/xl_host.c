@@ -7,6 +7,7 @@
 #include "xl.h"
 
 #include "chan_int.h"
+#include "conduit.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -371,32 +372,179 @@ static const libxl_event_hooks event_hooks = {
     .disaster = event_disaster,
 };
 
-/* ---- channels: summon-on-connect through /conduit ---------------------- */
+/* ---- channels: names, grants and summons in /conduit (conduit.h) ------ */
 
 #define CONDUIT_TOKEN "@conduit"
 
-/* A client asked for /conduit/NAME/DOMID/PORT: summon NAME's vm if it is
- * not running (its listener then serves the request). */
+/* The xl vm that declares "channel = (name)", or NULL. Only these are
+ * summoned by a request, and only their names are made here. */
+static jitsu_vm *channel_vm(xlhost *h, const char *name) {
+  for (jitsu_list *l = h->vms.next; l != &h->vms; l = l->next) {
+    xvm *x = JITSU_CONTAINER_OF(l, xvm, link);
+    if (x->released)
+      continue;
+    const char *v;
+    for (size_t i = 0; (v = jitsu_vm_param(x->vm, "channel", i)) != NULL; i++)
+      if (strcmp(v, name) == 0)
+        return x->vm;
+  }
+  return NULL;
+}
+
+/* Give the requests of (base) ("/conduit/NAME") to (holder) (read and
+ * remove), or to nobody but dom0 (-1): the requests node and each pending
+ * request, whose owners stay. */
+static void requests_give(xlhost *h, const char *base, int holder) {
+  char reqs[128];
+  snprintf(reqs, sizeof(reqs), "%s/" CONDUIT_REQUESTS, base);
+  jitsu__xs_perms(h->xs, XBT_NULL, reqs, 0, XS_PERM_WRITE, holder,
+                  XS_PERM_READ | XS_PERM_WRITE);
+  unsigned nc = 0;
+  char **clients = xs_directory(h->xs, XBT_NULL, reqs, &nc);
+  for (unsigned i = 0; clients && i < nc; i++) {
+    char dir[256];
+    if (snprintf(dir, sizeof(dir), "%s/%s", reqs, clients[i]) >=
+        (int)sizeof(dir))
+      continue;
+    unsigned np = 0;
+    char **ports = xs_directory(h->xs, XBT_NULL, dir, &np);
+    for (unsigned j = 0; ports && j <= np; j++) {
+      char path[512];
+      if (j < np)
+        snprintf(path, sizeof(path), "%s/%s", dir, ports[j]);
+      else
+        snprintf(path, sizeof(path), "%s", dir);
+      int owner = jitsu__xs_owner(h->xs, XBT_NULL, path);
+      if (owner >= 0)
+        jitsu__xs_perms(h->xs, XBT_NULL, path, (unsigned)owner, XS_PERM_NONE,
+                        holder == owner ? -1 : holder,
+                        XS_PERM_READ | XS_PERM_WRITE);
+    }
+    free(ports);
+  }
+  free(clients);
+}
+
+void xl_conduit_declare(xlhost *h, jitsu_vm *vm) {
+  const char *name;
+  for (size_t i = 0; (name = jitsu_vm_param(vm, "channel", i)) != NULL; i++)
+    if (jitsu__chan_name_ok(name) && !jitsu__conduit_declare(h->xs, name))
+      jitsu_vm_log(vm, JITSU_LOG_WARNING,
+                   "cannot make /conduit/%s in XenStore: %s", name,
+                   strerror(errno));
+}
+
+void xl_conduit_grant(xlhost *h, jitsu_vm *vm, uint32_t domid) {
+  const char *name;
+  for (size_t i = 0; (name = jitsu_vm_param(vm, "channel", i)) != NULL; i++) {
+    if (!jitsu__chan_name_ok(name) || !jitsu__conduit_declare(h->xs, name))
+      continue;
+    char base[96];
+    snprintf(base, sizeof(base), "/conduit/%s", name);
+    unsigned len;
+    char *v = xs_read(h->xs, XBT_NULL, base, &len);
+    bool dom0_holds = v != NULL && strcmp(v, "0") == 0;
+    free(v);
+    if (dom0_holds) {
+      jitsu_vm_log(vm, JITSU_LOG_WARNING,
+                   "channel %s is held by a listener in dom0: not handed to "
+                   "domain %u",
+                   name, domid);
+      continue;
+    }
+    /* The domain may write the name now (others read it): it may
+     * listen. An adopted domain has it already, and maybe listens. */
+    bool has = jitsu__conduit_grantee(h->xs, XBT_NULL, base) == (int)domid;
+    if (!has && (!xs_write(h->xs, XBT_NULL, base, "", 0) ||
+                 !jitsu__xs_perms(h->xs, XBT_NULL, base, 0, XS_PERM_READ,
+                                  (int)domid, XS_PERM_READ | XS_PERM_WRITE))) {
+      jitsu_vm_log(vm, JITSU_LOG_WARNING,
+                   "cannot hand channel %s to domain %u: %s", name, domid,
+                   strerror(errno));
+      continue;
+    }
+    requests_give(h, base, (int)domid);
+  }
+}
+
+/* A node under /conduit changed that is not a request. A requests node
+ * that was removed is made again; a client's directory of requests made
+ * by another domain (to keep the client out of it) goes. */
+static void conduit_tidy(xlhost *h, const char *path) {
+  static const char reqs[] = "/" CONDUIT_REQUESTS;
+  const char *r = strstr(path, reqs);
+  if (strncmp(path, "/conduit/", 9) != 0 || r == NULL ||
+      memchr(path + 9, '/', (size_t)(r - path - 9)) != NULL)
+    return;
+  char base[96];
+  if (snprintf(base, sizeof(base), "%.*s", (int)(r - path), path) >=
+      (int)sizeof(base))
+    return;
+  const char *rest = r + sizeof(reqs) - 1;
+  unsigned len;
+  if (*rest == '\0') {
+    char *v = xs_read(h->xs, XBT_NULL, path, &len);
+    if (v != NULL || errno != ENOENT) {
+      free(v);
+      return;
+    }
+    v = xs_read(h->xs, XBT_NULL, base, &len);
+    if (v == NULL)
+      return; /* the name went too */
+    free(v);
+    if (jitsu__conduit_requests(h->xs, base, 0, -1))
+      requests_give(h, base, jitsu__conduit_grantee(h->xs, XBT_NULL, base));
+    return;
+  }
+  if (*rest != '/' || rest[1] == '\0' || strchr(rest + 1, '/') != NULL)
+    return;
+  char *end;
+  unsigned long id = strtoul(rest + 1, &end, 10);
+  int owner = jitsu__xs_owner(h->xs, XBT_NULL, path);
+  if (owner >= 0 && (*end != '\0' || (unsigned long)owner != id)) {
+    if (h->ctx != NULL)
+      jitsu_ctx_log(h->ctx, JITSU_LOG_WARNING,
+                    "xl: domain %d made %s, which is not its own: removed",
+                    owner, path);
+    xs_rm(h->xs, XBT_NULL, path);
+  }
+}
+
+/* A client asked for /conduit/NAME/requests/CLIENT/PORT: check that
+ * CLIENT wrote it, and summon NAME's vm if it is not running (its
+ * listener then serves the request). Any other change under /conduit: a
+ * requests node that was removed is made again. */
 static void conduit_request(xlhost *h, const char *path) {
   char name[JITSU_CHAN_NAME_MAX + 1], port[JITSU_CHAN_PORT_MAX + 1];
   unsigned client;
   if (jitsu__conduit_parse(path, name, sizeof(name), &client, port,
-                           sizeof(port)) < 0)
-    return; /* not a request (a name's registration, or junk) */
-  unsigned len;
-  char *v = xs_read(h->xs, XBT_NULL, path, &len);
-  if (v == NULL)
+                           sizeof(port)) < 0) {
+    conduit_tidy(h, path);
+    return; /* not a request (a name's node, or junk) */
+  }
+  int owner = jitsu__xs_owner(h->xs, XBT_NULL, path);
+  if (owner < 0)
     return; /* already served (or withdrawn) */
-  free(v);
-  jitsu_vm *vm = h->ctx ? jitsu__chan_vm_for(h->ctx, name) : NULL;
+  if (owner != (int)client) {
+    /* Written by another domain than the one it names: dropped, and
+     * never served (listeners check the owner too). */
+    if (h->ctx != NULL)
+      jitsu_ctx_log(h->ctx, JITSU_LOG_WARNING,
+                    "xl: domain %d wrote channel request %s as domain %u: "
+                    "removed",
+                    owner, path, client);
+    xs_rm(h->xs, XBT_NULL, path);
+    return;
+  }
+  jitsu_vm *vm = h->ctx ? channel_vm(h, name) : NULL;
   if (vm == NULL)
     return;
   jitsu_state st = jitsu_vm_state(vm);
   if (st == JITSU_STATE_STOPPED || st == JITSU_STATE_FAILED ||
       st == JITSU_STATE_SUSPENDED) {
     jitsu_ctx_log(h->ctx, JITSU_LOG_INFO,
-                  "xl: channel request %s: summoning vm '%s'", path,
-                  jitsu_vm_name(vm));
+                  "xl: channel request %s from domain %u: summoning vm '%s'",
+                  path, client, jitsu_vm_name(vm));
     jitsu_vm_summon(vm, NULL, NULL);
   }
 }
@@ -404,18 +552,18 @@ static void conduit_request(xlhost *h, const char *path) {
 void xl_conduit_forget(xlhost *h, uint32_t domid) {
   unsigned n = 0;
   char **names = xs_directory(h->xs, XBT_NULL, "/conduit", &n);
-  char id[16];
-  snprintf(id, sizeof(id), "%u", domid);
   for (unsigned i = 0; names && i < n; i++) {
-    char path[200];
-    unsigned len;
-    snprintf(path, sizeof(path), "/conduit/%s", names[i]);
-    char *v = xs_read(h->xs, XBT_NULL, path, &len);
-    if (v != NULL && strcmp(v, id) == 0) /* its listener: unregistered */
-      xs_write(h->xs, XBT_NULL, path, "", 0);
-    free(v);
-    snprintf(path, sizeof(path), "/conduit/%s/%u", names[i], domid);
-    xs_rm(h->xs, XBT_NULL, path); /* its pending requests */
+    char base[200], path[256];
+    snprintf(base, sizeof(base), "/conduit/%s", names[i]);
+    if (jitsu__conduit_grantee(h->xs, XBT_NULL, base) == (int)domid) {
+      /* Its names: unheld, back to dom0, ready for its next boot. */
+      xs_write(h->xs, XBT_NULL, base, "", 0);
+      jitsu__xs_perms(h->xs, XBT_NULL, base, 0, XS_PERM_READ, -1, 0);
+      requests_give(h, base, -1);
+    }
+    /* Its requests as a client: their listeners see them go. */
+    snprintf(path, sizeof(path), "%s/" CONDUIT_REQUESTS "/%u", base, domid);
+    xs_rm(h->xs, XBT_NULL, path);
   }
   free(names);
 }

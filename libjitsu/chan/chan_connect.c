@@ -339,19 +339,21 @@ static void l_closed(uv_handle_t *h) {
 
 int jitsu__conduit_parse(const char *path, char *name, size_t name_size,
                          unsigned *client, char *port, size_t port_size) {
-  static const char root[] = "/conduit/";
+  static const char root[] = "/conduit/", req[] = "/requests/";
   if (strncmp(path, root, sizeof(root) - 1) != 0)
     return -EINVAL;
   const char *n = path + sizeof(root) - 1;
-  const char *s1 = strchr(n, '/');
-  const char *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
-  if (s1 == NULL || s2 == NULL || strchr(s2 + 1, '/') != NULL)
+  const char *s0 = strchr(n, '/');
+  if (s0 == NULL || strncmp(s0, req, sizeof(req) - 1) != 0)
     return -EINVAL;
-  size_t nlen = (size_t)(s1 - n), plen = strlen(s2 + 1);
+  const char *d = s0 + sizeof(req) - 1;
+  const char *s2 = strchr(d, '/');
+  if (s2 == NULL || strchr(s2 + 1, '/') != NULL)
+    return -EINVAL;
+  size_t nlen = (size_t)(s0 - n), plen = strlen(s2 + 1);
   if (nlen == 0 || nlen >= name_size || plen == 0 || plen >= port_size)
     return -EINVAL;
   unsigned long id = 0;
-  const char *d = s1 + 1;
   if (d == s2 || s2 - d > 5 || (*d == '0' && s2 - d > 1))
     return -EINVAL; /* empty, too long, or a leading zero */
   for (; d < s2; d++) {

@@ -39,8 +39,10 @@ jitsu_chan *jitsu__chan_new(uv_loop_t *loop, uint8_t *map, size_t map_len,
                             int bell, int role, const jitsu_chan_options *o,
                             int *err);
 
-/* A connect request in XenStore, "/conduit/NAME/CLIENT-DOMID/PORT" (any
- * domain may write one): 0 with its parts, or -EINVAL. */
+/* A connect request in XenStore, "/conduit/NAME/requests/CLIENT/PORT"
+ * (any domain may write one; conduit.h): 0 with its parts, or -EINVAL.
+ * CLIENT is only what the path claims: the node's owner says who wrote
+ * it. */
 JITSU__API int jitsu__conduit_parse(const char *path, char *name,
                                     size_t name_size, unsigned *client,
                                     char *port, size_t port_size);
@@ -72,7 +74,7 @@ JITSU__API void jitsu__chan_set_peer_watch(jitsu_chan *c, void *w,
                                            void (*free_fn)(void *));
 JITSU__API void jitsu__chan_peer_gone(jitsu_chan *c);
 
-/* The Xen rendezvous (XenStore, in Conduit's layout): chan_xen.c, in the
+/* The Xen rendezvous (XenStore, conduit.h): chan_xen.c, in the
  * vchan module, which jitsu__module_load("vchan") finds. */
 typedef struct jitsu__xen_chan_ops {
   int (*listen)(jitsu_chan_listener *outer, uv_loop_t *loop, const char *name,
@@ -84,18 +86,6 @@ typedef struct jitsu__xen_chan_ops {
                  void *arg, jitsu_chan_connecting **out);
 } jitsu__xen_chan_ops;
 
-#ifdef JITSU_HAVE_XENSTORE
-#include <xenstore.h>
-/* Make /conduit (dom0 only): owned by dom0, readable and writable by every
- * domain ("b0"); false with errno on failure. In the xl and vchan
- * modules both. */
-static inline bool jitsu__conduit_root(struct xs_handle *xs) {
-  struct xs_permissions perm = {.id = 0, .perms = XS_PERM_READ | XS_PERM_WRITE};
-  return xs_mkdir(xs, XBT_NULL, "/conduit") &&
-         xs_set_permissions(xs, XBT_NULL, "/conduit", &perm, 1);
-}
-#endif
-
 /* One message on a SOCK_SEQPACKET socket, with up to two descriptors. */
 int jitsu__rv_send(int fd, const char *text, const int *fds, int nfds);
 /* Receive one message into (buf) (NUL-terminated), descriptors into (fds)
@@ -104,7 +94,7 @@ int jitsu__rv_send(int fd, const char *text, const int *fds, int nfds);
 long jitsu__rv_recv(int fd, char *buf, size_t size, int *fds, int *nfds);
 
 /* Whether (s) is a valid channel name / port. */
-bool jitsu__chan_name_ok(const char *s);
+JITSU__API bool jitsu__chan_name_ok(const char *s);
 bool jitsu__chan_port_ok(const char *s);
 
 /* The vm a connect to (name) summons: a "channel" trigger, the vm of that

@@ -537,7 +537,8 @@ static void fuzz_conduit(const uint8_t *data, size_t size) {
     if (jitsu__conduit_parse(path, name, sizeof(name), &client, port,
                              sizeof(port)) == 0) {
       char again[300];
-      snprintf(again, sizeof(again), "/conduit/%s/%u/%s", name, client, port);
+      snprintf(again, sizeof(again), "/conduit/%s/requests/%u/%s", name, client,
+               port);
       if (strcmp(again, path) != 0 || client >= 0x7ff0 ||
           !jitsu__chan_name_ok(name) || !jitsu__chan_port_ok(port))
         abort(); /* accepted something it should not have */

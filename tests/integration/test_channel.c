@@ -605,6 +605,45 @@ static void test_echo_backpressure(void **state) {
   jitsu_chan_close(c);
 }
 
+/* The Xen rendezvous's request paths (libjitsu/chan/conduit.h), as any
+ * domain may write them: what is taken, and what is not. */
+static void test_conduit_paths(void **state) {
+  char name[JITSU_CHAN_NAME_MAX + 1], port[JITSU_CHAN_PORT_MAX + 1];
+  unsigned client = 99;
+  assert_int_equal(jitsu__conduit_parse("/conduit/echo/requests/7/p", name,
+                                        sizeof(name), &client, port,
+                                        sizeof(port)),
+                   0);
+  assert_string_equal(name, "echo");
+  assert_string_equal(port, "p");
+  assert_int_equal(client, 7);
+  assert_int_equal(jitsu__conduit_parse("/conduit/a-b.c/requests/0/q_1", name,
+                                        sizeof(name), &client, port,
+                                        sizeof(port)),
+                   0);
+  assert_int_equal(client, 0);
+  static const char *const bad[] = {
+      "/conduit/echo/7/p",               /* Conduit's old layout */
+      "/conduit/echo/requests/7",        /* a client's directory */
+      "/conduit/echo/requests/7/p/x",    /* deeper */
+      "/conduit/echo/requests//p",       /* no client */
+      "/conduit/echo/requests/07/p",     /* a leading zero */
+      "/conduit/echo/requests/32752/p",  /* DOMID_FIRST_RESERVED */
+      "/conduit/echo/requests/123456/p", /* too long */
+      "/conduit/echo/requests/7a/p",     /* not a number */
+      "/conduit/echo/requests/7/",       /* no port */
+      "/conduit/echo/requests/7/p q",    /* not a port */
+      "/conduit//requests/7/p",          /* no name */
+      "/conduit/e/x/requests/7/p",       /* a name with a slash */
+      "/conduitx/echo/requests/7/p",     /* not under /conduit */
+      "conduit/echo/requests/7/p",
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    if (jitsu__conduit_parse(bad[i], name, sizeof(name), &client, port,
+                             sizeof(port)) != -EINVAL)
+      fail_msg("%s was taken as a request", bad[i]);
+}
+
 int main(void) {
 #define T(fn)                                                                  \
   cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
@@ -621,6 +660,7 @@ int main(void) {
       T(test_connect_cancel),
       T(test_bell_not_a_socket),
       T(test_echo_backpressure),
+      cmocka_unit_test(test_conduit_paths),
   };
   return cmocka_run_group_tests_name("channel", tests, NULL, NULL);
 }

@@ -69,6 +69,30 @@ static void xs_put(const char *path, const char *value) {
   xs_close(xs);
 }
 
+/* The owner of a XenStore node, or -errno. */
+static int xs_owner(const char *path) {
+  struct xs_handle *xs = xs_open(0);
+  unsigned n = 0;
+  struct xs_permissions *p =
+      xs ? xs_get_permissions(xs, XBT_NULL, path, &n) : NULL;
+  int owner = p && n ? (int)p[0].id : -ENOENT;
+  free(p);
+  if (xs)
+    xs_close(xs);
+  return owner;
+}
+
+/* The number of children of a XenStore node (0 if it is not there). */
+static unsigned xs_count(const char *path) {
+  struct xs_handle *xs = xs_open(0);
+  unsigned n = 0;
+  char **d = xs ? xs_directory(xs, XBT_NULL, path, &n) : NULL;
+  free(d);
+  if (xs)
+    xs_close(xs);
+  return d ? n : 0;
+}
+
 /* The guest's tick counter (seconds since its /init began), or -1. */
 static int tick(jitsu_vm *vm) {
   int id = domid_of(jitsu_vm_name(vm));
@@ -409,13 +433,14 @@ static void test_chan_summon_and_destroy(void **state) {
   fixture *f = *state;
   const char *rd = getenv("JITSU_XEN_CHAN_RAMDISK");
   assert_non_null(rd);
-  assert_int_equal(
-      fixture_load(f,
-                   /* room to unpack its initramfs (large
-                    * under ASan) */
-                   GUEST_MEM("echo", "384M", "ready-key = data/jitsu-ready\n"),
-                   kernel, rd),
-      0);
+  assert_int_equal(fixture_load(f,
+                                /* room to unpack its initramfs (large
+                                 * under ASan) */
+                                GUEST_MEM("echo", "384M",
+                                          "ready-key = data/jitsu-ready\n"
+                                          "channel = echo\n"),
+                                kernel, rd),
+                   0);
   jitsu_vm *vm = jitsu_vm_find(f->ctx, "echo");
   jitsu_chan_options o = JITSU_CHAN_OPTIONS_INIT;
   o.rendezvous = "xen";
@@ -481,15 +506,240 @@ static void test_chan_summon_and_destroy(void **state) {
   run_for(f, 100);
   char *v = xs_get("/conduit/echo");
   assert_non_null(v);
-  assert_string_equal(v, ""); /* unregistered, ready for the next boot */
+  assert_string_equal(v, ""); /* unheld, ready for the next boot */
   free(v);
-  v = xs_get("/conduit/echo/0");
+  assert_int_equal(xs_owner("/conduit/echo"), 0); /* back to dom0 */
+  v = xs_get("/conduit/echo/requests/0/q");
   assert_null(v); /* no request of ours is left */
   int fds1 = open_fds();
   if (fds1 > fds0)
     fprintf(stderr, "descriptors: %d before the second channel, %d after\n",
             fds0, fds1);
   assert_true(fds1 <= fds0);
+}
+
+/* A vm of the harness's guest with its own kernel command line. */
+#define GUEST_CMDLINE(name, mem, cmdline, extra)                               \
+  "[vm " name "]\nbackend = xl\nkernel = %s\nramdisk = %s\n"                   \
+  "cmdline = console=hvc0 quiet " cmdline "\nmemory = " mem                    \
+  "\nready = marker\nready-timeout = 90s\nstop-grace = 30s\n" extra
+
+/* dom0's side of a guest's channel: echo what comes, end when it ends. */
+typedef struct dom0_echo {
+  jitsu_chan *c;
+  size_t bytes;
+  int accepted, ended;
+} dom0_echo;
+
+static void echo_back(jitsu_chan *c, const void *data, size_t len, int err,
+                      void *arg) {
+  dom0_echo *e = arg;
+  if (len == 0) {
+    e->ended = 1;
+    return;
+  }
+  e->bytes += len;
+  jitsu_chan_write(c, data, len, NULL, NULL);
+}
+
+static void echo_accept(jitsu_chan_listener *l, jitsu_chan *c, const char *port,
+                        int err, void *arg) {
+  dom0_echo *e = arg;
+  if (c == NULL)
+    return; /* the registration */
+  e->c = c;
+  e->accepted++;
+  jitsu_chan_read_start(c, echo_back, e);
+}
+
+/* Wait up to (ms) for (path) in XenStore, running the loop. */
+static char *xs_wait(fixture *f, const char *path, int ms) {
+  char *v = NULL;
+  for (int i = 0; i < ms / 100 && v == NULL; i++) {
+    run_for(f, 100);
+    v = xs_get("%s", path);
+  }
+  return v;
+}
+
+/* Listen on "echo" in dom0 into (e); (timeout_ms): how long a client
+ * has to map its server (0: the default). */
+static jitsu_chan_listener *dom0_listen(fixture *f, dom0_echo *e,
+                                        uint64_t timeout_ms) {
+  *e = (dom0_echo){0};
+  jitsu_chan_options o = JITSU_CHAN_OPTIONS_INIT;
+  o.rendezvous = "xen";
+  o.timeout_ms = timeout_ms;
+  jitsu_chan_listener *l = NULL;
+  assert_int_equal(jitsu_chan_listen(&f->loop, "echo", &o, echo_accept, e, &l),
+                   0);
+  return l;
+}
+
+static void dom0_unlisten(fixture *f, dom0_echo *e, jitsu_chan_listener *l) {
+  if (e->c != NULL)
+    jitsu_chan_close(e->c);
+  jitsu_chan_listener_close(l);
+  run_for(f, 50);
+}
+
+/* Summon (name) and wait until it is ready. */
+static jitsu_vm *summon_ready(fixture *f, const char *name) {
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, name);
+  assert_non_null(vm);
+  static outcome up;
+  up = (outcome){0};
+  assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &up), 0);
+  assert_true(run_until(f, &up.done, 120000));
+  assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+  return vm;
+}
+
+/* Summon (name), a guest in the client role, and wait for its transfer
+ * through "echo": both checksums must match. */
+static void client_guest_echoes(fixture *f, const char *name) {
+  summon_ready(f, name);
+  char path[96];
+  snprintf(path, sizeof(path), "/local/domain/%d/data/chan-result",
+           domid_of(name));
+  char *v = xs_wait(f, path, 180000);
+  char sent[40] = "", back[40] = "";
+  if (v == NULL || sscanf(v, "%39s %39s", sent, back) != 2 ||
+      strcmp(sent, back) != 0)
+    (void)!system("tail -n 20 /var/log/xen/console/guest-*.log >&2; "
+                  "xenstore-ls -f -p /conduit >&2");
+  assert_non_null(v);
+  fprintf(stderr, "%s: %s\n", name, v);
+  assert_int_equal(strlen(sent), 32);
+  assert_string_equal(sent, back);
+  free(v);
+}
+
+/* A guest connects to a listener in dom0 ("echo" served here): its
+ * request is checked against the domain that wrote it, and 8 MiB go
+ * through and back. */
+static void test_chan_guest_to_dom0(void **state) {
+  fixture *f = *state;
+  const char *rd = getenv("JITSU_XEN_CHAN_RAMDISK");
+  assert_non_null(rd);
+  assert_int_equal(
+      fixture_load(f,
+                   GUEST_CMDLINE("peer", "320M", "jitsu_role=client",
+                                 "ready-key = data/jitsu-ready\n"),
+                   kernel, rd),
+      0);
+  static dom0_echo e;
+  jitsu_chan_listener *l = dom0_listen(f, &e, 0);
+  client_guest_echoes(f, "peer");
+  assert_int_equal(e.accepted, 1);
+  dom0_unlisten(f, &e, l);
+}
+
+/* Two guests, neither of them dom0: "peer" connects to "echo" (which its
+ * request summons through the controller here) and sends 8 MiB through
+ * the channel; both checksums come back in its data/chan-result. */
+static void test_chan_between_guests(void **state) {
+  fixture *f = *state;
+  const char *rd = getenv("JITSU_XEN_CHAN_RAMDISK");
+  assert_non_null(rd);
+  assert_int_equal(
+      fixture_load(f,
+                   GUEST_CMDLINE("echo", "320M", "",
+                                 "ready-key = data/jitsu-ready\n"
+                                 "channel = echo\n")
+                       GUEST_CMDLINE("peer", "320M", "jitsu_role=client",
+                                     "ready-key = data/jitsu-ready\n"),
+                   kernel, rd, kernel, rd),
+      0);
+  client_guest_echoes(f, "peer");
+}
+
+/* A hostile guest (tests/xen/chan_hostile.c) attacks the rendezvous
+ * while dom0 listens on "echo": XenStore refuses every takeover of a
+ * name, requests that lie about their author are never served, a flood
+ * costs the listener at most XEN_PENDING_PER_CLIENT (4) vchan servers at a
+ * time, each ended after the listener's time-out, and nothing that
+ * declares no channel is summoned. When the hostile domain is destroyed
+ * its requests and servers go; a guest's channel works throughout. */
+static void test_chan_hostile(void **state) {
+  fixture *f = *state;
+  const char *rd = getenv("JITSU_XEN_CHAN_RAMDISK");
+  assert_non_null(rd);
+  assert_int_equal(
+      fixture_load(f,
+                   GUEST_CMDLINE("hostile", "320M", "jitsu_role=hostile",
+                                 "ready-key = data/jitsu-ready\n")
+                       GUEST("secret", "")
+                           GUEST_CMDLINE("peer", "320M", "jitsu_role=client",
+                                         "ready-key = data/jitsu-ready\n"),
+                   kernel, rd, kernel, ramdisk, kernel, rd),
+      0);
+  static dom0_echo e;
+  jitsu_chan_listener *l = dom0_listen(f, &e, 3000); /* 3 s to map */
+  jitsu_vm *hostile = summon_ready(f, "hostile");
+  int h = domid_of("hostile");
+  char result[96], listen[96], servers[96], requests[96];
+  snprintf(result, sizeof(result), "/local/domain/%d/data/hostile-result", h);
+  snprintf(listen, sizeof(listen), "/local/domain/%d/data/hostile-listen", h);
+  snprintf(servers, sizeof(servers), "/local/domain/0/data/vchan/%d", h);
+  snprintf(requests, sizeof(requests), "/conduit/echo/requests/%d", h);
+  /* Until its report and a second after: how many vchan servers dom0's
+   * listener holds for it, and for requests that claim to be dom0's. */
+  char *v = NULL;
+  unsigned most = 0, as0 = 0;
+  for (int i = 0, after = 0; i < 1800 && after < 10; i++) {
+    run_for(f, 100);
+    unsigned n = xs_count(servers);
+    most = n > most ? n : most;
+    as0 += xs_count("/local/domain/0/data/vchan/0");
+    if (v == NULL)
+      v = xs_get("%s", result);
+    after += v != NULL;
+  }
+  if (v == NULL)
+    (void)!system("tail -n 30 /var/log/xen/console/guest-hostile.log >&2");
+  assert_non_null(v);
+  char *lv = xs_get("%s", listen);
+  fprintf(stderr, "hostile: %s; listen: %s; at most %u servers at once\n", v,
+          lv ? lv : "(none)", most);
+  /* No takeover of a name: XenStore says no. */
+  assert_non_null(strstr(v, "hijack=EACCES"));
+  assert_non_null(strstr(v, "remove=EACCES"));
+  assert_non_null(strstr(v, "perms=EACCES"));
+  assert_non_null(strstr(v, "squat=EACCES"));
+  assert_non_null(strstr(v, "summon=EACCES"));
+  assert_non_null(lv);
+  assert_string_equal(lv, "echo=1 squat=1"); /* chan_echo could not listen */
+  /* It may remove the requests node (every domain may add to it); the
+   * listener makes it again. */
+  assert_non_null(strstr(v, "repaired=ok"));
+  /* Its flood was written, and bounded. */
+  assert_non_null(strstr(v, "flood=12"));
+  assert_true(most >= 1 && most <= 4);
+  assert_int_equal(as0, 0); /* no request as dom0 was served */
+  assert_int_equal(e.accepted, 0);
+  char *name = xs_get("/conduit/echo");
+  assert_non_null(name);
+  assert_string_equal(name, "0");
+  assert_int_equal(xs_owner("/conduit/echo"), 0);
+  assert_null(xs_get("/conduit/squat"));
+  assert_int_equal(jitsu_vm_state(jitsu_vm_find(f->ctx, "secret")),
+                   JITSU_STATE_STOPPED);
+  free(name);
+  free(lv);
+  free(v);
+
+  /* Destroyed: its requests and the servers set up for them go. */
+  stop_ok(f, hostile, JITSU_STOP_DESTROY);
+  for (int i = 0; i < 100 && (xs_count(requests) || xs_count(servers)); i++)
+    run_for(f, 100);
+  assert_int_equal(xs_count(requests), 0);
+  assert_int_equal(xs_count(servers), 0);
+
+  /* And a guest's channel works. */
+  client_guest_echoes(f, "peer");
+  assert_int_equal(e.accepted, 1);
+  dom0_unlisten(f, &e, l);
 }
 
 /* A test that hangs inside dom0 cannot be looked at with a debugger:
@@ -533,6 +783,9 @@ int main(void) {
       T(test_bad_input),
       T(test_too_much_memory),
       T(test_chan_summon_and_destroy),
+      T(test_chan_guest_to_dom0),
+      T(test_chan_between_guests),
+      T(test_chan_hostile),
   };
   return cmocka_run_group_tests_name("xen", tests, NULL, NULL);
 }
