@@ -65,7 +65,9 @@ typedef struct jitsu_chan_options {
   unsigned version;       /* JITSU_CHAN_OPTIONS_VERSION */
   const char *rendezvous; /* socket path; NULL: $JITSU_RENDEZVOUS */
   size_t ring_size;       /* connect: bytes per direction, a power of 2 */
-  uint64_t timeout_ms;    /* connect: 0 = 10 s (includes a summon) */
+  uint64_t timeout_ms;    /* connect: 0 = 10 s (includes a summon);
+                           * listen on Xen: how long a client has to map
+                           * its vchan (0 = 10 s) */
   uint64_t spin_us;       /* poll the ring this long before sleeping
                            * after activity (0: 50 us; UINT64_MAX: never) */
   /* Read callbacks get the bytes where they lie in the shared memory

@@ -599,6 +599,7 @@ typedef struct xconnect {
   struct xs_handle *xs;
   uv_poll_t poll;
   uv_timer_t timer;
+  uv_timer_t retry; /* writes the request again while it is not in */
   int handles;
   int domid, server;
   char base[96], req[200], keys[200], token[96];
@@ -631,6 +632,7 @@ static void connect_end(xconnect *x, jitsu_chan *c, int err) {
     xs_rm(x->xs, XBT_NULL, x->req); /* nobody took it */
   uv_close((uv_handle_t *)&x->poll, xc_closed);
   uv_close((uv_handle_t *)&x->timer, xc_closed);
+  uv_close((uv_handle_t *)&x->retry, xc_closed);
   if (!x->canceled)
     x->cb(c, err, x->arg);
 }
@@ -667,8 +669,8 @@ static bool write_request(xconnect *x) {
       char dir[200];
       snprintf(dir, sizeof(dir), "%s/" CONDUIT_REQUESTS "/%d", x->base,
                x->domid);
-      if (jitsu__xs_owner(x->xs, t, dir) == x->domid)
-        xs_set_permissions(x->xs, t, dir, p, n);
+      if (x->domid == 0 || jitsu__xs_owner(x->xs, t, dir) == x->domid)
+        xs_set_permissions(x->xs, t, dir, p, n); /* dom0 may own it */
     }
     if (xs_transaction_end(x->xs, t, !ok))
       return ok;
@@ -728,6 +730,16 @@ static void connect_timeout(uv_timer_t *t) {
   connect_end(t->data, NULL, -ETIMEDOUT);
 }
 
+/* The name exists but its requests node does not (any domain may remove
+ * it; its holder makes it again): no watch of ours sees it come back. */
+static void connect_retry(uv_timer_t *t) {
+  xconnect *x = t->data;
+  if (x->requested)
+    uv_timer_stop(t);
+  else if (!x->done)
+    try_connect(x);
+}
+
 static int xen_connect(uv_loop_t *loop, const char *name, const char *port,
                        const jitsu_chan_options *opts, jitsu_chan_connect_cb cb,
                        void *arg, jitsu_chan_connecting **out) {
@@ -769,10 +781,13 @@ static int xen_connect(uv_loop_t *loop, const char *name, const char *port,
     ms = RV_CONNECT_TIMEOUT_MAX_MS;
   uv_poll_init(loop, &x->poll, xs_fileno(x->xs));
   uv_timer_init(loop, &x->timer);
-  x->poll.data = x->timer.data = x;
-  x->handles = 2;
+  uv_timer_init(loop, &x->retry);
+  x->poll.data = x->timer.data = x->retry.data = x;
+  x->handles = 3;
   uv_poll_start(&x->poll, UV_READABLE, connect_readable);
   uv_timer_start(&x->timer, connect_timeout, ms, 0);
+  if (!x->requested)
+    uv_timer_start(&x->retry, connect_retry, 250, 250);
   x->req_base.cancel = xc_cancel;
   if (out != NULL)
     *out = &x->req_base;
