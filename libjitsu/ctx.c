@@ -51,6 +51,7 @@ int jitsu_ctx_new(uv_loop_t *loop, const jitsu_ctx_options *opts,
   jitsu_list_init(&ctx->all_vms);
   jitsu_list_init(&ctx->live_vms);
   jitsu_list_init(&ctx->start_queue);
+  jitsu_list_init(&ctx->spares);
   if (ctx->state_dir == NULL)
     goto error;
   jitsu__defer_init(ctx);

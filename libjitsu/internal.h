@@ -126,6 +126,10 @@ struct jitsu_ctx {
   jitsu_list start_queue;
   size_t n_queued_new;
   bool queue_kicked; /* a run of the queue is deferred */
+  /* Backends' spare guests (jitsu_spare): they count as live, and as
+   * starting while they fill (spare.c). */
+  jitsu_list spares;
+  size_t n_spares, n_spares_filling;
   /* Summons refused for a limit (jitsu__refused), and the rate limit of
    * their log line: one per reason per JITSU__REFUSAL_LOG_MS. */
   uint64_t refused[JITSU__N_LIMITS];
@@ -282,6 +286,9 @@ const jitsu_backend_ops *jitsu__backend_find(jitsu_ctx *ctx, const char *name,
 /* The start queue (verbs.c): a start slot may have come free; take the
  * vm out of the queue (undefine). */
 void jitsu__start_queue_kick(jitsu_ctx *ctx);
+/* Before (vm) becomes one more of (live) live guests: end spares that
+ * take the room max-live leaves (spare.c). */
+void jitsu__spares_make_room(jitsu_vm *vm, size_t live);
 void jitsu__start_queue_remove(jitsu_vm *vm);
 
 /* Remove every trigger of (vm) (trigger.c). */

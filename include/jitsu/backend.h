@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "helpers.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -80,6 +81,40 @@ JITSU_EXTERN int jitsu_backend_register(jitsu_ctx *ctx,
 /* Names of the registered backends, NULL-terminated, static storage of
  * the ctx; valid until the next registration. */
 JITSU_EXTERN const char *const *jitsu_backend_names(jitsu_ctx *ctx);
+
+/* ---- spares: guests made ahead of summons (e.g. qemu's pool = N) ----
+ *
+ * A backend that keeps spares asks before it makes one, so that spares
+ * count against the context's limits: a spare counts as a live guest
+ * (max-live) from jitsu_spare_begin() to jitsu_spare_end(), and as a
+ * start (max-starting) until jitsu_spare_filled(). Summons come first: a
+ * spare is begun only while no summon waits for a start slot, and when a
+ * summon needs a live guest's room that spares hold, the library ends
+ * spares (other vms' first, the oldest first) through their reclaim
+ * callback, which must end the spare at once and call jitsu_spare_end().
+ * A spare that a start takes over ends as a spare (jitsu_spare_end()) as
+ * its vm becomes live. */
+typedef struct jitsu_spare jitsu_spare;
+struct jitsu_spare {
+  /* the library's, from jitsu_spare_begin() to jitsu_spare_end() */
+  jitsu_list link;
+  jitsu_vm *vm;
+  void (*reclaim)(jitsu_spare *s);
+  bool filling, counted;
+};
+/* Count (s), a spare of (vm) about to be made: 0, or JITSU_ELIMIT when
+ * max-live or max-starting leaves no room now, or summons wait (try again
+ * later). (s) stays the caller's memory; the library links it. */
+JITSU_EXTERN int jitsu_spare_begin(jitsu_vm *vm, jitsu_spare *s,
+                                   void (*reclaim)(jitsu_spare *s));
+/* (s) is made and waits: it no longer counts as a start. */
+JITSU_EXTERN void jitsu_spare_filled(jitsu_spare *s);
+/* (s) is gone (ended, or taken by its vm's start): it no longer counts.
+ * Nothing if it was not counted. */
+JITSU_EXTERN void jitsu_spare_end(jitsu_spare *s);
+/* The spares that (ctx) counts now, and of those, the ones filling. */
+JITSU_EXTERN void jitsu_ctx_spares(jitsu_ctx *ctx, size_t *spares,
+                                   size_t *filling);
 
 /* Per-vm data of the backend. */
 JITSU_EXTERN void jitsu_vm_set_data(jitsu_vm *vm, void *data);

@@ -1107,14 +1107,32 @@ static int qemu_attach(jitsu_vm *vm, jitsu_error *err) {
   return 0;
 }
 
+/* The resident memory of process (pid) in bytes (0 if unknown). */
+static uint64_t rss_of(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+  FILE *f = fopen(path, "r");
+  unsigned long long total = 0, resident = 0;
+  int n = f ? fscanf(f, "%llu %llu", &total, &resident) : 0;
+  if (f)
+    fclose(f);
+  return n == 2 ? resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
 static void qemu_describe(jitsu_vm *vm, char *buf, size_t size) {
   qvm *q = jitsu_vm_data(vm);
   unsigned ready = 0;
-  for (unsigned i = 0; i < q->pool; i++)
-    ready += q->spares[i] != NULL && q->spares[i]->spare == QSPARE_READY;
+  uint64_t rss = 0;
+  for (unsigned i = 0; i < q->pool; i++) {
+    qvm *s = q->spares[i];
+    ready += s != NULL && s->spare == QSPARE_READY;
+    rss += s != NULL && s->pid > 0 ? rss_of(s->pid) : 0;
+  }
   if (q->pid > 0 && q->pool > 0)
-    snprintf(buf, size, "qemu pid %d, pool %u/%u ready, %llu taken",
-             (int)q->pid, ready, q->pool, (unsigned long long)q->pool_takes);
+    snprintf(buf, size,
+             "qemu pid %d, pool %u/%u ready (resident %llu MiB), %llu taken",
+             (int)q->pid, ready, q->pool, (unsigned long long)(rss >> 20),
+             (unsigned long long)q->pool_takes);
   else if (q->pid > 0)
     snprintf(buf, size, "qemu pid %d", (int)q->pid);
   else if (q->suspended_disk)

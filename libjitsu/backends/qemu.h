@@ -90,10 +90,11 @@ typedef struct qvm {
   off_t qemu_log_start;     /* where this QEMU's messages begin in its log */
   /* Pools. The vm's own qvm holds the spares; a spare's files carry its
    * tag ("<vm>.spare2.pid"), the vm's none. */
-  qspare spare;   /* QSPARE_NO: the vm's own qvm */
-  char tag[16];   /* "spareN" for a spare, else "" */
-  struct qvm *of; /* a spare's vm's own qvm */
-  unsigned pool;  /* pool = N */
+  qspare spare;     /* QSPARE_NO: the vm's own qvm */
+  char tag[16];     /* "spareN" for a spare, else "" */
+  struct qvm *of;   /* a spare's vm's own qvm */
+  jitsu_spare acct; /* a spare: counted against the ctx's limits */
+  unsigned pool;    /* pool = N */
   struct qvm *spares[QEMU_POOL_MAX];
   unsigned pool_fails;    /* fills that failed in a row */
   uv_timer_t *pool_timer; /* the next fill, after a failure's back-off */

@@ -18,6 +18,7 @@
 #define POOL_QMP_MS 5000
 #define POOL_BACKOFF_MS 200 /* after a spare failed, doubling */
 #define POOL_BACKOFF_MAX_MS 60000
+#define POOL_ROOM_MS 1000 /* max-live or max-starting left no room: again */
 
 int qemu_pool_configure(qvm *q, jitsu_vm *vm, jitsu_error *err) {
   const char *v = jitsu_vm_param(vm, "pool", 0);
@@ -48,11 +49,12 @@ static void fill_fired(uv_timer_t *t) {
     fill_one(q);
 }
 
-/* Try again after a back-off that doubles with each failure in a row. */
+/* Try again after a back-off that doubles with each failure in a row
+ * (none: the limits left no room). */
 static void fill_later(qvm *q) {
   if (q->pool_timer == NULL)
     return;
-  uint64_t ms = POOL_BACKOFF_MS;
+  uint64_t ms = q->pool_fails ? POOL_BACKOFF_MS : POOL_ROOM_MS;
   for (unsigned i = 1; i < q->pool_fails && ms < POOL_BACKOFF_MAX_MS; i++)
     ms *= 2;
   if (ms > POOL_BACKOFF_MAX_MS)
@@ -80,6 +82,23 @@ static void spare_end(qvm *s) {
   }
   qemu_record_remove(s);
   qemu_instance_drop(s);
+  jitsu_spare_end(&s->acct);
+}
+
+/* The library needs the room of spare (s) for a summon: it ends now, and
+ * its pool fills again when there is room. */
+static void spare_reclaim(jitsu_spare *a) {
+  qvm *s = JITSU_CONTAINER_OF(a, qvm, acct);
+  qvm *q = s->of;
+  jitsu_vm_log(s->vm, JITSU_LOG_INFO,
+               "pool: %s (QEMU pid %d) ends: max-live needs its room", s->tag,
+               (int)s->pid);
+  for (unsigned i = 0; i < QEMU_POOL_MAX; i++)
+    if (q->spares[i] == s)
+      q->spares[i] = NULL;
+  spare_end(s);
+  qemu_free(s);
+  fill_later(q);
 }
 
 static void fill_one(qvm *q) {
@@ -110,6 +129,14 @@ static void fill_one(qvm *q) {
   s->of = q;
   s->from_image = image;
   snprintf(s->tag, sizeof(s->tag), "spare%u", slot + 1);
+  if (jitsu_spare_begin(vm, &s->acct, spare_reclaim) < 0) {
+    /* Live guests and spares fill max-live, or starts max-starting, or
+     * summons wait: they come first. */
+    jitsu_vm_log(vm, JITSU_LOG_DEBUG, "pool: no room for %s yet", s->tag);
+    qemu_free(s);
+    fill_later(q);
+    return;
+  }
   int r = qemu_launch(s, QOP_START, image ? q->snapshot : NULL);
   if (r < 0) {
     jitsu_vm_log(vm, JITSU_LOG_WARNING, "pool: %s: QEMU did not start: %s",
@@ -147,6 +174,7 @@ static void spare_ready(qvm *s) {
   s->spare = QSPARE_READY;
   s->op = QOP_NONE;
   q->pool_fails = 0;
+  jitsu_spare_filled(&s->acct);
   jitsu_vm_log(s->vm, JITSU_LOG_INFO, "pool: %s ready (QEMU pid %d)", s->tag,
                (int)s->pid);
   qemu_pool_fill(q); /* the next one */
@@ -227,6 +255,7 @@ static int adopt_spare(qvm *q, qvm *s, unsigned slot) {
                    s->tag, files[i], strerror(errno));
       return -1;
     }
+  jitsu_spare_end(&s->acct); /* the vm's guest now, counted as live */
   s->spare = QSPARE_NO;
   s->tag[0] = '\0';
   s->of = NULL;

@@ -75,10 +75,13 @@ static int refused(jitsu_vm *vm, jitsu__limit limit) {
   return JITSU_ELIMIT;
 }
 
-/* max-live counts the guests that run and those queued to start. */
+/* max-live counts the guests that run, those queued to start and
+ * backends' spares; spares give way to a summon. */
 static int check_live_limit(jitsu_vm *vm, bool new_live) {
   jitsu_ctx *ctx = vm->ctx;
   size_t live = ctx->n_live + ctx->n_queued_new;
+  if (new_live && live < ctx->max_live && live + ctx->n_spares >= ctx->max_live)
+    jitsu__spares_make_room(vm, live);
   if (!new_live || live < ctx->max_live)
     return 0;
   jitsu__fail(ctx, JITSU_ELIMIT,

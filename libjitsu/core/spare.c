@@ -1,0 +1,68 @@
+/* Spares: guests that backends make ahead of summons (jitsu_spare in
+ * <jitsu/backend.h>) count against max-live while they exist and against
+ * max-starting while they fill; summons come first. */
+#include "internal.h"
+
+int jitsu_spare_begin(jitsu_vm *vm, jitsu_spare *s,
+                      void (*reclaim)(jitsu_spare *s)) {
+  if (vm == NULL || s == NULL || reclaim == NULL || s->counted)
+    return -EINVAL;
+  jitsu_ctx *ctx = vm->ctx;
+  if (ctx->n_live + ctx->n_queued_new + ctx->n_spares >= ctx->max_live ||
+      ctx->n_starting + ctx->n_spares_filling >= ctx->max_starting ||
+      ctx->start_queue.next != &ctx->start_queue)
+    return JITSU_ELIMIT;
+  s->vm = vm;
+  s->reclaim = reclaim;
+  s->filling = true;
+  s->counted = true;
+  jitsu_list_append(&ctx->spares, &s->link);
+  ctx->n_spares++;
+  ctx->n_spares_filling++;
+  return 0;
+}
+
+void jitsu_spare_filled(jitsu_spare *s) {
+  if (s == NULL || !s->counted || !s->filling)
+    return;
+  s->filling = false;
+  s->vm->ctx->n_spares_filling--;
+}
+
+void jitsu_spare_end(jitsu_spare *s) {
+  if (s == NULL || !s->counted)
+    return;
+  jitsu_ctx *ctx = s->vm->ctx;
+  jitsu_spare_filled(s);
+  jitsu_list_remove(&s->link);
+  ctx->n_spares--;
+  s->counted = false;
+}
+
+void jitsu_ctx_spares(jitsu_ctx *ctx, size_t *spares, size_t *filling) {
+  if (spares)
+    *spares = ctx ? ctx->n_spares : 0;
+  if (filling)
+    *filling = ctx ? ctx->n_spares_filling : 0;
+}
+
+/* Make room for (need) more live guests of (vm) under max-live by ending
+ * spares: other vms' first, then (vm)'s own that still fill (its ready
+ * ones are what its start takes), oldest first. */
+void jitsu__spares_make_room(jitsu_vm *vm, size_t live) {
+  jitsu_ctx *ctx = vm->ctx;
+  for (int pass = 0; pass < 2; pass++) {
+    jitsu_list *l = ctx->spares.next;
+    while (l != &ctx->spares && live + ctx->n_spares >= ctx->max_live) {
+      jitsu_spare *s = JITSU_CONTAINER_OF(l, jitsu_spare, link);
+      l = l->next;
+      if (pass == 0 ? s->vm == vm : !(s->vm == vm && s->filling))
+        continue;
+      size_t before = ctx->n_spares;
+      s->reclaim(s); /* ends it, calls jitsu_spare_end(), may free it */
+      if (ctx->n_spares >= before)
+        return;             /* it did not end: no more from this backend now */
+      l = ctx->spares.next; /* the list may have changed */
+    }
+  }
+}
