@@ -261,6 +261,70 @@ static void test_idle_policy(void **state) {
   jitsu_idle_detach(f->ctx);
 }
 
+/* The test holds spares as a backend would (jitsu_spare_*): they count
+ * against max-live and max-starting, and a summon that needs their room
+ * ends them through their reclaim callback, other vms' first. */
+typedef struct test_spare {
+  jitsu_spare acct;
+  int reclaimed;
+} test_spare;
+
+static void reclaim_spare(jitsu_spare *a) {
+  test_spare *t = JITSU_CONTAINER_OF(a, test_spare, acct);
+  t->reclaimed++;
+  jitsu_spare_end(a);
+}
+
+static void test_spares_count(void **state) {
+  fixture *f = *state;
+  assert_int_equal(fixture_load(f, "[jitsu]\nmax-live = 3\nmax-starting = 2\n"
+                                   "[vm a]\nexec = /bin/sleep 100\n"
+                                   "[vm b]\nexec = /bin/sleep 100\n"),
+                   0);
+  jitsu_vm *a = jitsu_vm_find(f->ctx, "a"), *b = jitsu_vm_find(f->ctx, "b");
+  static test_spare sa1, sa2, sb1, extra;
+  sa1 = sa2 = sb1 = extra = (test_spare){0};
+  size_t n, filling;
+  /* Two may fill at once (max-starting 2), not three. */
+  assert_int_equal(jitsu_spare_begin(a, &sa1.acct, reclaim_spare), 0);
+  assert_int_equal(jitsu_spare_begin(a, &sa2.acct, reclaim_spare), 0);
+  assert_int_equal(jitsu_spare_begin(b, &sb1.acct, reclaim_spare),
+                   JITSU_ELIMIT);
+  jitsu_spare_filled(&sa1.acct);
+  assert_int_equal(jitsu_spare_begin(b, &sb1.acct, reclaim_spare), 0);
+  jitsu_spare_filled(&sa2.acct);
+  jitsu_spare_filled(&sb1.acct);
+  jitsu_ctx_spares(f->ctx, &n, &filling);
+  assert_int_equal(n, 3);
+  assert_int_equal(filling, 0);
+  /* Three spares fill max-live 3: no fourth. */
+  assert_int_equal(jitsu_spare_begin(b, &extra.acct, reclaim_spare),
+                   JITSU_ELIMIT);
+  /* b's summon needs a room: a spare of a (the oldest) gives way, not
+   * b's own. */
+  static outcome ob, oa;
+  ob = oa = (outcome){0};
+  assert_int_equal(jitsu_vm_summon(b, outcome_cb, &ob), 0);
+  assert_int_equal(sa1.reclaimed, 1);
+  assert_int_equal(sa2.reclaimed + sb1.reclaimed, 0);
+  assert_true(run_until(f, &ob.done, 5000));
+  assert_int_equal(ob.status, 0);
+  /* a's summon: b's spare goes (other vms' first), not a's own. */
+  assert_int_equal(jitsu_vm_summon(a, outcome_cb, &oa), 0);
+  assert_int_equal(sb1.reclaimed, 1);
+  assert_int_equal(sa2.reclaimed, 0);
+  assert_true(run_until(f, &oa.done, 5000));
+  jitsu_ctx_spares(f->ctx, &n, NULL);
+  assert_int_equal(n, 1); /* 2 live + 1 spare = max-live */
+  /* Ending twice, or a spare never counted, changes nothing. */
+  jitsu_spare_end(&sa2.acct);
+  jitsu_spare_end(&sa2.acct);
+  jitsu_spare_end(&extra.acct);
+  jitsu_ctx_spares(f->ctx, &n, NULL);
+  assert_int_equal(n, 0);
+  assert_int_equal(jitsu_spare_begin(a, NULL, reclaim_spare), -EINVAL);
+}
+
 int main(void) {
 #define T(fn)                                                                  \
   cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
@@ -271,6 +335,7 @@ int main(void) {
       T(test_limits),
       T(test_max_waiters),
       T(test_idle_policy),
+      T(test_spares_count),
   };
   return cmocka_run_group_tests_name("summon", tests, NULL, NULL);
 }
