@@ -304,8 +304,11 @@ static void settle(double ms) {
 static unsigned long long pool_takes(jitsu_vm *vm) {
   jitsu_vm_info info = {.version = JITSU_VM_INFO_VERSION};
   jitsu_vm_info_get(vm, &info);
-  const char *t = strstr(info.instance, "ready, ");
-  return t ? strtoull(t + 7, NULL, 10) : 0;
+  /* "qemu pid P, pool R/N ready (resident M MiB), T taken" */
+  const char *t = strstr(info.instance, " taken");
+  while (t != NULL && t > info.instance && t[-1] >= '0' && t[-1] <= '9')
+    t--;
+  return t ? strtoull(t, NULL, 10) : 0;
 }
 
 /* The RSS in kB of the QEMU a spare's record names, or 0. */
