@@ -104,7 +104,8 @@ struct jitsu_spare {
 };
 /* Count (s), a spare of (vm) about to be made: 0, or JITSU_ELIMIT when
  * max-live or max-starting leaves no room now, or summons wait (try again
- * later). (s) stays the caller's memory; the library links it. */
+ * later). (s) stays the caller's memory, zeroed before its first begin;
+ * the library links it. The reclaim callback runs inside a summon. */
 JITSU_EXTERN int jitsu_spare_begin(jitsu_vm *vm, jitsu_spare *s,
                                    void (*reclaim)(jitsu_spare *s));
 /* (s) is made and waits: it no longer counts as a start. */

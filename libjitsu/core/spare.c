@@ -46,9 +46,10 @@ void jitsu_ctx_spares(jitsu_ctx *ctx, size_t *spares, size_t *filling) {
     *filling = ctx ? ctx->n_spares_filling : 0;
 }
 
-/* Make room for (need) more live guests of (vm) under max-live by ending
- * spares: other vms' first, then (vm)'s own that still fill (its ready
- * ones are what its start takes), oldest first. */
+/* (vm) is about to join (live) live guests: end spares until live guests
+ * and spares fit under max-live, other vms' first, then (vm)'s own that
+ * still fill (its ready ones are what its start takes), oldest first.
+ * Reclaim callbacks run here, inside the summon. */
 void jitsu__spares_make_room(jitsu_vm *vm, size_t live) {
   jitsu_ctx *ctx = vm->ctx;
   for (int pass = 0; pass < 2; pass++) {
