@@ -85,6 +85,16 @@ static void spare_end(qvm *s) {
   jitsu_spare_end(&s->acct);
 }
 
+/* Take spare (s) out of its pool, end it and free it. */
+static void spare_discard(qvm *s) {
+  qvm *q = s->of;
+  for (unsigned i = 0; i < QEMU_POOL_MAX; i++)
+    if (q->spares[i] == s)
+      q->spares[i] = NULL;
+  spare_end(s);
+  qemu_free(s);
+}
+
 /* The library needs the room of spare (s) for a summon: it ends now, and
  * its pool fills again when there is room. */
 static void spare_reclaim(jitsu_spare *a) {
@@ -93,11 +103,7 @@ static void spare_reclaim(jitsu_spare *a) {
   jitsu_vm_log(s->vm, JITSU_LOG_INFO,
                "pool: %s (QEMU pid %d) ends: max-live needs its room", s->tag,
                (int)s->pid);
-  for (unsigned i = 0; i < QEMU_POOL_MAX; i++)
-    if (q->spares[i] == s)
-      q->spares[i] = NULL;
-  spare_end(s);
-  qemu_free(s);
+  spare_discard(s);
   fill_later(q);
 }
 
@@ -208,11 +214,7 @@ void qemu_pool_spare_exited(qvm *s) {
   jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
                "pool: %s (QEMU pid %d) exited while %s; replacing it", s->tag,
                (int)s->pid, s->spare == QSPARE_READY ? "ready" : "filling");
-  for (unsigned i = 0; i < QEMU_POOL_MAX; i++)
-    if (q->spares[i] == s)
-      q->spares[i] = NULL;
-  spare_end(s);
-  qemu_free(s);
+  spare_discard(s);
   q->pool_fails++;
   fill_later(q);
 }
@@ -316,14 +318,9 @@ void qemu_pool_drain(qvm *q) {
     uv_close((uv_handle_t *)q->pool_timer, jitsu__free_handle);
     q->pool_timer = NULL;
   }
-  for (unsigned i = 0; i < QEMU_POOL_MAX; i++) {
-    qvm *s = q->spares[i];
-    if (s == NULL)
-      continue;
-    spare_end(s);
-    qemu_free(s);
-    q->spares[i] = NULL;
-  }
+  for (unsigned i = 0; i < QEMU_POOL_MAX; i++)
+    if (q->spares[i] != NULL)
+      spare_discard(q->spares[i]);
 }
 
 void qemu_pool_clear_stale(qvm *q) {
