@@ -391,6 +391,23 @@ static jitsu_vm *channel_vm(xlhost *h, const char *name) {
   return NULL;
 }
 
+typedef struct give {
+  xlhost *h;
+  int holder;
+} give;
+
+/* One request (or client directory): its owner keeps it, the holder (if
+ * any) may read and remove it, nobody else. */
+static bool give_one(const char *path, bool dir, void *arg) {
+  give *g = arg;
+  int owner = jitsu__xs_owner(g->h->xs, XBT_NULL, path);
+  if (owner >= 0)
+    jitsu__xs_perms(g->h->xs, XBT_NULL, path, (unsigned)owner, XS_PERM_NONE,
+                    g->holder == owner ? -1 : g->holder,
+                    XS_PERM_READ | XS_PERM_WRITE);
+  return true;
+}
+
 /* Give the requests of (base) ("/conduit/NAME") to (holder) (read and
  * remove), or to nobody but dom0 (-1): the requests node and each pending
  * request, whose owners stay. */
@@ -399,30 +416,8 @@ static void requests_give(xlhost *h, const char *base, int holder) {
   snprintf(reqs, sizeof(reqs), "%s/" CONDUIT_REQUESTS, base);
   jitsu__xs_perms(h->xs, XBT_NULL, reqs, 0, XS_PERM_WRITE, holder,
                   XS_PERM_READ | XS_PERM_WRITE);
-  unsigned nc = 0;
-  char **clients = xs_directory(h->xs, XBT_NULL, reqs, &nc);
-  for (unsigned i = 0; clients && i < nc; i++) {
-    char dir[256];
-    if (snprintf(dir, sizeof(dir), "%s/%s", reqs, clients[i]) >=
-        (int)sizeof(dir))
-      continue;
-    unsigned np = 0;
-    char **ports = xs_directory(h->xs, XBT_NULL, dir, &np);
-    for (unsigned j = 0; ports && j <= np; j++) {
-      char path[512];
-      if (j < np)
-        snprintf(path, sizeof(path), "%s/%s", dir, ports[j]);
-      else
-        snprintf(path, sizeof(path), "%s", dir);
-      int owner = jitsu__xs_owner(h->xs, XBT_NULL, path);
-      if (owner >= 0)
-        jitsu__xs_perms(h->xs, XBT_NULL, path, (unsigned)owner, XS_PERM_NONE,
-                        holder == owner ? -1 : holder,
-                        XS_PERM_READ | XS_PERM_WRITE);
-    }
-    free(ports);
-  }
-  free(clients);
+  give g = {h, holder};
+  jitsu__conduit_each(h->xs, reqs, give_one, &g);
 }
 
 void xl_conduit_declare(xlhost *h, jitsu_vm *vm) {

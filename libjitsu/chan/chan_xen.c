@@ -51,9 +51,6 @@ static int whoami(struct xs_handle *xs, int *domid, char *home, size_t size) {
   return 0;
 }
 
-/* A XenStore path: at most 3072 bytes (XENSTORE_ABS_PATH_MAX). */
-#define XS_PATH_MAX 3072
-
 /* Vchan servers set up for requests whose clients have not mapped them
  * yet: per client domain, and per listener in all. More requests wait in
  * XenStore for a free place. */
@@ -419,34 +416,24 @@ static void take_request(xlisten *x, const char *path) {
                    XEN_PENDING_TICK_MS);
 }
 
+static bool scan_one(const char *path, bool dir, void *arg) {
+  xlisten *x = arg;
+  if (!dir)
+    take_request(x, path);
+  return !x->closing;
+}
+
 /* Take every request under /conduit/NAME/requests; forget those whose
  * node went (their clients gave up or closed). */
 static void scan(xlisten *x) {
   for (jitsu_list *l = x->reqs.next; l != &x->reqs; l = l->next)
     JITSU_CONTAINER_OF(l, xreq, link)->seen = false;
-  unsigned nc = 0;
-  char **clients = xs_directory(x->xs, XBT_NULL, x->requests, &nc);
-  if (clients == NULL && errno == ENOENT && !x->closing) {
+  if (jitsu__conduit_each(x->xs, x->requests, scan_one, x) == -ENOENT &&
+      !x->closing) {
     /* Removed (every domain may add to it, so any may remove it): make
      * it again, as the name's holder. */
     jitsu__conduit_requests(x->xs, x->base, (unsigned)x->domid, -1);
   }
-  for (unsigned i = 0; clients && i < nc && !x->closing; i++) {
-    char dir[XS_PATH_MAX + 1];
-    if (snprintf(dir, sizeof(dir), "%s/%s", x->requests, clients[i]) >=
-        (int)sizeof(dir))
-      continue;
-    unsigned np = 0;
-    char **ports = xs_directory(x->xs, XBT_NULL, dir, &np);
-    for (unsigned j = 0; ports && j < np && !x->closing; j++) {
-      char path[XS_PATH_MAX + 1];
-      if (snprintf(path, sizeof(path), "%s/%s", dir, ports[j]) <
-          (int)sizeof(path))
-        take_request(x, path);
-    }
-    free(ports);
-  }
-  free(clients);
   for (jitsu_list *l = x->reqs.next, *next; l != &x->reqs; l = next) {
     next = l->next;
     xreq *r = JITSU_CONTAINER_OF(l, xreq, link);

@@ -31,6 +31,10 @@
 
 #define CONDUIT_REQUESTS "requests"
 
+/* A XenStore path: at most 3072 bytes (XENSTORE_ABS_PATH_MAX). A request
+ * whose path was cut to a buffer could never be removed. */
+#define XS_PATH_MAX 3072
+
 /* The owner of (path) (its first permission entry), or -errno (-EACCES:
  * we may not read it; -ENOENT: it is not there). */
 static inline int jitsu__xs_owner(struct xs_handle *xs, xs_transaction_t t,
@@ -84,6 +88,38 @@ static inline int jitsu__conduit_holder(struct xs_handle *xs,
   if (holder == 0)
     return grantee < 0 && jitsu__xs_owner(xs, t, base) == 0 ? 0 : -1;
   return holder > 0 && holder == grantee ? holder : -1;
+}
+
+/* Call (fn) for each request under (reqs) ("/conduit/NAME/requests"):
+ * every CLIENT/PORT, then (dir true) its CLIENT directory; a false from
+ * (fn) stops the walk. 0, or -errno if (reqs) cannot be listed (-ENOENT:
+ * it is not there). */
+static inline int jitsu__conduit_each(struct xs_handle *xs, const char *reqs,
+                                      bool (*fn)(const char *path, bool dir,
+                                                 void *arg),
+                                      void *arg) {
+  unsigned nc = 0;
+  char **clients = xs_directory(xs, XBT_NULL, reqs, &nc);
+  if (clients == NULL)
+    return errno ? -errno : -EIO;
+  bool go = true;
+  for (unsigned i = 0; i < nc && go; i++) {
+    char dir[XS_PATH_MAX + 1], path[XS_PATH_MAX + 1];
+    if (snprintf(dir, sizeof(dir), "%s/%s", reqs, clients[i]) >=
+        (int)sizeof(dir))
+      continue;
+    unsigned np = 0;
+    char **ports = xs_directory(xs, XBT_NULL, dir, &np);
+    for (unsigned j = 0; ports && j < np && go; j++)
+      if (snprintf(path, sizeof(path), "%s/%s", dir, ports[j]) <
+          (int)sizeof(path))
+        go = fn(path, false, arg);
+    free(ports);
+    if (go)
+      go = fn(dir, true, arg);
+  }
+  free(clients);
+  return 0;
 }
 
 /* Make /conduit (dom0 only): dom0's, read by every domain. False with

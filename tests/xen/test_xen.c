@@ -120,6 +120,13 @@ static void stop_ok(fixture *f, jitsu_vm *vm, jitsu_stop_mode mode) {
   "ready-timeout = 90s\nstop-grace = 30s\n" extra
 #define GUEST(name, extra) GUEST_MEM(name, "128M", extra)
 
+/* The channel tests' guest image: the harness's, with guest-chan. */
+static const char *chan_ramdisk(void) {
+  const char *rd = getenv("JITSU_XEN_CHAN_RAMDISK");
+  assert_non_null(rd);
+  return rd;
+}
+
 static int setup(void **state) {
   return fixture_setup(state);
 }
@@ -431,8 +438,7 @@ static void xfer_run(fixture *f, xfer *x, uint64_t idle_ms) {
  * nor our descriptors keep anything of it. */
 static void test_chan_summon_and_destroy(void **state) {
   fixture *f = *state;
-  const char *rd = getenv("JITSU_XEN_CHAN_RAMDISK");
-  assert_non_null(rd);
+  const char *rd = chan_ramdisk();
   assert_int_equal(fixture_load(f,
                                 /* room to unpack its initramfs (large
                                  * under ASan) */
@@ -523,6 +529,10 @@ static void test_chan_summon_and_destroy(void **state) {
   "[vm " name "]\nbackend = xl\nkernel = %s\nramdisk = %s\n"                   \
   "cmdline = console=hvc0 quiet " cmdline "\nmemory = " mem                    \
   "\nready = marker\nready-timeout = 90s\nstop-grace = 30s\n" extra
+/* The guest that connects to "echo" and sends 8 MiB (guest-chan). */
+#define PEER_CLIENT                                                            \
+  GUEST_CMDLINE("peer", "320M", "jitsu_role=client",                           \
+                "ready-key = data/jitsu-ready\n")
 
 /* dom0's side of a guest's channel: echo what comes, end when it ends. */
 typedef struct dom0_echo {
@@ -620,14 +630,8 @@ static void client_guest_echoes(fixture *f, const char *name) {
  * through and back. */
 static void test_chan_guest_to_dom0(void **state) {
   fixture *f = *state;
-  const char *rd = getenv("JITSU_XEN_CHAN_RAMDISK");
-  assert_non_null(rd);
-  assert_int_equal(
-      fixture_load(f,
-                   GUEST_CMDLINE("peer", "320M", "jitsu_role=client",
-                                 "ready-key = data/jitsu-ready\n"),
-                   kernel, rd),
-      0);
+  const char *rd = chan_ramdisk();
+  assert_int_equal(fixture_load(f, PEER_CLIENT, kernel, rd), 0);
   static dom0_echo e;
   jitsu_chan_listener *l = dom0_listen(f, &e, 0);
   client_guest_echoes(f, "peer");
@@ -640,17 +644,13 @@ static void test_chan_guest_to_dom0(void **state) {
  * the channel; both checksums come back in its data/chan-result. */
 static void test_chan_between_guests(void **state) {
   fixture *f = *state;
-  const char *rd = getenv("JITSU_XEN_CHAN_RAMDISK");
-  assert_non_null(rd);
-  assert_int_equal(
-      fixture_load(f,
-                   GUEST_CMDLINE("echo", "320M", "",
-                                 "ready-key = data/jitsu-ready\n"
-                                 "channel = echo\n")
-                       GUEST_CMDLINE("peer", "320M", "jitsu_role=client",
-                                     "ready-key = data/jitsu-ready\n"),
-                   kernel, rd, kernel, rd),
-      0);
+  const char *rd = chan_ramdisk();
+  assert_int_equal(fixture_load(f,
+                                GUEST_CMDLINE("echo", "320M", "",
+                                              "ready-key = data/jitsu-ready\n"
+                                              "channel = echo\n") PEER_CLIENT,
+                                kernel, rd, kernel, rd),
+                   0);
   client_guest_echoes(f, "peer");
 }
 
@@ -663,15 +663,12 @@ static void test_chan_between_guests(void **state) {
  * its requests and servers go; a guest's channel works throughout. */
 static void test_chan_hostile(void **state) {
   fixture *f = *state;
-  const char *rd = getenv("JITSU_XEN_CHAN_RAMDISK");
-  assert_non_null(rd);
+  const char *rd = chan_ramdisk();
   assert_int_equal(
       fixture_load(f,
                    GUEST_CMDLINE("hostile", "320M", "jitsu_role=hostile",
                                  "ready-key = data/jitsu-ready\n")
-                       GUEST("secret", "")
-                           GUEST_CMDLINE("peer", "320M", "jitsu_role=client",
-                                         "ready-key = data/jitsu-ready\n"),
+                       GUEST("secret", "") PEER_CLIENT,
                    kernel, rd, kernel, ramdisk, kernel, rd),
       0);
   static dom0_echo e;
