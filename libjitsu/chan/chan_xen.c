@@ -643,6 +643,7 @@ static bool write_request(xconnect *x) {
      * retries. */
     unsigned len;
     char *name = xs_read(x->xs, t, x->base, &len);
+    bool exists = name != NULL;
     free(name);
     int holder = jitsu__conduit_grantee(x->xs, t, x->base);
     struct xs_permissions p[2] = {
@@ -650,7 +651,7 @@ static bool write_request(xconnect *x) {
         {.id = holder > 0 ? (unsigned)holder : 0,
          .perms = XS_PERM_READ | XS_PERM_WRITE}};
     unsigned n = holder > 0 && holder != x->domid ? 2 : 1;
-    bool ok = name != NULL && xs_write(x->xs, t, x->req, "", 0) &&
+    bool ok = exists && xs_write(x->xs, t, x->req, "", 0) &&
               xs_set_permissions(x->xs, t, x->req, p, n);
     if (ok) {
       char dir[200];
@@ -678,10 +679,10 @@ static void try_connect(xconnect *x) {
     int holder = jitsu__conduit_holder(x->xs, XBT_NULL, x->base);
     if (holder < 0)
       return; /* nobody holds the name yet */
-    x->server = holder;
-    char *home = xs_get_domain_path(x->xs, (unsigned)x->server);
+    char *home = xs_get_domain_path(x->xs, (unsigned)holder);
     if (home == NULL)
-      return;
+      return; /* the next change tries again */
+    x->server = holder;
     const char *port = strrchr(x->req, '/') + 1;
     snprintf(x->keys, sizeof(x->keys), "%s/data/vchan/%d/%s", home, x->domid,
              port);
