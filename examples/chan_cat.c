@@ -12,6 +12,9 @@
  * without half-close (Xen's vchan: JITSU_RENDEZVOUS=xen) it cannot tell
  * the peer its input ended: it then stops once as many bytes came back as
  * it sent, which suits its pair chan_echo.
+ *
+ * -t SECONDS bounds the connect, a summon included (default 10, at most
+ * 120): give a guest that boots slowly (emulation, a loaded host) longer.
  */
 #include <jitsu/jitsu.h>
 
@@ -20,6 +23,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static uv_pipe_t in;
@@ -82,8 +86,24 @@ static void on_connect(jitsu_chan *c, int err, void *arg) {
 
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  jitsu_chan_options o = JITSU_CHAN_OPTIONS_INIT;
+  if (argc == 5 && strcmp(argv[1], "-t") == 0) {
+    char *end;
+    unsigned long s = strtoul(argv[2], &end, 10);
+    if (*argv[2] < '0' || *argv[2] > '9' || *end != '\0' || s == 0 || s > 120) {
+      fprintf(stderr,
+              "chan_cat: -t wants whole seconds from 1 to 120, not "
+              "\"%s\"\n",
+              argv[2]);
+      return 2;
+    }
+    o.timeout_ms = (uint64_t)s * 1000;
+    argv += 2, argc -= 2;
+  }
   if (argc != 3) {
-    fprintf(stderr, "usage: chan_cat NAME PORT (with $JITSU_RENDEZVOUS)\n");
+    fprintf(
+        stderr,
+        "usage: chan_cat [-t SECONDS] NAME PORT (with $JITSU_RENDEZVOUS)\n");
     return 2;
   }
   uv_loop_t *loop = uv_default_loop();
@@ -92,7 +112,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   int r =
-      jitsu_chan_connect(loop, argv[1], argv[2], NULL, on_connect, NULL, NULL);
+      jitsu_chan_connect(loop, argv[1], argv[2], &o, on_connect, NULL, NULL);
   if (r < 0) {
     fprintf(stderr, "chan_cat: %s\n", jitsu_strerror(r));
     return 1;

@@ -614,15 +614,16 @@ static void client_guest_echoes(fixture *f, const char *name) {
            domid_of(name));
   char *v = xs_wait(f, path, 180000);
   char sent[40] = "", back[40] = "";
-  if (v == NULL || sscanf(v, "%39s %39s", sent, back) != 2 ||
+  bool got = v != NULL;
+  if (!got || sscanf(v, "%39s %39s", sent, back) != 2 ||
       strcmp(sent, back) != 0)
     (void)!system("tail -n 20 /var/log/xen/console/guest-*.log >&2; "
                   "xenstore-ls -f -p /conduit >&2");
-  assert_non_null(v);
-  fprintf(stderr, "%s: %s\n", name, v);
+  fprintf(stderr, "%s: %s\n", name, got ? v : "(no result)");
+  free(v); /* before the asserts: a failed one does not return */
+  assert_true(got);
   assert_int_equal(strlen(sent), 32);
   assert_string_equal(sent, back);
-  free(v);
 }
 
 /* A guest connects to a listener in dom0 ("echo" served here): its
