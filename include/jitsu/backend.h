@@ -108,6 +108,11 @@ struct jitsu_spare {
  * the library links it. The reclaim callback runs inside a summon. */
 JITSU_EXTERN int jitsu_spare_begin(jitsu_vm *vm, jitsu_spare *s,
                                    void (*reclaim)(jitsu_spare *s));
+/* Count (s), a spare that is made already (found by an adopt, left by a
+ * controller before a restart) and so needs no start: 0, or JITSU_ELIMIT
+ * when max-live leaves no room for it (end it then). */
+JITSU_EXTERN int jitsu_spare_adopt(jitsu_vm *vm, jitsu_spare *s,
+                                   void (*reclaim)(jitsu_spare *s));
 /* (s) is made and waits: it no longer counts as a start. */
 JITSU_EXTERN void jitsu_spare_filled(jitsu_spare *s);
 /* (s) is gone (ended, or taken by its vm's start): it no longer counts.

@@ -657,17 +657,7 @@ bool qemu_image_fits(qvm *q) {
   char meta[PATH_MAX + 8];
   snprintf(meta, sizeof(meta), "%s.args", q->snapshot);
   char *want = qemu_describe_args(q);
-  FILE *f = fopen(meta, "re");
-  bool ok = false;
-  if (want != NULL && f != NULL) {
-    size_t len = strlen(want);
-    char *have = malloc(len + 2);
-    ok = have != NULL && fread(have, 1, len + 1, f) == len &&
-         memcmp(have, want, len) == 0;
-    free(have);
-  }
-  if (f != NULL)
-    fclose(f);
+  bool ok = qemu_file_holds(meta, want);
   if (!ok && want != NULL)
     jitsu_vm_log(q->vm, JITSU_LOG_WARNING,
                  "snapshot image %s was made for another configuration "
@@ -857,11 +847,7 @@ static void save_done(qvm *q, const char *error) {
     char meta[PATH_MAX + 8];
     snprintf(meta, sizeof(meta), "%s.args", s->final);
     char *args = qemu_describe_args(q);
-    FILE *f = args ? fopen(meta, "we") : NULL;
-    bool written = f != NULL && fputs(args, f) >= 0;
-    if (f != NULL && fclose(f) != 0) /* closed whether the write worked */
-      written = false;
-    if (!written)
+    if (!qemu_file_put(meta, args))
       error = "cannot write the image's fingerprint";
     else
       jitsu_vm_log(
@@ -1067,13 +1053,18 @@ static void adopt_status(void *arg, json_t *ret, const char *error) {
                         st);
 }
 
+int qemu_watch_live(qvm *q) {
+  int fd = qemu_connect_qmp(q);
+  return fd < 0 ? fd : watch(q, fd, -1, QMP_TIMEOUT_MS);
+}
+
 /* A live QEMU is asked its status over its monitor on the loop (a hung
  * one must not hold the definition up): the vm is starting until it
  * answers, or is killed when it does not within QMP_TIMEOUT_MS. */
 static int qemu_adopt(jitsu_vm *vm, jitsu_state *state) {
   qvm *q = jitsu_vm_data(vm);
   char path[600];
-  qemu_pool_clear_stale(q);
+  qemu_pool_adopt(q);
   if (qemu_record_adopt(q) <= 0) {
     if (suspend_image(q, path, sizeof(path)) == 0 && file_exists(path)) {
       q->suspended_disk = true;
@@ -1082,14 +1073,13 @@ static int qemu_adopt(jitsu_vm *vm, jitsu_state *state) {
     }
     return 0;
   }
-  int fd = qemu_connect_qmp(q);
-  if (fd < 0 || watch(q, fd, -1, QMP_TIMEOUT_MS) < 0 ||
-      qmp_send(q->qmp, "query-status", NULL, -1, QMP_TIMEOUT_MS, adopt_status,
-               q) < 0) {
+  int r = qemu_watch_live(q);
+  if (r < 0 || qmp_send(q->qmp, "query-status", NULL, -1, QMP_TIMEOUT_MS,
+                        adopt_status, q) < 0) {
     jitsu_vm_log(vm, JITSU_LOG_ERROR,
                  "QEMU (pid %d) is running but its monitor cannot be "
                  "reached (%s): killing it",
-                 (int)q->pid, strerror(fd < 0 ? -fd : ENOMEM));
+                 (int)q->pid, strerror(r < 0 ? -r : ENOMEM));
     kill(q->pid, SIGKILL);
     qemu_instance_drop(q);
     qemu_record_remove(q);

@@ -124,6 +124,12 @@ void qemu_argv_free(char **v);
  * for the snapshot image's fingerprint; malloc'd or NULL. */
 char *qemu_describe_args(qvm *q);
 
+/* (path) holds exactly (want) (false if (want) is NULL). */
+bool qemu_file_holds(const char *path, const char *want);
+/* Write (text) to (path), replacing it: whether it was written whole
+ * (false if (text) is NULL). */
+bool qemu_file_put(const char *path, const char *text);
+
 /* The guest record ("<vm>.pid": pid and start time). */
 void qemu_record_remove(qvm *q);
 /* Find a live QEMU from the record: 1 with pid, pidfd, starttime set. */
@@ -134,6 +140,9 @@ void qemu_last_message(qvm *q, char *out, size_t size);
 
 /* qemu.c's pieces that the pool uses. */
 int qemu_launch(qvm *q, qop op, const char *image);
+/* Watch the QEMU of (q) found by its record (pid, pidfd set): its monitor
+ * and its exit; its console is not followed. 0 or -errno. */
+int qemu_watch_live(qvm *q);
 void qemu_instance_drop(qvm *q);
 void qemu_kill_now(qvm *q);
 int qemu_configure_copy(qvm *q, jitsu_vm *vm, jitsu_error *err);
@@ -158,9 +167,10 @@ void qemu_pool_spare_restored(qvm *s);
 void qemu_pool_spare_exited(qvm *s);
 /* End every spare of (q) and free them (undefine, release). */
 void qemu_pool_drain(qvm *q);
-/* Remove the records of spares a controller before us left (their QEMUs
- * are killed: a pool is refilled, never adopted). */
-void qemu_pool_clear_stale(qvm *q);
+/* Adopt the spares a controller before us left that fit (q)'s definition
+ * and are paused at their ready point; end the others and remove their
+ * records. */
+void qemu_pool_adopt(qvm *q);
 
 /* Whether a hardware KVM module (kvm_intel, kvm_amd) is loaded and
  * /dev/kvm is usable. */

@@ -39,6 +39,42 @@ int qemu_pool_configure(qvm *q, jitsu_vm *vm, jitsu_error *err) {
   return 0;
 }
 
+/* ---- a spare's fingerprint ----------------------------------------------
+ * What a spare was made from, in "<vm>.spareN.args" beside its record: the
+ * QEMU command line (without its per-run descriptors) and the console
+ * marker it paused at. A controller started after us adopts the spare only
+ * if its own definition gives the same text. */
+
+static char *spare_fingerprint(qvm *s) {
+  char *args = qemu_describe_args(s);
+  if (args == NULL)
+    return NULL;
+  size_t len = strlen(args) + strlen(s->marker ? s->marker : "") + 16;
+  char *fp = malloc(len);
+  if (fp != NULL)
+    snprintf(fp, len, "%smarker=%s\n", args, s->marker ? s->marker : "");
+  free(args);
+  return fp;
+}
+
+/* Best effort: without the file the spare is not adopted, only ended. */
+static void spare_write_fingerprint(qvm *s) {
+  char path[600];
+  char *fp = spare_fingerprint(s);
+  if (fp != NULL && qemu_path(s, "args", path, sizeof(path)) == 0)
+    (void)qemu_file_put(path, fp);
+  free(fp);
+}
+
+static bool spare_fingerprint_matches(qvm *s) {
+  char path[600];
+  char *want = spare_fingerprint(s);
+  bool ok = qemu_path(s, "args", path, sizeof(path)) == 0 &&
+            qemu_file_holds(path, want);
+  free(want);
+  return ok;
+}
+
 /* ---- filling ------------------------------------------------------------ */
 
 static void fill_one(qvm *q);
@@ -154,6 +190,7 @@ static void fill_one(qvm *q) {
     return;
   }
   q->spares[slot] = s;
+  spare_write_fingerprint(s);
   jitsu_vm_log(vm, JITSU_LOG_DEBUG, "pool: %s filling (QEMU pid %d)", s->tag,
                (int)s->pid);
 }
@@ -248,6 +285,10 @@ static void taken_running(void *arg, json_t *ret, const char *error) {
 /* Make the spare (s) in (slot) of (q) the vm's qvm; (q) goes. */
 static int adopt_spare(qvm *q, qvm *s, unsigned slot) {
   char from[600], to[600];
+  /* Without its fingerprint no controller after us takes it for a spare,
+   * whatever happens next: a guest is handed out once. */
+  if (qemu_path(s, "args", from, sizeof(from)) == 0)
+    unlink(from);
   const char *files[] = {"pid", "qmp"};
   for (size_t i = 0; i < 2; i++)
     if (qemu_path(s, files[i], from, sizeof(from)) < 0 ||
@@ -323,25 +364,95 @@ void qemu_pool_drain(qvm *q) {
       spare_discard(q->spares[i]);
 }
 
-void qemu_pool_clear_stale(qvm *q) {
+/* ---- spares left by a controller before us ------------------------------ */
+
+/* The adopted spare's answer to query-status: only a QEMU paused at its
+ * ready point (stopped after its marker, or restored and not continued)
+ * is a spare; anything else is ended, and its slot fills again. */
+static void spare_adopt_status(void *arg, json_t *ret, const char *error) {
+  qvm *s = arg;
+  if (s->spare != QSPARE_FILLING || s->op != QOP_ADOPT)
+    return;
+  const char *st = json_string_value(json_object_get(ret, "status"));
+  if (st == NULL || strcmp(st, "paused") != 0) {
+    s->op = QOP_NONE;
+    qemu_op_failed(s, "not adopted: it is not paused at its ready point",
+                   st != NULL ? st : error);
+    return;
+  }
+  s->spare = QSPARE_READY;
+  s->op = QOP_NONE;
+  jitsu_vm_log(s->vm, JITSU_LOG_INFO,
+               "pool: %s adopted (QEMU pid %d, paused at its ready point)",
+               s->tag, (int)s->pid);
+  qemu_pool_fill(s->of); /* the slots that are still empty */
+}
+
+/* Take the QEMU of record (t) (pid, pidfd set) into slot (slot) of (q):
+ * 0, or -1 when it cannot be (it is left to the caller to end). */
+static int spare_adopt_one(qvm *q, qvm *t, unsigned slot, const char **why) {
+  qvm *s = calloc(1, sizeof(*s));
+  jitsu_error e;
+  memset(&e, 0, sizeof(e));
+  if (s == NULL || qemu_configure_copy(s, q->vm, &e) < 0) {
+    *why = s ? e.message : "out of memory";
+    qemu_free(s);
+    return -1;
+  }
+  s->of = q;
+  s->spare = QSPARE_FILLING; /* until its status says paused */
+  snprintf(s->tag, sizeof(s->tag), "%s", t->tag);
+  if (slot >= q->pool || !spare_fingerprint_matches(s)) {
+    *why = slot >= q->pool ? "the pool is smaller now"
+                           : "it was made for another definition";
+    qemu_free(s);
+    return -1;
+  }
+  if (jitsu_spare_adopt(q->vm, &s->acct, spare_reclaim) < 0) {
+    *why = "max-live leaves no room for it";
+    qemu_free(s);
+    return -1;
+  }
+  s->pid = t->pid, s->pidfd = t->pidfd, s->starttime = t->starttime;
+  t->pidfd = -1;
+  int r = qemu_watch_live(s);
+  if (r < 0 || qmp_send(s->qmp, "query-status", NULL, -1, POOL_QMP_MS,
+                        spare_adopt_status, s) < 0) {
+    *why = "its monitor cannot be reached";
+    s->pid = 0; /* the caller ends it */
+    t->pidfd = s->pidfd;
+    s->pidfd = -1;
+    qemu_instance_drop(s);
+    jitsu_spare_end(&s->acct);
+    qemu_free(s);
+    return -1;
+  }
+  s->op = QOP_ADOPT;
+  q->spares[slot] = s;
+  return 0;
+}
+
+void qemu_pool_adopt(qvm *q) {
   for (unsigned i = 1; i <= QEMU_POOL_MAX; i++) {
-    qvm t = {.vm = q->vm};
+    qvm t = {.vm = q->vm, .pidfd = -1};
     snprintf(t.tag, sizeof(t.tag), "spare%u", i);
     char path[600];
     if (qemu_path(&t, "pid", path, sizeof(path)) < 0)
       return;
-    pid_t pid;
-    int pidfd;
-    unsigned long long start;
-    if (jitsu__record_adopt(path, &pid, &pidfd, &start) > 0) {
-      jitsu_vm_log(q->vm, JITSU_LOG_INFO,
-                   "pool: ending %s (QEMU pid %d), left by an earlier "
-                   "controller",
-                   t.tag, (int)pid);
-      kill(pid, SIGKILL);
-      if (pidfd >= 0)
-        close(pidfd);
+    const char *why = NULL;
+    if (jitsu__record_adopt(path, &t.pid, &t.pidfd, &t.starttime) <= 0) {
+      qemu_record_remove(&t); /* nothing lives there */
+      continue;
     }
+    if (spare_adopt_one(q, &t, i - 1, &why) == 0)
+      continue;
+    jitsu_vm_log(q->vm, JITSU_LOG_INFO,
+                 "pool: ending %s (QEMU pid %d), left by an earlier "
+                 "controller: %s",
+                 t.tag, (int)t.pid, why);
+    kill(t.pid, SIGKILL);
+    if (t.pidfd >= 0)
+      close(t.pidfd);
     qemu_record_remove(&t);
   }
 }

@@ -3,23 +3,35 @@
  * max-starting while they fill; summons come first. */
 #include "internal.h"
 
-int jitsu_spare_begin(jitsu_vm *vm, jitsu_spare *s,
-                      void (*reclaim)(jitsu_spare *s)) {
+/* Link (s) to (vm)'s context, filling or made. */
+static int spare_count(jitsu_vm *vm, jitsu_spare *s,
+                       void (*reclaim)(jitsu_spare *s), bool filling) {
   if (vm == NULL || s == NULL || reclaim == NULL || s->counted)
     return -EINVAL;
   jitsu_ctx *ctx = vm->ctx;
   if (ctx->n_live + ctx->n_queued_new + ctx->n_spares >= ctx->max_live ||
-      ctx->n_starting + ctx->n_spares_filling >= ctx->max_starting ||
-      ctx->start_queue.next != &ctx->start_queue)
+      (filling &&
+       (ctx->n_starting + ctx->n_spares_filling >= ctx->max_starting ||
+        ctx->start_queue.next != &ctx->start_queue)))
     return JITSU_ELIMIT;
   s->vm = vm;
   s->reclaim = reclaim;
-  s->filling = true;
+  s->filling = filling;
   s->counted = true;
   jitsu_list_append(&ctx->spares, &s->link);
   ctx->n_spares++;
-  ctx->n_spares_filling++;
+  ctx->n_spares_filling += filling;
   return 0;
+}
+
+int jitsu_spare_begin(jitsu_vm *vm, jitsu_spare *s,
+                      void (*reclaim)(jitsu_spare *s)) {
+  return spare_count(vm, s, reclaim, true);
+}
+
+int jitsu_spare_adopt(jitsu_vm *vm, jitsu_spare *s,
+                      void (*reclaim)(jitsu_spare *s)) {
+  return spare_count(vm, s, reclaim, false);
 }
 
 void jitsu_spare_filled(jitsu_spare *s) {

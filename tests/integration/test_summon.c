@@ -323,6 +323,32 @@ static void test_spares_count(void **state) {
   jitsu_ctx_spares(f->ctx, &n, NULL);
   assert_int_equal(n, 0);
   assert_int_equal(jitsu_spare_begin(a, NULL, reclaim_spare), -EINVAL);
+  /* A spare made already (adopted) needs no start slot: with max-starting
+   * full of filling spares it is still counted, as made; max-live still
+   * bounds it. */
+  static test_spare f1, f2, f3, adopted, over;
+  f1 = f2 = f3 = adopted = over = (test_spare){0};
+  assert_int_equal(jitsu_vm_stop(a, JITSU_STOP_DESTROY, NULL, NULL), 0);
+  assert_int_equal(jitsu_vm_stop(b, JITSU_STOP_DESTROY, NULL, NULL), 0);
+  assert_true(run_until_state(f, a, JITSU_STATE_STOPPED, 3000));
+  assert_true(run_until_state(f, b, JITSU_STATE_STOPPED, 3000));
+  assert_int_equal(jitsu_spare_begin(b, &f1.acct, reclaim_spare), 0);
+  assert_int_equal(jitsu_spare_begin(b, &f2.acct, reclaim_spare), 0);
+  assert_int_equal(jitsu_spare_begin(b, &f3.acct, reclaim_spare),
+                   JITSU_ELIMIT); /* max-starting 2 */
+  assert_int_equal(jitsu_spare_adopt(a, &adopted.acct, reclaim_spare), 0);
+  jitsu_ctx_spares(f->ctx, &n, &filling);
+  assert_int_equal(n, 3);
+  assert_int_equal(filling, 2);
+  assert_int_equal(jitsu_spare_adopt(a, &over.acct, reclaim_spare),
+                   JITSU_ELIMIT); /* 3 spares = max-live */
+  assert_int_equal(jitsu_spare_adopt(a, &adopted.acct, reclaim_spare),
+                   -EINVAL); /* counted already */
+  jitsu_spare_end(&adopted.acct);
+  jitsu_spare_end(&f1.acct);
+  jitsu_spare_end(&f2.acct);
+  jitsu_ctx_spares(f->ctx, &n, &filling);
+  assert_int_equal(n + filling, 0);
 }
 
 int main(void) {

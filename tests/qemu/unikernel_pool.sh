@@ -3,8 +3,9 @@
 # pool of 2. Summons take spares (their QEMUs become the vm's) and the
 # pool refills; a spare that dies is replaced; a reload replaces the pool; a vm whose spares cannot
 # be made falls back to a cold start; a controller killed with SIGKILL
-# leaves spares that the next one ends (never hands out); a controller
-# that exits ends its spares and leaves only the vm's guest.
+# leaves spares that the next one adopts (each handed out once) or, when
+# the definition changed meanwhile, ends; a controller that exits ends
+# its spares and leaves only the vm's guest.
 # usage: unikernel_pool.sh JITSU_HTTP JITSU_CTL UNIKERNEL
 set -euo pipefail
 . "$(dirname "$0")/../integration/lib.sh"
@@ -21,16 +22,21 @@ cp_=$(free_port)
 } >"$dir/jitsu.conf"
 sed -i "s|^ready = marker+http:127.0.0.1:$cp_/|ready = http:127.0.0.1:$cp_/|" "$dir/jitsu.conf"
 start_http() {
+  touch "$dir/http.log"
+  from=$(wc -l <"$dir/http.log")
   "$http" -c "$dir/jitsu.conf" >>"$dir/http.log" 2>&1 &
   hpid=$!
   for _ in $(seq 1 100); do c version >/dev/null 2>&1 && break; sleep 0.05; done
 }
 c() { "$ctl" -s "$dir/state/control.sock" "$@"; }
 get() { curl -s -m 20 -H "Host: $1" "http://127.0.0.1:$hp/"; }
-# wait_log N TEXT: until TEXT is in the log N times (30 s at most).
+# wait_log N TEXT: until TEXT is in the log N times (30 s at most),
+# counting from line $from + 1 (the current controller's lines).
+from=0
+logged() { tail -n "+$((from + 1))" "$dir/http.log" | grep -c -- "$1" || true; }
 wait_log() {
   for _ in $(seq 1 300); do
-    [ "$(grep -c -- "$2" "$dir/http.log" || true)" -ge "$1" ] && return 0
+    [ "$(logged "$2")" -ge "$1" ] && return 0
     kill -0 "$hpid" 2>/dev/null || fail "jitsu-http exited"
     sleep 0.1
   done
@@ -38,6 +44,15 @@ wait_log() {
 }
 spare_pid() { head -n 1 "$dir/state/qemu/uni.spare$1.pid" 2>/dev/null | awk '{print $1}'; }
 taken() { c status uni | grep -o "[0-9]* taken" | awk '{print $1}'; }
+guest_pid() { c status uni | grep -o "qemu pid [0-9]*" | awk '{print $3}'; }
+stop_uni() {
+  c stop uni >/dev/null
+  for _ in $(seq 1 100); do
+    [ "$(c status uni | awk 'NR == 1 {print $2}')" = stopped ] && return 0
+    sleep 0.1
+  done
+  fail "uni did not stop"
+}
 
 start_http
 wait_log 1 "uni: pool: spare1 ready"
@@ -56,11 +71,7 @@ tap_ok "a summon took spare1 (QEMU pid $s1)"
 
 # The pool refills; a second summon after a stop takes a spare again.
 wait_log 3 "uni: pool: spare[12] ready"
-c stop uni >/dev/null
-for _ in $(seq 1 100); do
-  [ "$(c status uni | awk 'NR == 1 {print $2}')" = stopped ] && break
-  sleep 0.1
-done
+stop_uni
 [ "$(get uni.test)" = "pooled page" ] || fail "the second summon was not answered"
 [ "$(taken)" = 2 ] || fail "status says $(taken) taken, not 2"
 grep -q "uni: pool: no spare ready" "$dir/http.log" && fail "a cold start with spares ready"
@@ -95,22 +106,52 @@ done
 [ "$(get uni.test)" = "reloaded page" ] || fail "the new definition's spare did not answer"
 tap_ok "a reload replaced the pool (old spares $old ended)"
 
-# SIGKILL: the next controller ends the spares left behind, adopts the
-# vm's guest, and fills a new pool.
+# SIGKILL: the next controller adopts the vm's guest and the spares left
+# paused at their ready point (the same QEMUs), and hands each out once.
+wait_log $((readies + 3)) "uni: pool: spare[12] ready" # refilled after the take
 left=$(for n in 1 2; do spare_pid $n; done | tr '\n' ' ')
-guest=$(c status uni | grep -o "qemu pid [0-9]*" | awk '{print $3}')
+guest=$(guest_pid)
 kill -9 "$hpid"
 wait "$hpid" 2>/dev/null || true
 start_http
-wait_log 2 "left by an earlier controller"
+wait_log 2 "uni: pool: spare[12] adopted"
+for p in $left; do
+  kill -0 "$p" 2>/dev/null || fail "spare $p of the killed controller was not kept"
+done
+[ "$(guest_pid)" = "$guest" ] || fail "the vm's guest $guest was not adopted"
+[ "$(get uni.test)" = "reloaded page" ] || fail "the adopted guest did not answer"
+given=
+for round in 1 2; do
+  stop_uni
+  [ "$(get uni.test)" = "reloaded page" ] || fail "summon $round after the restart was not answered"
+  p=$(guest_pid)
+  case " $given " in *" $p "*) fail "QEMU $p was handed out twice" ;; esac
+  given="$given $p"
+  wait_log "$round" "uni: pool: spare[12] ready"
+done
+[ "$(logged "no spare ready")" = 0 ] || fail "a cold start with adopted spares"
+first=${given# }
+first=${first%% *}
+case " $left " in *" $first "*) ;; *) fail "the first summon took $first, not an adopted spare ($left)" ;; esac
+tap_ok "after SIGKILL: guest $guest and spares $left adopted; handed out once ($given )"
+
+# A controller whose definition changed while none ran ends the spares
+# left for the old one.
+left=$(for n in 1 2; do spare_pid $n; done | tr '\n' ' ')
+kill -9 "$hpid"
+wait "$hpid" 2>/dev/null || true
+sed -i 's/jitsu.body=reloaded%20page/jitsu.body=restarted%20page/' "$dir/jitsu.conf"
+start_http
+wait_log 2 "made for another definition"
 for p in $left; do
   for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && fail "spare $p of the killed controller still runs"
+  kill -0 "$p" 2>/dev/null && fail "spare $p of the old definition still runs"
 done
-c status uni | grep "qemu pid $guest" >/dev/null || fail "the vm's guest $guest was not adopted"
-wait_log 7 "uni: pool: spare[12] ready"
-[ "$(get uni.test)" = "reloaded page" ] || fail "the adopted guest did not answer"
-tap_ok "after SIGKILL: old spares ended ($left), guest $guest adopted, pool refilled"
+wait_log 2 "uni: pool: spare[12] ready"
+stop_uni
+[ "$(get uni.test)" = "restarted page" ] || fail "the new definition's spare did not answer"
+guest=$(guest_pid)
+tap_ok "a changed definition ended the spares left for the old one ($left)"
 
 # An exit ends the spares; the vm's guest stays for adoption.
 left=$(for n in 1 2; do spare_pid $n; done | tr '\n' ' ')
