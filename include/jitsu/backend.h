@@ -2,6 +2,7 @@
 #ifndef JITSU_BACKEND_H
 #define JITSU_BACKEND_H
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "config.h"
@@ -145,6 +146,27 @@ JITSU_EXTERN void jitsu_vm_log(jitsu_vm *vm, jitsu_log_level level,
 
 /* Readiness parameters of (vm). */
 JITSU_EXTERN jitsu_ready_method jitsu_vm_ready_method(const jitsu_vm *vm);
+
+/* The port of (vm)'s tcp or http readiness address; 0 when its readiness
+ * has no address. */
+JITSU_EXTERN unsigned jitsu_vm_ready_port(const jitsu_vm *vm);
+
+/* Probing a guest that is not (yet) the vm's own, e.g. a spare through a
+ * forward of its own, with the vm's tcp or http readiness check. */
+typedef struct jitsu__readiness jitsu_probe;
+typedef void (*jitsu_probe_cb)(jitsu_probe *p, int status, void *arg);
+/* Check (addr) the way (vm)'s readiness checks its own address (a TCP
+ * connect, or an HTTP GET of its path that is answered), again with a
+ * back-off until it answers. (cb) is called once, from the loop: 0 once it
+ * answered, JITSU_ETIMEDOUT after (timeout_ms), JITSU_ECANCELED after
+ * jitsu_probe_cancel(); (p) is gone when it returns. Returns 0 with (*out)
+ * set, -EINVAL when (vm)'s readiness is neither tcp nor http, or -ENOMEM.
+ * The probe copies what it needs: (vm) may change or go meanwhile. */
+JITSU_EXTERN int jitsu_vm_probe(jitsu_vm *vm, const struct sockaddr *addr,
+                                uint64_t timeout_ms, jitsu_probe_cb cb,
+                                void *arg, jitsu_probe **out);
+/* Stop (p), which has not completed: its callback gets JITSU_ECANCELED. */
+JITSU_EXTERN void jitsu_probe_cancel(jitsu_probe *p);
 
 /* The NOTIFY_SOCKET value the guest must get ("@..." for an abstract
  * socket), or NULL when readiness is not notify. Valid while starting. */

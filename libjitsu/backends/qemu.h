@@ -99,6 +99,8 @@ typedef struct qvm {
   unsigned pool_fails;    /* fills that failed in a row */
   uv_timer_t *pool_timer; /* the next fill, after a failure's back-off */
   uint64_t pool_takes;    /* starts served by a spare */
+  struct qwarm *warm;     /* a filling spare being warmed up */
+  unsigned warmed;        /* answers it gave through its warm-up forward */
 } qvm;
 
 /* Files of (q) in the state directory: "<state>/qemu/<vm>.<suffix>", or

@@ -1,12 +1,15 @@
 /* Pools of spare QEMUs (pool = N): each spare is a QEMU of the vm's
- * command line, booted to the guest's ready point (its console marker) or
- * restored from the vm's snapshot image, then paused. A start takes a
- * ready spare: its record and monitor become the vm's, the vm's host
+ * command line, booted to the guest's ready point (its console marker,
+ * then answers to the vm's readiness check through a forward of its own:
+ * warmed up) or restored from the vm's snapshot image, then paused. A start
+ * takes a ready spare: its record and monitor become the vm's, the vm's host
  * forwards are added to it (so that spares need no ports of their own),
  * and it continues. The pool refills one spare at a time, in the
  * background; a spare that dies is replaced after a back-off. */
 #include "qemu.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,7 +21,9 @@
 #define POOL_QMP_MS 5000
 #define POOL_BACKOFF_MS 200 /* after a spare failed, doubling */
 #define POOL_BACKOFF_MAX_MS 60000
-#define POOL_ROOM_MS 1000 /* max-live or max-starting left no room: again */
+#define POOL_ROOM_MS 1000  /* max-live or max-starting left no room: again */
+#define POOL_WARM_ROUNDS 3 /* answers through the warm-up forward */
+#define POOL_WARM_MS 30000 /* for each */
 
 int qemu_pool_configure(qvm *q, jitsu_vm *vm, jitsu_error *err) {
   const char *v = jitsu_vm_param(vm, "pool", 0);
@@ -104,7 +109,9 @@ static void fill_later(qvm *q) {
  * readable (SIGKILL takes milliseconds; at most SPARE_REAP_MS, after which
  * init reaps it once we are gone). */
 #define SPARE_REAP_MS 2000
+static void warm_cancel(qvm *s);
 static void spare_end(qvm *s) {
+  warm_cancel(s);
   if (s->pid > 0) {
     kill(s->pid, SIGKILL);
     siginfo_t si;
@@ -218,8 +225,13 @@ static void spare_ready(qvm *s) {
   s->op = QOP_NONE;
   q->pool_fails = 0;
   jitsu_spare_filled(&s->acct);
-  jitsu_vm_log(s->vm, JITSU_LOG_INFO, "pool: %s ready (QEMU pid %d)", s->tag,
-               (int)s->pid);
+  if (s->warmed > 0)
+    jitsu_vm_log(s->vm, JITSU_LOG_INFO,
+                 "pool: %s ready (QEMU pid %d, warmed up by %u answers)",
+                 s->tag, (int)s->pid, s->warmed);
+  else
+    jitsu_vm_log(s->vm, JITSU_LOG_INFO, "pool: %s ready (QEMU pid %d)", s->tag,
+                 (int)s->pid);
   qemu_pool_fill(q); /* the next one */
 }
 
@@ -234,15 +246,188 @@ static void spare_paused(void *arg, json_t *ret, const char *error) {
   spare_ready(s);
 }
 
-void qemu_pool_spare_marker(qvm *s) {
-  if (s->spare != QSPARE_FILLING || s->op != QOP_START || s->quit_sent)
-    return;
+static void spare_pause(qvm *s) {
   if (qmp_send(s->qmp, "stop", NULL, -1, POOL_QMP_MS, spare_paused, s) < 0)
     qemu_op_failed(s, "cannot pause", "out of memory");
 }
 
+/* ---- warming a spare up before it is paused ------------------------------
+ * A guest's first answer is its slowest: its code runs for the first time
+ * (under TCG, it is translated first) and its server does first-time
+ * work. A spare whose vm has a tcp or http readiness check, reached through
+ * one of its forward rules, gets a forward of its own on a free loopback
+ * port after its marker; the check is run through it POOL_WARM_ROUNDS times
+ * (the first answer also proves that its server listens), then the forward
+ * is removed and the spare paused. A spare that does not answer is paused
+ * as it is, like one that cannot be warmed. */
+typedef struct qwarm {
+  qvm *s; /* NULL once the spare went: the probe's callback frees this */
+  jitsu_probe *probe;
+  unsigned rounds;
+  struct sockaddr_in addr;
+  char guest[80]; /* the forward's guest side, "[ADDR]:PORT" */
+  char rule[48];  /* "tcp:127.0.0.1:PORT" */
+} qwarm;
+
+static void warm_cancel(qvm *s) {
+  qwarm *w = s->warm;
+  if (w == NULL)
+    return;
+  s->warm = NULL;
+  w->s = NULL;
+  if (w->probe != NULL)
+    jitsu_probe_cancel(w->probe); /* its callback frees (w) */
+  else
+    free(w);
+}
+
+static void hmp(qvm *s, const char *line, qmp_reply_cb cb) {
+  json_t *a = json_pack("{s:s}", "command-line", line);
+  if (a == NULL ||
+      qmp_send(s->qmp, "human-monitor-command", a, -1, POOL_QMP_MS, cb, s) < 0)
+    qemu_op_failed(s, "cannot send a monitor command", "out of memory");
+  json_decref(a);
+}
+
+/* Warming is over (or could not begin): pause, without the forward. */
+static void warm_end(qvm *s) {
+  qwarm *w = s->warm;
+  if (w != NULL && w->rule[0] != '\0') {
+    char line[96];
+    snprintf(line, sizeof(line), "hostfwd_remove jitsu-net %s", w->rule);
+    hmp(s, line, NULL);
+  }
+  warm_cancel(s);
+  spare_pause(s);
+}
+
+static void warm_answered(jitsu_probe *p, int status, void *arg);
+
+static void warm_probe(qvm *s) {
+  qwarm *w = s->warm;
+  if (jitsu_vm_probe(s->vm, (struct sockaddr *)&w->addr, POOL_WARM_MS,
+                     warm_answered, w, &w->probe) < 0)
+    warm_end(s);
+}
+
+static void warm_answered(jitsu_probe *p, int status, void *arg) {
+  qwarm *w = arg;
+  (void)p;
+  w->probe = NULL;
+  qvm *s = w->s;
+  if (s == NULL) {
+    free(w);
+    return;
+  }
+  if (status == 0)
+    s->warmed = ++w->rounds;
+  if (status == 0 && w->rounds < POOL_WARM_ROUNDS) {
+    warm_probe(s);
+    return;
+  }
+  if (status != 0)
+    jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
+                 "pool: %s did not answer through %s within %d s: paused "
+                 "without warming up",
+                 s->tag, w->rule, POOL_WARM_MS / 1000);
+  warm_end(s);
+}
+
+static void warm_forwarded(void *arg, json_t *ret, const char *error) {
+  qvm *s = arg;
+  if (s->warm == NULL || s->spare != QSPARE_FILLING || s->quit_sent)
+    return;
+  const char *out = ret ? json_string_value(ret) : NULL;
+  if (ret == NULL || (out != NULL && out[0] != '\0')) {
+    jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
+                 "pool: %s: cannot add its warm-up forward (%s): paused "
+                 "without warming up",
+                 s->tag, ret == NULL ? error : out);
+    s->warm->rule[0] = '\0';
+    warm_end(s);
+    return;
+  }
+  warm_probe(s);
+}
+
+/* The guest side ("[ADDR]:PORT") of the tcp forward rule whose host port
+ * is (port), into (out); false if there is none. */
+static bool forward_guest_side(jitsu_vm *vm, unsigned port, char *out,
+                               size_t size) {
+  const char *fw;
+  for (size_t i = 0; (fw = jitsu_vm_param(vm, "forward", i)) != NULL; i++) {
+    const char *dash = strchr(fw, '-');
+    if (strncmp(fw, "tcp:", 4) != 0 || dash == NULL)
+      continue;
+    const char *colon = memrchr(fw, ':', (size_t)(dash - fw));
+    if (colon == NULL || strtoul(colon + 1, NULL, 10) != port ||
+        strlen(dash + 1) >= size)
+      continue;
+    snprintf(out, size, "%s", dash + 1);
+    return true;
+  }
+  return false;
+}
+
+/* A free loopback TCP port (the kernel's pick; QEMU binds it next). */
+static int free_loopback_port(struct sockaddr_in *sin) {
+  *sin = (struct sockaddr_in){.sin_family = AF_INET};
+  sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(*sin);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int r = fd < 0 || bind(fd, (struct sockaddr *)sin, sizeof(*sin)) < 0 ||
+                  getsockname(fd, (struct sockaddr *)sin, &len) < 0
+              ? -errno
+              : 0;
+  if (fd >= 0)
+    close(fd);
+  return r;
+}
+
+static void warm_continued(void *arg, json_t *ret, const char *error) {
+  qvm *s = arg;
+  if (ret == NULL && s->warm != NULL)
+    qemu_op_failed(s, "cannot continue the restored spare", error);
+}
+
+/* Begin warming spare (s) up, first continuing it if (paused) (a restored
+ * one): 0, or -1 when it cannot be warmed. */
+static int warm_begin(qvm *s, bool paused) {
+  unsigned port = jitsu_vm_ready_port(s->vm);
+  qwarm *w;
+  if (port == 0 || s->net != QNET_USER || (w = calloc(1, sizeof(*w))) == NULL)
+    return -1;
+  if (!forward_guest_side(s->vm, port, w->guest, sizeof(w->guest)) ||
+      free_loopback_port(&w->addr) < 0) {
+    free(w);
+    return -1;
+  }
+  w->s = s;
+  s->warm = w;
+  snprintf(w->rule, sizeof(w->rule), "tcp:127.0.0.1:%u",
+           (unsigned)ntohs(w->addr.sin_port));
+  if (paused &&
+      qmp_send(s->qmp, "cont", NULL, -1, POOL_QMP_MS, warm_continued, s) < 0)
+    qemu_op_failed(s, "cannot continue the restored spare", "out of memory");
+  char line[200];
+  snprintf(line, sizeof(line), "hostfwd_add jitsu-net %s-%s", w->rule,
+           w->guest);
+  hmp(s, line, warm_forwarded);
+  return 0;
+}
+
+void qemu_pool_spare_marker(qvm *s) {
+  if (s->spare != QSPARE_FILLING || s->op != QOP_START || s->quit_sent ||
+      s->warm != NULL)
+    return;
+  if (warm_begin(s, false) < 0)
+    spare_pause(s);
+}
+
 void qemu_pool_spare_restored(qvm *s) {
-  if (s->spare == QSPARE_FILLING && !s->quit_sent)
+  if (s->spare != QSPARE_FILLING || s->quit_sent || s->warm != NULL)
+    return;
+  if (warm_begin(s, true) < 0)
     spare_ready(s); /* a restored guest waits paused (-incoming) */
 }
 

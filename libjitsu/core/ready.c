@@ -2,7 +2,8 @@
  * Readiness: none, a TCP connect with backoff, an HTTP request that is
  * answered, or the notify protocol; optionally after the backend has seen
  * the guest's marker (jitsu_backend_marker()), in which case probes begin
- * only then.
+ * only then. A jitsu_probe (jitsu_vm_probe()) is the same tcp or http
+ * check on its own, against another address, for a backend.
  */
 #include "internal.h"
 
@@ -17,9 +18,17 @@
 #define PROBE_TIMEOUT_MS 1000 /* one connect or HTTP exchange */
 
 struct jitsu__readiness {
-  jitsu_vm *vm; /* NULL once canceled */
-  jitsu__ready_fn done;
-  int refs; /* open handles + probes in flight */
+  jitsu_vm *vm;         /* NULL once canceled (or a jitsu_probe completed) */
+  jitsu__ready_fn done; /* the vm's start; NULL for a jitsu_probe */
+  jitsu_probe_cb cb;    /* a jitsu_probe's */
+  void *arg;
+  int cb_status; /* a canceled jitsu_probe's, for its last close */
+  int refs;      /* open handles + probes in flight */
+  /* What is checked, copied from the vm. */
+  uv_loop_t *loop;
+  jitsu_ready_method method;
+  struct sockaddr_storage addr;
+  char path[JITSU__READY_PATH_MAX];
   uv_timer_t deadline;
   uv_timer_t retry;
   uint64_t backoff_ms;
@@ -47,8 +56,27 @@ static void unref(jitsu__readiness *r) {
   if (--r->refs == 0) {
     if (r->notify_fd >= 0)
       close(r->notify_fd);
+    if (r->cb != NULL && r->cb_status != 0)
+      r->cb(r, r->cb_status, r->arg); /* canceled: after the last close */
     free(r);
   }
+}
+
+static void probe_stop(jitsu__readiness *r);
+
+/* The check is over: (status) 0 (ready) or JITSU_ETIMEDOUT. */
+static void finish(jitsu__readiness *r, int status) {
+  if (r->done != NULL) {
+    r->done(r->vm, status);
+    return;
+  }
+  jitsu_probe_cb cb = r->cb;
+  void *arg = r->arg;
+  r->cb = NULL; /* called once, here */
+  r->refs++;    /* (r) outlives the callback */
+  probe_stop(r);
+  cb(r, status, arg);
+  unref(r);
 }
 
 static void handle_closed(uv_handle_t *h) {
@@ -87,7 +115,7 @@ static void probe_end(probe *p, bool ok) {
   if (r->vm == NULL)
     return;
   if (ok) {
-    r->done(r->vm, 0);
+    finish(r, 0);
     return;
   }
   uv_timer_start(&r->retry, retry_fired, r->backoff_ms, 0);
@@ -136,18 +164,17 @@ static void probe_connected(uv_connect_t *req, int status) {
     probe_end(p, false);
     return;
   }
-  if (p->r->vm->ready != JITSU_READY_HTTP) {
+  jitsu__readiness *r = p->r;
+  if (r->method != JITSU_READY_HTTP) {
     probe_end(p, true);
     return;
   }
-  jitsu_vm *vm = p->r->vm;
   char host[80];
-  jitsu__format_sockaddr((struct sockaddr *)&vm->ready_addr, host,
-                         sizeof(host));
+  jitsu__format_sockaddr((struct sockaddr *)&r->addr, host, sizeof(host));
   int n = snprintf(p->request, sizeof(p->request),
                    "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: jitsu-ready"
                    "\r\nConnection: close\r\n\r\n",
-                   vm->ready_path, host);
+                   r->path, host);
   uv_buf_t b = uv_buf_init(p->request, (unsigned)n);
   p->write.data = p;
   if (uv_write(&p->write, (uv_stream_t *)&p->tcp, &b, 1, request_written) < 0)
@@ -155,22 +182,20 @@ static void probe_connected(uv_connect_t *req, int status) {
 }
 
 static void probe_start(jitsu__readiness *r) {
-  jitsu_vm *vm = r->vm;
   probe *p = calloc(1, sizeof(*p));
   if (p == NULL) {
     uv_timer_start(&r->retry, retry_fired, PROBE_MAX_MS, 0);
     return;
   }
   p->r = r;
-  uv_tcp_init(vm->ctx->loop, &p->tcp);
+  uv_tcp_init(r->loop, &p->tcp);
   p->tcp.data = p;
   p->req.data = p;
   r->refs++;
   r->active = p;
   uv_timer_start(&r->retry, retry_fired, PROBE_TIMEOUT_MS, 0);
-  int e =
-      uv_tcp_connect(&p->req, &p->tcp, (const struct sockaddr *)&vm->ready_addr,
-                     probe_connected);
+  int e = uv_tcp_connect(&p->req, &p->tcp, (const struct sockaddr *)&r->addr,
+                         probe_connected);
   if (e < 0)
     probe_end(p, false);
 }
@@ -240,7 +265,7 @@ static void notify_readable(uv_poll_t *h, int status, int events) {
         r->notified = true; /* ready once the marker comes */
         continue;
       }
-      r->done(vm, 0);
+      finish(r, 0);
       return;
     }
   }
@@ -273,19 +298,36 @@ static int notify_open(jitsu__readiness *r) {
   return 0;
 }
 
-int jitsu__ready_prepare(jitsu_vm *vm, jitsu__ready_fn done) {
-  jitsu__ready_cancel(vm);
+/* A check of (vm)'s method at (addr) (NULL: its own address). */
+static jitsu__readiness *readiness_new(jitsu_vm *vm,
+                                       const struct sockaddr *addr) {
   jitsu__readiness *r = calloc(1, sizeof(*r));
   if (r == NULL)
-    return -ENOMEM;
+    return NULL;
   r->vm = vm;
-  r->done = done;
   r->notify_fd = -1;
   r->refs = 3; /* ours until canceled, and the two timers */
   r->backoff_ms = PROBE_FIRST_MS;
-  uv_timer_init(vm->ctx->loop, &r->deadline);
-  uv_timer_init(vm->ctx->loop, &r->retry);
+  r->loop = vm->ctx->loop;
+  r->method = vm->ready;
+  memcpy(&r->addr, &vm->ready_addr, sizeof(r->addr));
+  if (addr != NULL)
+    memcpy(&r->addr, addr,
+           addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                       : sizeof(struct sockaddr_in));
+  memcpy(r->path, vm->ready_path, sizeof(r->path));
+  uv_timer_init(r->loop, &r->deadline);
+  uv_timer_init(r->loop, &r->retry);
   r->deadline.data = r->retry.data = r;
+  return r;
+}
+
+int jitsu__ready_prepare(jitsu_vm *vm, jitsu__ready_fn done) {
+  jitsu__ready_cancel(vm);
+  jitsu__readiness *r = readiness_new(vm, NULL);
+  if (r == NULL)
+    return -ENOMEM;
+  r->done = done;
   vm->readiness = r;
   if (vm->ready == JITSU_READY_NOTIFY) {
     int e = notify_open(r);
@@ -301,7 +343,7 @@ int jitsu__ready_prepare(jitsu_vm *vm, jitsu__ready_fn done) {
 static void deadline_fired(uv_timer_t *t) {
   jitsu__readiness *r = t->data;
   if (r->vm != NULL)
-    r->done(r->vm, JITSU_ETIMEDOUT);
+    finish(r, JITSU_ETIMEDOUT);
 }
 
 /* The marker (if any) has been seen: run the method. */
@@ -309,7 +351,7 @@ static int begin_method(jitsu__readiness *r) {
   jitsu_vm *vm = r->vm;
   if (vm->ready == JITSU_READY_NONE ||
       (vm->ready == JITSU_READY_NOTIFY && r->notified))
-    r->done(vm, 0);
+    finish(r, 0);
   else if (vm->ready == JITSU_READY_TCP || vm->ready == JITSU_READY_HTTP)
     probe_start(r);
   return 0;
@@ -325,7 +367,7 @@ int jitsu__ready_begin(jitsu_vm *vm) {
   if (r->notify_open)
     uv_poll_start(&r->notify_poll, UV_READABLE, notify_readable);
   if (vm->ready == JITSU_READY_NONE && !vm->ready_marker) {
-    r->done(vm, 0);
+    finish(r, 0);
     return 0;
   }
   uv_timer_start(&r->deadline, deadline_fired, vm->ready_timeout_ms, 0);
@@ -351,11 +393,9 @@ bool jitsu_vm_wants_marker(const jitsu_vm *vm) {
   return vm->ready_marker;
 }
 
-void jitsu__ready_cancel(jitsu_vm *vm) {
-  jitsu__readiness *r = vm->readiness;
-  if (r == NULL)
-    return;
-  vm->readiness = NULL;
+/* End whatever (r) has running and drop our reference: it is freed after
+ * the last close. */
+static void probe_stop(jitsu__readiness *r) {
   r->vm = NULL;
   if (r->active != NULL) {
     probe *p = r->active;
@@ -367,6 +407,52 @@ void jitsu__ready_cancel(jitsu_vm *vm) {
   if (r->notify_open)
     uv_close((uv_handle_t *)&r->notify_poll, handle_closed);
   unref(r);
+}
+
+void jitsu__ready_cancel(jitsu_vm *vm) {
+  jitsu__readiness *r = vm->readiness;
+  if (r == NULL)
+    return;
+  vm->readiness = NULL;
+  probe_stop(r);
+}
+
+unsigned jitsu_vm_ready_port(const jitsu_vm *vm) {
+  if (vm == NULL ||
+      (vm->ready != JITSU_READY_TCP && vm->ready != JITSU_READY_HTTP))
+    return 0;
+  const struct sockaddr *sa = (const struct sockaddr *)&vm->ready_addr;
+  if (sa->sa_family == AF_INET)
+    return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+  if (sa->sa_family == AF_INET6)
+    return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+  return 0;
+}
+
+int jitsu_vm_probe(jitsu_vm *vm, const struct sockaddr *addr,
+                   uint64_t timeout_ms, jitsu_probe_cb cb, void *arg,
+                   jitsu_probe **out) {
+  if (vm == NULL || addr == NULL || cb == NULL || out == NULL ||
+      (vm->ready != JITSU_READY_TCP && vm->ready != JITSU_READY_HTTP) ||
+      (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+    return -EINVAL;
+  jitsu__readiness *r = readiness_new(vm, addr);
+  if (r == NULL)
+    return -ENOMEM;
+  r->cb = cb;
+  r->arg = arg;
+  r->vm = vm; /* only as "not over": nothing of it is read from here on */
+  uv_timer_start(&r->deadline, deadline_fired, timeout_ms, 0);
+  probe_start(r);
+  *out = r;
+  return 0;
+}
+
+void jitsu_probe_cancel(jitsu_probe *p) {
+  if (p == NULL || p->cb == NULL || p->vm == NULL)
+    return;
+  p->cb_status = JITSU_ECANCELED; /* called at the last close */
+  probe_stop(p);
 }
 
 const char *jitsu_vm_notify_socket(const jitsu_vm *vm) {

@@ -2,6 +2,8 @@
  * readiness time-outs, limits and the idle policy. */
 #include "helpers.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -351,6 +353,93 @@ static void test_spares_count(void **state) {
   assert_int_equal(n + filling, 0);
 }
 
+/* jitsu_vm_probe(): a vm's http check run against another address (as a
+ * backend warms a spare up through a forward of its own). */
+typedef struct probed {
+  int calls, status;
+} probed;
+
+static void probe_cb(jitsu_probe *p, int status, void *arg) {
+  probed *o = arg;
+  (void)p;
+  o->calls++;
+  o->status = status;
+}
+
+static void test_probe(void **state) {
+  fixture *f = *state;
+  int own = free_port(), srv_port = free_port(), none = free_port();
+  assert_int_equal(fixture_load(f,
+                                "[vm t]\nexec = /bin/sleep 100\n"
+                                "ready = http:127.0.0.1:%d/x\n"
+                                "[vm srv]\nexec = %s --listen 127.0.0.1:%d\n"
+                                "ready = tcp:127.0.0.1:%d\n"
+                                "[vm plain]\nexec = /bin/sleep 100\n",
+                                own, hello_path(), srv_port, srv_port),
+                   0);
+  jitsu_vm *t = jitsu_vm_find(f->ctx, "t"), *srv = jitsu_vm_find(f->ctx, "srv");
+  assert_int_equal(jitsu_vm_ready_port(t), own);
+  assert_int_equal(jitsu_vm_ready_port(jitsu_vm_find(f->ctx, "plain")), 0);
+  static outcome up;
+  up = (outcome){0};
+  assert_int_equal(jitsu_vm_summon(srv, outcome_cb, &up), 0);
+  assert_true(run_until(f, &up.done, 5000));
+  assert_int_equal(up.status, 0);
+  struct sockaddr_in at = {.sin_family = AF_INET};
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  jitsu_probe *p = NULL;
+  static probed answered, silent, canceled, refused;
+  answered = silent = canceled = refused = (probed){0};
+  /* A server that answers HTTP: 0, once, never from inside the call. */
+  at.sin_port = htons((uint16_t)srv_port);
+  assert_int_equal(
+      jitsu_vm_probe(t, (struct sockaddr *)&at, 5000, probe_cb, &answered, &p),
+      0);
+  assert_int_equal(answered.calls, 0);
+  for (int i = 0; i < 500 && answered.calls == 0; i++)
+    run_for(f, 10);
+  assert_int_equal(answered.calls, 1);
+  assert_int_equal(answered.status, 0);
+  /* Nothing listens: retried until its time-out. */
+  at.sin_port = htons((uint16_t)none);
+  assert_int_equal(
+      jitsu_vm_probe(t, (struct sockaddr *)&at, 300, probe_cb, &silent, &p), 0);
+  for (int i = 0; i < 500 && silent.calls == 0; i++)
+    run_for(f, 10);
+  assert_int_equal(silent.calls, 1);
+  assert_int_equal(silent.status, JITSU_ETIMEDOUT);
+  /* Canceled: JITSU_ECANCELED once, from the loop. */
+  assert_int_equal(
+      jitsu_vm_probe(t, (struct sockaddr *)&at, 60000, probe_cb, &canceled, &p),
+      0);
+  run_for(f, 30);
+  jitsu_probe_cancel(p);
+  assert_int_equal(canceled.calls, 0);
+  run_for(f, 50);
+  assert_int_equal(canceled.calls, 1);
+  assert_int_equal(canceled.status, JITSU_ECANCELED);
+  /* Only tcp and http checks can be run elsewhere. */
+  assert_int_equal(jitsu_vm_probe(jitsu_vm_find(f->ctx, "plain"),
+                                  (struct sockaddr *)&at, 100, probe_cb,
+                                  &refused, &p),
+                   -EINVAL);
+  assert_int_equal(jitsu_vm_probe(t, NULL, 100, probe_cb, &refused, &p),
+                   -EINVAL);
+  run_for(f, 20);
+  assert_int_equal(refused.calls, 0);
+  /* A probe under way when its vm goes still completes (canceled by the
+   * backend that owns it; here, by the test). */
+  assert_int_equal(
+      jitsu_vm_probe(t, (struct sockaddr *)&at, 60000, probe_cb, &refused, &p),
+      0);
+  assert_int_equal(jitsu_vm_undefine(t), 0);
+  run_for(f, 20);
+  jitsu_probe_cancel(p);
+  run_for(f, 20);
+  assert_int_equal(refused.calls, 1);
+  assert_int_equal(refused.status, JITSU_ECANCELED);
+}
+
 int main(void) {
 #define T(fn)                                                                  \
   cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
@@ -362,6 +451,7 @@ int main(void) {
       T(test_max_waiters),
       T(test_idle_policy),
       T(test_spares_count),
+      T(test_probe),
   };
   return cmocka_run_group_tests_name("summon", tests, NULL, NULL);
 }

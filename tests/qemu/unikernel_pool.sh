@@ -1,6 +1,7 @@
 #!/bin/bash
 # Pools of spare QEMUs (pool = N): the unikernel behind jitsu-http with a
-# pool of 2. Summons take spares (their QEMUs become the vm's) and the
+# pool of 2. Spares are warmed up through a forward of their own before
+# they are paused. Summons take spares (their QEMUs become the vm's) and the
 # pool refills; a spare that dies is replaced; a reload replaces the pool; a vm whose spares cannot
 # be made falls back to a cold start; a controller killed with SIGKILL
 # leaves spares that the next one adopts (each handed out once) or, when
@@ -58,6 +59,17 @@ start_http
 wait_log 1 "uni: pool: spare1 ready"
 wait_log 1 "uni: pool: spare2 ready"
 tap_ok "two spares filled and paused"
+
+# Each was warmed up first: three answers through a forward of its own,
+# which is gone once it is paused (a paused spare listens nowhere).
+[ "$(logged "uni: pool: spare[12] ready (QEMU pid [0-9]*, warmed up by 3 answers)")" = 2 ] ||
+  fail "the spares were not warmed up: $(grep "pool: spare" "$dir/http.log")"
+for n in 1 2; do
+  p=$(spare_pid $n)
+  [ -n "$p" ] || fail "no record of spare$n"
+  [ -z "$(ss -Htlnp | grep "pid=$p,")" ] || fail "paused spare$n (QEMU $p) still listens: $(ss -Htlnp | grep "pid=$p,")"
+done
+tap_ok "both spares were warmed up through their own forward, since removed"
 
 # A summon takes a spare: no cold start, and the spare's QEMU is the vm's.
 s1=$(spare_pid 1)
