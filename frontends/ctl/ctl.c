@@ -481,6 +481,20 @@ static void print_prometheus(json_t *result) {
       printf("\n");
     }
   }
+  static const char *const per_vm[][3] = {
+      {"spares", "jitsu_vm_spares", "Spares kept for the vm (its pool)."},
+      {"spare_memory_bytes", "jitsu_vm_spare_memory_bytes",
+       "Memory the vm's waiting spares hold (resident bytes)."},
+  };
+  for (size_t g = 0; g < sizeof(per_vm) / sizeof(*per_vm); g++) {
+    printf("# HELP %s %s\n# TYPE %s gauge\n", per_vm[g][1], per_vm[g][2],
+           per_vm[g][1]);
+    json_array_foreach(vms, i, vm) {
+      printf("%s{vm=\"", per_vm[g][1]);
+      prom_label(str(vm, "name"));
+      printf("\"} %.0f\n", num(vm, per_vm[g][0]));
+    }
+  }
   printf("# HELP jitsu_vm_state The current state (1 for the state it is "
          "in).\n# TYPE jitsu_vm_state gauge\n");
   json_array_foreach(vms, i, vm) {
@@ -498,6 +512,9 @@ static void print_prometheus(json_t *result) {
       {"starting", "jitsu_guests_starting", "Guests starting or resuming."},
       {"max_live", "jitsu_max_live", "The max-live limit."},
       {"max_starting", "jitsu_max_starting", "The max-starting limit."},
+      {"spares", "jitsu_spares", "Spares (pool members), counted as live."},
+      {"spares_filling", "jitsu_spares_filling",
+       "Spares being made, counted as starting."},
   };
   for (size_t g = 0; g < sizeof(gauges) / sizeof(*gauges); g++)
     printf("# HELP %s %s\n# TYPE %s gauge\n%s %.0f\n", gauges[g][1],
@@ -521,6 +538,10 @@ static void print_stats(json_t *result) {
   json_t *vm;
   json_array_foreach(json_object_get(result, "vms"), i, vm) {
     printf("%s (%s)\n", str(vm, "name"), str(vm, "state"));
+    if (num(vm, "spares") > 0)
+      printf("  spares: %.0f (%.0f filling), holding %.0f MiB\n",
+             num(vm, "spares"), num(vm, "spares_filling"),
+             num(vm, "spare_memory_bytes") / 1048576);
     print_metrics(json_object_get(vm, "metrics"));
   }
   print_frontends(result, 0);

@@ -102,6 +102,9 @@ struct jitsu_spare {
   jitsu_vm *vm;
   void (*reclaim)(jitsu_spare *s);
   bool filling, counted;
+  /* the backend's: the memory the spare holds in bytes (e.g. its resident
+   * memory once it waits), 0 while unknown; shown in the stats */
+  uint64_t memory;
 };
 /* Count (s), a spare of (vm) about to be made: 0, or JITSU_ELIMIT when
  * max-live or max-starting leaves no room now, or summons wait (try again
@@ -122,6 +125,9 @@ JITSU_EXTERN void jitsu_spare_end(jitsu_spare *s);
 /* The spares that (ctx) counts now, and of those, the ones filling. */
 JITSU_EXTERN void jitsu_ctx_spares(jitsu_ctx *ctx, size_t *spares,
                                    size_t *filling);
+/* The same for (vm)'s spares, and the sum of their memory (bytes). */
+JITSU_EXTERN void jitsu_vm_spares(const jitsu_vm *vm, size_t *spares,
+                                  size_t *filling, uint64_t *memory);
 
 /* Per-vm data of the backend. */
 JITSU_EXTERN void jitsu_vm_set_data(jitsu_vm *vm, void *data);

@@ -1097,8 +1097,7 @@ static int qemu_attach(jitsu_vm *vm, jitsu_error *err) {
   return 0;
 }
 
-/* The resident memory of process (pid) in bytes (0 if unknown). */
-static uint64_t rss_of(pid_t pid) {
+uint64_t qemu_rss(pid_t pid) {
   char path[64];
   snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
   FILE *f = fopen(path, "r");
@@ -1116,7 +1115,7 @@ static void qemu_describe(jitsu_vm *vm, char *buf, size_t size) {
   for (unsigned i = 0; i < q->pool; i++) {
     qvm *s = q->spares[i];
     ready += s != NULL && s->spare == QSPARE_READY;
-    rss += s != NULL && s->pid > 0 ? rss_of(s->pid) : 0;
+    rss += s != NULL && s->pid > 0 ? qemu_rss(s->pid) : 0;
   }
   if (q->pid > 0 && q->pool > 0)
     snprintf(buf, size,

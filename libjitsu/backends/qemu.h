@@ -174,6 +174,9 @@ void qemu_pool_drain(qvm *q);
  * records. */
 void qemu_pool_adopt(qvm *q);
 
+/* The resident memory of process (pid) in bytes (0 if unknown). */
+uint64_t qemu_rss(pid_t pid);
+
 /* Whether a hardware KVM module (kvm_intel, kvm_amd) is loaded and
  * /dev/kvm is usable. */
 bool qemu_kvm_usable(void);

@@ -225,6 +225,7 @@ static void spare_ready(qvm *s) {
   s->op = QOP_NONE;
   q->pool_fails = 0;
   jitsu_spare_filled(&s->acct);
+  s->acct.memory = qemu_rss(s->pid); /* paused: it stays so */
   if (s->warmed > 0)
     jitsu_vm_log(s->vm, JITSU_LOG_INFO,
                  "pool: %s ready (QEMU pid %d, warmed up by %u answers)",
@@ -567,6 +568,7 @@ static void spare_adopt_status(void *arg, json_t *ret, const char *error) {
   }
   s->spare = QSPARE_READY;
   s->op = QOP_NONE;
+  s->acct.memory = qemu_rss(s->pid);
   jitsu_vm_log(s->vm, JITSU_LOG_INFO,
                "pool: %s adopted (QEMU pid %d, paused at its ready point)",
                s->tag, (int)s->pid);

@@ -211,10 +211,15 @@ static void cmd_snapshot(jitsu__creq *req, json_t *args) {
 }
 
 static int add_stats(jitsu_vm *vm, void *arg) {
-  json_array_append_new(arg,
-                        json_pack("{s:s, s:s, s:o}", "name", jitsu_vm_name(vm),
-                                  "state", jitsu_state_name(jitsu_vm_state(vm)),
-                                  "metrics", metrics_json(vm)));
+  size_t spares, filling;
+  uint64_t memory;
+  jitsu_vm_spares(vm, &spares, &filling, &memory);
+  json_array_append_new(
+      arg, json_pack(
+               "{s:s, s:s, s:o, s:I, s:I, s:I}", "name", jitsu_vm_name(vm),
+               "state", jitsu_state_name(jitsu_vm_state(vm)), "metrics",
+               metrics_json(vm), "spares", (json_int_t)spares, "spares_filling",
+               (json_int_t)filling, "spare_memory_bytes", (json_int_t)memory));
   return 0;
 }
 
@@ -271,18 +276,21 @@ static void cmd_stats(jitsu__creq *req, json_t *args) {
   jitsu_ctx_counts(ctx, &defined, &live, &starting);
   jitsu_ctx_limits(ctx, &ml, &ms, &mw);
   jitsu_ctx_refusals(ctx, &refused_live, &refused_waiters);
+  size_t spares, spares_filling;
+  jitsu_ctx_spares(ctx, &spares, &spares_filling);
   json_t *bounds = json_array();
   for (size_t i = 0; i < JITSU_LATENCY_BUCKETS - 1; i++)
     json_array_append_new(bounds, json_real(jitsu_latency_bounds()[i]));
   json_t *answer = json_pack(
-      "{s:{s:I, s:I, s:I, s:i, s:i, s:i, s:I, s:I}, s:o, s:o, "
+      "{s:{s:I, s:I, s:I, s:i, s:i, s:i, s:I, s:I, s:I, s:I}, s:o, s:o, "
       "s:o}",
       "ctx", "defined", (json_int_t)defined, "live", (json_int_t)live,
       "starting", (json_int_t)starting, "max_live", (int)ml, "max_starting",
       (int)ms, "max_waiters", (int)mw, "refused_max_live",
       (json_int_t)refused_live, "refused_max_waiters",
-      (json_int_t)refused_waiters, "latency_bounds_ms", bounds, "vms", vms,
-      "frontends", frontend_stats(ctx));
+      (json_int_t)refused_waiters, "spares", (json_int_t)spares,
+      "spares_filling", (json_int_t)spares_filling, "latency_bounds_ms", bounds,
+      "vms", vms, "frontends", frontend_stats(ctx));
   json_object_set_new(answer, "frontends_help", frontend_help(ctx));
   jitsu__control_reply(req, answer);
 }

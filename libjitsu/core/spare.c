@@ -58,6 +58,27 @@ void jitsu_ctx_spares(jitsu_ctx *ctx, size_t *spares, size_t *filling) {
     *filling = ctx ? ctx->n_spares_filling : 0;
 }
 
+void jitsu_vm_spares(const jitsu_vm *vm, size_t *spares, size_t *filling,
+                     uint64_t *memory) {
+  size_t n = 0, f = 0;
+  uint64_t m = 0;
+  for (jitsu_list *l = vm ? vm->ctx->spares.next : NULL;
+       l != NULL && l != &vm->ctx->spares; l = l->next) {
+    jitsu_spare *s = JITSU_CONTAINER_OF(l, jitsu_spare, link);
+    if (s->vm != vm)
+      continue;
+    n++;
+    f += s->filling;
+    m += s->memory;
+  }
+  if (spares)
+    *spares = n;
+  if (filling)
+    *filling = f;
+  if (memory)
+    *memory = m;
+}
+
 /* (vm) is about to join (live) live guests: end spares until live guests
  * and spares fit under max-live, other vms' first, then (vm)'s own that
  * still fill (its ready ones are what its start takes), oldest first.

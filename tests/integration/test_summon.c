@@ -299,6 +299,16 @@ static void test_spares_count(void **state) {
   jitsu_ctx_spares(f->ctx, &n, &filling);
   assert_int_equal(n, 3);
   assert_int_equal(filling, 0);
+  /* Per vm, with the memory their backend says they hold. */
+  sa1.acct.memory = 1000, sa2.acct.memory = 24, sb1.acct.memory = 7;
+  uint64_t mem;
+  jitsu_vm_spares(a, &n, &filling, &mem);
+  assert_int_equal(n, 2);
+  assert_int_equal(filling, 0);
+  assert_int_equal(mem, 1024);
+  jitsu_vm_spares(b, &n, NULL, &mem);
+  assert_int_equal(n, 1);
+  assert_int_equal(mem, 7);
   /* Three spares fill max-live 3: no fourth. */
   assert_int_equal(jitsu_spare_begin(b, &extra.acct, reclaim_spare),
                    JITSU_ELIMIT);

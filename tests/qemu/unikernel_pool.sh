@@ -71,6 +71,16 @@ for n in 1 2; do
 done
 tap_ok "both spares were warmed up through their own forward, since removed"
 
+# The stats count them and the memory they hold.
+prom=$(c stats --prometheus)
+grep -x 'jitsu_vm_spares{vm="uni"} 2' <<<"$prom" >/dev/null || fail "stats: $(grep spare <<<"$prom")"
+grep -x 'jitsu_spares 2' <<<"$prom" >/dev/null || fail "stats: $(grep spare <<<"$prom")"
+mem=$(sed -n 's/^jitsu_vm_spare_memory_bytes{vm="uni"} //p' <<<"$prom")
+[ "${mem:-0}" -gt $((4 * 1048576)) ] || fail "the spares' memory is '$mem' bytes"
+c stats uni | grep "spares: 2 (0 filling), holding [1-9][0-9]* MiB" >/dev/null ||
+  fail "jitsu-ctl stats: $(c stats uni)"
+tap_ok "stats: 2 spares holding $((mem / 1048576)) MiB"
+
 # A summon takes a spare: no cold start, and the spare's QEMU is the vm's.
 s1=$(spare_pid 1)
 [ "$(get uni.test)" = "pooled page" ] || fail "the first summon was not answered"
