@@ -1015,6 +1015,8 @@ static void qemu_state_changed(jitsu_vm *vm, jitsu_state old_state,
   (void)old_state;
   if (new_state == JITSU_STATE_STOPPED || new_state == JITSU_STATE_FAILED)
     qemu_pool_fill(q); /* the next summon takes a spare again */
+  else if (new_state == JITSU_STATE_READY)
+    qemu_pool_fill_after(q, QEMU_POOL_AFTER_READY_MS); /* after a take */
   /* The first boot that reaches ready makes the image, when asked. */
   if (new_state == JITSU_STATE_READY && q->snapshot_auto && !q->from_image &&
       q->save == NULL && !file_exists(q->snapshot) &&

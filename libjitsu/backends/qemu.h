@@ -56,6 +56,9 @@ typedef enum qop {
 /* A pool member (qemu_pool.c): a qvm of its own whose QEMU waits, paused,
  * at the guest's ready point (its console marker, or a restored image). */
 #define QEMU_POOL_MAX 8
+/* A pool refills this long after the guest that took a spare is ready, so
+ * that its first answers do not compete with a new spare's boot. */
+#define QEMU_POOL_AFTER_READY_MS 250
 typedef enum qspare { QSPARE_NO = 0, QSPARE_FILLING, QSPARE_READY } qspare;
 
 typedef struct qvm {
@@ -159,6 +162,8 @@ int qemu_pool_configure(qvm *q, jitsu_vm *vm, jitsu_error *err);
 /* Start filling the pool of (q), the vm's qvm, up to its size (one
  * spare at a time). */
 void qemu_pool_fill(qvm *q);
+/* The same, (ms) from now (unless a fill or back-off is due already). */
+void qemu_pool_fill_after(qvm *q, uint64_t ms);
 /* Start the vm from a ready spare, which becomes the vm's qvm: 1 (the
  * start is reported later), or 0 when no spare is ready. */
 int qemu_pool_take(qvm *q);

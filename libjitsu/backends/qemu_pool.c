@@ -21,9 +21,9 @@
 #define POOL_QMP_MS 5000
 #define POOL_BACKOFF_MS 200 /* after a spare failed, doubling */
 #define POOL_BACKOFF_MAX_MS 60000
-#define POOL_ROOM_MS 1000  /* max-live or max-starting left no room: again */
-#define POOL_WARM_ROUNDS 3 /* answers through the warm-up forward */
-#define POOL_WARM_MS 30000 /* for each */
+#define POOL_ROOM_MS 1000   /* max-live or max-starting left no room: again */
+#define POOL_WARM_ROUNDS 10 /* answers through the warm-up forward */
+#define POOL_WARM_MS 30000  /* for each */
 
 int qemu_pool_configure(qvm *q, jitsu_vm *vm, jitsu_error *err) {
   const char *v = jitsu_vm_param(vm, "pool", 0);
@@ -203,6 +203,10 @@ static void fill_one(qvm *q) {
 }
 
 void qemu_pool_fill(qvm *q) {
+  qemu_pool_fill_after(q, 0);
+}
+
+void qemu_pool_fill_after(qvm *q, uint64_t ms) {
   if (q == NULL || q->pool == 0 || q->spare != QSPARE_NO)
     return;
   if (q->pool_timer == NULL) {
@@ -215,7 +219,7 @@ void qemu_pool_fill(qvm *q) {
   /* From the loop, never inside the call that asked (a definition, a state
    * change); a back-off under way is kept. */
   if (!uv_is_active((uv_handle_t *)q->pool_timer))
-    uv_timer_start(q->pool_timer, fill_fired, 0, 0);
+    uv_timer_start(q->pool_timer, fill_fired, ms, 0);
 }
 
 /* The spare has reached its ready point and is paused. */
@@ -533,7 +537,9 @@ int qemu_pool_take(qvm *q) {
   }
   if (qmp_send(s->qmp, "cont", NULL, -1, POOL_QMP_MS, taken_running, s) < 0)
     qemu_op_failed(s, "cannot continue the spare", "out of memory");
-  qemu_pool_fill(s);
+  /* The pool refills once the guest is ready (qemu_state_changed()): a
+   * QEMU spawned and booting now would compete for the CPU with the
+   * guest's first answers. */
   return 1;
 }
 

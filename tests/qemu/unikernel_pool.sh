@@ -25,7 +25,7 @@ sed -i "s|^ready = marker+http:127.0.0.1:$cp_/|ready = http:127.0.0.1:$cp_/|" "$
 start_http() {
   touch "$dir/http.log"
   from=$(wc -l <"$dir/http.log")
-  "$http" -c "$dir/jitsu.conf" >>"$dir/http.log" 2>&1 &
+  "$http" -c "$dir/jitsu.conf" -v >>"$dir/http.log" 2>&1 & # -v: "filling" lines
   hpid=$!
   for _ in $(seq 1 100); do c version >/dev/null 2>&1 && break; sleep 0.05; done
 }
@@ -60,9 +60,9 @@ wait_log 1 "uni: pool: spare1 ready"
 wait_log 1 "uni: pool: spare2 ready"
 tap_ok "two spares filled and paused"
 
-# Each was warmed up first: three answers through a forward of its own,
+# Each was warmed up first: ten answers through a forward of its own,
 # which is gone once it is paused (a paused spare listens nowhere).
-[ "$(logged "uni: pool: spare[12] ready (QEMU pid [0-9]*, warmed up by 3 answers)")" = 2 ] ||
+[ "$(logged "uni: pool: spare[12] ready (QEMU pid [0-9]*, warmed up by 10 answers)")" = 2 ] ||
   fail "the spares were not warmed up: $(grep "pool: spare" "$dir/http.log")"
 for n in 1 2; do
   p=$(spare_pid $n)
@@ -91,8 +91,16 @@ c status uni | grep "qemu pid $s1," >/dev/null || fail "the vm's QEMU is not spa
   fail "spare1's record did not become the vm's"
 tap_ok "a summon took spare1 (QEMU pid $s1)"
 
-# The pool refills; a second summon after a stop takes a spare again.
+# The pool refills, but only once the guest that took the spare is ready
+# (a new spare's boot would slow its first answers).
 wait_log 3 "uni: pool: spare[12] ready"
+ready_at=$(grep -n "uni: starting -> ready" "$dir/http.log" | head -n 1 | cut -d: -f1)
+refill_at=$(grep -n "uni: pool: spare1 filling" "$dir/http.log" | sed -n 2p | cut -d: -f1)
+[ -n "$ready_at" ] && [ -n "$refill_at" ] && [ "$refill_at" -gt "$ready_at" ] ||
+  fail "the refill (log line ${refill_at:-none}) began before the taken guest was ready (line ${ready_at:-none})"
+tap_ok "the refill began after the taken guest was ready"
+
+# A second summon after a stop takes a spare again.
 stop_uni
 [ "$(get uni.test)" = "pooled page" ] || fail "the second summon was not answered"
 [ "$(taken)" = 2 ] || fail "status says $(taken) taken, not 2"
