@@ -72,8 +72,18 @@ static void on_read(jitsu_chan *c, const void *data, size_t len, int err,
   uv_close((uv_handle_t *)&in, NULL);
 }
 
+static unsigned long timeout_s = 10;
+
 static void on_connect(jitsu_chan *c, int err, void *arg) {
   (void)arg;
+  if (err == -ETIMEDOUT) { /* jitsu_strerror() words it for a guest's start */
+    fprintf(stderr,
+            "chan_cat: cannot connect: no listener took the channel within "
+            "%lu s (-t SECONDS for longer)\n",
+            timeout_s);
+    uv_close((uv_handle_t *)&in, NULL);
+    return;
+  }
   if (err < 0) {
     fprintf(stderr, "chan_cat: cannot connect: %s\n", jitsu_strerror(err));
     uv_close((uv_handle_t *)&in, NULL);
@@ -98,6 +108,7 @@ int main(int argc, char **argv) {
       return 2;
     }
     o.timeout_ms = (uint64_t)s * 1000;
+    timeout_s = s;
     argv += 2, argc -= 2;
   }
   if (argc != 3) {
