@@ -150,6 +150,22 @@ static void spare_reclaim(jitsu_spare *a) {
   fill_later(q);
 }
 
+/* A new spare of (q) for (slot), filling: NULL with (e) set. */
+static qvm *spare_new(qvm *q, unsigned slot, jitsu_error *e) {
+  qvm *s = calloc(1, sizeof(*s));
+  memset(e, 0, sizeof(*e));
+  if (s == NULL || qemu_configure_copy(s, q->vm, e) < 0) {
+    if (s == NULL)
+      jitsu_error_set(e, -ENOMEM, NULL, "out of memory");
+    qemu_free(s);
+    return NULL;
+  }
+  s->spare = QSPARE_FILLING;
+  s->of = q;
+  snprintf(s->tag, sizeof(s->tag), "spare%u", slot + 1);
+  return s;
+}
+
 static void fill_one(qvm *q) {
   unsigned slot = q->pool;
   for (unsigned i = 0; i < q->pool; i++) {
@@ -165,19 +181,13 @@ static void fill_one(qvm *q) {
                qemu_image_fits(q);
   if (!image && !jitsu_vm_wants_marker(vm))
     return; /* no point to pause at until the snapshot image exists */
-  qvm *s = calloc(1, sizeof(*s));
   jitsu_error e;
-  memset(&e, 0, sizeof(e));
-  if (s == NULL || qemu_configure_copy(s, vm, &e) < 0) {
-    jitsu_vm_log(vm, JITSU_LOG_ERROR, "pool: %s",
-                 s ? e.message : "out of memory");
-    qemu_free(s);
+  qvm *s = spare_new(q, slot, &e);
+  if (s == NULL) {
+    jitsu_vm_log(vm, JITSU_LOG_ERROR, "pool: %s", e.message);
     return;
   }
-  s->spare = QSPARE_FILLING;
-  s->of = q;
   s->from_image = image;
-  snprintf(s->tag, sizeof(s->tag), "spare%u", slot + 1);
   if (jitsu_spare_begin(vm, &s->acct, spare_reclaim) < 0) {
     /* Live guests and spares fill max-live, or starts max-starting, or
      * summons wait: they come first. */
@@ -268,7 +278,6 @@ static void spare_pause(qvm *s) {
 typedef struct qwarm {
   qvm *s; /* NULL once the spare went: the probe's callback frees this */
   jitsu_probe *probe;
-  unsigned rounds;
   struct sockaddr_in addr;
   char guest[80]; /* the forward's guest side, "[ADDR]:PORT" */
   char rule[48];  /* "tcp:127.0.0.1:PORT" */
@@ -284,6 +293,15 @@ static void warm_cancel(qvm *s) {
     jitsu_probe_cancel(w->probe); /* its callback frees (w) */
   else
     free(w);
+}
+
+/* What went wrong with an HMP command: QMP's error, or HMP's own words
+ * (it answers errors as text); NULL if nothing. */
+static const char *hmp_failed(json_t *ret, const char *error) {
+  const char *out = ret ? json_string_value(ret) : NULL;
+  if (ret == NULL)
+    return error;
+  return out != NULL && out[0] != '\0' ? out : NULL;
 }
 
 static void hmp(qvm *s, const char *line, qmp_reply_cb cb) {
@@ -324,9 +342,7 @@ static void warm_answered(jitsu_probe *p, int status, void *arg) {
     free(w);
     return;
   }
-  if (status == 0)
-    s->warmed = ++w->rounds;
-  if (status == 0 && w->rounds < POOL_WARM_ROUNDS) {
+  if (status == 0 && ++s->warmed < POOL_WARM_ROUNDS) {
     warm_probe(s);
     return;
   }
@@ -342,12 +358,12 @@ static void warm_forwarded(void *arg, json_t *ret, const char *error) {
   qvm *s = arg;
   if (s->warm == NULL || s->spare != QSPARE_FILLING || s->quit_sent)
     return;
-  const char *out = ret ? json_string_value(ret) : NULL;
-  if (ret == NULL || (out != NULL && out[0] != '\0')) {
+  const char *failed = hmp_failed(ret, error);
+  if (failed != NULL) {
     jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
                  "pool: %s: cannot add its warm-up forward (%s): paused "
                  "without warming up",
-                 s->tag, ret == NULL ? error : out);
+                 s->tag, failed);
     s->warm->rule[0] = '\0';
     warm_end(s);
     return;
@@ -452,11 +468,9 @@ static void forward_added(void *arg, json_t *ret, const char *error) {
   qvm *s = arg;
   if (s->op != QOP_START || s->quit_sent)
     return;
-  const char *out = ret ? json_string_value(ret) : NULL;
-  if (ret == NULL)
-    qemu_op_failed(s, "cannot add a host forward", error);
-  else if (out != NULL && out[0] != '\0')
-    qemu_op_failed(s, "cannot add a host forward", out); /* HMP's words */
+  const char *failed = hmp_failed(ret, error);
+  if (failed != NULL)
+    qemu_op_failed(s, "cannot add a host forward", failed);
 }
 
 static void taken_running(void *arg, json_t *ret, const char *error) {
@@ -530,10 +544,7 @@ int qemu_pool_take(qvm *q) {
   for (size_t i = 0; (fw = jitsu_vm_param(vm, "forward", i)) != NULL; i++) {
     char line[300];
     snprintf(line, sizeof(line), "hostfwd_add jitsu-net %s", fw);
-    json_t *a = json_pack("{s:s}", "command-line", line);
-    qmp_send(s->qmp, "human-monitor-command", a, -1, POOL_QMP_MS, forward_added,
-             s);
-    json_decref(a);
+    hmp(s, line, forward_added);
   }
   if (qmp_send(s->qmp, "cont", NULL, -1, POOL_QMP_MS, taken_running, s) < 0)
     qemu_op_failed(s, "cannot continue the spare", "out of memory");
@@ -582,27 +593,20 @@ static void spare_adopt_status(void *arg, json_t *ret, const char *error) {
 }
 
 /* Take the QEMU of record (t) (pid, pidfd set) into slot (slot) of (q):
- * 0, or -1 when it cannot be (it is left to the caller to end). */
-static int spare_adopt_one(qvm *q, qvm *t, unsigned slot, const char **why) {
-  qvm *s = calloc(1, sizeof(*s));
-  jitsu_error e;
-  memset(&e, 0, sizeof(e));
-  if (s == NULL || qemu_configure_copy(s, q->vm, &e) < 0) {
-    *why = s ? e.message : "out of memory";
-    qemu_free(s);
+ * 0, or -1 with (e) saying why it cannot be (the caller ends it). */
+static int spare_adopt_one(qvm *q, qvm *t, unsigned slot, jitsu_error *e) {
+  qvm *s = spare_new(q, slot, e); /* filling until its status says paused */
+  if (s == NULL)
     return -1;
-  }
-  s->of = q;
-  s->spare = QSPARE_FILLING; /* until its status says paused */
-  snprintf(s->tag, sizeof(s->tag), "%s", t->tag);
-  if (slot >= q->pool || !spare_fingerprint_matches(s)) {
-    *why = slot >= q->pool ? "the pool is smaller now"
-                           : "it was made for another definition";
-    qemu_free(s);
-    return -1;
-  }
-  if (jitsu_spare_adopt(q->vm, &s->acct, spare_reclaim) < 0) {
-    *why = "max-live leaves no room for it";
+  const char *why = NULL;
+  if (slot >= q->pool)
+    why = "the pool is smaller now";
+  else if (!spare_fingerprint_matches(s))
+    why = "it was made for another definition";
+  else if (jitsu_spare_adopt(q->vm, &s->acct, spare_reclaim) < 0)
+    why = "max-live leaves no room for it";
+  if (why != NULL) {
+    jitsu_error_set(e, -EINVAL, NULL, "%s", why);
     qemu_free(s);
     return -1;
   }
@@ -611,7 +615,8 @@ static int spare_adopt_one(qvm *q, qvm *t, unsigned slot, const char **why) {
   int r = qemu_watch_live(s);
   if (r < 0 || qmp_send(s->qmp, "query-status", NULL, -1, POOL_QMP_MS,
                         spare_adopt_status, s) < 0) {
-    *why = "its monitor cannot be reached";
+    jitsu_error_set(e, r < 0 ? r : -ENOMEM, NULL,
+                    "its monitor cannot be reached");
     s->pid = 0; /* the caller ends it */
     t->pidfd = s->pidfd;
     s->pidfd = -1;
@@ -632,17 +637,17 @@ void qemu_pool_adopt(qvm *q) {
     char path[600];
     if (qemu_path(&t, "pid", path, sizeof(path)) < 0)
       return;
-    const char *why = NULL;
+    jitsu_error e;
     if (jitsu__record_adopt(path, &t.pid, &t.pidfd, &t.starttime) <= 0) {
       qemu_record_remove(&t); /* nothing lives there */
       continue;
     }
-    if (spare_adopt_one(q, &t, i - 1, &why) == 0)
+    if (spare_adopt_one(q, &t, i - 1, &e) == 0)
       continue;
     jitsu_vm_log(q->vm, JITSU_LOG_INFO,
                  "pool: ending %s (QEMU pid %d), left by an earlier "
                  "controller: %s",
-                 t.tag, (int)t.pid, why);
+                 t.tag, (int)t.pid, e.message);
     kill(t.pid, SIGKILL);
     if (t.pidfd >= 0)
       close(t.pidfd);
