@@ -445,6 +445,21 @@ static void print_frontends(json_t *result, int prometheus) {
   }
 }
 
+/* One metric family with a sample per vm: (field) of each vm's object, or
+ * of its "metrics" object when (in_metrics). */
+static void prom_per_vm(json_t *vms, const char *metric, const char *help,
+                        const char *type, const char *field, bool in_metrics) {
+  size_t i;
+  json_t *vm;
+  printf("# HELP %s %s\n# TYPE %s %s\n", metric, help, metric, type);
+  json_array_foreach(vms, i, vm) {
+    printf("%s{vm=\"", metric);
+    prom_label(str(vm, "name"));
+    printf("\"} %.0f\n",
+           num(in_metrics ? json_object_get(vm, "metrics") : vm, field));
+  }
+}
+
 static void print_prometheus(json_t *result) {
   json_t *vms = json_object_get(result, "vms");
   static const char *const counters[][3] = {
@@ -458,15 +473,9 @@ static void print_prometheus(json_t *result) {
   };
   size_t i;
   json_t *vm;
-  for (size_t c = 0; c < sizeof(counters) / sizeof(*counters); c++) {
-    printf("# HELP %s %s\n# TYPE %s counter\n", counters[c][1], counters[c][2],
-           counters[c][1]);
-    json_array_foreach(vms, i, vm) {
-      printf("%s{vm=\"", counters[c][1]);
-      prom_label(str(vm, "name"));
-      printf("\"} %.0f\n", num(json_object_get(vm, "metrics"), counters[c][0]));
-    }
-  }
+  for (size_t c = 0; c < sizeof(counters) / sizeof(*counters); c++)
+    prom_per_vm(vms, counters[c][1], counters[c][2], "counter", counters[c][0],
+                true);
   printf("# HELP jitsu_state_seconds_total Time spent in each state.\n"
          "# TYPE jitsu_state_seconds_total counter\n");
   json_array_foreach(vms, i, vm) {
@@ -486,15 +495,8 @@ static void print_prometheus(json_t *result) {
       {"spare_memory_bytes", "jitsu_vm_spare_memory_bytes",
        "Memory the vm's waiting spares hold (resident bytes)."},
   };
-  for (size_t g = 0; g < sizeof(per_vm) / sizeof(*per_vm); g++) {
-    printf("# HELP %s %s\n# TYPE %s gauge\n", per_vm[g][1], per_vm[g][2],
-           per_vm[g][1]);
-    json_array_foreach(vms, i, vm) {
-      printf("%s{vm=\"", per_vm[g][1]);
-      prom_label(str(vm, "name"));
-      printf("\"} %.0f\n", num(vm, per_vm[g][0]));
-    }
-  }
+  for (size_t g = 0; g < sizeof(per_vm) / sizeof(*per_vm); g++)
+    prom_per_vm(vms, per_vm[g][1], per_vm[g][2], "gauge", per_vm[g][0], false);
   printf("# HELP jitsu_vm_state The current state (1 for the state it is "
          "in).\n# TYPE jitsu_vm_state gauge\n");
   json_array_foreach(vms, i, vm) {
