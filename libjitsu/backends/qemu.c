@@ -657,7 +657,7 @@ bool qemu_image_fits(qvm *q) {
   char meta[PATH_MAX + 8];
   snprintf(meta, sizeof(meta), "%s.args", q->snapshot);
   char *want = qemu_describe_args(q);
-  bool ok = qemu_file_holds(meta, want);
+  bool ok = jitsu__file_holds(meta, want);
   if (!ok && want != NULL)
     jitsu_vm_log(q->vm, JITSU_LOG_WARNING,
                  "snapshot image %s was made for another configuration "
@@ -847,7 +847,7 @@ static void save_done(qvm *q, const char *error) {
     char meta[PATH_MAX + 8];
     snprintf(meta, sizeof(meta), "%s.args", s->final);
     char *args = qemu_describe_args(q);
-    if (!qemu_file_put(meta, args))
+    if (!jitsu__file_put(meta, args))
       error = "cannot write the image's fingerprint";
     else
       jitsu_vm_log(

@@ -129,12 +129,6 @@ void qemu_argv_free(char **v);
  * for the snapshot image's fingerprint; malloc'd or NULL. */
 char *qemu_describe_args(qvm *q);
 
-/* (path) holds exactly (want) (false if (want) is NULL). */
-bool qemu_file_holds(const char *path, const char *want);
-/* Write (text) to (path), replacing it: whether it was written whole
- * (false if (text) is NULL). */
-bool qemu_file_put(const char *path, const char *text);
-
 /* The guest record ("<vm>.pid": pid and start time). */
 void qemu_record_remove(qvm *q);
 /* Find a live QEMU from the record: 1 with pid, pidfd, starttime set. */

@@ -67,7 +67,7 @@ static void spare_write_fingerprint(qvm *s) {
   char path[600];
   char *fp = spare_fingerprint(s);
   if (fp != NULL && qemu_path(s, "args", path, sizeof(path)) == 0)
-    (void)qemu_file_put(path, fp);
+    (void)jitsu__file_put(path, fp);
   free(fp);
 }
 
@@ -75,7 +75,7 @@ static bool spare_fingerprint_matches(qvm *s) {
   char path[600];
   char *want = spare_fingerprint(s);
   bool ok = qemu_path(s, "args", path, sizeof(path)) == 0 &&
-            qemu_file_holds(path, want);
+            jitsu__file_holds(path, want);
   free(want);
   return ok;
 }
@@ -95,11 +95,10 @@ static void fill_fired(uv_timer_t *t) {
 static void fill_later(qvm *q) {
   if (q->pool_timer == NULL)
     return;
-  uint64_t ms = q->pool_fails ? POOL_BACKOFF_MS : POOL_ROOM_MS;
-  for (unsigned i = 1; i < q->pool_fails && ms < POOL_BACKOFF_MAX_MS; i++)
-    ms *= 2;
-  if (ms > POOL_BACKOFF_MAX_MS)
-    ms = POOL_BACKOFF_MAX_MS;
+  uint64_t ms = q->pool_fails
+                    ? jitsu__backoff_ms(q->pool_fails, POOL_BACKOFF_MS,
+                                        POOL_BACKOFF_MAX_MS)
+                    : POOL_ROOM_MS;
   uv_timer_start(q->pool_timer, fill_fired, ms, 0);
 }
 

@@ -244,28 +244,6 @@ char *qemu_describe_args(qvm *q) {
   return s;
 }
 
-bool qemu_file_holds(const char *path, const char *want) {
-  FILE *f = want != NULL ? fopen(path, "re") : NULL;
-  bool ok = false;
-  if (f != NULL) {
-    size_t len = strlen(want);
-    char *have = malloc(len + 2);
-    ok = have != NULL && fread(have, 1, len + 1, f) == len &&
-         memcmp(have, want, len) == 0;
-    free(have);
-    fclose(f);
-  }
-  return ok;
-}
-
-bool qemu_file_put(const char *path, const char *text) {
-  FILE *f = text != NULL ? fopen(path, "we") : NULL;
-  bool written = f != NULL && fputs(text, f) >= 0;
-  if (f != NULL && fclose(f) != 0) /* closed whether the write worked */
-    written = false;
-  return written;
-}
-
 /* What the child needs, all prepared before it starts: it makes system
  * calls only (jitsu__spawn). */
 typedef struct child_args {

@@ -5,10 +5,12 @@
  * after the grace; suspend = pause, or save to a file and destroy (resume
  * restores it). Readiness is a XenStore key the guest writes or a marker
  * on its console. Domain shutdowns and deaths come as libxl events.
+ * Pools of paused spare domains are xl_pool.c's.
  */
 #include "xl.h"
 
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
@@ -33,6 +35,8 @@ static const jitsu_key xl_keys[] = {
     {"console-marker", JITSU_KEY_STRING, 0,
      "the readiness marker on the console (JITSU_READY)"},
     {"suspend", JITSU_KEY_STRING, 0, "memory | disk (memory)"},
+    {"pool", JITSU_KEY_UINT, 0,
+     "spare domains kept paused at the ready point, 0 to 8 (0)"},
 };
 
 /* Operations in flight keep the xvm alive past release. */
@@ -42,16 +46,34 @@ static bool pending_end(xvm *x); /* true: x was released and is now freed */
 static void console_close(xvm *x);
 static void watches_drop(xvm *x);
 static void destroy_domain(xvm *x);
+static void created(xvm *x, int rc);
+static void destroy_released(xvm *x);
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static int ensure_host(xvm *x) {
+/* Why an operation of (x) could not begin: the vm's reason, or for a
+ * spare a warning in the vm's log (a spare's failure is not the vm's). */
+static void x_reason(xvm *x, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void x_reason(xvm *x, const char *fmt, ...) {
+  char text[600];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof(text), fmt, ap);
+  va_end(ap);
+  if (x->spare != XSPARE_NO)
+    jitsu_vm_log(x->vm, JITSU_LOG_WARNING, "pool: %s: %s", x->tag, text);
+  else
+    jitsu_vm_set_reason(x->vm, "%s", text);
+}
+
+int xl_ensure_host(xvm *x) {
   if (x->host != NULL)
     return 0;
   char why[256] = "";
   x->host = xl_host_get(jitsu_vm_ctx(x->vm), why, sizeof(why));
   if (x->host == NULL) {
-    jitsu_vm_set_reason(x->vm, "xl: %s", why);
+    x_reason(x, "xl: %s", why);
     return -ENODEV;
   }
   jitsu_list_append(&x->host->vms, &x->link);
@@ -75,6 +97,8 @@ static void ao_callback(libxl_ctx *lx, int rc, void *arg) {
   xvm *x = req->x;
   ao_done done = req->done;
   free(req);
+  if (x->doomed && done == created && rc == 0)
+    destroy_released(x); /* a spare let go of while it was being made */
   if (pending_end(x))
     return;
   done(x, rc);
@@ -100,6 +124,14 @@ static void ao_abandon(xvm *x, libxl_asyncop_how *how) {
   pending_end(x);
 }
 
+int xl_ao_how(xvm *x, void (*done)(xvm *x, int rc), libxl_asyncop_how *how) {
+  return ao_how(x, done, how);
+}
+
+void xl_ao_abandon(xvm *x, libxl_asyncop_how *how) {
+  ao_abandon(x, how);
+}
+
 /* ---- the domain ends ---------------------------------------------------- */
 
 static void domain_gone(xvm *x) {
@@ -118,6 +150,10 @@ static void domain_gone(xvm *x) {
   jitsu_vm *vm = x->vm;
   xop op = x->op;
   x->op = XOP_NONE;
+  if (x->spare != XSPARE_NO) {
+    xl_pool_spare_gone(x); /* (x) is freed */
+    return;
+  }
   if (op == XOP_SUSPEND_DISK) {
     x->suspended_disk = true;
     jitsu_backend_suspended(vm, 0);
@@ -142,6 +178,10 @@ static void destroyed(xvm *x, int rc) {
     return;
   }
   domain_gone(x);
+}
+
+void xl_destroy_domain(xvm *x) {
+  destroy_domain(x);
 }
 
 static void destroy_domain(xvm *x) {
@@ -189,7 +229,9 @@ void xl_domain_event(xvm *x, libxl_event *ev) {
   default:
     snprintf(x->exit_how, sizeof(x->exit_how), "shut down (reason %d)", reason);
   }
-  jitsu_vm_log(x->vm, JITSU_LOG_INFO, "domain %u %s", x->domid, x->exit_how);
+  jitsu_vm_log(x->vm, JITSU_LOG_INFO, "%s%sdomain %u %s",
+               x->spare != XSPARE_NO ? "pool: " : "", x->tag, x->domid,
+               x->exit_how);
   destroy_domain(x); /* as xl does for on_poweroff = destroy */
 }
 
@@ -240,6 +282,11 @@ static void unpause_new(xvm *x) {
 static void console_line(xvm *x) {
   x->line[x->line_len] = '\0';
   if (strstr(x->line, x->marker) != NULL) {
+    if (x->spare != XSPARE_NO) {
+      console_close(x);
+      xl_pool_spare_marker(x);
+      return;
+    }
     jitsu_vm *vm = x->vm;
     jitsu_backend_marker(vm);
     if (jitsu_vm_data(vm) == x) /* (x) is gone if vm was undefined */
@@ -307,7 +354,10 @@ void xl_watch_fired(xvm *x, const char *what, const char *path) {
     free(v);
     xl_unwatch(x, x->watched_key, "ready");
     x->watched_key[0] = '\0';
-    jitsu_backend_marker(x->vm);
+    if (x->spare != XSPARE_NO)
+      xl_pool_spare_marker(x);
+    else
+      jitsu_backend_marker(x->vm);
   } else if (strcmp(what, "tty") == 0 && x->watched_tty[0] &&
              strcmp(path, x->watched_tty) == 0) {
     char *tty = xs_read(xs, XBT_NULL, path, &len);
@@ -327,7 +377,7 @@ void xl_watch_fired(xvm *x, const char *what, const char *path) {
 }
 
 /* The new domain exists (paused): watch for readiness, then let it run. */
-static void readiness_begin(xvm *x) {
+void xl_readiness_begin(xvm *x) {
   x->unpaused = false;
   if (jitsu_vm_wants_marker(x->vm)) {
     char base[64];
@@ -364,7 +414,7 @@ static void config_free(xvm *x) {
   }
 }
 
-static void went_live(xvm *x) {
+void xl_went_live(xvm *x) {
   x->live = true;
   x->exit_how[0] = '\0';
   x->exit_clean = false;
@@ -372,12 +422,18 @@ static void went_live(xvm *x) {
     jitsu_vm_log(x->vm, JITSU_LOG_WARNING,
                  "cannot follow domain %u's death: %s", x->domid,
                  libxl_why(x, "libxl_evenable_domain_death failed"));
-  xl_conduit_grant(x->host, x->vm, x->domid); /* its "channel" names */
+  if (x->spare == XSPARE_NO) /* a spare gets them when it is taken */
+    xl_conduit_grant(x->host, x->vm, x->domid); /* its "channel" names */
 }
 
 static void created(xvm *x, int rc) {
   xop op = x->op;
   config_free(x);
+  if (x->spare != XSPARE_NO) {
+    x->op = XOP_NONE;
+    xl_pool_spare_created(x, rc);
+    return;
+  }
   if (rc != 0) {
     x->op = XOP_NONE;
     jitsu_vm_set_reason(x->vm, "%s: %s",
@@ -390,7 +446,7 @@ static void created(xvm *x, int rc) {
       jitsu_backend_started(x->vm, -EIO);
     return;
   }
-  went_live(x);
+  xl_went_live(x);
   x->op = XOP_NONE;
   if (op == XOP_RESUME_DISK) {
     x->suspended_disk = false;
@@ -405,11 +461,11 @@ static void created(xvm *x, int rc) {
   jitsu_vm *vm = x->vm;
   jitsu_backend_started(vm, 0);
   if (jitsu_vm_data(vm) == x && x->live) /* (x) is gone if vm was undefined */
-    readiness_begin(x);
+    xl_readiness_begin(x);
 }
 
-static int launch(xvm *x, xop op) {
-  int r = ensure_host(x);
+int xl_launch(xvm *x, xop op) {
+  int r = xl_ensure_host(x);
   if (r < 0)
     return r;
   char why[512];
@@ -420,7 +476,7 @@ static int launch(xvm *x, xop op) {
   if (r < 0) {
     free(x->dc);
     x->dc = NULL;
-    jitsu_vm_set_reason(x->vm, "%s", why);
+    x_reason(x, "%s", why);
     return r;
   }
   if (op == XOP_RESUME_DISK) {
@@ -455,8 +511,7 @@ static int launch(xvm *x, xop op) {
     x->op = XOP_NONE;
     ao_abandon(x, &how);
     config_free(x);
-    jitsu_vm_set_reason(x->vm, "cannot create the domain: %s",
-                        libxl_why(x, "libxl refused"));
+    x_reason(x, "cannot create the domain: %s", libxl_why(x, "libxl refused"));
     return -EIO;
   }
   return 0;
@@ -465,7 +520,9 @@ static int launch(xvm *x, xop op) {
 static int xl_start(jitsu_vm *vm) {
   xvm *x = jitsu_vm_data(vm);
   x->suspended_disk = false;
-  return launch(x, XOP_CREATE);
+  if (xl_pool_take(x))
+    return 0;
+  return xl_launch(x, XOP_CREATE);
 }
 
 /* ---- stop --------------------------------------------------------------- */
@@ -517,14 +574,19 @@ static int xl_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms) {
     ao_abandon(x, &how);
     shutdown_asked(x, -1);
   }
+  xl_timer_start(x, grace_expired, grace_ms);
+  return 0;
+}
+
+int xl_timer_start(xvm *x, uv_timer_cb cb, uint64_t ms) {
   if (x->timer == NULL) {
     x->timer = malloc(sizeof(*x->timer));
     if (x->timer == NULL)
-      return 0;
+      return -ENOMEM;
     uv_timer_init(x->host->loop, x->timer);
     x->timer->data = x;
   }
-  uv_timer_start(x->timer, grace_expired, grace_ms, 0);
+  uv_timer_start(x->timer, cb, ms, 0);
   return 0;
 }
 
@@ -623,7 +685,7 @@ static int xl_suspend(jitsu_vm *vm) {
 static int xl_resume(jitsu_vm *vm) {
   xvm *x = jitsu_vm_data(vm);
   if (x->suspended_disk)
-    return launch(x, XOP_RESUME_DISK);
+    return xl_launch(x, XOP_RESUME_DISK);
   if (!x->live)
     return -ESRCH;
   libxl_asyncop_how how;
@@ -651,6 +713,8 @@ static int xl_configure(jitsu_vm *vm, jitsu_error *err) {
   x->console_fd = -1;
   jitsu_list_init(&x->link);
   int r = xl_configure_settings(x, vm, err);
+  if (r == 0)
+    r = xl_pool_configure(x, vm, err);
   if (r < 0) {
     free(x);
     return r;
@@ -662,11 +726,12 @@ static int xl_configure(jitsu_vm *vm, jitsu_error *err) {
 
 static int xl_adopt(jitsu_vm *vm, jitsu_state *state) {
   xvm *x = jitsu_vm_data(vm);
-  if (ensure_host(x) < 0) {
+  if (xl_ensure_host(x) < 0) {
     jitsu_vm_log(vm, JITSU_LOG_DEBUG, "nothing to adopt: no Xen here");
     return 0;
   }
   xl_conduit_declare(x->host, vm); /* requests may come before it runs */
+  xl_pool_adopt(x);
   uint32_t domid;
   if (libxl_name_to_domid(x->host->lx, jitsu_vm_name(vm), &domid) == 0) {
     libxl_dominfo info;
@@ -677,7 +742,7 @@ static int xl_adopt(jitsu_vm *vm, jitsu_state *state) {
     libxl_dominfo_dispose(&info);
     if (found) {
       x->domid = domid;
-      went_live(x);
+      xl_went_live(x);
       x->unpaused = true;
       *state = paused ? JITSU_STATE_SUSPENDED : JITSU_STATE_READY;
       jitsu_vm_log(vm, JITSU_LOG_INFO, "adopted domain %u (%s)", domid,
@@ -697,7 +762,13 @@ static int xl_adopt(jitsu_vm *vm, jitsu_state *state) {
 static void xvm_free(xvm *x) {
   xlhost *h = x->host;
   jitsu_list_remove(&x->link);
+  config_free(x);
+  free(x->fp);
   free(x);
+  /* Spares let go of may still be destroying their domains: when only
+   * they are left, the ctx may go before them. */
+  if (h != NULL)
+    xl_host_orphan(h);
   xl_host_put(h);
 }
 
@@ -714,10 +785,52 @@ static bool pending_end(xvm *x) {
   return x->released;
 }
 
+/* A released spare's domain goes: libxl destroys it, and the last
+ * callback frees (x). */
+static void released_done(xvm *x, int rc) {
+  (void)x, (void)rc; /* never called: (x) is released */
+}
+
+static void destroy_released(xvm *x) {
+  libxl_asyncop_how how;
+  if (ao_how(x, released_done, &how) < 0)
+    return;
+  if (libxl_domain_destroy(x->host->lx, x->domid, &how) != 0) {
+    ao_abandon(x, &how);
+    jitsu_vm_log(x->vm, JITSU_LOG_ERROR, "pool: cannot destroy domain %u: %s",
+                 x->domid, libxl_why(x, "libxl_domain_destroy failed"));
+  }
+}
+
+void xl_spare_drop(xvm *x) {
+  console_close(x);
+  if (x->live)
+    watches_drop(x);
+  if (x->death != NULL) {
+    libxl_evdisable_domain_death(x->host->lx, x->death);
+    x->death = NULL;
+  }
+  bool live = x->live;
+  x->live = false; /* its events are no one's now */
+  x->of = NULL;
+  x->released = true;
+  x->doomed = true;
+  if (x->host == NULL) {
+    free(x->fp);
+    free(x);
+    return;
+  }
+  if (live)
+    destroy_released(x);
+  if (x->pending == 0)
+    xvm_free(x);
+}
+
 static void xl_release(jitsu_vm *vm) {
   xvm *x = jitsu_vm_data(vm);
   if (x == NULL)
     return;
+  xl_pool_drain(x);
   jitsu_vm_set_data(vm, NULL);
   console_close(x);
   if (x->live && x->host != NULL) {
@@ -751,11 +864,28 @@ static void xl_state_changed(jitsu_vm *vm, jitsu_state old_state,
   xvm *x = jitsu_vm_data(vm);
   if (x != NULL && x->host != NULL)
     xl_publish(x, jitsu_state_name(new_state));
+  if (new_state == JITSU_STATE_STOPPED || new_state == JITSU_STATE_FAILED)
+    xl_pool_fill(x); /* the next summon takes a spare again */
+  else if (new_state == JITSU_STATE_READY)
+    xl_pool_fill_after(x, XL_POOL_AFTER_READY_MS); /* after a take */
+}
+
+/* A definition, or a reload's, is in place: its pool fills from the loop. */
+static int xl_attach(jitsu_vm *vm, jitsu_error *err) {
+  (void)err;
+  xl_pool_fill(jitsu_vm_data(vm));
+  return 0;
 }
 
 static void xl_describe(jitsu_vm *vm, char *buf, size_t size) {
   xvm *x = jitsu_vm_data(vm);
-  if (x->live)
+  unsigned ready = 0;
+  for (unsigned i = 0; i < x->pool; i++)
+    ready += x->spares[i] != NULL && x->spares[i]->spare == XSPARE_READY;
+  if (x->live && x->pool > 0)
+    snprintf(buf, size, "domain %u, pool %u/%u ready, %llu taken", x->domid,
+             ready, x->pool, x->pool_takes);
+  else if (x->live)
     snprintf(buf, size, "domain %u", x->domid);
   else if (x->suspended_disk)
     snprintf(buf, size, "saved in %s", x->image);
@@ -771,6 +901,7 @@ const jitsu_backend_ops jitsu_backend_xl = {
     .configure = xl_configure,
     .release = xl_release,
     .adopt = xl_adopt,
+    .attach = xl_attach,
     .start = xl_start,
     .stop = xl_stop,
     .suspend = xl_suspend,

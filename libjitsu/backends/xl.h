@@ -57,7 +57,14 @@ void xl_watch_fired(xvm *x, const char *what, const char *path);
 /* A domain event (shutdown, death) for (x)'s domain. */
 void xl_domain_event(xvm *x, libxl_event *ev);
 
-enum { XL_NET_MAX = 8, XL_DISK_MAX = 8 };
+enum { XL_NET_MAX = 8, XL_DISK_MAX = 8, XL_POOL_MAX = 8 };
+
+/* A domain of the pool (pool = N), xl_pool.c. */
+typedef enum xspare {
+  XSPARE_NO,      /* the vm's own xvm */
+  XSPARE_FILLING, /* created, booting to its marker, then paused */
+  XSPARE_READY,   /* paused at its marker: a start takes it */
+} xspare;
 
 /* What the backend is doing with the live domain. */
 typedef enum xop {
@@ -88,7 +95,8 @@ struct xvm {
   libxl_evgen_domain_death *death;
   libxl_domain_config *dc; /* the config of a create or restore under way */
   xop op;
-  uv_timer_t *timer; /* stop grace */
+  uv_timer_t *timer; /* stop grace, or a take's report */
+  int take_rc;       /* the take's unpause (its report comes from the loop) */
   int save_fd;       /* the image being written or read */
   char image[PATH_MAX], image_tmp[PATH_MAX + 8];
   bool suspended_disk; /* no domain: its state is in the image */
@@ -105,6 +113,18 @@ struct xvm {
   /* libxl operations in flight: a released xvm waits for them. */
   unsigned pending;
   bool released;
+  bool doomed; /* a released spare: a domain its create makes is destroyed */
+  /* The pool (the vm's xvm) or a spare of it. */
+  unsigned pool;
+  xvm *spares[XL_POOL_MAX];
+  uv_timer_t *pool_timer;
+  unsigned pool_fails;
+  unsigned long long pool_takes;
+  xvm *of;      /* a spare: the vm's own xvm */
+  xspare spare; /* a spare: what it is doing */
+  char tag[16]; /* a spare: "spareN", its domain is "<vm>.spareN" */
+  char *fp;     /* a spare: what it was made from (its ready file) */
+  jitsu_spare acct;
 };
 
 /* Fill (*dc) for (x) from its keys or its xl config file; on failure a
@@ -118,6 +138,42 @@ int xl_configure_settings(xvm *x, jitsu_vm *vm, jitsu_error *err);
 
 /* "<state>/xl/<vm>.<suffix>" */
 int xl_path(xvm *x, const char *suffix, char *out, size_t size);
+
+/* Shared with the pool (xl.c). An asynchronous libxl operation of (x)
+ * that ends in (done), unless (x) was released meanwhile; abandon it when
+ * the initiating call fails. */
+int xl_ao_how(xvm *x, void (*done)(xvm *x, int rc), libxl_asyncop_how *how);
+void xl_ao_abandon(xvm *x, libxl_asyncop_how *how);
+int xl_ensure_host(xvm *x);
+int xl_launch(xvm *x, xop op);
+void xl_went_live(xvm *x);
+void xl_readiness_begin(xvm *x);
+void xl_destroy_domain(xvm *x);
+/* (x)'s one timer: the stop's grace, or a start's report. */
+int xl_timer_start(xvm *x, uv_timer_cb cb, uint64_t ms);
+/* Let go of the spare (x): its console and watches close, its domain (if
+ * any, or when its create under way makes one) is destroyed, and (x) is
+ * freed once libxl is done with it; it does not touch its vm again. */
+void xl_spare_drop(xvm *x);
+/* The name of (x)'s domain: the vm's, or "<vm>.spareN" for a spare. */
+void xl_domain_name(xvm *x, char *out, size_t size);
+
+/* Pools (xl_pool.c). After a take, the refill waits until the taken
+ * guest is ready, and this long more: a domain booting beside it would
+ * compete for the CPUs with its first answers. */
+#define XL_POOL_AFTER_READY_MS 250
+int xl_pool_configure(xvm *x, jitsu_vm *vm, jitsu_error *err);
+void xl_pool_fill(xvm *x);
+void xl_pool_fill_after(xvm *x, uint64_t ms);
+/* A start: take a ready spare (1: under way, its outcome is reported), or
+ * 0: none, a cold start. */
+int xl_pool_take(xvm *x);
+void xl_pool_drain(xvm *x);
+void xl_pool_adopt(xvm *x);
+/* Events of a spare's domain. */
+void xl_pool_spare_created(xvm *s, int rc);
+void xl_pool_spare_marker(xvm *s);
+void xl_pool_spare_gone(xvm *s);
 
 /* Publish (x)'s state under /jitsu/<vm>/ in XenStore (readable by all). */
 void xl_publish(xvm *x, const char *state);

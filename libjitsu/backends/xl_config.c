@@ -282,7 +282,9 @@ int xl_build_config(xvm *x, libxl_domain_config *dc, char *why, size_t size) {
   libxl_domain_config_init(dc);
   inited = true;
   dc->c_info.type = s.type;
-  dc->c_info.name = strdup(jitsu_vm_name(x->vm));
+  char name[300];
+  xl_domain_name(x, name, sizeof(name));
+  dc->c_info.name = strdup(name);
   libxl_domain_build_info *b = &dc->b_info;
   libxl_domain_build_info_init_type(b, s.type);
   b->target_memkb = (uint64_t)s.memory_mb * 1024;
@@ -436,6 +438,13 @@ int xl_configure_settings(xvm *x, jitsu_vm *vm, jitsu_error *err) {
     x->disks[x->n_disks++] = v;
   }
   return 0;
+}
+
+void xl_domain_name(xvm *x, char *out, size_t size) {
+  if (x->spare != XSPARE_NO)
+    snprintf(out, size, "%s.%s", jitsu_vm_name(x->vm), x->tag);
+  else
+    snprintf(out, size, "%s", jitsu_vm_name(x->vm));
 }
 
 int xl_path(xvm *x, const char *suffix, char *out, size_t size) {

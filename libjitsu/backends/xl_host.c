@@ -563,7 +563,28 @@ void xl_conduit_forget(xlhost *h, uint32_t domid) {
   free(names);
 }
 
-/* Tokens are "VMNAME/WHAT"; a vm is found by name, never by pointer. */
+/* (what) of a token of vm (x): "WHAT" for (x), "WHAT/spareN" for one of
+ * its spares. */
+static void watch_dispatch(xvm *x, const char *what, const char *path) {
+  const char *slash = strchr(what, '/');
+  if (slash == NULL) {
+    xl_watch_fired(x, what, path);
+    return;
+  }
+  char w[32];
+  if ((size_t)(slash - what) >= sizeof(w))
+    return;
+  memcpy(w, what, (size_t)(slash - what));
+  w[slash - what] = '\0';
+  for (unsigned i = 0; i < x->pool; i++)
+    if (x->spares[i] != NULL && strcmp(x->spares[i]->tag, slash + 1) == 0) {
+      xl_watch_fired(x->spares[i], w, path);
+      return;
+    }
+}
+
+/* Tokens are "VMNAME/WHAT", or "VMNAME/WHAT/spareN" for a spare of the
+ * vm; a vm is found by name, never by pointer. */
 static void xs_readable(uv_poll_t *p, int status, int events) {
   xlhost *h = p->data;
   char **vec;
@@ -579,9 +600,10 @@ static void xs_readable(uv_poll_t *p, int status, int events) {
       for (jitsu_list *l = h->vms.next; l != &h->vms; l = l->next) {
         xvm *x = JITSU_CONTAINER_OF(l, xvm, link);
         const char *name = x->released ? "" : jitsu_vm_name(x->vm);
-        if (!x->released && strlen(name) == (size_t)(slash - token) &&
+        if (!x->released && x->spare == XSPARE_NO &&
+            strlen(name) == (size_t)(slash - token) &&
             strncmp(name, token, (size_t)(slash - token)) == 0) {
-          xl_watch_fired(x, slash + 1, path);
+          watch_dispatch(x, slash + 1, path);
           break;
         }
       }
@@ -590,15 +612,20 @@ static void xs_readable(uv_poll_t *p, int status, int events) {
   }
 }
 
+static void watch_token(xvm *x, const char *what, char *out, size_t size) {
+  snprintf(out, size, "%s/%s%s%s", jitsu_vm_name(x->vm), what,
+           x->spare != XSPARE_NO ? "/" : "", x->tag);
+}
+
 int xl_watch(xvm *x, const char *path, const char *what) {
   char token[256];
-  snprintf(token, sizeof(token), "%s/%s", jitsu_vm_name(x->vm), what);
+  watch_token(x, what, token, sizeof(token));
   return xs_watch(x->host->xs, path, token) ? 0 : -errno;
 }
 
 void xl_unwatch(xvm *x, const char *path, const char *what) {
   char token[256];
-  snprintf(token, sizeof(token), "%s/%s", jitsu_vm_name(x->vm), what);
+  watch_token(x, what, token, sizeof(token));
   xs_unwatch(x->host->xs, path, token);
 }
 

@@ -130,6 +130,15 @@ JITSU__API int jitsu__resolve_exec(const char *name, char *const *env,
  * it was removed. */
 JITSU__API int jitsu__record_adopt(const char *path, pid_t *pid, int *pidfd,
                                    unsigned long long *starttime);
+/* (path) holds exactly (want) (false if (want) is NULL). */
+JITSU__API bool jitsu__file_holds(const char *path, const char *want);
+/* Write (text) to (path), replacing it: whether it was written whole
+ * (false if (text) is NULL). */
+JITSU__API bool jitsu__file_put(const char *path, const char *text);
+/* A back-off after (fails) failures in a row: (first_ms), doubling with
+ * each further one, at most (max_ms). */
+JITSU__API uint64_t jitsu__backoff_ms(unsigned fails, uint64_t first_ms,
+                                      uint64_t max_ms);
 /* Make (path) free for a Unix socket of (type): 0 when nothing is there or
  * a stale socket file was removed; -EADDRINUSE when something answers on
  * it, -EEXIST when it is not a socket (both left alone). */

@@ -575,3 +575,32 @@ void jitsu_log_stderr(jitsu_log_level level, const char *message, void *arg) {
   fprintf(stderr, "%s.%03ldZ %s: %s: %s\n", when, ts.tv_nsec / 1000000, program,
           what, message);
 }
+
+bool jitsu__file_holds(const char *path, const char *want) {
+  FILE *f = want != NULL ? fopen(path, "re") : NULL;
+  bool ok = false;
+  if (f != NULL) {
+    size_t len = strlen(want);
+    char *have = malloc(len + 2);
+    ok = have != NULL && fread(have, 1, len + 1, f) == len &&
+         memcmp(have, want, len) == 0;
+    free(have);
+    fclose(f);
+  }
+  return ok;
+}
+
+bool jitsu__file_put(const char *path, const char *text) {
+  FILE *f = text != NULL ? fopen(path, "we") : NULL;
+  bool written = f != NULL && fputs(text, f) >= 0;
+  if (f != NULL && fclose(f) != 0) /* closed whether the write worked */
+    written = false;
+  return written;
+}
+
+uint64_t jitsu__backoff_ms(unsigned fails, uint64_t first_ms, uint64_t max_ms) {
+  uint64_t ms = first_ms;
+  for (unsigned i = 1; i < fails && ms < max_ms; i++)
+    ms *= 2;
+  return ms > max_ms ? max_ms : ms;
+}

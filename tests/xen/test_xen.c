@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <xenstore.h>
 
@@ -740,6 +742,209 @@ static void test_chan_hostile(void **state) {
   dom0_unlisten(f, &e, l);
 }
 
+/* ---- pools: spare domains paused at their ready point ------------------ */
+
+/* Run the loop until (vm) has (n) ready spares and none filling. */
+static bool spares_ready(fixture *f, jitsu_vm *vm, size_t n, int ms) {
+  for (int i = 0;; i++) {
+    size_t spares = 0, filling = 0;
+    uint64_t memory = 0;
+    jitsu_vm_spares(vm, &spares, &filling, &memory);
+    if (spares == n && filling == 0)
+      return true;
+    if (i >= ms / 100)
+      return false;
+    run_for(f, 100);
+  }
+}
+
+/* Column (col) of `xl list NAME` (3: memory in MiB, 5: the state) into
+ * (out); "" when xl lists no such domain. */
+static void xl_column(const char *name, int col, char *out, size_t size) {
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd),
+           "xl list %s 2>/dev/null | awk 'NR == 2 {print $%d}'", name, col);
+  out[0] = '\0';
+  FILE *p = popen(cmd, "r");
+  if (p == NULL)
+    return;
+  if (fgets(out, (int)size, p) == NULL)
+    out[0] = '\0';
+  pclose(p);
+}
+
+static bool xl_paused(const char *name) {
+  char state[32];
+  xl_column(name, 5, state, sizeof(state));
+  return strchr(state, 'p') != NULL;
+}
+
+static bool ready_file(fixture *f, const char *spare) {
+  char path[400];
+  snprintf(path, sizeof(path), "%s/state/xl/%s.ready", f->dir, spare);
+  return access(path, F_OK) == 0;
+}
+
+/* Run the loop until (vm)'s guest counts on (it was unpaused). */
+static bool ticking(fixture *f, jitsu_vm *vm) {
+  int t0 = tick(vm), t1 = t0;
+  for (int i = 0; i < 100 && (t1 <= t0 || t0 < 0); i++) {
+    run_for(f, 100);
+    if (t0 < 0)
+      t0 = tick(vm);
+    t1 = tick(vm);
+  }
+  return t0 >= 0 && t1 > t0;
+}
+
+#define POOL_GUEST(mem)                                                        \
+  GUEST_MEM("p", mem, "ready-key = data/jitsu-ready\npool = 2\n")
+
+/* A controller in a child process: it fills the pool of 2 and says so on
+ * (fd), then waits to be killed. */
+static void pool_child(fixture *f, int fd) {
+  fixture c;
+  memset(&c, 0, sizeof(c));
+  snprintf(c.dir, sizeof(c.dir), "%s", f->dir);
+  snprintf(c.config, sizeof(c.config), "%s", f->config);
+  char ok = '0';
+  if (uv_loop_init(&c.loop) == 0 && uv_timer_init(&c.loop, &c.timer) == 0 &&
+      fixture_ctx_new(&c, &c.ctx) == 0 &&
+      jitsu_config_load(c.ctx, c.config, &c.err) == 0 &&
+      spares_ready(&c, jitsu_vm_find(c.ctx, "p"), 2, 240000))
+    ok = '1';
+  (void)!write(fd, &ok, 1);
+  for (;;)
+    pause();
+}
+
+/* A pool of 2 fills with paused domains "p.spare1" and "p.spare2"; a
+ * summon takes one (renamed "p", unpaused, no new domain) and the pool
+ * refills; a spare destroyed from outside is replaced; a controller
+ * SIGKILLed with a full pool leaves it to the next, which adopts both and
+ * hands one out; a reload that changes the vm replaces its spares; bad
+ * pool settings are config errors. */
+static void test_pool(void **state) {
+  fixture *f = *state;
+  alarm(900);
+  char text[1200];
+  snprintf(text, sizeof(text),
+           GUEST("q", "ready-key = data/jitsu-ready\npool = 1\n"
+                      "vif = ip=10.99.7.2,script=/jitsu/vif-route\n"),
+           kernel, ramdisk);
+  config_fails(f, text, "share the vif address ip=10.99.7.2");
+  snprintf(text, sizeof(text),
+           "[vm q]\nbackend = xl\nkernel = %s\nramdisk = %s\n"
+           "ready = tcp:127.0.0.1:1\npool = 1\n",
+           kernel, ramdisk);
+  config_fails(f, text, "a pool needs a point to pause its spares at");
+
+  assert_int_equal(fixture_load(f, POOL_GUEST("128M"), kernel, ramdisk), 0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "p");
+  assert_true(spares_ready(f, vm, 2, 240000));
+  int s1 = domid_of("p.spare1"), s2 = domid_of("p.spare2");
+  fprintf(stderr, "spares: domains %d and %d\n", s1, s2);
+  assert_true(s1 > 0 && s2 > 0 && s1 != s2);
+  assert_true(xl_paused("p.spare1") && xl_paused("p.spare2"));
+  assert_true(ready_file(f, "p.spare1") && ready_file(f, "p.spare2"));
+  assert_true(domid_of("p") < 0);
+  size_t spares, filling;
+  uint64_t memory;
+  jitsu_vm_spares(vm, &spares, &filling, &memory);
+  assert_true(memory >= 2 * (100ull << 20));
+
+  /* The summon takes a spare: no new domain. */
+  uint64_t t0 = uv_hrtime();
+  summon_ok(f, "p", 60000);
+  fprintf(stderr, "summon from the pool: %.1f ms\n",
+          (double)(uv_hrtime() - t0) / 1e6);
+  int id = domid_of("p");
+  assert_true(id == s1 || id == s2);
+  const char *taken = id == s1 ? "p.spare1" : "p.spare2";
+  assert_int_not_equal(domid_of(taken), id); /* (it may be refilling) */
+  assert_false(ready_file(f, taken));
+  assert_true(ticking(f, vm));
+  char *v = xs_get("/jitsu/p/domid");
+  assert_non_null(v);
+  assert_int_equal(atoi(v), id);
+  free(v);
+  /* It refills, with a new domain. */
+  assert_true(spares_ready(f, vm, 2, 240000));
+  int s3 = domid_of(taken);
+  assert_true(s3 > 0 && s3 != s1 && s3 != s2);
+
+  /* A spare destroyed from outside is replaced. */
+  int other = domid_of("p.spare1") == s3 ? domid_of("p.spare2") : s3;
+  char cmd[64];
+  snprintf(cmd, sizeof(cmd), "xl destroy %d", other);
+  assert_int_equal(system(cmd), 0);
+  run_for(f, 500);
+  assert_true(spares_ready(f, vm, 2, 240000));
+  assert_true(domid_of("p.spare1") != other && domid_of("p.spare2") != other);
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+
+  /* A controller that goes (freed) ends its spares. */
+  jitsu_ctx_free(f->ctx);
+  f->ctx = NULL;
+  bool gone1 = domain_gone(f, "p.spare1", 30000);
+  bool gone2 = domain_gone(f, "p.spare2", 30000);
+  run_for(f, 200);
+  assert_int_equal(fixture_ctx_new(f, &f->ctx), 0); /* no vms yet */
+  assert_true(gone1 && gone2);
+
+  /* One that is SIGKILLed leaves them to the next controller. */
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    pool_child(f, fds[1]);
+  }
+  close(fds[1]);
+  char ok = 0;
+  struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+  int r = poll(&pfd, 1, 300000);
+  if (r == 1)
+    (void)!read(fds[0], &ok, 1);
+  close(fds[0]);
+  int k1 = domid_of("p.spare1"), k2 = domid_of("p.spare2");
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  assert_int_equal(ok, '1');
+  fprintf(stderr, "the killed controller's spares: domains %d and %d\n", k1,
+          k2);
+  assert_int_equal(jitsu_config_load(f->ctx, f->config, &f->err), 0);
+  vm = jitsu_vm_find(f->ctx, "p");
+  jitsu_vm_spares(vm, &spares, &filling, &memory);
+  assert_int_equal(spares, 2); /* adopted at once */
+  assert_int_equal(filling, 0);
+  assert_int_equal(domid_of("p.spare1"), k1);
+  assert_int_equal(domid_of("p.spare2"), k2);
+  summon_ok(f, "p", 60000);
+  id = domid_of("p");
+  assert_true(id == k1 || id == k2);
+  assert_true(ticking(f, vm));
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  assert_true(spares_ready(f, vm, 2, 240000));
+
+  /* A reload that changes the vm replaces its spares. */
+  int a1 = domid_of("p.spare1"), a2 = domid_of("p.spare2");
+  FILE *cf = fopen(f->config, "w");
+  assert_non_null(cf);
+  fprintf(cf, POOL_GUEST("160M"), kernel, ramdisk);
+  fclose(cf);
+  assert_int_equal(jitsu_config_reload(f->ctx, NULL, NULL, &f->err), 0);
+  assert_true(spares_ready(f, vm, 2, 240000));
+  int b1 = domid_of("p.spare1"), b2 = domid_of("p.spare2");
+  fprintf(stderr, "after the reload: domains %d and %d (were %d and %d)\n", b1,
+          b2, a1, a2);
+  assert_true(b1 > 0 && b2 > 0 && b1 != a1 && b1 != a2 && b2 != a1 && b2 != a2);
+  char mib[32];
+  xl_column("p.spare1", 3, mib, sizeof(mib));
+  assert_int_equal(atoi(mib), 160);
+}
+
 /* A test that hangs inside dom0 cannot be looked at with a debugger:
  * after the alarm, print where it is (addr2line on the host) and end. */
 static void hung(int sig) {
@@ -784,6 +989,7 @@ int main(void) {
       T(test_chan_guest_to_dom0),
       T(test_chan_between_guests),
       T(test_chan_hostile),
+      T(test_pool),
   };
   return cmocka_run_group_tests_name("xen", tests, NULL, NULL);
 }

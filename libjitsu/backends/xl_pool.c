@@ -1,0 +1,484 @@
+/* Pools of spare domains (pool = N), LightVM's pre-created shells: each
+ * spare is a domain of the vm's definition named "<vm>.spareN", created,
+ * booted to the guest's ready point (its XenStore key or console marker)
+ * and paused. A start takes a ready spare: its domain is renamed to the
+ * vm's, becomes the vm's domain (its channel names are handed to it) and
+ * is unpaused. The pool refills one spare at a time, in the background,
+ * after the taken guest is ready; a spare that dies is replaced after a
+ * back-off. A ready spare has a file "<vm>.spareN.ready" beside the vm's
+ * state, holding what it was made from: a controller started after a
+ * crash adopts a paused "<vm>.spareN" only when that file matches its own
+ * definition, and ends the others. */
+#include "xl.h"
+
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define POOL_BACKOFF_MS 200 /* after a spare failed, doubling */
+#define POOL_BACKOFF_MAX_MS 60000
+#define POOL_ROOM_MS 1000 /* max-live or max-starting left no room: again */
+
+int xl_pool_configure(xvm *x, jitsu_vm *vm, jitsu_error *err) {
+  const char *v = jitsu_vm_param(vm, "pool", 0);
+  x->pool = 0;
+  if (v == NULL)
+    return 0;
+  if (jitsu__parse_uint(v, &x->pool) < 0 || x->pool > XL_POOL_MAX)
+    return jitsu_error_set(err, -EINVAL, "pool", "'%s' is not 0 to %d", v,
+                           XL_POOL_MAX);
+  if (x->pool == 0)
+    return 0;
+  if (!jitsu_vm_wants_marker(vm))
+    return jitsu_error_set(err, -EINVAL, "pool",
+                           "a pool needs a point to pause its spares at: "
+                           "ready = marker (ready-key or console-marker)");
+  /* Spares are made from one definition: a vif's ip= would be claimed by
+   * each of them (a routed vif's hotplug script gives each domain the
+   * address's route), so a spare taken later could not be reached. */
+  libxl_domain_config dc;
+  char why[512];
+  if (xl_build_config(x, &dc, why, sizeof(why)) < 0)
+    return 0; /* the start says why; the pool does not fill meanwhile */
+  const char *ip = NULL;
+  for (int i = 0; i < dc.num_nics && ip == NULL; i++)
+    ip = dc.nics[i].ip;
+  int r = ip == NULL ? 0
+                     : jitsu_error_set(err, -EINVAL, "pool",
+                                       "the spares of a pool would share the "
+                                       "vif address ip=%s: give the guest its "
+                                       "address itself (e.g. on a bridge), "
+                                       "or pool = 0",
+                                       ip);
+  libxl_domain_config_dispose(&dc);
+  return r;
+}
+
+/* ---- a spare's ready file ------------------------------------------------ */
+
+/* What spare (s) is made from: its domain configuration as libxl writes
+ * it (JSON) and its readiness marker; NULL if it cannot be said. */
+static char *spare_fingerprint(xvm *s) {
+  libxl_domain_config dc;
+  char why[512];
+  if (s->host == NULL || xl_build_config(s, &dc, why, sizeof(why)) < 0)
+    return NULL;
+  char *json = libxl_domain_config_to_json(s->host->lx, &dc);
+  libxl_domain_config_dispose(&dc);
+  if (json == NULL)
+    return NULL;
+  const char *key = s->ready_key ? s->ready_key : "";
+  const char *marker = s->marker ? s->marker : "";
+  size_t len = strlen(json) + strlen(key) + strlen(marker) + 32;
+  char *fp = malloc(len);
+  if (fp != NULL)
+    snprintf(fp, len, "%s\nready-key=%s\nmarker=%s\n", json, key, marker);
+  free(json);
+  return fp;
+}
+
+static int ready_path(xvm *s, char *out, size_t size) {
+  char suffix[32];
+  snprintf(suffix, sizeof(suffix), "%s.ready", s->tag);
+  return xl_path(s, suffix, out, size);
+}
+
+/* Best effort: without the file a later controller ends the spare. */
+static void ready_file_put(xvm *s) {
+  char path[PATH_MAX];
+  if (ready_path(s, path, sizeof(path)) == 0)
+    (void)jitsu__file_put(path, s->fp);
+}
+
+static void ready_file_remove(xvm *s) {
+  char path[PATH_MAX];
+  if (ready_path(s, path, sizeof(path)) == 0)
+    unlink(path);
+}
+
+/* ---- filling ------------------------------------------------------------- */
+
+static void fill_one(xvm *x);
+
+static void fill_fired(uv_timer_t *t) {
+  xvm *x = t->data;
+  if (x != NULL)
+    fill_one(x);
+}
+
+/* Try again after a back-off that doubles with each failure in a row
+ * (none: the limits left no room). */
+static void fill_later(xvm *x) {
+  if (x->pool_timer == NULL)
+    return;
+  uint64_t ms = x->pool_fails
+                    ? jitsu__backoff_ms(x->pool_fails, POOL_BACKOFF_MS,
+                                        POOL_BACKOFF_MAX_MS)
+                    : POOL_ROOM_MS;
+  uv_timer_start(x->pool_timer, fill_fired, ms, 0);
+}
+
+/* Take spare (s) out of its pool and let it go (its domain is destroyed,
+ * its ready file removed). */
+static void spare_discard(xvm *s) {
+  xvm *x = s->of;
+  for (unsigned i = 0; i < XL_POOL_MAX; i++)
+    if (x->spares[i] == s)
+      x->spares[i] = NULL;
+  if (s->spare == XSPARE_READY)
+    ready_file_remove(s);
+  jitsu_spare_end(&s->acct);
+  xl_spare_drop(s);
+}
+
+/* The library needs the room of spare (s) for a summon: it ends now, and
+ * its pool fills again when there is room. */
+static void spare_reclaim(jitsu_spare *a) {
+  xvm *s = JITSU_CONTAINER_OF(a, xvm, acct);
+  xvm *x = s->of;
+  jitsu_vm_log(s->vm, JITSU_LOG_INFO,
+               "pool: %s (domain %u) ends: max-live needs its room", s->tag,
+               s->domid);
+  spare_discard(s);
+  fill_later(x);
+}
+
+/* A new spare of (x) for (slot), with the vm's settings: NULL if there is
+ * no memory. */
+static xvm *spare_new(xvm *x, unsigned slot) {
+  xvm *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return NULL;
+  /* The settings point into the vm's params, which outlive the spare in
+   * the pool: xl_release() drains the pool first. */
+  memcpy(s, x, offsetof(xvm, domid));
+  jitsu_list_init(&s->link);
+  s->host = NULL;
+  s->save_fd = -1;
+  s->console_fd = -1;
+  s->spare = XSPARE_FILLING;
+  s->of = x;
+  snprintf(s->tag, sizeof(s->tag), "spare%u", slot + 1);
+  return s;
+}
+
+static void fill_one(xvm *x) {
+  unsigned slot = x->pool;
+  for (unsigned i = 0; i < x->pool; i++) {
+    if (x->spares[i] != NULL && x->spares[i]->spare == XSPARE_FILLING)
+      return; /* one at a time */
+    if (x->spares[i] == NULL && slot == x->pool)
+      slot = i;
+  }
+  if (slot == x->pool)
+    return; /* full */
+  jitsu_vm *vm = x->vm;
+  /* The vm's own xvm is on the host too: its spares' watches are found
+   * through it. No Xen here: nothing will fill the pool. */
+  if (xl_ensure_host(x) < 0)
+    return;
+  xvm *s = spare_new(x, slot);
+  if (s == NULL) {
+    jitsu_vm_log(vm, JITSU_LOG_ERROR, "pool: out of memory");
+    return;
+  }
+  if (jitsu_spare_begin(vm, &s->acct, spare_reclaim) < 0) {
+    /* Live guests and spares fill max-live, or starts max-starting, or
+     * summons wait: they come first. */
+    jitsu_vm_log(vm, JITSU_LOG_DEBUG, "pool: no room for %s yet", s->tag);
+    free(s);
+    fill_later(x);
+    return;
+  }
+  int r = xl_ensure_host(s);
+  if (r == 0) {
+    x->spares[slot] = s; /* (s) may be dropped from here on */
+    s->fp = spare_fingerprint(s);
+    r = xl_launch(s, XOP_CREATE);
+  }
+  if (r < 0) {
+    /* xl_launch() logged why. No Xen here: nothing will fill the pool. */
+    if (x->spares[slot] == s)
+      spare_discard(s);
+    else {
+      jitsu_spare_end(&s->acct);
+      xl_spare_drop(s);
+    }
+    if (r == -ENODEV)
+      return;
+    x->pool_fails++;
+    fill_later(x);
+    return;
+  }
+  jitsu_vm_log(vm, JITSU_LOG_DEBUG, "pool: %s filling", s->tag);
+}
+
+void xl_pool_fill(xvm *x) {
+  xl_pool_fill_after(x, 0);
+}
+
+void xl_pool_fill_after(xvm *x, uint64_t ms) {
+  if (x == NULL || x->pool == 0 || x->spare != XSPARE_NO || x->released)
+    return;
+  if (x->pool_timer == NULL) {
+    x->pool_timer = malloc(sizeof(*x->pool_timer));
+    if (x->pool_timer == NULL)
+      return;
+    uv_timer_init(jitsu_ctx_loop(jitsu_vm_ctx(x->vm)), x->pool_timer);
+    x->pool_timer->data = x;
+  }
+  /* From the loop, never inside the call that asked (a definition, a state
+   * change); a back-off under way is kept. */
+  if (!uv_is_active((uv_handle_t *)x->pool_timer))
+    uv_timer_start(x->pool_timer, fill_fired, ms, 0);
+}
+
+void xl_pool_spare_created(xvm *s, int rc) {
+  xvm *x = s->of;
+  if (rc != 0) {
+    jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
+                 "pool: %s: cannot create the domain: %s", s->tag,
+                 s->host->error[0] ? s->host->error : "libxl failed");
+    spare_discard(s);
+    x->pool_fails++;
+    fill_later(x);
+    return;
+  }
+  xl_went_live(s);
+  jitsu_vm_log(s->vm, JITSU_LOG_DEBUG, "pool: %s is domain %u", s->tag,
+               s->domid);
+  xl_readiness_begin(s);
+}
+
+static void spare_paused(xvm *s, int rc) {
+  xvm *x = s->of;
+  if (s->spare != XSPARE_FILLING || !s->live)
+    return;
+  if (rc != 0) {
+    jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
+                 "pool: %s: cannot pause domain %u: %s", s->tag, s->domid,
+                 s->host->error[0] ? s->host->error : "libxl failed");
+    spare_discard(s);
+    x->pool_fails++;
+    fill_later(x);
+    return;
+  }
+  s->spare = XSPARE_READY;
+  x->pool_fails = 0;
+  jitsu_spare_filled(&s->acct);
+  libxl_dominfo info;
+  libxl_dominfo_init(&info);
+  if (libxl_domain_info(s->host->lx, &info, s->domid) == 0)
+    s->acct.memory = info.current_memkb * 1024;
+  libxl_dominfo_dispose(&info);
+  ready_file_put(s);
+  jitsu_vm_log(s->vm, JITSU_LOG_INFO, "pool: %s ready (domain %u, paused)",
+               s->tag, s->domid);
+  xl_pool_fill(x); /* the next one */
+}
+
+/* Called from the spare's console or watch handlers: (s) stays. */
+void xl_pool_spare_marker(xvm *s) {
+  if (s->spare != XSPARE_FILLING || !s->live)
+    return;
+  libxl_asyncop_how how;
+  if (xl_ao_how(s, spare_paused, &how) < 0)
+    goto fail;
+  if (libxl_domain_pause(s->host->lx, s->domid, &how) != 0) {
+    xl_ao_abandon(s, &how);
+    goto fail;
+  }
+  return;
+fail:
+  snprintf(s->exit_how, sizeof(s->exit_how), "could not be paused: %s",
+           s->host->error[0] ? s->host->error : "libxl refused");
+  xl_destroy_domain(s); /* its death replaces it */
+}
+
+void xl_pool_spare_gone(xvm *s) {
+  xvm *x = s->of;
+  jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
+               "pool: %s (domain %u) is gone while %s; replacing it", s->tag,
+               s->domid, s->spare == XSPARE_READY ? "ready" : "filling");
+  spare_discard(s);
+  x->pool_fails++;
+  fill_later(x);
+}
+
+/* ---- taking a spare ------------------------------------------------------ */
+
+/* The take's outcome, from the loop (libxl may complete the unpause
+ * inside the call that asked for it): the vm is started, and past its
+ * marker. A stop that came meanwhile took the timer and ends the start. */
+static void taken_report(uv_timer_t *t) {
+  xvm *x = t->data;
+  if (x == NULL || !x->live || x->op != XOP_CREATE)
+    return;
+  int rc = x->take_rc;
+  x->op = XOP_NONE;
+  if (rc != 0) {
+    snprintf(x->exit_how, sizeof(x->exit_how),
+             "the spare domain could not be unpaused: %s",
+             x->host->error[0] ? x->host->error : "libxl failed");
+    xl_destroy_domain(x); /* its death ends the start */
+    return;
+  }
+  jitsu_vm *vm = x->vm;
+  jitsu_vm_log(vm, JITSU_LOG_INFO, "domain %u taken from the pool", x->domid);
+  jitsu_backend_started(vm, 0);
+  if (jitsu_vm_data(vm) == x)
+    jitsu_backend_marker(vm); /* shown before it was paused */
+}
+
+static void taken_running(xvm *x, int rc) {
+  if (!x->live || x->op != XOP_CREATE)
+    return;
+  x->take_rc = rc;
+  if (xl_timer_start(x, taken_report, 0) < 0) {
+    x->take_rc = -ENOMEM;
+    x->op = XOP_NONE;
+    xl_destroy_domain(x); /* its death ends the start */
+  }
+}
+
+int xl_pool_take(xvm *x) {
+  if (x->pool == 0 || xl_ensure_host(x) < 0)
+    return 0;
+  unsigned slot = 0;
+  while (slot < x->pool &&
+         (x->spares[slot] == NULL || x->spares[slot]->spare != XSPARE_READY ||
+          x->spares[slot]->pending > 0))
+    slot++;
+  if (slot == x->pool) {
+    jitsu_vm_log(x->vm, JITSU_LOG_INFO, "pool: no spare ready: a cold start");
+    return 0;
+  }
+  xvm *s = x->spares[slot];
+  char from[300];
+  xl_domain_name(s, from, sizeof(from));
+  /* Without its ready file no controller after us takes it for a spare,
+   * whatever happens next: a guest is handed out once. */
+  ready_file_remove(s);
+  xl_host_clear_error(s->host);
+  if (libxl_domain_rename(s->host->lx, s->domid, from, jitsu_vm_name(x->vm)) !=
+      0) {
+    jitsu_vm_log(x->vm, JITSU_LOG_WARNING,
+                 "pool: cannot rename domain %u from %s: %s: a cold start",
+                 s->domid, from,
+                 s->host->error[0] ? s->host->error : "libxl failed");
+    spare_discard(s);
+    x->pool_fails++;
+    fill_later(x);
+    return 0;
+  }
+  /* The domain is the vm's now: (x) follows it, (s) goes. */
+  x->domid = s->domid;
+  if (s->death != NULL) {
+    libxl_evdisable_domain_death(s->host->lx, s->death);
+    s->death = NULL;
+  }
+  s->live = false;
+  x->spares[slot] = NULL;
+  jitsu_spare_end(&s->acct); /* the vm's guest now, counted as live */
+  s->of = NULL;
+  xl_spare_drop(s); /* not live: nothing is destroyed */
+  x->pool_takes++;
+  if (x->pool_timer != NULL) /* a fill due: it waits for the guest's ready */
+    uv_timer_stop(x->pool_timer);
+  xl_went_live(x);
+  x->unpaused = true;
+  x->op = XOP_CREATE;
+  libxl_asyncop_how how;
+  if (xl_ao_how(x, taken_running, &how) < 0) {
+    taken_running(x, -1);
+  } else if (libxl_domain_unpause(x->host->lx, x->domid, &how) != 0) {
+    xl_ao_abandon(x, &how);
+    taken_running(x, -1);
+  }
+  /* The pool refills once the guest is ready (xl_state_changed()). */
+  return 1;
+}
+
+/* ---- the end ------------------------------------------------------------- */
+
+void xl_pool_drain(xvm *x) {
+  if (x->pool_timer != NULL) {
+    x->pool_timer->data = NULL;
+    uv_close((uv_handle_t *)x->pool_timer, jitsu__free_handle);
+    x->pool_timer = NULL;
+  }
+  for (unsigned i = 0; i < XL_POOL_MAX; i++)
+    if (x->spares[i] != NULL)
+      spare_discard(x->spares[i]);
+}
+
+/* ---- spares left by a controller before us ------------------------------- */
+
+/* Adopt or end the domain (domid) named like spare (s) of (x) in (slot):
+ * only a paused domain whose ready file matches (s)'s definition is
+ * adopted; the reason it is not, else. */
+static const char *adopt_one(xvm *x, xvm *s, unsigned slot, uint32_t domid,
+                             const libxl_dominfo *info) {
+  bool paused = info->paused && !info->dying && !info->shutdown;
+  uint64_t memory = info->current_memkb * 1024;
+  char path[PATH_MAX];
+  const char *why = NULL;
+  if (slot >= x->pool)
+    why = "the pool is smaller now";
+  else if (!paused)
+    why = "it is not paused at its ready point";
+  else if (s->fp == NULL || ready_path(s, path, sizeof(path)) < 0 ||
+           !jitsu__file_holds(path, s->fp))
+    why = "it was not made ready for this definition";
+  else if (jitsu_spare_adopt(x->vm, &s->acct, spare_reclaim) < 0)
+    why = "max-live leaves no room for it";
+  if (why != NULL)
+    return why;
+  s->domid = domid;
+  s->spare = XSPARE_READY;
+  s->acct.memory = memory;
+  x->spares[slot] = s;
+  xl_went_live(s);
+  return NULL;
+}
+
+void xl_pool_adopt(xvm *x) {
+  for (unsigned i = 0; i < XL_POOL_MAX; i++) {
+    xvm *s = spare_new(x, i);
+    if (s == NULL)
+      return;
+    char name[300];
+    xl_domain_name(s, name, sizeof(name));
+    uint32_t domid;
+    libxl_dominfo info;
+    libxl_dominfo_init(&info);
+    if (xl_ensure_host(s) < 0 ||
+        libxl_name_to_domid(x->host->lx, name, &domid) != 0 ||
+        libxl_domain_info(x->host->lx, &info, domid) != 0) {
+      libxl_dominfo_dispose(&info);
+      ready_file_remove(s); /* nothing lives there */
+      xl_spare_drop(s);
+      continue;
+    }
+    s->fp = spare_fingerprint(s);
+    const char *why = adopt_one(x, s, i, domid, &info);
+    libxl_dominfo_dispose(&info);
+    if (why == NULL) {
+      jitsu_vm_log(x->vm, JITSU_LOG_INFO,
+                   "pool: %s adopted (domain %u, paused at its ready point)",
+                   s->tag, domid);
+      continue;
+    }
+    jitsu_vm_log(x->vm, JITSU_LOG_INFO,
+                 "pool: ending domain %u (%s), left by an earlier controller: "
+                 "%s",
+                 domid, name, why);
+    ready_file_remove(s);
+    s->domid = domid;
+    s->live = true; /* so that the drop destroys it */
+    xl_spare_drop(s);
+  }
+}
