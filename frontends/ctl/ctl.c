@@ -313,6 +313,14 @@ static void print_metrics(json_t *m) {
   printf("\n");
 }
 
+/* Its pool, when it has one (status and stats). */
+static void print_spares(json_t *vm) {
+  if (num(vm, "spares") > 0)
+    printf("  spares: %.0f (%.0f filling), holding %.0f MiB\n",
+           num(vm, "spares"), num(vm, "spares_filling"),
+           num(vm, "spare_memory_bytes") / 1048576);
+}
+
 static void print_vm(json_t *vm) {
   char up[16], idle[16];
   human_ms(num(vm, "uptime_ms"), up, sizeof(up));
@@ -328,6 +336,7 @@ static void print_vm(json_t *vm) {
   json_t *a;
   json_array_foreach(json_object_get(vm, "addresses"), i, a)
       printf("  address %s\n", json_string_value(a));
+  print_spares(vm);
   if (json_object_get(vm, "metrics"))
     print_metrics(json_object_get(vm, "metrics"));
 }
@@ -540,10 +549,7 @@ static void print_stats(json_t *result) {
   json_t *vm;
   json_array_foreach(json_object_get(result, "vms"), i, vm) {
     printf("%s (%s)\n", str(vm, "name"), str(vm, "state"));
-    if (num(vm, "spares") > 0)
-      printf("  spares: %.0f (%.0f filling), holding %.0f MiB\n",
-             num(vm, "spares"), num(vm, "spares_filling"),
-             num(vm, "spare_memory_bytes") / 1048576);
+    print_spares(vm);
     print_metrics(json_object_get(vm, "metrics"));
   }
   print_frontends(result, 0);

@@ -6,6 +6,7 @@
  * restore instead of booting.
  */
 #include "qemu.h"
+#include <arpa/inet.h>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -695,8 +696,54 @@ int qemu_launch(qvm *q, qop op, const char *image) {
   return 0;
 }
 
+/* The host side of each forward must be free before QEMU (or a taken
+ * spare) binds it: something that listens there already, a guest left by
+ * an earlier run or another program, would answer the vm's readiness
+ * check in its guest's place, and QEMU refuses the rule only later. 0, or
+ * -EADDRINUSE with the reason set. */
+static int forwards_free(qvm *q) {
+  const char *fw;
+  for (size_t i = 0; (fw = jitsu_vm_param(q->vm, "forward", i)) != NULL; i++) {
+    const char *dash = strchr(fw + 4, '-');
+    const char *colon =
+        dash ? memrchr(fw + 4, ':', (size_t)(dash - fw - 4)) : NULL;
+    char host[64];
+    if (colon == NULL || (size_t)(colon - fw - 4) >= sizeof(host))
+      continue; /* checked when the config loaded */
+    memcpy(host, fw + 4, (size_t)(colon - fw - 4));
+    host[colon - fw - 4] = '\0';
+    unsigned port = (unsigned)strtoul(colon + 1, NULL, 10);
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port)};
+    if (port == 0 ||
+        (host[0] != '\0' && inet_pton(AF_INET, host, &sin.sin_addr) != 1))
+      continue; /* QEMU says what it makes of it */
+    bool udp = strncmp(fw, "udp:", 4) == 0;
+    int fd =
+        socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      continue;
+    int one = 1; /* as QEMU binds it: a closing connection does not count */
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    bool busy = bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 &&
+                errno == EADDRINUSE;
+    close(fd);
+    if (busy) {
+      jitsu_vm_set_reason(q->vm,
+                          "forward %s: %s port %s:%u is in use already (a "
+                          "guest left by an earlier run, or another program?)",
+                          fw, udp ? "UDP" : "TCP", host[0] ? host : "*", port);
+      return -EADDRINUSE;
+    }
+  }
+  return 0;
+}
+
 static int qemu_start(jitsu_vm *vm) {
   qvm *q = jitsu_vm_data(vm);
+  int busy = forwards_free(q);
+  if (busy < 0)
+    return busy;
   if (qemu_pool_take(q))
     return 0; /* a spare runs on: started is reported when it does */
   if (access(q->kernel, R_OK) < 0) {

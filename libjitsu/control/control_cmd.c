@@ -38,6 +38,17 @@ static json_t *metrics_json(const jitsu_vm *vm) {
       latency_json(&m.cold_start), "resume", latency_json(&m.resume));
 }
 
+/* (vm)'s pool, into (o): its spares, those filling, their memory. */
+static void spares_set(jitsu_vm *vm, json_t *o) {
+  size_t spares, filling;
+  uint64_t memory;
+  jitsu_vm_spares(vm, &spares, &filling, &memory);
+  json_object_set_new(o, "spares", json_integer((json_int_t)spares));
+  json_object_set_new(o, "spares_filling", json_integer((json_int_t)filling));
+  json_object_set_new(o, "spare_memory_bytes",
+                      json_integer((json_int_t)memory));
+}
+
 static json_t *vm_json(jitsu_vm *vm) {
   jitsu_ctx *ctx = jitsu_vm_ctx(vm);
   uint64_t now = uv_now(jitsu_ctx_loop(ctx));
@@ -63,6 +74,7 @@ static json_t *vm_json(jitsu_vm *vm) {
       "cold_starts", (json_int_t)info.spawns, "cold_start_p50_ms",
       m.cold_start.p50_ms, "cold_start_p99_ms", m.cold_start.p99_ms);
   json_object_set_new(o, "resumes", json_integer((json_int_t)info.resumes));
+  spares_set(vm, o);
   return o;
 }
 
@@ -211,15 +223,11 @@ static void cmd_snapshot(jitsu__creq *req, json_t *args) {
 }
 
 static int add_stats(jitsu_vm *vm, void *arg) {
-  size_t spares, filling;
-  uint64_t memory;
-  jitsu_vm_spares(vm, &spares, &filling, &memory);
-  json_array_append_new(
-      arg, json_pack(
-               "{s:s, s:s, s:o, s:I, s:I, s:I}", "name", jitsu_vm_name(vm),
-               "state", jitsu_state_name(jitsu_vm_state(vm)), "metrics",
-               metrics_json(vm), "spares", (json_int_t)spares, "spares_filling",
-               (json_int_t)filling, "spare_memory_bytes", (json_int_t)memory));
+  json_t *o = json_pack("{s:s, s:s, s:o}", "name", jitsu_vm_name(vm), "state",
+                        jitsu_state_name(jitsu_vm_state(vm)), "metrics",
+                        metrics_json(vm));
+  spares_set(vm, o);
+  json_array_append_new(arg, o);
   return 0;
 }
 

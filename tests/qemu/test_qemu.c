@@ -9,7 +9,9 @@
  */
 #include "helpers.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
@@ -241,6 +243,13 @@ static void test_bad_input(void **state) {
   char gone_kernel[400];
   snprintf(gone_kernel, sizeof(gone_kernel), "%s/gone-vmlinux", f->dir);
   assert_int_equal(symlink(k, gone_kernel), 0);
+  int port = free_port();
+  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+  assert_int_equal(listen(lfd, 8), 0);
   assert_int_equal(
       fixture_load(
           f,
@@ -252,12 +261,41 @@ static void test_bad_input(void **state) {
                                               "1500ms\n"
                                               "console-marker = "
                                               "NEVER_PRINTED\n" TINY(
-                                                  "noqemu",
-                                                  "qemu = /nonexistent/qemu\n"),
-          gone_kernel, k, k, k),
+                                                  "noqemu", "qemu = "
+                                                            "/nonexistent/"
+                                                            "qemu\n") "[vm "
+                                                                      "busy]"
+                                                                      "\nbacken"
+                                                                      "d = "
+                                                                      "qemu\nke"
+                                                                      "rnel = "
+                                                                      "%s\nmemo"
+                                                                      "ry = "
+                                                                      "16M\n"
+                                                                      "forward "
+                                                                      "= "
+                                                                      "tcp:127."
+                                                                      "0.0.1:%"
+                                                                      "d-:80\n"
+                                                                      "ready = "
+                                                                      "marker+"
+                                                                      "tcp:127."
+                                                                      "0.0.1:%"
+                                                                      "d\nready"
+                                                                      "-timeout"
+                                                                      " = "
+                                                                      "20s\n",
+          gone_kernel, k, k, k, k, port, port),
       0);
   assert_int_equal(unlink(gone_kernel), 0);
   fails_with(f, "nokernel", -ENOENT, "cannot read the kernel");
+  /* A forward's host port that something listens on already: it would
+   * answer the readiness check in the guest's place. */
+  char words[100];
+  snprintf(words, sizeof(words), "TCP port 127.0.0.1:%d is in use already",
+           port);
+  fails_with(f, "busy", -EADDRINUSE, words);
+  close(lfd);
   fails_with(f, "badopt", JITSU_EEXITED,
              "QEMU exited with status 1: qemu-system-x86_64: "
              "-no-such-option: invalid option");

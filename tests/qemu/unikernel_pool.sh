@@ -79,7 +79,9 @@ mem=$(sed -n 's/^jitsu_vm_spare_memory_bytes{vm="uni"} //p' <<<"$prom")
 [ "${mem:-0}" -gt $((4 * 1048576)) ] || fail "the spares' memory is '$mem' bytes"
 c stats uni | grep "spares: 2 (0 filling), holding [1-9][0-9]* MiB" >/dev/null ||
   fail "jitsu-ctl stats: $(c stats uni)"
-tap_ok "stats: 2 spares holding $((mem / 1048576)) MiB"
+c status uni | grep "spares: 2 (0 filling), holding [1-9][0-9]* MiB" >/dev/null ||
+  fail "jitsu-ctl status of the stopped vm: $(c status uni)"
+tap_ok "stats and status: 2 spares holding $((mem / 1048576)) MiB"
 
 # A summon takes a spare: no cold start, and the spare's QEMU is the vm's.
 s1=$(spare_pid 1)
