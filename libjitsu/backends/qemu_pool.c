@@ -46,18 +46,24 @@ int qemu_pool_configure(qvm *q, jitsu_vm *vm, jitsu_error *err) {
 
 /* ---- a spare's fingerprint ----------------------------------------------
  * What a spare was made from, in "<vm>.spareN.args" beside its record: the
- * QEMU command line (without its per-run descriptors) and the console
- * marker it paused at. A controller started after us adopts the spare only
- * if its own definition gives the same text. */
+ * QEMU command line (without its per-run descriptors), the size and time
+ * of its kernel and initrd files, and the console marker it paused at. A
+ * controller started after us adopts the spare only if its own definition gives
+ * the same text. */
 
 static char *spare_fingerprint(qvm *s) {
   char *args = qemu_describe_args(s);
   if (args == NULL)
     return NULL;
-  size_t len = strlen(args) + strlen(s->marker ? s->marker : "") + 16;
+  /* A guest image rebuilt in place is another definition. */
+  char kernel[64], initrd[64];
+  jitsu__file_stamp(s->kernel, kernel, sizeof(kernel));
+  jitsu__file_stamp(s->initrd, initrd, sizeof(initrd));
+  size_t len = strlen(args) + strlen(s->marker ? s->marker : "") + 200;
   char *fp = malloc(len);
   if (fp != NULL)
-    snprintf(fp, len, "%smarker=%s\n", args, s->marker ? s->marker : "");
+    snprintf(fp, len, "%skernel=%s\ninitrd=%s\nmarker=%s\n", args, kernel,
+             initrd, s->marker ? s->marker : "");
   free(args);
   return fp;
 }

@@ -60,22 +60,29 @@ int xl_pool_configure(xvm *x, jitsu_vm *vm, jitsu_error *err) {
 /* ---- a spare's ready file ------------------------------------------------ */
 
 /* What spare (s) is made from: its domain configuration as libxl writes
- * it (JSON) and its readiness marker; NULL if it cannot be said. */
+ * it (JSON), the kernel and ramdisk files as they are now (a guest image
+ * rebuilt in place is another definition) and its readiness marker; NULL
+ * if it cannot be said. */
 static char *spare_fingerprint(xvm *s) {
   libxl_domain_config dc;
   char why[512];
   if (s->host == NULL || xl_build_config(s, &dc, why, sizeof(why)) < 0)
     return NULL;
   char *json = libxl_domain_config_to_json(s->host->lx, &dc);
+  char files[2][64] = {"", ""};
+  const char *paths[2] = {dc.b_info.kernel, dc.b_info.ramdisk};
+  for (int i = 0; i < 2; i++)
+    jitsu__file_stamp(paths[i], files[i], sizeof(files[i]));
   libxl_domain_config_dispose(&dc);
   if (json == NULL)
     return NULL;
   const char *key = s->ready_key ? s->ready_key : "";
   const char *marker = s->marker ? s->marker : "";
-  size_t len = strlen(json) + strlen(key) + strlen(marker) + 32;
+  size_t len = strlen(json) + strlen(key) + strlen(marker) + 200;
   char *fp = malloc(len);
   if (fp != NULL)
-    snprintf(fp, len, "%s\nready-key=%s\nmarker=%s\n", json, key, marker);
+    snprintf(fp, len, "%s\nkernel=%s\nramdisk=%s\nready-key=%s\nmarker=%s\n",
+             json, files[0], files[1], key, marker);
   free(json);
   return fp;
 }

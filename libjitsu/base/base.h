@@ -135,6 +135,10 @@ JITSU__API bool jitsu__file_holds(const char *path, const char *want);
 /* Write (text) to (path), replacing it: whether it was written whole
  * (false if (text) is NULL). */
 JITSU__API bool jitsu__file_put(const char *path, const char *text);
+/* The size and modification time of the file (path) as text into (out)
+ * ("" when (path) is NULL or cannot be read): what a fingerprint of a
+ * guest built from it records. */
+JITSU__API void jitsu__file_stamp(const char *path, char *out, size_t size);
 /* A back-off after (fails) failures in a row: (first_ms), doubling with
  * each further one, at most (max_ms). */
 JITSU__API uint64_t jitsu__backoff_ms(unsigned fails, uint64_t first_ms,

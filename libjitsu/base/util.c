@@ -189,6 +189,12 @@ int jitsu__check_vm_name(const char *name) {
   size_t n = strlen(name);
   if (n == 0 || n > 63 || name[0] == '.')
     return -EINVAL;
+  /* "NAME.spareN" names the spares of vm NAME's pool (their domains and
+   * records): no vm may be called so. */
+  const char *dot = strrchr(name, '.');
+  if (dot != NULL && strncmp(dot, ".spare", 6) == 0 && dot[6] != '\0' &&
+      strspn(dot + 6, "0123456789") == strlen(dot + 6))
+    return -EINVAL;
   for (size_t i = 0; i < n; i++) {
     char c = name[i];
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -603,4 +609,14 @@ uint64_t jitsu__backoff_ms(unsigned fails, uint64_t first_ms, uint64_t max_ms) {
   for (unsigned i = 1; i < fails && ms < max_ms; i++)
     ms *= 2;
   return ms > max_ms ? max_ms : ms;
+}
+
+void jitsu__file_stamp(const char *path, char *out, size_t size) {
+  struct stat st;
+  if (size > 0)
+    out[0] = '\0';
+  if (path != NULL && stat(path, &st) == 0)
+    snprintf(out, size, "%lld bytes, modified %lld.%09ld",
+             (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+             st.st_mtim.tv_nsec);
 }

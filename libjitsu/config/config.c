@@ -64,7 +64,8 @@ static int check_each_header(jitsu_ctx *ctx, cfg *c, jitsu__table *seen,
       if (jitsu__check_vm_name(vm) < 0)
         return jitsu_error_set(err, -EINVAL, NULL,
                                "invalid vm name '%s' in [%s]: use 1 to 63 of "
-                               "[A-Za-z0-9_.-], not starting with '.'",
+                               "[A-Za-z0-9_.-], not starting with '.' nor "
+                               "ending in .spareN (pools' spares)",
                                vm, name);
     } else if (strcmp(name, "jitsu") != 0 &&
                (strcmp(name, "vm") == 0 || !jitsu__keys_declared(ctx, name))) {

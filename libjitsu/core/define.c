@@ -42,7 +42,8 @@ static int check_def(jitsu_ctx *ctx, const jitsu_vm_def *def,
   if (def->name == NULL || jitsu__check_vm_name(def->name) < 0)
     return jitsu_error_set(err, -EINVAL, NULL,
                            "invalid vm name '%s': use 1 to 63 of "
-                           "[A-Za-z0-9_.-], not starting with '.'",
+                           "[A-Za-z0-9_.-], not starting with '.' nor "
+                           "ending in .spareN (pools' spares)",
                            def->name ? def->name : "(null)");
   if (jitsu_vm_find(ctx, def->name) != NULL)
     return jitsu_error_set(err, -EEXIST, NULL, "vm '%s' is already defined",

@@ -167,23 +167,40 @@ first=${first%% *}
 case " $left " in *" $first "*) ;; *) fail "the first summon took $first, not an adopted spare ($left)" ;; esac
 tap_ok "after SIGKILL: guest $guest and spares $left adopted; handed out once ($given )"
 
+# restart_changed CHANGE...: SIGKILL the controller, run CHANGE, start a
+# new one: it must end both spares left ("made for another definition")
+# and fill the pool again.
+restart_changed() {
+  left=$(for n in 1 2; do spare_pid $n; done | tr '\n' ' ')
+  kill -9 "$hpid"
+  wait "$hpid" 2>/dev/null || true
+  "$@"
+  start_http
+  wait_log 2 "made for another definition"
+  for p in $left; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$p" 2>/dev/null && fail "spare $p made for the old definition still runs"
+  done
+  wait_log 2 "uni: pool: spare[12] ready"
+}
+
 # A controller whose definition changed while none ran ends the spares
 # left for the old one.
-left=$(for n in 1 2; do spare_pid $n; done | tr '\n' ' ')
-kill -9 "$hpid"
-wait "$hpid" 2>/dev/null || true
-sed -i 's/jitsu.body=reloaded%20page/jitsu.body=restarted%20page/' "$dir/jitsu.conf"
-start_http
-wait_log 2 "made for another definition"
-for p in $left; do
-  for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && fail "spare $p of the old definition still runs"
-done
-wait_log 2 "uni: pool: spare[12] ready"
+restart_changed sed -i 's/jitsu.body=reloaded%20page/jitsu.body=restarted%20page/' "$dir/jitsu.conf"
 stop_uni
 [ "$(get uni.test)" = "restarted page" ] || fail "the new definition's spare did not answer"
-guest=$(guest_pid)
 tap_ok "a changed definition ended the spares left for the old one ($left)"
+
+# So does a guest image rebuilt in place (the same path, a new file).
+wait_log 3 "uni: pool: spare[12] ready" # refilled after the take
+replace_kernel() {
+  cp "$dir/uni.elf" "$dir/uni.new"
+  touch -m -d "@$(($(date +%s) + 5))" "$dir/uni.new"
+  mv "$dir/uni.new" "$dir/uni.elf"
+}
+restart_changed replace_kernel
+guest=$(guest_pid)
+tap_ok "a kernel file replaced in place ended the spares made from the old one ($left)"
 
 # An exit ends the spares; the vm's guest stays for adoption.
 left=$(for n in 1 2; do spare_pid $n; done | tr '\n' ' ')

@@ -99,6 +99,8 @@ static void test_errors_have_lines(void **state) {
                "idle-action", "'nap' is not one of: none | destroy");
   expect_error(f, "[vm bad/name]\nexec = /bin/true\n", 1, NULL,
                "invalid vm name");
+  expect_error(f, "[vm web.spare2]\nexec = /bin/true\n", 1, NULL,
+               "ending in .spareN");
   expect_error(f, "[vm]\nexec = /bin/true\n", 1, NULL, "needs a name");
   expect_error(f, "[vm a]\nexec = /bin/true\nenv = =x\n", 3, "env",
                "NAME=VALUE");
