@@ -81,7 +81,7 @@ int xl_ensure_host(xvm *x) {
 }
 
 /* libxl's own message for the last failure, else (fallback). */
-static const char *libxl_why(xvm *x, const char *fallback) {
+const char *xl_libxl_why(xvm *x, const char *fallback) {
   return x->host->error[0] ? x->host->error : fallback;
 }
 
@@ -174,7 +174,7 @@ static void destroyed(xvm *x, int rc) {
   x->destroying = false;
   if (rc != 0) {
     jitsu_vm_log(x->vm, JITSU_LOG_ERROR, "cannot destroy domain %u: %s",
-                 x->domid, libxl_why(x, "libxl_domain_destroy failed"));
+                 x->domid, xl_libxl_why(x, "libxl_domain_destroy failed"));
     return;
   }
   domain_gone(x);
@@ -196,7 +196,7 @@ static void destroy_domain(xvm *x) {
     x->destroying = false;
     ao_abandon(x, &how);
     jitsu_vm_log(x->vm, JITSU_LOG_ERROR, "cannot destroy domain %u: %s",
-                 x->domid, libxl_why(x, "libxl_domain_destroy failed"));
+                 x->domid, xl_libxl_why(x, "libxl_domain_destroy failed"));
   }
 }
 
@@ -264,7 +264,7 @@ static void watches_drop(xvm *x) {
 static void unpaused(xvm *x, int rc) {
   if (rc != 0 && x->live)
     jitsu_vm_log(x->vm, JITSU_LOG_ERROR, "cannot unpause domain %u: %s",
-                 x->domid, libxl_why(x, "libxl_domain_unpause failed"));
+                 x->domid, xl_libxl_why(x, "libxl_domain_unpause failed"));
 }
 
 static void unpause_new(xvm *x) {
@@ -421,7 +421,7 @@ void xl_went_live(xvm *x) {
   if (libxl_evenable_domain_death(x->host->lx, x->domid, 0, &x->death) != 0)
     jitsu_vm_log(x->vm, JITSU_LOG_WARNING,
                  "cannot follow domain %u's death: %s", x->domid,
-                 libxl_why(x, "libxl_evenable_domain_death failed"));
+                 xl_libxl_why(x, "libxl_evenable_domain_death failed"));
   if (x->spare == XSPARE_NO) /* a spare gets them when it is taken */
     xl_conduit_grant(x->host, x->vm, x->domid); /* its "channel" names */
 }
@@ -439,7 +439,7 @@ static void created(xvm *x, int rc) {
     jitsu_vm_set_reason(x->vm, "%s: %s",
                         op == XOP_RESUME_DISK ? "cannot restore the domain"
                                               : "cannot create the domain",
-                        libxl_why(x, "libxl failed"));
+                        xl_libxl_why(x, "libxl failed"));
     if (op == XOP_RESUME_DISK)
       jitsu_backend_resumed(x->vm, -EIO);
     else
@@ -511,7 +511,8 @@ int xl_launch(xvm *x, xop op) {
     x->op = XOP_NONE;
     ao_abandon(x, &how);
     config_free(x);
-    x_reason(x, "cannot create the domain: %s", libxl_why(x, "libxl refused"));
+    x_reason(x, "cannot create the domain: %s",
+             xl_libxl_why(x, "libxl refused"));
     return -EIO;
   }
   return 0;
@@ -541,7 +542,7 @@ static void shutdown_asked(xvm *x, int rc) {
   if (rc != 0 && x->live && x->op == XOP_STOP) {
     jitsu_vm_log(x->vm, JITSU_LOG_WARNING,
                  "shutdown request refused (%s): destroying",
-                 libxl_why(x, "no PV control"));
+                 xl_libxl_why(x, "no PV control"));
     destroy_domain(x);
   }
 }
@@ -601,7 +602,7 @@ static void toggled(xvm *x, int rc) {
     jitsu_vm_set_reason(x->vm, "%s: %s",
                         op == XOP_SUSPEND_MEM ? "cannot pause the domain"
                                               : "cannot unpause the domain",
-                        libxl_why(x, "libxl failed"));
+                        xl_libxl_why(x, "libxl failed"));
   if (op == XOP_SUSPEND_MEM)
     jitsu_backend_suspended(x->vm, rc ? -EIO : 0);
   else
@@ -623,7 +624,7 @@ static void saved(xvm *x, int rc) {
     unlink(x->image_tmp);
     x->op = XOP_NONE;
     jitsu_vm_set_reason(x->vm, "cannot save the domain: %s",
-                        libxl_why(x, "libxl_domain_suspend failed"));
+                        xl_libxl_why(x, "libxl_domain_suspend failed"));
     /* A failed save may leave the domain suspended: let it go on. */
     libxl_domain_resume(x->host->lx, x->domid, 1, NULL);
     jitsu_backend_suspended(x->vm, -EIO);
@@ -647,7 +648,7 @@ static int xl_suspend(jitsu_vm *vm) {
     if (libxl_domain_pause(x->host->lx, x->domid, &how) != 0) {
       x->op = XOP_NONE;
       ao_abandon(x, &how);
-      jitsu_vm_set_reason(vm, "cannot pause: %s", libxl_why(x, "refused"));
+      jitsu_vm_set_reason(vm, "cannot pause: %s", xl_libxl_why(x, "refused"));
       return -EIO;
     }
     return 0;
@@ -676,7 +677,7 @@ static int xl_suspend(jitsu_vm *vm) {
     close(x->save_fd);
     x->save_fd = -1;
     unlink(x->image_tmp);
-    jitsu_vm_set_reason(vm, "cannot save: %s", libxl_why(x, "refused"));
+    jitsu_vm_set_reason(vm, "cannot save: %s", xl_libxl_why(x, "refused"));
     return -EIO;
   }
   return 0;
@@ -696,7 +697,7 @@ static int xl_resume(jitsu_vm *vm) {
   if (libxl_domain_unpause(x->host->lx, x->domid, &how) != 0) {
     x->op = XOP_NONE;
     ao_abandon(x, &how);
-    jitsu_vm_set_reason(vm, "cannot unpause: %s", libxl_why(x, "refused"));
+    jitsu_vm_set_reason(vm, "cannot unpause: %s", xl_libxl_why(x, "refused"));
     return -EIO;
   }
   return 0;
@@ -798,7 +799,7 @@ static void destroy_released(xvm *x) {
   if (libxl_domain_destroy(x->host->lx, x->domid, &how) != 0) {
     ao_abandon(x, &how);
     jitsu_vm_log(x->vm, JITSU_LOG_ERROR, "pool: cannot destroy domain %u: %s",
-                 x->domid, libxl_why(x, "libxl_domain_destroy failed"));
+                 x->domid, xl_libxl_why(x, "libxl_domain_destroy failed"));
   }
 }
 

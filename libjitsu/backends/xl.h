@@ -139,6 +139,9 @@ int xl_configure_settings(xvm *x, jitsu_vm *vm, jitsu_error *err);
 /* "<state>/xl/<vm>.<suffix>" */
 int xl_path(xvm *x, const char *suffix, char *out, size_t size);
 
+/* libxl's own message for the last failure of (x)'s host, else
+ * (fallback). */
+const char *xl_libxl_why(xvm *x, const char *fallback);
 /* Shared with the pool (xl.c). An asynchronous libxl operation of (x)
  * that ends in (done), unless (x) was released meanwhile; abandon it when
  * the initiating call fails. */

@@ -208,12 +208,7 @@ static void fill_one(xvm *x) {
   }
   if (r < 0) {
     /* xl_launch() logged why. No Xen here: nothing will fill the pool. */
-    if (x->spares[slot] == s)
-      spare_discard(s);
-    else {
-      jitsu_spare_end(&s->acct);
-      xl_spare_drop(s);
-    }
+    spare_discard(s); /* in its slot or not yet */
     if (r == -ENODEV)
       return;
     x->pool_fails++;
@@ -248,7 +243,7 @@ void xl_pool_spare_created(xvm *s, int rc) {
   if (rc != 0) {
     jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
                  "pool: %s: cannot create the domain: %s", s->tag,
-                 s->host->error[0] ? s->host->error : "libxl failed");
+                 xl_libxl_why(s, "libxl failed"));
     spare_discard(s);
     x->pool_fails++;
     fill_later(x);
@@ -267,7 +262,7 @@ static void spare_paused(xvm *s, int rc) {
   if (rc != 0) {
     jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
                  "pool: %s: cannot pause domain %u: %s", s->tag, s->domid,
-                 s->host->error[0] ? s->host->error : "libxl failed");
+                 xl_libxl_why(s, "libxl failed"));
     spare_discard(s);
     x->pool_fails++;
     fill_later(x);
@@ -301,7 +296,7 @@ void xl_pool_spare_marker(xvm *s) {
   return;
 fail:
   snprintf(s->exit_how, sizeof(s->exit_how), "could not be paused: %s",
-           s->host->error[0] ? s->host->error : "libxl refused");
+           xl_libxl_why(s, "libxl refused"));
   xl_destroy_domain(s); /* its death replaces it */
 }
 
@@ -329,7 +324,7 @@ static void taken_report(uv_timer_t *t) {
   if (rc != 0) {
     snprintf(x->exit_how, sizeof(x->exit_how),
              "the spare domain could not be unpaused: %s",
-             x->host->error[0] ? x->host->error : "libxl failed");
+             xl_libxl_why(x, "libxl failed"));
     xl_destroy_domain(x); /* its death ends the start */
     return;
   }
@@ -374,8 +369,7 @@ int xl_pool_take(xvm *x) {
       0) {
     jitsu_vm_log(x->vm, JITSU_LOG_WARNING,
                  "pool: cannot rename domain %u from %s: %s: a cold start",
-                 s->domid, from,
-                 s->host->error[0] ? s->host->error : "libxl failed");
+                 s->domid, from, xl_libxl_why(s, "libxl failed"));
     spare_discard(s);
     x->pool_fails++;
     fill_later(x);
