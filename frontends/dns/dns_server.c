@@ -4,7 +4,6 @@
 #include "dns.h"
 
 #include <arpa/inet.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <errno.h>
 #include <limits.h>
@@ -94,7 +93,10 @@ typedef struct dns_thread {
   dns_server *srv;
   uv_loop_t *loop;
   dns_zones *zones; /* the names this loop answers from now */
-  uint8_t *udp_in;  /* UDP_SLOTS slots for recvmmsg */
+  /* A worker's: the names it reads in the batch it is in (NULL between
+   * batches); the main loop frees no names a worker holds. */
+  _Atomic(dns_zones *) hazard;
+  uint8_t *udp_in; /* UDP_SLOTS slots for recvmmsg */
   udp_batch *out;
   stats st;
   bool worker;
@@ -107,8 +109,7 @@ struct dns_server {
   uv_loop_t *loop;
   uint64_t udp_buffer; /* SO_RCVBUF asked for */
   dns_settings set;
-  dns_thread main; /* main.zones: the names (the main loop swaps them under
-                    * zones_lock; workers read them under it) */
+  dns_thread main; /* main.zones: the names (the main loop's to change) */
   uv_udp_t **udp;
   uv_tcp_t **tcp;
   size_t n_udp, n_tcp;
@@ -129,10 +130,16 @@ struct dns_server {
   dns_worker **workers;
   unsigned n_workers;             /* threads besides the main loop */
   struct sockaddr_storage *addrs; /* of the listen addresses */
-  pthread_rwlock_t zones_lock;
-  bool zones_lock_made;
+  /* The names the workers take at the start of a batch, and names put
+   * out of force that a worker may still hold: the main loop frees each
+   * once no worker's hazard is it, and never waits for a worker. */
+  _Atomic(dns_zones *) shared;
+  dns_zones **retired;
+  size_t n_retired;
+  uv_timer_t reclaim;
   uv_async_t *handoff_async;
   uv_mutex_t handoff_mu;
+  bool handoff_mu_made;
   jitsu_list handoff; /* handoff_msg, oldest first */
   unsigned n_handoff;
   double handed_over; /* main loop only */
@@ -945,20 +952,30 @@ static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)t->udp_in, UDP_SLOT * UDP_SLOTS);
 }
 
-/* A worker reads the names under the lock for a whole batch: the main
- * loop swaps them (a rebuild) only between batches. */
+/* A worker reads one set of names for a whole batch: it announces them
+ * in its hazard, then checks that they are still the ones in force (a
+ * hazard pointer: the main loop, which puts new names in force and then
+ * reads the hazards, either sees this one or this check sees the new
+ * names). Neither side ever waits for the other. */
 static void batch_begin(dns_thread *t, uv_udp_t *h) {
   t->out->udp = h;
   if (t->worker) {
-    pthread_rwlock_rdlock(&t->srv->zones_lock);
-    t->zones = t->srv->main.zones;
+    dns_zones *z = atomic_load(&t->srv->shared);
+    for (;;) {
+      atomic_store(&t->hazard, z);
+      dns_zones *now = atomic_load(&t->srv->shared);
+      if (now == z)
+        break;
+      z = now;
+    }
+    t->zones = z;
   }
 }
 
 static void batch_end(dns_thread *t) {
   if (t->worker) {
     t->zones = NULL;
-    pthread_rwlock_unlock(&t->srv->zones_lock);
+    atomic_store(&t->hazard, NULL);
   }
   udp_flush(t);
   t->out->udp = NULL;
@@ -1190,37 +1207,81 @@ static int build_names(dns_server *srv, jitsu_vm *skip, dns_zones **out,
   return 0;
 }
 
-/* Put (fresh) in force; the workers see it from their next batch. */
-static void swap_names(dns_server *srv, dns_zones *fresh) {
+static void zones_drop(dns_zones *z) {
+  if (z != NULL)
+    dns_zones_free(z);
+  free(z);
+}
+
+/* Whether a worker is in a batch that reads (z). */
+static bool zones_held(dns_server *srv, const dns_zones *z) {
+  for (unsigned i = 0; srv->workers != NULL && i < srv->n_workers; i++)
+    if (srv->workers[i] != NULL && atomic_load(&srv->workers[i]->t.hazard) == z)
+      return true;
+  return false;
+}
+
+/* Free the retired names that no worker holds; look again soon for the
+ * others (a batch lasts microseconds). */
+static void reclaim_run(uv_timer_t *timer) {
+  dns_server *srv = timer->data;
+  size_t kept = 0;
+  for (size_t i = 0; i < srv->n_retired; i++)
+    if (zones_held(srv, srv->retired[i]))
+      srv->retired[kept++] = srv->retired[i];
+    else
+      zones_drop(srv->retired[i]);
+  srv->n_retired = kept;
+  if (kept > 0 && !uv_is_active((uv_handle_t *)&srv->reclaim))
+    uv_timer_start(&srv->reclaim, reclaim_run, 10, 10);
+  else if (kept == 0)
+    uv_timer_stop(&srv->reclaim);
+}
+
+/* Put (fresh) in force (0; or -ENOMEM, and the old names stay); the
+ * workers see it from their next batch, and the old names go once no
+ * worker holds them. */
+static int swap_names(dns_server *srv, dns_zones *fresh) {
   dns_zones *old = srv->main.zones;
-  if (srv->zones_lock_made)
-    pthread_rwlock_wrlock(&srv->zones_lock);
+  if (srv->workers == NULL || old == NULL) {
+    srv->main.zones = fresh;
+    zones_drop(old);
+    return 0;
+  }
+  dns_zones **more =
+      realloc(srv->retired, (srv->n_retired + 1) * sizeof(*srv->retired));
+  if (more == NULL) {
+    zones_drop(fresh);
+    return -ENOMEM;
+  }
+  srv->retired = more;
+  srv->retired[srv->n_retired++] = old;
   srv->main.zones = fresh;
-  if (srv->zones_lock_made)
-    pthread_rwlock_unlock(&srv->zones_lock);
-  if (old != NULL)
-    dns_zones_free(old);
-  free(old);
+  atomic_store(&srv->shared, fresh);
+  reclaim_run(&srv->reclaim);
+  return 0;
 }
 
 static void rebuild(dns_server *srv, jitsu_vm *skip) {
   dns_zones *fresh;
   char why[1024] = "";
   int r = build_names(srv, skip, &fresh, why, sizeof(why));
-  if (r < 0) {
+  if (r == 0)
+    r = swap_names(srv, fresh);
+  if (r < 0)
     fprintf(stderr, "jitsu-dns: names not rebuilt, the old ones stay: %s\n",
             why[0] ? why : strerror(-r));
-    return;
-  }
-  swap_names(srv, fresh);
 }
 
 /* A reload applied: [dns] zones and their files may have changed even if
- * no vm did. */
+ * no vm did. The new names are in force before the reload's caller hears
+ * that it is done (jitsu-ctl reload returns), on every loop: a query sent
+ * after it gets the new names. */
 static void on_reloaded(jitsu_ctx *ctx, void *arg) {
   dns_server *srv = arg;
   (void)ctx;
-  uv_timer_start(srv->rebuild_timer, rebuild_fired, 0, 0);
+  uv_timer_stop(srv->rebuild_timer);
+  rebuild(srv, NULL);
 }
 
 static void on_vm(jitsu_vm *vm, jitsu_vm_event ev, void *arg) {
@@ -1571,17 +1632,10 @@ static int worker_new(dns_server *srv, const char *const *listen,
 
 static int workers_start(dns_server *srv, const char *const *listen, unsigned n,
                          char *why, size_t why_size) {
-  pthread_rwlockattr_t attr;
-  pthread_rwlockattr_init(&attr);
-  /* A rebuild must not wait behind a stream of readers. */
-  pthread_rwlockattr_setkind_np(&attr,
-                                PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  int r = pthread_rwlock_init(&srv->zones_lock, &attr);
-  pthread_rwlockattr_destroy(&attr);
-  if (r != 0)
-    return -r;
-  srv->zones_lock_made = true;
+  int r;
+  atomic_store(&srv->shared, srv->main.zones);
   uv_mutex_init(&srv->handoff_mu);
+  srv->handoff_mu_made = true;
   srv->handoff_async = malloc(sizeof(*srv->handoff_async));
   srv->workers = calloc(n, sizeof(*srv->workers));
   if (srv->handoff_async == NULL || srv->workers == NULL)
@@ -1624,6 +1678,8 @@ int dns_server_new(jitsu_ctx *ctx, const dns_server_config *cfg,
   srv->idle.data = srv;
   uv_timer_init(srv->loop, srv->rebuild_timer);
   srv->rebuild_timer->data = srv;
+  uv_timer_init(srv->loop, &srv->reclaim);
+  srv->reclaim.data = srv;
   *out = srv;
   size_t n = 0;
   while (cfg->listen && cfg->listen[n])
@@ -1717,6 +1773,7 @@ void dns_server_free(dns_server *srv) {
   srv->fwd = NULL; /* its failing callbacks now answer nothing */
   dns_forwarder_free(fwd);
   uv_close((uv_handle_t *)&srv->idle, NULL);
+  uv_close((uv_handle_t *)&srv->reclaim, NULL);
   uv_close((uv_handle_t *)srv->rebuild_timer, free_handle);
   free(srv->udp);
   free(srv->tcp);
@@ -1735,10 +1792,11 @@ void dns_server_destroy(dns_server *srv) {
     jitsu_list_remove(l);
     free(JITSU_CONTAINER_OF(l, handoff_msg, link));
   }
-  if (srv->zones_lock_made) {
-    pthread_rwlock_destroy(&srv->zones_lock);
+  if (srv->handoff_mu_made)
     uv_mutex_destroy(&srv->handoff_mu);
-  }
+  for (size_t i = 0; i < srv->n_retired; i++) /* the workers have ended */
+    zones_drop(srv->retired[i]);
+  free(srv->retired);
   if (srv->main.zones != NULL)
     dns_zones_free(srv->main.zones);
   free(srv->main.zones);
