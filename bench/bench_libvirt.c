@@ -12,7 +12,9 @@
  *                    memory and NIC, spawn to first HTTP byte
  * and suspend (pause) / resume, and suspend to disk / restore, for each
  * backend. Cold rounds are interleaved (local, remote, qemu, by hand, then
- * again), after one untimed round.
+ * again), after one untimed round. Last (its spares would boot during the
+ * others), the libvirt backend with pool = 1 over qemu+unix: a summon that
+ * takes the paused spare, each round once the spare is ready.
  *
  * The daemon is a private libvirtd (tests/libvirt/vdaemon, root needed).
  *   bench_libvirt [-n N] VDAEMON KERNEL INITRD
@@ -123,6 +125,38 @@ static double by_hand(const char *kernel, const char *initrd, int port) {
   kill(pid, SIGKILL);
   waitpid(pid, NULL, 0);
   return ok < 0 ? -1 : t;
+}
+
+/* Run the loop until (vm) has a ready spare, at most (ms). */
+static int wait_spare(jitsu_vm *vm, double ms) {
+  double end = now_ms() + ms;
+  for (;;) {
+    size_t spares, filling;
+    uint64_t memory;
+    jitsu_vm_spares(vm, &spares, &filling, &memory);
+    if (spares >= 1 && filling == 0)
+      return 0;
+    if (now_ms() > end)
+      return -1;
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(5000);
+  }
+}
+
+/* (n) summons of (name) (pool = 1) that take its spare: into (t). */
+static int pool_rounds(const char *name, int port, int n, double *t) {
+  jitsu_vm *vm = jitsu_vm_find(ctx, name);
+  for (int i = 0; i < n; i++) {
+    if (wait_spare(vm, 120000) < 0)
+      return failed(vm, "fill the pool");
+    double t0 = now_ms();
+    if (wait_verb(jitsu_vm_summon, vm) < 0 ||
+        http_first_byte(port, now_ms() + 60000) < 0)
+      return failed(vm, "summon from the pool");
+    t[i] = now_ms() - t0;
+    destroy_vm(vm);
+  }
+  return 0;
 }
 
 static int start_daemon(const char *vd, int port) {
@@ -260,6 +294,25 @@ int main(int argc, char **argv) {
   }
   for (int k = 0; k < 3 && status == 0; k++)
     status = disk_rounds(vms[k].name, http, n, samples[k]);
+  /* The pool last: a reload adds the vm, and its spare boots. */
+  double pool_t[N_MAX], pooled = -1;
+  f = fopen(path, "a");
+  if (f == NULL ||
+      fprintf(f, "[vm pooled]\n%s",
+              "backend = libvirt\ntype = qemu\n"
+              "network = user\npool = 1\n") < 0 ||
+      fprintf(f,
+              "forward = 127.0.0.1:%d:80\nhost = qemu+unix:///system?"
+              "socket=%s/daemon/run/libvirt-sock\n",
+              http, dir) < 0 ||
+      fprintf(f, guest_fmt, kernel, initrd, http) < 0 || fclose(f) != 0)
+    status = 1;
+  if (status == 0 && jitsu_config_reload(ctx, NULL, NULL, &err) < 0) {
+    fprintf(stderr, "bench_libvirt: %s\n", err.message);
+    status = 1;
+  }
+  if (status == 0 && (status = pool_rounds("pooled", http, n, pool_t)) == 0)
+    pooled = p50(pool_t, n);
   for (int k = 0; k < 3 && status == 0; k++)
     for (int t = 0; t < N_TIMES; t++)
       p50s[k][t] = p50(samples[k][t], n);
@@ -275,6 +328,10 @@ int main(int argc, char **argv) {
     row("qemu backend", p50s[2][COLD], 0);
     row("QEMU by hand", hand, p50s[2][COLD]);
     printf("  libvirt local / QEMU by hand: %.2f\n", p50s[0][COLD] / hand);
+    printf("summon to first HTTP byte, pool = 1 (a paused spare taken):\n");
+    row("libvirt, local, from the pool", pooled, p50s[0][COLD]);
+    printf("  (x = against the cold summon through the same URI; the spare "
+           "holds 128 MiB)\n");
     printf("pause / resume to first HTTP byte:\n");
     backend_rows(PAUSE, "pause", RESUME, "resume");
     printf("suspend to disk / restore to first HTTP byte:\n");

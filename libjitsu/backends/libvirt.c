@@ -36,6 +36,8 @@ static const jitsu_key lv_keys[] = {
     {"console-marker", JITSU_KEY_STRING, 0,
      "the readiness marker on the serial console (JITSU_READY)"},
     {"suspend", JITSU_KEY_STRING, 0, "memory | disk (memory)"},
+    {"pool", JITSU_KEY_UINT, 0,
+     "spare domains kept booted to the marker and paused, 0 to 8 (0)"},
 };
 
 extern const jitsu_backend_ops jitsu_backend_libvirt;
@@ -47,6 +49,7 @@ static void pending_begin(lvvm *v) {
 }
 
 static void lv_free(lvvm *v) {
+  jitsu__timer_drop(&v->pool_timer);
   for (size_t i = 0; i < v->n_hosts; i++)
     if (v->hosts[i] != NULL)
       lv_host_put(v->hosts[i]);
@@ -68,8 +71,7 @@ static bool live(const lvvm *v) {
   return v->on != NULL && !v->saved;
 }
 
-/* The hosts of (v), made on first use. */
-static int hosts_get(lvvm *v) {
+int lv_hosts_get(lvvm *v) {
   for (size_t i = 0; i < v->n_hosts; i++) {
     if (v->hosts[i] != NULL)
       continue;
@@ -82,53 +84,50 @@ static int hosts_get(lvvm *v) {
   return 0;
 }
 
-lvvm *lv_vm_on(lvhost *h, const char *name) {
+/* The name of (v)'s domain: a spare's once one was taken. */
+static const char *dom_name(const lvvm *v) {
+  return v->dom[0] ? v->dom : jitsu_vm_name(v->vm);
+}
+
+lvvm *lv_vm_of(lvhost *h, const char *name) {
   if (h->ctx == NULL)
     return NULL;
-  jitsu_vm *vm = jitsu_vm_find(h->ctx, name);
+  char base[96];
+  snprintf(base, sizeof(base), "%s", name);
+  char *dot = strrchr(base, '.');
+  jitsu_vm *vm = jitsu_vm_find(h->ctx, base);
+  if (vm == NULL && dot != NULL && strncmp(dot, ".spare", 6) == 0) {
+    *dot = '\0';
+    vm = jitsu_vm_find(h->ctx, base);
+  }
   if (vm == NULL || jitsu_vm_backend(vm) != &jitsu_backend_libvirt)
     return NULL;
-  lvvm *v = jitsu_vm_data(vm);
-  return v != NULL && v->on == h ? v : NULL;
+  return jitsu_vm_data(vm);
+}
+
+lvvm *lv_vm_on(lvhost *h, const char *name) {
+  lvvm *v = lv_vm_of(h, name);
+  return v != NULL && v->on == h && strcmp(dom_name(v), name) == 0 ? v : NULL;
 }
 
 /* ---- jobs on one vm ----------------------------------------------------- */
 
-typedef struct vjob vjob;
-struct vjob {
-  lvjob j;
-  lvvm *v;
-  char name[256];
-  void (*then)(vjob *);
-  /* start */
-  const char *xml;
-  bool marker, least_loaded;
-  uint64_t memory_kib;
-  unsigned max_per_host;
-  lvhost *cands[LV_HOSTS_MAX];
-  bool skip[LV_HOSTS_MAX];
-  int host_ok[LV_HOSTS_MAX]; /* 1 reached, -1 unreachable, 0 untried */
-  char host_err[LV_HOSTS_MAX][256];
-  size_t n_cands;
-  lvhost *chosen;
-  virStreamPtr stream;
-  char notes[1536];
-  /* lookups */
-  bool found;
-  int state;
-  int image; /* a managed save image: 1 yes, 0 no */
-  size_t found_at;
-};
-
-static void stream_release(lvhost *h, virStreamPtr st);
+static void console_readable(virStreamPtr st, int events, void *opaque);
 
 static void vjob_done(lvjob *j) {
   vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);
   lvvm *v = vj->v;
+  if (vj->sp != NULL) {
+    vj->sp->pending--;
+    vj->then(vj); /* a spare's job: its (then) knows whether it is let go */
+    pending_end(v);
+    free(vj);
+    return;
+  }
   if (v->released && vj->stream != NULL) {
     /* A start that ended after its vm was released: the domain lives on
      * for a later controller; its console goes. */
-    stream_release(j->host, vj->stream);
+    lv_stream_release(j->host, vj->stream);
     vj->stream = NULL;
   }
   if (!pending_end(v))
@@ -136,7 +135,7 @@ static void vjob_done(lvjob *j) {
   free(vj);
 }
 
-static vjob *vjob_new(lvvm *v, void (*run)(lvjob *), void (*then)(vjob *)) {
+vjob *lv_vjob_new(lvvm *v, void (*run)(lvjob *), void (*then)(vjob *)) {
   vjob *vj = calloc(1, sizeof(*vj));
   if (vj == NULL)
     return NULL;
@@ -144,15 +143,21 @@ static vjob *vjob_new(lvvm *v, void (*run)(lvjob *), void (*then)(vjob *)) {
   vj->j.run = run;
   vj->j.done = vjob_done;
   vj->then = then;
-  snprintf(vj->name, sizeof(vj->name), "%s", jitsu_vm_name(v->vm));
+  vj->console_cb = console_readable;
+  vj->console_arg = v;
+  snprintf(vj->name, sizeof(vj->name), "%s", dom_name(v));
   return vj;
 }
 
-static int vjob_submit(lvhost *h, vjob *vj) {
+int lv_vjob_submit(lvhost *h, vjob *vj) {
   pending_begin(vj->v);
+  if (vj->sp != NULL)
+    vj->sp->pending++;
   int r = lv_job_submit(h, &vj->j);
   if (r < 0) {
     vj->v->pending--;
+    if (vj->sp != NULL)
+      vj->sp->pending--;
     free(vj);
   }
   return r;
@@ -182,7 +187,7 @@ static virDomainPtr lookup(vjob *vj, virConnectPtr *conn) {
 
 /* A job of one call on the vm's domain: (call) returns < 0 on failure. */
 #define DOMAIN_JOB(fn, call)                                                   \
-  static void fn(lvjob *j) {                                                   \
+  void fn(lvjob *j) {                                                          \
     vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);                                 \
     virConnectPtr c;                                                           \
     virDomainPtr d = lookup(vj, &c);                                           \
@@ -195,8 +200,12 @@ static virDomainPtr lookup(vjob *vj, virConnectPtr *conn) {
       virConnectClose(c);                                                      \
   }
 
-DOMAIN_JOB(run_destroy, virDomainDestroy(d))
-DOMAIN_JOB(run_pause, virDomainSuspend(d))
+static void run_unpause(lvjob *j);
+static void run_discard(lvjob *j);
+static void run_shutdown(lvjob *j);
+static void run_restore(lvjob *j);
+DOMAIN_JOB(lv_run_destroy, virDomainDestroy(d))
+DOMAIN_JOB(lv_run_pause, virDomainSuspend(d))
 DOMAIN_JOB(run_unpause, virDomainResume(d))
 DOMAIN_JOB(run_discard,
            virDomainUndefineFlags(d, VIR_DOMAIN_UNDEFINE_MANAGED_SAVE))
@@ -286,7 +295,7 @@ static void stream_closed(lvjob *j) {
 
 /* Stop watching (st) now and close it off the loop (closing talks to the
  * daemon). Needs no vm: a released vm's stream goes this way too. */
-static void stream_release(lvhost *h, virStreamPtr st) {
+void lv_stream_release(lvhost *h, virStreamPtr st) {
   virStreamEventRemoveCallback(st);
   sjob *s = calloc(1, sizeof(*s));
   if (s != NULL) {
@@ -306,11 +315,10 @@ static void console_close(lvvm *v) {
   virStreamPtr st = v->console;
   v->console = NULL;
   v->line_len = 0;
-  stream_release(v->on, st);
+  lv_stream_release(v->on, st);
 }
 
 static void console_line(lvvm *v) {
-  v->line[v->line_len] = '\0';
   if (strstr(v->line, v->marker) == NULL)
     return;
   if (v->op == LOP_CREATE) {
@@ -323,34 +331,52 @@ static void console_line(lvvm *v) {
     console_close(v);
 }
 
-static void console_readable(virStreamPtr st, int events, void *opaque) {
-  lvvm *v = opaque;
-  if (v->released)
-    return;
+int lv_console_read(virStreamPtr st, char *line, size_t size, size_t *len,
+                    bool (*on_line)(void *arg), void *arg) {
   char buf[1024];
   int n;
   while ((n = virStreamRecv(st, buf, sizeof(buf))) > 0) {
     for (int i = 0; i < n; i++) {
-      if (buf[i] == '\n' || buf[i] == '\r' ||
-          v->line_len == sizeof(v->line) - 1) {
-        console_line(v);
-        v->line_len = 0;
+      if (buf[i] == '\n' || buf[i] == '\r' || *len == size - 1) {
+        line[*len] = '\0';
+        bool go_on = on_line(arg);
+        *len = 0;
+        if (!go_on)
+          return 0; /* seen (and the stream may be closed now) */
       } else {
-        v->line[v->line_len++] = buf[i];
+        line[(*len)++] = buf[i];
       }
-      if (v->marker_seen || (v->console != st && v->op != LOP_CREATE))
-        return; /* seen (and the stream may be closed now) */
     }
-    if (v->line_len > 0)
-      console_line(v); /* a marker without its newline yet */
-    if (v->marker_seen || (v->console != st && v->op != LOP_CREATE))
-      return;
+    if (*len > 0) { /* a marker without its newline yet */
+      line[*len] = '\0';
+      if (!on_line(arg))
+        return 0;
+    }
   }
   if (n == -2)
-    return; /* nothing more for now */
+    return 0; /* nothing more for now */
   virResetLastError();
+  return -1; /* the guest went away; the domain event says so */
+}
+
+/* A line of the vm's console: false once reading must stop. */
+static bool vm_console_line(void *arg) {
+  lvvm *v = arg;
+  virStreamPtr st = v->console;
+  console_line(v);
+  return !(v->marker_seen || (v->console != st && v->op != LOP_CREATE));
+}
+
+static void console_readable(virStreamPtr st, int events, void *opaque) {
+  lvvm *v = opaque;
+  (void)events;
+  if (v->released)
+    return;
+  if (lv_console_read(st, v->line, sizeof(v->line), &v->line_len,
+                      vm_console_line, v) == 0)
+    return;
   if (v->console == st)
-    console_close(v); /* the guest went away; the domain event says so */
+    console_close(v);
   else
     virStreamEventUpdateCallback(st, 0);
 }
@@ -364,6 +390,7 @@ static void domain_gone(lvvm *v, bool clean, const char *how) {
   if (v->timer != NULL)
     uv_timer_stop(v->timer);
   v->on = NULL;
+  v->dom[0] = '\0';
   bool stopping = v->op == LOP_STOP;
   v->op = LOP_NONE;
   char text[128];
@@ -384,15 +411,21 @@ static void destroyed(vjob *vj) {
 }
 
 static void destroy_domain(lvvm *v) {
-  vjob *vj = vjob_new(v, run_destroy, destroyed);
-  if (vj == NULL || vjob_submit(v->on, vj) < 0)
+  vjob *vj = lv_vjob_new(v, lv_run_destroy, destroyed);
+  if (vj == NULL || lv_vjob_submit(v->on, vj) < 0)
     jitsu_vm_log(v->vm, JITSU_LOG_ERROR, "cannot destroy its domain: %s",
                  "out of memory");
 }
 
 void lv_domain_event(lvhost *h, const char *name, int event, int detail) {
   lvvm *v = lv_vm_on(h, name);
-  if (v == NULL || v->op == LOP_CREATE)
+  if (v == NULL) {
+    lvvm *of = lv_vm_of(h, name);
+    if (of != NULL)
+      lv_pool_event(of, h, name, event);
+    return;
+  }
+  if (v->op == LOP_CREATE)
     return; /* not ours, or a failed start cleaning up after itself */
   if (event == VIR_DOMAIN_EVENT_CRASHED) {
     jitsu_vm_log(v->vm, JITSU_LOG_WARNING, "its guest crashed on %s", h->uri);
@@ -455,9 +488,9 @@ static int host_vm(jitsu_vm *vm, void *arg) {
                  fa->h->uri);
     return 0;
   }
-  vjob *vj = vjob_new(v, run_state, resynced);
+  vjob *vj = lv_vjob_new(v, run_state, resynced);
   if (vj != NULL)
-    vjob_submit(fa->h, vj);
+    lv_vjob_submit(fa->h, vj);
   return 0;
 }
 
@@ -519,11 +552,11 @@ static bool create_on(vjob *vj, size_t i, virConnectPtr c) {
       step = "cannot make a stream";
     else if (virDomainOpenConsole(d, NULL, st, VIR_DOMAIN_CONSOLE_FORCE) < 0)
       step = "cannot open its console";
-    else if (virStreamEventAddCallback(st,
-                                       VIR_STREAM_EVENT_READABLE |
-                                           VIR_STREAM_EVENT_ERROR |
-                                           VIR_STREAM_EVENT_HANGUP,
-                                       console_readable, vj->v, NULL) < 0)
+    else if (virStreamEventAddCallback(
+                 st,
+                 VIR_STREAM_EVENT_READABLE | VIR_STREAM_EVENT_ERROR |
+                     VIR_STREAM_EVENT_HANGUP,
+                 vj->console_cb, vj->console_arg, NULL) < 0)
       step = "cannot watch its console";
     else if (virDomainResume(d) < 0)
       step = "cannot let it run";
@@ -546,7 +579,7 @@ static bool create_on(vjob *vj, size_t i, virConnectPtr c) {
   return true;
 }
 
-static void run_start(lvjob *j) {
+void lv_run_start(lvjob *j) {
   vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);
   size_t order[LV_HOSTS_MAX];
   int load[LV_HOSTS_MAX];
@@ -604,7 +637,7 @@ static void run_start(lvjob *j) {
 }
 
 /* Tell each host what the job found out about reaching it. */
-static void hosts_learn(vjob *vj) {
+void lv_hosts_learn(vjob *vj) {
   for (size_t i = 0; i < vj->n_cands; i++) {
     if (vj->host_ok[i] < 0)
       lv_host_lost(vj->cands[i], vj->host_err[i]);
@@ -613,7 +646,7 @@ static void hosts_learn(vjob *vj) {
 
 static void started(vjob *vj) {
   lvvm *v = vj->v;
-  hosts_learn(vj);
+  lv_hosts_learn(vj);
   v->op = LOP_NONE;
   if (vj->j.rc < 0) {
     jitsu_vm_set_reason(v->vm, "%s", vj->j.err);
@@ -623,6 +656,7 @@ static void started(vjob *vj) {
   if (vj->notes[0])
     jitsu_vm_log(v->vm, JITSU_LOG_WARNING, "hosts skipped: %s", vj->notes);
   v->on = vj->chosen;
+  v->dom[0] = '\0';
   v->saved = false;
   v->console = vj->stream;
   jitsu_vm_log(v->vm, JITSU_LOG_INFO, "domain created on %s", v->on->uri);
@@ -637,16 +671,7 @@ static void started(vjob *vj) {
   }
 }
 
-static int lv_start(jitsu_vm *vm) {
-  lvvm *v = jitsu_vm_data(vm);
-  int r = hosts_get(v);
-  if (r < 0)
-    return r;
-  vjob *vj = vjob_new(v, run_start, started);
-  if (vj == NULL)
-    return -ENOMEM;
-  vj->xml = v->xml;
-  vj->marker = jitsu_vm_wants_marker(vm);
+void lv_start_cands(lvvm *v, vjob *vj) {
   vj->least_loaded = v->least_loaded;
   vj->memory_kib = v->memory_kib;
   vj->max_per_host = v->max_per_host;
@@ -662,10 +687,32 @@ static int lv_start(jitsu_vm *vm) {
     vj->skip[i] = v->hosts[i]->down;
     snprintf(vj->host_err[i], sizeof(vj->host_err[i]), "%s", v->hosts[i]->why);
   }
+}
+
+static int lv_start(jitsu_vm *vm) {
+  lvvm *v = jitsu_vm_data(vm);
+  int r = lv_hosts_get(v);
+  if (r < 0)
+    return r;
+  if (lv_pool_take(v))
+    return 0;
+  return lv_start_cold(v);
+}
+
+int lv_start_cold(lvvm *v) {
+  jitsu_vm *vm = v->vm;
+  int r;
+  v->dom[0] = '\0'; /* a cold start makes the domain of the vm's name */
+  vjob *vj = lv_vjob_new(v, lv_run_start, started);
+  if (vj == NULL)
+    return -ENOMEM;
+  vj->xml = v->xml;
+  vj->marker = jitsu_vm_wants_marker(vm);
+  lv_start_cands(v, vj);
   v->marker_seen = false;
   v->line_len = 0;
   v->op = LOP_CREATE;
-  if ((r = vjob_submit(v->hosts[0], vj)) < 0) {
+  if ((r = lv_vjob_submit(v->hosts[0], vj)) < 0) {
     v->op = LOP_NONE;
     jitsu_vm_set_reason(vm, "cannot queue the start: %s", uv_strerror(r));
     return -EIO;
@@ -677,14 +724,8 @@ static int lv_start(jitsu_vm *vm) {
 
 /* Run (cb) on (v)'s timer after (ms), making the timer at first use. */
 static void timer_start(lvvm *v, uv_timer_cb cb, uint64_t ms) {
-  if (v->timer == NULL) {
-    v->timer = malloc(sizeof(*v->timer));
-    if (v->timer == NULL)
-      return;
-    uv_timer_init(jitsu_ctx_loop(v->ctx), v->timer);
-    v->timer->data = v;
-  }
-  uv_timer_start(v->timer, cb, ms, 0);
+  if (jitsu__timer_get(&v->timer, jitsu_ctx_loop(v->ctx), v) != NULL)
+    uv_timer_start(v->timer, cb, ms, 0);
 }
 
 static void grace_expired(uv_timer_t *t) {
@@ -714,6 +755,7 @@ static void discarded(vjob *vj) {
                  "cannot remove its saved state on %s: %s", vj->j.host->uri,
                  vj->j.err);
   v->on = NULL;
+  v->dom[0] = '\0';
   v->saved = false;
   v->op = LOP_NONE;
   jitsu_backend_exited(v->vm, 1, "its saved state was removed");
@@ -729,8 +771,8 @@ static int lv_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms) {
   }
   if (v->on != NULL && v->saved) {
     v->op = LOP_STOP;
-    vjob *vj = vjob_new(v, run_discard, discarded);
-    if (vj == NULL || vjob_submit(v->on, vj) < 0)
+    vjob *vj = lv_vjob_new(v, run_discard, discarded);
+    if (vj == NULL || lv_vjob_submit(v->on, vj) < 0)
       return -ENOMEM;
     return 0;
   }
@@ -743,8 +785,8 @@ static int lv_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms) {
     destroy_domain(v);
     return 0;
   }
-  vjob *vj = vjob_new(v, run_shutdown, shutdown_asked);
-  if (vj == NULL || vjob_submit(v->on, vj) < 0) {
+  vjob *vj = lv_vjob_new(v, run_shutdown, shutdown_asked);
+  if (vj == NULL || lv_vjob_submit(v->on, vj) < 0) {
     destroy_domain(v);
     return 0;
   }
@@ -776,8 +818,9 @@ static int lv_suspend(jitsu_vm *vm) {
     jitsu_vm_set_reason(vm, "no domain");
     return -ESRCH;
   }
-  vjob *vj = vjob_new(v, v->suspend_disk ? run_save : run_pause, suspended);
-  if (vj == NULL || vjob_submit(v->on, vj) < 0)
+  vjob *vj =
+      lv_vjob_new(v, v->suspend_disk ? run_save : lv_run_pause, suspended);
+  if (vj == NULL || lv_vjob_submit(v->on, vj) < 0)
     return -ENOMEM;
   return 0;
 }
@@ -801,8 +844,8 @@ static int lv_resume(jitsu_vm *vm) {
     jitsu_vm_set_reason(vm, "no domain");
     return -ESRCH;
   }
-  vjob *vj = vjob_new(v, v->saved ? run_restore : run_unpause, resumed);
-  if (vj == NULL || vjob_submit(v->on, vj) < 0)
+  vjob *vj = lv_vjob_new(v, v->saved ? run_restore : run_unpause, resumed);
+  if (vj == NULL || lv_vjob_submit(v->on, vj) < 0)
     return -ENOMEM;
   return 0;
 }
@@ -815,13 +858,13 @@ static int lv_resume(jitsu_vm *vm) {
  * marked down by the job when it ends). */
 static void run_adopt(lvjob *j) {
   vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);
-  for (size_t i = 0; i < vj->n_cands && !vj->found; i++) {
+  for (size_t i = 0; i < vj->n_cands; i++) {
     if (vj->skip[i])
       continue;
     virConnectPtr c = cand_conn(vj, i);
     if (c == NULL)
       continue;
-    virDomainPtr d = virDomainLookupByName(c, vj->name);
+    virDomainPtr d = vj->found ? NULL : virDomainLookupByName(c, vj->name);
     if (d != NULL) {
       int reason;
       if (virDomainGetState(d, &vj->state, &reason, 0) == 0) {
@@ -832,6 +875,7 @@ static void run_adopt(lvjob *j) {
       virDomainFree(d);
     }
     virResetLastError();
+    lv_pool_scan(vj, i, c);
     virConnectClose(c);
   }
 }
@@ -839,6 +883,7 @@ static void run_adopt(lvjob *j) {
 /* The adoption is over with (state) (stopped: nothing adopted). */
 static void adopt_end(lvvm *v, jitsu_state state, const char *how) {
   v->op = LOP_NONE;
+  lv_pool_fill(v); /* (from the loop) what adoption did not find */
   if (v->timer != NULL)
     uv_timer_stop(v->timer);
   if (v->stop_after_adopt) { /* the stop asked meanwhile, now */
@@ -862,10 +907,19 @@ static void adopt_timed_out(uv_timer_t *t) {
 
 static void adopt_found(vjob *vj) {
   lvvm *v = vj->v;
-  hosts_learn(vj);
+  lv_hosts_learn(vj);
   if (v->op != LOP_ADOPT)
     return; /* given up on */
   jitsu_state state = JITSU_STATE_STOPPED;
+  /* Not its own name: a spare a start took (our metadata says so). */
+  for (size_t k = 0; k < vj->n_spares && !vj->found; k++)
+    if (vj->spares[k].taken) {
+      vj->found = true;
+      vj->found_at = vj->spares[k].host;
+      vj->state = vj->spares[k].state;
+      vj->image = 0;
+      snprintf(v->dom, sizeof(v->dom), "%s", vj->spares[k].name);
+    }
   if (vj->found) {
     lvhost *h = vj->cands[vj->found_at];
     if (vj->state == VIR_DOMAIN_RUNNING) {
@@ -878,7 +932,10 @@ static void adopt_found(vjob *vj) {
     }
     if (state != JITSU_STATE_STOPPED)
       v->on = h;
+    else
+      v->dom[0] = '\0';
   }
+  lv_pool_adopt(v, vj); /* the other spares: adopted or ended */
   char how[300];
   if (v->on != NULL)
     snprintf(how, sizeof(how), "domain %s on %s", v->saved ? "saved" : "live",
@@ -890,9 +947,9 @@ static void adopt_found(vjob *vj) {
 
 static int lv_adopt(jitsu_vm *vm, jitsu_state *state) {
   lvvm *v = jitsu_vm_data(vm);
-  if (hosts_get(v) < 0)
+  if (lv_hosts_get(v) < 0)
     return 0;
-  vjob *vj = vjob_new(v, run_adopt, adopt_found);
+  vjob *vj = lv_vjob_new(v, run_adopt, adopt_found);
   if (vj == NULL)
     return 0;
   vj->n_cands = v->n_hosts; /* the hosts live as long as (v) */
@@ -900,7 +957,7 @@ static int lv_adopt(jitsu_vm *vm, jitsu_state *state) {
     vj->cands[i] = v->hosts[i];
     vj->skip[i] = v->hosts[i]->down;
   }
-  if (vjob_submit(v->hosts[0], vj) < 0)
+  if (lv_vjob_submit(v->hosts[0], vj) < 0)
     return 0;
   v->op = LOP_ADOPT;
   timer_start(v, adopt_timed_out, ADOPT_WAIT_MS);
@@ -917,6 +974,8 @@ static int lv_configure(jitsu_vm *vm, jitsu_error *err) {
   v->vm = vm;
   v->ctx = jitsu_vm_ctx(vm);
   int r = lv_configure_settings(v, vm, err);
+  if (r == 0)
+    r = lv_pool_configure(v, vm, err);
   if (r < 0) {
     lv_free(v);
     return r;
@@ -930,13 +989,10 @@ static void lv_release(jitsu_vm *vm) {
   if (v == NULL)
     return;
   jitsu_vm_set_data(vm, NULL);
+  lv_pool_drain(v); /* its spares are destroyed */
   if (v->console != NULL && v->on != NULL)
     console_close(v);
-  if (v->timer != NULL) {
-    v->timer->data = NULL;
-    uv_close((uv_handle_t *)v->timer, jitsu__free_handle);
-    v->timer = NULL;
-  }
+  jitsu__timer_drop(&v->timer);
   v->on = NULL; /* the domain lives on, for a later controller */
   for (size_t i = 0; i < v->n_hosts; i++)
     if (v->hosts[i] != NULL)
@@ -950,13 +1006,33 @@ static void lv_release(jitsu_vm *vm) {
 
 static void lv_describe(jitsu_vm *vm, char *buf, size_t size) {
   lvvm *v = jitsu_vm_data(vm);
+  char pool[128] = "";
+  if (v != NULL)
+    lv_pool_describe(v, pool, sizeof(pool));
   if (v == NULL || v->on == NULL) {
-    snprintf(buf, size, "no domain");
+    snprintf(buf, size, "no domain%s", pool);
     return;
   }
-  snprintf(buf, size, "domain %s%s on %s%s", jitsu_vm_name(vm),
+  snprintf(buf, size, "domain %s%s on %s%s%s", dom_name(v),
            v->saved ? " (saved)" : "", v->on->uri,
-           v->on->down ? " (host unreachable)" : "");
+           v->on->down ? " (host unreachable)" : "", pool);
+}
+
+/* A definition, or a reload's, is in place: its pool fills from the loop. */
+static int lv_attach(jitsu_vm *vm, jitsu_error *err) {
+  (void)err;
+  lv_pool_fill(jitsu_vm_data(vm));
+  return 0;
+}
+
+static void lv_state_changed(jitsu_vm *vm, jitsu_state old_state,
+                             jitsu_state new_state) {
+  lvvm *v = jitsu_vm_data(vm);
+  (void)old_state;
+  if (new_state == JITSU_STATE_STOPPED || new_state == JITSU_STATE_FAILED)
+    lv_pool_fill(v); /* the next summon takes a spare again */
+  else if (new_state == JITSU_STATE_READY)
+    lv_pool_fill_after(v, LV_POOL_AFTER_READY_MS); /* after a take */
 }
 
 const jitsu_backend_ops jitsu_backend_libvirt = {
@@ -971,6 +1047,8 @@ const jitsu_backend_ops jitsu_backend_libvirt = {
     .stop = lv_stop,
     .suspend = lv_suspend,
     .resume = lv_resume,
+    .attach = lv_attach,
+    .state_changed = lv_state_changed,
     .describe = lv_describe,
 };
 

@@ -92,7 +92,10 @@ int lv_fail(lvjob *j, const char *what);
 
 /* ---- the vms (libvirt.c, libvirt_xml.c) -------------------------------- */
 
-enum { LV_HOSTS_MAX = 8, LV_FORWARDS_MAX = 8 };
+enum { LV_HOSTS_MAX = 8, LV_FORWARDS_MAX = 8, LV_POOL_MAX = 8 };
+/* Spare domains are "<vm>.spareK", K from 1 to LV_SPARE_NAMES: the pool's
+ * spares and the taken one that is the vm's domain now. */
+#define LV_SPARE_NAMES (LV_POOL_MAX + 1)
 
 /* What the backend is doing that changes how events are read. */
 typedef enum lvop {
@@ -102,6 +105,8 @@ typedef enum lvop {
   LOP_ADOPT,  /* at definition: looking for its domain on the hosts */
 } lvop;
 
+typedef struct lvspare lvspare;
+
 struct lvvm {
   jitsu_vm *vm;
   jitsu_ctx *ctx;
@@ -110,14 +115,17 @@ struct lvvm {
   size_t n_hosts;
   lvhost *hosts[LV_HOSTS_MAX]; /* made at first use */
   bool least_loaded;
-  unsigned max_per_host; /* 0: no limit */
-  char *xml;             /* the domain's XML, its name the vm's */
+  unsigned max_per_host;         /* 0: no limit */
+  char *xml;                     /* the domain's XML, its name the vm's */
+  char fwd[LV_FORWARDS_MAX][96]; /* network = user: "tcp:ADDR:HP-:GP" */
+  size_t n_fwd;
   uint64_t memory_kib;
   const char *marker;
   bool suspend_disk;
   /* The live domain. */
-  lvhost *on; /* the host of the domain (live or saved), or NULL */
-  bool saved; /* inactive, its state in a managed save image on (on) */
+  char dom[96]; /* its name when it is a spare that was taken, else "" */
+  lvhost *on;   /* the host of the domain (live or saved), or NULL */
+  bool saved;   /* inactive, its state in a managed save image on (on) */
   lvop op;
   uv_timer_t *timer; /* stop grace; the adoption's bound */
   /* A stop asked while the adoption looks: done once it has found. */
@@ -131,16 +139,139 @@ struct lvvm {
   char line[256];
   size_t line_len;
   bool marker_seen;
+  /* The pool (pool = N, libvirt_pool.c). */
+  unsigned pool;
+  lvspare *spares[LV_POOL_MAX];
+  uv_timer_t *pool_timer;
+  unsigned pool_fails; /* in a row, for the back-off */
+  uint64_t pool_takes;
   /* Jobs in flight keep the lvvm past release. */
   unsigned pending;
   bool released;
 };
 
+/* A spare domain of a vm's pool. */
+typedef enum lvspare_state {
+  LSP_FILLING, /* created (or being created), booting to its marker */
+  LSP_PAUSING, /* marker seen, being paused */
+  LSP_READY,   /* paused at its ready point: a start may take it */
+} lvspare_state;
+
+struct lvspare {
+  jitsu_spare acct; /* counted by the library */
+  lvvm *of;
+  char name[96]; /* its domain's: "<vm>.spareK" */
+  lvhost *on;    /* its host, once created */
+  lvspare_state st;
+  bool marker_seen; /* before its create job reported */
+  char *xml;        /* while its create job runs */
+  virStreamPtr console;
+  char line[256];
+  size_t line_len;
+  unsigned pending; /* its jobs in flight */
+  bool gone;        /* let go of: freed when its jobs end */
+};
+
 /* Check the keys of (vm) and fill (v)'s settings and XML; fill (err). */
 int lv_configure_settings(lvvm *v, jitsu_vm *vm, jitsu_error *err);
 
-/* The lvvm of the vm called (name) on (h), or NULL. */
+/* The lvvm whose domain on (h) is called (name), or NULL. */
 lvvm *lv_vm_on(lvhost *h, const char *name);
+/* The vm a domain called (name) belongs to (its own, or a spare's), or
+ * NULL. */
+lvvm *lv_vm_of(lvhost *h, const char *name);
+
+/* ---- jobs on one vm (libvirt.c) ----------------------------------------- */
+
+typedef struct vjob vjob;
+struct vjob {
+  lvjob j;
+  lvvm *v;
+  lvspare *sp; /* a job on this spare's domain */
+  char name[256];
+  void (*then)(vjob *);
+  /* start */
+  const char *xml;
+  bool marker, least_loaded;
+  virStreamEventCallback console_cb;
+  void *console_arg;
+  uint64_t memory_kib;
+  unsigned max_per_host;
+  lvhost *cands[LV_HOSTS_MAX];
+  bool skip[LV_HOSTS_MAX];
+  int host_ok[LV_HOSTS_MAX]; /* 1 reached, -1 unreachable, 0 untried */
+  char host_err[LV_HOSTS_MAX][256];
+  size_t n_cands;
+  lvhost *chosen;
+  virStreamPtr stream;
+  char notes[1536];
+  /* a take: the forwards to add */
+  const char (*fwd)[96];
+  size_t n_fwd;
+  /* lookups */
+  bool found;
+  int state;
+  int image; /* a managed save image: 1 yes, 0 no */
+  size_t found_at;
+  /* adoption: the domains named like spares, on the host where they are */
+  struct lvfound {
+    char name[96];
+    size_t host;
+    int state;
+    bool ours;  /* it has our metadata */
+    bool taken; /* which says a start took it */
+    char fp[24];
+  } spares[LV_SPARE_NAMES * LV_HOSTS_MAX];
+  size_t n_spares;
+};
+
+/* The hosts of (v), made on first use: 0, or -ENOMEM. */
+int lv_hosts_get(lvvm *v);
+
+vjob *lv_vjob_new(lvvm *v, void (*run)(lvjob *), void (*then)(vjob *));
+int lv_vjob_submit(lvhost *h, vjob *vj);
+/* Jobs: create on the first candidate that takes it (run_start), destroy,
+ * pause the domain named vj->name. */
+void lv_run_start(lvjob *j);
+void lv_run_destroy(lvjob *j);
+void lv_run_pause(lvjob *j);
+/* The candidates of a start of (v) (its hosts, those known down skipped
+ * unless all are), and what the job learnt of them afterwards. */
+void lv_start_cands(lvvm *v, vjob *vj);
+void lv_hosts_learn(vjob *vj);
+/* Feed console bytes to (line, *len), calling (on_line)(arg) per line;
+ * false when it must stop reading (on_line said so). */
+int lv_console_read(virStreamPtr st, char *line, size_t size, size_t *len,
+                    bool (*on_line)(void *arg), void *arg);
+void lv_stream_release(lvhost *h, virStreamPtr st);
+/* The cold start (the pool had nothing to give). */
+int lv_start_cold(lvvm *v);
+
+/* ---- the pool (libvirt_pool.c) ------------------------------------------ */
+
+#define LV_POOL_NS "https://jitsu.invalid/libvirt/pool"
+#define LV_POOL_AFTER_READY_MS 250
+
+int lv_pool_configure(lvvm *v, jitsu_vm *vm, jitsu_error *err);
+/* Fill from the loop, now or after (ms). */
+void lv_pool_fill(lvvm *v);
+void lv_pool_fill_after(lvvm *v, uint64_t ms);
+/* A start: 1 if a ready spare is being taken (it reports), else 0. */
+int lv_pool_take(lvvm *v);
+/* Let every spare go (their domains are destroyed). */
+void lv_pool_drain(lvvm *v);
+/* An event for spare domain (name) of (v) on (h); true if it was one. */
+bool lv_pool_event(lvvm *v, lvhost *h, const char *name, int event);
+/* After an adoption job: adopt or end the spares it found (the vm's own
+ * domain decided already). */
+void lv_pool_adopt(lvvm *v, vjob *vj);
+/* On a worker: the domains of (vj)'s candidate (i) named "<vm>.spareK",
+ * with their state and metadata, into vj->spares. */
+void lv_pool_scan(vjob *vj, size_t i, virConnectPtr c);
+void lv_pool_describe(lvvm *v, char *buf, size_t size);
+/* The spare XML of (v), named (name), without host forwards, marked with
+ * our metadata (fingerprint (fp)); NULL when out of memory. */
+char *lv_spare_xml(lvvm *v, const char *name, const char *fp);
 
 /* Events of (h) for the vm (name) (the loop thread). */
 void lv_domain_event(lvhost *h, const char *name, int event, int detail);

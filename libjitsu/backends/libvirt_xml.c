@@ -216,6 +216,9 @@ static int from_keys(lvvm *v, jitsu_vm *vm, jitsu_error *err) {
                              val);
     n_fwd++;
   }
+  for (size_t i = 0; i < n_fwd; i++) /* a spare taken gets them then */
+    snprintf(v->fwd[i], sizeof(v->fwd[i]), "%s", fwd[i]);
+  v->n_fwd = n_fwd;
 
   xmlDocPtr doc = xmlNewDoc(X("1.0"));
   xmlNodePtr dom = xmlNewNode(NULL, X("domain"));
@@ -341,4 +344,60 @@ int lv_configure_settings(lvvm *v, jitsu_vm *vm, jitsu_error *err) {
   }
   xmlInitParser();
   return file != NULL ? from_file(v, vm, file, err) : from_keys(v, vm, err);
+}
+
+/* ---- spares ------------------------------------------------------------- */
+
+/* "user,id=jitsunet0,hostfwd=...": the same without its host forwards
+ * (a spare's: two spares cannot hold one host port; the forwards are
+ * added when a start takes the spare). */
+static void strip_forwards(xmlNodePtr dom) {
+  for (xmlNodePtr cl = dom->children; cl != NULL; cl = cl->next) {
+    if (cl->type != XML_ELEMENT_NODE || cl->ns == NULL ||
+        xmlStrcmp(cl->ns->href, X(QEMU_NS)) != 0 ||
+        xmlStrcmp(cl->name, X("commandline")) != 0)
+      continue;
+    for (xmlNodePtr a = cl->children; a != NULL; a = a->next) {
+      if (a->type != XML_ELEMENT_NODE)
+        continue;
+      xmlChar *val = xmlGetProp(a, X("value"));
+      if (val != NULL && xmlStrncmp(val, X("user,id=jitsunet0,"), 18) == 0 &&
+          strstr((const char *)val, ",hostfwd=") != NULL)
+        xmlSetProp(a, X("value"), X("user,id=jitsunet0"));
+      xmlFree(val);
+    }
+  }
+}
+
+char *lv_spare_xml(lvvm *v, const char *name, const char *fp) {
+  xmlDocPtr doc =
+      xmlReadMemory(v->xml, (int)strlen(v->xml), "spare.xml", NULL,
+                    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+  xmlNodePtr dom = doc ? xmlDocGetRootElement(doc) : NULL;
+  if (dom == NULL) {
+    xmlFreeDoc(doc);
+    return NULL;
+  }
+  adjust(dom, name);
+  strip_forwards(dom);
+  xmlNodePtr meta = child(dom, "metadata");
+  if (meta == NULL)
+    meta = xmlNewChild(dom, NULL, X("metadata"), NULL);
+  xmlNsPtr ns = xmlNewNs(NULL, X(LV_POOL_NS), X("jitsu"));
+  xmlNodePtr pool = xmlNewChild(meta, NULL, X("pool"), NULL);
+  if (ns != NULL && pool != NULL) {
+    pool->nsDef = ns;
+    xmlSetNs(pool, ns);
+  } else if (ns != NULL) {
+    xmlFreeNs(ns);
+  }
+  xmlNewProp(pool, X("state"), X("spare"));
+  xmlNewProp(pool, X("fp"), X(fp));
+  xmlChar *out = NULL;
+  int len = 0;
+  xmlDocDumpFormatMemory(doc, &out, &len, 1);
+  xmlFreeDoc(doc);
+  char *xml = out ? strdup((const char *)out) : NULL;
+  xmlFree(out);
+  return xml;
 }

@@ -224,13 +224,9 @@ void qemu_pool_fill(qvm *q) {
 void qemu_pool_fill_after(qvm *q, uint64_t ms) {
   if (q == NULL || q->pool == 0 || q->spare != QSPARE_NO)
     return;
-  if (q->pool_timer == NULL) {
-    q->pool_timer = malloc(sizeof(*q->pool_timer));
-    if (q->pool_timer == NULL)
-      return;
-    uv_timer_init(jitsu_ctx_loop(jitsu_vm_ctx(q->vm)), q->pool_timer);
-    q->pool_timer->data = q;
-  }
+  if (jitsu__timer_get(&q->pool_timer, jitsu_ctx_loop(jitsu_vm_ctx(q->vm)),
+                       q) == NULL)
+    return;
   /* From the loop, never inside the call that asked (a definition, a state
    * change); a back-off under way is kept. */
   if (!uv_is_active((uv_handle_t *)q->pool_timer))
@@ -562,11 +558,7 @@ int qemu_pool_take(qvm *q) {
 /* ---- the end ------------------------------------------------------------ */
 
 void qemu_pool_drain(qvm *q) {
-  if (q->pool_timer != NULL) {
-    q->pool_timer->data = NULL;
-    uv_close((uv_handle_t *)q->pool_timer, jitsu__free_handle);
-    q->pool_timer = NULL;
-  }
+  jitsu__timer_drop(&q->pool_timer);
   for (unsigned i = 0; i < QEMU_POOL_MAX; i++)
     if (q->spares[i] != NULL)
       spare_discard(q->spares[i]);

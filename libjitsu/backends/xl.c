@@ -580,13 +580,8 @@ static int xl_stop(jitsu_vm *vm, jitsu_stop_mode mode, uint64_t grace_ms) {
 }
 
 int xl_timer_start(xvm *x, uv_timer_cb cb, uint64_t ms) {
-  if (x->timer == NULL) {
-    x->timer = malloc(sizeof(*x->timer));
-    if (x->timer == NULL)
-      return -ENOMEM;
-    uv_timer_init(x->host->loop, x->timer);
-    x->timer->data = x;
-  }
+  if (jitsu__timer_get(&x->timer, x->host->loop, x) == NULL)
+    return -ENOMEM;
   uv_timer_start(x->timer, cb, ms, 0);
   return 0;
 }

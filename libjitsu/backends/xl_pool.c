@@ -225,13 +225,9 @@ void xl_pool_fill(xvm *x) {
 void xl_pool_fill_after(xvm *x, uint64_t ms) {
   if (x == NULL || x->pool == 0 || x->spare != XSPARE_NO || x->released)
     return;
-  if (x->pool_timer == NULL) {
-    x->pool_timer = malloc(sizeof(*x->pool_timer));
-    if (x->pool_timer == NULL)
-      return;
-    uv_timer_init(jitsu_ctx_loop(jitsu_vm_ctx(x->vm)), x->pool_timer);
-    x->pool_timer->data = x;
-  }
+  if (jitsu__timer_get(&x->pool_timer, jitsu_ctx_loop(jitsu_vm_ctx(x->vm)),
+                       x) == NULL)
+    return;
   /* From the loop, never inside the call that asked (a definition, a state
    * change); a back-off under way is kept. */
   if (!uv_is_active((uv_handle_t *)x->pool_timer))
@@ -406,11 +402,7 @@ int xl_pool_take(xvm *x) {
 /* ---- the end ------------------------------------------------------------- */
 
 void xl_pool_drain(xvm *x) {
-  if (x->pool_timer != NULL) {
-    x->pool_timer->data = NULL;
-    uv_close((uv_handle_t *)x->pool_timer, jitsu__free_handle);
-    x->pool_timer = NULL;
-  }
+  jitsu__timer_drop(&x->pool_timer);
   for (unsigned i = 0; i < XL_POOL_MAX; i++)
     if (x->spares[i] != NULL)
       spare_discard(x->spares[i]);

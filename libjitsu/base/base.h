@@ -87,6 +87,13 @@ JITSU__API int jitsu__read_bounded(const char *path, size_t max, char **text,
 /* A close callback that frees a handle allocated on its own (casting free()
  * to uv_close_cb is undefined behaviour). */
 JITSU__API void jitsu__free_handle(uv_handle_t *h);
+/* The timer (*t) on (loop) with (data), made at first use: NULL when out
+ * of memory. */
+JITSU__API uv_timer_t *jitsu__timer_get(uv_timer_t **t, uv_loop_t *loop,
+                                        void *data);
+/* Close the timer (*t) if there is one (its data NULL first, for a
+ * callback that may still come) and forget it; freed when closed. */
+JITSU__API void jitsu__timer_drop(uv_timer_t **t);
 
 /* Duplicate (s); NULL on failure. */
 JITSU__API char *jitsu__strdup(const char *s);

@@ -94,6 +94,22 @@ void jitsu__free_handle(uv_handle_t *h) {
   free(h);
 }
 
+uv_timer_t *jitsu__timer_get(uv_timer_t **t, uv_loop_t *loop, void *data) {
+  if (*t == NULL && (*t = malloc(sizeof(**t))) != NULL) {
+    uv_timer_init(loop, *t);
+    (*t)->data = data;
+  }
+  return *t;
+}
+
+void jitsu__timer_drop(uv_timer_t **t) {
+  if (*t == NULL)
+    return;
+  (*t)->data = NULL;
+  uv_close((uv_handle_t *)*t, jitsu__free_handle);
+  *t = NULL;
+}
+
 char *jitsu__strdup(const char *s) {
   size_t n = strlen(s) + 1;
   char *d = malloc(n);

@@ -420,7 +420,206 @@ static void test_bad_input(void **state) {
   assert_int_equal(domains_on(&hosts[1]), 0);
 }
 
-int main(void) {
+/* ---- pools ------------------------------------------------------------- */
+
+/* Run until (vm) has (want) spares, none filling, or (ms) pass. */
+static bool wait_spares(fixture *f, jitsu_vm *vm, size_t want, uint64_t ms) {
+  for (uint64_t t = 0; t < ms; t += 200) {
+    size_t n, filling;
+    uint64_t mem;
+    jitsu_vm_spares(vm, &n, &filling, &mem);
+    if (n == want && filling == 0)
+      return true;
+    run_for(f, 200);
+  }
+  return false;
+}
+
+/* The names of the domains on (d) that start with (prefix), paused or
+ * all, comma-separated, sorted as libvirt lists them. */
+static void names_on(daemon_t *d, const char *prefix, bool paused, char *out,
+                     size_t size) {
+  out[0] = '\0';
+  virConnectPtr c = virConnectOpen(d->uri);
+  if (c == NULL)
+    return;
+  virDomainPtr *list = NULL;
+  int n = virConnectListAllDomains(
+      c, &list, paused ? VIR_CONNECT_LIST_DOMAINS_PAUSED : 0);
+  for (int i = 0; i < n; i++) {
+    const char *name = virDomainGetName(list[i]);
+    if (strncmp(name, prefix, strlen(prefix)) == 0)
+      snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? "," : "",
+               name);
+    virDomainFree(list[i]);
+  }
+  free(list);
+  virConnectClose(c);
+}
+
+/* The maximum memory of domain (name) on (d) in MiB, or -1. */
+static long domain_mib(daemon_t *d, const char *name) {
+  virConnectPtr c = virConnectOpen(d->uri);
+  long mib = -1;
+  virDomainPtr dom = c ? virDomainLookupByName(c, name) : NULL;
+  if (dom != NULL) {
+    mib = (long)(virDomainGetMaxMemory(dom) >> 10);
+    virDomainFree(dom);
+  }
+  if (c != NULL)
+    virConnectClose(c);
+  return mib;
+}
+
+/* --controller CONF: a controller of its own (the test SIGKILLs it). */
+static int controller(const char *conf, const char *state_dir) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  jitsu_ctx_options o = JITSU_CTX_OPTIONS_INIT;
+  o.state_dir = state_dir;
+  jitsu_ctx *ctx;
+  jitsu_error err;
+  if (jitsu_ctx_new(&loop, &o, &ctx) < 0 ||
+      jitsu_config_load(ctx, conf, &err) < 0) {
+    fprintf(stderr, "controller: %s\n", err.message);
+    return 1;
+  }
+  uv_timer_t keep; /* the loop runs until the test kills it */
+  uv_timer_init(&loop, &keep);
+  uv_timer_start(&keep, (uv_timer_cb)abort, 600000, 0);
+  return uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+/* pool = 2: spares filled by a controller that is then SIGKILLed are
+ * adopted by the next; a summon takes one (its domain keeps the spare's
+ * name, the forward is added to it) and the pool refills; a spare
+ * destroyed from outside is replaced; a reload that changes the vm
+ * replaces its spares; a freed ctx destroys them. */
+static void test_pool(void **state) {
+  fixture *f = *state;
+  char conf[2048], hl[256], path[400], names[512];
+  snprintf(hl, sizeof(hl), "host = %s\n", hosts[0].uri);
+  /* Refused: out of range, and without a marker to pause at. */
+  web_vm(conf, sizeof(conf), "p", 1, hl, "pool = 9\n");
+  assert_int_not_equal(fixture_load(f, "%s", conf), 0);
+  has(f->err.message, "is not 0 to 8");
+  assert_int_not_equal(
+      fixture_load(f,
+                   "[vm p]\nbackend = libvirt\n%s"
+                   "kernel = %s\nready = tcp:127.0.0.1:1\npool = 1\n",
+                   hl, kernel),
+      0);
+  has(f->err.message, "ready = marker");
+
+  int http = free_port();
+  web_vm(conf, sizeof(conf), "p", http, hl, "pool = 2\n");
+  snprintf(path, sizeof(path), "%s/pool.conf", f->dir);
+  FILE *cf = fopen(path, "w");
+  assert_non_null(cf);
+  fputs(conf, cf);
+  fclose(cf);
+  pid_t child = fork();
+  if (child == 0) {
+    char sd[400];
+    snprintf(sd, sizeof(sd), "%s/child-state", f->dir);
+    execl("/proc/self/exe", "test_libvirt", "--controller", path, sd,
+          (char *)NULL);
+    _exit(127);
+  }
+  assert_true(child > 0);
+  for (int i = 0; i < 1200; i++) {
+    names_on(&hosts[0], "p.spare", true, names, sizeof(names));
+    if (strcmp(names, "p.spare1,p.spare2") == 0 ||
+        strcmp(names, "p.spare2,p.spare1") == 0)
+      break;
+    usleep(100000);
+  }
+  kill(child, SIGKILL);
+  waitpid(child, NULL, 0);
+  has(names, "p.spare1");
+  has(names, "p.spare2");
+  assert_int_equal(domain_state(&hosts[0], "p"), -1);
+
+  /* Adopted as they are: no new domain. */
+  assert_int_equal(fixture_load(f, "%s", conf), 0);
+  jitsu_vm *vm = jitsu_vm_find(f->ctx, "p");
+  assert_true(wait_spares(f, vm, 2, 30000));
+  run_for(f, 500);
+  assert_int_equal(domains_on(&hosts[0]), 2);
+  size_t n, filling;
+  uint64_t mem;
+  jitsu_vm_spares(vm, &n, &filling, &mem);
+  assert_int_equal(mem, 2 * 128ull << 20);
+
+  /* A summon takes one. */
+  uint64_t t0 = uv_hrtime();
+  summon_ok(f, "p", 60000);
+  fprintf(stderr, "# summon from the pool to ready: %.1f ms\n",
+          (uv_hrtime() - t0) / 1e6);
+  body_is(http, "hello from p");
+  const char *inst = vm_instance(vm);
+  has(inst, "domain p.spare");
+  has(inst, "taken");
+  char taken[32];
+  const char *at = strstr(inst, "p.spare");
+  snprintf(taken, sizeof(taken), "%.*s", (int)strcspn(at, " ,"), at);
+  assert_int_equal(domain_state(&hosts[0], taken), VIR_DOMAIN_RUNNING);
+  assert_int_equal(domain_state(&hosts[0], "p"), -1);
+  /* ...and the pool refills with a new domain. */
+  assert_true(wait_spares(f, vm, 2, 90000));
+  assert_int_equal(domains_on(&hosts[0]), 3);
+  names_on(&hosts[0], "p.spare", true, names, sizeof(names));
+  has(names, "p.spare3");
+
+  /* A spare destroyed from outside is replaced. */
+  virConnectPtr c = virConnectOpen(hosts[0].uri);
+  assert_non_null(c);
+  char victim[32];
+  snprintf(victim, sizeof(victim), "%.*s", (int)strcspn(names, ","), names);
+  virDomainPtr d = virDomainLookupByName(c, victim);
+  assert_non_null(d);
+  assert_int_equal(virDomainDestroy(d), 0);
+  virDomainFree(d);
+  virConnectClose(c);
+  run_for(f, 1000);
+  assert_true(wait_spares(f, vm, 2, 90000));
+  assert_int_equal(domains_on(&hosts[0]), 3);
+
+  /* The taken guest stops like any: its domain goes. */
+  stop_ok(f, vm, JITSU_STOP_DESTROY);
+  assert_int_equal(domain_state(&hosts[0], taken), -1);
+  assert_int_equal(domains_on(&hosts[0]), 2);
+
+  /* A reload that changes the vm replaces its spares. */
+  web_vm(conf, sizeof(conf), "p", http, hl, "pool = 2\n");
+  char *m = strstr(conf, "memory = 128M");
+  assert_non_null(m);
+  memcpy(m, "memory = 160M", 13);
+  cf = fopen(f->config, "w");
+  assert_non_null(cf);
+  fputs(conf, cf);
+  fclose(cf);
+  assert_int_equal(jitsu_config_reload(f->ctx, NULL, NULL, &f->err), 0);
+  run_for(f, 500);
+  assert_true(wait_spares(f, vm, 2, 120000));
+  names_on(&hosts[0], "p.spare", true, names, sizeof(names));
+  char one[32];
+  snprintf(one, sizeof(one), "%.*s", (int)strcspn(names, ","), names);
+  assert_int_equal(domain_mib(&hosts[0], one), 160);
+  assert_int_equal(domains_on(&hosts[0]), 2);
+
+  /* A freed ctx destroys its spares. */
+  jitsu_ctx_free(f->ctx);
+  f->ctx = NULL;
+  for (int i = 0; i < 100 && domains_on(&hosts[0]) > 0; i++)
+    run_for(f, 100);
+  assert_int_equal(domains_on(&hosts[0]), 0);
+  assert_int_equal(fixture_ctx_new(f, &f->ctx), 0);
+}
+
+int main(int argc, char **argv) {
+  if (argc == 4 && strcmp(argv[1], "--controller") == 0)
+    return controller(argv[2], argv[3]);
   if (geteuid() != 0) {
     fprintf(stderr, "skipped: the libvirt tests start their own libvirtd "
                     "daemons, which needs root\n");
@@ -442,7 +641,7 @@ int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, teardown)
   const struct CMUnitTest tests[] = {
       T(test_lifecycle), T(test_save_restore), T(test_placement_and_outage),
-      T(test_adopt),     T(test_bad_input),
+      T(test_adopt),     T(test_bad_input),    T(test_pool),
   };
   return cmocka_run_group_tests_name("libvirt", tests, group_setup,
                                      group_teardown);
