@@ -330,8 +330,13 @@ int main(int argc, char **argv) {
     printf("  libvirt local / QEMU by hand: %.2f\n", p50s[0][COLD] / hand);
     printf("summon to first HTTP byte, pool = 1 (a paused spare taken):\n");
     row("libvirt, local, from the pool", pooled, p50s[0][COLD]);
-    printf("  (x = against the cold summon through the same URI; the spare "
-           "holds 128 MiB)\n");
+    double lo = pool_t[0], hi = pool_t[0];
+    for (int i = 1; i < n; i++)
+      lo = pool_t[i] < lo ? pool_t[i] : lo,
+      hi = pool_t[i] > hi ? pool_t[i] : hi;
+    printf("  (from the pool: %d summons, %.1f to %.1f ms; x = against the "
+           "cold summon through the same URI; the spare holds 128 MiB)\n",
+           n, lo, hi);
     printf("pause / resume to first HTTP byte:\n");
     backend_rows(PAUSE, "pause", RESUME, "resume");
     printf("suspend to disk / restore to first HTTP byte:\n");

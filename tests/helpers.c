@@ -13,10 +13,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The library's lines, each with the time in seconds since the process's
+ * first line (to see where a slow test spends its time). */
 static void test_log(jitsu_log_level level, const char *msg, void *arg) {
+  static uint64_t t0;
   (void)arg;
+  if (t0 == 0)
+    t0 = uv_hrtime();
   if (getenv("JITSU_TEST_VERBOSE") != NULL || level <= JITSU_LOG_ERROR)
-    fprintf(stderr, "  [jitsu %s] %s\n", jitsu_log_level_name(level), msg);
+    fprintf(stderr, "  [%.3f jitsu %s] %s\n", (uv_hrtime() - t0) / 1e9,
+            jitsu_log_level_name(level), msg);
 }
 
 int fixture_setup(void **state) {

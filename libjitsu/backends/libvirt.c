@@ -200,12 +200,13 @@ static virDomainPtr lookup(vjob *vj, virConnectPtr *conn) {
       virConnectClose(c);                                                      \
   }
 
+static void run_pause(lvjob *j);
 static void run_unpause(lvjob *j);
 static void run_discard(lvjob *j);
 static void run_shutdown(lvjob *j);
 static void run_restore(lvjob *j);
 DOMAIN_JOB(lv_run_destroy, virDomainDestroy(d))
-DOMAIN_JOB(lv_run_pause, virDomainSuspend(d))
+DOMAIN_JOB(run_pause, virDomainSuspend(d))
 DOMAIN_JOB(run_unpause, virDomainResume(d))
 DOMAIN_JOB(run_discard,
            virDomainUndefineFlags(d, VIR_DOMAIN_UNDEFINE_MANAGED_SAVE))
@@ -818,8 +819,7 @@ static int lv_suspend(jitsu_vm *vm) {
     jitsu_vm_set_reason(vm, "no domain");
     return -ESRCH;
   }
-  vjob *vj =
-      lv_vjob_new(v, v->suspend_disk ? run_save : lv_run_pause, suspended);
+  vjob *vj = lv_vjob_new(v, v->suspend_disk ? run_save : run_pause, suspended);
   if (vj == NULL || lv_vjob_submit(v->on, vj) < 0)
     return -ENOMEM;
   return 0;

@@ -165,6 +165,7 @@ struct lvspare {
   lvspare_state st;
   bool marker_seen; /* before its create job reported */
   char *xml;        /* while its create job runs */
+  char fp[24];      /* the fingerprint of its definition */
   virStreamPtr console;
   char line[256];
   size_t line_len;
@@ -205,6 +206,8 @@ struct vjob {
   lvhost *chosen;
   virStreamPtr stream;
   char notes[1536];
+  /* a spare's pause: its metadata once paused */
+  char meta[128];
   /* a take: the forwards to add */
   const char (*fwd)[96];
   size_t n_fwd;
@@ -219,6 +222,7 @@ struct vjob {
     size_t host;
     int state;
     bool ours;  /* it has our metadata */
+    bool ready; /* which says it was paused at its marker */
     bool taken; /* which says a start took it */
     char fp[24];
   } spares[LV_SPARE_NAMES * LV_HOSTS_MAX];
@@ -230,11 +234,10 @@ int lv_hosts_get(lvvm *v);
 
 vjob *lv_vjob_new(lvvm *v, void (*run)(lvjob *), void (*then)(vjob *));
 int lv_vjob_submit(lvhost *h, vjob *vj);
-/* Jobs: create on the first candidate that takes it (run_start), destroy,
- * pause the domain named vj->name. */
+/* Jobs: create on the first candidate that takes it (run_start); destroy
+ * the domain named vj->name. */
 void lv_run_start(lvjob *j);
 void lv_run_destroy(lvjob *j);
-void lv_run_pause(lvjob *j);
 /* The candidates of a start of (v) (its hosts, those known down skipped
  * unless all are), and what the job learnt of them afterwards. */
 void lv_start_cands(lvvm *v, vjob *vj);

@@ -201,20 +201,54 @@ static void spare_paused(vjob *vj) {
   lv_pool_fill(v); /* the next one */
 }
 
+/* On a worker: close the spare's console, pause it, and mark it ready in
+ * its metadata (a spare is made "filling": one left paused before its
+ * guest ran, in the create's own paused start, is not taken for ready by
+ * a later controller). A spare reported paused has no console stream
+ * left open in the daemon. */
+static void run_spare_pause(lvjob *j) {
+  vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);
+  if (vj->stream != NULL) {
+    if (virStreamAbort(vj->stream) < 0)
+      virResetLastError();
+    virStreamFree(vj->stream);
+    vj->stream = NULL;
+  }
+  virConnectPtr c = lv_conn(j);
+  virDomainPtr d = c ? virDomainLookupByName(c, vj->name) : NULL;
+  if (c != NULL && d == NULL)
+    lv_fail(j, NULL);
+  else if (d != NULL && virDomainSuspend(d) < 0)
+    lv_fail(j, NULL);
+  else if (d != NULL && virDomainSetMetadata(d, VIR_DOMAIN_METADATA_ELEMENT,
+                                             vj->meta, "jitsu", LV_POOL_NS,
+                                             VIR_DOMAIN_AFFECT_LIVE) < 0)
+    lv_fail(j, "cannot mark it ready");
+  if (d != NULL)
+    virDomainFree(d);
+  if (c != NULL)
+    virConnectClose(c);
+}
+
 /* (sp)'s marker was seen: it waits, paused, from here. */
 static void spare_pause(lvspare *sp) {
-  if (sp->console != NULL) {
-    lv_stream_release(sp->on, sp->console);
-    sp->console = NULL;
-  }
+  virStreamPtr st = sp->console;
+  sp->console = NULL;
+  if (st != NULL)
+    virStreamEventRemoveCallback(st);
   sp->st = LSP_PAUSING;
-  vjob *vj = lv_vjob_new(sp->of, lv_run_pause, spare_paused);
+  vjob *vj = lv_vjob_new(sp->of, run_spare_pause, spare_paused);
   if (vj != NULL) {
     vj->sp = sp;
+    vj->stream = st;
     snprintf(vj->name, sizeof(vj->name), "%s", sp->name);
+    snprintf(vj->meta, sizeof(vj->meta), "<pool state=\"ready\" fp=\"%s\"/>",
+             sp->fp);
     if (lv_vjob_submit(sp->on, vj) == 0)
       return;
   }
+  if (st != NULL)
+    lv_stream_release(sp->on, st);
   spare_failed(sp, "cannot pause its domain", "out of memory");
 }
 
@@ -312,9 +346,8 @@ static void fill_one(lvvm *v) {
     fill_later(v);
     return;
   }
-  char fp[24];
-  fingerprint(v, fp, sizeof(fp));
-  sp->xml = lv_spare_xml(v, sp->name, fp);
+  fingerprint(v, sp->fp, sizeof(sp->fp));
+  sp->xml = lv_spare_xml(v, sp->name, sp->fp);
   vjob *vj = sp->xml ? lv_vjob_new(v, lv_run_start, spare_created) : NULL;
   if (vj != NULL) {
     vj->sp = sp;
@@ -540,6 +573,7 @@ void lv_pool_scan(vjob *vj, size_t i, virConnectPtr c) {
         f->ours = true;
         attr(meta, "state", state, sizeof(state));
         f->taken = strcmp(state, "taken") == 0;
+        f->ready = strcmp(state, "ready") == 0;
         attr(meta, "fp", f->fp, sizeof(f->fp));
         free(meta);
       }
@@ -568,7 +602,7 @@ void lv_pool_adopt(lvvm *v, vjob *vj) {
       why = "a start took it, and the vm has another domain";
     else if (!f->ours || strcmp(f->fp, fp) != 0)
       why = "it was not made for this definition";
-    else if (f->state != VIR_DOMAIN_PAUSED)
+    else if (f->state != VIR_DOMAIN_PAUSED || !f->ready)
       why = "it is not paused at its ready point";
     else if (slot >= v->pool)
       why = "the pool is smaller now";

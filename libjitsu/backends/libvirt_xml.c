@@ -391,7 +391,7 @@ char *lv_spare_xml(lvvm *v, const char *name, const char *fp) {
   } else if (ns != NULL) {
     xmlFreeNs(ns);
   }
-  xmlNewProp(pool, X("state"), X("spare"));
+  xmlNewProp(pool, X("state"), X("filling"));
   xmlNewProp(pool, X("fp"), X(fp));
   xmlChar *out = NULL;
   int len = 0;
