@@ -145,7 +145,8 @@ vjob *lv_vjob_new(lvvm *v, void (*run)(lvjob *), void (*then)(vjob *)) {
   vj->then = then;
   vj->console_cb = console_readable;
   vj->console_arg = v;
-  snprintf(vj->name, sizeof(vj->name), "%s", dom_name(v));
+  /* A released vm's name is gone with it: its spares' jobs name theirs. */
+  snprintf(vj->name, sizeof(vj->name), "%s", v->released ? "" : dom_name(v));
   return vj;
 }
 

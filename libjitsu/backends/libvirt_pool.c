@@ -387,6 +387,10 @@ bool lv_pool_event(lvvm *v, lvhost *h, const char *name, int event) {
     if (sp == NULL || sp->on != h || strcmp(sp->name, name) != 0)
       continue;
     if (event == VIR_DOMAIN_EVENT_STOPPED) {
+      if (sp->console != NULL) {
+        lv_stream_release(sp->on, sp->console);
+        sp->console = NULL;
+      }
       sp->on = NULL; /* nothing left to destroy */
       spare_failed(
           sp, sp->st == LSP_READY ? "gone while ready" : "gone while filling",

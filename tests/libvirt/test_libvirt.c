@@ -617,7 +617,27 @@ static void test_pool(void **state) {
   fputs(conf, cf);
   fclose(cf);
   assert_int_equal(jitsu_config_reload(f->ctx, NULL, NULL, &f->err), 0);
-  run_for(f, 500);
+  /* The new spares boot one at a time: one destroyed from outside while it
+   * boots (its console open) is replaced too. */
+  bool hit = false;
+  for (int i = 0; i < 300 && !hit; i++) {
+    run_for(f, 100);
+    names_on(&hosts[0], "p.spare", false, false, names, sizeof(names));
+    for (char *tok = strtok(names, ","); tok != NULL && !hit;
+         tok = strtok(NULL, ","))
+      if (domain_state(&hosts[0], tok) == VIR_DOMAIN_RUNNING &&
+          domain_mib(&hosts[0], tok) == 160) {
+        c = virConnectOpen(hosts[0].uri);
+        assert_non_null(c);
+        d = virDomainLookupByName(c, tok);
+        hit = d != NULL && virDomainDestroy(d) == 0;
+        if (d != NULL)
+          virDomainFree(d);
+        virConnectClose(c);
+      }
+  }
+  assert_true(hit);
+  run_for(f, 1000);
   assert_true(wait_spares(f, vm, 2, 120000));
   names_on(&hosts[0], "p.spare", true, false, names, sizeof(names));
   char one[32];
