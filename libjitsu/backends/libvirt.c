@@ -54,6 +54,8 @@ static void lv_free(lvvm *v) {
     if (v->hosts[i] != NULL)
       lv_host_put(v->hosts[i]);
   free(v->xml);
+  free(v->kernel);
+  free(v->initrd);
   free(v);
 }
 

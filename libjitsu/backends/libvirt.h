@@ -115,8 +115,9 @@ struct lvvm {
   size_t n_hosts;
   lvhost *hosts[LV_HOSTS_MAX]; /* made at first use */
   bool least_loaded;
-  unsigned max_per_host;         /* 0: no limit */
-  char *xml;                     /* the domain's XML, its name the vm's */
+  unsigned max_per_host; /* 0: no limit */
+  char *xml;             /* the domain's XML, its name the vm's */
+  char *kernel, *initrd; /* its <os> files (NULL: none), for fingerprints */
   char fwd[LV_FORWARDS_MAX][96]; /* network = user: "tcp:ADDR:HP-:GP" */
   size_t n_fwd;
   uint64_t memory_kib;

@@ -26,13 +26,9 @@
 #define POOL_ROOM_MS 1000 /* max-live or max-starting left no room: again */
 
 int lv_pool_configure(lvvm *v, jitsu_vm *vm, jitsu_error *err) {
-  const char *val = jitsu_vm_param(vm, "pool", 0);
-  v->pool = 0;
-  if (val == NULL)
-    return 0;
-  if (jitsu__parse_uint(val, &v->pool) < 0 || v->pool > LV_POOL_MAX)
-    return jitsu_error_set(err, -EINVAL, "pool", "'%s' is not 0 to %d", val,
-                           LV_POOL_MAX);
+  if (jitsu__parse_pool(jitsu_vm_param(vm, "pool", 0), LV_POOL_MAX, &v->pool,
+                        err) < 0)
+    return -EINVAL;
   if (v->pool > 0 && !jitsu_vm_wants_marker(vm))
     return jitsu_error_set(err, -EINVAL, "pool", "%s",
                            "a pool needs a point to pause its spares at: "
@@ -41,19 +37,6 @@ int lv_pool_configure(lvvm *v, jitsu_vm *vm, jitsu_error *err) {
 }
 
 /* ---- what a spare is made from ------------------------------------------ */
-
-/* The text of the first <tag>...</tag> in (xml) into (out), "" if none. */
-static void xml_text(const char *xml, const char *tag, char *out, size_t size) {
-  char open[32], close[32];
-  snprintf(open, sizeof(open), "<%s>", tag);
-  snprintf(close, sizeof(close), "</%s>", tag);
-  const char *a = strstr(xml, open), *b = a ? strstr(a, close) : NULL;
-  out[0] = '\0';
-  if (a != NULL && b != NULL) {
-    a += strlen(open);
-    snprintf(out, size, "%.*s", (int)(b - a), a);
-  }
-}
 
 static uint64_t fnv(uint64_t h, const char *s) {
   for (; *s; s++)
@@ -66,11 +49,10 @@ static uint64_t fnv(uint64_t h, const char *s) {
  * is another definition) and its marker. */
 static void fingerprint(const lvvm *v, char *out, size_t size) {
   uint64_t h = fnv(14695981039346656037ull, v->xml);
-  static const char *const tags[] = {"kernel", "initrd"};
+  const char *paths[] = {v->kernel, v->initrd};
   for (size_t i = 0; i < 2; i++) {
-    char path[512], stamp[64];
-    xml_text(v->xml, tags[i], path, sizeof(path));
-    jitsu__file_stamp(path[0] ? path : NULL, stamp, sizeof(stamp));
+    char stamp[64];
+    jitsu__file_stamp(paths[i], stamp, sizeof(stamp));
     h = fnv(fnv(h, "\n"), stamp);
   }
   h = fnv(fnv(h, "\n"), v->marker);

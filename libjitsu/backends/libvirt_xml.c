@@ -95,7 +95,20 @@ static void adjust(xmlNodePtr dom, const char *name) {
   set_text(dom, "on_crash", "destroy");
 }
 
+/* Keep the XML of (doc) and the paths of its <os> kernel and initrd. */
 static int dump(xmlDocPtr doc, lvvm *v, jitsu_error *err) {
+  xmlNodePtr os = child(xmlDocGetRootElement(doc), "os");
+  static const char *const tags[] = {"kernel", "initrd"};
+  char **paths[] = {&v->kernel, &v->initrd};
+  for (size_t i = 0; i < 2; i++) {
+    xmlNodePtr n = os ? child(os, tags[i]) : NULL;
+    xmlChar *text = n ? xmlNodeGetContent(n) : NULL;
+    if (text != NULL && (*paths[i] = strdup((const char *)text)) == NULL) {
+      xmlFree(text);
+      return jitsu_error_set(err, -ENOMEM, NULL, "%s", "out of memory");
+    }
+    xmlFree(text);
+  }
   xmlChar *out = NULL;
   int len = 0;
   xmlDocDumpFormatMemory(doc, &out, &len, 1);

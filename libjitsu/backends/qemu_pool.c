@@ -26,13 +26,9 @@
 #define POOL_WARM_MS 30000  /* for each */
 
 int qemu_pool_configure(qvm *q, jitsu_vm *vm, jitsu_error *err) {
-  const char *v = jitsu_vm_param(vm, "pool", 0);
-  q->pool = 0;
-  if (v == NULL)
-    return 0;
-  if (jitsu__parse_uint(v, &q->pool) < 0 || q->pool > QEMU_POOL_MAX)
-    return jitsu_error_set(err, -EINVAL, "pool", "'%s' is not 0 to %d", v,
-                           QEMU_POOL_MAX);
+  if (jitsu__parse_pool(jitsu_vm_param(vm, "pool", 0), QEMU_POOL_MAX, &q->pool,
+                        err) < 0)
+    return -EINVAL;
   if (q->pool > 0 && q->net == QNET_TAP)
     return jitsu_error_set(err, -EINVAL, "pool",
                            "a pool needs net = user or none (spares would "

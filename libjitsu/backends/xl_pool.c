@@ -23,13 +23,9 @@
 #define POOL_ROOM_MS 1000 /* max-live or max-starting left no room: again */
 
 int xl_pool_configure(xvm *x, jitsu_vm *vm, jitsu_error *err) {
-  const char *v = jitsu_vm_param(vm, "pool", 0);
-  x->pool = 0;
-  if (v == NULL)
-    return 0;
-  if (jitsu__parse_uint(v, &x->pool) < 0 || x->pool > XL_POOL_MAX)
-    return jitsu_error_set(err, -EINVAL, "pool", "'%s' is not 0 to %d", v,
-                           XL_POOL_MAX);
+  if (jitsu__parse_pool(jitsu_vm_param(vm, "pool", 0), XL_POOL_MAX, &x->pool,
+                        err) < 0)
+    return -EINVAL;
   if (x->pool == 0)
     return 0;
   if (!jitsu_vm_wants_marker(vm))

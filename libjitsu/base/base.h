@@ -69,6 +69,10 @@ void jitsu__sub_clear(jitsu__sub **list);
 
 /* Parse a whole number from 0 to UINT_MAX (values.c); 0 or -EINVAL. */
 JITSU__API int jitsu__parse_uint(const char *text, unsigned *out);
+/* A backend's "pool = N" (value, NULL when unset: 0) into (*out): 0, or
+ * -EINVAL with (err) filled when it is not 0 to (max). */
+JITSU__API int jitsu__parse_pool(const char *value, unsigned max, unsigned *out,
+                                 jitsu_error *err);
 
 /* Guest settings shared by the VM backends (values.c); 0 or -EINVAL. */
 /* A unicast MAC "xx:xx:xx:xx:xx:xx" into (mac) (may be NULL). */

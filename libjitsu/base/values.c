@@ -89,6 +89,17 @@ int jitsu__parse_uint(const char *text, unsigned *out) {
   return 0;
 }
 
+int jitsu__parse_pool(const char *value, unsigned max, unsigned *out,
+                      jitsu_error *err) {
+  *out = 0;
+  if (value != NULL && (jitsu__parse_uint(value, out) < 0 || *out > max)) {
+    *out = 0;
+    return jitsu_error_set(err, -EINVAL, "pool", "'%s' is not 0 to %u", value,
+                           max);
+  }
+  return 0;
+}
+
 int jitsu__parse_mac(const char *text, uint8_t mac[6]) {
   unsigned b[6];
   char end;
