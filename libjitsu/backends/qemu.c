@@ -741,7 +741,7 @@ static int forwards_free(qvm *q) {
 
 static int qemu_start(jitsu_vm *vm) {
   qvm *q = jitsu_vm_data(vm);
-  int busy = forwards_free(q);
+  int busy = qemu_pool_holds(q) ? 0 : forwards_free(q); /* a spare has them */
   if (busy < 0)
     return busy;
   if (qemu_pool_take(q))
@@ -1060,9 +1060,10 @@ static void qemu_state_changed(jitsu_vm *vm, jitsu_state old_state,
                                jitsu_state new_state) {
   qvm *q = jitsu_vm_data(vm);
   (void)old_state;
-  if (new_state == JITSU_STATE_STOPPED || new_state == JITSU_STATE_FAILED)
+  if (new_state == JITSU_STATE_STOPPED || new_state == JITSU_STATE_FAILED) {
+    qemu_pool_hold(q); /* its forwards are free */
     qemu_pool_fill(q); /* the next summon takes a spare again */
-  else if (new_state == JITSU_STATE_READY)
+  } else if (new_state == JITSU_STATE_READY)
     qemu_pool_fill_after(q, QEMU_POOL_AFTER_READY_MS); /* after a take */
   /* The first boot that reaches ready makes the image, when asked. */
   if (new_state == JITSU_STATE_READY && q->snapshot_auto && !q->from_image &&

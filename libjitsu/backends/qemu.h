@@ -60,6 +60,13 @@ typedef enum qop {
  * that its first answers do not compete with a new spare's boot. */
 #define QEMU_POOL_AFTER_READY_MS 250
 typedef enum qspare { QSPARE_NO = 0, QSPARE_FILLING, QSPARE_READY } qspare;
+/* A ready spare's hold on the vm's host forwards (qemu_pool.c). */
+typedef enum qhold {
+  QHOLD_NO = 0, /* holds none: a take adds them */
+  QHOLD_ADDING, /* adding them, one rule at a time */
+  QHOLD_HELD,   /* holds all: a take only continues it */
+  QHOLD_FAILED  /* one could not be added: not tried again while a spare */
+} qhold;
 
 typedef struct qvm {
   jitsu_vm *vm;
@@ -104,11 +111,14 @@ typedef struct qvm {
   uint64_t pool_takes;    /* starts served by a spare */
   struct qwarm *warm;     /* a filling spare being warmed up */
   unsigned warmed;        /* answers it gave through its warm-up forward */
+  qhold hold;             /* a spare's hold on the vm's forwards */
+  unsigned held;          /* forward rules added so far */
 } qvm;
 
 /* Files of (q) in the state directory: "<state>/qemu/<vm>.<suffix>", or
- * "<vm>.<tag>.<suffix>" for a spare's record and monitor (its console and
- * QEMU's messages go to the vm's files). */
+ * "<vm>.<tag>.<suffix>" for a spare's record, monitor, fingerprint (args)
+ * and the forwards it holds (fwd); its console and QEMU's messages go to
+ * the vm's files. */
 int qemu_path(qvm *q, const char *suffix, char *out, size_t size);
 
 /* Connect to the QMP socket of (q); a descriptor or -errno. */
@@ -161,6 +171,11 @@ void qemu_pool_fill_after(qvm *q, uint64_t ms);
 /* Start the vm from a ready spare, which becomes the vm's qvm: 1 (the
  * start is reported later), or 0 when no spare is ready. */
 int qemu_pool_take(qvm *q);
+/* While the vm of (q) is stopped, have one ready spare hold its host
+ * forwards (so that a take only continues it). */
+void qemu_pool_hold(qvm *q);
+/* Whether a spare of (q) holds (or is adding) the vm's forwards. */
+bool qemu_pool_holds(const qvm *q);
 /* A spare's console showed the marker / its image is restored / its QEMU
  * exited. */
 void qemu_pool_spare_marker(qvm *s);

@@ -1,11 +1,12 @@
 /* Pools of spare QEMUs (pool = N): each spare is a QEMU of the vm's
  * command line, booted to the guest's ready point (its console marker,
  * then answers to the vm's readiness check through a forward of its own:
- * warmed up) or restored from the vm's snapshot image, then paused. A start
- * takes a ready spare: its record and monitor become the vm's, the vm's host
- * forwards are added to it (so that spares need no ports of their own),
- * and it continues. The pool refills one spare at a time, in the
- * background; a spare that dies is replaced after a back-off. */
+ * warmed up) or restored from the vm's snapshot image, then paused. While
+ * the vm is stopped, one ready spare holds the vm's host forwards. A start
+ * takes a ready spare (that one first): its record and monitor become the
+ * vm's, the vm's forwards are added to it unless it holds them, and it
+ * continues. The pool refills one spare at a time, in the background; a
+ * spare that dies is replaced after a back-off. */
 #include "qemu.h"
 
 #include <arpa/inet.h>
@@ -148,6 +149,7 @@ static void spare_reclaim(jitsu_spare *a) {
                "pool: %s (QEMU pid %d) ends: max-live needs its room", s->tag,
                (int)s->pid);
   spare_discard(s);
+  qemu_pool_hold(q); /* in its place, if it held the forwards */
   fill_later(q);
 }
 
@@ -237,6 +239,7 @@ static void spare_ready(qvm *s) {
   q->pool_fails = 0;
   jitsu_spare_filled(&s->acct);
   s->acct.memory = qemu_rss(s->pid); /* paused: it stays so */
+  s->hold = QHOLD_NO;
   if (s->warmed > 0)
     jitsu_vm_log(s->vm, JITSU_LOG_INFO,
                  "pool: %s ready (QEMU pid %d, warmed up by %u answers)",
@@ -244,6 +247,7 @@ static void spare_ready(qvm *s) {
   else
     jitsu_vm_log(s->vm, JITSU_LOG_INFO, "pool: %s ready (QEMU pid %d)", s->tag,
                  (int)s->pid);
+  qemu_pool_hold(q);
   qemu_pool_fill(q); /* the next one */
 }
 
@@ -455,19 +459,50 @@ void qemu_pool_spare_exited(qvm *s) {
                "pool: %s (QEMU pid %d) exited while %s; replacing it", s->tag,
                (int)s->pid, s->spare == QSPARE_READY ? "ready" : "filling");
   spare_discard(s);
+  qemu_pool_hold(q);
   q->pool_fails++;
   fill_later(q);
 }
 
-/* ---- taking a spare ----------------------------------------------------- */
+/* ---- holding the vm's forwards ----------------------------------------
+ * A forward is added with HMP's hostfwd_add, about a millisecond a rule
+ * under TCG: most of a take's time when it was done then. So while the vm
+ * is stopped (its forwards are free), one ready spare holds them: a take
+ * of that spare only continues it. A connection made to a forward
+ * meanwhile waits in the paused spare until a summon continues it. The
+ * rules are added one at a time; "<vm>.spareN.fwd" says which, for a
+ * controller after us: "adding" and then "held" on its first line, the
+ * rules after it. A spare that cannot add one (the port is taken) drops
+ * those it added and is not tried again; a take adds them as before. */
 
-static void forward_added(void *arg, json_t *ret, const char *error) {
-  qvm *s = arg;
-  if (s->op != QOP_START || s->quit_sent)
-    return;
-  const char *failed = hmp_failed(ret, error);
-  if (failed != NULL)
-    qemu_op_failed(s, "cannot add a host forward", failed);
+/* "<state>\n" and the vm's forward rules, one a line (NULL: no memory). */
+static char *hold_text(jitsu_vm *vm, const char *state) {
+  size_t len = strlen(state) + 2;
+  const char *fw;
+  for (size_t i = 0; (fw = jitsu_vm_param(vm, "forward", i)) != NULL; i++)
+    len += strlen(fw) + 1;
+  char *t = malloc(len);
+  if (t == NULL)
+    return NULL;
+  size_t at = (size_t)snprintf(t, len, "%s\n", state);
+  for (size_t i = 0; (fw = jitsu_vm_param(vm, "forward", i)) != NULL; i++)
+    at += (size_t)snprintf(t + at, len - at, "%s\n", fw);
+  return t;
+}
+
+/* Best effort: without the file a controller after us ends the spare. */
+static void hold_write(qvm *s, const char *state) {
+  char path[600];
+  char *t = hold_text(s->vm, state);
+  if (t != NULL && qemu_path(s, "fwd", path, sizeof(path)) == 0)
+    (void)jitsu__file_put(path, t);
+  free(t);
+}
+
+static void hold_unlink(qvm *s) {
+  char path[600];
+  if (qemu_path(s, "fwd", path, sizeof(path)) == 0)
+    unlink(path);
 }
 
 static void taken_running(void *arg, json_t *ret, const char *error) {
@@ -483,6 +518,100 @@ static void taken_running(void *arg, json_t *ret, const char *error) {
   jitsu_backend_marker(s->vm); /* shown before it was paused */
 }
 
+/* A taken spare (s) holds the vm's forwards: it continues. */
+static void taken_continue(qvm *s) {
+  if (qmp_send(s->qmp, "cont", NULL, -1, POOL_QMP_MS, taken_running, s) < 0)
+    qemu_op_failed(s, "cannot continue the spare", "out of memory");
+}
+
+static void hold_next(qvm *s);
+
+static void hold_added(void *arg, json_t *ret, const char *error) {
+  qvm *s = arg;
+  if (s->hold != QHOLD_ADDING || s->quit_sent ||
+      (s->spare == QSPARE_NO && s->op != QOP_START))
+    return;
+  const char *failed = hmp_failed(ret, error);
+  if (failed == NULL) {
+    s->held++;
+    hold_next(s);
+    return;
+  }
+  if (s->spare == QSPARE_NO) { /* taken: the vm's start fails */
+    qemu_op_failed(s, "cannot add a host forward", failed);
+    return;
+  }
+  jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
+               "pool: %s cannot hold forward %s (%s): it is added when the "
+               "spare is taken",
+               s->tag, jitsu_vm_param(s->vm, "forward", s->held), failed);
+  for (unsigned i = 0; i < s->held; i++) {
+    const char *fw = jitsu_vm_param(s->vm, "forward", i);
+    const char *dash = strchr(fw, '-');
+    char line[300];
+    snprintf(line, sizeof(line), "hostfwd_remove jitsu-net %.*s",
+             (int)(dash ? dash - fw : (ptrdiff_t)strlen(fw)), fw);
+    hmp(s, line, NULL);
+  }
+  s->hold = QHOLD_FAILED;
+  s->held = 0;
+  hold_unlink(s);
+}
+
+/* Add the next of the vm's forwards to spare (s), or, when all are
+ * added, note it (a spare) or continue it (taken meanwhile). */
+static void hold_next(qvm *s) {
+  const char *fw = jitsu_vm_param(s->vm, "forward", s->held);
+  if (fw != NULL) {
+    char line[300];
+    snprintf(line, sizeof(line), "hostfwd_add jitsu-net %s", fw);
+    hmp(s, line, hold_added);
+    return;
+  }
+  s->hold = QHOLD_HELD;
+  if (s->spare == QSPARE_NO)
+    taken_continue(s);
+  else
+    hold_write(s, "held");
+}
+
+/* Begin adding the vm's forwards to spare (s). */
+static void hold_begin(qvm *s) {
+  s->hold = QHOLD_ADDING;
+  s->held = 0;
+  if (s->spare != QSPARE_NO)
+    hold_write(s, "adding");
+  hold_next(s);
+}
+
+bool qemu_pool_holds(const qvm *q) {
+  for (unsigned i = 0; i < QEMU_POOL_MAX; i++)
+    if (q->spares[i] != NULL && (q->spares[i]->hold == QHOLD_ADDING ||
+                                 q->spares[i]->hold == QHOLD_HELD))
+      return true;
+  return false;
+}
+
+void qemu_pool_hold(qvm *q) {
+  if (q == NULL || q->pool == 0 || q->spare != QSPARE_NO ||
+      q->net != QNET_USER || q->pid > 0 ||
+      jitsu_vm_param(q->vm, "forward", 0) == NULL || qemu_pool_holds(q))
+    return;
+  jitsu_state st = jitsu_vm_state(q->vm);
+  if (st != JITSU_STATE_STOPPED && st != JITSU_STATE_FAILED)
+    return; /* its guest, or its saved state, has the forwards */
+  for (unsigned i = 0; i < q->pool; i++) {
+    qvm *s = q->spares[i];
+    if (s != NULL && s->spare == QSPARE_READY && s->hold == QHOLD_NO &&
+        !s->quit_sent) {
+      hold_begin(s);
+      return;
+    }
+  }
+}
+
+/* ---- taking a spare ----------------------------------------------------- */
+
 /* Make the spare (s) in (slot) of (q) the vm's qvm; (q) goes. */
 static int adopt_spare(qvm *q, qvm *s, unsigned slot) {
   char from[600], to[600];
@@ -490,6 +619,7 @@ static int adopt_spare(qvm *q, qvm *s, unsigned slot) {
    * whatever happens next: a guest is handed out once. */
   if (qemu_path(s, "args", from, sizeof(from)) == 0)
     unlink(from);
+  hold_unlink(s); /* what it holds is the vm's guest's now */
   const char *files[] = {"pid", "qmp"};
   for (size_t i = 0; i < 2; i++)
     if (qemu_path(s, files[i], from, sizeof(from)) < 0 ||
@@ -524,27 +654,30 @@ static int adopt_spare(qvm *q, qvm *s, unsigned slot) {
 int qemu_pool_take(qvm *q) {
   if (q->pool == 0)
     return 0;
-  unsigned slot = 0;
-  while (slot < q->pool &&
-         (q->spares[slot] == NULL || q->spares[slot]->spare != QSPARE_READY))
-    slot++;
+  /* The spare that holds the vm's forwards, else any ready one. */
+  unsigned slot = q->pool;
+  for (unsigned i = 0; i < q->pool; i++) {
+    qvm *s = q->spares[i];
+    if (s == NULL || s->spare != QSPARE_READY)
+      continue;
+    if (slot == q->pool || s->hold == QHOLD_ADDING || s->hold == QHOLD_HELD)
+      slot = i;
+  }
   if (slot == q->pool) {
     jitsu_vm_log(q->vm, JITSU_LOG_INFO, "pool: no spare ready: a cold start");
     return 0;
   }
   qvm *s = q->spares[slot];
-  jitsu_vm *vm = q->vm;
-  if (adopt_spare(q, s, slot) < 0)
+  if (adopt_spare(q, s, slot) < 0) {
+    if (s->hold != QHOLD_NO)
+      spare_discard(s); /* the cold start needs the forwards it holds */
     return 0;
-  s->op = QOP_START;
-  const char *fw;
-  for (size_t i = 0; (fw = jitsu_vm_param(vm, "forward", i)) != NULL; i++) {
-    char line[300];
-    snprintf(line, sizeof(line), "hostfwd_add jitsu-net %s", fw);
-    hmp(s, line, forward_added);
   }
-  if (qmp_send(s->qmp, "cont", NULL, -1, POOL_QMP_MS, taken_running, s) < 0)
-    qemu_op_failed(s, "cannot continue the spare", "out of memory");
+  s->op = QOP_START;
+  if (s->hold == QHOLD_HELD)
+    taken_continue(s);
+  else if (s->hold != QHOLD_ADDING) /* adding: it continues when done */
+    hold_begin(s);
   /* The pool refills once the guest is ready (qemu_state_changed()): a
    * QEMU spawned and booting now would compete for the CPU with the
    * guest's first answers. */
@@ -582,7 +715,22 @@ static void spare_adopt_status(void *arg, json_t *ret, const char *error) {
   jitsu_vm_log(s->vm, JITSU_LOG_INFO,
                "pool: %s adopted (QEMU pid %d, paused at its ready point)",
                s->tag, (int)s->pid);
+  qemu_pool_hold(s->of);
   qemu_pool_fill(s->of); /* the slots that are still empty */
+}
+
+/* Whether spare (s) holds what its file says it holds: no file, none; the
+ * vm's forwards all added, held. */
+static bool hold_adoptable(qvm *s) {
+  char path[600];
+  if (qemu_path(s, "fwd", path, sizeof(path)) < 0 || access(path, F_OK) < 0)
+    return true;
+  char *want = hold_text(s->vm, "held");
+  bool ok = jitsu__file_holds(path, want);
+  free(want);
+  if (ok)
+    s->hold = QHOLD_HELD;
+  return ok;
 }
 
 /* Take the QEMU of record (t) (pid, pidfd set) into slot (slot) of (q):
@@ -596,6 +744,8 @@ static int spare_adopt_one(qvm *q, qvm *t, unsigned slot, jitsu_error *e) {
     why = "the pool is smaller now";
   else if (!spare_fingerprint_matches(s))
     why = "it was made for another definition";
+  else if (!hold_adoptable(s))
+    why = "it was adding the vm's forwards, or holds others";
   else if (jitsu_spare_adopt(q->vm, &s->acct, spare_reclaim) < 0)
     why = "max-live leaves no room for it";
   if (why != NULL) {

@@ -31,7 +31,8 @@ int qemu_path(qvm *q, const char *suffix, char *out, size_t size) {
   if (r < 0)
     return r;
   bool own = q->tag[0] != '\0' &&
-             (strcmp(suffix, "pid") == 0 || strcmp(suffix, "qmp") == 0);
+             (strcmp(suffix, "pid") == 0 || strcmp(suffix, "qmp") == 0 ||
+              strcmp(suffix, "args") == 0 || strcmp(suffix, "fwd") == 0);
   if (snprintf(out, size, "%s/%s%s%s.%s", dir, jitsu_vm_name(q->vm),
                own ? "." : "", own ? q->tag : "", suffix) >= (int)size)
     return -ENAMETOOLONG;
@@ -519,6 +520,8 @@ void qemu_record_remove(qvm *q) {
     unlink(path);
   if (q->tag[0] != '\0' && qemu_path(q, "args", path, sizeof(path)) == 0)
     unlink(path); /* a spare's fingerprint */
+  if (q->tag[0] != '\0' && qemu_path(q, "fwd", path, sizeof(path)) == 0)
+    unlink(path); /* the forwards it holds */
 }
 
 int qemu_record_adopt(qvm *q) {

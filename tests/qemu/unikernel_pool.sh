@@ -61,15 +61,34 @@ wait_log 1 "uni: pool: spare2 ready"
 tap_ok "two spares filled and paused"
 
 # Each was warmed up first: ten answers through a forward of its own,
-# which is gone once it is paused (a paused spare listens nowhere).
+# which is gone once it is paused. With the vm stopped, one of them holds
+# the vm's forward (127.0.0.1:$gp, its only port); the other listens
+# nowhere.
 [ "$(logged "uni: pool: spare[12] ready (QEMU pid [0-9]*, warmed up by 10 answers)")" = 2 ] ||
   fail "the spares were not warmed up: $(grep "pool: spare" "$dir/http.log")"
-for n in 1 2; do
-  p=$(spare_pid $n)
-  [ -n "$p" ] || fail "no record of spare$n"
-  [ -z "$(ss -Htlnp | grep "pid=$p,")" ] || fail "paused spare$n (QEMU $p) still listens: $(ss -Htlnp | grep "pid=$p,")"
-done
-tap_ok "both spares were warmed up through their own forward, since removed"
+# listening PID: the local addresses QEMU PID listens on, one a line
+listening() { ss -Htlnp | grep "pid=$1," | awk '{print $4}' || true; }
+# wait_holder: set holder to the spare (1 or 2) that listens on the vm's
+# forward, within 5 s.
+wait_holder() {
+  holder=
+  for _ in $(seq 1 50); do
+    for n in 1 2; do
+      [ "$(listening "$(spare_pid $n)")" = "127.0.0.1:$gp" ] && holder=$n
+    done
+    [ -n "$holder" ] && return 0
+    sleep 0.1
+  done
+  fail "no spare holds the vm's forward 127.0.0.1:$gp: $(ss -Htlnp | grep qemu)"
+}
+wait_holder
+other=$((3 - holder))
+p=$(spare_pid $other)
+[ -n "$p" ] || fail "no record of spare$other"
+[ -z "$(listening "$p")" ] || fail "paused spare$other (QEMU $p) listens: $(listening "$p")"
+grep -x held "$dir/state/qemu/uni.spare$holder.fwd" >/dev/null ||
+  fail "spare$holder's fwd file: $(cat "$dir/state/qemu/uni.spare$holder.fwd" 2>&1)"
+tap_ok "both spares were warmed up through their own forward, since removed; spare$holder holds the vm's"
 
 # The stats count them and the memory they hold.
 prom=$(c stats --prometheus)
@@ -83,21 +102,30 @@ c status uni | grep "spares: 2 (0 filling), holding [1-9][0-9]* MiB" >/dev/null 
   fail "jitsu-ctl status of the stopped vm: $(c status uni)"
 tap_ok "stats and status: 2 spares holding $((mem / 1048576)) MiB"
 
-# A summon takes a spare: no cold start, and the spare's QEMU is the vm's.
-s1=$(spare_pid 1)
+# A connection to the vm's forward while it is stopped waits in the
+# paused spare that holds it; a summon takes that spare (no cold start,
+# its QEMU is the vm's) and the waiting request is answered.
+s1=$(spare_pid $holder)
+curl -s -m 20 -o "$dir/early.out" "http://127.0.0.1:$gp/" &
+early=$!
+sleep 0.5
+kill -0 "$early" 2>/dev/null || fail "a request to the stopped vm's forward did not wait"
 [ "$(get uni.test)" = "pooled page" ] || fail "the first summon was not answered"
+wait "$early" || fail "the request made before the summon failed"
+[ "$(cat "$dir/early.out")" = "pooled page" ] || fail "the early request got: $(cat "$dir/early.out")"
 grep -q "uni: pool: no spare ready" "$dir/http.log" && fail "a cold start with spares ready"
 [ "$(taken)" = 1 ] || fail "status says $(taken) taken, not 1"
-c status uni | grep "qemu pid $s1," >/dev/null || fail "the vm's QEMU is not spare1's ($s1): $(c status uni)"
+c status uni | grep "qemu pid $s1," >/dev/null || fail "the vm's QEMU is not spare$holder's ($s1): $(c status uni)"
 [ "$(awk '{print $1}' "$dir/state/qemu/uni.pid")" = "$s1" ] ||
-  fail "spare1's record did not become the vm's"
-tap_ok "a summon took spare1 (QEMU pid $s1)"
+  fail "spare$holder's record did not become the vm's"
+[ -e "$dir/state/qemu/uni.spare$holder.fwd" ] && fail "the taken spare's fwd file stayed"
+tap_ok "a request made while the vm was stopped waited; a summon took spare$holder (QEMU pid $s1) and both were answered"
 
 # The pool refills, but only once the guest that took the spare is ready
 # (a new spare's boot would slow its first answers).
 wait_log 3 "uni: pool: spare[12] ready"
 ready_at=$(grep -n "uni: starting -> ready" "$dir/http.log" | head -n 1 | cut -d: -f1)
-refill_at=$(grep -n "uni: pool: spare1 filling" "$dir/http.log" | sed -n 2p | cut -d: -f1)
+refill_at=$(grep -n "uni: pool: spare$holder filling" "$dir/http.log" | sed -n 2p | cut -d: -f1)
 [ -n "$ready_at" ] && [ -n "$refill_at" ] && [ "$refill_at" -gt "$ready_at" ] ||
   fail "the refill (log line ${refill_at:-none}) began before the taken guest was ready (line ${ready_at:-none})"
 tap_ok "the refill began after the taken guest was ready"
@@ -166,6 +194,39 @@ first=${given# }
 first=${first%% *}
 case " $left " in *" $first "*) ;; *) fail "the first summon took $first, not an adopted spare ($left)" ;; esac
 tap_ok "after SIGKILL: guest $guest and spares $left adopted; handed out once ($given )"
+
+# SIGKILL while the vm is stopped: the spare that holds its forward is
+# adopted still holding it (its fwd file says "held"), and a summon takes
+# it. One whose file says it was still adding them is ended instead.
+stop_uni
+wait_holder
+kept=$(spare_pid $holder)
+kill -9 "$hpid"
+wait "$hpid" 2>/dev/null || true
+start_http
+wait_log 2 "uni: pool: spare[12] adopted"
+[ "$(listening "$kept")" = "127.0.0.1:$gp" ] || fail "adopted spare $kept no longer holds the forward: $(listening "$kept")"
+[ "$(get uni.test)" = "reloaded page" ] || fail "the adopted holder did not answer"
+[ "$(guest_pid)" = "$kept" ] || fail "the summon took $(guest_pid), not spare$holder ($kept), which held the forward"
+tap_ok "after SIGKILL with the vm stopped: spare$holder (QEMU $kept) adopted holding the forward, and taken"
+wait_log 1 "uni: pool: spare[12] ready" # refilled after the take
+stop_uni
+wait_holder
+gone=$(spare_pid $holder)
+kill -9 "$hpid"
+wait "$hpid" 2>/dev/null || true
+sed -i '1s/^held$/adding/' "$dir/state/qemu/uni.spare$holder.fwd"
+start_http
+wait_log 1 "was adding the vm's forwards"
+for _ in $(seq 1 50); do kill -0 "$gone" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$gone" 2>/dev/null && fail "spare $gone, left adding the forwards, still runs"
+[ "$(get uni.test)" = "reloaded page" ] || fail "no answer after the half-armed spare was ended"
+tap_ok "a spare left adding the vm's forwards (QEMU $gone) was ended, not adopted"
+for _ in $(seq 1 300); do
+  c status uni | grep "spares: 2 (0 filling)" >/dev/null && break
+  sleep 0.1
+done
+c status uni | grep "spares: 2 (0 filling)" >/dev/null || fail "the pool did not refill: $(c status uni)"
 
 # restart_changed CHANGE...: SIGKILL the controller, run CHANGE, start a
 # new one: it must end both spares left ("made for another definition")
