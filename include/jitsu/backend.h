@@ -193,6 +193,12 @@ JITSU_EXTERN void jitsu_backend_adopted(jitsu_vm *vm, jitsu_state state,
  * asks for a marker (jitsu_vm_wants_marker()); otherwise it is ignored. */
 JITSU_EXTERN void jitsu_backend_marker(jitsu_vm *vm);
 JITSU_EXTERN bool jitsu_vm_wants_marker(const jitsu_vm *vm);
+/* This guest has passed the vm's readiness check already, before this
+ * start (e.g. a pool's spare, checked before it was paused and continued
+ * now): the start is ready as soon as it is reported, without checking
+ * again. Report it, with the marker, before jitsu_backend_started(); it
+ * counts only while the vm is starting. */
+JITSU_EXTERN void jitsu_backend_checked(jitsu_vm *vm);
 
 /* The guest is gone: (clean) if it ended normally (exit status 0 or the
  * stop asked of it), with (how) e.g. "exited with status 3". */

@@ -514,8 +514,11 @@ static void taken_running(void *arg, json_t *ret, const char *error) {
     return;
   }
   s->op = QOP_NONE;
-  jitsu_backend_started(s->vm, 0);
-  jitsu_backend_marker(s->vm); /* shown before it was paused */
+  jitsu_vm *vm = s->vm;
+  jitsu_backend_marker(vm); /* shown before it was paused */
+  if (s->warmed > 0)
+    jitsu_backend_checked(vm);  /* it answered the check before its pause */
+  jitsu_backend_started(vm, 0); /* last: a report may free (s) */
 }
 
 /* A taken spare (s) holds the vm's forwards: it continues. */

@@ -34,6 +34,7 @@ struct jitsu__readiness {
   uint64_t backoff_ms;
   bool waiting_marker;  /* begun, but the marker has not been seen */
   bool marker_seen;     /* before or after begin */
+  bool checked;         /* passed the check before this start */
   bool notified;        /* READY=1 came before the marker */
   struct probe *active; /* the probe in flight, if any */
   int notify_fd;
@@ -366,7 +367,7 @@ int jitsu__ready_begin(jitsu_vm *vm) {
    * waited in the socket, and is read now. */
   if (r->notify_open)
     uv_poll_start(&r->notify_poll, UV_READABLE, notify_readable);
-  if (vm->ready == JITSU_READY_NONE && !vm->ready_marker) {
+  if ((vm->ready == JITSU_READY_NONE && !vm->ready_marker) || r->checked) {
     finish(r, 0);
     return 0;
   }
@@ -387,6 +388,12 @@ void jitsu_backend_marker(jitsu_vm *vm) {
     r->waiting_marker = false;
     begin_method(r);
   }
+}
+
+void jitsu_backend_checked(jitsu_vm *vm) {
+  jitsu__readiness *r = vm->readiness;
+  if (r != NULL && !r->waiting_marker)
+    r->checked = r->marker_seen = true;
 }
 
 bool jitsu_vm_wants_marker(const jitsu_vm *vm) {
