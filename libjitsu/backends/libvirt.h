@@ -276,6 +276,10 @@ void lv_pool_describe(lvvm *v, char *buf, size_t size);
 /* The spare XML of (v), named (name), without host forwards, marked with
  * our metadata (fingerprint (fp)); NULL when out of memory. */
 char *lv_spare_xml(lvvm *v, const char *name, const char *fp);
+/* Attribute (name) of the root element of (xml) (a spare's pool metadata,
+ * as libvirt gives it back) into (out), truncated to (size); "" when the
+ * text is not XML, has no such attribute, or it does not fit. */
+void lv_meta_attr(const char *xml, const char *name, char *out, size_t size);
 
 /* Events of (h) for the vm (name) (the loop thread). */
 void lv_domain_event(lvhost *h, const char *name, int event, int detail);

@@ -518,21 +518,6 @@ void lv_pool_describe(lvvm *v, char *buf, size_t size) {
 /* ---- spares left by a controller before us --------------------------------
  */
 
-/* The value of attribute (name) in the element (xml) into (out). */
-static void attr(const char *xml, const char *name, char *out, size_t size) {
-  char key[32];
-  out[0] = '\0';
-  snprintf(key, sizeof(key), " %s=", name);
-  const char *a = strstr(xml, key);
-  if (a == NULL)
-    return;
-  a += strlen(key);
-  char q = *a++;
-  const char *b = strchr(a, q);
-  if ((q == '"' || q == '\'') && b != NULL)
-    snprintf(out, size, "%.*s", (int)(b - a), a);
-}
-
 void lv_pool_scan(vjob *vj, size_t i, virConnectPtr c) {
   virDomainPtr *list = NULL;
   int n = virConnectListAllDomains(c, &list, 0);
@@ -557,10 +542,10 @@ void lv_pool_scan(vjob *vj, size_t i, virConnectPtr c) {
       if (meta != NULL) {
         char state[16];
         f->ours = true;
-        attr(meta, "state", state, sizeof(state));
+        lv_meta_attr(meta, "state", state, sizeof(state));
         f->taken = strcmp(state, "taken") == 0;
         f->ready = strcmp(state, "ready") == 0;
-        attr(meta, "fp", f->fp, sizeof(f->fp));
+        lv_meta_attr(meta, "fp", f->fp, sizeof(f->fp));
         free(meta);
       }
       vj->n_spares++;

@@ -382,6 +382,22 @@ static void strip_forwards(xmlNodePtr dom) {
   }
 }
 
+void lv_meta_attr(const char *xml, const char *name, char *out, size_t size) {
+  out[0] = '\0';
+  size_t len = strnlen(xml, LV_XML_MAX + 1);
+  if (len > LV_XML_MAX)
+    return;
+  xmlDocPtr doc =
+      xmlReadMemory(xml, (int)len, "metadata.xml", NULL,
+                    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+  xmlNodePtr root = doc ? xmlDocGetRootElement(doc) : NULL;
+  xmlChar *val = root ? xmlGetProp(root, X(name)) : NULL;
+  if (val != NULL && strlen((const char *)val) < size)
+    snprintf(out, size, "%s", (const char *)val);
+  xmlFree(val);
+  xmlFreeDoc(doc);
+}
+
 char *lv_spare_xml(lvvm *v, const char *name, const char *fp) {
   xmlDocPtr doc =
       xmlReadMemory(v->xml, (int)strlen(v->xml), "spare.xml", NULL,

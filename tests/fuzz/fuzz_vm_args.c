@@ -1,8 +1,12 @@
 /* libFuzzer targets: a vm's keys, as a config file gives them, turned into
  * what a backend hands the hypervisor: QEMU's argument vector (a start
- * and a restore; qemu_args) and libxl's domain config (from the keys, or
- * from an xl file with the input's text; xl_args). Each input line is
- * "KEY = VALUE"; "@K@" is a kernel file that exists, "@F@" the xl file.
+ * and a restore; qemu_args), libxl's domain config (from the keys, or
+ * from an xl file with the input's text; xl_args), and libvirt's domain
+ * XML and a spare's (from the keys, or from a domain XML file with the
+ * input's text; libvirt_args), where the input is also read as a spare's
+ * pool metadata as libvirt gives it back. Each input line is
+ * "KEY = VALUE"; "@K@" is a kernel file that exists, "@F@" the file with
+ * the input's text.
  *
  * The QEMU check is for injection: walking the vector as QEMU parses it,
  * every option must be one the backend writes, each value must be one
@@ -18,6 +22,9 @@
 #ifdef FUZZ_XL
 #include "backends/xl.h"
 #endif
+#ifdef FUZZ_LIBVIRT
+#include "backends/libvirt.h"
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +37,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #ifdef FUZZ_QEMU
 extern const jitsu_backend_ops jitsu_backend_qemu;
 #define BACKEND jitsu_backend_qemu
+#elif defined(FUZZ_LIBVIRT)
+extern const jitsu_backend_ops jitsu_backend_libvirt;
+#define BACKEND jitsu_backend_libvirt
 #else
 extern const jitsu_backend_ops jitsu_backend_xl;
 #define BACKEND jitsu_backend_xl
@@ -175,6 +185,7 @@ static size_t parse(const uint8_t *data, size_t size, jitsu_param *p,
   return n;
 }
 
+#ifndef FUZZ_LIBVIRT
 static jitsu_vm *define(const char *backend, jitsu_param *p, size_t n) {
   jitsu_vm_def def = JITSU_VM_DEF_INIT;
   def.name = "g";
@@ -185,6 +196,7 @@ static jitsu_vm *define(const char *backend, jitsu_param *p, size_t n) {
   jitsu_error err;
   return jitsu_vm_define(ctx, &def, &vm, &err) == 0 ? vm : NULL;
 }
+#endif
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (ctx == NULL)
@@ -196,9 +208,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (store == NULL)
     return 0;
   size_t n = parse(data, size, p, store);
-  jitsu_vm *vm;
 #ifdef FUZZ_QEMU
-  vm = define("qemu", p, n);
+  jitsu_vm *vm = define("qemu", p, n);
   if (vm != NULL) {
     qvm *q = jitsu_vm_data(vm);
     for (int incoming = 0; incoming < 2; incoming++) {
@@ -210,6 +221,45 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(qemu_describe_args(q));
     jitsu_vm_undefine(vm);
   }
+#elif defined(FUZZ_LIBVIRT)
+  /* The input as a domain XML file too (key xml = @F@). The backend's own
+   * check, as a config load runs it: a definition would also begin an
+   * adoption, which asks the hosts. */
+  FILE *f = fopen(xlfile, "w");
+  if (f != NULL) {
+    fwrite(data, 1, size, f);
+    fclose(f);
+  }
+  jitsu_vm probe;
+  memset(&probe, 0, sizeof(probe));
+  probe.ctx = ctx;
+  probe.backend = &BACKEND;
+  probe.name = "g";
+  probe.params = p;
+  probe.n_params = n;
+  probe.ready_marker = memmem(data, size, "marker", 6) != NULL;
+  jitsu_error err;
+  if (BACKEND.configure(&probe, &err) == 0) {
+    lvvm *v = jitsu_vm_data(&probe);
+    if (v == NULL || v->xml == NULL)
+      abort();
+    char *spare = lv_spare_xml(v, "g.spare1", "0123456789abcdef");
+    if (spare == NULL)
+      abort(); /* the vm's XML was libxml2's own output: it reads back */
+    char state[16];
+    lv_meta_attr(spare, "state", state, sizeof(state));
+    free(spare);
+    BACKEND.release(&probe);
+  }
+  /* The input as a spare's metadata. */
+  char *meta = strndup((const char *)data, size);
+  if (meta != NULL) {
+    char out[24];
+    lv_meta_attr(meta, "fp", out, sizeof(out));
+    if (strlen(out) >= sizeof(out))
+      abort();
+    free(meta);
+  }
 #else
   /* The input as an xl file too: its text is read at build time. */
   FILE *f = fopen(xlfile, "w");
@@ -217,7 +267,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fwrite(data, 1, size, f);
     fclose(f);
   }
-  vm = define("xl", p, n);
+  jitsu_vm *vm = define("xl", p, n);
   if (vm != NULL) {
     char why[512];
     libxl_domain_config dc;
