@@ -262,6 +262,17 @@ int http_get(int port, char *out, size_t size) {
   return 0;
 }
 
+void command_output(const char *cmd, char *out, size_t size) {
+  out[0] = '\0';
+  FILE *p = popen(cmd, "r");
+  if (p == NULL)
+    return;
+  if (fgets(out, (int)size, p) == NULL)
+    out[0] = '\0';
+  out[strcspn(out, "\n")] = '\0';
+  pclose(p);
+}
+
 int free_port(void) {
   /* Below the ephemeral range (32768-): a port the kernel hands to an
    * outgoing connection meanwhile cannot be bound by the guest later. */

@@ -67,6 +67,10 @@ int pid_alive(int pid);
  * in (out) or -1. Blocks up to 20 s; use while the guest runs on its own. */
 int http_get(int port, char *out, size_t size);
 
+/* The first line (without its newline) that the shell command (cmd)
+ * prints, into (out); "" if none. */
+void command_output(const char *cmd, char *out, size_t size);
+
 /* A free TCP port on 127.0.0.1. */
 int free_port(void);
 

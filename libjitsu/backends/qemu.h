@@ -149,6 +149,9 @@ void qemu_last_message(qvm *q, char *out, size_t size);
 
 /* qemu.c's pieces that the pool uses. */
 int qemu_launch(qvm *q, qop op, const char *image);
+/* Add the tap of spare (q)'s live QEMU to the vm's bridge (in its
+ * network namespace, if any): 0, or -errno with (why) set. */
+int qemu_tap_join(qvm *q, char *why, size_t size);
 /* Watch the QEMU of (q) found by its record (pid, pidfd set): its monitor
  * and its exit; its console is not followed. 0 or -errno. */
 int qemu_watch_live(qvm *q);

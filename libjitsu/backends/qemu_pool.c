@@ -30,10 +30,11 @@ int qemu_pool_configure(qvm *q, jitsu_vm *vm, jitsu_error *err) {
   if (jitsu__parse_pool(jitsu_vm_param(vm, "pool", 0), QEMU_POOL_MAX, &q->pool,
                         err) < 0)
     return -EINVAL;
-  if (q->pool > 0 && q->net == QNET_TAP)
+  if (q->pool > 0 && q->net == QNET_TAP && q->bridge == NULL)
     return jitsu_error_set(err, -EINVAL, "pool",
-                           "a pool needs net = user or none (spares would "
-                           "share the tap's address)");
+                           "a pool with net = tap needs a bridge (a spare's "
+                           "tap joins it when the spare takes the vm's "
+                           "place)");
   if (q->pool > 0 && !jitsu_vm_wants_marker(vm) && q->snapshot == NULL)
     return jitsu_error_set(err, -EINVAL, "pool",
                            "a pool needs a point to pause its spares at: "
@@ -56,11 +57,15 @@ static char *spare_fingerprint(qvm *s) {
   char kernel[64], initrd[64];
   jitsu__file_stamp(s->kernel, kernel, sizeof(kernel));
   jitsu__file_stamp(s->initrd, initrd, sizeof(initrd));
-  size_t len = strlen(args) + strlen(s->marker ? s->marker : "") + 200;
+  const char *bridge = s->net == QNET_TAP && s->bridge ? s->bridge : "";
+  const char *netns = s->net == QNET_TAP && s->netns ? s->netns : "";
+  size_t len = strlen(args) + strlen(s->marker ? s->marker : "") +
+               strlen(bridge) + strlen(netns) + 200;
   char *fp = malloc(len);
   if (fp != NULL)
-    snprintf(fp, len, "%skernel=%s\ninitrd=%s\nmarker=%s\n", args, kernel,
-             initrd, s->marker ? s->marker : "");
+    snprintf(fp, len,
+             "%skernel=%s\ninitrd=%s\nmarker=%s\nbridge=%s\nnetns=%s\n",
+             args, kernel, initrd, s->marker ? s->marker : "", bridge, netns);
   free(args);
   return fp;
 }
@@ -464,16 +469,20 @@ void qemu_pool_spare_exited(qvm *s) {
   fill_later(q);
 }
 
-/* ---- holding the vm's forwards ----------------------------------------
- * A forward is added with HMP's hostfwd_add, about a millisecond a rule
- * under TCG: most of a take's time when it was done then. So while the vm
- * is stopped (its forwards are free), one ready spare holds them: a take
- * of that spare only continues it. A connection made to a forward
- * meanwhile waits in the paused spare until a summon continues it. The
- * rules are added one at a time; "<vm>.spareN.fwd" says which, for a
- * controller after us: "adding" and then "held" on its first line, the
- * rules after it. A spare that cannot add one (the port is taken) drops
- * those it added and is not tried again; a take adds them as before. */
+/* ---- holding the vm's place on the network --------------------------------
+ * Spares share the vm's identity: with net = user its host forwards, with
+ * net = tap its MAC and address on its bridge. A spare gets the vm's
+ * place when it is taken, or before: a forward is added with HMP's
+ * hostfwd_add, about a millisecond a rule under TCG, most of a take's
+ * time when it was done then. So while the vm is stopped (its place is
+ * free), one ready spare holds it (its forwards; its tap on the bridge,
+ * where a spare's tap is not otherwise): a take of that spare only
+ * continues it. A connection made meanwhile waits in the paused spare
+ * until a summon continues it. The rules are added one at a time;
+ * "<vm>.spareN.fwd" says what is held, for a controller after us:
+ * "adding" and then "held" on its first line, the rules (or the bridge)
+ * after it. A spare that cannot add a rule (the port is taken) drops
+ * those it added and is not tried again; a take tries again. */
 
 /* "<state>\n" and the vm's forward rules, one a line (NULL: no memory). */
 static char *hold_text(jitsu_vm *vm, const char *state) {
@@ -490,10 +499,21 @@ static char *hold_text(jitsu_vm *vm, const char *state) {
   return t;
 }
 
+/* "<state>\n" and what spare (s) holds. */
+static char *hold_state(qvm *s, const char *state) {
+  if (s->net != QNET_TAP)
+    return hold_text(s->vm, state);
+  size_t len = strlen(state) + strlen(s->bridge) + 16;
+  char *t = malloc(len);
+  if (t != NULL)
+    snprintf(t, len, "%s\nbridge=%s\n", state, s->bridge);
+  return t;
+}
+
 /* Best effort: without the file a controller after us ends the spare. */
 static void hold_write(qvm *s, const char *state) {
   char path[600];
-  char *t = hold_text(s->vm, state);
+  char *t = hold_state(s, state);
   if (t != NULL && qemu_path(s, "fwd", path, sizeof(path)) == 0)
     (void)jitsu__file_put(path, t);
   free(t);
@@ -528,6 +548,7 @@ static void taken_continue(qvm *s) {
 }
 
 static void hold_next(qvm *s);
+static void hold_failed(qvm *s, const char *what, const char *why);
 
 static void hold_added(void *arg, json_t *ret, const char *error) {
   qvm *s = arg;
@@ -544,10 +565,14 @@ static void hold_added(void *arg, json_t *ret, const char *error) {
     qemu_op_failed(s, "cannot add a host forward", failed);
     return;
   }
+  hold_failed(s, jitsu_vm_param(s->vm, "forward", s->held), failed);
+}
+
+/* Spare (s) could not take (what) of the vm's place: it keeps none. */
+static void hold_failed(qvm *s, const char *what, const char *why) {
   jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
-               "pool: %s cannot hold forward %s (%s): it is added when the "
-               "spare is taken",
-               s->tag, jitsu_vm_param(s->vm, "forward", s->held), failed);
+               "pool: %s cannot hold %s (%s): a take tries again", s->tag,
+               what, why);
   for (unsigned i = 0; i < s->held; i++) {
     const char *fw = jitsu_vm_param(s->vm, "forward", i);
     const char *dash = strchr(fw, '-');
@@ -564,7 +589,9 @@ static void hold_added(void *arg, json_t *ret, const char *error) {
 /* Add the next of the vm's forwards to spare (s), or, when all are
  * added, note it (a spare) or continue it (taken meanwhile). */
 static void hold_next(qvm *s) {
-  const char *fw = jitsu_vm_param(s->vm, "forward", s->held);
+  const char *fw = s->net == QNET_USER
+                       ? jitsu_vm_param(s->vm, "forward", s->held)
+                       : NULL;
   if (fw != NULL) {
     char line[300];
     snprintf(line, sizeof(line), "hostfwd_add jitsu-net %s", fw);
@@ -584,6 +611,14 @@ static void hold_begin(qvm *s) {
   s->held = 0;
   if (s->spare != QSPARE_NO)
     hold_write(s, "adding");
+  char why[400];
+  if (s->net == QNET_TAP && qemu_tap_join(s, why, sizeof(why)) < 0) {
+    if (s->spare == QSPARE_NO)
+      qemu_op_failed(s, "cannot put the spare's tap on the bridge", why);
+    else
+      hold_failed(s, "the vm's place on its bridge", why);
+    return;
+  }
   hold_next(s);
 }
 
@@ -596,10 +631,12 @@ bool qemu_pool_holds(const qvm *q) {
 }
 
 void qemu_pool_hold(qvm *q) {
-  if (q == NULL || q->pool == 0 || q->spare != QSPARE_NO ||
-      q->net != QNET_USER || q->pid > 0 ||
-      jitsu_vm_param(q->vm, "forward", 0) == NULL || qemu_pool_holds(q))
+  if (q == NULL || q->pool == 0 || q->spare != QSPARE_NO || q->pid > 0 ||
+      qemu_pool_holds(q))
     return;
+  if (!(q->net == QNET_USER && jitsu_vm_param(q->vm, "forward", 0) != NULL) &&
+      !(q->net == QNET_TAP && q->bridge != NULL))
+    return; /* nothing to hold */
   jitsu_state st = jitsu_vm_state(q->vm);
   if (st != JITSU_STATE_STOPPED && st != JITSU_STATE_FAILED)
     return; /* its guest, or its saved state, has the forwards */
@@ -728,7 +765,7 @@ static bool hold_adoptable(qvm *s) {
   char path[600];
   if (qemu_path(s, "fwd", path, sizeof(path)) < 0 || access(path, F_OK) < 0)
     return true;
-  char *want = hold_text(s->vm, "held");
+  char *want = hold_state(s, "held");
   bool ok = jitsu__file_holds(path, want);
   free(want);
   if (ok)

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <pthread.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
@@ -311,6 +312,83 @@ static int child_tap(const child_args *c, const char **what) {
   return dup2(fd, FD_TAP) < 0 ? errno : 0;
 }
 
+/* Adding a tap to a bridge, in a network namespace when (netns) is set:
+ * in a thread of its own, which enters it (a namespace is a thread's). */
+typedef struct tap_join {
+  char netns[300], bridge[IFNAMSIZ], tap[IFNAMSIZ];
+  int err;
+  const char *what;
+} tap_join;
+
+static void *tap_join_main(void *arg) {
+  tap_join *j = arg;
+  if (j->netns[0] != '\0') {
+    j->what = "cannot enter the network namespace";
+    int ns = open(j->netns, O_RDONLY | O_CLOEXEC);
+    if (ns < 0 || setns(ns, CLONE_NEWNET) < 0) {
+      j->err = errno;
+      if (ns >= 0)
+        close(ns);
+      return NULL;
+    }
+    close(ns);
+  }
+  j->what = "socket";
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) {
+    j->err = errno;
+    return NULL;
+  }
+  struct ifreq idx, br;
+  memset(&idx, 0, sizeof(idx));
+  memset(&br, 0, sizeof(br));
+  memcpy(idx.ifr_name, j->tap, sizeof(idx.ifr_name));
+  memcpy(br.ifr_name, j->bridge, sizeof(br.ifr_name));
+  j->what = "cannot find the tap";
+  if (ioctl(s, SIOCGIFINDEX, &idx) == 0) {
+    br.ifr_ifindex = idx.ifr_ifindex;
+    j->what = "cannot add the tap to the bridge";
+    if (ioctl(s, SIOCBRADDIF, &br) == 0)
+      j->what = NULL;
+  }
+  if (j->what != NULL)
+    j->err = errno;
+  close(s);
+  return NULL;
+}
+
+int qemu_tap_join(qvm *q, char *why, size_t size) {
+  tap_join j = {.err = 0, .what = NULL};
+  char path[64], line[128];
+  snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)q->pid, FD_TAP);
+  FILE *f = fopen(path, "re");
+  while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+    if (sscanf(line, "iff: %15s", j.tap) == 1)
+      break;
+  if (f != NULL)
+    fclose(f);
+  if (j.tap[0] == '\0') {
+    snprintf(why, size, "cannot find QEMU %d's tap (%s)", (int)q->pid, path);
+    return -ENOENT;
+  }
+  snprintf(j.bridge, sizeof(j.bridge), "%s", q->bridge ? q->bridge : "");
+  if (q->netns != NULL)
+    snprintf(j.netns, sizeof(j.netns), "/run/netns/%s", q->netns);
+  pthread_t t;
+  if (q->netns == NULL)
+    tap_join_main(&j);
+  else if ((j.err = pthread_create(&t, NULL, tap_join_main, &j)) != 0)
+    j.what = "cannot start a thread";
+  else
+    pthread_join(t, NULL);
+  if (j.err == 0)
+    return 0;
+  snprintf(why, size, "%s %s%s%s (bridge %s): %s", j.what, j.tap,
+           q->netns ? " in " : "", q->netns ? q->netns : "", j.bridge,
+           strerror(j.err));
+  return -j.err;
+}
+
 static int open_qemu_log(qvm *q) {
   char path[600];
   int r = qemu_path(q, "log", path, sizeof(path));
@@ -472,7 +550,9 @@ int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd) {
     jitsu_vm_set_reason(vm, "network namespace name too long");
     goto out;
   }
-  if (q->bridge != NULL)
+  /* A spare's tap joins the bridge when it takes the vm's place
+   * (qemu_tap_join()): spares share the vm's MAC and address. */
+  if (q->bridge != NULL && q->spare == QSPARE_NO)
     snprintf(c.bridge, sizeof(c.bridge), "%s", q->bridge);
   const char *what;
   pid_t pid;

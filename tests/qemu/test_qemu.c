@@ -313,6 +313,10 @@ static void test_bad_input(void **state) {
       {"forward = tcp:127.0.0.1:80-:80,guestfwd=x", "forward", "not tcp:"},
       {"mac = 01:00:00:00:00:01", "mac", "unicast"},
       {"bridge = br0", "bridge", "needs net = tap"},
+      {"net = tap\nready = marker\npool = 1", "pool",
+       "a pool with net = tap needs a bridge"},
+      {"pool = 1", "pool", "a point to pause its spares at"},
+      {"pool = 9", "pool", "0 to 8"},
       {"snapshot = relative.img", "snapshot", "absolute"},
       {"snapshot-auto = yes", "snapshot-auto", "needs a snapshot path"},
       {"suspend = sometimes", "suspend", "not memory or disk"},
@@ -439,24 +443,39 @@ static void test_unikernel_kvm_and_tcg(void **state) {
   }
 }
 
-/* Tap on a bridge inside a network namespace that the test makes. */
-static void test_linux_tap_netns(void **state) {
-  fixture *f = *state;
-  const char *kernel = env("JITSU_LINUX_KERNEL");
-  const char *initrd = env("JITSU_LINUX_INITRD");
-  if (kernel == NULL || initrd == NULL || geteuid() != 0) {
-    skip_because("tap networking needs root and the Linux guest");
-    return;
-  }
-  char ns[64], cmd[512], body[128] = "";
-  snprintf(ns, sizeof(ns), "jitsu-test-%d", (int)getpid());
+/* A network namespace (ns) with a bridge br0 up at (net).1/24: the
+ * shell's status (0: made). */
+static int make_netns(const char *ns, const char *net) {
+  char cmd[512];
   snprintf(cmd, sizeof(cmd),
            "ip netns add %s && ip -n %s link set lo up && "
            "ip -n %s link add br0 type bridge && "
-           "ip -n %s addr add 10.77.0.1/24 dev br0 && "
+           "ip -n %s addr add %s.1/24 dev br0 && "
            "ip -n %s link set br0 up",
-           ns, ns, ns, ns, ns);
-  int made = system(cmd);
+           ns, ns, ns, ns, net, ns);
+  return system(cmd);
+}
+
+/* The Linux guest's files, if tap tests can run here (else the test is
+ * skipped). */
+static bool tap_guest(const char **kernel, const char **initrd) {
+  *kernel = env("JITSU_LINUX_KERNEL");
+  *initrd = env("JITSU_LINUX_INITRD");
+  if (*kernel != NULL && *initrd != NULL && geteuid() == 0)
+    return true;
+  skip_because("tap networking needs root and the Linux guest");
+  return false;
+}
+
+/* Tap on a bridge inside a network namespace that the test makes. */
+static void test_linux_tap_netns(void **state) {
+  fixture *f = *state;
+  const char *kernel, *initrd;
+  if (!tap_guest(&kernel, &initrd))
+    return;
+  char ns[64], cmd[512], body[128] = "";
+  snprintf(ns, sizeof(ns), "jitsu-test-%d", (int)getpid());
+  int made = make_netns(ns, "10.77.0");
   if (made == 0) {
     if (fixture_load(f,
                      "[vm tap]\nbackend = qemu\nkernel = %s\ninitrd = %s\n"
@@ -470,19 +489,99 @@ static void test_linux_tap_netns(void **state) {
                "ip netns exec %s curl -s -m 5 --retry 5 --retry-connrefused "
                "http://10.77.0.2/",
                ns);
-      FILE *p = popen(cmd, "r");
-      if (p != NULL) {
-        if (fgets(body, sizeof(body), p) == NULL)
-          body[0] = '\0';
-        pclose(p);
-      }
+      command_output(cmd, body, sizeof(body));
       stop_ok(f, vm, JITSU_STOP_DESTROY);
     }
   }
   snprintf(cmd, sizeof(cmd), "ip netns del %s", ns);
   assert_int_equal(system(cmd), 0);
   assert_int_equal(made, 0);
-  assert_string_equal(body, "hello from tap\n");
+  assert_string_equal(body, "hello from tap");
+}
+
+/* Wait up to (ms) for (vm)'s pool to hold (n) ready spares. */
+static int spares_ready(fixture *f, jitsu_vm *vm, size_t n, uint64_t ms) {
+  for (uint64_t t = 0; t < ms; t += 100) {
+    size_t spares = 0, filling = 0;
+    uint64_t mem = 0;
+    jitsu_vm_spares(vm, &spares, &filling, &mem);
+    if (spares - filling == n)
+      return 1;
+    run_for(f, 100);
+  }
+  return 0;
+}
+
+/* A pool with tap networking: spares share the vm's MAC and address, so a
+ * spare's tap is on no bridge until it takes the vm's place. While the vm
+ * is stopped one spare's tap joins the bridge (it holds the place); a
+ * summon takes that spare, and the one filled after it stays off the
+ * bridge while the vm runs. Tap needs root: in a namespace of the test's. */
+static void test_linux_tap_pool(void **state) {
+  fixture *f = *state;
+  const char *kernel, *initrd;
+  if (!tap_guest(&kernel, &initrd))
+    return;
+  char ns[64], cmd[512], on_bridge[3][128], body[2][128];
+  memset(on_bridge, 0, sizeof(on_bridge));
+  memset(body, 0, sizeof(body));
+  snprintf(ns, sizeof(ns), "jitsu-pool-%d", (int)getpid());
+  int made = make_netns(ns, "10.78.0"), filled = 0, refilled = 0;
+  char bridged[300], get[300];
+  /* The taps on br0, one line: "jitsu0 jitsu2" */
+  snprintf(bridged, sizeof(bridged),
+           "ip -n %s -o link show master br0 | awk -F': ' '{print $2}' | "
+           "sed 's/@.*//' | sort | paste -sd' '",
+           ns);
+  snprintf(get, sizeof(get),
+           "ip netns exec %s curl -s -m 5 --retry 5 --retry-connrefused "
+           "http://10.78.0.2/",
+           ns);
+  jitsu_vm *vm = NULL;
+  if (made == 0 &&
+      fixture_load(f,
+                   "[vm tapp]\nbackend = qemu\nkernel = %s\ninitrd = %s\n"
+                   "cmdline = console=ttyS0 panic=-1 quiet jname=tapp "
+                   "jip=10.78.0.2/24 jgw=10.78.0.1\n"
+                   "tsc-hint = yes\nnet = tap\nbridge = br0\nnetns = %s\n"
+                   "ready = marker\nready-timeout = 60s\npool = 1\n",
+                   kernel, initrd, ns) == 0 &&
+      (vm = jitsu_vm_find(f->ctx, "tapp")) != NULL) {
+    filled = spares_ready(f, vm, 1, 90000);
+    run_for(f, 300); /* the hold, right after the spare is ready */
+    command_output(bridged, on_bridge[0], sizeof(on_bridge[0]));
+    summon_ok(f, "tapp", 60000);
+    command_output(get, body[0], sizeof(body[0]));
+    refilled = spares_ready(f, vm, 1, 90000);
+    command_output(bridged, on_bridge[1], sizeof(on_bridge[1]));
+    stop_ok(f, vm, JITSU_STOP_DESTROY);
+    run_for(f, 300);
+    command_output(bridged, on_bridge[2], sizeof(on_bridge[2]));
+    summon_ok(f, "tapp", 60000);
+    command_output(get, body[1], sizeof(body[1]));
+    stop_ok(f, vm, JITSU_STOP_DESTROY);
+  }
+  print_message("# taps on br0: stopped with a spare '%s', running '%s', "
+                "stopped again '%s'\n",
+                on_bridge[0], on_bridge[1], on_bridge[2]);
+  if (vm != NULL)
+    jitsu_vm_undefine(vm); /* its spare ends with it */
+  snprintf(cmd, sizeof(cmd), "ip netns del %s", ns);
+  assert_int_equal(system(cmd), 0);
+  assert_int_equal(made, 0);
+  assert_true(filled);
+  assert_true(refilled);
+  /* One tap on the bridge each time: the holding spare's, then the vm's
+   * guest's (the refilled spare's is not there), then the new holder's
+   * (the refilled spare's: another tap than the guest's, gone). */
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(strncmp(on_bridge[i], "jitsu", 5), 0);
+    assert_null(strchr(on_bridge[i], ' '));
+  }
+  assert_string_equal(on_bridge[0], on_bridge[1]);
+  assert_string_not_equal(on_bridge[1], on_bridge[2]);
+  assert_string_equal(body[0], "hello from tapp");
+  assert_string_equal(body[1], "hello from tapp");
 }
 
 int main(void) {
@@ -503,6 +602,7 @@ int main(void) {
       T(test_unikernel_kvm_and_tcg),
       T(test_linux_http),
       T(test_linux_tap_netns),
+      T(test_linux_tap_pool),
   };
   return cmocka_run_group_tests_name("qemu", tests, NULL, NULL);
 }

@@ -764,13 +764,7 @@ static void xl_column(const char *name, int col, char *out, size_t size) {
   char cmd[128];
   snprintf(cmd, sizeof(cmd),
            "xl list %s 2>/dev/null | awk 'NR == 2 {print $%d}'", name, col);
-  out[0] = '\0';
-  FILE *p = popen(cmd, "r");
-  if (p == NULL)
-    return;
-  if (fgets(out, (int)size, p) == NULL)
-    out[0] = '\0';
-  pclose(p);
+  command_output(cmd, out, size);
 }
 
 static bool xl_paused(const char *name) {
