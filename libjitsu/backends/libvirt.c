@@ -911,8 +911,14 @@ static void adopt_timed_out(uv_timer_t *t) {
 static void adopt_found(vjob *vj) {
   lvvm *v = vj->v;
   lv_hosts_learn(vj);
-  if (v->op != LOP_ADOPT)
-    return; /* given up on */
+  v->scanning = false;
+  if (v->op != LOP_ADOPT) { /* given up on: the spares are still ours */
+    if (!v->released) {
+      lv_pool_adopt(v, vj, true);
+      lv_pool_fill(v);
+    }
+    return;
+  }
   jitsu_state state = JITSU_STATE_STOPPED;
   /* Not its own name: a spare a start took (our metadata says so). */
   for (size_t k = 0; k < vj->n_spares && !vj->found; k++)
@@ -938,7 +944,7 @@ static void adopt_found(vjob *vj) {
     else
       v->dom[0] = '\0';
   }
-  lv_pool_adopt(v, vj); /* the other spares: adopted or ended */
+  lv_pool_adopt(v, vj, false); /* the other spares: adopted or ended */
   char how[300];
   if (v->on != NULL)
     snprintf(how, sizeof(how), "domain %s on %s", v->saved ? "saved" : "live",
@@ -963,6 +969,7 @@ static int lv_adopt(jitsu_vm *vm, jitsu_state *state) {
   if (lv_vjob_submit(v->hosts[0], vj) < 0)
     return 0;
   v->op = LOP_ADOPT;
+  v->scanning = true;
   timer_start(v, adopt_timed_out, ADOPT_WAIT_MS);
   *state = JITSU_STATE_STARTING;
   return 1;

@@ -146,6 +146,9 @@ struct lvvm {
   uv_timer_t *pool_timer;
   unsigned pool_fails; /* in a row, for the back-off */
   uint64_t pool_takes;
+  bool scanning; /* the adoption's scan has not answered (even if the
+                    adoption gave up waiting): no fill, whose names could
+                    be those of spares it will find */
   /* Jobs in flight keep the lvvm past release. */
   unsigned pending;
   bool released;
@@ -267,8 +270,10 @@ void lv_pool_drain(lvvm *v);
 /* An event for spare domain (name) of (v) on (h); true if it was one. */
 bool lv_pool_event(lvvm *v, lvhost *h, const char *name, int event);
 /* After an adoption job: adopt or end the spares it found (the vm's own
- * domain decided already). */
-void lv_pool_adopt(lvvm *v, vjob *vj);
+ * domain decided already). (late): the adoption had given up waiting for
+ * it; a spare a start took (the guest of the vm under an earlier
+ * controller) is then left as it is, with a warning. */
+void lv_pool_adopt(lvvm *v, vjob *vj, bool late);
 /* On a worker: the domains of (vj)'s candidate (i) named "<vm>.spareK",
  * with their state and metadata, into vj->spares. */
 void lv_pool_scan(vjob *vj, size_t i, virConnectPtr c);

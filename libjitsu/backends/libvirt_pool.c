@@ -298,7 +298,8 @@ static bool name_free(const lvvm *v, const char *name) {
 }
 
 static void fill_one(lvvm *v) {
-  if (v->released || v->pool == 0 || v->op == LOP_ADOPT || lv_hosts_get(v) < 0)
+  if (v->released || v->pool == 0 || v->op == LOP_ADOPT || v->scanning ||
+      lv_hosts_get(v) < 0)
     return;
   unsigned slot = v->pool;
   for (unsigned i = 0; i < v->pool; i++) {
@@ -556,7 +557,7 @@ void lv_pool_scan(vjob *vj, size_t i, virConnectPtr c) {
   virResetLastError();
 }
 
-void lv_pool_adopt(lvvm *v, vjob *vj) {
+void lv_pool_adopt(lvvm *v, vjob *vj, bool late) {
   char fp[24];
   fingerprint(v, fp, sizeof(fp));
   for (size_t k = 0; k < vj->n_spares; k++) {
@@ -564,6 +565,14 @@ void lv_pool_adopt(lvvm *v, vjob *vj) {
     lvhost *h = vj->cands[f->host];
     if (strcmp(f->name, v->dom) == 0 && v->on == h)
       continue; /* the vm's own domain, a spare taken before */
+    if (late && f->taken) {
+      jitsu_vm_log(v->vm, JITSU_LOG_WARNING,
+                   "pool: domain %s on %s, the vm's guest under an earlier "
+                   "controller, answered after the adoption gave up: left "
+                   "running (destroy it: it holds the vm's forwards)",
+                   f->name, h->uri);
+      continue;
+    }
     unsigned slot = 0;
     while (slot < v->pool && v->spares[slot] != NULL)
       slot++;

@@ -505,6 +505,49 @@ static int controller(const char *conf, const char *state_dir) {
  * name, the forward is added to it) and the pool refills; a spare
  * destroyed from outside is replaced; a reload that changes the vm
  * replaces its spares; a freed ctx destroys them. */
+/* The pid of (d)'s libvirtd (vdaemon writes it), or -1. */
+static pid_t daemon_pid(daemon_t *d) {
+  char path[400];
+  snprintf(path, sizeof(path), "%s/libvirtd.pid", d->dir);
+  FILE *fp = fopen(path, "r");
+  int pid = -1;
+  if (fp != NULL) {
+    if (fscanf(fp, "%d", &pid) != 1)
+      pid = -1;
+    fclose(fp);
+  }
+  return pid;
+}
+
+/* A controller (this program, --controller CONF) fills the pool of vm p
+ * of (conf) on host 0 and is killed with SIGKILL once both spares are
+ * paused at their ready point: the spares are left, their names in
+ * (names). */
+static void leave_spares(fixture *f, const char *conf, char *names,
+                         size_t size) {
+  pid_t child = fork();
+  if (child == 0) {
+    char sd[400];
+    snprintf(sd, sizeof(sd), "%s/child-state", f->dir);
+    execl("/proc/self/exe", "test_libvirt", "--controller", conf, sd,
+          (char *)NULL);
+    _exit(127);
+  }
+  assert_true(child > 0);
+  for (int i = 0; i < 1200; i++) {
+    names_on(&hosts[0], "p.spare", true, true, names, size);
+    if (strcmp(names, "p.spare1,p.spare2") == 0 ||
+        strcmp(names, "p.spare2,p.spare1") == 0)
+      break;
+    usleep(100000);
+  }
+  kill(child, SIGKILL);
+  waitpid(child, NULL, 0);
+  has(names, "p.spare1");
+  has(names, "p.spare2");
+  assert_int_equal(domain_state(&hosts[0], "p"), -1);
+}
+
 static void test_pool(void **state) {
   fixture *f = *state;
   char conf[2048], hl[256], path[400], names[512];
@@ -528,27 +571,36 @@ static void test_pool(void **state) {
   assert_non_null(cf);
   fputs(conf, cf);
   fclose(cf);
-  pid_t child = fork();
-  if (child == 0) {
-    char sd[400];
-    snprintf(sd, sizeof(sd), "%s/child-state", f->dir);
-    execl("/proc/self/exe", "test_libvirt", "--controller", path, sd,
-          (char *)NULL);
-    _exit(127);
-  }
-  assert_true(child > 0);
-  for (int i = 0; i < 1200; i++) {
-    names_on(&hosts[0], "p.spare", true, true, names, sizeof(names));
-    if (strcmp(names, "p.spare1,p.spare2") == 0 ||
-        strcmp(names, "p.spare2,p.spare1") == 0)
-      break;
-    usleep(100000);
-  }
-  kill(child, SIGKILL);
-  waitpid(child, NULL, 0);
-  has(names, "p.spare1");
-  has(names, "p.spare2");
-  assert_int_equal(domain_state(&hosts[0], "p"), -1);
+  leave_spares(f, path, names, sizeof(names));
+
+  /* An adoption that gave up waiting (its host did not answer within
+   * 5 s: libvirtd stopped) still adopts the spares its scan finds once
+   * the host answers, and fills nothing under their names meanwhile: no
+   * new domain. In a second context, freed after (its spares go). */
+  pid_t lvd = daemon_pid(&hosts[0]);
+  assert_true(lvd > 0);
+  assert_int_equal(kill(lvd, SIGSTOP), 0);
+  jitsu_ctx *late = NULL;
+  assert_int_equal(fixture_ctx_new(f, &late), 0);
+  int loaded = jitsu_config_load(late, path, &f->err);
+  jitsu_vm *lvm = loaded == 0 ? jitsu_vm_find(late, "p") : NULL;
+  int gave_up =
+      lvm != NULL && run_until_state(f, lvm, JITSU_STATE_STOPPED, 15000);
+  kill(lvd, SIGCONT);
+  assert_int_equal(loaded, 0);
+  assert_true(gave_up);
+  assert_true(wait_spares(f, lvm, 2, 30000));
+  run_for(f, 500);
+  assert_int_equal(domains_on(&hosts[0]), 2);
+  char again[512];
+  names_on(&hosts[0], "p.spare", true, true, again, sizeof(again));
+  has(again, "p.spare1");
+  has(again, "p.spare2");
+  jitsu_ctx_free(late);
+  for (int i = 0; i < 100 && domains_on(&hosts[0]) > 0; i++)
+    run_for(f, 100);
+  assert_int_equal(domains_on(&hosts[0]), 0);
+  leave_spares(f, path, names, sizeof(names));
 
   /* Adopted as they are: no new domain. (The loop's time is stale after
    * the wait above: the adoption's bound must not start from it.) */
