@@ -64,8 +64,8 @@ static char *spare_fingerprint(qvm *s) {
   char *fp = malloc(len);
   if (fp != NULL)
     snprintf(fp, len,
-             "%skernel=%s\ninitrd=%s\nmarker=%s\nbridge=%s\nnetns=%s\n",
-             args, kernel, initrd, s->marker ? s->marker : "", bridge, netns);
+             "%skernel=%s\ninitrd=%s\nmarker=%s\nbridge=%s\nnetns=%s\n", args,
+             kernel, initrd, s->marker ? s->marker : "", bridge, netns);
   free(args);
   return fp;
 }
@@ -571,8 +571,8 @@ static void hold_added(void *arg, json_t *ret, const char *error) {
 /* Spare (s) could not take (what) of the vm's place: it keeps none. */
 static void hold_failed(qvm *s, const char *what, const char *why) {
   jitsu_vm_log(s->vm, JITSU_LOG_WARNING,
-               "pool: %s cannot hold %s (%s): a take tries again", s->tag,
-               what, why);
+               "pool: %s cannot hold %s (%s): a take tries again", s->tag, what,
+               why);
   for (unsigned i = 0; i < s->held; i++) {
     const char *fw = jitsu_vm_param(s->vm, "forward", i);
     const char *dash = strchr(fw, '-');
@@ -589,9 +589,8 @@ static void hold_failed(qvm *s, const char *what, const char *why) {
 /* Add the next of the vm's forwards to spare (s), or, when all are
  * added, note it (a spare) or continue it (taken meanwhile). */
 static void hold_next(qvm *s) {
-  const char *fw = s->net == QNET_USER
-                       ? jitsu_vm_param(s->vm, "forward", s->held)
-                       : NULL;
+  const char *fw =
+      s->net == QNET_USER ? jitsu_vm_param(s->vm, "forward", s->held) : NULL;
   if (fw != NULL) {
     char line[300];
     snprintf(line, sizeof(line), "hostfwd_add jitsu-net %s", fw);
