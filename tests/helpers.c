@@ -273,6 +273,19 @@ void command_output(const char *cmd, char *out, size_t size) {
   pclose(p);
 }
 
+bool wait_spares(fixture *f, jitsu_vm *vm, size_t n, uint64_t ms) {
+  for (uint64_t t = 0;; t += 100) {
+    size_t spares = 0, filling = 0;
+    uint64_t memory = 0;
+    jitsu_vm_spares(vm, &spares, &filling, &memory);
+    if (spares == n && filling == 0)
+      return true;
+    if (t >= ms)
+      return false;
+    run_for(f, 100);
+  }
+}
+
 int free_port(void) {
   /* Below the ephemeral range (32768-): a port the kernel hands to an
    * outgoing connection meanwhile cannot be bound by the guest later. */

@@ -8,6 +8,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,6 +71,10 @@ int http_get(int port, char *out, size_t size);
 /* The first line (without its newline) that the shell command (cmd)
  * prints, into (out); "" if none. */
 void command_output(const char *cmd, char *out, size_t size);
+
+/* Run the loop until (vm)'s pool holds (n) spares, none of them filling,
+ * or (ms) pass; whether it does. */
+bool wait_spares(fixture *f, jitsu_vm *vm, size_t n, uint64_t ms);
 
 /* A free TCP port on 127.0.0.1. */
 int free_port(void);

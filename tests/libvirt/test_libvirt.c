@@ -425,19 +425,6 @@ static void test_bad_input(void **state) {
 
 /* ---- pools ------------------------------------------------------------- */
 
-/* Run until (vm) has (want) spares, none filling, or (ms) pass. */
-static bool wait_spares(fixture *f, jitsu_vm *vm, size_t want, uint64_t ms) {
-  for (uint64_t t = 0; t < ms; t += 200) {
-    size_t n, filling;
-    uint64_t mem;
-    jitsu_vm_spares(vm, &n, &filling, &mem);
-    if (n == want && filling == 0)
-      return true;
-    run_for(f, 200);
-  }
-  return false;
-}
-
 /* The names of the domains on (d) that start with (prefix), paused or
  * all, comma-separated, sorted as libvirt lists them; (ready): only those
  * our metadata marks ready. */

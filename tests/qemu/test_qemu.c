@@ -499,19 +499,6 @@ static void test_linux_tap_netns(void **state) {
   assert_string_equal(body, "hello from tap");
 }
 
-/* Wait up to (ms) for (vm)'s pool to hold (n) ready spares. */
-static int spares_ready(fixture *f, jitsu_vm *vm, size_t n, uint64_t ms) {
-  for (uint64_t t = 0; t < ms; t += 100) {
-    size_t spares = 0, filling = 0;
-    uint64_t mem = 0;
-    jitsu_vm_spares(vm, &spares, &filling, &mem);
-    if (spares - filling == n)
-      return 1;
-    run_for(f, 100);
-  }
-  return 0;
-}
-
 /* A pool with tap networking: spares share the vm's MAC and address, so a
  * spare's tap is on no bridge until it takes the vm's place. While the vm
  * is stopped one spare's tap joins the bridge (it holds the place); a
@@ -547,12 +534,12 @@ static void test_linux_tap_pool(void **state) {
                    "ready = marker\nready-timeout = 60s\npool = 1\n",
                    kernel, initrd, ns) == 0 &&
       (vm = jitsu_vm_find(f->ctx, "tapp")) != NULL) {
-    filled = spares_ready(f, vm, 1, 90000);
+    filled = wait_spares(f, vm, 1, 90000);
     run_for(f, 300); /* the hold, right after the spare is ready */
     command_output(bridged, on_bridge[0], sizeof(on_bridge[0]));
     summon_ok(f, "tapp", 60000);
     command_output(get, body[0], sizeof(body[0]));
-    refilled = spares_ready(f, vm, 1, 90000);
+    refilled = wait_spares(f, vm, 1, 90000);
     command_output(bridged, on_bridge[1], sizeof(on_bridge[1]));
     stop_ok(f, vm, JITSU_STOP_DESTROY);
     run_for(f, 300);

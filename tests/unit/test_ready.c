@@ -80,12 +80,7 @@ static void test_checked_is_ready_at_once(void **state) {
   for (int i = 0; i < 2; i++) {
     jitsu_vm *vm = i ? marked : plain;
     checked_starts = 1;
-    out = (outcome){0};
-    assert_int_equal(jitsu_vm_summon(vm, outcome_cb, &out), 0);
-    run_until(f, &out.done, 200);
-    assert_int_equal(out.done, 1);
-    assert_int_equal(out.status, 0);
-    assert_int_equal(jitsu_vm_state(vm), JITSU_STATE_READY);
+    assert_ptr_equal(summon_ok(f, jitsu_vm_name(vm), 200), vm);
     out = (outcome){0};
     assert_int_equal(jitsu_vm_stop(vm, JITSU_STOP_DESTROY, outcome_cb, &out),
                      0);
@@ -96,12 +91,7 @@ static void test_checked_is_ready_at_once(void **state) {
   /* Not checked: the same start is checked, and fails when nothing
    * answers within the ready-timeout (the flag does not carry over). */
   checked_starts = 0;
-  out = (outcome){0};
-  assert_int_equal(jitsu_vm_summon(plain, outcome_cb, &out), 0);
-  run_until(f, &out.done, 5000);
-  assert_int_equal(out.done, 1);
-  assert_int_not_equal(out.status, 0);
-  assert_int_equal(jitsu_vm_state(plain), JITSU_STATE_FAILED);
+  summon_fails(f, "plain", "not ready within 300 ms", 5000);
   close(fd);
 }
 

@@ -744,20 +744,6 @@ static void test_chan_hostile(void **state) {
 
 /* ---- pools: spare domains paused at their ready point ------------------ */
 
-/* Run the loop until (vm) has (n) ready spares and none filling. */
-static bool spares_ready(fixture *f, jitsu_vm *vm, size_t n, int ms) {
-  for (int i = 0;; i++) {
-    size_t spares = 0, filling = 0;
-    uint64_t memory = 0;
-    jitsu_vm_spares(vm, &spares, &filling, &memory);
-    if (spares == n && filling == 0)
-      return true;
-    if (i >= ms / 100)
-      return false;
-    run_for(f, 100);
-  }
-}
-
 /* Column (col) of `xl list NAME` (3: memory in MiB, 5: the state) into
  * (out); "" when xl lists no such domain. */
 static void xl_column(const char *name, int col, char *out, size_t size) {
@@ -805,7 +791,7 @@ static void pool_child(fixture *f, int fd) {
   if (uv_loop_init(&c.loop) == 0 && uv_timer_init(&c.loop, &c.timer) == 0 &&
       fixture_ctx_new(&c, &c.ctx) == 0 &&
       jitsu_config_load(c.ctx, c.config, &c.err) == 0 &&
-      spares_ready(&c, jitsu_vm_find(c.ctx, "p"), 2, 240000))
+      wait_spares(&c, jitsu_vm_find(c.ctx, "p"), 2, 240000))
     ok = '1';
   (void)!write(fd, &ok, 1);
   for (;;)
@@ -835,7 +821,7 @@ static void test_pool(void **state) {
 
   assert_int_equal(fixture_load(f, POOL_GUEST("128M"), kernel, ramdisk), 0);
   jitsu_vm *vm = jitsu_vm_find(f->ctx, "p");
-  assert_true(spares_ready(f, vm, 2, 240000));
+  assert_true(wait_spares(f, vm, 2, 240000));
   int s1 = domid_of("p.spare1"), s2 = domid_of("p.spare2");
   fprintf(stderr, "spares: domains %d and %d\n", s1, s2);
   assert_true(s1 > 0 && s2 > 0 && s1 != s2);
@@ -863,7 +849,7 @@ static void test_pool(void **state) {
   assert_int_equal(atoi(v), id);
   free(v);
   /* It refills, with a new domain. */
-  assert_true(spares_ready(f, vm, 2, 240000));
+  assert_true(wait_spares(f, vm, 2, 240000));
   int s3 = domid_of(taken);
   assert_true(s3 > 0 && s3 != s1 && s3 != s2);
 
@@ -873,7 +859,7 @@ static void test_pool(void **state) {
   snprintf(cmd, sizeof(cmd), "xl destroy %d", other);
   assert_int_equal(system(cmd), 0);
   run_for(f, 500);
-  assert_true(spares_ready(f, vm, 2, 240000));
+  assert_true(wait_spares(f, vm, 2, 240000));
   assert_true(domid_of("p.spare1") != other && domid_of("p.spare2") != other);
   stop_ok(f, vm, JITSU_STOP_DESTROY);
 
@@ -920,7 +906,7 @@ static void test_pool(void **state) {
   assert_true(id == k1 || id == k2);
   assert_true(ticking(f, vm));
   stop_ok(f, vm, JITSU_STOP_DESTROY);
-  assert_true(spares_ready(f, vm, 2, 240000));
+  assert_true(wait_spares(f, vm, 2, 240000));
 
   /* A reload that changes the vm replaces its spares. */
   int a1 = domid_of("p.spare1"), a2 = domid_of("p.spare2");
@@ -929,7 +915,7 @@ static void test_pool(void **state) {
   fprintf(cf, POOL_GUEST("160M"), kernel, ramdisk);
   fclose(cf);
   assert_int_equal(jitsu_config_reload(f->ctx, NULL, NULL, &f->err), 0);
-  assert_true(spares_ready(f, vm, 2, 240000));
+  assert_true(wait_spares(f, vm, 2, 240000));
   int b1 = domid_of("p.spare1"), b2 = domid_of("p.spare2");
   fprintf(stderr, "after the reload: domains %d and %d (were %d and %d)\n", b1,
           b2, a1, a2);
