@@ -274,11 +274,7 @@ static bool guest_gone(proc *p, siginfo_t *si, bool *ours) {
     return si->si_pid != 0;
   if (p->pidfd >= 0)
     return true; /* the pidfd was readable: it has ended */
-  /* Adopted and watched by pid: gone, a zombie, or another process. */
-  unsigned long long start = 0;
-  char state = 0;
-  return jitsu__proc_stat(p->pid, &start, &state) < 0 ||
-         start != p->starttime || state == 'Z' || state == 'X';
+  return jitsu__pid_ended(p->pid, p->starttime); /* adopted, by pid */
 }
 
 static void exit_seen(proc *p) {

@@ -292,6 +292,7 @@ void qemu_instance_drop(qvm *q) {
   q->qmp = NULL;
   close_handle(&q->serial);
   close_handle(&q->exit_poll);
+  close_handle(&q->exit_timer);
   close_handle(&q->timer);
   if (q->pidfd >= 0)
     close(q->pidfd);
@@ -355,8 +356,10 @@ static void describe_exit(qvm *q, char *how, size_t size, int *clean) {
   bool guest_off = strcmp(sr, "guest-shutdown") == 0;
   /* Reap it if it is our child: spawned here, or adopted by a context of
    * this same process (waitid fails with ECHILD otherwise). */
-  if (waitid((idtype_t)P_PIDFD, (id_t)q->pidfd, &si, WEXITED | WNOHANG) == 0 &&
-      si.si_pid != 0) {
+  int r = q->pidfd >= 0 ? waitid((idtype_t)P_PIDFD, (id_t)q->pidfd, &si,
+                                 WEXITED | WNOHANG)
+                        : waitid(P_PID, (id_t)q->pid, &si, WEXITED | WNOHANG);
+  if (r == 0 && si.si_pid != 0) {
     if (si.si_code == CLD_EXITED && si.si_status == 0) {
       if (guest_off)
         snprintf(how, size, "the guest powered off");
@@ -382,11 +385,7 @@ static void describe_exit(qvm *q, char *how, size_t size, int *clean) {
   *clean = stopping || guest_off;
 }
 
-static void exit_readable(uv_poll_t *h, int status, int events) {
-  qvm *q = h->data;
-  (void)status, (void)events;
-  if (q == NULL)
-    return;
+static void exit_seen(qvm *q) {
   if (q->spare != QSPARE_NO) {
     qemu_pool_spare_exited(q);
     return;
@@ -411,6 +410,42 @@ static void exit_readable(uv_poll_t *h, int status, int events) {
     q->suspended_disk = false;
   }
   jitsu_backend_exited(vm, clean, how);
+}
+
+static void exit_readable(uv_poll_t *h, int status, int events) {
+  (void)status, (void)events;
+  if (h->data != NULL)
+    exit_seen(h->data);
+}
+
+static void exit_timer_fired(uv_timer_t *t) {
+  qvm *q = t->data;
+  if (q != NULL && jitsu__pid_ended(q->pid, q->starttime))
+    exit_seen(q);
+}
+
+/* Watch for the end of QEMU: its pidfd turns readable, or without one a
+ * look every 20 ms. */
+static int watch_exit(qvm *q, uv_loop_t *loop) {
+  if (q->pidfd < 0) {
+    q->exit_timer = calloc(1, sizeof(*q->exit_timer));
+    if (q->exit_timer == NULL)
+      return -ENOMEM;
+    uv_timer_init(loop, q->exit_timer);
+    q->exit_timer->data = q;
+    return uv_timer_start(q->exit_timer, exit_timer_fired, 20, 20);
+  }
+  q->exit_poll = calloc(1, sizeof(*q->exit_poll));
+  if (q->exit_poll == NULL)
+    return -ENOMEM;
+  int r = uv_poll_init(loop, q->exit_poll, q->pidfd);
+  if (r < 0) {
+    free(q->exit_poll);
+    q->exit_poll = NULL;
+    return r;
+  }
+  q->exit_poll->data = q;
+  return uv_poll_start(q->exit_poll, UV_READABLE, exit_readable);
 }
 
 /* ---- serial console ----------------------------------------------------- */
@@ -465,20 +500,19 @@ static void serial_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 static int watch(qvm *q, int qmp_fd, int serial_fd, uint64_t greeting_ms) {
   uv_loop_t *loop = jitsu_ctx_loop(jitsu_vm_ctx(q->vm));
   q->timer = calloc(1, sizeof(*q->timer));
-  q->exit_poll = calloc(1, sizeof(*q->exit_poll));
-  if (q->timer == NULL || q->exit_poll == NULL) {
-    free(q->timer), free(q->exit_poll);
-    q->timer = NULL, q->exit_poll = NULL;
+  int r = q->timer == NULL ? -ENOMEM : 0;
+  if (r == 0) {
+    uv_timer_init(loop, q->timer);
+    q->timer->data = q;
+    r = watch_exit(q, loop);
+  }
+  if (r < 0) {
+    close_handle(&q->timer);
     close(qmp_fd);
     if (serial_fd >= 0)
       close(serial_fd);
-    return -ENOMEM;
+    return r;
   }
-  uv_timer_init(loop, q->timer);
-  q->timer->data = q;
-  uv_poll_init(loop, q->exit_poll, q->pidfd);
-  q->exit_poll->data = q;
-  uv_poll_start(q->exit_poll, UV_READABLE, exit_readable);
   if (serial_fd >= 0) {
     char path[600];
     if (qemu_path(q, "console", path, sizeof(path)) == 0) {

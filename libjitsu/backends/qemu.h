@@ -80,9 +80,10 @@ typedef struct qvm {
   bool tsc_hint, suspend_disk, snapshot_auto;
   /* The live guest. */
   pid_t pid; /* 0: none */
-  int pidfd;
+  int pidfd; /* -1 without pidfd_open(2) (ENOSYS): exit_timer watches */
   unsigned long long starttime;
   uv_poll_t *exit_poll;
+  uv_timer_t *exit_timer; /* without a pidfd: looks every 20 ms */
   qmp *qmp;
   uv_pipe_t *serial;
   int console_fd; /* the console log */

@@ -563,9 +563,12 @@ int qemu_spawn(qvm *q, int image_fd, int *qmp_fd, int *serial_fd) {
   }
   q->pid = pid;
   q->pidfd = jitsu__pidfd_open(pid);
+  /* Without pidfd_open(2) (a kernel before 5.3, or valgrind 3.19) the
+   * exit is watched by pid: our child cannot be reused before we reap it. */
+  int pidfd_err = q->pidfd < 0 && errno != ENOSYS ? -errno : 0;
   jitsu__proc_stat(pid, &q->starttime, NULL);
-  if (q->pidfd < 0 || (*qmp_fd = qemu_connect_qmp(q)) < 0) {
-    r = q->pidfd < 0 ? -errno : *qmp_fd;
+  if (pidfd_err < 0 || (*qmp_fd = qemu_connect_qmp(q)) < 0) {
+    r = pidfd_err < 0 ? pidfd_err : *qmp_fd;
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     unlink(rpath);

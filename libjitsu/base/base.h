@@ -168,6 +168,10 @@ JITSU__API int jitsu__listen_unix(const char *what, const char *path, int type,
 /* pidfd_open(2); a descriptor or -1 with errno (ENOSYS: a kernel before
  * 5.3, or valgrind before 3.20: callers then watch the pid by polling). */
 JITSU__API int jitsu__pidfd_open(pid_t pid);
+/* Whether the process (pid) that started at (starttime) has ended, for a
+ * watch without a pidfd: our child that exited (not reaped here), or a
+ * process that is gone, a zombie, or another one under a reused pid. */
+JITSU__API bool jitsu__pid_ended(pid_t pid, unsigned long long starttime);
 /* Read the start time and state letter of (pid) from /proc; 0 or -errno. */
 JITSU__API int jitsu__proc_stat(pid_t pid, unsigned long long *starttime,
                                 char *state);

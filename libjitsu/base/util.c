@@ -16,6 +16,7 @@
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <time.h>
 
@@ -331,6 +332,17 @@ int jitsu_sd_notify(const char *state) {
 
 int jitsu__pidfd_open(pid_t pid) {
   return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+bool jitsu__pid_ended(pid_t pid, unsigned long long starttime) {
+  siginfo_t si;
+  memset(&si, 0, sizeof(si));
+  if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
+    return si.si_pid != 0; /* our child: left for its reaper */
+  unsigned long long start = 0;
+  char state = 0;
+  return jitsu__proc_stat(pid, &start, &state) < 0 || start != starttime ||
+         state == 'Z' || state == 'X';
 }
 
 /* Read the state letter and start time (fields 3 and 22) of the process

@@ -32,8 +32,9 @@ stop-grace = 200ms
 snapshot = $dir/tiny.img
 CONF
 c() { "$ctl" -s "$dir/state/control.sock" "$@"; }
+vg_init "$dir"
 start_controller() {
-  "$controller" "$dir/jitsu.conf" >>"$dir/controller.log" 2>&1 &
+  "${VG[@]}" "$controller" "$dir/jitsu.conf" >>"$dir/controller.log" 2>&1 &
   cpids+=($!)
   for _ in $(seq 1 100); do
     c version >/dev/null 2>&1 && return 0
@@ -74,4 +75,7 @@ for _ in 1 2; do
 done
 [ "$(grep -c JITSU_READY "$dir/state/qemu/tiny.console")" = 1 ] ||
   fail "booted again: $(cat "$dir/state/qemu/tiny.console")"
+kill -TERM "${cpids[1]}"
+wait "${cpids[1]}" || fail "the controller exited with an error after SIGTERM"
+vg_check "$dir" || fail "memcheck found errors in the controller"
 echo "ok"

@@ -14,7 +14,8 @@ dp=$(free_port)
   uni_vm uni unikernel%20page%0A "$gp" uni.test
   uni_vm unidisk saved%20page%0A "$dp" disk.test "suspend = disk"
 } >"$dir/jitsu.conf"
-"$http" -c "$dir/jitsu.conf" >"$dir/http.log" 2>&1 &
+vg_init "$dir"
+"${VG[@]}" "$http" -c "$dir/jitsu.conf" >"$dir/http.log" 2>&1 &
 hpid=$!
 c() { "$ctl" -s "$dir/state/control.sock" "$@"; }
 for _ in $(seq 1 100); do c version >/dev/null 2>&1 && break; sleep 0.05; done
@@ -56,4 +57,8 @@ c status unidisk | grep "unidisk: ready" >/dev/null || fail "not restored"
 c stop unidisk destroy >/dev/null
 c stop uni destroy >/dev/null
 ! pgrep -f -- "$dir/uni.elf" >/dev/null || fail "QEMU left behind"
+kill -TERM "$hpid"
+wait "$hpid" || fail "jitsu-http exited with an error after SIGTERM"
+hpid=0
+vg_check "$dir" || fail "memcheck found errors in jitsu-http"
 echo ok

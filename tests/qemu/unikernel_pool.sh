@@ -22,10 +22,11 @@ cp_=$(free_port)
     "snapshot = $dir/not-made-yet.img"
 } >"$dir/jitsu.conf"
 sed -i "s|^ready = marker+http:127.0.0.1:$cp_/|ready = http:127.0.0.1:$cp_/|" "$dir/jitsu.conf"
+vg_init "$dir"
 start_http() {
   touch "$dir/http.log"
   from=$(wc -l <"$dir/http.log")
-  "$http" -c "$dir/jitsu.conf" -v >>"$dir/http.log" 2>&1 & # -v: "filling" lines
+  "${VG[@]}" "$http" -c "$dir/jitsu.conf" -v >>"$dir/http.log" 2>&1 & # -v: "filling" lines
   hpid=$!
   for _ in $(seq 1 100); do c version >/dev/null 2>&1 && break; sleep 0.05; done
 }
@@ -277,4 +278,5 @@ kill -0 "$guest" 2>/dev/null || fail "the vm's guest $guest did not stay"
 ls "$dir/state/qemu/" | grep "spare" >/dev/null && fail "spare records left: $(ls "$dir/state/qemu")"
 tap_ok "an exit ended the spares and left the guest"
 kill "$guest"
+vg_check "$dir" || fail "memcheck found errors in jitsu-http"
 tap_end

@@ -36,7 +36,8 @@ watch_bound() {
     sleep 0.1
   done
 }
-"$http" -c "$dir/jitsu.conf" >>"$dir/http.log" 2>&1 &
+vg_init "$dir"
+"${VG[@]}" "$http" -c "$dir/jitsu.conf" >>"$dir/http.log" 2>&1 &
 hpid=$!
 for _ in $(seq 1 100); do c version >/dev/null 2>&1 && break; sleep 0.05; done
 for _ in $(seq 1 300); do
@@ -62,4 +63,8 @@ tap_ok "a summoned too: 2 live, $(spares) spare, spares gave way"
 c status a | grep -E "pool [0-9]/2 ready \(resident [0-9]+ MiB\)" >/dev/null ||
   fail "status shows no pool memory: $(c status a)"
 tap_ok "status shows the pool's resident memory ($(c status a | grep -o 'resident [0-9]* MiB'))"
+kill -TERM "$hpid"
+wait "$hpid" || fail "jitsu-http exited with an error after SIGTERM"
+hpid=0
+vg_check "$dir" || fail "memcheck found errors in jitsu-http"
 tap_end

@@ -52,7 +52,8 @@ ready-timeout = 10s
 socket = tcp:127.0.0.1:$bad to=127.0.0.1:$badg
 CONF
 ctl() { "$ctl_bin" -c "$dir/jitsu.conf" "$@"; }
-"$controller" "$dir/jitsu.conf" </dev/null >/dev/null 2>"$dir/controller.err" &
+vg_init "$dir"
+"${VG[@]}" "$controller" "$dir/jitsu.conf" </dev/null >/dev/null 2>"$dir/controller.err" &
 pids+=($!)
 for _ in $(seq 1 200); do ctl list >/dev/null 2>&1 && break; sleep 0.05; done
 ctl list >/dev/null || fail "the controller did not start"
@@ -88,4 +89,5 @@ tap_ok "steady traffic keeps the unikernel past idle-timeout; it stops after"
 kill "${pids[0]}"
 wait "${pids[0]}" || fail "the controller exited with an error"
 pids=()
+vg_check "$dir" || fail "memcheck found errors in the controller"
 tap_end
