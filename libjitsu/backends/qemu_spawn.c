@@ -294,20 +294,11 @@ static int child_tap(const child_args *c, const char **what) {
   *what = "cannot bring the tap up";
   if (ioctl(s, SIOCSIFFLAGS, &up) < 0)
     return errno;
-  if (c->bridge[0] != '\0') {
-    struct ifreq br;
-    memset(&br, 0, sizeof(br));
-    memcpy(br.ifr_name, c->bridge, sizeof(br.ifr_name));
-    struct ifreq idx = ifr;
-    *what = "cannot find the tap's index";
-    if (ioctl(s, SIOCGIFINDEX, &idx) < 0)
-      return errno;
-    br.ifr_ifindex = idx.ifr_ifindex;
-    *what = "cannot add the tap to the bridge";
-    if (ioctl(s, SIOCBRADDIF, &br) < 0)
-      return errno;
-  }
   close(s);
+  int e = c->bridge[0] ? jitsu__bridge_port(c->bridge, ifr.ifr_name, true, what)
+                       : 0;
+  if (e != 0)
+    return e;
   *what = "dup2";
   return dup2(fd, FD_TAP) < 0 ? errno : 0;
 }
@@ -333,27 +324,7 @@ static void *tap_join_main(void *arg) {
     }
     close(ns);
   }
-  j->what = "socket";
-  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) {
-    j->err = errno;
-    return NULL;
-  }
-  struct ifreq idx, br;
-  memset(&idx, 0, sizeof(idx));
-  memset(&br, 0, sizeof(br));
-  memcpy(idx.ifr_name, j->tap, sizeof(idx.ifr_name));
-  memcpy(br.ifr_name, j->bridge, sizeof(br.ifr_name));
-  j->what = "cannot find the tap";
-  if (ioctl(s, SIOCGIFINDEX, &idx) == 0) {
-    br.ifr_ifindex = idx.ifr_ifindex;
-    j->what = "cannot add the tap to the bridge";
-    if (ioctl(s, SIOCBRADDIF, &br) == 0)
-      j->what = NULL;
-  }
-  if (j->what != NULL)
-    j->err = errno;
-  close(s);
+  j->err = jitsu__bridge_port(j->bridge, j->tap, true, &j->what);
   return NULL;
 }
 

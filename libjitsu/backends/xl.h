@@ -124,6 +124,9 @@ struct xvm {
   xspare spare; /* a spare: what it is doing */
   char tag[16]; /* a spare: "spareN", its domain is "<vm>.spareN" */
   char *fp;     /* a spare: what it was made from (its ready file) */
+  /* A spare: the Linux bridge each vif (vifDOMID.I) was taken off until
+   * the spare is taken ("": none). */
+  char vif_bridge[XL_NET_MAX][16];
   jitsu_spare acct;
 };
 

@@ -262,6 +262,24 @@ static int spec_check(const xspec *s, char *why, size_t size) {
   return 0;
 }
 
+/* A vif of a pooled vm without a mac= gets one made from the vm's name
+ * and the vif's index, in Xen's range (00:16:3e): every spare and every
+ * cold start of the vm shows the same MAC, so that its neighbours' ARP
+ * entries stay right when a spare is taken. */
+static void pooled_mac(xvm *x, libxl_device_nic *nic) {
+  static const libxl_mac none;
+  if (x->vm == NULL || memcmp(nic->mac, none, sizeof(none)) != 0)
+    return;
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (const char *c = jitsu_vm_name(x->vm); *c != '\0'; c++)
+    h = (h ^ (uint8_t)*c) * 16777619u;
+  h = (h ^ (uint8_t)nic->devid) * 16777619u;
+  const uint8_t mac[6] = {
+      0x00,      0x16, 0x3e, (uint8_t)(h >> 16) & 0x7f, (uint8_t)(h >> 8),
+      (uint8_t)h};
+  memcpy(nic->mac, mac, sizeof(mac));
+}
+
 int xl_build_config(xvm *x, libxl_domain_config *dc, char *why, size_t size) {
   xspec s = {0};
   bool inited = false;
@@ -322,6 +340,8 @@ int xl_build_config(xvm *x, libxl_domain_config *dc, char *why, size_t size) {
       dc->nics[i].devid = i;
       dc->num_nics = i + 1;
       r = parse_vif(s.vifs[i], &dc->nics[i], why, size);
+      if (r == 0 && (x->of != NULL ? x->of->pool : x->pool) > 0)
+        pooled_mac(x, &dc->nics[i]);
     }
   }
   if (s.n_disks > 0 && r == 0) {

@@ -96,10 +96,110 @@ static void ready_file_put(xvm *s) {
     (void)jitsu__file_put(path, s->fp);
 }
 
+static int bridges_path(xvm *s, char *out, size_t size) {
+  char suffix[32];
+  snprintf(suffix, sizeof(suffix), "%s.bridges", s->tag);
+  return xl_path(s, suffix, out, size);
+}
+
+static void bridges_file_remove(xvm *s) {
+  char path[PATH_MAX];
+  if (bridges_path(s, path, sizeof(path)) == 0)
+    unlink(path);
+}
+
 static void ready_file_remove(xvm *s) {
   char path[PATH_MAX];
   if (ready_path(s, path, sizeof(path)) == 0)
     unlink(path);
+  bridges_file_remove(s);
+}
+
+/* ---- a spare's vifs off their bridges ------------------------------------ */
+
+/* Spares are made from one definition: on a bridge they would all show
+ * the vm's MAC (and the address its guest gives itself). So each vif of a
+ * spare is taken off its Linux bridge once the domain exists (paused, its
+ * hotplug script done, not a frame sent yet), and put back when the spare
+ * is taken. The bridges are kept in "<vm>.spareN.bridges" ("I BRIDGE"
+ * lines) for a controller that adopts the spare. */
+static void vif_name(xvm *s, unsigned i, char *out, size_t size) {
+  snprintf(out, size, "vif%u.%u", s->domid, i);
+}
+
+/* The Linux bridge that (ifname) is a port of, in (out); "" if none. */
+static void bridge_of(const char *ifname, char *out, size_t size) {
+  char path[128], target[PATH_MAX];
+  out[0] = '\0';
+  snprintf(path, sizeof(path), "/sys/class/net/%s/brport", ifname);
+  if (access(path, F_OK) != 0)
+    return; /* routed, or another kind of switch */
+  snprintf(path, sizeof(path), "/sys/class/net/%s/master", ifname);
+  ssize_t n = readlink(path, target, sizeof(target) - 1);
+  if (n <= 0)
+    return;
+  target[n] = '\0';
+  const char *base = strrchr(target, '/');
+  snprintf(out, size, "%s", base != NULL ? base + 1 : target);
+}
+
+/* Put vif (i) of spare (s) on its bridge (join) or take it off: 0, or -1
+ * with (why). */
+static int vif_port(xvm *s, unsigned i, bool join, char *why, size_t size) {
+  char name[32];
+  vif_name(s, i, name, sizeof(name));
+  const char *what;
+  int e = jitsu__bridge_port(s->vif_bridge[i], name, join, &what);
+  if (e == 0)
+    return 0;
+  snprintf(why, size, "%s: %s (bridge %s): %s", name, what, s->vif_bridge[i],
+           strerror(e));
+  return -1;
+}
+
+/* Take the vifs of new spare (s) off their bridges: 0, or -1 with (why). */
+static int vifs_leave(xvm *s, char *why, size_t size) {
+  char text[XL_NET_MAX * 40] = "", name[32], path[PATH_MAX];
+  size_t len = 0;
+  for (unsigned i = 0; i < XL_NET_MAX; i++) {
+    vif_name(s, i, name, sizeof(name));
+    bridge_of(name, s->vif_bridge[i], sizeof(s->vif_bridge[i]));
+    if (s->vif_bridge[i][0] == '\0')
+      continue;
+    if (vif_port(s, i, false, why, size) < 0)
+      return -1;
+    len += (size_t)snprintf(text + len, sizeof(text) - len, "%u %s\n", i,
+                            s->vif_bridge[i]);
+  }
+  if (len > 0 && (bridges_path(s, path, sizeof(path)) < 0 ||
+                  !jitsu__file_put(path, text))) {
+    snprintf(why, size, "cannot write %s", path);
+    return -1;
+  }
+  return 0;
+}
+
+/* The bridges of adopted spare (s), from its file. */
+static void vifs_read(xvm *s) {
+  char path[PATH_MAX], line[64], bridge[16];
+  if (bridges_path(s, path, sizeof(path)) < 0)
+    return;
+  FILE *f = fopen(path, "re");
+  unsigned i;
+  while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+    if (sscanf(line, "%u %15s", &i, bridge) == 2 && i < XL_NET_MAX)
+      snprintf(s->vif_bridge[i], sizeof(s->vif_bridge[i]), "%s", bridge);
+  if (f != NULL)
+    fclose(f);
+}
+
+/* Put the vifs of taken spare (s) back on their bridges: 0, or -1 with
+ * (why). */
+static int vifs_join(xvm *s, char *why, size_t size) {
+  for (unsigned i = 0; i < XL_NET_MAX; i++)
+    if (s->vif_bridge[i][0] != '\0' && vif_port(s, i, true, why, size) < 0)
+      return -1;
+  return 0;
 }
 
 /* ---- filling ------------------------------------------------------------- */
@@ -131,8 +231,11 @@ static void spare_discard(xvm *s) {
   for (unsigned i = 0; i < XL_POOL_MAX; i++)
     if (x->spares[i] == s)
       x->spares[i] = NULL;
-  if (s->spare == XSPARE_READY)
+  if (s->spare == XSPARE_READY) {
     ready_file_remove(s);
+  } else {
+    bridges_file_remove(s); /* written when its domain was created */
+  }
   jitsu_spare_end(&s->acct);
   xl_spare_drop(s);
 }
@@ -244,6 +347,13 @@ void xl_pool_spare_created(xvm *s, int rc) {
   xl_went_live(s);
   jitsu_vm_log(s->vm, JITSU_LOG_DEBUG, "pool: %s is domain %u", s->tag,
                s->domid);
+  char why[200];
+  if (vifs_leave(s, why, sizeof(why)) < 0) {
+    snprintf(s->exit_how, sizeof(s->exit_how), "%s", why);
+    jitsu_vm_log(s->vm, JITSU_LOG_WARNING, "pool: %s: %s", s->tag, why);
+    xl_destroy_domain(s); /* its death replaces it */
+    return;
+  }
   xl_readiness_begin(s);
 }
 
@@ -351,7 +461,17 @@ int xl_pool_take(xvm *x) {
     return 0;
   }
   xvm *s = x->spares[slot];
-  char from[300];
+  char from[300], why[200];
+  if (vifs_join(s, why, sizeof(why)) < 0) {
+    jitsu_vm_log(x->vm, JITSU_LOG_WARNING,
+                 "pool: cannot take %s: %s: a cold "
+                 "start",
+                 s->tag, why);
+    spare_discard(s);
+    x->pool_fails++;
+    fill_later(x);
+    return 0;
+  }
   xl_domain_name(s, from, sizeof(from));
   /* Without its ready file no controller after us takes it for a spare,
    * whatever happens next: a guest is handed out once. */
@@ -429,6 +549,7 @@ static const char *adopt_one(xvm *x, xvm *s, unsigned slot, uint32_t domid,
   s->domid = domid;
   s->spare = XSPARE_READY;
   s->acct.memory = memory;
+  vifs_read(s);
   x->spares[slot] = s;
   xl_went_live(s);
   return NULL;

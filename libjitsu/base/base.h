@@ -172,6 +172,12 @@ JITSU__API int jitsu__pidfd_open(pid_t pid);
  * watch without a pidfd: our child that exited (not reaped here), or a
  * process that is gone, a zombie, or another one under a reused pid. */
 JITSU__API bool jitsu__pid_ended(pid_t pid, unsigned long long starttime);
+/* Put the network interface (ifname) on the Linux bridge (bridge) (join)
+ * or take it off (!join), in the calling thread's network namespace; no
+ * allocation (a child between fork and exec may call it). 0, or the errno
+ * with (*what) saying which step failed. */
+JITSU__API int jitsu__bridge_port(const char *bridge, const char *ifname,
+                                  bool join, const char **what);
 /* Read the start time and state letter of (pid) from /proc; 0 or -errno. */
 JITSU__API int jitsu__proc_stat(pid_t pid, unsigned long long *starttime,
                                 char *state);

@@ -2,6 +2,8 @@
 #include "base.h"
 
 #include <arpa/inet.h>
+#include <linux/if.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include <limits.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
+#include <sys/ioctl.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -332,6 +335,36 @@ int jitsu_sd_notify(const char *state) {
 
 int jitsu__pidfd_open(pid_t pid) {
   return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int jitsu__bridge_port(const char *bridge, const char *ifname, bool join,
+                       const char **what) {
+  struct ifreq idx, br;
+  memset(&idx, 0, sizeof(idx));
+  memset(&br, 0, sizeof(br));
+  *what = "interface name too long";
+  if (strlen(ifname) >= sizeof(idx.ifr_name) ||
+      strlen(bridge) >= sizeof(br.ifr_name))
+    return ENAMETOOLONG;
+  memcpy(idx.ifr_name, ifname, strlen(ifname));
+  memcpy(br.ifr_name, bridge, strlen(bridge));
+  *what = "socket";
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0)
+    return errno;
+  int e = 0;
+  *what = "cannot find the interface";
+  if (ioctl(s, SIOCGIFINDEX, &idx) < 0) {
+    e = errno;
+  } else {
+    br.ifr_ifindex = idx.ifr_ifindex;
+    *what =
+        join ? "cannot add it to the bridge" : "cannot take it off the bridge";
+    if (ioctl(s, join ? SIOCBRADDIF : SIOCBRDELIF, &br) < 0)
+      e = errno;
+  }
+  close(s);
+  return e;
 }
 
 bool jitsu__pid_ended(pid_t pid, unsigned long long starttime) {

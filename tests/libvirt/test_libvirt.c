@@ -35,6 +35,9 @@ static daemon_t hosts[2] = {{.addr = "127.0.0.1"}, {.addr = "127.0.0.2"}};
 static char top[256];
 static int port;
 static const char *kernel, *initrd;
+/* This program, for a controller in a child (under memcheck, exec of
+ * /proc/self/exe would start valgrind's tool itself). */
+static char self[4096];
 
 static const char *env(const char *name) {
   const char *v = getenv(name);
@@ -516,8 +519,7 @@ static void leave_spares(fixture *f, const char *conf, char *names,
   if (child == 0) {
     char sd[400];
     snprintf(sd, sizeof(sd), "%s/child-state", f->dir);
-    execl("/proc/self/exe", "test_libvirt", "--controller", conf, sd,
-          (char *)NULL);
+    execl(self, "test_libvirt", "--controller", conf, sd, (char *)NULL);
     _exit(127);
   }
   assert_true(child > 0);
@@ -711,6 +713,12 @@ int main(int argc, char **argv) {
             "(apt-get install libvirt-daemon libvirt-daemon-driver-qemu)\n");
     return 77;
   }
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) {
+    fprintf(stderr, "cannot read /proc/self/exe: %s\n", strerror(errno));
+    return 1;
+  }
+  self[n] = '\0';
   kernel = env("JITSU_LINUX_KERNEL");
   initrd = env("JITSU_LINUX_INITRD");
   if (kernel == NULL || initrd == NULL || env("JITSU_VDAEMON") == NULL) {

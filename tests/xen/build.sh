@@ -114,7 +114,8 @@ copy_libs $d $d/usr/lib/xen-$xenv/bin/* $d/usr/bin/xenstore
 cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 $d/lib/x86_64-linux-gnu/
 for m in drivers/xen/xen-evtchn drivers/xen/xen-gntdev drivers/xen/xen-gntalloc \
          drivers/xen/xen-privcmd drivers/xen/xenfs/xenfs \
-         drivers/net/xen-netback/xen-netback; do
+         drivers/net/xen-netback/xen-netback net/llc/llc net/802/stp \
+         net/bridge/bridge; do
   cp "$mods/$m.ko" $d/lib/modules/
 done
 cp guest-vmlinux $d/guest/vmlinux

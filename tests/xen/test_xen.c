@@ -778,7 +778,28 @@ static bool ticking(fixture *f, jitsu_vm *vm) {
 }
 
 #define POOL_GUEST(mem)                                                        \
-  GUEST_MEM("p", mem, "ready-key = data/jitsu-ready\npool = 2\n")
+  GUEST_MEM("p", mem,                                                          \
+            "ready-key = data/jitsu-ready\npool = 2\n"                         \
+            "vif = bridge=jbr0,script=/jitsu/vif-bridge\n")
+
+/* The ports of the pool's bridge jbr0, in (out): "vif5.0 " and so on. */
+static void bridge_ports(char *out, size_t size) {
+  command_output("ls /sys/class/net/jbr0/brif | tr '\\n' ' '", out, size);
+}
+
+/* Whether the ports of jbr0 are the vif of domain (domid) alone. */
+static bool only_port_of(int domid) {
+  char ports[256], want[32];
+  bridge_ports(ports, sizeof(ports));
+  snprintf(want, sizeof(want), "vif%d.0 ", domid);
+  fprintf(stderr, "jbr0's ports: '%s'\n", ports);
+  return strcmp(ports, want) == 0;
+}
+
+/* The MAC of domain (domid)'s vif 0, from its backend in XenStore. */
+static char *vif_mac(int domid) {
+  return xs_get("/local/domain/0/backend/vif/%d/0/mac", domid);
+}
 
 /* A controller in a child process: it fills the pool of 2 and says so on
  * (fd), then waits to be killed. */
@@ -807,6 +828,9 @@ static void pool_child(fixture *f, int fd) {
 static void test_pool(void **state) {
   fixture *f = *state;
   alarm(900);
+  /* The pool's vifs are bridged: a spare's vif stays off the bridge until
+   * the spare is taken. */
+  assert_int_equal(system("brctl addbr jbr0 && ip link set jbr0 up"), 0);
   char text[1200];
   snprintf(text, sizeof(text),
            GUEST("q", "ready-key = data/jitsu-ready\npool = 1\n"
@@ -828,6 +852,17 @@ static void test_pool(void **state) {
   assert_true(xl_paused("p.spare1") && xl_paused("p.spare2"));
   assert_true(ready_file(f, "p.spare1") && ready_file(f, "p.spare2"));
   assert_true(domid_of("p") < 0);
+  char ports[256];
+  bridge_ports(ports, sizeof(ports));
+  assert_string_equal(ports, ""); /* both spares' vifs are off jbr0 */
+  char *m1 = vif_mac(s1), *m2 = vif_mac(s2);
+  assert_non_null(m1);
+  assert_non_null(m2);
+  fprintf(stderr, "spares' MACs: %s, %s\n", m1, m2);
+  assert_string_equal(m1, m2); /* the vm's, made from its name */
+  assert_true(strncmp(m1, "00:16:3e:", 9) == 0);
+  free(m1);
+  free(m2);
   size_t spares, filling;
   uint64_t memory;
   jitsu_vm_spares(vm, &spares, &filling, &memory);
@@ -840,6 +875,7 @@ static void test_pool(void **state) {
           (double)(uv_hrtime() - t0) / 1e6);
   int id = domid_of("p");
   assert_true(id == s1 || id == s2);
+  assert_true(only_port_of(id)); /* the taken spare's vif joined jbr0 */
   const char *taken = id == s1 ? "p.spare1" : "p.spare2";
   assert_int_not_equal(domid_of(taken), id); /* (it may be refilling) */
   assert_false(ready_file(f, taken));
@@ -852,6 +888,7 @@ static void test_pool(void **state) {
   assert_true(wait_spares(f, vm, 2, 240000));
   int s3 = domid_of(taken);
   assert_true(s3 > 0 && s3 != s1 && s3 != s2);
+  assert_true(only_port_of(id)); /* the refilled spare's vif is off it */
 
   /* A spare destroyed from outside is replaced. */
   int other = domid_of("p.spare1") == s3 ? domid_of("p.spare2") : s3;
@@ -904,6 +941,7 @@ static void test_pool(void **state) {
   summon_ok(f, "p", 60000);
   id = domid_of("p");
   assert_true(id == k1 || id == k2);
+  assert_true(only_port_of(id)); /* its bridge, from the spare's file */
   assert_true(ticking(f, vm));
   stop_ok(f, vm, JITSU_STOP_DESTROY);
   assert_true(wait_spares(f, vm, 2, 240000));
@@ -923,6 +961,8 @@ static void test_pool(void **state) {
   char mib[32];
   xl_column("p.spare1", 3, mib, sizeof(mib));
   assert_int_equal(atoi(mib), 160);
+  bridge_ports(ports, sizeof(ports));
+  assert_string_equal(ports, "");
 }
 
 /* A test that hangs inside dom0 cannot be looked at with a debugger:
