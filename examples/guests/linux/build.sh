@@ -1,15 +1,17 @@
 #!/bin/sh
 # Build the small Linux guest of the examples and tests from Debian
 # packages only: the cloud kernel as a PVH ELF (vmlinux) and a busybox
-# initramfs (initrd.cpio.gz) whose /init serves HTTP on port 80 and prints
-# JITSU_READY on the serial console. Nothing is installed: the packages are
-# fetched with apt-get download and unpacked with dpkg -x.
+# initramfs (initrd.cpio.gz) whose /init serves HTTP on port 80 (httpd.c,
+# built here, static) and prints JITSU_READY on the serial console. Nothing
+# is installed: the packages are fetched with apt-get download and
+# unpacked with dpkg -x.
 #
 #   examples/guests/linux/build.sh [OUTDIR]
 #
 # OUTDIR defaults to $JITSU_GUEST_CACHE, else ~/.cache/jitsu/guests/linux.
 # A build is cached per kernel version: a second run prints the paths and
-# does nothing else. Needs: apt-get, dpkg, lz4, cpio, gzip, busybox-static.
+# does nothing else. Needs: apt-get, dpkg, lz4, cpio, gzip, busybox-static,
+# a C compiler and libc6-dev (a static httpd).
 # Prints "KERNEL INITRD" on its last line. OUTDIR/vmlinux and
 # OUTDIR/initrd.cpio.gz always name the newest build (the examples use
 # them: the kernel's version changes with Debian's updates).
@@ -35,7 +37,8 @@ if [ -z "$kv" ]; then
 fi
 kernel=$out/vmlinux-$kv
 initrd=$out/initrd-$kv.cpio.gz
-stamp=$(cat "$here/init" "$0" | md5sum | cut -c1-12)
+stamp=$(cat "$here/init" "$here/httpd.c" "$here/request.c" "$here/request.h" "$0" |
+  md5sum | cut -c1-12)
 # The stable names, replaced at once (a symlink renamed over the old).
 stable() {
   ln -sfn "vmlinux-$kv" "$out/vmlinux.tmp" && mv -T "$out/vmlinux.tmp" "$out/vmlinux"
@@ -47,11 +50,10 @@ if [ -s "$kernel" ] && [ -s "$initrd" ] && [ "$(cat "$out/stamp-$kv" 2>/dev/null
   echo "$kernel $initrd"
   exit 0
 fi
-for tool in lz4 cpio gzip dpkg apt-get; do
+for tool in lz4 cpio gzip dpkg apt-get cc; do
   command -v $tool >/dev/null || { echo "build.sh: $tool is missing" >&2; exit 1; }
 done
 [ -x /bin/busybox ] || { echo "build.sh: /bin/busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
-/bin/busybox --list | grep -x httpd >/dev/null || { echo "build.sh: /bin/busybox has no httpd (install busybox-static)" >&2; exit 1; }
 
 work=$(mktemp -d "$out/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
@@ -73,9 +75,12 @@ readelf -n vmlinux 2>/dev/null | grep 0x00000012 >/dev/null || \
 root=initramfs
 mkdir -p $root/bin $root/dev $root/proc $root/sys $root/www $root/lib/modules $root/etc/acpi
 cp /bin/busybox $root/bin/
-for a in sh mount insmod ip usleep sleep httpd arping acpid poweroff; do
+for a in sh mount insmod ip usleep sleep arping acpid poweroff; do
   ln -s busybox $root/bin/$a
 done
+# The HTTP server: one process (busybox httpd forks for each request).
+cc -O2 -static -o $root/bin/guest-httpd "$here/httpd.c" "$here/request.c" ||
+  { echo "build.sh: cannot build httpd.c (apt-get install gcc libc6-dev)" >&2; exit 1; }
 mods=pkg/lib/modules/$kv/kernel
 for m in drivers/virtio/virtio drivers/virtio/virtio_ring drivers/virtio/virtio_mmio \
          drivers/virtio/virtio_pci drivers/virtio/virtio_pci_legacy_dev \
