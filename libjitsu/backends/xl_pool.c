@@ -463,10 +463,8 @@ int xl_pool_take(xvm *x) {
   xvm *s = x->spares[slot];
   char from[300], why[200];
   if (vifs_join(s, why, sizeof(why)) < 0) {
-    jitsu_vm_log(x->vm, JITSU_LOG_WARNING,
-                 "pool: cannot take %s: %s: a cold "
-                 "start",
-                 s->tag, why);
+    jitsu_vm_log(x->vm, JITSU_LOG_WARNING, "pool: cannot take %s: %s: %s",
+                 s->tag, why, "a cold start");
     spare_discard(s);
     x->pool_fails++;
     fill_later(x);
