@@ -94,7 +94,7 @@ test)
   meson test -C build --print-errorlogs
   # memcheck sees what ASan cannot: bad reads inside Debian's libuv.
   meson test -C build --setup valgrind --suite unit --suite integration \
-    --suite qemu --print-errorlogs
+    --suite qemu --suite libvirt --print-errorlogs
   configure build-asan -Db_sanitize=address,undefined -Db_lundef=false
   meson test -C build-asan --print-errorlogs
   CC=clang configure build-fuzz -Dfuzz=enabled -Dtests=disabled \
