@@ -165,6 +165,18 @@ static int from_file(lvvm *v, jitsu_vm *vm, const char *path,
   return r;
 }
 
+/* Whether (text) can go into the domain XML: UTF-8 without the control
+ * characters XML 1.0 forbids (libxml2 would write it, and no parser,
+ * libvirtd's included, would read it back). */
+static bool xml_text_ok(const char *text) {
+  if (text == NULL)
+    return true;
+  for (const unsigned char *c = (const unsigned char *)text; *c; c++)
+    if (*c < 0x20 && *c != '\t' && *c != '\n' && *c != '\r')
+      return false;
+  return xmlCheckUTF8((const unsigned char *)text) != 0;
+}
+
 static int from_keys(lvvm *v, jitsu_vm *vm, jitsu_error *err) {
   const char *type = jitsu_vm_param(vm, "type", 0);
   const char *kernel = jitsu_vm_param(vm, "kernel", 0);
@@ -173,6 +185,14 @@ static int from_keys(lvvm *v, jitsu_vm *vm, jitsu_error *err) {
   const char *machine = jitsu_vm_param(vm, "machine", 0);
   const char *net = jitsu_vm_param(vm, "network", 0);
   const char *val;
+  static const char *const text_keys[] = {"kernel", "initrd", "cmdline",
+                                          "machine", "network"};
+  for (size_t i = 0; i < sizeof(text_keys) / sizeof(text_keys[0]); i++)
+    if (!xml_text_ok(jitsu_vm_param(vm, text_keys[i], 0)))
+      return jitsu_error_set(err, -EINVAL, text_keys[i],
+                             "%s: not UTF-8 text (it goes into the domain "
+                             "XML)",
+                             text_keys[i]);
   if (type == NULL)
     type = "kvm";
   if (strcmp(type, "kvm") != 0 && strcmp(type, "qemu") != 0)

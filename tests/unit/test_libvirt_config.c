@@ -29,6 +29,14 @@ static void test_bad_keys(void **state) {
   config_fails(f, VM HOST "kernel = /k\ninitrd = i.gz\n", "absolute path");
   config_fails(f, VM HOST "kernel = /k\ntype = xen\n", "kvm or qemu");
   config_fails(f, VM HOST "kernel = /k\nmachine = microvm\n", "machine");
+  /* Bytes that are not UTF-8 text would make a domain XML no parser reads
+   * (found by the libvirt_args fuzz target). */
+  config_fails(f, VM HOST "kernel = /k\nnetwork = network:u\xf7\xff\n",
+               "network: not UTF-8 text");
+  config_fails(f, VM HOST "kernel = /k\nmachine = pc-\xff\n",
+               "machine: not UTF-8 text");
+  config_fails(f, VM HOST "kernel = /k\ncmdline = a\x01b\n",
+               "cmdline: not UTF-8 text");
   config_fails(f, VM HOST "kernel = /k\nmemory = 1500K\n", "memory");
   config_fails(f, VM HOST "kernel = /k\nvcpus = 0\n", "vcpus");
   config_fails(f, VM HOST "kernel = /k\nnetwork = tap\n", "network: expected");
