@@ -265,10 +265,7 @@ static void describe_exit(const siginfo_t *si, bool stopping, char *buf,
 
 /* Whether the guest has gone; (si) has its status when it was our child. */
 static bool guest_gone(proc *p, siginfo_t *si, bool *ours) {
-  memset(si, 0, sizeof(*si));
-  int r = p->pidfd >= 0
-              ? waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, si, WEXITED | WNOHANG)
-              : waitid(P_PID, (id_t)p->pid, si, WEXITED | WNOHANG);
+  int r = jitsu__reap(p->pid, p->pidfd, si);
   *ours = r == 0;
   if (r == 0)
     return si->si_pid != 0;

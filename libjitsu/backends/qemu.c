@@ -348,7 +348,6 @@ static void quit_then_kill(qvm *q) {
 
 static void describe_exit(qvm *q, char *how, size_t size, int *clean) {
   siginfo_t si;
-  memset(&si, 0, sizeof(si));
   char msg[200];
   qemu_last_message(q, msg, sizeof(msg));
   bool stopping = q->op == QOP_STOP || q->op == QOP_SUSPEND_DISK;
@@ -356,10 +355,7 @@ static void describe_exit(qvm *q, char *how, size_t size, int *clean) {
   bool guest_off = strcmp(sr, "guest-shutdown") == 0;
   /* Reap it if it is our child: spawned here, or adopted by a context of
    * this same process (waitid fails with ECHILD otherwise). */
-  int r = q->pidfd >= 0 ? waitid((idtype_t)P_PIDFD, (id_t)q->pidfd, &si,
-                                 WEXITED | WNOHANG)
-                        : waitid(P_PID, (id_t)q->pid, &si, WEXITED | WNOHANG);
-  if (r == 0 && si.si_pid != 0) {
+  if (jitsu__reap(q->pid, q->pidfd, &si) == 0 && si.si_pid != 0) {
     if (si.si_code == CLD_EXITED && si.si_status == 0) {
       if (guest_off)
         snprintf(how, size, "the guest powered off");

@@ -83,36 +83,30 @@ static char *spare_fingerprint(xvm *s) {
   return fp;
 }
 
-static int ready_path(xvm *s, char *out, size_t size) {
+/* The path of spare (s)'s file "<vm>.spareN.(what)": "ready" (what it was
+ * made from) or "bridges" (its vifs' bridges). */
+static int spare_path(xvm *s, const char *what, char *out, size_t size) {
   char suffix[32];
-  snprintf(suffix, sizeof(suffix), "%s.ready", s->tag);
+  snprintf(suffix, sizeof(suffix), "%s.%s", s->tag, what);
   return xl_path(s, suffix, out, size);
 }
 
 /* Best effort: without the file a later controller ends the spare. */
 static void ready_file_put(xvm *s) {
   char path[PATH_MAX];
-  if (ready_path(s, path, sizeof(path)) == 0)
+  if (spare_path(s, "ready", path, sizeof(path)) == 0)
     (void)jitsu__file_put(path, s->fp);
 }
 
-static int bridges_path(xvm *s, char *out, size_t size) {
-  char suffix[32];
-  snprintf(suffix, sizeof(suffix), "%s.bridges", s->tag);
-  return xl_path(s, suffix, out, size);
-}
-
-static void bridges_file_remove(xvm *s) {
+static void spare_file_remove(xvm *s, const char *what) {
   char path[PATH_MAX];
-  if (bridges_path(s, path, sizeof(path)) == 0)
+  if (spare_path(s, what, path, sizeof(path)) == 0)
     unlink(path);
 }
 
 static void ready_file_remove(xvm *s) {
-  char path[PATH_MAX];
-  if (ready_path(s, path, sizeof(path)) == 0)
-    unlink(path);
-  bridges_file_remove(s);
+  spare_file_remove(s, "ready");
+  spare_file_remove(s, "bridges");
 }
 
 /* ---- a spare's vifs off their bridges ------------------------------------ */
@@ -171,7 +165,7 @@ static int vifs_leave(xvm *s, char *why, size_t size) {
     len += (size_t)snprintf(text + len, sizeof(text) - len, "%u %s\n", i,
                             s->vif_bridge[i]);
   }
-  if (len > 0 && (bridges_path(s, path, sizeof(path)) < 0 ||
+  if (len > 0 && (spare_path(s, "bridges", path, sizeof(path)) < 0 ||
                   !jitsu__file_put(path, text))) {
     snprintf(why, size, "cannot write %s", path);
     return -1;
@@ -182,7 +176,7 @@ static int vifs_leave(xvm *s, char *why, size_t size) {
 /* The bridges of adopted spare (s), from its file. */
 static void vifs_read(xvm *s) {
   char path[PATH_MAX], line[64], bridge[16];
-  if (bridges_path(s, path, sizeof(path)) < 0)
+  if (spare_path(s, "bridges", path, sizeof(path)) < 0)
     return;
   FILE *f = fopen(path, "re");
   unsigned i;
@@ -234,7 +228,7 @@ static void spare_discard(xvm *s) {
   if (s->spare == XSPARE_READY) {
     ready_file_remove(s);
   } else {
-    bridges_file_remove(s); /* written when its domain was created */
+    spare_file_remove(s, "bridges"); /* written when its domain was made */
   }
   jitsu_spare_end(&s->acct);
   xl_spare_drop(s);
@@ -537,7 +531,7 @@ static const char *adopt_one(xvm *x, xvm *s, unsigned slot, uint32_t domid,
     why = "the pool is smaller now";
   else if (!paused)
     why = "it is not paused at its ready point";
-  else if (s->fp == NULL || ready_path(s, path, sizeof(path)) < 0 ||
+  else if (s->fp == NULL || spare_path(s, "ready", path, sizeof(path)) < 0 ||
            !jitsu__file_holds(path, s->fp))
     why = "it was not made ready for this definition";
   else if (jitsu_spare_adopt(x->vm, &s->acct, spare_reclaim) < 0)

@@ -8,6 +8,7 @@
 
 #include <jitsu/jitsu.h>
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -168,6 +169,10 @@ JITSU__API int jitsu__listen_unix(const char *what, const char *path, int type,
 /* pidfd_open(2); a descriptor or -1 with errno (ENOSYS: a kernel before
  * 5.3, or valgrind before 3.20: callers then watch the pid by polling). */
 JITSU__API int jitsu__pidfd_open(pid_t pid);
+/* waitid(WEXITED | WNOHANG) for our child (pid), through (pidfd) when there
+ * is one (-1: by pid); 0 with (*si) (si_pid 0: still running), or -1 with
+ * errno (ECHILD: not our child). */
+JITSU__API int jitsu__reap(pid_t pid, int pidfd, siginfo_t *si);
 /* Whether the process (pid) that started at (starttime) has ended, for a
  * watch without a pidfd: our child that exited (not reaped here), or a
  * process that is gone, a zombie, or another one under a reused pid. */

@@ -367,6 +367,13 @@ int jitsu__bridge_port(const char *bridge, const char *ifname, bool join,
   return e;
 }
 
+int jitsu__reap(pid_t pid, int pidfd, siginfo_t *si) {
+  memset(si, 0, sizeof(*si));
+  return pidfd >= 0
+             ? waitid((idtype_t)P_PIDFD, (id_t)pidfd, si, WEXITED | WNOHANG)
+             : waitid(P_PID, (id_t)pid, si, WEXITED | WNOHANG);
+}
+
 bool jitsu__pid_ended(pid_t pid, unsigned long long starttime) {
   siginfo_t si;
   memset(&si, 0, sizeof(si));
