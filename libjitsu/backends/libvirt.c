@@ -188,6 +188,18 @@ static virDomainPtr lookup(vjob *vj, virConnectPtr *conn) {
   return d;
 }
 
+void lv_on_domain(lvjob *j, void (*fn)(vjob *vj, virDomainPtr d)) {
+  vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);
+  virConnectPtr c;
+  virDomainPtr d = lookup(vj, &c);
+  if (d != NULL) {
+    fn(vj, d);
+    virDomainFree(d);
+  }
+  if (c != NULL)
+    virConnectClose(c);
+}
+
 /* A job of one call on the vm's domain: (call) returns < 0 on failure. */
 #define DOMAIN_JOB(fn, call)                                                   \
   void fn(lvjob *j) {                                                          \

@@ -157,7 +157,8 @@ struct lvvm {
 /* A spare domain of a vm's pool. */
 typedef enum lvspare_state {
   LSP_FILLING, /* created (or being created), booting to its marker */
-  LSP_PAUSING, /* marker seen, being paused */
+  LSP_WARMING, /* marker seen, answering checks through its own forward */
+  LSP_PAUSING, /* being paused */
   LSP_READY,   /* paused at its ready point: a start may take it */
 } lvspare_state;
 
@@ -173,7 +174,13 @@ struct lvspare {
   virStreamPtr console;
   char line[256];
   size_t line_len;
-  unsigned pending; /* its jobs in flight */
+  /* Warming up (libvirt_pool.c): the vm's check through a forward of its
+   * own, on (warm_addr), before the pause. */
+  struct sockaddr_in warm_addr;
+  char warm_rule[64]; /* "tcp:ADDR:PORT" while it has that forward */
+  jitsu_probe *probe;
+  unsigned warmed;  /* answers it gave */
+  unsigned pending; /* its jobs and its probe in flight */
   bool gone;        /* let go of: freed when its jobs end */
 };
 
@@ -211,7 +218,10 @@ struct vjob {
   virStreamPtr stream;
   char notes[1536];
   /* a spare's pause: its metadata once paused */
-  char meta[128];
+  char meta[160];
+  /* a monitor command (HMP) for the spare: its warm-up forward's add, or
+   * its removal before the pause */
+  char hmp[192];
   /* a take: the forwards to add */
   const char (*fwd)[96];
   size_t n_fwd;
@@ -229,6 +239,7 @@ struct vjob {
     bool ready; /* which says it was paused at its marker */
     bool taken; /* which says a start took it */
     char fp[24];
+    unsigned warmed; /* the answers it gave before its pause */
   } spares[LV_SPARE_NAMES * LV_HOSTS_MAX];
   size_t n_spares;
 };
@@ -238,6 +249,9 @@ int lv_hosts_get(lvvm *v);
 
 vjob *lv_vjob_new(lvvm *v, void (*run)(lvjob *), void (*then)(vjob *));
 int lv_vjob_submit(lvhost *h, vjob *vj);
+/* On a worker: (fn) on the domain vj->name of (j) (a vjob's), if the host
+ * has it (otherwise j->rc says why: -ENOENT when it has no such domain). */
+void lv_on_domain(lvjob *j, void (*fn)(vjob *vj, virDomainPtr d));
 /* Jobs: create on the first candidate that takes it (run_start); destroy
  * the domain named vj->name. */
 void lv_run_start(lvjob *j);

@@ -2,7 +2,9 @@
  * Pools of spare domains for the libvirt backend (pool = N): each spare
  * is a transient domain of the vm's XML named "<vm>.spareK", created on
  * the vm's hosts as a start would place it, booted to the guest's console
- * marker and paused (virDomainSuspend). A start takes a ready spare: our
+ * marker, warmed up (the vm's readiness check answered through a forward
+ * of its own, as the qemu backend's spares are) and paused
+ * (virDomainSuspend). A start takes a ready spare: our
  * metadata on the domain is set to "taken" (from then on no controller
  * hands it out again), the vm's host forwards are added through QEMU's
  * monitor (a spare has none: two spares cannot hold one host port), and
@@ -17,13 +19,16 @@
 
 #include <libvirt/libvirt-qemu.h>
 #include <libvirt/virterror.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define POOL_BACKOFF_MS 500 /* after a spare failed, doubling */
 #define POOL_BACKOFF_MAX_MS 60000
-#define POOL_ROOM_MS 1000 /* max-live or max-starting left no room: again */
+#define POOL_ROOM_MS 1000   /* max-live or max-starting left no room: again */
+#define POOL_WARM_ROUNDS 10 /* answers through the warm-up forward */
+#define POOL_WARM_MS 30000  /* for each */
 
 int lv_pool_configure(lvvm *v, jitsu_vm *vm, jitsu_error *err) {
   if (jitsu__parse_pool(jitsu_vm_param(vm, "pool", 0), LV_POOL_MAX, &v->pool,
@@ -59,6 +64,29 @@ static void fingerprint(const lvvm *v, char *out, size_t size) {
   snprintf(out, size, "%016llx", (unsigned long long)h);
 }
 
+/* On a worker: the monitor command (cmd) (HMP) on domain (d), whose
+ * answer is nothing or begins with (ok) when it worked (HMP answers a
+ * failure in words); 0, or -1 with (j)'s error saying (what) failed. */
+static int hmp_run(lvjob *j, virDomainPtr d, const char *cmd, const char *ok,
+                   const char *what) {
+  char *reply = NULL;
+  if (virDomainQemuMonitorCommand(d, cmd, &reply,
+                                  VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP) < 0) {
+    lv_fail(j, what);
+    return -1;
+  }
+  int r = 0;
+  if (reply != NULL && reply[strspn(reply, " \r\n")] != '\0' &&
+      (ok == NULL || strncmp(reply, ok, strlen(ok)) != 0)) {
+    reply[strcspn(reply, "\r\n")] = '\0';
+    j->rc = -EIO;
+    snprintf(j->err, sizeof(j->err), "%s: %s", what, reply);
+    r = -1;
+  }
+  free(reply);
+  return r;
+}
+
 /* ---- letting spares go --------------------------------------------------- */
 
 static void fill_one(lvvm *v);
@@ -86,6 +114,15 @@ static void spare_free_if_done(lvspare *sp) {
     free(sp->xml);
     free(sp);
   }
+}
+
+/* Whether (sp) was let go of while a job or probe of it ran: then it is
+ * freed if that was the last. */
+static bool spare_went(lvspare *sp) {
+  if (!sp->gone)
+    return false;
+  spare_free_if_done(sp);
+  return true;
 }
 
 static void spare_destroyed(vjob *vj) {
@@ -118,6 +155,8 @@ static void spare_let_go(lvspare *sp) {
   lvvm *v = sp->of;
   jitsu_spare_end(&sp->acct);
   sp->gone = true;
+  if (sp->probe != NULL)
+    jitsu_probe_cancel(sp->probe); /* its callback lets go of (sp) */
   if (sp->console != NULL) {
     lv_stream_release(sp->on, sp->console);
     sp->console = NULL;
@@ -165,10 +204,8 @@ static void spare_failed(lvspare *sp, const char *what, const char *why) {
 
 static void spare_paused(vjob *vj) {
   lvspare *sp = vj->sp;
-  if (sp->gone) {
-    spare_free_if_done(sp);
+  if (spare_went(sp))
     return;
-  }
   lvvm *v = sp->of;
   if (vj->j.rc < 0) {
     spare_failed(sp, "cannot pause its domain", vj->j.err);
@@ -178,16 +215,34 @@ static void spare_paused(vjob *vj) {
   v->pool_fails = 0;
   jitsu_spare_filled(&sp->acct);
   sp->acct.memory = v->memory_kib * 1024;
-  jitsu_vm_log(v->vm, JITSU_LOG_INFO, "pool: %s ready (paused on %s)", sp->name,
-               sp->on->uri);
+  if (sp->warmed > 0)
+    jitsu_vm_log(v->vm, JITSU_LOG_INFO,
+                 "pool: %s ready (paused on %s, warmed up by %u answers)",
+                 sp->name, sp->on->uri, sp->warmed);
+  else
+    jitsu_vm_log(v->vm, JITSU_LOG_INFO, "pool: %s ready (paused on %s)",
+                 sp->name, sp->on->uri);
   lv_pool_fill(v); /* the next one */
 }
 
-/* On a worker: close the spare's console, pause it, and mark it ready in
- * its metadata (a spare is made "filling": one left paused before its
- * guest ran, in the create's own paused start, is not taken for ready by
- * a later controller). A spare reported paused has no console stream
- * left open in the daemon. */
+/* On a worker: close the spare's console, remove its warm-up forward (if
+ * it has one), pause it, and mark it ready in its metadata (a spare is
+ * made "filling": one left paused before its guest ran, in the create's
+ * own paused start, is not taken for ready by a later controller). A
+ * spare reported paused has no console stream left open in the daemon. */
+static void spare_pause_on(vjob *vj, virDomainPtr d) {
+  lvjob *j = &vj->j;
+  if (vj->hmp[0] != '\0' && hmp_run(j, d, vj->hmp, "host forwarding rule for ",
+                                    "cannot remove its warm-up forward") < 0)
+    return;
+  if (virDomainSuspend(d) < 0)
+    lv_fail(j, NULL);
+  else if (virDomainSetMetadata(d, VIR_DOMAIN_METADATA_ELEMENT, vj->meta,
+                                "jitsu", LV_POOL_NS,
+                                VIR_DOMAIN_AFFECT_LIVE) < 0)
+    lv_fail(j, "cannot mark it ready");
+}
+
 static void run_spare_pause(lvjob *j) {
   vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);
   if (vj->stream != NULL) {
@@ -196,23 +251,11 @@ static void run_spare_pause(lvjob *j) {
     virStreamFree(vj->stream);
     vj->stream = NULL;
   }
-  virConnectPtr c = lv_conn(j);
-  virDomainPtr d = c ? virDomainLookupByName(c, vj->name) : NULL;
-  if (c != NULL && d == NULL)
-    lv_fail(j, NULL);
-  else if (d != NULL && virDomainSuspend(d) < 0)
-    lv_fail(j, NULL);
-  else if (d != NULL && virDomainSetMetadata(d, VIR_DOMAIN_METADATA_ELEMENT,
-                                             vj->meta, "jitsu", LV_POOL_NS,
-                                             VIR_DOMAIN_AFFECT_LIVE) < 0)
-    lv_fail(j, "cannot mark it ready");
-  if (d != NULL)
-    virDomainFree(d);
-  if (c != NULL)
-    virConnectClose(c);
+  lv_on_domain(j, spare_pause_on);
 }
 
-/* (sp)'s marker was seen: it waits, paused, from here. */
+/* (sp) is at its ready point, warmed up or not: it waits, paused, from
+ * here (without its warm-up forward). */
 static void spare_pause(lvspare *sp) {
   virStreamPtr st = sp->console;
   sp->console = NULL;
@@ -224,14 +267,133 @@ static void spare_pause(lvspare *sp) {
     vj->sp = sp;
     vj->stream = st;
     snprintf(vj->name, sizeof(vj->name), "%s", sp->name);
-    snprintf(vj->meta, sizeof(vj->meta), "<pool state=\"ready\" fp=\"%s\"/>",
-             sp->fp);
+    snprintf(vj->meta, sizeof(vj->meta),
+             "<pool state=\"ready\" fp=\"%s\" warmed=\"%u\"/>", sp->fp,
+             sp->warmed);
+    if (sp->warm_rule[0] != '\0')
+      snprintf(vj->hmp, sizeof(vj->hmp), "hostfwd_remove jitsunet0 %s",
+               sp->warm_rule);
     if (lv_vjob_submit(sp->on, vj) == 0)
       return;
   }
   if (st != NULL)
     lv_stream_release(sp->on, st);
   spare_failed(sp, "cannot pause its domain", "out of memory");
+}
+
+/* ---- warming a spare up before it is paused ------------------------------
+ * As for the qemu backend's spares: a guest's first answer is its slowest
+ * (its code runs for the first time; under TCG it is translated first),
+ * so a spare whose vm has a tcp or http readiness check, reached through
+ * one of its forward rules, gets a forward of its own after its marker,
+ * on the rule's host address and a port free there; the check runs
+ * through it POOL_WARM_ROUNDS times, then the pause job removes the
+ * forward. A spare that cannot be warmed (its host is not this one: the
+ * address is not ours) or does not answer is paused as it is. */
+
+static void warm_answered(jitsu_probe *p, int status, void *arg);
+
+static void warm_probe(lvspare *sp) {
+  sp->pending++; /* the probe's callback may come after a let-go */
+  if (jitsu_vm_probe(sp->of->vm, (struct sockaddr *)&sp->warm_addr,
+                     POOL_WARM_MS, warm_answered, sp, &sp->probe) < 0) {
+    sp->pending--;
+    spare_pause(sp);
+  }
+}
+
+static void warm_answered(jitsu_probe *p, int status, void *arg) {
+  lvspare *sp = arg;
+  (void)p;
+  sp->probe = NULL;
+  sp->pending--;
+  if (spare_went(sp))
+    return;
+  if (status == 0 && ++sp->warmed < POOL_WARM_ROUNDS) {
+    warm_probe(sp);
+    return;
+  }
+  if (status != 0)
+    jitsu_vm_log(sp->of->vm, JITSU_LOG_WARNING,
+                 "pool: %s did not answer through %s within %d s: paused "
+                 "after %u answers",
+                 sp->name, sp->warm_rule, POOL_WARM_MS / 1000, sp->warmed);
+  spare_pause(sp);
+}
+
+/* On a worker: add the spare's warm-up forward. */
+static void warm_forward_on(vjob *vj, virDomainPtr d) {
+  hmp_run(&vj->j, d, vj->hmp, NULL, "hostfwd_add");
+}
+
+static void run_warm_forward(lvjob *j) {
+  lv_on_domain(j, warm_forward_on);
+}
+
+static void warm_forwarded(vjob *vj) {
+  lvspare *sp = vj->sp;
+  if (spare_went(sp))
+    return;
+  if (vj->j.rc < 0) {
+    jitsu_vm_log(sp->of->vm, JITSU_LOG_WARNING,
+                 "pool: %s: cannot add its warm-up forward (%s): paused "
+                 "without warming up",
+                 sp->name, vj->j.err);
+    sp->warm_rule[0] = '\0';
+    spare_pause(sp);
+    return;
+  }
+  warm_probe(sp);
+}
+
+/* The forward rule of (v) ("tcp:ADDR:HP-:GP") whose host port is (port),
+ * or NULL. */
+static const char *ready_forward(const lvvm *v, unsigned port) {
+  for (size_t i = 0; i < v->n_fwd; i++) {
+    const char *dash = strchr(v->fwd[i], '-');
+    const char *colon =
+        dash ? memrchr(v->fwd[i], ':', (size_t)(dash - v->fwd[i])) : NULL;
+    if (colon != NULL && strtoul(colon + 1, NULL, 10) == port)
+      return v->fwd[i];
+  }
+  return NULL;
+}
+
+/* Begin warming (sp) up: 0, or -1 when it cannot be. */
+static int warm_begin(lvspare *sp) {
+  lvvm *v = sp->of;
+  const char *fw = ready_forward(v, jitsu_vm_ready_port(v->vm));
+  if (fw == NULL)
+    return -1;
+  const char *dash = strchr(fw, '-');
+  const char *colon = memrchr(fw, ':', (size_t)(dash - fw));
+  char addr[INET_ADDRSTRLEN];
+  snprintf(addr, sizeof(addr), "%.*s", (int)(colon - fw - 4), fw + 4);
+  sp->warm_addr = (struct sockaddr_in){.sin_family = AF_INET};
+  if (inet_pton(AF_INET, addr, &sp->warm_addr.sin_addr) != 1 ||
+      jitsu__free_tcp_port(&sp->warm_addr) < 0)
+    return -1; /* not an address of ours: the spare is on another host */
+  vjob *vj = lv_vjob_new(v, run_warm_forward, warm_forwarded);
+  if (vj == NULL)
+    return -1;
+  snprintf(sp->warm_rule, sizeof(sp->warm_rule), "tcp:%s:%u", addr,
+           (unsigned)ntohs(sp->warm_addr.sin_port));
+  vj->sp = sp;
+  snprintf(vj->name, sizeof(vj->name), "%s", sp->name);
+  snprintf(vj->hmp, sizeof(vj->hmp), "hostfwd_add jitsunet0 %s%s",
+           sp->warm_rule, dash);
+  if (lv_vjob_submit(sp->on, vj) < 0) {
+    sp->warm_rule[0] = '\0';
+    return -1;
+  }
+  sp->st = LSP_WARMING;
+  return 0;
+}
+
+/* (sp)'s marker was seen, and its create job reported. */
+static void spare_marked(lvspare *sp) {
+  if (warm_begin(sp) < 0)
+    spare_pause(sp);
 }
 
 /* A line of a spare's console: false once reading must stop. */
@@ -243,7 +405,7 @@ static bool spare_line(void *arg) {
     sp->marker_seen = true;
     return false;
   }
-  spare_pause(sp);
+  spare_marked(sp);
   return false;
 }
 
@@ -283,7 +445,7 @@ static void spare_created(vjob *vj) {
   jitsu_vm_log(v->vm, JITSU_LOG_DEBUG, "pool: %s created on %s", sp->name,
                sp->on->uri);
   if (sp->marker_seen)
-    spare_pause(sp);
+    spare_marked(sp);
 }
 
 /* Whether domain name "<vm>.spareK" is free: no spare of (v) has it, and
@@ -389,45 +551,27 @@ bool lv_pool_event(lvvm *v, lvhost *h, const char *name, int event) {
 
 /* On a worker: mark the spare taken, give it the vm's forwards, let it
  * run. */
-static void run_take(lvjob *j) {
-  vjob *vj = JITSU_CONTAINER_OF(j, vjob, j);
-  virConnectPtr c = lv_conn(j);
-  virDomainPtr d = c ? virDomainLookupByName(c, vj->name) : NULL;
-  if (c != NULL && d == NULL)
-    lv_fail(j, NULL);
-  if (d == NULL)
-    goto out;
+static void take_on(vjob *vj, virDomainPtr d) {
+  lvjob *j = &vj->j;
   if (virDomainSetMetadata(d, VIR_DOMAIN_METADATA_ELEMENT,
                            "<pool state=\"taken\"/>", "jitsu", LV_POOL_NS,
                            VIR_DOMAIN_AFFECT_LIVE) < 0) {
     lv_fail(j, "cannot mark it taken");
-    goto out;
+    return;
   }
   for (size_t i = 0; i < vj->n_fwd; i++) {
-    char cmd[160], *reply = NULL;
+    char cmd[160], what[128];
     snprintf(cmd, sizeof(cmd), "hostfwd_add jitsunet0 %s", vj->fwd[i]);
-    if (virDomainQemuMonitorCommand(d, cmd, &reply,
-                                    VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP) < 0) {
-      lv_fail(j, "cannot add its forwards");
-      goto out;
-    }
-    if (reply != NULL && reply[strspn(reply, " \r\n")] != '\0') {
-      /* HMP answers a failure in words */
-      reply[strcspn(reply, "\r\n")] = '\0';
-      j->rc = -EIO;
-      snprintf(j->err, sizeof(j->err), "forward %s: %s", vj->fwd[i], reply);
-      free(reply);
-      goto out;
-    }
-    free(reply);
+    snprintf(what, sizeof(what), "forward %s", vj->fwd[i]);
+    if (hmp_run(j, d, cmd, NULL, what) < 0)
+      return;
   }
   if (virDomainResume(d) < 0)
     lv_fail(j, "cannot let it run");
-out:
-  if (d != NULL)
-    virDomainFree(d);
-  if (c != NULL)
-    virConnectClose(c);
+}
+
+static void run_take(lvjob *j) {
+  lv_on_domain(j, take_on);
 }
 
 static void taken(vjob *vj) {
@@ -456,13 +600,14 @@ static void taken(vjob *vj) {
   v->saved = false;
   snprintf(v->dom, sizeof(v->dom), "%s", sp->name);
   v->pool_takes++;
-  spare_free_if_done(sp);
   jitsu_vm *vm = v->vm;
   jitsu_vm_log(vm, JITSU_LOG_INFO, "domain %s on %s taken from the pool",
                v->dom, v->on->uri);
-  jitsu_backend_started(vm, 0);
-  if (jitsu_vm_data(vm) == v)
-    jitsu_backend_marker(vm); /* seen before it was paused */
+  jitsu_backend_marker(vm); /* seen before it was paused */
+  if (sp->warmed > 0)
+    jitsu_backend_checked(vm); /* it answered the check before its pause */
+  spare_free_if_done(sp);
+  jitsu_backend_started(vm, 0); /* last: a report may free (v) */
 }
 
 int lv_pool_take(lvvm *v) {
@@ -508,12 +653,15 @@ void lv_pool_drain(lvvm *v) {
 }
 
 void lv_pool_describe(lvvm *v, char *buf, size_t size) {
-  unsigned ready = 0;
+  unsigned ready = 0, warmed = 0;
   for (unsigned i = 0; i < v->pool; i++)
-    ready += v->spares[i] != NULL && v->spares[i]->st == LSP_READY;
+    if (v->spares[i] != NULL && v->spares[i]->st == LSP_READY) {
+      ready++;
+      warmed += v->spares[i]->warmed > 0;
+    }
   if (v->pool > 0)
-    snprintf(buf, size, ", pool %u/%u ready, %llu taken", ready, v->pool,
-             (unsigned long long)v->pool_takes);
+    snprintf(buf, size, ", pool %u/%u ready (%u warmed up), %llu taken", ready,
+             v->pool, warmed, (unsigned long long)v->pool_takes);
 }
 
 /* ---- spares left by a controller before us --------------------------------
@@ -547,6 +695,9 @@ void lv_pool_scan(vjob *vj, size_t i, virConnectPtr c) {
         f->taken = strcmp(state, "taken") == 0;
         f->ready = strcmp(state, "ready") == 0;
         lv_meta_attr(meta, "fp", f->fp, sizeof(f->fp));
+        char warmed[16];
+        lv_meta_attr(meta, "warmed", warmed, sizeof(warmed));
+        f->warmed = (unsigned)strtoul(warmed, NULL, 10);
         free(meta);
       }
       vj->n_spares++;
@@ -594,6 +745,7 @@ void lv_pool_adopt(lvvm *v, vjob *vj, bool late) {
       sp->of = v;
       sp->on = h;
       sp->st = LSP_READY;
+      sp->warmed = f->warmed;
       sp->acct.memory = v->memory_kib * 1024;
       snprintf(sp->name, sizeof(sp->name), "%s", f->name);
       v->spares[slot] = sp;

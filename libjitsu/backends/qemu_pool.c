@@ -396,21 +396,6 @@ static bool forward_guest_side(jitsu_vm *vm, unsigned port, char *out,
   return false;
 }
 
-/* A free loopback TCP port (the kernel's pick; QEMU binds it next). */
-static int free_loopback_port(struct sockaddr_in *sin) {
-  *sin = (struct sockaddr_in){.sin_family = AF_INET};
-  sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(*sin);
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int r = fd < 0 || bind(fd, (struct sockaddr *)sin, sizeof(*sin)) < 0 ||
-                  getsockname(fd, (struct sockaddr *)sin, &len) < 0
-              ? -errno
-              : 0;
-  if (fd >= 0)
-    close(fd);
-  return r;
-}
-
 static void warm_continued(void *arg, json_t *ret, const char *error) {
   qvm *s = arg;
   if (ret == NULL && s->warm != NULL)
@@ -424,8 +409,9 @@ static int warm_begin(qvm *s, bool paused) {
   qwarm *w;
   if (port == 0 || s->net != QNET_USER || (w = calloc(1, sizeof(*w))) == NULL)
     return -1;
+  w->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (!forward_guest_side(s->vm, port, w->guest, sizeof(w->guest)) ||
-      free_loopback_port(&w->addr) < 0) {
+      jitsu__free_tcp_port(&w->addr) < 0) {
     free(w);
     return -1;
   }

@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -183,6 +184,10 @@ JITSU__API bool jitsu__pid_ended(pid_t pid, unsigned long long starttime);
  * with (*what) saying which step failed. */
 JITSU__API int jitsu__bridge_port(const char *bridge, const char *ifname,
                                   bool join, const char **what);
+/* A TCP port free now on (sin)'s IPv4 address (the kernel's pick, into
+ * sin_port; whoever binds it next races other takers): 0, or -errno
+ * (EADDRNOTAVAIL: not an address of this host). */
+JITSU__API int jitsu__free_tcp_port(struct sockaddr_in *sin);
 /* Read the start time and state letter of (pid) from /proc; 0 or -errno. */
 JITSU__API int jitsu__proc_stat(pid_t pid, unsigned long long *starttime,
                                 char *state);

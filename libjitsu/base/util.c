@@ -337,6 +337,20 @@ int jitsu__pidfd_open(pid_t pid) {
   return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
+int jitsu__free_tcp_port(struct sockaddr_in *sin) {
+  sin->sin_family = AF_INET;
+  sin->sin_port = 0;
+  socklen_t len = sizeof(*sin);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int r = fd < 0 || bind(fd, (struct sockaddr *)sin, sizeof(*sin)) < 0 ||
+                  getsockname(fd, (struct sockaddr *)sin, &len) < 0
+              ? -errno
+              : 0;
+  if (fd >= 0)
+    close(fd);
+  return r;
+}
+
 int jitsu__bridge_port(const char *bridge, const char *ifname, bool join,
                        const char **what) {
   struct ifreq idx, br;
