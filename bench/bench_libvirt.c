@@ -13,8 +13,9 @@
  * and suspend (pause) / resume, and suspend to disk / restore, for each
  * backend. Cold rounds are interleaved (local, remote, qemu, by hand, then
  * again), after one untimed round. Last (its spares would boot during the
- * others), the libvirt backend with pool = 1 over qemu+unix: a summon that
- * takes the paused spare, each round once the spare is ready.
+ * others), pool = 1 for the libvirt backend over qemu+unix and for the
+ * qemu backend: a summon that takes the paused spare, each round once the
+ * spare is ready (the other vm's pool refilled too).
  *
  * The daemon is a private libvirtd (tests/libvirt/vdaemon, root needed).
  *   bench_libvirt [-n N] VDAEMON KERNEL INITRD
@@ -222,8 +223,8 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (mkdtemp(dir) == NULL)
     return 1;
-  int base = 21000 + (int)(getpid() % 4000) * 2;
-  int lport = base, http = base + 1;
+  int base = 21000 + (int)(getpid() % 4000) * 3;
+  int lport = base, http = base + 1, qhttp = base + 2;
   if (start_daemon(argv[optind], lport) < 0) {
     fprintf(stderr, "bench_libvirt: libvirtd did not start (%s/daemon)\n", dir);
     stop_daemon();
@@ -294,8 +295,10 @@ int main(int argc, char **argv) {
   }
   for (int k = 0; k < 3 && status == 0; k++)
     status = disk_rounds(vms[k].name, http, n, samples[k]);
-  /* The pool last: a reload adds the vm, and its spare boots. */
-  double pool_t[N_MAX], pooled = -1;
+  /* The pools last: a reload adds the vms, and their spares boot. The
+   * qemu backend's on a port of its own: its spare holds the vm's forward
+   * while the vm is stopped. */
+  double pool_t[2][N_MAX], pooled[2] = {-1, -1};
   f = fopen(path, "a");
   if (f == NULL ||
       fprintf(f, "[vm pooled]\n%s",
@@ -305,14 +308,25 @@ int main(int argc, char **argv) {
               "forward = 127.0.0.1:%d:80\nhost = qemu+unix:///system?"
               "socket=%s/daemon/run/libvirt-sock\n",
               http, dir) < 0 ||
-      fprintf(f, guest_fmt, kernel, initrd, http) < 0 || fclose(f) != 0)
+      fprintf(f, guest_fmt, kernel, initrd, http) < 0 ||
+      fprintf(f, "[vm qpooled]\npool = 1\n") < 0 ||
+      fprintf(f, vms[2].head, qhttp) < 0 ||
+      fprintf(f, guest_fmt, kernel, initrd, qhttp) < 0 || fclose(f) != 0)
     status = 1;
   if (status == 0 && jitsu_config_reload(ctx, NULL, NULL, &err) < 0) {
     fprintf(stderr, "bench_libvirt: %s\n", err.message);
     status = 1;
   }
-  if (status == 0 && (status = pool_rounds("pooled", http, n, pool_t)) == 0)
-    pooled = p50(pool_t, n);
+  const char *pool_vm[2] = {"pooled", "qpooled"};
+  int pool_port[2] = {http, qhttp};
+  for (int k = 0; k < 2 && status == 0; k++) {
+    jitsu_vm *other = jitsu_vm_find(ctx, pool_vm[1 - k]);
+    if (wait_spare(other, 120000) < 0) /* no spare of it boots meanwhile */
+      status = failed(other, "fill the pool");
+    else if ((status = pool_rounds(pool_vm[k], pool_port[k], n, pool_t[k])) ==
+             0)
+      pooled[k] = p50(pool_t[k], n);
+  }
   for (int k = 0; k < 3 && status == 0; k++)
     for (int t = 0; t < N_TIMES; t++)
       p50s[k][t] = p50(samples[k][t], n);
@@ -329,14 +343,18 @@ int main(int argc, char **argv) {
     row("QEMU by hand", hand, p50s[2][COLD]);
     printf("  libvirt local / QEMU by hand: %.2f\n", p50s[0][COLD] / hand);
     printf("summon to first HTTP byte, pool = 1 (a paused spare taken):\n");
-    row("libvirt, local, from the pool", pooled, p50s[0][COLD]);
-    double lo = pool_t[0], hi = pool_t[0];
-    for (int i = 1; i < n; i++)
-      lo = pool_t[i] < lo ? pool_t[i] : lo,
-      hi = pool_t[i] > hi ? pool_t[i] : hi;
-    printf("  (from the pool: %d summons, %.1f to %.1f ms; x = against the "
-           "cold summon through the same URI; the spare holds 128 MiB)\n",
-           n, lo, hi);
+    row("libvirt, local, from the pool", pooled[0], pooled[1]);
+    row("qemu backend, from the pool", pooled[1], 0);
+    for (int k = 0; k < 2; k++) {
+      double lo = pool_t[k][0], hi = pool_t[k][0];
+      for (int i = 1; i < n; i++)
+        lo = pool_t[k][i] < lo ? pool_t[k][i] : lo,
+        hi = pool_t[k][i] > hi ? pool_t[k][i] : hi;
+      printf("  (%s: %d summons, %.1f to %.1f ms; cold / pool x%.0f)\n",
+             k ? "qemu backend" : "libvirt", n, lo, hi,
+             p50s[k ? 2 : 0][COLD] / pooled[k]);
+    }
+    printf("  (each spare holds the guest's 128 MiB)\n");
     printf("pause / resume to first HTTP byte:\n");
     backend_rows(PAUSE, "pause", RESUME, "resume");
     printf("suspend to disk / restore to first HTTP byte:\n");

@@ -57,6 +57,9 @@ struct lvhost {
   uv_timer_t *retry;
   unsigned refs;
   unsigned users; /* vms using it; at 0 it leaves the ctx (ctx = NULL) */
+  /* Names of domains that a destroy job of a pool is ending here: no new
+   * spare takes one until it is gone (libvirt_pool.c). */
+  jitsu_list dying;
   bool reconnecting;
 };
 

@@ -331,6 +331,7 @@ lvhost *lv_host_get(jitsu_ctx *ctx, const char *uri) {
     return NULL;
   }
   h->ctx = ctx;
+  jitsu_list_init(&h->dying);
   h->event_id = -1;
   h->refs = 1;
   h->users = 1;

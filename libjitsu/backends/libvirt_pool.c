@@ -125,7 +125,27 @@ static bool spare_went(lvspare *sp) {
   return true;
 }
 
+/* A name on a host's list of domains being destroyed. */
+typedef struct lvdying {
+  jitsu_list link;
+  char name[96];
+} lvdying;
+
+static lvdying *dying_find(const lvhost *h, const char *name) {
+  for (jitsu_list *i = h->dying.next; i != &h->dying; i = i->next) {
+    lvdying *d = JITSU_CONTAINER_OF(i, lvdying, link);
+    if (strcmp(d->name, name) == 0)
+      return d;
+  }
+  return NULL;
+}
+
 static void spare_destroyed(vjob *vj) {
+  lvdying *d = dying_find(vj->j.host, vj->name);
+  if (d != NULL) {
+    jitsu_list_remove(&d->link);
+    free(d);
+  }
   if (vj->j.rc < 0 && vj->j.rc != -ENOENT && !vj->v->released)
     jitsu_vm_log(vj->v->vm, JITSU_LOG_WARNING,
                  "pool: cannot destroy domain %s on %s: %s", vj->name,
@@ -138,11 +158,20 @@ static void spare_destroyed(vjob *vj) {
  * meanwhile: the job keeps it). */
 static void destroy_named(lvvm *v, lvspare *sp, lvhost *h, const char *name) {
   vjob *vj = lv_vjob_new(v, lv_run_destroy, spare_destroyed);
+  lvdying *d = dying_find(h, name) ? NULL : calloc(1, sizeof(*d));
+  if (d != NULL) { /* without it a new spare may try the name too soon */
+    snprintf(d->name, sizeof(d->name), "%s", name);
+    jitsu_list_append(&h->dying, &d->link);
+  }
   if (vj != NULL) {
     vj->sp = sp;
     snprintf(vj->name, sizeof(vj->name), "%s", name);
     if (lv_vjob_submit(h, vj) == 0)
       return;
+  }
+  if (d != NULL) {
+    jitsu_list_remove(&d->link);
+    free(d);
   }
   if (!v->released)
     jitsu_vm_log(v->vm, JITSU_LOG_ERROR,
@@ -448,11 +477,16 @@ static void spare_created(vjob *vj) {
     spare_marked(sp);
 }
 
-/* Whether domain name "<vm>.spareK" is free: no spare of (v) has it, and
- * it is not the vm's domain. */
+/* Whether domain name "<vm>.spareK" is free: no spare of (v) has it, it
+ * is not the vm's domain, and no domain of that name is being destroyed
+ * on its hosts (a reload's old spares: their destroy and a new create
+ * run side by side). */
 static bool name_free(const lvvm *v, const char *name) {
   if (strcmp(v->dom, name) == 0)
     return false;
+  for (size_t i = 0; i < v->n_hosts; i++)
+    if (v->hosts[i] != NULL && dying_find(v->hosts[i], name) != NULL)
+      return false;
   for (unsigned i = 0; i < LV_POOL_MAX; i++)
     if (v->spares[i] != NULL && strcmp(v->spares[i]->name, name) == 0)
       return false;
