@@ -375,15 +375,15 @@ static void warm_forwarded(vjob *vj) {
   warm_probe(sp);
 }
 
-/* The forward rule of (v) ("tcp:ADDR:HP-:GP") whose host port is (port),
- * or NULL. */
-static const char *ready_forward(const lvvm *v, unsigned port) {
+/* The guest side of (v)'s forward rule ("tcp:ADDR:HP-:GP") whose host
+ * port is (port), its host address into (addr); NULL if there is none. */
+static const char *ready_forward(const lvvm *v, unsigned port, char *addr,
+                                 size_t size) {
   for (size_t i = 0; i < v->n_fwd; i++) {
-    const char *dash = strchr(v->fwd[i], '-');
-    const char *colon =
-        dash ? memrchr(v->fwd[i], ':', (size_t)(dash - v->fwd[i])) : NULL;
-    if (colon != NULL && strtoul(colon + 1, NULL, 10) == port)
-      return v->fwd[i];
+    unsigned host_port;
+    const char *guest = jitsu__hostfwd_parts(v->fwd[i], addr, size, &host_port);
+    if (guest != NULL && host_port == port)
+      return guest;
   }
   return NULL;
 }
@@ -391,13 +391,11 @@ static const char *ready_forward(const lvvm *v, unsigned port) {
 /* Begin warming (sp) up: 0, or -1 when it cannot be. */
 static int warm_begin(lvspare *sp) {
   lvvm *v = sp->of;
-  const char *fw = ready_forward(v, jitsu_vm_ready_port(v->vm));
-  if (fw == NULL)
-    return -1;
-  const char *dash = strchr(fw, '-');
-  const char *colon = memrchr(fw, ':', (size_t)(dash - fw));
   char addr[INET_ADDRSTRLEN];
-  snprintf(addr, sizeof(addr), "%.*s", (int)(colon - fw - 4), fw + 4);
+  const char *guest =
+      ready_forward(v, jitsu_vm_ready_port(v->vm), addr, sizeof(addr));
+  if (guest == NULL)
+    return -1;
   sp->warm_addr = (struct sockaddr_in){.sin_family = AF_INET};
   if (inet_pton(AF_INET, addr, &sp->warm_addr.sin_addr) != 1 ||
       jitsu__free_tcp_port(&sp->warm_addr) < 0)
@@ -409,8 +407,8 @@ static int warm_begin(lvspare *sp) {
            (unsigned)ntohs(sp->warm_addr.sin_port));
   vj->sp = sp;
   snprintf(vj->name, sizeof(vj->name), "%s", sp->name);
-  snprintf(vj->hmp, sizeof(vj->hmp), "hostfwd_add jitsunet0 %s%s",
-           sp->warm_rule, dash);
+  snprintf(vj->hmp, sizeof(vj->hmp), "hostfwd_add jitsunet0 %s-%s",
+           sp->warm_rule, guest);
   if (lv_vjob_submit(sp->on, vj) < 0) {
     sp->warm_rule[0] = '\0';
     return -1;

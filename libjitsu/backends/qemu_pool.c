@@ -383,14 +383,11 @@ static bool forward_guest_side(jitsu_vm *vm, unsigned port, char *out,
                                size_t size) {
   const char *fw;
   for (size_t i = 0; (fw = jitsu_vm_param(vm, "forward", i)) != NULL; i++) {
-    const char *dash = strchr(fw, '-');
-    if (strncmp(fw, "tcp:", 4) != 0 || dash == NULL)
+    unsigned host_port;
+    const char *guest = jitsu__hostfwd_parts(fw, NULL, 0, &host_port);
+    if (guest == NULL || host_port != port || strlen(guest) >= size)
       continue;
-    const char *colon = memrchr(fw, ':', (size_t)(dash - fw));
-    if (colon == NULL || strtoul(colon + 1, NULL, 10) != port ||
-        strlen(dash + 1) >= size)
-      continue;
-    snprintf(out, size, "%s", dash + 1);
+    snprintf(out, size, "%s", guest);
     return true;
   }
   return false;

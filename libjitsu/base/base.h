@@ -188,6 +188,13 @@ JITSU__API int jitsu__bridge_port(const char *bridge, const char *ifname,
  * sin_port; whoever binds it next races other takers): 0, or -errno
  * (EADDRNOTAVAIL: not an address of this host). */
 JITSU__API int jitsu__free_tcp_port(struct sockaddr_in *sin);
+/* The parts of a QEMU host forward rule "tcp:[HOSTADDR]:HOSTPORT-GUEST":
+ * its host port into (*port) and, when (addr) is not NULL, its host
+ * address as text ("" for none) into (addr); returns the guest side
+ * ("[GUESTADDR]:GUESTPORT"), or NULL when (rule) is not a tcp rule of that
+ * shape or the address does not fit in (size). */
+JITSU__API const char *jitsu__hostfwd_parts(const char *rule, char *addr,
+                                            size_t size, unsigned *port);
 /* Read the start time and state letter of (pid) from /proc; 0 or -errno. */
 JITSU__API int jitsu__proc_stat(pid_t pid, unsigned long long *starttime,
                                 char *state);

@@ -351,6 +351,24 @@ int jitsu__free_tcp_port(struct sockaddr_in *sin) {
   return r;
 }
 
+const char *jitsu__hostfwd_parts(const char *rule, char *addr, size_t size,
+                                 unsigned *port) {
+  const char *dash = strchr(rule, '-');
+  if (strncmp(rule, "tcp:", 4) != 0 || dash == NULL)
+    return NULL;
+  /* The last colon before the dash: "tcp:"'s when there is no other. */
+  const char *colon = memrchr(rule, ':', (size_t)(dash - rule));
+  size_t alen = colon > rule + 4 ? (size_t)(colon - rule - 4) : 0;
+  if (addr != NULL) {
+    if (alen >= size)
+      return NULL;
+    memcpy(addr, rule + 4, alen);
+    addr[alen] = '\0';
+  }
+  *port = (unsigned)strtoul(colon + 1, NULL, 10);
+  return dash + 1;
+}
+
 int jitsu__bridge_port(const char *bridge, const char *ifname, bool join,
                        const char **what) {
   struct ifreq idx, br;

@@ -108,6 +108,31 @@ static void test_hostport(void **state) {
     assert_int_equal(jitsu__parse_hostport(bad[i], &ss), -EINVAL);
 }
 
+/* A QEMU host forward rule's parts, as the pools' warm-up reads them. */
+static void test_hostfwd_parts(void **state) {
+  (void)state;
+  char addr[16];
+  unsigned port = 0;
+  const char *guest =
+      jitsu__hostfwd_parts("tcp:127.0.0.1:8080-:80", addr, sizeof(addr), &port);
+  assert_non_null(guest);
+  assert_string_equal(guest, ":80");
+  assert_string_equal(addr, "127.0.0.1");
+  assert_int_equal(port, 8080);
+  guest =
+      jitsu__hostfwd_parts("tcp::53-10.0.2.15:53", addr, sizeof(addr), &port);
+  assert_non_null(guest);
+  assert_string_equal(guest, "10.0.2.15:53");
+  assert_string_equal(addr, "");
+  assert_int_equal(port, 53);
+  assert_non_null(jitsu__hostfwd_parts("tcp:1.2.3.4:9-:1", NULL, 0, &port));
+  assert_int_equal(port, 9);
+  /* Not tcp, no guest side, an address that does not fit. */
+  assert_null(jitsu__hostfwd_parts("udp:127.0.0.1:53-:53", NULL, 0, &port));
+  assert_null(jitsu__hostfwd_parts("tcp:127.0.0.1:8080", NULL, 0, &port));
+  assert_null(jitsu__hostfwd_parts("tcp:255.255.255.255:1-:2", addr, 8, &port));
+}
+
 static void test_notify_parse(void **state) {
   (void)state;
   assert_true(jitsu__notify_says_ready("READY=1", 7));
@@ -200,6 +225,7 @@ int main(void) {
       cmocka_unit_test(test_bool),
       cmocka_unit_test(test_split_argv),
       cmocka_unit_test(test_hostport),
+      cmocka_unit_test(test_hostfwd_parts),
       cmocka_unit_test(test_notify_parse),
       cmocka_unit_test(test_hash),
       cmocka_unit_test(test_table),
